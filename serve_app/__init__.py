@@ -1,0 +1,1 @@
+"""llmserve: priority-aware, adaptively batched LLM serving on Ray Serve over vLLM."""

@@ -1,0 +1,59 @@
+"""Builds the Ray Serve application (ingress -> router -> LLM replicas) from the config tree."""
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve.config import RequestRouterConfig
+from ray.serve.deployment import Application
+
+from serve_app.config import AppConfig, load_config, parse_config
+from serve_app.deployments.ingress import Ingress
+from serve_app.deployments.replica import LLMReplica
+from serve_app.deployments.router import Router
+
+ROUTING_POLICIES = {
+    "least_outstanding_tokens": "serve_app.routing.least_outstanding_tokens.LeastOutstandingTokensRouter",
+}
+
+
+def replica_actor_options(config: AppConfig) -> dict[str, Any]:
+    replicas = config.replicas
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", **replicas.env} if replicas.num_gpus == 0 else dict(replicas.env)
+    return {"num_cpus": replicas.num_cpus, "num_gpus": replicas.num_gpus, "runtime_env": {"env_vars": env}}
+
+
+def build_app(config: AppConfig, engine_overrides: dict[str, Any] | None = None) -> Application:
+    data = config.model_dump(mode="json")
+    replica_deployment = serve.deployment(
+        LLMReplica,
+        name="LLMReplica",
+        num_replicas=config.replicas.num_replicas,
+        max_ongoing_requests=config.replicas.max_ongoing_requests,
+        ray_actor_options=replica_actor_options(config),
+        # Engine start (weights, torch.compile, CUDA graphs) takes minutes on a cold GPU host.
+        health_check_period_s=10,
+        health_check_timeout_s=60,
+        graceful_shutdown_timeout_s=30,
+        request_router_config=RequestRouterConfig(
+            request_router_class=ROUTING_POLICIES[config.router.routing],
+            request_routing_stats_period_s=config.router.stats_period_s,
+            request_routing_stats_timeout_s=5,
+        ),
+    )
+    router_deployment = serve.deployment(Router, name="Router", num_replicas=1,
+                                         max_ongoing_requests=100_000, ray_actor_options={"num_cpus": 0})
+    ingress_deployment = serve.deployment(Ingress, name="Ingress", num_replicas=1,
+                                          max_ongoing_requests=100_000, ray_actor_options={"num_cpus": 0})
+    replicas = replica_deployment.bind(data, engine_overrides)
+    router = router_deployment.bind(replicas, data)
+    return ingress_deployment.bind(router, replicas, data)
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """Entry for `serve run serve_app.app:app_builder config_path=...` and RayService's serveConfigV2."""
+    if "config_path" in args:
+        config = load_config(args["config_path"])
+    else:
+        config = parse_config(args.get("config"))
+    return build_app(config)

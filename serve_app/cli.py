@@ -1,0 +1,80 @@
+"""`llmserve`: run the service, make synthetic checkpoints, plan memory, render manifests."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+
+from serve_app.config import ConfigError, load_config
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from serve_app.local import start_local, stop_local
+
+    config = load_config(args.config)
+    base_url = start_local(config)
+    print(f"llmserve: serving {config.model.served_name!r} at {base_url}/v1", flush=True)
+    if args.sample:
+        _send_sample(base_url, config.model.served_name)
+    if args.exit_after_sample:
+        stop_local()
+        return 0
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    try:
+        while not stop:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    stop_local()
+    return 0
+
+
+def _send_sample(base_url: str, model: str) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{base_url}/v1", api_key="unused")
+    reply = client.chat.completions.create(model=model, max_tokens=16,
+                                           messages=[{"role": "user", "content": "t10 t11 t12"}])
+    print("sample request -> ", json.dumps(reply.model_dump(), indent=2), flush=True)
+
+
+def _cmd_make_model(args: argparse.Namespace) -> int:
+    from serve_app.synthetic_model import make_model
+
+    path = make_model(args.shape, args.out, seed=args.seed)
+    print(f"wrote synthetic {args.shape} AWQ checkpoint to {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmserve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="start local Ray + the service (embedded default: tiny model on CPU)")
+    run.add_argument("--config", help="YAML config; default: the embedded default")
+    run.add_argument("--sample", action="store_true", help="send one chat request once the service is up")
+    run.add_argument("--exit-after-sample", action="store_true", help="stop after the sample request")
+    run.set_defaults(func=_cmd_run)
+
+    make = commands.add_parser("make-model", help="write a synthetic random-weight AWQ checkpoint")
+    make.add_argument("shape", help="tiny, llama2-7b or llama3-8b")
+    make.add_argument("--out", required=True, help="output directory")
+    make.add_argument("--seed", type=int, default=0)
+    make.set_defaults(func=_cmd_make_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as error:
+        print(f"llmserve: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

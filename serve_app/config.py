@@ -1,0 +1,153 @@
+"""The one configuration tree of the service: pydantic v2 models loaded from YAML.
+
+Every field's description is its reference documentation; a bad file fails at start with a
+message naming the field (``load_config``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_MODEL_CACHE = Path.home() / ".cache" / "llmserve" / "models"
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the offending field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(_Strict):
+    path: str | None = Field(
+        None,
+        description="Directory of an AWQ (or fp16) Hugging Face checkpoint. Empty: a synthetic "
+        "checkpoint of `synthetic_shape` is generated once under `cache_dir` and served.",
+    )
+    synthetic_shape: str = Field("tiny", description="Shape of the generated checkpoint when `path` is empty.")
+    cache_dir: str = Field(str(DEFAULT_MODEL_CACHE), description="Where generated checkpoints are kept.")
+    served_name: str = Field("tiny-awq", description="Model id clients send as `model` and see in /v1/models.")
+    quantization: Literal["awq", "awq_marlin", "none"] = Field(
+        "awq", description="vLLM quantization method; `none` for an unquantized checkpoint."
+    )
+
+    def resolved_path(self) -> Path:
+        if self.path:
+            return Path(self.path)
+        return Path(self.cache_dir) / self.synthetic_shape
+
+
+class EngineSettings(_Strict):
+    max_model_len: int = Field(512, gt=0, description="Context length (prompt + output tokens).")
+    max_num_seqs: int | None = Field(None, gt=0, description="vLLM batch size; empty: the controller's choice or vLLM's default.")
+    max_num_batched_tokens: int | None = Field(None, gt=0, description="Tokens per engine step (chunked prefill).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of the GPU's memory vLLM may use.")
+    dtype: Literal["auto", "float16", "bfloat16"] = Field("float16", description="Activation dtype (AWQ needs float16).")
+    kv_cache_dtype: Literal["auto", "fp8"] = Field("auto", description="KV cache dtype.")
+    enforce_eager: bool = Field(False, description="Skip CUDA graphs / torch.compile (faster start, slower steps).")
+    enable_prefix_caching: bool = Field(True, description="vLLM automatic prefix caching.")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Any other vLLM engine argument, passed as is.")
+
+
+class ReplicaSettings(_Strict):
+    num_replicas: int = Field(1, ge=1, description="vLLM replicas (one per GPU) when autoscaling is off.")
+    num_gpus: float = Field(0, ge=0, description="GPUs per replica; 0 runs vLLM on the CPU build.")
+    num_cpus: float = Field(1, gt=0, description="CPUs reserved per replica.")
+    max_ongoing_requests: int = Field(1024, gt=0, description="Ray Serve's cap on requests a replica holds.")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables for the replica process.")
+
+
+class PriorityClassSettings(_Strict):
+    name: str = Field(description="Class name sent as `priority` in the body or `x-priority` header.")
+    ttft_slo_s: float = Field(gt=0, description="Time-to-first-token target, seconds.")
+    tpot_slo_s: float = Field(gt=0, description="Time-per-output-token target, seconds.")
+    queue_deadline_s: float = Field(gt=0, description="Longest a request of this class may wait in the router queue.")
+
+
+def default_priority_classes() -> list[PriorityClassSettings]:
+    return [
+        PriorityClassSettings(name="interactive", ttft_slo_s=0.5, tpot_slo_s=0.1, queue_deadline_s=2.0),
+        PriorityClassSettings(name="standard", ttft_slo_s=2.0, tpot_slo_s=0.2, queue_deadline_s=10.0),
+        PriorityClassSettings(name="batch", ttft_slo_s=30.0, tpot_slo_s=1.0, queue_deadline_s=60.0),
+    ]
+
+
+class RouterSettings(_Strict):
+    routing: Literal["least_outstanding_tokens"] = Field(
+        "least_outstanding_tokens", description="Replica choice policy, by name."
+    )
+    stats_period_s: float = Field(0.5, gt=0, description="How often replicas report engine stats to routers.")
+
+
+class HttpSettings(_Strict):
+    host: str = Field("127.0.0.1", description="Address Ray Serve's HTTP proxy binds.")
+    port: int = Field(8000, gt=0, lt=65536, description="HTTP port.")
+    max_body_bytes: int = Field(1_000_000, gt=0, description="Largest accepted request body.")
+
+
+class AppConfig(_Strict):
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    replicas: ReplicaSettings = Field(default_factory=ReplicaSettings)
+    priority_classes: list[PriorityClassSettings] = Field(
+        default_factory=default_priority_classes, description="Highest priority first."
+    )
+    default_priority: str = Field("standard", description="Class of a request that names none.")
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+
+    @field_validator("priority_classes")
+    @classmethod
+    def _unique_nonempty_classes(cls, classes: list[PriorityClassSettings]) -> list[PriorityClassSettings]:
+        if not classes:
+            raise ValueError("at least one priority class is required")
+        names = [c.name for c in classes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate priority class names: {duplicates}")
+        return classes
+
+    @model_validator(mode="after")
+    def _default_priority_is_known(self) -> AppConfig:
+        names = [c.name for c in self.priority_classes]
+        if self.default_priority not in names:
+            raise ValueError(f"default_priority {self.default_priority!r} is not one of {names}")
+        return self
+
+    def priority_rank(self, name: str) -> int:
+        """0 is the highest class; vLLM schedules lower `priority` values first."""
+        return [c.name for c in self.priority_classes].index(name)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"{where}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def parse_config(data: dict[str, Any] | None) -> AppConfig:
+    try:
+        return AppConfig.model_validate(data or {})
+    except ValidationError as error:
+        raise ConfigError(f"invalid config: {_describe(error)}") from None
+
+
+def load_config(path: str | Path | None) -> AppConfig:
+    """The config at `path`, or the embedded default (tiny synthetic model on the CPU)."""
+    if path is None:
+        return AppConfig()
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return parse_config(data)

@@ -1,0 +1,234 @@
+"""OpenAI-compatible HTTP ingress: validates and tokenizes requests, streams from the router."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from serve_app import openai_api as api
+from serve_app.config import parse_config
+from serve_app.generation import GenerationChunk, GenerationRequest, SamplingOptions
+from serve_app.openai_api import ApiError
+
+logger = logging.getLogger("serve_app.ingress")
+http_app = FastAPI(title="llmserve", description="OpenAI-compatible LLM API over vLLM replicas on Ray Serve")
+
+
+@http_app.exception_handler(ApiError)
+async def _api_error(_: Request, error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def _validation_error(error: ValidationError) -> ApiError:
+    first = error.errors()[0]
+    param = ".".join(str(part) for part in first["loc"]) or None
+    return ApiError(400, f"{param}: {first['msg']}" if param else first["msg"], param=param)
+
+
+async def _json_body(request: Request, max_bytes: int) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > max_bytes:
+        raise ApiError(413, f"request body is {len(raw)} bytes; the limit is {max_bytes}", code="body_too_large")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ApiError(400, f"request body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+def _sse(payload: dict[str, Any] | str) -> str:
+    return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
+
+
+def _stream_error(message: str) -> str:
+    return _sse({"error": {"message": message, "type": "server_error", "param": None, "code": "stream_failed"}})
+
+
+@http_app.exception_handler(Exception)
+async def _internal_error(request: Request, error: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s", request.url.path)
+    body = {"error": {"message": "internal server error", "type": "server_error", "param": None, "code": None}}
+    return JSONResponse(body, status_code=500)
+
+
+@serve.ingress(http_app)
+class Ingress:
+    def __init__(self, router: DeploymentHandle, replicas: DeploymentHandle, config: dict):
+        from transformers import AutoTokenizer
+
+        self._config = parse_config(config)
+        self._router = router.options(stream=True)
+        self._router_unary = router
+        self._replicas = replicas
+        self._model_name = self._config.model.served_name
+        self._max_model_len = self._config.engine.max_model_len
+        self._classes = {c.name: rank for rank, c in enumerate(self._config.priority_classes)}
+        self._tokenizer = AutoTokenizer.from_pretrained(str(self._config.model.resolved_path()))
+        self._created = int(time.time())
+
+    # ---- request building ------------------------------------------------------------------
+    def _check_model(self, model: str) -> None:
+        if model != self._model_name:
+            raise ApiError(404, f"model {model!r} does not exist; available: [{self._model_name!r}]",
+                           param="model", code="model_not_found")
+
+    def _priority(self, body_value: str | None, http_request: Request) -> tuple[str, int]:
+        name = body_value or http_request.headers.get("x-priority") or self._config.default_priority
+        if name not in self._classes:
+            raise ApiError(400, f"unknown priority class {name!r}; known: {list(self._classes)}", param="priority")
+        return name, self._classes[name]
+
+    def _max_tokens(self, requested: int | None, prompt_len: int, prompt_param: str) -> int:
+        room = self._max_model_len - prompt_len
+        if room <= 0:
+            raise ApiError(400, f"{prompt_param} is {prompt_len} tokens; the model's context is "
+                           f"{self._max_model_len} tokens", param=prompt_param, code="context_length_exceeded")
+        if requested is None:
+            return room
+        if requested <= 0:
+            raise ApiError(400, f"max_tokens must be at least 1, got {requested}", param="max_tokens")
+        if requested > room:
+            raise ApiError(400, f"max_tokens={requested} plus the {prompt_len}-token prompt exceeds the model's "
+                           f"context of {self._max_model_len} tokens", param="max_tokens",
+                           code="context_length_exceeded")
+        return requested
+
+    def _completion_prompt_ids(self, prompt: Any) -> list[int]:
+        if isinstance(prompt, str):
+            return self._tokenizer(prompt, add_special_tokens=True).input_ids
+        if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+            vocab = len(self._tokenizer)
+            if any(t < 0 or t >= vocab for t in prompt):
+                raise ApiError(400, f"prompt token ids must be in [0, {vocab})", param="prompt")
+            return list(prompt)
+        if isinstance(prompt, list) and len(prompt) == 1:
+            return self._completion_prompt_ids(prompt[0])
+        raise ApiError(400, "prompt must be a string, a list of token ids, or a list of one of those", param="prompt")
+
+    def _generation_request(self, prefix: str, prompt_ids: list[int], max_tokens: int,
+                            req: api._Request, http_request: Request) -> GenerationRequest:
+        class_name, rank = self._priority(req.priority, http_request)
+        return GenerationRequest(
+            request_id=f"{prefix}-{uuid.uuid4().hex}", prompt_token_ids=prompt_ids,
+            sampling=SamplingOptions(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
+                                     seed=req.seed, stop=req.stop_list(), ignore_eos=req.ignore_eos),
+            priority_class=class_name, priority_rank=rank, arrival_time=time.time(),
+        )
+
+    # ---- routes --------------------------------------------------------------------------------
+    @http_app.post("/v1/completions")
+    async def completions(self, http_request: Request):
+        body = await _json_body(http_request, self._config.http.max_body_bytes)
+        try:
+            req = api.CompletionRequest.model_validate(body)
+        except ValidationError as error:
+            raise _validation_error(error) from None
+        self._check_model(req.model)
+        prompt_ids = self._completion_prompt_ids(req.prompt)
+        if not prompt_ids:
+            raise ApiError(400, "prompt must not be empty", param="prompt")
+        max_tokens = self._max_tokens(req.max_tokens, len(prompt_ids), "prompt")
+        gen = self._generation_request("cmpl", prompt_ids, max_tokens, req, http_request)
+        if req.stream:
+            return StreamingResponse(self._stream_completion(gen, req), media_type="text/event-stream")
+        text, finish, completion_tokens, error = await self._collect(gen)
+        if error:
+            raise ApiError(503, error, error_type="server_error", code="replica_failed")
+        return api.completion_body(gen.request_id, self._model_name, text, finish,
+                                   api.usage(len(prompt_ids), completion_tokens))
+
+    @http_app.post("/v1/chat/completions")
+    async def chat_completions(self, http_request: Request):
+        body = await _json_body(http_request, self._config.http.max_body_bytes)
+        try:
+            req = api.ChatCompletionRequest.model_validate(body)
+        except ValidationError as error:
+            raise _validation_error(error) from None
+        self._check_model(req.model)
+        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        prompt_ids = self._tokenizer(text, add_special_tokens=False).input_ids
+        max_tokens = self._max_tokens(req.requested_max_tokens(), len(prompt_ids), "messages")
+        gen = self._generation_request("chatcmpl", prompt_ids, max_tokens, req, http_request)
+        if req.stream:
+            return StreamingResponse(self._stream_chat(gen, req), media_type="text/event-stream")
+        content, finish, completion_tokens, error = await self._collect(gen)
+        if error:
+            raise ApiError(503, error, error_type="server_error", code="replica_failed")
+        return api.chat_body(gen.request_id, self._model_name, content, finish,
+                             api.usage(len(prompt_ids), completion_tokens))
+
+    @http_app.get("/v1/models")
+    async def models(self):
+        return {"object": "list", "data": [{"id": self._model_name, "object": "model", "created": self._created,
+                                            "owned_by": "llmserve", "max_model_len": self._max_model_len}]}
+
+    @http_app.get("/health")
+    async def health(self):
+        """Healthy when a replica's engine answers its own health check."""
+        try:
+            stats = await self._replicas.ping.remote()
+        except Exception as error:  # any failure to reach an engine is unhealthy, never a hang
+            logger.warning("health check failed: %s", error)
+            return JSONResponse({"status": "unhealthy", "error": type(error).__name__}, status_code=503)
+        return {"status": "ok", "replica": stats}
+
+    # ---- streaming -----------------------------------------------------------------------------
+    def _chunks(self, gen: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        return self._router.generate.remote(gen)
+
+    async def _collect(self, gen: GenerationRequest) -> tuple[str, str | None, int, str | None]:
+        parts: list[str] = []
+        finish, tokens = None, 0
+        async for chunk in self._chunks(gen):
+            if chunk.error:
+                return "", None, 0, chunk.error
+            parts.append(chunk.text)
+            tokens += len(chunk.token_ids)
+            finish = chunk.finish_reason or finish
+        return "".join(parts), finish, tokens, None
+
+    async def _stream(self, gen: GenerationRequest, req: api._Request, obj: str, make_chunk) -> AsyncIterator[str]:
+        completion_tokens = 0
+        try:
+            async for chunk in self._chunks(gen):
+                if chunk.error:
+                    yield _stream_error(chunk.error)
+                    break
+                completion_tokens += len(chunk.token_ids)
+                if chunk.text or chunk.finish_reason:
+                    yield _sse(make_chunk(chunk.text, chunk.finish_reason))
+        except Exception:
+            # Headers are already sent: the only honest answer left is an error event.
+            logger.exception("request %s: stream failed", gen.request_id)
+            yield _stream_error("internal error while streaming; the response is incomplete")
+        if req.include_usage_in_stream():
+            yield _sse(api.usage_chunk(gen.request_id, self._model_name, self._created, obj,
+                                       api.usage(len(gen.prompt_token_ids), completion_tokens)))
+        yield _sse("[DONE]")
+
+    async def _stream_completion(self, gen: GenerationRequest, req: api.CompletionRequest) -> AsyncIterator[str]:
+        def make(text: str, finish: str | None) -> dict:
+            return api.completion_chunk(gen.request_id, self._model_name, self._created, text, finish)
+        async for event in self._stream(gen, req, "text_completion", make):
+            yield event
+
+    async def _stream_chat(self, gen: GenerationRequest, req: api.ChatCompletionRequest) -> AsyncIterator[str]:
+        yield _sse(api.chat_chunk(gen.request_id, self._model_name, self._created,
+                                  {"role": "assistant", "content": ""}, None))
+
+        def make(text: str, finish: str | None) -> dict:
+            delta = {"content": text} if text else {}
+            return api.chat_chunk(gen.request_id, self._model_name, self._created, delta, finish)
+        async for event in self._stream(gen, req, "chat.completion.chunk", make):
+            yield event

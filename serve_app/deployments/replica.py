@@ -1,0 +1,141 @@
+"""The LLM replica: one vLLM `AsyncLLM` engine (one GPU, or the CPU build) behind a Ray Serve replica."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.sampling_params import RequestOutputKind, SamplingParams
+from vllm.v1.engine.async_llm import AsyncLLM
+
+from serve_app.config import AppConfig, parse_config
+from serve_app.engine_stats import EngineSnapshot, snapshot_logger_factory
+from serve_app.generation import GenerationChunk, GenerationRequest
+
+logger = logging.getLogger("serve_app.replica")
+
+
+def engine_args_from_config(config: AppConfig, overrides: dict[str, Any] | None = None) -> AsyncEngineArgs:
+    engine = config.engine
+    args: dict[str, Any] = {
+        "model": str(config.model.resolved_path()),
+        "served_model_name": config.model.served_name,
+        "quantization": None if config.model.quantization == "none" else config.model.quantization,
+        "dtype": engine.dtype,
+        "max_model_len": engine.max_model_len,
+        "gpu_memory_utilization": engine.gpu_memory_utilization,
+        "kv_cache_dtype": engine.kv_cache_dtype,
+        "enforce_eager": engine.enforce_eager,
+        "enable_prefix_caching": engine.enable_prefix_caching,
+        # Priority classes map onto vLLM's own priority scheduling inside each engine.
+        "scheduling_policy": "priority",
+        "disable_log_stats": False,
+    }
+    if engine.max_num_seqs is not None:
+        args["max_num_seqs"] = engine.max_num_seqs
+    if engine.max_num_batched_tokens is not None:
+        args["max_num_batched_tokens"] = engine.max_num_batched_tokens
+    args.update(engine.extra)
+    args.update(overrides or {})
+    return AsyncEngineArgs(**args)
+
+
+def sampling_params_for(request: GenerationRequest) -> SamplingParams:
+    options = request.sampling
+    return SamplingParams(
+        max_tokens=options.max_tokens, temperature=options.temperature, top_p=options.top_p,
+        seed=options.seed, stop=options.stop or None, ignore_eos=options.ignore_eos,
+        output_kind=RequestOutputKind.DELTA,
+    )
+
+
+class LLMReplica:
+    """Streams tokens for `GenerationRequest`s; reports engine stats to routers and health to Serve."""
+
+    def __init__(self, config: dict, engine_overrides: dict[str, Any] | None = None):
+        self._config = parse_config(config)
+        self._replica_id = self._own_replica_id()
+        self._snapshot = EngineSnapshot()
+        started = time.monotonic()
+        self._engine = AsyncLLM.from_engine_args(
+            engine_args_from_config(self._config, engine_overrides),
+            stat_loggers=[snapshot_logger_factory(self._snapshot)],
+        )
+        self._startup_s = time.monotonic() - started
+        # request id -> tokens still to be held in KV cache (prompt + max_tokens); the router's load signal.
+        self._outstanding_tokens: dict[str, int] = {}
+        self._completed = 0
+        logger.info("replica %s: engine ready in %.1fs, %s KV blocks", self._replica_id, self._startup_s,
+                    self._engine.vllm_config.cache_config.num_gpu_blocks)
+
+    @staticmethod
+    def _own_replica_id() -> str:
+        try:
+            from ray import serve
+            return serve.get_replica_context().replica_id.unique_id
+        except Exception:  # outside Ray Serve, e.g. in a unit test
+            return f"local-{uuid.uuid4().hex[:8]}"
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        engine_request_id = f"{request.request_id}-{uuid.uuid4().hex[:6]}"
+        self._outstanding_tokens[engine_request_id] = request.cost_tokens
+        finished = False
+        try:
+            async for output in self._engine.generate(
+                {"prompt_token_ids": request.prompt_token_ids}, sampling_params_for(request),
+                engine_request_id, priority=request.priority_rank,
+            ):
+                completion = output.outputs[0]
+                finished = output.finished
+                yield GenerationChunk(
+                    text=completion.text, token_ids=list(completion.token_ids),
+                    finish_reason=completion.finish_reason if finished else None,
+                    num_prompt_tokens=len(output.prompt_token_ids or request.prompt_token_ids),
+                    replica_id=self._replica_id,
+                )
+        finally:
+            self._outstanding_tokens.pop(engine_request_id, None)
+            self._completed += 1
+            if not finished:
+                # The caller went away (or the stream broke): free the request's KV cache now.
+                # vLLM aborts on cancellation too; this also covers a generator closed by GC.
+                try:
+                    await asyncio.shield(self._engine.abort(engine_request_id))
+                except (RuntimeError, asyncio.CancelledError):
+                    pass
+
+    async def check_health(self) -> None:
+        """Ray Serve calls this periodically; an engine that died makes the replica restart."""
+        await self._engine.check_health()
+
+    async def ping(self) -> dict[str, Any]:
+        """The health route's probe: asks the engine itself, then reports its load."""
+        await self._engine.check_health()
+        return {"replica_id": self._replica_id, **self.record_routing_stats()}
+
+    def record_routing_stats(self) -> dict[str, Any]:
+        """Polled by routers (Ray Serve's request-router stats) every `router.stats_period_s`."""
+        return {
+            "outstanding_tokens": sum(self._outstanding_tokens.values()),
+            "in_flight": len(self._outstanding_tokens),
+            **self._snapshot.as_dict(),
+        }
+
+    async def engine_stats(self) -> dict[str, Any]:
+        cache = self._engine.vllm_config.cache_config
+        return {
+            "replica_id": self._replica_id,
+            "startup_s": self._startup_s,
+            "num_gpu_blocks": cache.num_gpu_blocks,
+            "block_size": cache.block_size,
+            "completed": self._completed,
+            **self.record_routing_stats(),
+        }
+
+    def __del__(self):
+        engine = getattr(self, "_engine", None)
+        if engine is not None:
+            engine.shutdown()

@@ -1,0 +1,45 @@
+"""A vLLM stat logger that keeps the latest scheduler figures for the replica to report."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from vllm.v1.metrics.loggers import StatLoggerBase
+
+
+@dataclass
+class EngineSnapshot:
+    num_running: int = 0
+    num_waiting: int = 0
+    kv_cache_usage: float = 0.0
+    num_preemptions_total: int = 0
+    num_generation_tokens_total: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class SnapshotStatLogger(StatLoggerBase):
+    """Receives every engine step's stats (vLLM calls `record`) and keeps a running snapshot."""
+
+    def __init__(self, vllm_config, engine_index: int = 0, snapshot: EngineSnapshot | None = None):
+        self.vllm_config = vllm_config
+        self.snapshot = snapshot if snapshot is not None else EngineSnapshot()
+
+    def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0):
+        if scheduler_stats is not None:
+            self.snapshot.num_running = scheduler_stats.num_running_reqs
+            self.snapshot.num_waiting = scheduler_stats.num_waiting_reqs
+            self.snapshot.kv_cache_usage = scheduler_stats.kv_cache_usage
+        if iteration_stats is not None:
+            self.snapshot.num_preemptions_total += iteration_stats.num_preempted_reqs
+            self.snapshot.num_generation_tokens_total += iteration_stats.num_generation_tokens
+
+    def log_engine_initialized(self):
+        pass
+
+
+def snapshot_logger_factory(snapshot: EngineSnapshot):
+    """A per-engine factory as `AsyncLLM(stat_loggers=[...])` expects, all writing to one snapshot."""
+    def factory(vllm_config, engine_index: int = 0) -> SnapshotStatLogger:
+        return SnapshotStatLogger(vllm_config, engine_index, snapshot)
+    return factory

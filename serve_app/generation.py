@@ -1,0 +1,47 @@
+"""What crosses the Ray Serve handles: one generation request and the chunks streamed back.
+
+Plain dataclasses (cheap to pickle) with no Ray or vLLM imports, so every layer and test can use them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SamplingOptions:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False
+
+
+@dataclass
+class GenerationRequest:
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling: SamplingOptions
+    priority_class: str
+    # 0 is the highest class; vLLM schedules lower values first.
+    priority_rank: int = 0
+    # Arrival time at the ingress (wall clock), for queue-wait accounting downstream.
+    arrival_time: float = 0.0
+
+    @property
+    def cost_tokens(self) -> int:
+        """Upper bound of the tokens this request will hold in a replica's KV cache."""
+        return len(self.prompt_token_ids) + self.sampling.max_tokens
+
+
+@dataclass
+class GenerationChunk:
+    """New output since the previous chunk of the same request."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None = None
+    num_prompt_tokens: int = 0
+    # Set on the error chunk that ends a stream the engine could not finish.
+    error: str | None = None
+    replica_id: str | None = None

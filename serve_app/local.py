@@ -1,0 +1,63 @@
+"""Runs the application on a local Ray (started in-process): the embedded default and the tests."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import httpx
+
+from serve_app.config import AppConfig
+from serve_app.synthetic_model import ensure_model
+
+logger = logging.getLogger("serve_app.local")
+APP_NAME = "llmserve"
+
+
+def prepare_model(config: AppConfig) -> None:
+    """Generate the synthetic checkpoint when the config names none."""
+    if not config.model.path:
+        ensure_model(config.model.synthetic_shape, config.model.resolved_path())
+
+
+def start_local(config: AppConfig, *, engine_overrides: dict[str, Any] | None = None,
+                ready_timeout_s: float = 600) -> str:
+    """Start local Ray and Ray Serve, deploy the app, wait until it answers; returns the base URL."""
+    import ray
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    prepare_model(config)
+    if not ray.is_initialized():
+        ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}})
+    serve.start(http_options={"host": config.http.host, "port": config.http.port})
+    serve.run(build_app(config, engine_overrides), name=APP_NAME, route_prefix="/", blocking=False)
+    base_url = f"http://{config.http.host}:{config.http.port}"
+    wait_until_ready(base_url, ready_timeout_s)
+    return base_url
+
+
+def wait_until_ready(base_url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last_error = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{base_url}/health", timeout=30)
+            if response.status_code == 200:
+                return
+            last_error = f"{response.status_code} {response.text[:200]}"
+        except httpx.HTTPError as error:
+            last_error = repr(error)
+        time.sleep(1)
+    raise TimeoutError(f"service at {base_url} not healthy after {timeout_s:.0f}s: {last_error}")
+
+
+def stop_local() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()

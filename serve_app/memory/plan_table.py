@@ -1,0 +1,72 @@
+"""Turn a MemoryBudget and a use-case preset into vLLM engine args and a readable table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serve_app.memory.budget import MemoryBudget
+from serve_app.memory.concurrency import (
+    max_num_batched_tokens_for_chunked_prefill,
+    max_num_seqs_without_preemption,
+)
+from serve_app.memory.estimates import GiB
+from serve_app.memory.presets import UseCasePreset
+
+
+def engine_args_for(budget: MemoryBudget, preset: UseCasePreset) -> dict[str, Any]:
+    """vLLM scheduler/cache args that keep the preset's p95 requests free of preemption."""
+    if preset.p95_sequence_len > budget.max_model_len:
+        raise ValueError(
+            f"preset {preset.name!r} needs {preset.p95_sequence_len} tokens of context "
+            f"(p95 prompt + p95 output) but max_model_len is {budget.max_model_len}"
+        )
+    seqs = max_num_seqs_without_preemption(
+        budget.kv_tokens,
+        preset.prompt_len_mean,
+        preset.prompt_len_p95,
+        preset.output_len_mean,
+        preset.output_len_p95,
+        budget.block_size,
+    )
+    # The budget's sampler profile assumed budget.max_num_seqs rows; do not exceed it.
+    seqs = min(seqs, preset.max_num_seqs_cap, budget.max_num_seqs)
+    if seqs < 1:
+        raise ValueError(f"KV cache ({budget.kv_tokens} tokens) cannot hold one p95 request")
+    batched = max_num_batched_tokens_for_chunked_prefill(
+        seqs, preset.prompt_len_p95, budget.kv_tokens, preset.prefill_chunk_cap
+    )
+    # Activation memory was sized for budget.max_num_batched_tokens; more would eat KV.
+    batched = min(batched, budget.max_num_batched_tokens)
+    return {
+        "max_num_seqs": min(seqs, batched),
+        "max_num_batched_tokens": batched,
+        "gpu_memory_utilization": budget.gpu_memory_utilization,
+        "max_model_len": budget.max_model_len,
+        "kv_cache_dtype": budget.kv_cache_dtype,
+    }
+
+
+def _gib(n: int) -> str:
+    return f"{n / GiB:.2f} GiB"
+
+
+def render_plan(budget: MemoryBudget, engine_args: dict[str, Any]) -> str:
+    """Aligned two-column text table of the memory split and the chosen engine args."""
+    graphs_note = "subtracted" if budget.cuda_graph_subtracted else "not subtracted"
+    rows: list[tuple[str, str]] = [
+        ("GPU total", _gib(budget.gpu_total_bytes)),
+        (f"Requested (x {budget.gpu_memory_utilization:g})", _gib(budget.requested_bytes)),
+        ("Weights", _gib(budget.weights)),
+        ("Peak activation", _gib(budget.activation)),
+        ("Non-torch", _gib(budget.non_torch)),
+        (f"CUDA graphs ({graphs_note})", _gib(budget.cuda_graph)),
+        ("KV cache", _gib(budget.kv_cache_bytes)),
+        (f"KV bytes/token ({budget.kv_cache_dtype})", f"{budget.kv_bytes_per_token:,}"),
+        ("KV tokens", f"{budget.kv_tokens:,}"),
+        (f"KV blocks (x {budget.block_size})", f"{budget.num_blocks:,}"),
+    ]
+    rows += [(key, f"{value:,}" if isinstance(value, int) else str(value))
+             for key, value in engine_args.items()]
+    label_w = max(len(label) for label, _ in rows)
+    value_w = max(len(value) for _, value in rows)
+    return "\n".join(f"{label:<{label_w}}  {value:>{value_w}}" for label, value in rows)

@@ -1,0 +1,71 @@
+"""Use-case presets: latency SLOs plus the request-length assumptions used for sizing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class UseCasePreset:
+    """SLO targets and length distribution (mean/p95, in tokens) for one workload.
+
+    ``max_num_seqs_cap`` bounds decode batch size to protect TPOT and
+    ``prefill_chunk_cap`` bounds the prefill chunk per step (None = whole p95 prompt).
+    """
+
+    name: str
+    ttft_s: float
+    tpot_s: float
+    prompt_len_mean: int
+    prompt_len_p95: int
+    output_len_mean: int
+    output_len_p95: int
+    max_num_seqs_cap: int
+    prefill_chunk_cap: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.ttft_s <= 0 or self.tpot_s <= 0:
+            raise ValueError(f"{self.name}: SLO targets must be positive")
+        if not 0 < self.prompt_len_mean <= self.prompt_len_p95:
+            raise ValueError(f"{self.name}: need 0 < prompt mean <= p95")
+        if not 0 < self.output_len_mean <= self.output_len_p95:
+            raise ValueError(f"{self.name}: need 0 < output mean <= p95")
+        if self.max_num_seqs_cap <= 0:
+            raise ValueError(f"{self.name}: max_num_seqs_cap must be positive")
+
+    @property
+    def p95_sequence_len(self) -> int:
+        """Context a p95 request reaches; must fit in max_model_len."""
+        return self.prompt_len_p95 + self.output_len_p95
+
+
+INTERACTIVE = UseCasePreset(
+    name="interactive", ttft_s=0.5, tpot_s=0.05,
+    prompt_len_mean=512, prompt_len_p95=1536, output_len_mean=256, output_len_p95=512,
+    max_num_seqs_cap=128, prefill_chunk_cap=2048,
+)
+MIXED = UseCasePreset(
+    name="mixed", ttft_s=1.0, tpot_s=0.08,
+    prompt_len_mean=1024, prompt_len_p95=3072, output_len_mean=384, output_len_p95=1024,
+    max_num_seqs_cap=256, prefill_chunk_cap=4096,
+)
+BATCH = UseCasePreset(
+    name="batch", ttft_s=30.0, tpot_s=0.25,
+    prompt_len_mean=1024, prompt_len_p95=3072, output_len_mean=512, output_len_p95=1024,
+    max_num_seqs_cap=1024, prefill_chunk_cap=None,
+)
+LONG_FORM = UseCasePreset(
+    name="long-form", ttft_s=2.0, tpot_s=0.06,
+    prompt_len_mean=1024, prompt_len_p95=3072, output_len_mean=2048, output_len_p95=4096,
+    max_num_seqs_cap=64, prefill_chunk_cap=2048,
+)
+
+PRESETS: dict[str, UseCasePreset] = {p.name: p for p in (INTERACTIVE, MIXED, BATCH, LONG_FORM)}
+
+
+def get_preset(name: str) -> UseCasePreset:
+    """Look up a preset by name (``long_form`` is accepted for ``long-form``)."""
+    preset = PRESETS.get(name.strip().lower().replace("_", "-"))
+    if preset is None:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    return preset

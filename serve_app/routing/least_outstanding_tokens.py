@@ -1,0 +1,69 @@
+"""Ray Serve request router for LLM replicas: power-of-two choices on outstanding tokens.
+
+A thin shell: the choice itself is `serve_app.policy.replica_choice.choose_replica`. Load is
+what the replicas report (`record_routing_stats`) or, between reports, what this router has
+sent them itself, whichever is larger.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from ray.serve.request_router import FIFOMixin, PendingRequest, ReplicaID, RequestRouter, RunningReplica
+
+from serve_app.policy.replica_choice import ReplicaLoad, choose_replica
+
+
+def _request_cost(pending_request: PendingRequest | None) -> int:
+    if pending_request is None or not pending_request.args:
+        return 0
+    return int(getattr(pending_request.args[0], "cost_tokens", 0))
+
+
+class LeastOutstandingTokensRouter(FIFOMixin, RequestRouter):
+    def initialize_state(self, seed: int | None = None, **kwargs: Any) -> None:
+        self._rng = random.Random(seed)
+        # internal request id -> (replica, cost) for requests this router sent and that are not done.
+        self._sent: dict[str, tuple[ReplicaID, int]] = {}
+        self._sent_tokens: dict[ReplicaID, int] = {}
+        self._sent_count: dict[ReplicaID, int] = {}
+
+    def _load_of(self, replica: RunningReplica) -> ReplicaLoad:
+        stats = replica.routing_stats or {}
+        replica_id = replica.replica_id
+        return ReplicaLoad(
+            replica_id=replica_id.unique_id,
+            outstanding_tokens=max(int(stats.get("outstanding_tokens", 0)), self._sent_tokens.get(replica_id, 0)),
+            in_flight=max(int(stats.get("in_flight", 0)), self._sent_count.get(replica_id, 0)),
+            window=replica.max_ongoing_requests,
+            kv_cache_usage=float(stats.get("kv_cache_usage", 0.0)),
+        )
+
+    async def choose_replicas(
+        self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
+    ) -> list[list[RunningReplica]]:
+        by_id = {replica.replica_id.unique_id: replica for replica in candidate_replicas}
+        loads = [self._load_of(replica) for replica in candidate_replicas]
+        ranked: list[list[RunningReplica]] = []
+        # Rank the whole set so Ray Serve falls through to the next best if the first rejects.
+        while loads:
+            chosen = choose_replica(loads, self._rng)
+            if chosen is None:
+                break
+            ranked.append([by_id[chosen]])
+            loads = [load for load in loads if load.replica_id != chosen]
+        return ranked
+
+    def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result) -> None:
+        cost = _request_cost(pending_request)
+        self._sent[pending_request.metadata.internal_request_id] = (replica_id, cost)
+        self._sent_tokens[replica_id] = self._sent_tokens.get(replica_id, 0) + cost
+        self._sent_count[replica_id] = self._sent_count.get(replica_id, 0) + 1
+
+    def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
+        sent = self._sent.pop(internal_request_id, None)
+        if sent is None:
+            return
+        replica, cost = sent
+        self._sent_tokens[replica] = max(0, self._sent_tokens.get(replica, 0) - cost)
+        self._sent_count[replica] = max(0, self._sent_count.get(replica, 0) - 1)

@@ -1,0 +1,63 @@
+"""Engine args from a budget + preset, and the rendered table."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from serve_app.memory.budget import MeasuredOverheads, ModelShape, plan_memory
+from serve_app.memory.gpus import gpu_memory_bytes
+from serve_app.memory.plan_table import engine_args_for, render_plan
+from serve_app.memory.presets import get_preset
+
+GiB = 1 << 30
+CONFIGS = Path(__file__).resolve().parents[1] / "fixtures" / "model_configs"
+PUBLISHED = MeasuredOverheads.from_gib(weights=3.74, activation=1.43, non_torch=0.22, cuda_graph=0.72)
+
+
+def llama2_awq_budget(max_model_len=2048, **kw):
+    shape = ModelShape.from_hf_config(json.loads((CONFIGS / "llama-2-7b-awq.json").read_text()))
+    return plan_memory(shape, round(79.17 * GiB), 0.9, max_model_len, 8192,
+                       measured_overheads=PUBLISHED, subtract_cuda_graphs=False, **kw)
+
+
+def test_engine_args_interactive_by_hand():
+    args = engine_args_for(llama2_awq_budget(), get_preset("interactive"))
+    # KV allows 65 p95 sequences (8429 // 128) < interactive cap 128;
+    # batched = 65 + 1536 = 1601 -> 1792
+    assert args == {
+        "max_num_seqs": 65,
+        "max_num_batched_tokens": 1792,
+        "gpu_memory_utilization": 0.9,
+        "max_model_len": 2048,
+        "kv_cache_dtype": "auto",
+    }
+
+
+def test_preset_cap_and_profiled_limits_respected():
+    # fp8: 65.86 GiB / (16 tok * 256 KiB) = 16,860 blocks, 16,859 usable.
+    interactive = engine_args_for(llama2_awq_budget(kv_cache_dtype="fp8"), get_preset("interactive"))
+    assert interactive["max_num_seqs"] == 128  # KV allows 16859 // 128 = 131, preset caps 128
+    budget = llama2_awq_budget(max_model_len=8192, kv_cache_dtype="fp8", max_num_seqs=32)
+    long_form = engine_args_for(budget, get_preset("long-form"))
+    assert long_form["max_num_seqs"] == 32  # KV allows 16859 // 448 = 37, preset 64, profile 32
+    batch = engine_args_for(budget, get_preset("batch"))
+    assert batch["max_num_batched_tokens"] <= budget.max_num_batched_tokens
+    assert batch["kv_cache_dtype"] == "fp8"
+
+
+def test_preset_longer_than_max_model_len_rejected():
+    with pytest.raises(ValueError, match="max_model_len"):
+        engine_args_for(llama2_awq_budget(), get_preset("long-form"))
+
+
+def test_render_plan_contains_key_figures_aligned():
+    budget = llama2_awq_budget()
+    args = engine_args_for(budget, get_preset("interactive"))
+    text = render_plan(budget, args)
+    for needle in ("65.86 GiB", "134,880", "8,430", "3.74 GiB", "1.43 GiB", "0.22 GiB",
+                   "0.72 GiB", "71.25 GiB", "524,288", "not subtracted", "max_num_seqs", "1,792"):
+        assert needle in text, needle
+    lines = text.splitlines()
+    assert len({len(line) for line in lines}) == 1  # right-aligned values, fixed width
+    assert len(lines) == 10 + len(args)

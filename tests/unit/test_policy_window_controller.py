@@ -1,0 +1,323 @@
+import collections
+import random
+from dataclasses import dataclass
+
+import pytest
+
+from serve_app.policy.window_controller import (
+    AIMDController,
+    FixedRatioController,
+    WindowController,
+    create_window_controller,
+    reserved_headroom,
+)
+
+TTFT_TARGET_S = 0.5
+TPOT_TARGET_S = 0.04
+GOOD = (0.25, 0.02)  # half of both targets
+BAD_TTFT = (0.75, 0.02)
+BAD_TPOT = (0.25, 0.06)
+BETWEEN = (0.45, 0.02)  # 0.9 x target: neither increase nor decrease for fixed_ratio
+
+
+def make(name: str, initial: int = 4, cap: int = 32, **tuning) -> WindowController:
+    return create_window_controller(name, initial, cap, TTFT_TARGET_S, TPOT_TARGET_S, **tuning)
+
+
+def feed(controller: WindowController, samples, start_s: float = 0.0, step_s: float = 0.1) -> float:
+    """Observe samples on a fake clock; returns the time after the last one."""
+    now = start_s
+    for ttft_s, tpot_s in samples:
+        controller.observe(ttft_s, tpot_s, now)
+        now += step_s
+    return now
+
+
+# --- factory and shared bounds ---------------------------------------------------------
+
+
+def test_factory_builds_by_name():
+    assert isinstance(make("fixed_ratio"), FixedRatioController)
+    assert isinstance(make("aimd"), AIMDController)
+
+
+def test_factory_unknown_name_lists_known():
+    with pytest.raises(ValueError, match=r"unknown window controller 'pid'; known: fixed_ratio, aimd"):
+        make("pid")
+
+
+def test_factory_passes_tuning():
+    controller = make("aimd", initial=10, beta=0.8)
+    controller.observe(*BAD_TTFT, 0.0)
+    assert controller.window == 8
+
+
+def test_factory_rejects_unknown_tuning():
+    with pytest.raises(TypeError):
+        make("fixed_ratio", beta=0.5)
+
+
+@pytest.mark.parametrize("name", ["fixed_ratio", "aimd"])
+@pytest.mark.parametrize(("initial", "cap", "expected"), [(0, 8, 1), (-3, 8, 1), (100, 8, 8), (5, 8, 5)])
+def test_initial_window_clamped_into_bounds(name, initial, cap, expected):
+    controller = make(name, initial=initial, cap=cap)
+    assert controller.window == expected
+    assert controller.cap == cap
+
+
+@pytest.mark.parametrize("name", ["fixed_ratio", "aimd"])
+def test_invalid_cap_and_targets(name):
+    with pytest.raises(ValueError):
+        make(name, cap=0)
+    with pytest.raises(ValueError):
+        create_window_controller(name, 4, 8, 0.0, TPOT_TARGET_S)
+    with pytest.raises(ValueError):
+        create_window_controller(name, 4, 8, TTFT_TARGET_S, -1.0)
+    controller = make(name)
+    with pytest.raises(ValueError):
+        controller.set_cap(0)
+
+
+@pytest.mark.parametrize("name", ["fixed_ratio", "aimd"])
+def test_lowering_cap_below_window_clamps_it_and_raising_does_not_grow_it(name):
+    controller = make(name, initial=20, cap=32)
+    controller.set_cap(6)
+    assert controller.window == 6
+    controller.set_cap(64)
+    assert controller.window == 6
+
+
+@pytest.mark.parametrize("name", ["fixed_ratio", "aimd"])
+def test_window_never_exceeds_cap(name):
+    controller = make(name, initial=1, cap=5)
+    feed(controller, [GOOD] * 500)
+    assert controller.window == 5
+
+
+@pytest.mark.parametrize("name", ["fixed_ratio", "aimd"])
+def test_window_never_below_one(name):
+    controller = make(name, initial=16, cap=32)
+    windows = []
+    now = 0.0
+    for _ in range(200):
+        controller.observe(10.0, 1.0, now)
+        windows.append(controller.window)
+        now += 5.0  # past any cooldown, so every observation may cut
+    assert min(windows) == 1
+    assert controller.window == 1
+
+
+@pytest.mark.parametrize("name", ["fixed_ratio", "aimd"])
+def test_observation_without_latencies_changes_nothing(name):
+    controller = make(name, initial=4, increase_every=1) if name == "aimd" else make(name, initial=4)
+    feed(controller, [(None, None)] * 20)
+    assert controller.window == 4
+
+
+def test_aimd_latency_less_observations_do_not_count_towards_an_increase():
+    controller = make("aimd", initial=4, increase_every=4)
+    feed(controller, [GOOD] * 3)
+    feed(controller, [(None, None)] * 10, start_s=1.0)
+    assert controller.window == 4
+    controller.observe(*GOOD, 3.0)
+    assert controller.window == 5
+
+
+# --- fixed_ratio -------------------------------------------------------------------------
+
+
+def test_fixed_ratio_multiplies_up_holds_and_cuts():
+    controller = make("fixed_ratio", initial=4)
+    windows = []
+    for sample in [GOOD, GOOD, BETWEEN, BAD_TTFT, BAD_TPOT, GOOD]:
+        controller.observe(*sample, 0.0)
+        windows.append(controller.window)
+    # 4 -> 6 -> 9 -> 9 -> 6.3 -> 4.41 -> 6.615
+    assert windows == [6, 9, 9, 6, 4, 6]
+
+
+def test_fixed_ratio_grows_from_one_despite_flooring():
+    controller = make("fixed_ratio", initial=1)
+    windows = []
+    for _ in range(3):
+        controller.observe(*GOOD, 0.0)
+        windows.append(controller.window)
+    assert windows == [1, 2, 3]  # 1.5, 2.25, 3.375
+
+
+def test_fixed_ratio_one_metric_is_enough():
+    controller = make("fixed_ratio", initial=10)
+    controller.observe(None, 0.05, 0.0)
+    assert controller.window == 7
+
+
+# --- aimd ----------------------------------------------------------------------------------
+
+
+def test_aimd_adds_one_per_increase_every_on_target_observations():
+    controller = make("aimd", initial=4, increase_every=8)
+    feed(controller, [GOOD] * 7)
+    assert controller.window == 4
+    feed(controller, [GOOD], start_s=0.7)
+    assert controller.window == 5
+    feed(controller, [GOOD] * 16, start_s=0.8)
+    assert controller.window == 7
+
+
+@pytest.mark.parametrize("bad", [BAD_TTFT, BAD_TPOT])
+def test_aimd_halves_when_either_metric_is_over(bad):
+    controller = make("aimd", initial=9, ewma_alpha=1.0)
+    controller.observe(*bad, 0.0)
+    assert controller.window == 4  # floor(9 * 0.5)
+
+
+def test_aimd_cooldown_prevents_a_second_cut_from_one_burst():
+    controller = make("aimd", initial=16, cooldown_s=2.0, ewma_alpha=1.0)
+    feed(controller, [BAD_TTFT] * 10, start_s=0.0, step_s=0.1)  # t = 0.0 .. 0.9
+    assert controller.window == 8
+    controller.observe(*BAD_TTFT, 2.0)  # cooldown over, still bad
+    assert controller.window == 4
+
+
+def test_aimd_does_not_increase_during_cooldown():
+    controller = make("aimd", initial=16, cooldown_s=2.0, increase_every=2, ewma_alpha=1.0)
+    controller.observe(*BAD_TTFT, 0.0)
+    feed(controller, [GOOD] * 19, start_s=0.1)  # t = 0.1 .. 1.9, all inside cooldown
+    assert controller.window == 8
+    feed(controller, [GOOD] * 2, start_s=2.0)
+    assert controller.window == 9
+
+
+def test_aimd_bad_observation_resets_the_increase_streak():
+    controller = make("aimd", initial=4, increase_every=4, ewma_alpha=1.0, cooldown_s=0.0)
+    feed(controller, [GOOD] * 3)
+    controller.observe(*BAD_TPOT, 1.0)
+    assert controller.window == 2
+    feed(controller, [GOOD] * 3, start_s=2.0)
+    assert controller.window == 2
+    controller.observe(*GOOD, 3.0)
+    assert controller.window == 3
+
+
+def test_aimd_ewma_ignores_a_single_spike_that_fixed_ratio_reacts_to():
+    windows_before_and_after = {}
+    for name in ("aimd", "fixed_ratio"):
+        controller = make(name, initial=10, ewma_alpha=0.3) if name == "aimd" else make(name, initial=10)
+        feed(controller, [BETWEEN] * 3)  # neither grows: aimd streak 3 < 8, fixed holds at 0.9x
+        before = controller.window
+        controller.observe(0.6, 0.02, 1.0)  # one slow request (1.2x); aimd EWMA: 0.45 + 0.3 * 0.15 = 0.495
+        windows_before_and_after[name] = (before, controller.window)
+    assert windows_before_and_after == {"aimd": (10, 10), "fixed_ratio": (10, 7)}
+
+
+def test_aimd_ttft_only_and_tpot_only_observations_share_one_decision():
+    controller = make("aimd", initial=8, ewma_alpha=1.0, increase_every=1)
+    controller.observe(0.25, None, 0.0)  # TTFT arrives first, TPOT unknown yet
+    assert controller.window == 9
+    controller.observe(None, 0.06, 0.1)  # TPOT over; TTFT EWMA still on target
+    assert controller.window == 4
+
+
+@pytest.mark.parametrize(
+    "tuning",
+    [{"beta": 0.0}, {"beta": 1.0}, {"increase_every": 0}, {"ewma_alpha": 0.0}, {"ewma_alpha": 1.1}, {"cooldown_s": -1}],
+)
+def test_aimd_invalid_tuning(tuning):
+    with pytest.raises(ValueError):
+        make("aimd", **tuning)
+
+
+# --- reserved headroom -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rank", "window", "expected"), [(0, 1, 1), (0, 4, 1), (0, 10, 1), (0, 11, 2), (0, 25, 3), (1, 25, 0), (5, 4, 0)]
+)
+def test_reserved_headroom_only_for_rank_zero(rank, window, expected):
+    assert reserved_headroom(rank, window) == expected
+
+
+# --- simulation ----------------------------------------------------------------------------
+
+SIM_CAPACITY = 16
+
+
+@dataclass(frozen=True)
+class SimResult:
+    mean_window: float
+    min_window: int
+    max_window: int
+    over_target_fraction: float
+    utilization: float  # mean min(window, capacity) / capacity
+
+
+def fake_replica_latency(window: int, rng: random.Random) -> tuple[float, float]:
+    """Flat latency up to capacity, then queueing: TTFT crosses 0.5 s at window 19."""
+    overload = max(0, window - SIM_CAPACITY)
+    noise = rng.uniform(0.95, 1.05)
+    return (0.2 + 0.15 * overload) * noise, 0.03 * (1 + 0.1 * overload) * noise
+
+
+def simulate(name: str, *, initial: int = 4, lag_ticks: int = 3, seed: int = 7, **tuning) -> SimResult:
+    """One observation per 0.1 s tick, reflecting the window in force `lag_ticks` ago."""
+    rng = random.Random(seed)
+    controller = create_window_controller(name, initial, 64, TTFT_TARGET_S, TPOT_TARGET_S, **tuning)
+    windows_in_force = collections.deque([controller.window] * lag_ticks, maxlen=lag_ticks)
+    steps, warmup = 3000, 600
+    windows: list[int] = []
+    over = 0
+    for tick in range(steps):
+        ttft_s, tpot_s = fake_replica_latency(windows_in_force[0], rng)
+        controller.observe(ttft_s, tpot_s, tick * 0.1)
+        windows_in_force.append(controller.window)
+        if tick >= warmup:
+            windows.append(controller.window)
+            over += ttft_s > TTFT_TARGET_S or tpot_s > TPOT_TARGET_S
+    n = len(windows)
+    return SimResult(
+        mean_window=sum(windows) / n,
+        min_window=min(windows),
+        max_window=max(windows),
+        over_target_fraction=over / n,
+        utilization=sum(min(w, SIM_CAPACITY) for w in windows) / n / SIM_CAPACITY,
+    )
+
+
+def test_simulation_aimd_settles_in_a_band_around_capacity():
+    result = simulate("aimd")
+    # Sawtooth between beta x knee and just past the knee (window 19).
+    assert (result.min_window, result.max_window) == (9, 19)
+    assert result.mean_window == pytest.approx(12.83, abs=0.01)
+    assert result.utilization == pytest.approx(0.78, abs=0.01)
+    assert result.over_target_fraction == pytest.approx(0.066, abs=0.002)
+
+
+def test_simulation_aimd_keeps_latency_on_target_far_better_than_fixed_ratio():
+    aimd = simulate("aimd")
+    fixed = simulate("fixed_ratio")
+    assert fixed.over_target_fraction == pytest.approx(0.511, abs=0.002)
+    assert (fixed.min_window, fixed.max_window) == (6, 59)
+    assert aimd.over_target_fraction < fixed.over_target_fraction / 5
+    assert aimd.utilization >= fixed.utilization - 0.1
+
+
+@pytest.mark.parametrize("initial", [1, 64])
+def test_simulation_aimd_converges_from_either_extreme(initial):
+    result = simulate("aimd", initial=initial)
+    assert 9 <= result.min_window and result.max_window <= 19
+    assert result.mean_window == pytest.approx(12.8, abs=0.2)
+
+
+def test_simulation_cooldown_stops_delayed_feedback_collapsing_the_window():
+    with_cooldown = simulate("aimd", lag_ticks=10)
+    without_cooldown = simulate("aimd", lag_ticks=10, cooldown_s=0.0)
+    assert with_cooldown.min_window == 10
+    assert without_cooldown.min_window == 1
+    assert with_cooldown.utilization == pytest.approx(0.825, abs=0.01)
+    assert without_cooldown.utilization == pytest.approx(0.576, abs=0.01)
+
+
+def test_simulation_larger_beta_sits_closer_to_capacity():
+    result = simulate("aimd", beta=0.7)
+    assert result.min_window == 13
+    assert result.utilization == pytest.approx(0.906, abs=0.01)
