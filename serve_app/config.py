@@ -31,8 +31,9 @@ class ModelSettings(_Strict):
     synthetic_shape: str = Field("tiny", description="Shape of the generated checkpoint when `path` is empty.")
     cache_dir: str = Field(str(DEFAULT_MODEL_CACHE), description="Where generated checkpoints are kept.")
     served_name: str = Field("tiny-awq", description="Model id clients send as `model` and see in /v1/models.")
-    quantization: Literal["awq", "awq_marlin", "none"] = Field(
-        "awq", description="vLLM quantization method; `none` for an unquantized checkpoint."
+    quantization: Literal["auto", "awq", "awq_marlin", "none"] = Field(
+        "auto", description="vLLM quantization method. `auto` reads the checkpoint's quantization_config "
+        "(vLLM then picks its fastest AWQ kernel, Marlin on GPUs); `none` forces an unquantized load.",
     )
 
     def resolved_path(self) -> Path:

@@ -15,6 +15,7 @@ class SamplingOptions:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
+    skip_special_tokens: bool = True
 
 
 @dataclass

@@ -40,6 +40,7 @@ class _Request(BaseModel):
     seed: int | None = None
     priority: str | None = Field(None, description="Priority class; overrides the x-priority header.")
     ignore_eos: bool = Field(False, description="vLLM extension: keep generating past end-of-sequence.")
+    skip_special_tokens: bool = Field(True, description="vLLM extension: leave special tokens out of the text.")
 
     def stop_list(self) -> list[str]:
         if self.stop is None:

@@ -121,7 +121,8 @@ class Ingress:
         return GenerationRequest(
             request_id=f"{prefix}-{uuid.uuid4().hex}", prompt_token_ids=prompt_ids,
             sampling=SamplingOptions(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
-                                     seed=req.seed, stop=req.stop_list(), ignore_eos=req.ignore_eos),
+                                     seed=req.seed, stop=req.stop_list(), ignore_eos=req.ignore_eos,
+                                     skip_special_tokens=req.skip_special_tokens),
             priority_class=class_name, priority_rank=rank, arrival_time=time.time(),
         )
 

@@ -9,6 +9,7 @@ from typing import Any, AsyncIterator
 
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.sampling_params import RequestOutputKind, SamplingParams
+from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from serve_app.config import AppConfig, parse_config
@@ -23,7 +24,7 @@ def engine_args_from_config(config: AppConfig, overrides: dict[str, Any] | None 
     args: dict[str, Any] = {
         "model": str(config.model.resolved_path()),
         "served_model_name": config.model.served_name,
-        "quantization": None if config.model.quantization == "none" else config.model.quantization,
+        "quantization": None if config.model.quantization in ("auto", "none") else config.model.quantization,
         "dtype": engine.dtype,
         "max_model_len": engine.max_model_len,
         "gpu_memory_utilization": engine.gpu_memory_utilization,
@@ -48,6 +49,7 @@ def sampling_params_for(request: GenerationRequest) -> SamplingParams:
     return SamplingParams(
         max_tokens=options.max_tokens, temperature=options.temperature, top_p=options.top_p,
         seed=options.seed, stop=options.stop or None, ignore_eos=options.ignore_eos,
+        skip_special_tokens=options.skip_special_tokens,
         output_kind=RequestOutputKind.DELTA,
     )
 
@@ -62,6 +64,8 @@ class LLMReplica:
         started = time.monotonic()
         self._engine = AsyncLLM.from_engine_args(
             engine_args_from_config(self._config, engine_overrides),
+            # The API server's usage context gives the same batch defaults as `vllm serve`.
+            usage_context=UsageContext.OPENAI_API_SERVER,
             stat_loggers=[snapshot_logger_factory(self._snapshot)],
         )
         self._startup_s = time.monotonic() - started
@@ -119,6 +123,7 @@ class LLMReplica:
     def record_routing_stats(self) -> dict[str, Any]:
         """Polled by routers (Ray Serve's request-router stats) every `router.stats_period_s`."""
         return {
+            "engine_unfinished_requests": self._engine.output_processor.get_num_unfinished_requests(),
             "outstanding_tokens": sum(self._outstanding_tokens.values()),
             "in_flight": len(self._outstanding_tokens),
             **self._snapshot.as_dict(),

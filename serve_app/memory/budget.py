@@ -1,9 +1,9 @@
-"""GPU memory plan for one vLLM worker: what is left for KV cache and how many tokens fit.
+"""GPU memory plan for one vLLM worker: what is left for KV cache and how many tokens fit."""
 
-Mirrors vLLM v1 (installed 0.32.0): vllm/v1/worker/utils.py ``request_memory``,
-vllm/v1/worker/gpu_worker.py ``determine_available_memory`` and
-vllm/v1/core/kv_cache_utils.py ``get_kv_cache_config_from_groups``.
-"""
+# Mirrors vLLM v1 (installed 0.32.0): vllm/v1/worker/utils.py request_memory
+# (ceil(total * util)), vllm/v1/worker/gpu_worker.py determine_available_memory
+# (requested - non-KV - CUDA-graph estimate) and vllm/v1/core/kv_cache_utils.py
+# get_kv_cache_config_from_groups (num_blocks = available // bytes_per_block).
 
 from __future__ import annotations
 

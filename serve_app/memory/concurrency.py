@@ -22,11 +22,11 @@ def max_num_seqs_without_preemption(
 ) -> int:
     """Most concurrent sequences that fit if every one grows to p95 prompt + p95 output.
 
-    vLLM allocates blocks lazily and preempts when a running request cannot get its
-    next block, so sizing at means would preempt whenever a batch skews long.
-    Budgeting each sequence at p95 total is the safety margin; means only
-    sanity-check the inputs (a mean above its p95 means the workload is mis-described).
+    Means only sanity-check the inputs (a mean above its p95 is a mis-described workload).
     """
+    # vLLM allocates blocks lazily and preempts when a running request cannot get
+    # its next block, so sizing at means would preempt whenever a batch skews
+    # long; budgeting every sequence at p95 is the safety margin.
     _check_lengths("prompt_len", prompt_len_mean, prompt_len_p95)
     _check_lengths("output_len", output_len_mean, output_len_p95)
     if block_size <= 0 or kv_tokens < 0:

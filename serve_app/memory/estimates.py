@@ -1,7 +1,6 @@
-"""Analytic byte estimates for weights, KV cache, activations and CUDA graphs.
+"""Analytic byte counts for weights, KV cache, activations and CUDA graphs.
 
-KV sizing is exact (it mirrors vLLM); activation and CUDA-graph figures are
-calibrated estimates and should be replaced by measured values when available.
+KV and weights are exact arithmetic; activation and CUDA-graph figures are calibrated estimates.
 """
 
 from __future__ import annotations
@@ -115,14 +114,14 @@ def kv_bytes_per_token(shape: ModelShape, kv_cache_dtype: str = "auto") -> int:
 
 
 def activation_bytes(shape: ModelShape, max_num_batched_tokens: int, max_num_seqs: int = 1024) -> int:
-    """Estimated torch peak of vLLM's profile run (forward of max_num_batched_tokens + sampler).
+    """ESTIMATE of the torch peak in vLLM's profile run (dummy forward + dummy sampler).
 
-    Forward peak sits in the MLP: gate_up output (2 x intermediate), the SiLU*up
-    result (1 x intermediate) and the residual stream, for every batched token.
-    The dummy sampler then runs on max_num_seqs rows of fp32 logits, with
-    SAMPLER_FP32_COPIES logits-sized temporaries (gpu_model_runner._dummy_sampler_run).
-    Both terms are summed, which is conservative. ESTIMATE: prefer a measured value.
+    Prefer a measured value (MeasuredOverheads.activation) whenever one exists.
     """
+    # Forward peak sits in the MLP: gate_up output (2 x intermediate), SiLU*up
+    # (1 x intermediate) and the residual stream, per batched token. The dummy
+    # sampler (gpu_model_runner._dummy_sampler_run) runs on min(max_num_seqs,
+    # tokens) rows of fp32 logits. Summing both peaks is deliberately conservative.
     if max_num_batched_tokens <= 0 or max_num_seqs <= 0:
         raise ValueError("max_num_batched_tokens and max_num_seqs must be positive")
     per_token = 3 * shape.intermediate_size + RESIDUAL_STREAM_COPIES * shape.hidden_size

@@ -1,0 +1,90 @@
+"""Shared pieces of the GPU benchmark scripts: servers in the background, vLLM's load generator."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def start_server(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    log(f"starting: {shlex.join(command)}  (log: {log_path})")
+    handle = open(log_path, "w")
+    return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, **(env or {})})
+
+
+def stop_server(process: subprocess.Popen, grace_s: float = 30) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float, log_path: Path) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if process.poll() is not None:
+            tail = log_path.read_text()[-4000:]
+            raise RuntimeError(f"server exited with {process.returncode} before becoming healthy:\n{tail}")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    raise TimeoutError(f"{url} not healthy after {timeout_s}s:\n{log_path.read_text()[-4000:]}")
+
+
+def bench_serve_command(base_url: str, model: str, tokenizer: str, result_dir: Path, result_name: str,
+                        *, input_len: int, output_len: int, num_prompts: int, request_rate: str,
+                        extra: list[str] | None = None) -> list[str]:
+    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "serve",
+            "--backend", "openai", "--base-url", base_url, "--endpoint", "/v1/completions",
+            "--model", model, "--tokenizer", tokenizer, "--dataset-name", "random",
+            "--random-input-len", str(input_len), "--random-output-len", str(output_len), "--ignore-eos",
+            "--num-prompts", str(num_prompts), "--request-rate", request_rate, "--seed", "0",
+            "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
+            "--save-result", "--result-dir", str(result_dir), "--result-filename", result_name,
+            *(extra or [])]
+
+
+def run_bench(command: list[str], log_path: Path, timeout_s: float) -> dict:
+    log(f"bench: {shlex.join(command)}")
+    with open(log_path, "w") as handle:
+        subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout_s, check=True)
+    result_dir = Path(command[command.index("--result-dir") + 1])
+    result = json.loads((result_dir / command[command.index("--result-filename") + 1]).read_text())
+    result["command"] = shlex.join(command)
+    return result
+
+
+def gpu_name() -> str:
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+SUMMARY_KEYS = ("completed", "failed", "duration", "request_throughput", "output_throughput",
+                "total_token_throughput", "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_tpot_ms",
+                "mean_itl_ms", "p99_itl_ms", "mean_e2el_ms", "p99_e2el_ms")
+
+
+def summary(result: dict) -> dict:
+    return {key: result.get(key) for key in SUMMARY_KEYS}

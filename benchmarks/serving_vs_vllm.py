@@ -1,0 +1,110 @@
+"""GPU check for the serving path: our Ray Serve app vs `vllm serve`, same GPU, same engine settings.
+
+Runs vLLM's own load generator (`vllm bench serve`, random dataset, 256 in / 256 out,
+--ignore-eos, 512 prompts at request rate inf) against each server in turn and writes both
+results plus their ratio. Goal: ours >= 0.97 x vLLM's output tokens/s.
+
+    python benchmarks/serving_vs_vllm.py --out DIR [--only ours|vllm] [--model-dir DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import (bench_serve_command, gpu_name, log, run_bench, start_server, stop_server,  # noqa: E402
+                      summary, wait_healthy)
+
+SERVED_NAME = "llama2-7b-awq"
+ENGINE = {"max_model_len": 2048, "gpu_memory_utilization": 0.9}
+
+
+def ensure_checkpoint(model_dir: Path, shape: str) -> None:
+    if (model_dir / "synthetic_shape.json").exists():
+        return
+    from serve_app.synthetic_model import make_model
+
+    started = time.monotonic()
+    make_model(shape, model_dir)
+    log(f"made synthetic {shape} in {time.monotonic() - started:.0f}s")
+
+
+def run_ours(model_dir: Path, out: Path, port: int, load: dict) -> dict:
+    config = {"model": {"path": str(model_dir), "served_name": SERVED_NAME},
+              "engine": {**ENGINE, "enable_prefix_caching": True},
+              "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4},
+              "http": {"host": "127.0.0.1", "port": port}}
+    config_path = out / "ours_config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)]
+    server_log = out / "ours_server.log"
+    server = start_server(command, server_log)
+    try:
+        ready_s = wait_healthy(f"http://127.0.0.1:{port}/health", server, 540, server_log)
+        log(f"ours healthy after {ready_s:.0f}s")
+        bench = bench_serve_command(f"http://127.0.0.1:{port}", SERVED_NAME, str(model_dir), out, "ours.json", **load)
+        result = run_bench(bench, out / "ours_bench.log", 600)
+    finally:
+        stop_server(server)
+    result["server_command"] = shlex.join(command)
+    result["server_ready_s"] = ready_s
+    return result
+
+
+def run_vllm(model_dir: Path, out: Path, port: int, load: dict) -> dict:
+    command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(model_dir),
+               "--served-model-name", SERVED_NAME, "--port", str(port), "--host", "127.0.0.1",
+               "--max-model-len", str(ENGINE["max_model_len"]),
+               "--gpu-memory-utilization", str(ENGINE["gpu_memory_utilization"]),
+               "--dtype", "float16", "--scheduling-policy", "priority", "--enable-prefix-caching"]
+    server_log = out / "vllm_server.log"
+    server = start_server(command, server_log)
+    try:
+        ready_s = wait_healthy(f"http://127.0.0.1:{port}/health", server, 540, server_log)
+        log(f"vllm serve healthy after {ready_s:.0f}s")
+        bench = bench_serve_command(f"http://127.0.0.1:{port}", SERVED_NAME, str(model_dir), out, "vllm.json", **load)
+        result = run_bench(bench, out / "vllm_bench.log", 600)
+    finally:
+        stop_server(server)
+    result["server_command"] = shlex.join(command)
+    result["server_ready_s"] = ready_s
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/models/llama2-7b"))
+    parser.add_argument("--shape", default="llama2-7b")
+    parser.add_argument("--only", choices=["ours", "vllm"])
+    parser.add_argument("--num-prompts", type=int, default=512)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    load = {"input_len": 256, "output_len": 256, "num_prompts": args.num_prompts, "request_rate": "inf"}
+    ensure_checkpoint(args.model_dir, args.shape)
+    results = {}
+    if args.only in (None, "ours"):
+        results["ours"] = run_ours(args.model_dir, args.out, 8000, load)
+        log(f"ours: {json.dumps(summary(results['ours']))}")
+    if args.only in (None, "vllm"):
+        results["vllm"] = run_vllm(args.model_dir, args.out, 8001, load)
+        log(f"vllm: {json.dumps(summary(results['vllm']))}")
+    report = {"benchmark": "serving_vs_vllm", "gpu": gpu_name(), "shape": args.shape, "load": load,
+              "script": "python benchmarks/serving_vs_vllm.py " + shlex.join(sys.argv[1:]),
+              **{name: {"summary": summary(r), "bench_command": r["command"], "server_command": r["server_command"],
+                        "server_ready_s": r["server_ready_s"]} for name, r in results.items()}}
+    if len(results) == 2:
+        report["output_throughput_ratio"] = results["ours"]["output_throughput"] / results["vllm"]["output_throughput"]
+        log(f"ours / vllm output tok/s = {report['output_throughput_ratio']:.3f} (goal >= 0.97)")
+    (args.out / f"serving_vs_vllm{'_' + args.only if args.only else ''}.json").write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

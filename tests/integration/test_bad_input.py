@@ -1,0 +1,69 @@
+"""Every bad input gets a 4xx in OpenAI's error shape naming the field, and the server keeps serving."""
+from __future__ import annotations
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+LONG_PROMPT = " ".join(f"t{10 + i}" for i in range(600))  # beyond the 512-token context
+
+
+def _post(base_url: str, path: str, **kwargs) -> httpx.Response:
+    return httpx.post(f"{base_url}{path}", timeout=60, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "param"),
+    [
+        ("/v1/completions", {"model": "no-such-model", "prompt": "t10"}, 404, "model"),
+        ("/v1/completions", {"model": "{model}", "max_tokens": 4}, 400, "prompt"),
+        ("/v1/chat/completions", {"model": "{model}", "max_tokens": 4}, 400, "messages"),
+        ("/v1/chat/completions", {"model": "{model}", "messages": []}, 400, "messages"),
+        ("/v1/completions", {"model": "{model}", "prompt": "t10", "max_tokens": 0}, 400, "max_tokens"),
+        ("/v1/completions", {"model": "{model}", "prompt": "t10", "max_tokens": -5}, 400, "max_tokens"),
+        ("/v1/completions", {"model": "{model}", "prompt": "t10", "max_tokens": 100000}, 400, "max_tokens"),
+        ("/v1/completions", {"model": "{model}", "prompt": LONG_PROMPT, "max_tokens": 4}, 400, "prompt"),
+        ("/v1/chat/completions", {"model": "{model}", "messages": [{"role": "user", "content": LONG_PROMPT}]},
+         400, "messages"),
+        ("/v1/completions", {"model": "{model}", "prompt": "t10", "priority": "platinum"}, 400, "priority"),
+        ("/v1/completions", {"model": "{model}", "prompt": "t10", "temperature": "hot"}, 400, "temperature"),
+        ("/v1/completions", {"model": "{model}", "prompt": [999999]}, 400, "prompt"),
+        ("/v1/chat/completions", {"model": "{model}", "messages": [{"role": "wizard", "content": "t10"}]},
+         400, "messages.0.role"),
+    ],
+)
+def test_bad_request_names_the_field(base_url, model_name, path, body, status, param):
+    body = {k: (model_name if v == "{model}" else v) for k, v in body.items()}
+    response = _post(base_url, path, json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["param"] == param
+    assert error["message"]
+    assert error["type"]
+
+
+def test_malformed_json(base_url):
+    response = _post(base_url, "/v1/completions", content=b'{"model": "x", "prompt": ',
+                     headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert "JSON" in response.json()["error"]["message"]
+
+
+def test_unknown_priority_header(base_url, model_name):
+    response = _post(base_url, "/v1/completions", json={"model": model_name, "prompt": "t10"},
+                     headers={"x-priority": "gold"})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "priority"
+
+
+def test_known_priority_accepted(base_url, model_name):
+    response = _post(base_url, "/v1/completions", json={"model": model_name, "prompt": "t10", "max_tokens": 2},
+                     headers={"x-priority": "interactive"})
+    assert response.status_code == 200, response.text
+
+
+def test_server_still_serves_after_bad_input(client, model_name):
+    reply = client.completions.create(model=model_name, prompt="t10 t11", max_tokens=3,
+                                      extra_body={"ignore_eos": True})
+    assert reply.usage.completion_tokens == 3
