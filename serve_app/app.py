@@ -12,6 +12,8 @@ from serve_app.deployments.ingress import Ingress
 from serve_app.deployments.replica import LLMReplica
 from serve_app.deployments.router import Router
 
+INGRESS_NAME = "Ingress"
+TARGETED_ROUTER = "serve_app.routing.targeted.TargetedRequestRouter"
 ROUTING_POLICIES = {
     "least_outstanding_tokens": "serve_app.routing.least_outstanding_tokens.LeastOutstandingTokensRouter",
 }
@@ -43,9 +45,12 @@ def build_app(config: AppConfig, engine_overrides: dict[str, Any] | None = None)
     )
     router_deployment = serve.deployment(Router, name="Router", num_replicas=1,
                                          max_ongoing_requests=100_000, ray_actor_options={"num_cpus": 0})
-    ingress_deployment = serve.deployment(Ingress, name="Ingress", num_replicas=1,
-                                          max_ongoing_requests=100_000, ray_actor_options={"num_cpus": 0})
-    replicas = replica_deployment.bind(data, engine_overrides)
+    ingress_deployment = serve.deployment(
+        Ingress, name=INGRESS_NAME, num_replicas=1, max_ongoing_requests=100_000, ray_actor_options={"num_cpus": 0},
+        # Replicas hand each batch of tokens to the ingress replica that holds those requests.
+        request_router_config=RequestRouterConfig(request_router_class=TARGETED_ROUTER),
+    )
+    replicas = replica_deployment.bind(data, engine_overrides, INGRESS_NAME)
     router = router_deployment.bind(replicas, data)
     return ingress_deployment.bind(router, replicas, data)
 

@@ -45,4 +45,15 @@ class GenerationChunk:
     num_prompt_tokens: int = 0
     # Set on the error chunk that ends a stream the engine could not finish.
     error: str | None = None
-    replica_id: str | None = None
+
+
+@dataclass
+class RunSummary:
+    """What a replica reports when a request ends (the tokens themselves went by delivery)."""
+
+    replica_id: str
+    num_prompt_tokens: int
+    num_generated: int = 0
+    finish_reason: str | None = None
+    ttft_s: float | None = None
+    duration_s: float = 0.0

@@ -1,6 +1,7 @@
 """OpenAI-compatible HTTP ingress: validates and tokenizes requests, streams from the router."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -11,10 +12,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
-from ray.serve.handle import DeploymentHandle
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from serve_app import openai_api as api
 from serve_app.config import parse_config
+from serve_app.delivery import Batch, Inbox
 from serve_app.generation import GenerationChunk, GenerationRequest, SamplingOptions
 from serve_app.openai_api import ApiError
 
@@ -50,6 +53,43 @@ def _sse(payload: dict[str, Any] | str) -> str:
     return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
 
 
+REPLICA_LOST = (ActorDiedError, ActorUnavailableError, RayActorError)
+MAX_DISPATCH_ATTEMPTS = 3
+
+
+async def _resolve(call: DeploymentResponse) -> Any:
+    return await call
+
+
+async def _next_or_done(queue: asyncio.Queue, dispatched: asyncio.Future) -> GenerationChunk | None:
+    """The next queued chunk, or None once the dispatch call has ended with nothing queued."""
+    getter = asyncio.ensure_future(queue.get())
+    try:
+        await asyncio.wait({getter, dispatched}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not getter.done():
+            getter.cancel()
+    if getter.done() and not getter.cancelled():
+        return getter.result()
+    return None
+
+
+def _consume_outcome(future: asyncio.Future) -> None:
+    """Retrieve a cancelled call's outcome so asyncio does not log it as unhandled."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _error_chunk(message: str) -> GenerationChunk:
+    return GenerationChunk(text="", token_ids=[], finish_reason="error", error=message)
+
+
+def _describe_failure(error: BaseException) -> str:
+    if isinstance(error, REPLICA_LOST):
+        return "the model replica serving this request failed; retry"
+    return "internal error while generating; the response is incomplete"
+
+
 def _stream_error(message: str) -> str:
     return _sse({"error": {"message": message, "type": "server_error", "param": None, "code": "stream_failed"}})
 
@@ -67,8 +107,9 @@ class Ingress:
         from transformers import AutoTokenizer
 
         self._config = parse_config(config)
-        self._router = router.options(stream=True)
-        self._router_unary = router
+        self._router_handle = router
+        self._inbox = Inbox()
+        self._replica_id = serve.get_replica_context().replica_id.unique_id
         self._replicas = replicas
         self._model_name = self._config.model.served_name
         self._max_model_len = self._config.engine.max_model_len
@@ -185,8 +226,49 @@ class Ingress:
         return {"status": "ok", "replica": stats}
 
     # ---- streaming -----------------------------------------------------------------------------
-    def _chunks(self, gen: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        return self._router.generate.remote(gen)
+    async def deliver(self, batch: Batch, target_replica: str | None = None) -> None:
+        """Called by replicas with new chunks of this ingress replica's requests.
+
+        `target_replica` is read by the request router (`TargetedRequestRouter`) that sent it here.
+        """
+        self._inbox.deliver(batch)
+
+    async def _chunks(self, gen: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """The request's chunks as replicas deliver them; ends with a finished or an error chunk."""
+        for attempt in range(1, MAX_DISPATCH_ATTEMPTS + 1):
+            queue = self._inbox.open(gen.request_id)
+            call = self._router_handle.submit.remote(gen, self._replica_id)
+            dispatched = asyncio.ensure_future(_resolve(call))
+            received_any = False
+            try:
+                while True:
+                    chunk = queue.get_nowait() if not queue.empty() else await _next_or_done(queue, dispatched)
+                    if chunk is not None:
+                        received_any = True
+                        yield chunk
+                        if chunk.finish_reason is not None:
+                            return
+                        continue
+                    error = dispatched.exception()
+                    if error is None:
+                        # All chunks are sent before dispatch returns; anything left is already queued.
+                        if queue.empty():
+                            yield _error_chunk("the replica ended the request without a final token")
+                            return
+                        continue
+                    if isinstance(error, REPLICA_LOST) and not received_any and attempt < MAX_DISPATCH_ATTEMPTS:
+                        logger.warning("request %s: replica lost before its first token; re-routing", gen.request_id)
+                        break
+                    logger.error("request %s failed: %s", gen.request_id, type(error).__name__)
+                    yield _error_chunk(_describe_failure(error))
+                    return
+            finally:
+                self._inbox.close(gen.request_id)
+                if not dispatched.done():
+                    # The client left: cancelling the call cancels it in the router and the replica,
+                    # which aborts the engine request and frees its KV cache.
+                    call.cancel()
+                    dispatched.add_done_callback(_consume_outcome)
 
     async def _collect(self, gen: GenerationRequest) -> tuple[str, str | None, int, str | None]:
         parts: list[str] = []

@@ -1,4 +1,8 @@
-"""The LLM replica: one vLLM `AsyncLLM` engine (one GPU, or the CPU build) behind a Ray Serve replica."""
+"""The LLM replica: one vLLM `AsyncLLM` engine (one GPU, or the CPU build) behind a Ray Serve replica.
+
+Tokens go back to the ingress replica that holds the request in batches (`serve_app.delivery`),
+not as one Ray Serve stream item per token.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +18,8 @@ from vllm.v1.engine.async_llm import AsyncLLM
 
 from serve_app.config import AppConfig, parse_config
 from serve_app.engine_stats import EngineSnapshot, snapshot_logger_factory
-from serve_app.generation import GenerationChunk, GenerationRequest
+from serve_app.delivery import Outbox
+from serve_app.generation import GenerationChunk, GenerationRequest, RunSummary
 
 logger = logging.getLogger("serve_app.replica")
 
@@ -57,7 +62,7 @@ def sampling_params_for(request: GenerationRequest) -> SamplingParams:
 class LLMReplica:
     """Streams tokens for `GenerationRequest`s; reports engine stats to routers and health to Serve."""
 
-    def __init__(self, config: dict, engine_overrides: dict[str, Any] | None = None):
+    def __init__(self, config: dict, engine_overrides: dict[str, Any] | None = None, ingress_name: str = "Ingress"):
         self._config = parse_config(config)
         self._replica_id = self._own_replica_id()
         self._snapshot = EngineSnapshot()
@@ -72,6 +77,10 @@ class LLMReplica:
         # request id -> tokens still to be held in KV cache (prompt + max_tokens); the router's load signal.
         self._outstanding_tokens: dict[str, int] = {}
         self._completed = 0
+        self._ingress_name = ingress_name
+        self._ingress = None
+        self._outbox = Outbox(self._send_to_ingress)
+        self._stats_task: asyncio.Task | None = None
         logger.info("replica %s: engine ready in %.1fs, %s KV blocks", self._replica_id, self._startup_s,
                     self._engine.vllm_config.cache_config.num_gpu_blocks)
 
@@ -83,33 +92,56 @@ class LLMReplica:
         except Exception:  # outside Ray Serve, e.g. in a unit test
             return f"local-{uuid.uuid4().hex[:8]}"
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def run(self, request: GenerationRequest, reply_to: str) -> RunSummary:
+        """Generate `request`, sending its chunks to ingress replica `reply_to`; returns once all are sent."""
         engine_request_id = f"{request.request_id}-{uuid.uuid4().hex[:6]}"
         self._outstanding_tokens[engine_request_id] = request.cost_tokens
-        finished = False
+        started = time.monotonic()
+        summary = RunSummary(replica_id=self._replica_id, num_prompt_tokens=len(request.prompt_token_ids))
+        last_seq = 0
         try:
             async for output in self._engine.generate(
                 {"prompt_token_ids": request.prompt_token_ids}, sampling_params_for(request),
                 engine_request_id, priority=request.priority_rank,
             ):
                 completion = output.outputs[0]
-                finished = output.finished
-                yield GenerationChunk(
+                if summary.ttft_s is None:
+                    summary.ttft_s = time.monotonic() - started
+                summary.num_generated += len(completion.token_ids)
+                if output.finished:
+                    summary.finish_reason = completion.finish_reason
+                chunk = GenerationChunk(
                     text=completion.text, token_ids=list(completion.token_ids),
-                    finish_reason=completion.finish_reason if finished else None,
-                    num_prompt_tokens=len(output.prompt_token_ids or request.prompt_token_ids),
-                    replica_id=self._replica_id,
+                    finish_reason=summary.finish_reason, num_prompt_tokens=summary.num_prompt_tokens,
                 )
+                last_seq = self._outbox.put(reply_to, request.request_id, chunk)
+            await self._outbox.wait_sent(reply_to, last_seq)
         finally:
             self._outstanding_tokens.pop(engine_request_id, None)
             self._completed += 1
-            if not finished:
-                # The caller went away (or the stream broke): free the request's KV cache now.
-                # vLLM aborts on cancellation too; this also covers a generator closed by GC.
+            if summary.finish_reason is None:
+                # The caller went away (or the engine failed): free the request's KV cache now.
+                # vLLM also aborts on cancellation; this covers a generator closed any other way.
                 try:
                     await asyncio.shield(self._engine.abort(engine_request_id))
                 except (RuntimeError, asyncio.CancelledError):
                     pass
+        summary.duration_s = time.monotonic() - started
+        return summary
+
+    async def _send_to_ingress(self, ingress_replica: str, batch) -> None:
+        if self._ingress is None:
+            from ray import serve
+
+            context = serve.get_replica_context()
+            self._ingress = serve.get_deployment_handle(self._ingress_name, app_name=context.app_name)
+        await self._ingress.deliver.remote(batch, target_replica=ingress_replica)
+
+    async def _log_engine_stats(self) -> None:
+        # vLLM's own periodic throughput/KV log lines, as `vllm serve` prints them.
+        while True:
+            await asyncio.sleep(10)
+            await self._engine.do_log_stats()
 
     async def check_health(self) -> None:
         """Ray Serve calls this periodically; an engine that died makes the replica restart."""
@@ -118,6 +150,8 @@ class LLMReplica:
     async def ping(self) -> dict[str, Any]:
         """The health route's probe: asks the engine itself, then reports its load."""
         await self._engine.check_health()
+        if self._stats_task is None:
+            self._stats_task = asyncio.create_task(self._log_engine_stats())
         return {"replica_id": self._replica_id, **self.record_routing_stats()}
 
     def record_routing_stats(self) -> dict[str, Any]:
@@ -137,6 +171,8 @@ class LLMReplica:
             "num_gpu_blocks": cache.num_gpu_blocks,
             "block_size": cache.block_size,
             "completed": self._completed,
+            "delivery_batches": self._outbox.batches_sent,
+            "delivery_chunks": self._outbox.chunks_sent,
             **self.record_routing_stats(),
         }
 

@@ -1,0 +1,127 @@
+"""Loading and validating the service configuration (serve_app/config.py)."""
+
+from pathlib import Path
+
+import pytest
+
+from serve_app.config import ConfigError, ModelSettings, load_config
+from serve_app.synthetic_model import SHAPES
+
+CLASSES = """
+priority_classes:
+  - {name: gold, ttft_slo_s: 0.2, tpot_slo_s: 0.05, queue_deadline_s: 1}
+  - {name: bronze, ttft_slo_s: 5, tpot_slo_s: 0.5, queue_deadline_s: 30}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def load_error(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    return str(info.value)
+
+
+def test_embedded_default_is_tiny_synthetic_model_on_cpu():
+    cfg = load_config(None)
+    assert cfg.model.path is None
+    assert cfg.model.synthetic_shape == "tiny" and cfg.model.synthetic_shape in SHAPES
+    assert cfg.replicas.num_gpus == 0
+    assert cfg.model.resolved_path() == Path(cfg.model.cache_dir) / "tiny"
+    assert cfg.default_priority in [c.name for c in cfg.priority_classes]
+
+
+def test_yaml_file_round_trips(tmp_path):
+    text = CLASSES + """
+default_priority: bronze
+model: {path: /models/llama, served_name: llama-awq, quantization: awq_marlin}
+engine: {max_model_len: 4096, gpu_memory_utilization: 0.8, extra: {swap_space: 2}}
+replicas: {num_replicas: 3, num_gpus: 1, env: {FOO: bar}}
+http: {port: 9001}
+"""
+    cfg = load_config(write(tmp_path, text))
+    assert (cfg.model.path, cfg.model.served_name, cfg.model.quantization) == ("/models/llama", "llama-awq", "awq_marlin")
+    assert (cfg.engine.max_model_len, cfg.engine.gpu_memory_utilization) == (4096, 0.8)
+    assert cfg.engine.extra == {"swap_space": 2}
+    assert (cfg.replicas.num_replicas, cfg.replicas.num_gpus, cfg.replicas.env) == (3, 1, {"FOO": "bar"})
+    assert cfg.http.port == 9001
+    assert [c.name for c in cfg.priority_classes] == ["gold", "bronze"]
+    assert cfg.priority_classes[0].ttft_slo_s == 0.2
+    assert cfg.default_priority == "bronze"
+    # Fields the file leaves out keep their defaults.
+    assert cfg.engine.dtype == "float16" and cfg.http.host == "127.0.0.1"
+
+
+def test_empty_file_gives_the_defaults(tmp_path):
+    assert load_config(write(tmp_path, "")) == load_config(None)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("engine: {max_model_len: -1}", "engine.max_model_len"),
+        ("engine: {bogus: 1}", "engine.bogus"),
+        ("replicas: {num_gpus: -1}", "replicas.num_gpus"),
+        ("engine: {gpu_memory_utilization: 1.5}", "engine.gpu_memory_utilization"),
+        ("model: {quantization: gptq}", "model.quantization"),
+        ("http: {port: 70000}", "http.port"),
+        ("priority_classes: [{name: a, ttft_slo_s: 0, tpot_slo_s: 1, queue_deadline_s: 1}]\ndefault_priority: a",
+         "priority_classes.0.ttft_slo_s"),
+    ],
+)
+def test_bad_field_is_named(tmp_path, text, field):
+    assert field in load_error(tmp_path, text)
+
+
+def test_duplicate_priority_class_names(tmp_path):
+    text = CLASSES + "  - {name: gold, ttft_slo_s: 1, tpot_slo_s: 1, queue_deadline_s: 1}\ndefault_priority: gold\n"
+    message = load_error(tmp_path, text)
+    assert "priority_classes" in message and "duplicate" in message and "gold" in message
+
+
+def test_default_priority_must_be_a_class(tmp_path):
+    message = load_error(tmp_path, CLASSES + "default_priority: silver\n")
+    assert "default_priority" in message and "silver" in message
+
+
+def test_default_priority_checked_against_default_classes(tmp_path):
+    assert "default_priority" in load_error(tmp_path, "default_priority: gold\n")
+
+
+def test_empty_priority_classes(tmp_path):
+    message = load_error(tmp_path, "priority_classes: []\n")
+    assert "priority_classes" in message and "at least one" in message
+
+
+def test_missing_file(tmp_path):
+    missing = tmp_path / "absent.yaml"
+    with pytest.raises(ConfigError, match="not found") as info:
+        load_config(missing)
+    assert str(missing) in str(info.value)
+
+
+def test_invalid_yaml(tmp_path):
+    assert "not valid YAML" in load_error(tmp_path, "engine: {max_model_len: 1\n  - ]")
+
+
+def test_top_level_list(tmp_path):
+    assert "mapping" in load_error(tmp_path, "- engine\n- model\n")
+
+
+def test_priority_rank_follows_file_order(tmp_path):
+    default = load_config(None)
+    assert default.priority_rank(default.priority_classes[0].name) == 0
+    assert [default.priority_rank(n) for n in ("interactive", "standard", "batch")] == [0, 1, 2]
+    cfg = load_config(write(tmp_path, CLASSES + "default_priority: gold\n"))
+    assert (cfg.priority_rank("gold"), cfg.priority_rank("bronze")) == (0, 1)
+
+
+def test_resolved_path_prefers_explicit_path(tmp_path):
+    explicit = ModelSettings(path="/models/llama", cache_dir=str(tmp_path), synthetic_shape="llama3-8b")
+    assert explicit.resolved_path() == Path("/models/llama")
+    generated = ModelSettings(cache_dir=str(tmp_path), synthetic_shape="llama3-8b")
+    assert generated.resolved_path() == tmp_path / "llama3-8b"

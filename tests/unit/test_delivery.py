@@ -1,0 +1,108 @@
+"""Outbox/Inbox: batching across requests, ordering, completion waits, undeliverable batches."""
+from __future__ import annotations
+
+import asyncio
+
+from serve_app.delivery import Inbox, Outbox
+from serve_app.generation import GenerationChunk
+
+
+def chunk(text: str, finish: str | None = None) -> GenerationChunk:
+    return GenerationChunk(text=text, token_ids=[len(text)], finish_reason=finish)
+
+
+class SlowLink:
+    """Records batches; each send takes until the test releases it, like a busy Ray call."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, list]] = []
+        self.release = asyncio.Event()
+
+    async def send(self, destination: str, batch: list) -> None:
+        self.batches.append((destination, batch))
+        await self.release.wait()
+
+
+def test_chunks_queued_during_a_send_go_out_together_in_order():
+    async def scenario():
+        link = SlowLink()
+        outbox = Outbox(link.send)
+        outbox.put("ingress-a", "r1", chunk("a"))
+        await asyncio.sleep(0)  # first send starts with one chunk and blocks
+        outbox.put("ingress-a", "r2", chunk("b"))
+        outbox.put("ingress-a", "r1", chunk("c"))
+        last = outbox.put("ingress-a", "r2", chunk("d", "length"))
+        link.release.set()
+        await asyncio.wait_for(outbox.wait_sent("ingress-a", last), 1)
+        return link.batches, outbox
+
+    batches, outbox = asyncio.run(scenario())
+    assert [[(rid, c.text) for rid, c in batch] for _, batch in batches] == [
+        [("r1", "a")], [("r2", "b"), ("r1", "c"), ("r2", "d")]]
+    assert (outbox.batches_sent, outbox.chunks_sent) == (2, 4)
+
+
+def test_destinations_are_sent_separately():
+    async def scenario():
+        link = SlowLink()
+        link.release.set()
+        outbox = Outbox(link.send)
+        a = outbox.put("ingress-a", "r1", chunk("x"))
+        b = outbox.put("ingress-b", "r2", chunk("y"))
+        await asyncio.wait_for(asyncio.gather(outbox.wait_sent("ingress-a", a), outbox.wait_sent("ingress-b", b)), 1)
+        return sorted((dest, [rid for rid, _ in batch]) for dest, batch in link.batches)
+
+    assert asyncio.run(scenario()) == [("ingress-a", ["r1"]), ("ingress-b", ["r2"])]
+
+
+def test_wait_sent_blocks_until_the_batch_is_handed_over():
+    async def scenario():
+        link = SlowLink()
+        outbox = Outbox(link.send)
+        seq = outbox.put("ingress-a", "r1", chunk("x"))
+        waiter = asyncio.ensure_future(outbox.wait_sent("ingress-a", seq))
+        await asyncio.sleep(0.01)
+        blocked = not waiter.done()
+        link.release.set()
+        await asyncio.wait_for(waiter, 1)
+        return blocked
+
+    assert asyncio.run(scenario()) is True
+
+
+def test_a_failing_destination_drops_its_batch_and_releases_waiters():
+    async def scenario():
+        async def broken(destination: str, batch: list) -> None:
+            raise ConnectionError("ingress replica gone")
+
+        outbox = Outbox(broken)
+        seq = outbox.put("gone", "r1", chunk("x"))
+        await asyncio.wait_for(outbox.wait_sent("gone", seq), 1)
+        return outbox.batches_failed, outbox.batches_sent
+
+    assert asyncio.run(scenario()) == (1, 0)
+
+
+def test_a_hung_destination_times_out():
+    async def scenario():
+        async def hang(destination: str, batch: list) -> None:
+            await asyncio.Event().wait()
+
+        outbox = Outbox(hang, send_timeout_s=0.05)
+        seq = outbox.put("hung", "r1", chunk("x"))
+        await asyncio.wait_for(outbox.wait_sent("hung", seq), 1)
+        return outbox.batches_failed
+
+    assert asyncio.run(scenario()) == 1
+
+
+def test_inbox_routes_by_request_and_counts_orphans():
+    async def scenario():
+        inbox = Inbox()
+        q1, q2 = inbox.open("r1"), inbox.open("r2")
+        inbox.deliver([("r1", chunk("a")), ("r2", chunk("b")), ("gone", chunk("c")), ("r1", chunk("d"))])
+        inbox.close("r2")
+        inbox.deliver([("r2", chunk("late"))])
+        return [q1.get_nowait().text, q1.get_nowait().text], q2.qsize(), inbox.orphan_chunks, len(inbox)
+
+    assert asyncio.run(scenario()) == (["a", "d"], 1, 2, 1)
