@@ -63,7 +63,7 @@ def bench_serve_command(base_url: str, model: str, tokenizer: str, result_dir: P
             *(extra or [])]
 
 
-def run_bench(command: list[str], log_path: Path, timeout_s: float) -> dict:
+def run_bench(command: list[str], log_path: Path, timeout_s: float = 300) -> dict:
     log(f"bench: {shlex.join(command)}")
     with open(log_path, "w") as handle:
         subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout_s, check=True)

@@ -49,7 +49,7 @@ def run_ours(model_dir: Path, out: Path, port: int, load: dict) -> dict:
         ready_s = wait_healthy(f"http://127.0.0.1:{port}/health", server, 540, server_log)
         log(f"ours healthy after {ready_s:.0f}s")
         bench = bench_serve_command(f"http://127.0.0.1:{port}", SERVED_NAME, str(model_dir), out, "ours.json", **load)
-        result = run_bench(bench, out / "ours_bench.log", 600)
+        result = run_bench(bench, out / "ours_bench.log")
     finally:
         stop_server(server)
     result["server_command"] = shlex.join(command)
@@ -69,7 +69,7 @@ def run_vllm(model_dir: Path, out: Path, port: int, load: dict) -> dict:
         ready_s = wait_healthy(f"http://127.0.0.1:{port}/health", server, 540, server_log)
         log(f"vllm serve healthy after {ready_s:.0f}s")
         bench = bench_serve_command(f"http://127.0.0.1:{port}", SERVED_NAME, str(model_dir), out, "vllm.json", **load)
-        result = run_bench(bench, out / "vllm_bench.log", 600)
+        result = run_bench(bench, out / "vllm_bench.log")
     finally:
         stop_server(server)
     result["server_command"] = shlex.join(command)

@@ -8,6 +8,7 @@ batch accumulates, so batches grow exactly when the link is the bottleneck.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import defaultdict
 from typing import Awaitable, Callable
@@ -20,59 +21,70 @@ Batch = list[tuple[str, GenerationChunk]]
 SendBatch = Callable[[str, Batch], Awaitable[None]]
 
 
+class _Link:
+    """Send state for one destination; lives as long as the outbox."""
+
+    def __init__(self) -> None:
+        self.pending: Batch = []
+        self.queued_seq = 0
+        self.sent_seq = 0
+        self.wakeup = asyncio.Event()
+        self.progress = asyncio.Condition()
+        self.sender: asyncio.Task | None = None
+
+
 class Outbox:
     """Replica side: queues chunks per destination and sends them in batches, one call at a time."""
 
     def __init__(self, send: SendBatch, send_timeout_s: float = 30.0):
         self._send = send
         self._send_timeout_s = send_timeout_s
-        self._pending: dict[str, Batch] = defaultdict(list)
-        self._queued_seq: dict[str, int] = defaultdict(int)
-        self._sent_seq: dict[str, int] = defaultdict(int)
-        self._wakeups: dict[str, asyncio.Event] = {}
-        self._progress: dict[str, asyncio.Condition] = {}
-        self._senders: dict[str, asyncio.Task] = {}
+        self._links: dict[str, _Link] = defaultdict(_Link)
         self.batches_sent = 0
         self.chunks_sent = 0
         self.batches_failed = 0
 
     def put(self, destination: str, request_id: str, chunk: GenerationChunk) -> int:
         """Queue a chunk; returns its sequence number for `wait_sent`."""
-        self._pending[destination].append((request_id, chunk))
-        self._queued_seq[destination] += 1
-        if destination not in self._senders or self._senders[destination].done():
-            self._wakeups[destination] = asyncio.Event()
-            self._progress[destination] = asyncio.Condition()
-            self._senders[destination] = asyncio.create_task(self._sender(destination))
-        self._wakeups[destination].set()
-        return self._queued_seq[destination]
+        link = self._links[destination]
+        link.pending.append((request_id, chunk))
+        link.queued_seq += 1
+        if link.sender is None or link.sender.done():
+            # A fresh context: the sender must not belong to the request that happened to start it,
+            # or Ray Serve would cancel its calls when that request ends or is cancelled.
+            link.sender = asyncio.create_task(self._send_loop(destination, link), context=contextvars.Context())
+        link.wakeup.set()
+        return link.queued_seq
 
     async def wait_sent(self, destination: str, seq: int) -> None:
         """Returns once chunk `seq` for `destination` was handed over (or dropped as undeliverable)."""
-        progress = self._progress.get(destination)
-        if progress is None:
+        link = self._links.get(destination)
+        if link is None:
             return
-        async with progress:
-            await progress.wait_for(lambda: self._sent_seq[destination] >= seq)
+        async with link.progress:
+            await link.progress.wait_for(lambda: link.sent_seq >= seq)
 
-    async def _sender(self, destination: str) -> None:
-        wakeup = self._wakeups[destination]
+    async def _send_loop(self, destination: str, link: _Link) -> None:
         while True:
-            await wakeup.wait()
-            wakeup.clear()
-            batch = self._pending.pop(destination, [])
+            await link.wakeup.wait()
+            link.wakeup.clear()
+            batch, link.pending = link.pending, []
             if not batch:
                 continue
             try:
                 await asyncio.wait_for(self._send(destination, batch), self._send_timeout_s)
                 self.batches_sent += 1
                 self.chunks_sent += len(batch)
-            except Exception as error:  # the ingress replica is gone: its clients are gone too
+            except (Exception, asyncio.CancelledError) as error:
+                # The ingress replica is gone (its clients with it) or the call was cancelled under us;
+                # either way the batch cannot be delivered, and the loop must live on for the others.
+                if isinstance(error, asyncio.CancelledError) and asyncio.current_task().cancelling():
+                    raise
                 self.batches_failed += 1
                 logger.warning("dropped %d chunks for %s: %s", len(batch), destination, type(error).__name__)
-            async with self._progress[destination]:
-                self._sent_seq[destination] += len(batch)
-                self._progress[destination].notify_all()
+            async with link.progress:
+                link.sent_seq += len(batch)
+                link.progress.notify_all()
 
 
 class Inbox:

@@ -106,3 +106,22 @@ def test_inbox_routes_by_request_and_counts_orphans():
         return [q1.get_nowait().text, q1.get_nowait().text], q2.qsize(), inbox.orphan_chunks, len(inbox)
 
     assert asyncio.run(scenario()) == (["a", "d"], 1, 2, 1)
+
+
+def test_sender_survives_a_call_cancelled_under_it():
+    async def scenario():
+        calls = []
+
+        async def flaky(destination: str, batch: list) -> None:
+            calls.append([rid for rid, _ in batch])
+            if len(calls) == 1:
+                raise asyncio.CancelledError()  # as Ray Serve does when the call's parent request ends
+
+        outbox = Outbox(flaky)
+        first = outbox.put("ingress-a", "r1", chunk("x"))
+        await asyncio.wait_for(outbox.wait_sent("ingress-a", first), 1)
+        second = outbox.put("ingress-a", "r2", chunk("y", "stop"))
+        await asyncio.wait_for(outbox.wait_sent("ingress-a", second), 1)
+        return calls, outbox.batches_failed, outbox.batches_sent
+
+    assert asyncio.run(scenario()) == ([["r1"], ["r2"]], 1, 1)
