@@ -37,7 +37,8 @@ def ensure_checkpoint(model_dir: Path, shape: str) -> None:
 
 def run_ours(model_dir: Path, out: Path, port: int, load: dict) -> dict:
     config = {"model": {"path": str(model_dir), "served_name": SERVED_NAME},
-              "engine": {**ENGINE, "enable_prefix_caching": True},
+              # vLLM's own batch defaults on both sides: this compares serving paths, not batch sizing.
+              "engine": {**ENGINE, "enable_prefix_caching": True, "batch_size_policy": "vllm_default"},
               "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4},
               "http": {"host": "127.0.0.1", "port": port}}
     config_path = out / "ours_config.yaml"

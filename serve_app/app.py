@@ -8,6 +8,7 @@ from ray.serve.config import RequestRouterConfig
 from ray.serve.deployment import Application
 
 from serve_app.config import AppConfig, load_config, parse_config
+from serve_app.deployments.controller import Controller
 from serve_app.deployments.ingress import Ingress
 from serve_app.deployments.replica import LLMReplica
 from serve_app.deployments.router import Router
@@ -50,9 +51,12 @@ def build_app(config: AppConfig, engine_overrides: dict[str, Any] | None = None)
         # Replicas hand each batch of tokens to the ingress replica that holds those requests.
         request_router_config=RequestRouterConfig(request_router_class=TARGETED_ROUTER),
     )
-    replicas = replica_deployment.bind(data, engine_overrides, INGRESS_NAME)
+    controller_deployment = serve.deployment(Controller, name="Controller", num_replicas=1,
+                                             ray_actor_options={"num_cpus": 0})
+    controller = controller_deployment.bind(data)
+    replicas = replica_deployment.bind(data, engine_overrides, INGRESS_NAME, controller)
     router = router_deployment.bind(replicas, data)
-    return ingress_deployment.bind(router, replicas, data)
+    return ingress_deployment.bind(router, replicas, controller, data)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -52,6 +52,19 @@ class EngineSettings(_Strict):
     enforce_eager: bool = Field(False, description="Skip CUDA graphs / torch.compile (faster start, slower steps).")
     enable_prefix_caching: bool = Field(True, description="vLLM automatic prefix caching.")
     extra: dict[str, Any] = Field(default_factory=dict, description="Any other vLLM engine argument, passed as is.")
+    batch_size_policy: Literal["memory_budget", "vllm_default"] = Field(
+        "memory_budget", description="`memory_budget`: the controller sets max_num_seqs / max_num_batched_tokens "
+        "from each replica's device memory and `preset` (values pinned above win); `vllm_default`: vLLM's own.",
+    )
+    preset: str = Field("mixed", description="Use-case preset for sizing: interactive, mixed, batch, long-form.")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str) -> str:
+        from serve_app.memory.presets import get_preset
+
+        get_preset(name)
+        return name
 
 
 class ReplicaSettings(_Strict):

@@ -103,7 +103,8 @@ async def _internal_error(request: Request, error: Exception) -> JSONResponse:
 
 @serve.ingress(http_app)
 class Ingress:
-    def __init__(self, router: DeploymentHandle, replicas: DeploymentHandle, config: dict):
+    def __init__(self, router: DeploymentHandle, replicas: DeploymentHandle, controller: DeploymentHandle,
+                 config: dict):
         from transformers import AutoTokenizer
 
         self._config = parse_config(config)
@@ -111,6 +112,7 @@ class Ingress:
         self._inbox = Inbox()
         self._replica_id = serve.get_replica_context().replica_id.unique_id
         self._replicas = replicas
+        self._controller = controller
         self._model_name = self._config.model.served_name
         self._max_model_len = self._config.engine.max_model_len
         self._classes = {c.name: rank for rank, c in enumerate(self._config.priority_classes)}
@@ -214,6 +216,11 @@ class Ingress:
     async def models(self):
         return {"object": "list", "data": [{"id": self._model_name, "object": "model", "created": self._created,
                                             "owned_by": "llmserve", "max_model_len": self._max_model_len}]}
+
+    @http_app.get("/v1/controller/status")
+    async def controller_status(self):
+        """Per replica: device, planned engine args, predicted vs allocated KV tokens, window cap."""
+        return await self._controller.status.remote()
 
     @http_app.get("/health")
     async def health(self):

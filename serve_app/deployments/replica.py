@@ -6,7 +6,9 @@ not as one Ray Serve stream item per token.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 import uuid
 from typing import Any, AsyncIterator
@@ -59,16 +61,34 @@ def sampling_params_for(request: GenerationRequest) -> SamplingParams:
     )
 
 
+def detect_device():
+    """This replica's own device: its GPU's memory (replicas may sit on different GPU types) or the CPU."""
+    import torch
+
+    from serve_app.policy.batch_controller import DeviceInfo
+
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        return DeviceInfo("cuda", torch.cuda.get_device_name(), total, free)
+    kv_gib = float(os.environ.get("VLLM_CPU_KVCACHE_SPACE", "4") or 4)  # vLLM's CPU default is 4 GiB
+    return DeviceInfo("cpu", "cpu", 0, 0, int(kv_gib * 1024**3))
+
+
 class LLMReplica:
     """Streams tokens for `GenerationRequest`s; reports engine stats to routers and health to Serve."""
 
-    def __init__(self, config: dict, engine_overrides: dict[str, Any] | None = None, ingress_name: str = "Ingress"):
+    async def __init__(self, config: dict, engine_overrides: dict[str, Any] | None = None,
+                       ingress_name: str = "Ingress", controller: Any = None):
         self._config = parse_config(config)
         self._replica_id = self._own_replica_id()
         self._snapshot = EngineSnapshot()
+        self._controller = controller
+        self._window_cap: int | None = None
+        self._finished_lengths: list[tuple[int, int]] = []
         started = time.monotonic()
+        overrides = {**await self._planned_engine_args(), **(engine_overrides or {})}
         self._engine = AsyncLLM.from_engine_args(
-            engine_args_from_config(self._config, engine_overrides),
+            engine_args_from_config(self._config, overrides),
             # The API server's usage context gives the same batch defaults as `vllm serve`.
             usage_context=UsageContext.OPENAI_API_SERVER,
             stat_loggers=[snapshot_logger_factory(self._snapshot)],
@@ -81,8 +101,34 @@ class LLMReplica:
         self._ingress = None
         self._outbox = Outbox(self._send_to_ingress)
         self._stats_task: asyncio.Task | None = None
-        logger.info("replica %s: engine ready in %.1fs, %s KV blocks", self._replica_id, self._startup_s,
-                    self._engine.vllm_config.cache_config.num_gpu_blocks)
+        cache = self._engine.vllm_config.cache_config
+        logger.info("replica %s: engine ready in %.1fs, %s KV blocks of %s", self._replica_id, self._startup_s,
+                    cache.num_gpu_blocks, cache.block_size)
+        if self._controller is not None:
+            self._reconciliation = await self._controller.report_allocation.remote(
+                self._replica_id, cache.num_gpu_blocks, cache.block_size,
+                self._engine.vllm_config.scheduler_config.max_num_seqs)
+            self._report_task = asyncio.create_task(self._report_load_forever())
+
+    async def _planned_engine_args(self) -> dict[str, Any]:
+        """The controller's batch size for this device, except where the config pins a value."""
+        engine = self._config.engine
+        if self._controller is None or engine.batch_size_policy != "memory_budget":
+            return {}
+        hf_config = json.loads((self._config.model.resolved_path() / "config.json").read_text())
+        plan = await self._controller.plan.remote(self._replica_id, detect_device(), hf_config)
+        pinned = {"max_num_seqs": engine.max_num_seqs, "max_num_batched_tokens": engine.max_num_batched_tokens}
+        return {key: value for key, value in plan.engine_args.items() if pinned.get(key) is None}
+
+    async def _report_load_forever(self, period_s: float = 2.0) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            lengths, self._finished_lengths = self._finished_lengths, []
+            try:
+                self._window_cap = await self._controller.report_load.remote(
+                    self._replica_id, lengths, self._snapshot.num_preemptions_total)
+            except Exception as error:  # a controller restart must not take the replica down
+                logger.warning("load report failed: %s", type(error).__name__)
 
     @staticmethod
     def _own_replica_id() -> str:
@@ -119,6 +165,7 @@ class LLMReplica:
         finally:
             self._outstanding_tokens.pop(engine_request_id, None)
             self._completed += 1
+            self._finished_lengths.append((summary.num_prompt_tokens, summary.num_generated))
             if summary.finish_reason is None:
                 # The caller went away (or the engine failed): free the request's KV cache now.
                 # vLLM also aborts on cancellation; this covers a generator closed any other way.
@@ -158,6 +205,7 @@ class LLMReplica:
         """Polled by routers (Ray Serve's request-router stats) every `router.stats_period_s`."""
         return {
             "engine_unfinished_requests": self._engine.output_processor.get_num_unfinished_requests(),
+            "window_cap": self._window_cap,
             "outstanding_tokens": sum(self._outstanding_tokens.values()),
             "in_flight": len(self._outstanding_tokens),
             **self._snapshot.as_dict(),
@@ -170,6 +218,9 @@ class LLMReplica:
             "startup_s": self._startup_s,
             "num_gpu_blocks": cache.num_gpu_blocks,
             "block_size": cache.block_size,
+            "max_num_seqs": self._engine.vllm_config.scheduler_config.max_num_seqs,
+            "max_num_batched_tokens": self._engine.vllm_config.scheduler_config.max_num_batched_tokens,
+            "reconciliation": getattr(self, "_reconciliation", None),
             "completed": self._completed,
             "delivery_batches": self._outbox.batches_sent,
             "delivery_chunks": self._outbox.chunks_sent,

@@ -35,7 +35,8 @@ class LeastOutstandingTokensRouter(FIFOMixin, RequestRouter):
             replica_id=replica_id.unique_id,
             outstanding_tokens=max(int(stats.get("outstanding_tokens", 0)), self._sent_tokens.get(replica_id, 0)),
             in_flight=max(int(stats.get("in_flight", 0)), self._sent_count.get(replica_id, 0)),
-            window=replica.max_ongoing_requests,
+            # The controller's cap (no KV preemption at observed lengths), within Ray Serve's own.
+            window=min(replica.max_ongoing_requests, int(stats.get("window_cap") or replica.max_ongoing_requests)),
             kv_cache_usage=float(stats.get("kv_cache_usage", 0.0)),
         )
 

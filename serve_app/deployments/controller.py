@@ -1,0 +1,75 @@
+"""The controller deployment: sizes each replica's batch from its own device's memory budget,
+reconciles the prediction with what vLLM allocated, and keeps a window cap per replica.
+
+A thin shell over `serve_app.policy.batch_controller`; replicas call it at start and then
+report their load every few seconds.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from serve_app.config import parse_config
+from serve_app.memory import ModelShape, get_preset
+from serve_app.policy.batch_controller import (DeviceInfo, EnginePlan, LengthWindow, WindowCapState,
+                                               next_window_cap, plan_engine, reconcile)
+
+logger = logging.getLogger("serve_app.controller")
+RECONCILE_TOLERANCE = 0.03
+DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
+
+
+class Controller:
+    def __init__(self, config: dict):
+        self._config = parse_config(config)
+        self._replicas: dict[str, dict[str, Any]] = {}
+
+    async def plan(self, replica_id: str, device: DeviceInfo, hf_config: dict) -> EnginePlan:
+        engine = self._config.engine
+        plan = plan_engine(
+            ModelShape.from_hf_config(hf_config), device, get_preset(engine.preset),
+            max_model_len=engine.max_model_len, gpu_memory_utilization=engine.gpu_memory_utilization,
+            max_num_batched_tokens=engine.max_num_batched_tokens or DEFAULT_MAX_NUM_BATCHED_TOKENS,
+            kv_cache_dtype=engine.kv_cache_dtype,
+        )
+        self._replicas[replica_id] = {"device": device.name, "device_kind": device.kind, "plan": plan.engine_args,
+                                      "predicted_kv_tokens": plan.predicted_kv_tokens, "block_size": plan.block_size,
+                                      "lengths": LengthWindow(), "window": None}
+        logger.info("replica %s on %s: engine args %s, predicted KV tokens %d", replica_id, device.name,
+                    plan.engine_args, plan.predicted_kv_tokens)
+        return plan
+
+    async def report_allocation(self, replica_id: str, num_blocks: int, block_size: int,
+                                max_num_seqs: int) -> dict[str, Any]:
+        """vLLM's actual KV allocation; a prediction off by more than 3% is logged as a warning."""
+        entry = self._replicas.setdefault(replica_id, {"lengths": LengthWindow(), "predicted_kv_tokens": 0})
+        result = reconcile(entry.get("predicted_kv_tokens", 0), num_blocks, block_size)
+        entry.update(actual_kv_tokens=num_blocks * block_size, block_size=block_size, max_num_seqs=max_num_seqs,
+                     relative_error=result.relative_error,
+                     window=WindowCapState(cap=max_num_seqs))
+        if not result.within_tolerance(RECONCILE_TOLERANCE):
+            logger.warning("replica %s: predicted %d KV tokens, vLLM allocated %d (%+.1f%%)", replica_id,
+                           entry.get("predicted_kv_tokens", 0), num_blocks * block_size, 100 * result.relative_error)
+        return {"relative_error": result.relative_error,
+                "within_tolerance": result.within_tolerance(RECONCILE_TOLERANCE)}
+
+    async def report_load(self, replica_id: str, finished_lengths: list[tuple[int, int]],
+                          preemptions_total: int) -> int:
+        """Observed lengths and preemptions in, the replica's window cap for the router out."""
+        entry = self._replicas.get(replica_id)
+        if entry is None or entry.get("window") is None:
+            return 1 << 30  # not reconciled yet: no cap beyond Ray Serve's own
+        for prompt_len, output_len in finished_lengths:
+            entry["lengths"].observe(prompt_len, output_len)
+        entry["window"] = next_window_cap(entry["window"], kv_tokens=entry["actual_kv_tokens"],
+                                          block_size=entry["block_size"], lengths=entry["lengths"],
+                                          preemptions_total=preemptions_total,
+                                          max_num_seqs=entry["max_num_seqs"])
+        return entry["window"].cap
+
+    async def status(self) -> dict[str, Any]:
+        return {
+            replica_id: {key: (value.cap if isinstance(value, WindowCapState) else value)
+                         for key, value in entry.items() if key != "lengths"}
+            for replica_id, entry in self._replicas.items()
+        }

@@ -1,0 +1,48 @@
+"""The controller on the real app: memory-budget engine args, reconciliation with vLLM, window caps."""
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _status(base_url: str) -> dict:
+    return httpx.get(f"{base_url}/v1/controller/status", timeout=30).json()
+
+
+def test_predicted_kv_capacity_matches_what_vllm_allocated(base_url):
+    (entry,) = _status(base_url).values()
+    assert entry["device_kind"] == "cpu"
+    # tiny: 2 layers x 2 KV heads x 64 dims x 2 (K and V) x 2 bytes = 1,024 bytes per token; 1 GiB of KV space.
+    assert entry["predicted_kv_tokens"] == 1024**3 // 1024
+    assert entry["actual_kv_tokens"] == entry["predicted_kv_tokens"]
+    assert abs(entry["relative_error"]) <= 0.03
+
+
+def test_engine_runs_the_controllers_batch_size(base_url):
+    (entry,) = _status(base_url).values()
+    replica = httpx.get(f"{base_url}/health", timeout=30).json()["replica"]
+    stats = entry["plan"]
+    assert entry["max_num_seqs"] == stats["max_num_seqs"]
+    assert replica["window_cap"] is None or replica["window_cap"] <= entry["max_num_seqs"]
+
+
+def test_window_cap_reaches_the_replica(client, model_name, base_url):
+    for _ in range(20):
+        client.completions.create(model=model_name, prompt=" ".join(f"t{10 + j}" for j in range(100)),
+                                  max_tokens=4, extra_body={"ignore_eos": True})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        (entry,) = _status(base_url).values()
+        replica = httpx.get(f"{base_url}/health", timeout=30).json()["replica"]
+        if replica["window_cap"] is not None:
+            break
+        time.sleep(1)
+    # The cap the replica reports to routers (routing stats) is the controller's decision.
+    assert replica["window_cap"] == entry["window"]
+    # ~100 prompt + 4 output tokens is one 128-token block each: the cap is bounded by max_num_seqs,
+    # not by the KV blocks (minus vLLM's null block).
+    assert entry["window"] == min(entry["max_num_seqs"], entry["actual_kv_tokens"] // 128 - 1)
