@@ -49,6 +49,33 @@ def _cmd_make_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from serve_app.memory import ModelShape, engine_args_for, get_preset, gpu_memory_bytes, plan_memory, render_plan
+    from serve_app.synthetic_model import SHAPES, hf_config
+
+    if args.model in SHAPES:
+        hf = hf_config(SHAPES[args.model])
+    else:
+        config_path = Path(args.model) / "config.json"
+        if not config_path.exists():
+            print(f"llmserve plan: {args.model!r} is neither a known shape {sorted(SHAPES)} nor a model directory "
+                  f"with a config.json", file=sys.stderr)
+            return 2
+        hf = json.loads(config_path.read_text())
+    budget = plan_memory(ModelShape.from_hf_config(hf), gpu_memory_bytes(args.gpu), args.gpu_memory_utilization,
+                         args.max_model_len, args.max_num_batched_tokens, kv_cache_dtype=args.kv_cache_dtype)
+    preset = get_preset(args.preset)
+    from serve_app.policy.batch_controller import preset_within_context
+
+    engine_args = engine_args_for(budget, preset_within_context(preset, args.max_model_len))
+    print(render_plan(budget, engine_args))
+    if args.json:
+        print(json.dumps({"budget": budget.__dict__, "engine_args": engine_args}, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--out", required=True, help="output directory")
     make.add_argument("--seed", type=int, default=0)
     make.set_defaults(func=_cmd_make_model)
+    plan = commands.add_parser("plan", help="memory budget and engine args for a model on a GPU")
+    plan.add_argument("model", help="a model directory (config.json) or a known shape: tiny, llama2-7b, llama3-8b")
+    plan.add_argument("--gpu", default="H100-80GB", help="GPU name (H100-80GB, H200, A100-40GB, L4, ...) or size (80GiB)")
+    plan.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    plan.add_argument("--max-model-len", type=int, default=4096)
+    plan.add_argument("--max-num-batched-tokens", type=int, default=8192)
+    plan.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8"])
+    plan.add_argument("--preset", default="mixed", help="interactive, mixed, batch, long-form")
+    plan.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    plan.set_defaults(func=_cmd_plan)
     return parser
 
 
@@ -71,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as error:
+    except (ConfigError, ValueError) as error:
         print(f"llmserve: {error}", file=sys.stderr)
         return 2
 

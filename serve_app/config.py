@@ -129,12 +129,15 @@ class AppConfig(_Strict):
     def _default_priority_is_known(self) -> AppConfig:
         names = [c.name for c in self.priority_classes]
         if self.default_priority not in names:
-            raise ValueError(f"default_priority {self.default_priority!r} is not one of {names}")
+            raise ValueError(f"default_priority: {self.default_priority!r} is not one of {names}")
         return self
 
     def priority_rank(self, name: str) -> int:
         """0 is the highest class; vLLM schedules lower `priority` values first."""
-        return [c.name for c in self.priority_classes].index(name)
+        names = [c.name for c in self.priority_classes]
+        if name not in names:
+            raise ValueError(f"unknown priority class {name!r}; known: {names}")
+        return names.index(name)
 
 
 def _describe(error: ValidationError) -> str:
@@ -160,6 +163,8 @@ def load_config(path: str | Path | None) -> AppConfig:
         data = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} cannot be read: {error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
     if data is not None and not isinstance(data, dict):
