@@ -15,6 +15,7 @@ from serve_app.memory.concurrency import (
     max_num_seqs_without_preemption,
 )
 from serve_app.memory.estimates import (
+    LOADED_WEIGHTS_OVERHEAD_BYTES,
     GiB,
     WeightBreakdown,
     activation_bytes,
@@ -103,19 +104,20 @@ def plan_memory(
     non_torch_bytes: int = DEFAULT_NON_TORCH_BYTES,
     measured_overheads: MeasuredOverheads | None = None,
     max_num_seqs: int = 1024,
-    subtract_cuda_graphs: bool = True,
+    subtract_cuda_graphs: bool = False,
 ) -> MemoryBudget:
     """Size the KV cache the way vLLM does: ceil(total x util) minus non-KV memory.
 
-    ``subtract_cuda_graphs`` mirrors VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS (on by
-    default since v0.21); older vLLM captured graphs after sizing the KV cache.
+    ``subtract_cuda_graphs`` models VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS taking the graph
+    pool out of the KV budget. vLLM 0.26.0 on an H100 did not (KV = requested - weights -
+    activation - non-torch, to 0.01 GiB, for both shapes we measured), so it is off by default.
     """
     if not 0.0 < gpu_memory_utilization <= 1.0:
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
     if block_size <= 0 or max_model_len <= 0:
         raise ValueError("block_size and max_model_len must be positive")
     m = measured_overheads or MeasuredOverheads()
-    weights = m.weights if m.weights is not None else weight_bytes(shape).total
+    weights = m.weights if m.weights is not None else weight_bytes(shape).total + LOADED_WEIGHTS_OVERHEAD_BYTES
     activation = (
         m.activation
         if m.activation is not None

@@ -115,10 +115,12 @@ def test_awq_rejects_non_divisible_group():
 def test_activation_estimate_matches_published_peak_and_grows_with_tokens():
     shape = load("llama-2-7b-awq")
     est = activation_bytes(shape, 8192, 1024)
-    assert abs(est / (1.43 * GiB) - 1) < 0.03
+    # vLLM 0.26.0 on H100 reported 0.74 GiB peak activation for this shape (kv_capacity_h100.json).
+    assert abs(est / (0.74 * GiB) - 1) < 0.03
+    assert abs(activation_bytes(load("meta-llama-3-8b"), 8192, 1024) / (1.10 * GiB) - 1) < 0.03
     assert activation_bytes(shape, 2048, 1024) < activation_bytes(shape, 4096, 1024) < est
-    # tiny: forward 10 tokens*(3*256 + 2*128)*2 B; sampler 10 rows*1000*4 B*6.5
-    assert activation_bytes(TINY_AWQ, 10, 1024) == 10 * 1024 * 2 + 260_000
+    # tiny: forward 10 tokens*(3*256 + 2*128)*2 B*1.07 = 21,913.6; sampler 10 rows*1000*4 B*0.535 = 21,400
+    assert activation_bytes(TINY_AWQ, 10, 1024) == 43_313
 
 
 def test_cuda_graph_estimate_is_reference_for_llama2_7b_and_scales():
