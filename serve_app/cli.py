@@ -76,6 +76,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_render_manifests(args: argparse.Namespace) -> int:
+    from serve_app.kuberay.kustomize import cli_render
+
+    return cli_render(args.config, args.out, args.autoscaling, args.check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--preset", default="mixed", help="interactive, mixed, batch, long-form")
     plan.add_argument("--json", action="store_true", help="also print the figures as JSON")
     plan.set_defaults(func=_cmd_plan)
+
+    render = commands.add_parser("render-manifests", help="render the KubeRay RayService manifests (kustomize layout)")
+    render.add_argument("--config", help="the GPU production config (default: <out>/config/gpu-prod.yaml)")
+    render.add_argument("--out", default="manifests", help="output folder (default: manifests)")
+    render.add_argument("--autoscaling", help="a load-test result or autoscaling_config JSON/YAML to deploy with")
+    render.add_argument("--check", action="store_true", help="exit 1 if the committed manifests differ")
+    render.set_defaults(func=_cmd_render_manifests)
     return parser
 
 

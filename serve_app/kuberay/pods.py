@@ -16,7 +16,11 @@ SHM_VOLUME = "shared-mem"  # KubeRay's own name for it, so it does not add a sec
 HEALTH_PATH = "/health"
 # Head copies only what the Ingress reads (tokenizer, config); weights stay on the workers.
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
-INIT_RESOURCES = {"limits": {"cpu": "2", "memory": "2Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}
+
+
+def init_resources() -> dict[str, Any]:
+    """Resources of a model initContainer (a fresh dict each time)."""
+    return {"limits": {"cpu": "2", "memory": "2Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}
 
 Role = Literal["head", "worker"]
 
@@ -58,7 +62,7 @@ def model_init_containers(storage: ModelStorage, role: Role, *, app_image: str, 
     if storage.kind == "synthetic":
         command = ["llmserve", "make-model", shape, "--out", f"{storage.mount_path}/{shape}", "--seed", "0"]
         return [{"name": "make-model", "image": app_image, "imagePullPolicy": pull_policy, "command": command,
-                 "resources": INIT_RESOURCES, "volumeMounts": mount}]
+                 "resources": init_resources(), "volumeMounts": mount}]
     command = ["aws", "s3", "cp", "--recursive", "--only-show-errors"]
     if storage.endpoint_url:
         command += ["--endpoint-url", storage.endpoint_url]
@@ -70,7 +74,7 @@ def model_init_containers(storage: ModelStorage, role: Role, *, app_image: str, 
                                  "imagePullPolicy": pull_policy, "command": command}
     if storage.credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": storage.credentials_secret}}]
-    container["resources"] = INIT_RESOURCES
+    container["resources"] = init_resources()
     container["volumeMounts"] = mount
     return [container]
 

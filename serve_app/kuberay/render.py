@@ -95,7 +95,10 @@ def render_rayservice(config: AppConfig, *, name: str, image: str, namespace: st
 
 
 class _Dumper(yaml.SafeDumper):
-    """Block style, literal `|` for multi-line strings, key order as built."""
+    """Block style, literal `|` for multi-line strings, key order as built, no &anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:

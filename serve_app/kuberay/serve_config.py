@@ -42,6 +42,7 @@ def pod_model_config(config: AppConfig, storage: ModelStorage) -> dict[str, Any]
                                 f"{storage.kind!r}; set model.path or use kind 'synthetic'")
         data["model"]["path"] = storage.mount_path
         data["model"]["cache_dir"] = POD_CACHE_DIR
+    data["http"]["host"] = "0.0.0.0"  # what http_options binds in the pods (the app itself ignores it there)
     return data
 
 

@@ -45,9 +45,8 @@ class ModelStorage(_Strict):
             raise ValueError(f"mount_path must be absolute, got {self.mount_path!r}")
         if self.kind == "pvc" and not self.claim_name:
             raise ValueError("kind 'pvc' needs claim_name")
-        if self.kind == "object_store":
-            if not self.uri or not self.uri.startswith("s3://"):
-                raise ValueError(f"kind 'object_store' needs an s3:// uri, got {self.uri!r}")
+        if self.kind == "object_store" and not (self.uri or "").startswith("s3://"):
+            raise ValueError(f"kind 'object_store' needs an s3:// uri, got {self.uri!r}")
         return self
 
 
@@ -78,7 +77,7 @@ class ClusterSettings(_Strict):
     head_memory: str = Field("16Gi", description="Head memory request = limit.")
     head_shm: str = Field("2Gi", description="Head /dev/shm (object store) size.")
     worker_shm: str = Field("8Gi", description="Worker /dev/shm size: Ray object store + torch IPC.")
-    worker_cpu: str | None = Field(None, description="Worker CPU; empty: replicas' num_cpus + 2.")
+    worker_cpu: str | None = Field(None, description="Worker CPU; empty: replicas' num_cpus + 3.")
     worker_memory: str | None = Field(None, description="Worker memory; empty: from the model's weights.")
     autoscaler_idle_timeout_s: int = Field(300, ge=0, description="Idle seconds before a worker is removed.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"

@@ -20,7 +20,7 @@ from serve_app.kuberay.settings import ClusterSettings, ManifestError
 GIB = 1 << 30
 REPLICA_HOST_OVERHEAD_GIB = 6
 RAY_DAEMONS_GIB = 2
-WORKER_EXTRA_CPUS = 2
+WORKER_EXTRA_CPUS = 3  # vLLM engine-core busy loop, raylet, Serve proxy
 DEFAULT_WORKER_MEMORY_GIB = 32
 DEFAULT_MODEL_VOLUME = "64Gi"
 OBJECT_STORE_SHARE_OF_SHM = 0.8
