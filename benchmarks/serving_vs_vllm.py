@@ -44,18 +44,7 @@ def run_ours(model_dir: Path, out: Path, port: int, load: dict) -> dict:
     config_path = out / "ours_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     command = [sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)]
-    server_log = out / "ours_server.log"
-    server = start_server(command, server_log)
-    try:
-        ready_s = wait_healthy(f"http://127.0.0.1:{port}/health", server, 540, server_log)
-        log(f"ours healthy after {ready_s:.0f}s")
-        bench = bench_serve_command(f"http://127.0.0.1:{port}", SERVED_NAME, str(model_dir), out, "ours.json", **load)
-        result = run_bench(bench, out / "ours_bench.log")
-    finally:
-        stop_server(server)
-    result["server_command"] = shlex.join(command)
-    result["server_ready_s"] = ready_s
-    return result
+    return serve_and_bench("ours", command, model_dir, out, port, load)
 
 
 def run_vllm(model_dir: Path, out: Path, port: int, load: dict) -> dict:
@@ -64,13 +53,19 @@ def run_vllm(model_dir: Path, out: Path, port: int, load: dict) -> dict:
                "--max-model-len", str(ENGINE["max_model_len"]),
                "--gpu-memory-utilization", str(ENGINE["gpu_memory_utilization"]),
                "--dtype", "float16", "--scheduling-policy", "priority", "--enable-prefix-caching"]
-    server_log = out / "vllm_server.log"
+    return serve_and_bench("vllm", command, model_dir, out, port, load)
+
+
+def serve_and_bench(name: str, command: list[str], model_dir: Path, out: Path, port: int, load: dict) -> dict:
+    """Start a server, wait for /health, run `vllm bench serve` against it, stop it."""
+    server_log = out / f"{name}_server.log"
     server = start_server(command, server_log)
     try:
         ready_s = wait_healthy(f"http://127.0.0.1:{port}/health", server, 540, server_log)
-        log(f"vllm serve healthy after {ready_s:.0f}s")
-        bench = bench_serve_command(f"http://127.0.0.1:{port}", SERVED_NAME, str(model_dir), out, "vllm.json", **load)
-        result = run_bench(bench, out / "vllm_bench.log")
+        log(f"{name} healthy after {ready_s:.0f}s")
+        bench = bench_serve_command(f"http://127.0.0.1:{port}", SERVED_NAME, str(model_dir), out, f"{name}.json",
+                                    **load)
+        result = run_bench(bench, out / f"{name}_bench.log")
     finally:
         stop_server(server)
     result["server_command"] = shlex.join(command)
