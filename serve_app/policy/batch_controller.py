@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from serve_app.memory import ModelShape, compare_with_vllm, engine_args_for, plan_memory
 from serve_app.memory.budget import Reconciliation
 from serve_app.memory.concurrency import max_num_seqs_without_preemption
+from serve_app.memory.estimates import kv_bytes_per_token
 from serve_app.memory.presets import UseCasePreset
 
 GiB = 1024**3
@@ -57,7 +58,7 @@ def plan_engine(shape: ModelShape, device: DeviceInfo, preset: UseCasePreset, *,
     preset = preset_within_context(preset, max_model_len)
     if device.kind == "cpu":
         # The CPU backend gets a fixed KV space instead of a share of device memory.
-        per_token = shape_kv_bytes(shape, kv_cache_dtype)
+        per_token = kv_bytes_per_token(shape, kv_cache_dtype)
         kv_tokens = (device.cpu_kv_cache_bytes // (per_token * CPU_BLOCK_SIZE)) * CPU_BLOCK_SIZE
         seqs = max_num_seqs_without_preemption(kv_tokens, preset.prompt_len_mean, preset.prompt_len_p95,
                                                preset.output_len_mean, preset.output_len_p95, CPU_BLOCK_SIZE)
@@ -69,12 +70,6 @@ def plan_engine(shape: ModelShape, device: DeviceInfo, preset: UseCasePreset, *,
     args = engine_args_for(budget, preset)
     return EnginePlan({"max_num_seqs": args["max_num_seqs"], "max_num_batched_tokens": args["max_num_batched_tokens"]},
                       budget.kv_tokens, GPU_BLOCK_SIZE)
-
-
-def shape_kv_bytes(shape: ModelShape, kv_cache_dtype: str) -> int:
-    from serve_app.memory.estimates import kv_bytes_per_token
-
-    return kv_bytes_per_token(shape, kv_cache_dtype)
 
 
 def reconcile(predicted_tokens: int, reported_blocks: int, block_size: int) -> Reconciliation:
