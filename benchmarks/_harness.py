@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -50,14 +52,24 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float, log_path
     raise TimeoutError(f"{url} not healthy after {timeout_s}s:\n{log_path.read_text()[-4000:]}")
 
 
+@contextmanager
+def running_server(command: list[str], log_path: Path, health_url: str, timeout_s: float) -> Iterator[float]:
+    """A server started in the background and healthy; yields seconds to healthy, stops it on exit."""
+    server = start_server(command, log_path)
+    try:
+        yield wait_healthy(health_url, server, timeout_s, log_path)
+    finally:
+        stop_server(server)
+
+
 def bench_serve_command(base_url: str, model: str, tokenizer: str, result_dir: Path, result_name: str,
                         *, input_len: int, output_len: int, num_prompts: int, request_rate: str,
-                        extra: list[str] | None = None) -> list[str]:
+                        seed: int = 0, extra: list[str] | None = None) -> list[str]:
     return [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "serve",
             "--backend", "openai", "--base-url", base_url, "--endpoint", "/v1/completions",
             "--model", model, "--tokenizer", tokenizer, "--dataset-name", "random",
             "--random-input-len", str(input_len), "--random-output-len", str(output_len), "--ignore-eos",
-            "--num-prompts", str(num_prompts), "--request-rate", request_rate, "--seed", "0",
+            "--num-prompts", str(num_prompts), "--request-rate", request_rate, "--seed", str(seed),
             "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
             "--save-result", "--result-dir", str(result_dir), "--result-filename", result_name,
             *(extra or [])]
@@ -67,6 +79,20 @@ def run_bench(command: list[str], log_path: Path, timeout_s: float = 300) -> dic
     log(f"bench: {shlex.join(command)}")
     with open(log_path, "w") as handle:
         subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout_s, check=True)
+    return bench_result(command)
+
+
+def start_bench(command: list[str], log_path: Path) -> subprocess.Popen:
+    """`vllm bench serve` in the background, in its own process group so a hung one can be killed whole."""
+    log(f"bench (background): {shlex.join(command)}")
+    handle = open(log_path, "w")
+    # Unbuffered: callers watch the log for the line that marks the start of the arrivals.
+    return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def bench_result(command: list[str]) -> dict:
+    """The JSON a finished `vllm bench serve` command saved (--result-dir/--result-filename), with the command."""
     result_dir = Path(command[command.index("--result-dir") + 1])
     result = json.loads((result_dir / command[command.index("--result-filename") + 1]).read_text())
     result["command"] = shlex.join(command)
@@ -88,3 +114,12 @@ SUMMARY_KEYS = ("completed", "failed", "duration", "request_throughput", "output
 
 def summary(result: dict) -> dict:
     return {key: result.get(key) for key in SUMMARY_KEYS}
+
+
+def archive(directory: Path, tar_path: Path) -> None:
+    """One .tar.gz of a folder of raw logs and bench JSONs, so a result folder stays a few files."""
+    import tarfile
+
+    with tarfile.open(tar_path, "w:gz") as tar:
+        tar.add(directory, arcname=directory.name)
+    log(f"archived {directory} -> {tar_path} ({tar_path.stat().st_size / 1e6:.1f} MB)")

@@ -6,6 +6,11 @@ vLLM engine whose max_num_seqs is the largest B, so the engine's batch is B thro
 
     python benchmarks/batch_size_sweep.py --model-dir DIR [--shape llama2-7b] --out DIR
         [--batch-sizes 1,2,4,...] [--input-len 256] [--output-len 256] [--ttft-slo S] [--tpot-slo S]
+        [--server vllm [--port 8002] [--raw-dir DIR]]
+
+In-process (default) the engine is vLLM's AsyncLLM inside this script. With --server vllm it is
+`vllm serve` loaded by `vllm bench serve --max-concurrency B` (benchmarks/sweep_server.py); the
+per-batch bench JSONs and logs are then archived into OUT/batch_sweep_raw.tar.gz.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import asyncio
 import random
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -141,13 +147,31 @@ def main() -> int:
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     parser.add_argument("--ttft-slo", type=float)
     parser.add_argument("--tpot-slo", type=float)
+    parser.add_argument("--server", choices=["vllm"],
+                        help="load a `vllm serve` process with `vllm bench serve` instead of an in-process engine")
+    parser.add_argument("--port", type=int, default=8002, help="--server: the server's port")
+    parser.add_argument("--raw-dir", type=Path,
+                        help="--server: where the per-batch bench JSONs and logs go before archiving "
+                             "(default: a new temporary folder)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.shape:
         from serve_app.synthetic_model import ensure_model
 
         ensure_model(args.shape, args.model_dir)
-    profile = asyncio.run(sweep(args))
+    server_details = {}
+    if args.server:
+        from _harness import archive
+        from sweep_server import sweep_over_server
+
+        args.raw_dir = args.raw_dir or Path(tempfile.mkdtemp(prefix="batch_sweep_raw_"))
+        args.raw_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            profile, server_details = sweep_over_server(args, args.raw_dir)
+        finally:
+            archive(args.raw_dir, args.out / "batch_sweep_raw.tar.gz")
+    else:
+        profile = asyncio.run(sweep(args))
     (args.out / "batch_sweep_profile.json").write_text(profile.to_json())
     front = {p.batch_size for p in pareto_front(profile.points)}
     meeting = largest_batch_meeting_slo(profile.points, args.ttft_slo, args.tpot_slo)
@@ -159,7 +183,8 @@ def main() -> int:
     summary = {"knee": knee(profile.points).batch_size, "pareto": sorted(front),
                "largest_meeting_slo": meeting.batch_size if meeting else None,
                "slo": {"ttft_p99_s": args.ttft_slo, "tpot_p99_s": args.tpot_slo},
-               "command": "python benchmarks/batch_size_sweep.py " + shlex.join(sys.argv[1:])}
+               "command": "python benchmarks/batch_size_sweep.py " + shlex.join(sys.argv[1:]),
+               **server_details}
     print(summary)
     import json
 

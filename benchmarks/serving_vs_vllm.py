@@ -47,13 +47,17 @@ def run_ours(model_dir: Path, out: Path, port: int, load: dict) -> dict:
     return serve_and_bench("ours", command, model_dir, out, port, load)
 
 
+def vllm_serve_command(model_dir: Path, port: int) -> list[str]:
+    """`vllm serve` with the engine settings our config gives its replicas."""
+    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(model_dir),
+            "--served-model-name", SERVED_NAME, "--port", str(port), "--host", "127.0.0.1",
+            "--max-model-len", str(ENGINE["max_model_len"]),
+            "--gpu-memory-utilization", str(ENGINE["gpu_memory_utilization"]),
+            "--dtype", "float16", "--scheduling-policy", "priority", "--enable-prefix-caching"]
+
+
 def run_vllm(model_dir: Path, out: Path, port: int, load: dict) -> dict:
-    command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(model_dir),
-               "--served-model-name", SERVED_NAME, "--port", str(port), "--host", "127.0.0.1",
-               "--max-model-len", str(ENGINE["max_model_len"]),
-               "--gpu-memory-utilization", str(ENGINE["gpu_memory_utilization"]),
-               "--dtype", "float16", "--scheduling-policy", "priority", "--enable-prefix-caching"]
-    return serve_and_bench("vllm", command, model_dir, out, port, load)
+    return serve_and_bench("vllm", vllm_serve_command(model_dir, port), model_dir, out, port, load)
 
 
 def serve_and_bench(name: str, command: list[str], model_dir: Path, out: Path, port: int, load: dict) -> dict:

@@ -55,7 +55,7 @@ def build_app(config: AppConfig, engine_overrides: dict[str, Any] | None = None)
                                              ray_actor_options={"num_cpus": 0})
     controller = controller_deployment.bind(data)
     replicas = replica_deployment.bind(data, engine_overrides, INGRESS_NAME, controller)
-    router = router_deployment.bind(replicas, data)
+    router = router_deployment.bind(replicas, controller, data)
     return ingress_deployment.bind(router, replicas, controller, data)
 
 

@@ -76,6 +76,17 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hash_key(args: argparse.Namespace) -> int:
+    from serve_app.policy.api_keys import hash_api_key
+
+    key = args.key if args.key is not None else sys.stdin.readline().strip()
+    if not key:
+        print("llmserve hash-key: empty key", file=sys.stderr)
+        return 2
+    print(hash_api_key(key))
+    return 0
+
+
 def _cmd_render_manifests(args: argparse.Namespace) -> int:
     from serve_app.kuberay.kustomize import cli_render
 
@@ -107,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--preset", default="mixed", help="interactive, mixed, batch, long-form")
     plan.add_argument("--json", action="store_true", help="also print the figures as JSON")
     plan.set_defaults(func=_cmd_plan)
+
+    hash_key = commands.add_parser("hash-key", help="print the sha256 digest to put in auth.keys for an API key")
+    hash_key.add_argument("key", nargs="?", help="the key; default: read one line from stdin (keeps it out of "
+                          "shell history)")
+    hash_key.set_defaults(func=_cmd_hash_key)
 
     render = commands.add_parser("render-manifests", help="render the KubeRay RayService manifests (kustomize layout)")
     render.add_argument("--config", help="the GPU production config (default: <out>/config/gpu-prod.yaml)")

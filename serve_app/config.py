@@ -6,10 +6,15 @@ message naming the field (``load_config``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from serve_app.policy.api_keys import ApiKeyRegistry
+    from serve_app.policy.priority_classes import PriorityClasses
+    from serve_app.policy.router_core import RouterPolicy
 
 DEFAULT_MODEL_CACHE = Path.home() / ".cache" / "llmserve" / "models"
 
@@ -95,6 +100,97 @@ class RouterSettings(_Strict):
         "least_outstanding_tokens", description="Replica choice policy, by name."
     )
     stats_period_s: float = Field(0.5, gt=0, description="How often replicas report engine stats to routers.")
+    window_controller: Literal["aimd", "fixed_ratio"] = Field(
+        "aimd", description="Adaptive batching: how each replica's in-flight window follows latency feedback. "
+        "`aimd`: additive increase / multiplicative decrease (with slow start); `fixed_ratio`: x1.5 under 0.8 x "
+        "target, x0.7 over target.",
+    )
+    window_tuning: dict[str, Any] = Field(
+        default_factory=lambda: {"slow_start": True},
+        description="Keyword arguments of the window controller (e.g. beta, increase_every, cooldown_s).",
+    )
+    initial_window: int | None = Field(
+        None, ge=1, description="A new replica's window before any feedback; empty: its memory-derived cap "
+        "(the KV cache holds that many at the observed lengths, so start there and cut on SLO misses).",
+    )
+    max_queue_size: int = Field(10_000, ge=1, description="Requests the global queue holds; beyond it: 429.")
+    aging_interval_s: float | None = Field(
+        30.0, gt=0, description="A queued request rises one class per this many seconds (no starvation); "
+        "empty: strict priority only.",
+    )
+    initial_service_rate_rps: float = Field(
+        4.0, gt=0, description="Completions per second assumed before any are measured (admission's prior).",
+    )
+    admission_warmup_completions: int = Field(
+        16, ge=0, description="Completions measured before admission refuses on predicted wait (until then "
+        "the queue deadline alone bounds waiting).",
+    )
+    headroom_fraction: float = Field(
+        0.1, ge=0, le=1, description="Share of a replica's window the highest class may use on top of it, "
+        "so its requests start at once on a full replica.",
+    )
+    prefix_affinity: bool = Field(False, description="Send prompts sharing a first KV block to one replica "
+                                  "(prefix caching) while it is at most `affinity_load_bound` x the mean load.")
+    affinity_load_bound: float = Field(1.25, ge=1)
+    stale_replica_s: float = Field(10.0, gt=0, description="A replica silent this long is no longer routed to.")
+
+    def policy(self) -> RouterPolicy:
+        from serve_app.policy.router_core import RouterPolicy
+
+        return RouterPolicy(
+            window_controller=self.window_controller, window_tuning=dict(self.window_tuning),
+            initial_window=self.initial_window, max_queue_size=self.max_queue_size,
+            aging_interval_s=self.aging_interval_s, initial_service_rate_rps=self.initial_service_rate_rps,
+            admission_warmup_completions=self.admission_warmup_completions,
+            headroom_fraction=self.headroom_fraction, prefix_affinity=self.prefix_affinity,
+            affinity_load_bound=self.affinity_load_bound,
+        )
+
+
+class ApiKeySettings(_Strict):
+    name: str = Field(min_length=1, description="Who the key belongs to (shown in stats and logs, never the key).")
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$",
+                        description="SHA-256 hex digest of the key (`llmserve hash-key`); the key itself is never stored.")
+    ceiling: str | None = Field(None, description="Highest priority class the key may use; empty: the highest.")
+    rate_limit_rps: float | None = Field(None, gt=0, description="Requests per second; empty: unlimited.")
+    burst: float = Field(10, ge=1, description="Requests the key may send at once above its rate.")
+
+
+class AuthSettings(_Strict):
+    keys: list[ApiKeySettings] = Field(default_factory=list, description="API keys, by digest.")
+    keys_file: str | None = Field(None, description="YAML/JSON file with more keys (a list shaped like `keys`).")
+    keys_env: str | None = Field(None, description="Environment variable holding more keys (YAML/JSON list).")
+    allow_anonymous: bool = Field(True, description="Serve requests that carry no API key as `anonymous`.")
+    anonymous_ceiling: str | None = Field(None, description="Highest class for anonymous requests; empty: the highest.")
+    anonymous_rate_limit_rps: float | None = Field(None, gt=0, description="Anonymous requests per second (all together).")
+    anonymous_burst: float = Field(10, ge=1)
+
+    def all_keys(self) -> list[ApiKeySettings]:
+        """Inline keys plus those from `keys_file` and `keys_env`."""
+        import os
+
+        sources: list[tuple[str, str]] = []
+        if self.keys_file:
+            try:
+                sources.append((f"auth.keys_file ({self.keys_file})", Path(self.keys_file).read_text()))
+            except OSError as error:
+                raise ConfigError(f"auth.keys_file: cannot read {self.keys_file}: {error}") from None
+        if self.keys_env:
+            if self.keys_env not in os.environ:
+                raise ConfigError(f"auth.keys_env: environment variable {self.keys_env} is not set")
+            sources.append((f"auth.keys_env (${self.keys_env})", os.environ[self.keys_env]))
+        keys = list(self.keys)
+        for where, text in sources:
+            try:
+                entries = yaml.safe_load(text) or []
+                if not isinstance(entries, list):
+                    raise ConfigError(f"{where}: expected a list of keys")
+                keys.extend(ApiKeySettings.model_validate(entry) for entry in entries)
+            except yaml.YAMLError as error:
+                raise ConfigError(f"{where}: not valid YAML/JSON: {error}") from None
+            except ValidationError as error:
+                raise ConfigError(f"{where}: {_describe(error)}") from None
+        return keys
 
 
 class HttpSettings(_Strict):
@@ -112,6 +208,7 @@ class AppConfig(_Strict):
     )
     default_priority: str = Field("standard", description="Class of a request that names none.")
     router: RouterSettings = Field(default_factory=RouterSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
 
     @field_validator("priority_classes")
@@ -130,7 +227,38 @@ class AppConfig(_Strict):
         names = [c.name for c in self.priority_classes]
         if self.default_priority not in names:
             raise ValueError(f"default_priority: {self.default_priority!r} is not one of {names}")
+        ceilings = [("auth.anonymous_ceiling", self.auth.anonymous_ceiling)]
+        ceilings += [(f"auth.keys.{i}.ceiling", key.ceiling) for i, key in enumerate(self.auth.keys)]
+        for where, ceiling in ceilings:
+            if ceiling is not None and ceiling not in names:
+                raise ValueError(f"{where}: {ceiling!r} is not one of {names}")
         return self
+
+    def policy_classes(self) -> PriorityClasses:
+        """The configured classes as the router's policy sees them (rank = position, 0 highest)."""
+        from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
+
+        return PriorityClasses(PriorityClass(c.name, rank, c.ttft_slo_s, c.tpot_slo_s, c.queue_deadline_s)
+                               for rank, c in enumerate(self.priority_classes))
+
+    def api_key_registry(self) -> ApiKeyRegistry:
+        """Callers by key digest; reads `auth.keys_file` / `auth.keys_env`. Raises ConfigError."""
+        from serve_app.policy.api_keys import ANONYMOUS, ApiKeyRegistry, Caller
+
+        names = [c.name for c in self.priority_classes]
+        keys = self.auth.all_keys()
+        for key in keys:
+            if key.ceiling is not None and key.ceiling not in names:
+                raise ConfigError(f"auth key {key.name!r}: ceiling {key.ceiling!r} is not one of {names}")
+        anonymous = None
+        if self.auth.allow_anonymous:
+            anonymous = Caller(ANONYMOUS, self.auth.anonymous_ceiling or names[0],
+                               self.auth.anonymous_rate_limit_rps, self.auth.anonymous_burst)
+        try:
+            return ApiKeyRegistry(((k.sha256, Caller(k.name, k.ceiling or names[0], k.rate_limit_rps, k.burst))
+                                   for k in keys), anonymous)
+        except ValueError as error:
+            raise ConfigError(f"auth: {error}") from None
 
     def priority_rank(self, name: str) -> int:
         """0 is the highest class; vLLM schedules lower `priority` values first."""

@@ -28,6 +28,8 @@ class GenerationRequest:
     priority_rank: int = 0
     # Arrival time at the ingress (wall clock), for queue-wait accounting downstream.
     arrival_time: float = 0.0
+    # The authenticated caller's name (never the key): the router's rate limit is per caller.
+    caller: str = "anonymous"
 
     @property
     def cost_tokens(self) -> int:

@@ -7,7 +7,8 @@ report their load every few seconds.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from typing import Any, Callable
 
 from serve_app.config import parse_config
 from serve_app.memory import ModelShape, get_preset
@@ -20,9 +21,10 @@ DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
 
 
 class Controller:
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, clock: Callable[[], float] = time.monotonic):
         self._config = parse_config(config)
         self._replicas: dict[str, dict[str, Any]] = {}
+        self._clock = clock
 
     async def plan(self, replica_id: str, device: DeviceInfo, hf_config: dict) -> EnginePlan:
         engine = self._config.engine
@@ -45,7 +47,7 @@ class Controller:
         entry = self._replicas.setdefault(replica_id, {"lengths": LengthWindow(), "predicted_kv_tokens": 0})
         result = reconcile(entry.get("predicted_kv_tokens", 0), num_blocks, block_size)
         entry.update(actual_kv_tokens=num_blocks * block_size, block_size=block_size, max_num_seqs=max_num_seqs,
-                     relative_error=result.relative_error,
+                     relative_error=result.relative_error, last_report_s=self._clock(),
                      window=WindowCapState(cap=max_num_seqs))
         if not result.within_tolerance(RECONCILE_TOLERANCE):
             logger.warning("replica %s: predicted %d KV tokens, vLLM allocated %d (%+.1f%%)", replica_id,
@@ -59,6 +61,7 @@ class Controller:
         entry = self._replicas.get(replica_id)
         if entry is None or entry.get("window") is None:
             return 1 << 30  # not reconciled yet: no cap beyond Ray Serve's own
+        entry["last_report_s"] = self._clock()
         for prompt_len, output_len in finished_lengths:
             entry["lengths"].observe(prompt_len, output_len)
         entry["window"] = next_window_cap(entry["window"], kv_tokens=entry["actual_kv_tokens"],
@@ -66,6 +69,16 @@ class Controller:
                                           preemptions_total=preemptions_total,
                                           max_num_seqs=entry["max_num_seqs"])
         return entry["window"].cap
+
+    async def routable_replicas(self) -> dict[str, int]:
+        """Replicas whose engine is up and that reported recently, each with its window cap."""
+        stale_before = self._clock() - self._config.router.stale_replica_s
+        return {replica_id: entry["window"].cap for replica_id, entry in self._replicas.items()
+                if entry.get("window") is not None and entry.get("last_report_s", -1e18) >= stale_before}
+
+    async def forget_replica(self, replica_id: str) -> None:
+        """A router saw the replica die; stop handing it out before its reports go stale."""
+        self._replicas.pop(replica_id, None)
 
     async def status(self) -> dict[str, Any]:
         return {

@@ -20,6 +20,8 @@ from serve_app.config import parse_config
 from serve_app.delivery import Batch, Inbox
 from serve_app.generation import GenerationChunk, GenerationRequest, SamplingOptions
 from serve_app.openai_api import ApiError
+from serve_app.policy.api_keys import AuthenticationFailed, Caller, bearer_token
+from serve_app.policy.router_core import Refusal
 
 logger = logging.getLogger("serve_app.ingress")
 http_app = FastAPI(title="llmserve", description="OpenAI-compatible LLM API over vLLM replicas on Ray Serve")
@@ -84,6 +86,18 @@ def _error_chunk(message: str) -> GenerationChunk:
     return GenerationChunk(text="", token_ids=[], finish_reason="error", error=message)
 
 
+def _refusal_error(refusal: Refusal) -> ApiError:
+    error_type = "rate_limit_error" if refusal.status == 429 else "server_error"
+    return ApiError(refusal.status, refusal.message, error_type=error_type, code=refusal.code,
+                    headers={"Retry-After": str(refusal.retry_after_s)})
+
+
+async def _prepend(first: GenerationChunk, rest: AsyncIterator[GenerationChunk]) -> AsyncIterator[GenerationChunk]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
 def _describe_failure(error: BaseException) -> str:
     if isinstance(error, REPLICA_LOST):
         return "the model replica serving this request failed; retry"
@@ -115,7 +129,8 @@ class Ingress:
         self._controller = controller
         self._model_name = self._config.model.served_name
         self._max_model_len = self._config.engine.max_model_len
-        self._classes = {c.name: rank for rank, c in enumerate(self._config.priority_classes)}
+        self._classes = self._config.policy_classes()
+        self._api_keys = self._config.api_key_registry()
         self._tokenizer = AutoTokenizer.from_pretrained(str(self._config.model.resolved_path()))
         self._created = int(time.time())
 
@@ -125,11 +140,27 @@ class Ingress:
             raise ApiError(404, f"model {model!r} does not exist; available: [{self._model_name!r}]",
                            param="model", code="model_not_found")
 
-    def _priority(self, body_value: str | None, http_request: Request) -> tuple[str, int]:
-        name = body_value or http_request.headers.get("x-priority") or self._config.default_priority
+    def _caller(self, http_request: Request) -> Caller:
+        presented = bearer_token(http_request.headers.get("authorization")) or http_request.headers.get("x-api-key")
+        try:
+            return self._api_keys.authenticate(presented)
+        except AuthenticationFailed as error:
+            raise ApiError(401, str(error), error_type="authentication_error", code="invalid_api_key") from None
+
+    def _priority(self, body_value: str | None, http_request: Request, caller: Caller) -> tuple[str, int]:
+        """The request's class: body `priority`, else the `x-priority` header, else the default,
+        which is lowered to the caller's ceiling; asking above the ceiling is refused."""
+        asked = body_value or http_request.headers.get("x-priority")
+        name = asked or self._config.default_priority
         if name not in self._classes:
-            raise ApiError(400, f"unknown priority class {name!r}; known: {list(self._classes)}", param="priority")
-        return name, self._classes[name]
+            raise ApiError(400, f"unknown priority class {name!r}; known: {list(self._classes.names)}",
+                           param="priority", code="unknown_priority_class")
+        allowed = self._classes.clamp_to_ceiling(name, caller.ceiling)
+        if allowed != name and asked:
+            raise ApiError(403, f"priority class {name!r} is above what caller {caller.name!r} may use "
+                           f"(at most {caller.ceiling!r})", param="priority", error_type="permission_error",
+                           code="priority_above_ceiling")
+        return allowed, self._classes.level_of(allowed)
 
     def _max_tokens(self, requested: int | None, prompt_len: int, prompt_param: str) -> int:
         room = self._max_model_len - prompt_len
@@ -160,13 +191,14 @@ class Ingress:
 
     def _generation_request(self, prefix: str, prompt_ids: list[int], max_tokens: int,
                             req: api._Request, http_request: Request) -> GenerationRequest:
-        class_name, rank = self._priority(req.priority, http_request)
+        caller = self._caller(http_request)
+        class_name, rank = self._priority(req.priority, http_request, caller)
         return GenerationRequest(
             request_id=f"{prefix}-{uuid.uuid4().hex}", prompt_token_ids=prompt_ids,
             sampling=SamplingOptions(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
                                      seed=req.seed, stop=req.stop_list(), ignore_eos=req.ignore_eos,
                                      skip_special_tokens=req.skip_special_tokens),
-            priority_class=class_name, priority_rank=rank, arrival_time=time.time(),
+            priority_class=class_name, priority_rank=rank, arrival_time=time.time(), caller=caller.name,
         )
 
     # ---- routes --------------------------------------------------------------------------------
@@ -184,7 +216,8 @@ class Ingress:
         max_tokens = self._max_tokens(req.max_tokens, len(prompt_ids), "prompt")
         gen = self._generation_request("cmpl", prompt_ids, max_tokens, req, http_request)
         if req.stream:
-            return StreamingResponse(self._stream_completion(gen, req), media_type="text/event-stream")
+            chunks = await self._started_chunks(gen)
+            return StreamingResponse(self._stream_completion(gen, req, chunks), media_type="text/event-stream")
         text, finish, completion_tokens, error = await self._collect(gen)
         if error:
             raise ApiError(503, error, error_type="server_error", code="replica_failed")
@@ -205,7 +238,8 @@ class Ingress:
         max_tokens = self._max_tokens(req.requested_max_tokens(), len(prompt_ids), "messages")
         gen = self._generation_request("chatcmpl", prompt_ids, max_tokens, req, http_request)
         if req.stream:
-            return StreamingResponse(self._stream_chat(gen, req), media_type="text/event-stream")
+            chunks = await self._started_chunks(gen)
+            return StreamingResponse(self._stream_chat(gen, req, chunks), media_type="text/event-stream")
         content, finish, completion_tokens, error = await self._collect(gen)
         if error:
             raise ApiError(503, error, error_type="server_error", code="replica_failed")
@@ -221,6 +255,11 @@ class Ingress:
     async def controller_status(self):
         """Per replica: device, planned engine args, predicted vs allocated KV tokens, window cap."""
         return await self._controller.status.remote()
+
+    @http_app.get("/v1/router/stats")
+    async def router_stats(self):
+        """Per class: queue depth, waits, admitted/refused/expired/served counts; per replica: window."""
+        return await self._router_handle.stats.remote()
 
     @http_app.get("/health")
     async def health(self):
@@ -246,17 +285,20 @@ class Ingress:
             queue = self._inbox.open(gen.request_id)
             call = self._router_handle.submit.remote(gen, self._replica_id)
             dispatched = asyncio.ensure_future(_resolve(call))
-            received_any = False
+            received_any = finished = False
             try:
                 while True:
                     chunk = queue.get_nowait() if not queue.empty() else await _next_or_done(queue, dispatched)
                     if chunk is not None:
                         received_any = True
+                        finished = chunk.finish_reason is not None
                         yield chunk
-                        if chunk.finish_reason is not None:
+                        if finished:
                             return
                         continue
                     error = dispatched.exception()
+                    if error is None and isinstance(dispatched.result(), Refusal):
+                        raise _refusal_error(dispatched.result())
                     if error is None:
                         # All chunks are sent before dispatch returns; anything left is already queued.
                         if queue.empty():
@@ -272,10 +314,26 @@ class Ingress:
             finally:
                 self._inbox.close(gen.request_id)
                 if not dispatched.done():
-                    # The client left: cancelling the call cancels it in the router and the replica,
-                    # which aborts the engine request and frees its KV cache.
-                    call.cancel()
+                    if not finished:
+                        # The client left: cancelling the call cancels it in the router and the replica,
+                        # which aborts the engine request and frees its KV cache. A finished request's
+                        # call is left to return, so the router books it as served.
+                        call.cancel()
                     dispatched.add_done_callback(_consume_outcome)
+
+    async def _started_chunks(self, gen: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """The request's chunks, once it has been admitted and produced its first one.
+
+        Waiting for the first chunk before answering lets a refusal still be a 429/503 with
+        Retry-After instead of an error event inside a 200 stream.
+        """
+        chunks = self._chunks(gen)
+        try:
+            first = await chunks.__anext__()
+        except BaseException:
+            await chunks.aclose()
+            raise
+        return _prepend(first, chunks)
 
     async def _collect(self, gen: GenerationRequest) -> tuple[str, str | None, int, str | None]:
         parts: list[str] = []
@@ -288,10 +346,11 @@ class Ingress:
             finish = chunk.finish_reason or finish
         return "".join(parts), finish, tokens, None
 
-    async def _stream(self, gen: GenerationRequest, req: api._Request, obj: str, make_chunk) -> AsyncIterator[str]:
+    async def _stream(self, gen: GenerationRequest, req: api._Request, chunks: AsyncIterator[GenerationChunk],
+                      obj: str, make_chunk) -> AsyncIterator[str]:
         completion_tokens = 0
         try:
-            async for chunk in self._chunks(gen):
+            async for chunk in chunks:
                 if chunk.error:
                     yield _stream_error(chunk.error)
                     break
@@ -307,18 +366,20 @@ class Ingress:
                                        api.usage(len(gen.prompt_token_ids), completion_tokens)))
         yield _sse("[DONE]")
 
-    async def _stream_completion(self, gen: GenerationRequest, req: api.CompletionRequest) -> AsyncIterator[str]:
+    async def _stream_completion(self, gen: GenerationRequest, req: api.CompletionRequest,
+                                 chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[str]:
         def make(text: str, finish: str | None) -> dict:
             return api.completion_chunk(gen.request_id, self._model_name, self._created, text, finish)
-        async for event in self._stream(gen, req, "text_completion", make):
+        async for event in self._stream(gen, req, chunks, "text_completion", make):
             yield event
 
-    async def _stream_chat(self, gen: GenerationRequest, req: api.ChatCompletionRequest) -> AsyncIterator[str]:
+    async def _stream_chat(self, gen: GenerationRequest, req: api.ChatCompletionRequest,
+                           chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[str]:
         yield _sse(api.chat_chunk(gen.request_id, self._model_name, self._created,
                                   {"role": "assistant", "content": ""}, None))
 
         def make(text: str, finish: str | None) -> dict:
             delta = {"content": text} if text else {}
             return api.chat_chunk(gen.request_id, self._model_name, self._created, delta, finish)
-        async for event in self._stream(gen, req, "chat.completion.chunk", make):
+        async for event in self._stream(gen, req, chunks, "chat.completion.chunk", make):
             yield event

@@ -138,8 +138,11 @@ class LLMReplica:
         except Exception:  # outside Ray Serve, e.g. in a unit test
             return f"local-{uuid.uuid4().hex[:8]}"
 
-    async def run(self, request: GenerationRequest, reply_to: str) -> RunSummary:
-        """Generate `request`, sending its chunks to ingress replica `reply_to`; returns once all are sent."""
+    async def run(self, request: GenerationRequest, reply_to: str, target_replica: str | None = None) -> RunSummary:
+        """Generate `request`, sending its chunks to ingress replica `reply_to`; returns once all are sent.
+
+        `target_replica` is the router's choice, read by the request router that sent the call here.
+        """
         engine_request_id = f"{request.request_id}-{uuid.uuid4().hex[:6]}"
         self._outstanding_tokens[engine_request_id] = request.cost_tokens
         started = time.monotonic()

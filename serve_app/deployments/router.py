@@ -1,41 +1,138 @@
 """The router deployment between the ingress and the LLM replicas.
 
-Every request passes through `submit`, which returns when the request has ended, so the
-router always knows what each replica is running. The replica is picked by Ray Serve's
-request router for LLMReplica (`LeastOutstandingTokensRouter`); tokens flow from the replica
-straight to the ingress replica (`serve_app.delivery`), not through here.
+A thin shell over `serve_app.policy.router_core.RouterCore`: every request passes through
+`submit`, which admits or refuses it, holds it in the global priority queue until a replica's
+window has room, sends it to that replica and returns when it has ended. Tokens flow from the
+replica straight to the ingress replica (`serve_app.delivery`), not through here.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+import random
+import time
+from typing import Any, Callable
 
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.config import parse_config
 from serve_app.generation import GenerationRequest, RunSummary
+from serve_app.policy.router_core import Refusal, RouterCore
+from serve_app.policy.replica_choice import prefix_key_of
 
 logger = logging.getLogger("serve_app.router")
+REPLICA_LOST = (ActorDiedError, ActorUnavailableError, RayActorError)
+EXPIRY_PERIOD_S = 0.05
+REPLICA_REFRESH_PERIOD_S = 0.5
+
+
+def _latencies(summary: RunSummary) -> tuple[float | None, float | None]:
+    """TTFT and time per output token as the replica measured them (queue wait excluded)."""
+    tpot = None
+    if summary.ttft_s is not None and summary.num_generated > 1:
+        tpot = (summary.duration_s - summary.ttft_s) / (summary.num_generated - 1)
+    return summary.ttft_s, tpot
 
 
 class Router:
-    def __init__(self, replicas: DeploymentHandle, config: dict):
+    def __init__(self, replicas: DeploymentHandle, controller: DeploymentHandle | None, config: dict,
+                 clock: Callable[[], float] = time.monotonic):
+        self._config = parse_config(config)
         self._replicas = replicas
-        self._config = config
-        self._in_flight = 0
-        self._served = 0
-        self._failed = 0
+        self._controller = controller
+        self._clock = clock
+        self._callers = {caller.name: caller for caller in self._config.api_key_registry().callers}
+        self._core = RouterCore(self._config.policy_classes(), self._config.router.policy(), random.Random())
+        self._waiters: dict[str, asyncio.Future] = {}
+        self._background: list[asyncio.Task] = []
 
-    async def submit(self, request: GenerationRequest, reply_to: str) -> RunSummary:
-        self._in_flight += 1
+    def _ensure_background(self) -> None:
+        if not self._background:
+            self._background = [asyncio.create_task(self._expire_forever()),
+                                asyncio.create_task(self._refresh_replicas_forever())]
+
+    async def submit(self, request: GenerationRequest, reply_to: str) -> RunSummary | Refusal:
+        """Run `request` on a replica (chunks go to ingress replica `reply_to`), or refuse it."""
+        self._ensure_background()
+        caller = self._callers[request.caller]
+        prefix_key = prefix_key_of(request.prompt_token_ids) if self._config.router.prefix_affinity else None
+        refusal = self._core.admit(request.request_id, request.priority_class, caller, request.cost_tokens,
+                                   self._clock(), prefix_key)
+        if refusal is not None:
+            return refusal
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[request.request_id] = waiter
+        self._pump()
         try:
-            summary = await self._replicas.run.remote(request, reply_to)
-        except Exception:
-            self._failed += 1
+            outcome = await waiter
+        except asyncio.CancelledError:
+            # The client left while queued (or just as it was dispatched): free what it held.
+            self._waiters.pop(request.request_id, None)
+            self._core.cancel(request.request_id)
+            self._pump()
+            raise
+        if isinstance(outcome, Refusal):
+            return outcome
+        return await self._run_on(outcome, request, reply_to)
+
+    async def _run_on(self, replica_id: str, request: GenerationRequest, reply_to: str) -> RunSummary:
+        summary: RunSummary | None = None
+        try:
+            summary = await self._replicas.run.remote(request, reply_to, target_replica=replica_id)
+            return summary
+        except REPLICA_LOST:
+            logger.warning("replica %s lost; no longer routing to it", replica_id)
+            self._core.replica_failed(replica_id)
+            if self._controller is not None:
+                self._controller.forget_replica.remote(replica_id)
+            raise
+        except asyncio.CancelledError:
+            self._core.cancel(request.request_id)
             raise
         finally:
-            self._in_flight -= 1
-        self._served += 1
-        return summary
+            ttft_s, tpot_s = _latencies(summary) if summary is not None else (None, None)
+            self._core.finish(request.request_id, self._clock(), ok=summary is not None and summary.finish_reason
+                              is not None, ttft_s=ttft_s, tpot_s=tpot_s)
+            self._pump()
+
+    def _pump(self) -> None:
+        """Hand queued requests to replicas while their windows have room."""
+        for dispatch in self._core.take_dispatches(self._clock()):
+            waiter = self._waiters.pop(dispatch.request_id, None)
+            if waiter is None or waiter.done():
+                self._core.cancel(dispatch.request_id)
+                continue
+            waiter.set_result(dispatch.replica_id)
+
+    async def _expire_forever(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_PERIOD_S)
+            for request_id, refusal in self._core.expire(self._clock()):
+                waiter = self._waiters.pop(request_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(refusal)
+            # Completions elsewhere may have opened windows since the last pump.
+            self._pump()
+
+    async def _refresh_replicas_forever(self) -> None:
+        while True:
+            await self.refresh_replicas()
+            await asyncio.sleep(REPLICA_REFRESH_PERIOD_S)
+
+    async def refresh_replicas(self) -> None:
+        """Take the controller's list of live replicas and their memory-derived window caps."""
+        if self._controller is None:
+            return
+        try:
+            caps = await self._controller.routable_replicas.remote()
+        except Exception as error:  # a controller restart must not stop routing to known replicas
+            logger.warning("replica refresh failed: %s", type(error).__name__)
+            return
+        self._core.set_replicas(caps)
+        self._pump()
 
     async def stats(self) -> dict[str, Any]:
-        return {"in_flight": self._in_flight, "served": self._served, "failed": self._failed}
+        """Queue depth and waits per class, window per replica, admitted/refused counts."""
+        self._ensure_background()
+        return self._core.stats()

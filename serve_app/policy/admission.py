@@ -36,6 +36,7 @@ class AdmissionController:
         initial_service_rate_rps: float,
         ewma_alpha: float = 0.1,
         max_gap_s: float = 10.0,
+        warmup_completions: int = 0,
     ) -> None:
         if not initial_service_rate_rps > 0:
             raise ValueError(f"initial_service_rate_rps must be > 0, got {initial_service_rate_rps}")
@@ -49,6 +50,10 @@ class AdmissionController:
         # The prior acts as the first gap sample, so early measurements blend in gradually.
         self._mean_gap_s = 1.0 / initial_service_rate_rps
         self._last_completion_s: float | None = None
+        # Until this many completions are measured the rate is a guess: admit, and let the queue
+        # deadline (503) catch what waits too long rather than refusing a cold burst on a prior.
+        self._warmup_completions = warmup_completions
+        self._completions = 0
 
     @property
     def service_rate_rps(self) -> float:
@@ -57,6 +62,7 @@ class AdmissionController:
 
     def record_completion(self, now: float) -> None:
         """Note that one request finished at `now`."""
+        self._completions += 1
         if self._last_completion_s is not None:
             # Idle periods are not slow service: cap the gap so one lull cannot crash the rate.
             gap_s = min(max(0.0, now - self._last_completion_s), self._max_gap_s)
@@ -81,6 +87,8 @@ class AdmissionController:
             return AdmissionDecision(True, 0.0, 1, "free_slot")
         wait_s = self.predicted_wait_s(queued_ahead, free_slots)
         retry_after_s = max(1, math.ceil(wait_s - _CEIL_EPSILON))
+        if self._completions < self._warmup_completions:
+            return AdmissionDecision(True, wait_s, retry_after_s, "warming_up")
         if wait_s <= deadline_s:
             return AdmissionDecision(True, wait_s, retry_after_s, "predicted_wait_within_deadline")
         return AdmissionDecision(

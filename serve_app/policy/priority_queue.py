@@ -96,6 +96,11 @@ class PriorityRequestQueue:
             return None
         return min(heads, key=lambda e: (self.effective_level(e, now), e.arrival_s, e.seq))
 
+    def peek_class(self, class_name: str) -> QueuedRequest | None:
+        """The longest-waiting request of one class, or None."""
+        fifo = self._fifos[self._classes.get(class_name).name]
+        return next(iter(fifo.values()), None)
+
     def pop_next(self, now: float) -> QueuedRequest | None:
         entry = self.peek_next(now)
         if entry is not None:

@@ -18,11 +18,8 @@ class WindowController(ABC):
     def __init__(self, initial: int, cap: int, ttft_target_s: float, tpot_target_s: float) -> None:
         if cap < 1:
             raise ValueError(f"cap must be >= 1, got {cap}")
-        if not (ttft_target_s > 0 and tpot_target_s > 0):
-            raise ValueError(f"latency targets must be > 0, got ttft={ttft_target_s} tpot={tpot_target_s}")
         self._cap = cap
-        self._ttft_target_s = ttft_target_s
-        self._tpot_target_s = tpot_target_s
+        self.set_targets(ttft_target_s, tpot_target_s)
         # Kept fractional so repeated small factors (x1.5 from 1) can still move the window.
         self._size = self._clamped(float(initial))
 
@@ -40,6 +37,13 @@ class WindowController(ABC):
             raise ValueError(f"cap must be >= 1, got {cap}")
         self._cap = cap
         self._size = self._clamped(self._size)
+
+    def set_targets(self, ttft_target_s: float, tpot_target_s: float) -> None:
+        """Follow the tightest SLO among the classes currently active on the replica."""
+        if not (ttft_target_s > 0 and tpot_target_s > 0):
+            raise ValueError(f"latency targets must be > 0, got ttft={ttft_target_s} tpot={tpot_target_s}")
+        self._ttft_target_s = ttft_target_s
+        self._tpot_target_s = tpot_target_s
 
     @abstractmethod
     def observe(self, ttft_s: float | None, tpot_s: float | None, now: float) -> None:
@@ -92,6 +96,9 @@ class AIMDController(WindowController):
 
     +1 after `increase_every` consecutive on-target observations; x`beta` when either EWMA
     is over target, then a `cooldown_s` pause so one burst cannot cut the window twice.
+    With `slow_start`, every on-target observation adds 1 until the first cut (TCP's slow
+    start: the window doubles per round of completions), so a cold replica reaches its knee
+    in seconds instead of minutes.
     """
 
     def __init__(
@@ -105,6 +112,7 @@ class AIMDController(WindowController):
         increase_every: int = 8,
         cooldown_s: float = 2.0,
         ewma_alpha: float = 0.3,
+        slow_start: bool = False,
     ) -> None:
         super().__init__(initial, cap, ttft_target_s, tpot_target_s)
         if not 0 < beta < 1:
@@ -123,6 +131,7 @@ class AIMDController(WindowController):
         self._tpot_ewma_s: float | None = None
         self._on_target_streak = 0
         self._cooldown_until_s = -math.inf
+        self._in_slow_start = slow_start
 
     def observe(self, ttft_s: float | None, tpot_s: float | None, now: float) -> None:
         self._ttft_ewma_s = self._ewma(self._ttft_ewma_s, ttft_s)
@@ -139,9 +148,10 @@ class AIMDController(WindowController):
             self._size = self._clamped(self._size * self._beta)
             self._cooldown_until_s = now + self._cooldown_s
             self._on_target_streak = 0
+            self._in_slow_start = False
             return
         self._on_target_streak += 1
-        if self._on_target_streak >= self._increase_every:
+        if self._in_slow_start or self._on_target_streak >= self._increase_every:
             self._size = self._clamped(self._size + 1.0)
             self._on_target_streak = 0
 
@@ -176,8 +186,9 @@ def reserved_headroom(class_rank: int, window: int, fraction: float = 0.1) -> in
     """Extra in-flight slots above the window that only rank-0 requests may use.
 
     Lets the most urgent class start at once on a full replica; ceil(10%) (min 1) is small
-    enough that the window's latency protection still holds. Other ranks get none.
+    enough that the window's latency protection still holds. Other ranks get none, and none
+    is reserved at fraction 0.
     """
-    if class_rank != 0:
+    if class_rank != 0 or fraction <= 0:
         return 0
     return max(1, math.ceil(window * fraction))

@@ -2,7 +2,8 @@
 
 A thin shell: the choice itself is `serve_app.policy.replica_choice.choose_replica`. Load is
 what the replicas report (`record_routing_stats`) or, between reports, what this router has
-sent them itself, whichever is larger.
+sent them itself, whichever is larger. A call naming `target_replica` (the router deployment's
+choice) goes there while that replica is running; otherwise (it just died) to the best other.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from ray.serve.request_router import FIFOMixin, PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
 from serve_app.policy.replica_choice import ReplicaLoad, choose_replica
+from serve_app.routing.targeted import TARGET_KWARG
 
 
 def _request_cost(pending_request: PendingRequest | None) -> int:
@@ -44,6 +46,10 @@ class LeastOutstandingTokensRouter(FIFOMixin, RequestRouter):
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
     ) -> list[list[RunningReplica]]:
         by_id = {replica.replica_id.unique_id: replica for replica in candidate_replicas}
+        target = pending_request.kwargs.get(TARGET_KWARG) if pending_request is not None else None
+        if target in by_id:
+            # The router deployment already chose (global queue and windows); honour it.
+            return [[by_id[target]]]
         loads = [self._load_of(replica) for replica in candidate_replicas]
         ranked: list[list[RunningReplica]] = []
         # Rank the whole set so Ray Serve falls through to the next best if the first rejects.

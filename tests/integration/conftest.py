@@ -1,11 +1,21 @@
 """One real app per test session: Ray Serve + the vLLM CPU engine serving the tiny synthetic model."""
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 
 import pytest
 
 from serve_app.config import parse_config
+from serve_app.policy.api_keys import hash_api_key
+
+# Test callers: key -> (name, ceiling, requests/s). Only digests reach the app's config.
+API_KEYS = {
+    "key-gold": ("gold", "interactive", None),
+    "key-bronze": ("bronze", "batch", None),
+    "key-limited": ("limited", "batch", 1.0),
+}
 
 
 def _free_port() -> int:
@@ -20,6 +30,18 @@ def app_config(tmp_path_factory):
         "model": {"synthetic_shape": "tiny", "cache_dir": str(tmp_path_factory.mktemp("models"))},
         "engine": {"max_model_len": 512},
         "http": {"port": _free_port()},
+        # batch's short queue deadline lets a test flood reach admission control on a tiny CPU model.
+        "priority_classes": [
+            {"name": "interactive", "ttft_slo_s": 0.5, "tpot_slo_s": 0.1, "queue_deadline_s": 2},
+            {"name": "standard", "ttft_slo_s": 2, "tpot_slo_s": 0.2, "queue_deadline_s": 30},
+            {"name": "batch", "ttft_slo_s": 30, "tpot_slo_s": 1, "queue_deadline_s": 4},
+        ],
+        "default_priority": "standard",
+        # A small starting window so a flood the CPU can drive still queues in the router.
+        "router": {"initial_window": 4},
+        "auth": {"keys": [{"name": name, "sha256": hash_api_key(key), "ceiling": ceiling, "rate_limit_rps": rate,
+                           "burst": 2} for key, (name, ceiling, rate) in API_KEYS.items()],
+                 "anonymous_ceiling": "standard"},
     })
 
 
@@ -27,9 +49,34 @@ def app_config(tmp_path_factory):
 def base_url(app_config):
     from serve_app.local import start_local, stop_local
 
+    if os.environ.get("LLMSERVE_TEST_URL"):  # an app already started by `python tests/integration/conftest.py`
+        yield os.environ["LLMSERVE_TEST_URL"]
+        return
     url = start_local(app_config)
     yield url
     stop_local()
+
+
+def dev_app() -> None:
+    """Start the test app and keep it serving (for working on integration tests by hand)."""
+    import time
+
+    from serve_app.local import start_local
+
+    class Factory:
+        def mktemp(self, name):
+            path = Path("/tmp/llmserve-dev") / name
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+
+    config = app_config.__wrapped__(Factory())
+    print("serving", start_local(config), flush=True)
+    while True:
+        time.sleep(60)
+
+
+if __name__ == "__main__":
+    dev_app()
 
 
 @pytest.fixture(scope="session")
@@ -48,5 +95,5 @@ def tokenizer(app_config, base_url):
 def client(base_url):
     from openai import OpenAI
 
-    with OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120) as c:
+    with OpenAI(base_url=f"{base_url}/v1", api_key="key-gold", max_retries=0, timeout=120) as c:
         yield c

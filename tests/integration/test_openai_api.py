@@ -90,7 +90,7 @@ def test_streamed_chat_completion(client, model_name):
 
 def test_sixteen_concurrent_requests_all_answered(base_url, model_name):
     async def run() -> list:
-        async with AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=300) as aclient:
+        async with AsyncOpenAI(base_url=f"{base_url}/v1", api_key="key-gold", max_retries=0, timeout=300) as aclient:
             calls = [aclient.completions.create(model=model_name, prompt=f"t{100 + i} t{200 + i}", max_tokens=8 + i,
                                                 extra_body=EXACT) for i in range(16)]
             return await asyncio.gather(*calls)

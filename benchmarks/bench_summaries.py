@@ -1,0 +1,116 @@
+"""Figures taken from the JSON that `vllm bench serve --save-result` writes. Pure: no I/O.
+
+Keys as vLLM's `vllm/benchmarks/serve.py` saves them: always `completed`, `failed`, `duration`,
+`num_prompts`, `request_rate` ("inf" or a number), `total_output_tokens`, `output_throughput`,
+`request_goodput` (None without --goodput) and `p{N}_{metric}_ms` / `mean_{metric}_ms` for the
+--percentile-metrics and --metric-percentiles asked; with --save-detailed also per-request lists
+`output_lens` (0 for a failed request), `ttfts` (seconds) and `errors` ("" when it succeeded).
+"""
+from __future__ import annotations
+
+import math
+
+from serve_app.memory.batch_profile import SweepPoint
+
+# vLLM's request function stores `response.reason` for a non-200 answer: the HTTP reason phrase.
+_REASONS = {"Too Many Requests": "429", "Service Unavailable": "503"}
+
+
+def error_kind(error: str) -> str:
+    """'429', '503', 'no_tokens' (a 200 stream that ended before a token), 'timeout' or 'other'."""
+    if error in _REASONS:
+        return _REASONS[error]
+    if error.startswith("Never received a valid chunk"):
+        return "no_tokens"
+    if "TimeoutError" in error or "ServerTimeoutError" in error:
+        return "timeout"
+    return "other"
+
+
+def error_counts(result: dict) -> dict[str, int] | None:
+    """Failed requests by kind, or None when the result was saved without --save-detailed."""
+    if "errors" not in result or "output_lens" not in result:
+        return None
+    counts = {"429": 0, "503": 0, "no_tokens": 0, "timeout": 0, "other": 0}
+    for error, output_len in zip(result["errors"], result["output_lens"]):
+        if output_len == 0:
+            counts[error_kind(error or "")] += 1
+    return counts
+
+
+def arrival_window_s(result: dict) -> float | None:
+    """Seconds from the first to the last arrival: vLLM rescales its Poisson gaps so the last
+    request is sent exactly num_prompts / request_rate after the start. None at rate inf."""
+    rate = result.get("request_rate")
+    if rate in (None, "inf") or math.isinf(float(rate)):
+        return None
+    return result["num_prompts"] / float(rate)
+
+
+def drain_after_last_arrival_s(result: dict) -> float | None:
+    """How long the benchmark ran after its last request was sent (its duration ends when the
+    last request finishes or fails): the time the server took to settle the backlog."""
+    window = arrival_window_s(result)
+    return None if window is None else result["duration"] - window
+
+
+def max_ttft_ms(result: dict) -> float | None:
+    """Longest time to first token among the requests that succeeded (needs --save-detailed)."""
+    if "ttfts" not in result or "output_lens" not in result:
+        return None
+    served = [ttft for ttft, n in zip(result["ttfts"], result["output_lens"]) if n > 0]
+    return 1000 * max(served) if served else None
+
+
+def slo_attainment(result: dict) -> float | None:
+    """Share of all sent requests that completed within the --goodput SLOs (refused ones count as missed)."""
+    goodput = result.get("request_goodput")
+    if goodput is None or not result.get("num_prompts"):
+        return None
+    return round(goodput * result["duration"]) / result["num_prompts"]
+
+
+def class_summary(result: dict) -> dict:
+    """What one priority class's benchmark run reports: counts, TTFT percentiles, TPOT, tokens/s.
+    Latencies are None when nothing completed (vLLM then reports 0 ms, which would read as fast)."""
+    served = result["completed"] > 0
+    latency = lambda key: result.get(key) if served else None  # noqa: E731
+    return {
+        "num_prompts": result.get("num_prompts"),
+        "completed": result["completed"],
+        "failed": result["failed"],
+        "failed_by_kind": error_counts(result),
+        "ttft_p50_ms": latency("p50_ttft_ms"),
+        "ttft_p90_ms": latency("p90_ttft_ms"),
+        "ttft_p99_ms": latency("p99_ttft_ms"),
+        "ttft_max_ms": max_ttft_ms(result),
+        "tpot_mean_ms": latency("mean_tpot_ms"),
+        "output_tok_s": result.get("output_throughput"),
+        "total_output_tokens": result.get("total_output_tokens"),
+        "duration_s": result["duration"],
+        "drain_after_last_arrival_s": drain_after_last_arrival_s(result),
+        "slo_attainment": slo_attainment(result),
+    }
+
+
+def throughput_vs_saturated(class_results: list[dict], saturated: dict) -> dict:
+    """Output tokens of all classes over the longest of their runs (they ran at the same time),
+    against the saturated reference run's output tokens/s."""
+    window = max(r["duration"] for r in class_results)
+    served = sum(r["total_output_tokens"] for r in class_results) / window
+    return {"window_s": window, "served_output_tok_s": served,
+            "saturated_output_tok_s": saturated["output_throughput"],
+            "served_vs_saturated": served / saturated["output_throughput"]}
+
+
+def sweep_point(batch_size: int, result: dict, peak_kv_cache_usage: float, preemptions: int) -> SweepPoint:
+    """One batch size of the sweep from a run at --max-concurrency batch_size (ms become seconds)."""
+    return SweepPoint(batch_size=batch_size, output_tokens_per_s=result["output_throughput"],
+                      ttft_p99_s=result["p99_ttft_ms"] / 1000, tpot_p99_s=result["p99_tpot_ms"] / 1000,
+                      request_latency_p99_s=result["p99_e2el_ms"] / 1000,
+                      peak_kv_cache_usage=peak_kv_cache_usage, preemptions=preemptions)
+
+
+def prompts_for_batch(batch_size: int) -> int:
+    """Two rounds of the batch, at least 8 requests: enough for a p99 without stretching the sweep."""
+    return max(2 * batch_size, 8)

@@ -1,0 +1,94 @@
+"""The priority benchmark's verdicts and tables: goals per server, two partial runs merged side by
+side, a compact text table. Pure: takes and returns the dicts priority_vs_vllm.py writes."""
+from __future__ import annotations
+
+# The issue's goals for the mixed run.
+HIGH_TTFT_P99_GOAL_MS = 250.0
+SERVED_VS_SATURATED_GOAL = 0.9
+# Failure kinds (bench_summaries.error_kind) that are a clean refusal rather than a broken request.
+REFUSALS = ("429", "503")
+
+
+def goal_checks(run: dict) -> dict:
+    """Each goal of one server's mixed run: True, False, or None where the run cannot tell."""
+    classes = run["mix"]["classes"]
+    high, low = classes["high"], classes["low"]
+    high_p99 = high.get("ttft_p99_ms")
+    ratio = run["mix"].get("served_vs_saturated")
+    low_kinds = low.get("failed_by_kind")
+    return {
+        "high_ttft_p99_ok": None if high_p99 is None else high_p99 <= HIGH_TTFT_P99_GOAL_MS,
+        "high_all_served": None if high.get("completed") is None else high["failed"] == 0,
+        "low_failures_are_refusals": None if low_kinds is None else
+        all(count == 0 for kind, count in low_kinds.items() if kind not in REFUSALS),
+        "none_hanging": not any(c["process"]["timed_out"] for c in classes.values()),
+        "throughput_ok": None if ratio is None else ratio >= SERVED_VS_SATURATED_GOAL,
+    }
+
+
+def merge_runs(runs: list[dict]) -> dict:
+    """One report from the partial JSONs of separate runs (one per server), keyed by server."""
+    by_server = {run["server"]: run for run in runs}
+    first = runs[0]
+    return {"benchmark": "priority_vs_vllm", "gpu": first.get("gpu"), "shape": first.get("shape"),
+            "load": first.get("load"), "goals": {"high_ttft_p99_ms": HIGH_TTFT_P99_GOAL_MS,
+                                                  "served_vs_saturated": SERVED_VS_SATURATED_GOAL},
+            "verdicts": {name: goal_checks(run) for name, run in by_server.items() if "mix" in run},
+            "ours_mix_vs_vllm_saturated": ours_mix_vs_vllm_saturated(by_server),
+            "scripts": {name: run.get("script") for name, run in by_server.items()},
+            "servers": by_server}
+
+
+def ours_mix_vs_vllm_saturated(by_server: dict) -> float | None:
+    """Our mix's served tokens/s against bare vLLM's saturated figure: our own reference goes through
+    our admission control, which may refuse part of a burst of 512, so it can understate the engine."""
+    served = by_server.get("ours", {}).get("mix", {}).get("served_output_tok_s")
+    saturated = by_server.get("vllm", {}).get("saturated", {}).get("summary", {}).get("output_tok_s")
+    return served / saturated if served and saturated else None
+
+
+TABLE_HEADERS = ("server", "class", "done/sent", "429", "503", "other", "TTFT p50", "p90", "p99",
+                 "TPOT", "out tok/s", "in SLO", "drain s")
+
+
+def class_rows(report: dict) -> list[tuple[str, ...]]:
+    rows = []
+    for server, run in report["servers"].items():
+        for name, c in run.get("mix", {}).get("classes", {}).items():
+            kinds = c.get("failed_by_kind") or {}
+            other = c["failed"] - kinds.get("429", 0) - kinds.get("503", 0) if kinds else c.get("failed")
+            rows.append((server, name, f"{_num(c.get('completed'))}/{_num(c.get('num_prompts'))}",
+                         _num(kinds.get("429")), _num(kinds.get("503")), _num(other),
+                         _num(c.get("ttft_p50_ms")), _num(c.get("ttft_p90_ms")), _num(c.get("ttft_p99_ms")),
+                         _num(c.get("tpot_mean_ms")), _num(c.get("output_tok_s")),
+                         _share(c.get("slo_attainment")),
+                         "HUNG" if c["process"]["timed_out"] else _num(c.get("drain_after_last_arrival_s"), 1)))
+    return rows
+
+
+THROUGHPUT_HEADERS = ("server", "saturated tok/s", "mix served tok/s", "ratio", "high p99 ok", "all ok")
+
+
+def throughput_rows(report: dict) -> list[tuple[str, ...]]:
+    rows = []
+    for server, run in report["servers"].items():
+        mix = run.get("mix", {})
+        verdict = report["verdicts"].get(server, {})
+        rows.append((server, _num(run.get("saturated", {}).get("summary", {}).get("output_tok_s")),
+                     _num(mix.get("served_output_tok_s")), _num(mix.get("served_vs_saturated"), 3),
+                     str(verdict.get("high_ttft_p99_ok")), str(all(verdict.values()) if verdict else None)))
+    return rows
+
+
+def format_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    lines = [headers, *rows]
+    return "\n".join("  ".join(str(cell).rjust(width) for cell, width in zip(line, widths)) for line in lines)
+
+
+def _num(value, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _share(value) -> str:
+    return "-" if value is None else f"{value:.0%}"

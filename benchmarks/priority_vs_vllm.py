@@ -1,0 +1,286 @@
+"""GPU check of the priority router: a low-priority flood plus a trickle of high-priority requests,
+against our app and against `vllm serve --scheduling-policy priority`, same GPU and engine settings.
+
+Per server: (1) a saturated reference: low class only, request rate inf, 512 prompts 256 in / 256
+out; (2) the mix: two `vllm bench serve` processes at once for --duration-s, low at --low-rate
+(256/256, about twice what the engine serves) and high at --high-rate (256/64), --ignore-eos. The
+class travels in the body (ours: "priority": "high"|"low" plus the x-priority header; vLLM: the
+integer `priority`, lower served first). Goals: high-priority p99 TTFT <= 250 ms; low-priority
+served or refused (429/503), none hanging; mix output tok/s >= 0.9 x the saturated reference.
+
+    python benchmarks/priority_vs_vllm.py --out DIR --only ours      (one GPU call per server)
+    python benchmarks/priority_vs_vllm.py --out DIR --only vllm
+    python benchmarks/priority_vs_vllm.py --out DIR --merge A/priority_vs_vllm_ours.json B/priority_vs_vllm_vllm.json
+    python benchmarks/priority_vs_vllm.py --out DIR                  (both servers, then the merge)
+
+A run writes OUT/priority_vs_vllm_<server>.json (after each step, so a cut-off run keeps what it
+did) and OUT/priority_vs_vllm_<server>_raw.tar.gz (bench JSONs with per-request detail, logs);
+the merge writes OUT/priority_vs_vllm.json, priority_ttft.png and priority_throughput.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _harness import (archive, bench_result, bench_serve_command, gpu_name, log, run_bench,  # noqa: E402
+                      running_server)
+from bench_mix import run_concurrently  # noqa: E402
+from bench_summaries import class_summary, throughput_vs_saturated  # noqa: E402
+from priority_report import (TABLE_HEADERS, THROUGHPUT_HEADERS, class_rows, format_table,  # noqa: E402
+                             merge_runs, throughput_rows)
+from server_metrics import fetch_metrics_text, preemptions_total  # noqa: E402
+from serving_vs_vllm import SERVED_NAME, ensure_checkpoint, vllm_serve_command  # noqa: E402
+
+# Our config's classes, highest first; their SLOs are also the --goodput SLOs on both servers.
+PRIORITY_CLASSES = [
+    {"name": "high", "ttft_slo_s": 0.25, "tpot_slo_s": 0.1, "queue_deadline_s": 2.0},
+    {"name": "low", "ttft_slo_s": 10.0, "tpot_slo_s": 0.2, "queue_deadline_s": 15.0},
+]
+SATURATED_PROMPTS = 512
+BENCH_STARTUP_S = 60  # a bench process imports vLLM, loads the tokenizer and makes its prompts first
+SATURATED_TIMEOUT_S = BENCH_STARTUP_S + 150  # 512 x 256 tokens took 19 s on an H100
+SERVER_START_TIMEOUT_S = 330  # ours took 272 s to be healthy on a fresh H100 machine
+
+
+@dataclass(frozen=True)
+class LoadClass:
+    name: str
+    vllm_priority: int  # vLLM schedules lower values first
+    rate: float  # requests/s
+    input_len: int
+    output_len: int
+    # Distinct seeds: vLLM's random prompts are a function of the seed, and with prefix caching on,
+    # a class repeating another run's prompts would be served from cache.
+    seed: int
+
+
+def load_classes(low_rate: float, high_rate: float) -> dict[str, LoadClass]:
+    return {"low": LoadClass("low", 1, low_rate, 256, 256, seed=1),
+            "high": LoadClass("high", 0, high_rate, 256, 64, seed=2)}
+
+
+def class_slo(name: str) -> dict:
+    return next(c for c in PRIORITY_CLASSES if c["name"] == name)
+
+
+def ours_config(model_dir: Path, port: int) -> dict:
+    return {"model": {"path": str(model_dir), "served_name": SERVED_NAME},
+            # 256 sequences of 256 + 256 tokens fit the KV cache (136k tokens), so the window can start
+            # at the engine's limit; 8192 tokens per step is vLLM's own default.
+            "engine": {"max_model_len": 2048, "gpu_memory_utilization": 0.9, "enable_prefix_caching": True,
+                       "max_num_seqs": 256, "max_num_batched_tokens": 8192},
+            "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4},
+            "priority_classes": PRIORITY_CLASSES,
+            "default_priority": "low",
+            "http": {"host": "127.0.0.1", "port": port}}
+
+
+def class_request_args(server: str, klass: LoadClass) -> list[str]:
+    """How a request names its class: ours by name in the body and the header, vLLM by an integer."""
+    if server == "ours":
+        return ["--extra-body", json.dumps({"priority": klass.name}), "--header", f"x-priority={klass.name}"]
+    return ["--extra-body", json.dumps({"priority": klass.vllm_priority})]
+
+
+def goodput_args(klass: LoadClass) -> list[str]:
+    slo = class_slo(klass.name)
+    return ["--goodput", f"ttft:{slo['ttft_slo_s'] * 1000:g}", f"tpot:{slo['tpot_slo_s'] * 1000:g}"]
+
+
+def class_bench_command(server: str, klass: LoadClass, base_url: str, model_dir: Path, raw: Path, *,
+                        num_prompts: int, request_rate: str, seed: int, result_name: str) -> list[str]:
+    # --save-detailed keeps each request's error text (429 vs 503); no ready check, so the two
+    # processes of the mix start their arrivals as soon as their prompts are made.
+    return bench_serve_command(base_url, SERVED_NAME, str(model_dir), raw, result_name,
+                               input_len=klass.input_len, output_len=klass.output_len, num_prompts=num_prompts,
+                               request_rate=request_rate, seed=seed,
+                               extra=[*class_request_args(server, klass), *goodput_args(klass), "--save-detailed",
+                                      "--ready-check-timeout-sec", "0", "--disable-tqdm"])
+
+
+def saturated_command(server: str, classes: dict[str, LoadClass], base_url: str, model_dir: Path,
+                      raw: Path) -> list[str]:
+    return class_bench_command(server, classes["low"], base_url, model_dir, raw, num_prompts=SATURATED_PROMPTS,
+                               request_rate="inf", seed=0, result_name=f"{server}_saturated.json")
+
+
+def mix_commands(server: str, classes: dict[str, LoadClass], base_url: str, model_dir: Path, raw: Path,
+                 duration_s: float) -> dict[str, list[str]]:
+    return {name: class_bench_command(server, klass, base_url, model_dir, raw,
+                                      num_prompts=max(1, round(klass.rate * duration_s)),
+                                      request_rate=f"{klass.rate:g}", seed=klass.seed,
+                                      result_name=f"{server}_mix_{name}.json")
+            for name, klass in classes.items()}
+
+
+def server_command(server: str, model_dir: Path, port: int, raw: Path) -> list[str]:
+    if server == "vllm":
+        return vllm_serve_command(model_dir, port)
+    config_path = raw / "ours_config.yaml"
+    config_path.write_text(yaml.safe_dump(ours_config(model_dir, port), sort_keys=False))
+    return [sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)]
+
+
+def run_server(server: str, args: argparse.Namespace, raw: Path) -> dict:
+    """Start one server, run the saturated reference and the mix, save the partial JSON as it goes."""
+    port = args.port if server == "ours" else args.port + 1
+    base_url = f"http://127.0.0.1:{port}"
+    classes = load_classes(args.low_rate, args.high_rate)
+    command = server_command(server, args.model_dir, port, raw)
+    run = {"benchmark": "priority_vs_vllm", "server": server, "gpu": gpu_name(), "shape": args.shape,
+           "script": "python benchmarks/priority_vs_vllm.py " + shlex.join(sys.argv[1:]),
+           "server_command": shlex.join(command),
+           "load": {"duration_s": args.duration_s, "drain_timeout_s": args.drain_timeout_s,
+                    "saturated_prompts": SATURATED_PROMPTS,
+                    "classes": {name: {**asdict(k), **class_slo(name)} for name, k in classes.items()}}}
+    if server == "ours":
+        run["config"] = ours_config(args.model_dir, port)
+    partial = args.out / f"priority_vs_vllm_{server}.json"
+
+    def save() -> None:
+        partial.write_text(json.dumps(run, indent=2))
+
+    save()
+    try:
+        measure(server, run, command, classes, base_url, args, raw, save)
+    except Exception as error:
+        run["error"] = repr(error)[-4000:]
+        save()
+        raise
+    return run
+
+
+def measure(server: str, run: dict, command: list[str], classes: dict[str, LoadClass], base_url: str,
+            args: argparse.Namespace, raw: Path, save) -> None:
+    """The server's life: healthy, saturated reference, mix, router stats; `run` filled in as it goes."""
+    with running_server(command, raw / f"{server}_server.log", f"{base_url}/health",
+                        SERVER_START_TIMEOUT_S) as ready_s:
+        run["server_ready_s"] = ready_s
+        log(f"{server} healthy after {ready_s:.0f}s")
+        saturated = saturated_command(server, classes, base_url, args.model_dir, raw)
+        run["saturated"] = {"command": shlex.join(saturated)}
+        try:
+            reference = run_bench(saturated, raw / f"{server}_saturated.log", SATURATED_TIMEOUT_S)
+            run["saturated"]["summary"] = class_summary(reference)
+        except Exception as error:  # the mix still tells about priorities without the reference
+            reference = None
+            run["saturated"]["error"] = repr(error)
+        save()
+        preempted_before = preemptions_total(fetch_metrics_text(f"{base_url}/metrics") or "")
+        mix = mix_commands(server, classes, base_url, args.model_dir, raw, args.duration_s)
+        processes = run_concurrently(mix, raw, lead="low",
+                                     timeout_s=BENCH_STARTUP_S + args.duration_s + args.drain_timeout_s)
+        preempted_after = preemptions_total(fetch_metrics_text(f"{base_url}/metrics") or "")
+        run["mix"] = mix_section(processes, reference)
+        run["mix"]["engine_preemptions"] = (None if None in (preempted_before, preempted_after)
+                                            else preempted_after - preempted_before)
+        if server == "ours":
+            run["router_stats"] = router_stats(base_url)
+        save()
+
+
+def mix_section(processes: dict, reference: dict | None) -> dict:
+    """Per class: the bench's figures, its command and how its process ended; then served vs saturated."""
+    results = {}
+    classes = {}
+    for name, process in processes.items():
+        result = bench_result(process.command) if process.finished_cleanly() else None
+        if result is not None:
+            results[name] = result
+        unknown = {"num_prompts": int(process.command[process.command.index("--num-prompts") + 1]),
+                   "completed": None, "failed": None}
+        classes[name] = {**(class_summary(result) if result else unknown),
+                         "command": shlex.join(process.command), "process": process.info()}
+    section = {"classes": classes}
+    if reference is not None and len(results) == len(processes):
+        section.update(throughput_vs_saturated(list(results.values()), reference))
+    return section
+
+
+def router_stats(base_url: str) -> dict:
+    """Our router's counters, stored raw; refused_wait_max_s is the longest a refused request waited."""
+    try:
+        stats = httpx.get(f"{base_url}/v1/router/stats", timeout=10).json()
+    except (httpx.HTTPError, ValueError) as error:
+        return {"error": repr(error)}
+    for name, klass in (stats.get("classes") or {}).items():
+        if isinstance(klass, dict) and "refused_wait_max_s" in klass:
+            log(f"router: class {name} refused_wait_max_s = {klass['refused_wait_max_s']} "
+                f"(queue deadline {class_slo(name)['queue_deadline_s'] if name in ('high', 'low') else '?'} s)")
+    return stats
+
+
+def load_run(path: Path) -> dict:
+    """A partial JSON, given as the file or as the folder holding it."""
+    if path.is_dir():
+        found = sorted(p for p in path.glob("priority_vs_vllm_*.json"))
+        if len(found) != 1:
+            raise SystemExit(f"{path}: expected one priority_vs_vllm_<server>.json, found {found}")
+        path = found[0]
+    return json.loads(path.read_text())
+
+
+def report_and_plots(runs: list[dict], out: Path | None) -> dict:
+    """Print the tables; with `out`, write the merged JSON and the two plots there."""
+    report = merge_runs(runs)
+    print(format_table(TABLE_HEADERS, class_rows(report)))
+    print()
+    print(format_table(THROUGHPUT_HEADERS, throughput_rows(report)))
+    if report["ours_mix_vs_vllm_saturated"] is not None:
+        print(f"ours mix served / vllm saturated reference = {report['ours_mix_vs_vllm_saturated']:.3f}")
+    print(json.dumps(report["verdicts"], indent=2))
+    if out is not None:
+        from priority_plots import plot_throughput, plot_ttft
+
+        (out / "priority_vs_vllm.json").write_text(json.dumps(report, indent=2))
+        plot_ttft(report, out / "priority_ttft.png")
+        plot_throughput(report, out / "priority_throughput.png")
+        log(f"wrote {out / 'priority_vs_vllm.json'} and the plots")
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--only", choices=["ours", "vllm"], help="run one server (one GPU call each)")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="RUN",
+                        help="merge partial JSONs (files or folders holding one) into the side-by-side report; no GPU")
+    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/models/llama2-7b"))
+    parser.add_argument("--shape", default="llama2-7b", help="synthetic shape made at --model-dir if missing")
+    parser.add_argument("--duration-s", type=float, default=40, help="arrival window of both classes")
+    parser.add_argument("--low-rate", type=float, default=60, help="low-priority requests/s")
+    parser.add_argument("--high-rate", type=float, default=2, help="high-priority requests/s")
+    parser.add_argument("--drain-timeout-s", type=float, default=120,
+                        help="a bench still running this long after its arrivals (plus startup) is killed: hung")
+    parser.add_argument("--port", type=int, default=8000, help="ours on PORT, vllm serve on PORT+1")
+    parser.add_argument("--raw-dir", type=Path, help="bench JSONs and logs before archiving (default: a temp folder)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        report_and_plots([load_run(path) for path in args.merge], args.out)
+        return 0
+    ensure_checkpoint(args.model_dir, args.shape)
+    raw = args.raw_dir or Path(tempfile.mkdtemp(prefix="priority_vs_vllm_"))
+    raw.mkdir(parents=True, exist_ok=True)
+    runs = []
+    try:
+        for server in [args.only] if args.only else ["ours", "vllm"]:
+            runs.append(run_server(server, args, raw))
+    finally:
+        archive(raw, args.out / f"priority_vs_vllm_{args.only or 'both'}_raw.tar.gz")
+    report_and_plots(runs, args.out if len(runs) == 2 else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""The router's decisions in one place: rate limit, admission, global priority queue, per-replica
+windows (adaptive batching) and replica choice.
+
+Pure and single-threaded: the router deployment calls it with `now` and acts on what it returns
+(`Refusal`s to answer, `Dispatch`es to send). Every request that `admit` accepts ends in exactly
+one of `take_dispatches` + `finish`/`cancel`, `expire`, or `cancel` while queued.
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from serve_app.policy.admission import AdmissionController
+from serve_app.policy.api_keys import Caller
+from serve_app.policy.priority_classes import PriorityClasses
+from serve_app.policy.priority_queue import PriorityRequestQueue, QueueFull
+from serve_app.policy.rate_limit import RateLimiter
+from serve_app.policy.replica_choice import ReplicaLoad, choose_replica
+from serve_app.policy.window_controller import WindowController, create_window_controller, reserved_headroom
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request the router will not serve now; `retry_after_s` becomes the Retry-After header."""
+
+    status: int  # 429: refused at the door; 503: waited past its class's queue deadline
+    code: str
+    message: str
+    retry_after_s: int
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    request_id: str
+    replica_id: str
+
+
+@dataclass(frozen=True)
+class RouterPolicy:
+    """Tuning of the router's decisions (the config's `router` section maps onto this)."""
+
+    window_controller: str = "aimd"
+    window_tuning: Mapping[str, Any] = field(default_factory=lambda: {"slow_start": True})
+    initial_window: int | None = None  # None: start at the cap
+    max_queue_size: int = 10_000
+    aging_interval_s: float | None = 30.0
+    initial_service_rate_rps: float = 4.0
+    admission_warmup_completions: int = 16
+    headroom_fraction: float = 0.1
+    prefix_affinity: bool = False
+    affinity_load_bound: float = 1.25
+    latency_samples: int = 1024
+
+
+@dataclass
+class _Replica:
+    window: WindowController
+    controller_cap: int = 0
+    in_flight: int = 0
+    outstanding_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class _Queued:
+    class_name: str
+    cost_tokens: int
+    prefix_key: int | None
+
+
+@dataclass(frozen=True)
+class _Running:
+    replica_id: str
+    class_name: str
+    cost_tokens: int
+
+
+@dataclass
+class ClassCounters:
+    admitted: int = 0
+    refused_overload: int = 0
+    refused_rate_limit: int = 0
+    refused_queue_full: int = 0
+    expired: int = 0
+    cancelled: int = 0
+    dispatched: int = 0
+    served: int = 0
+    failed: int = 0
+    refused_wait_max_s: float = 0.0
+    queue_waits_s: deque = field(default_factory=lambda: deque(maxlen=1024))
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+class RouterCore:
+    def __init__(self, classes: PriorityClasses, policy: RouterPolicy, rng: random.Random) -> None:
+        self._classes = classes
+        self._policy = policy
+        self._rng = rng
+        self._queue = PriorityRequestQueue(classes, policy.max_queue_size, policy.aging_interval_s)
+        self._admission = AdmissionController(classes, policy.initial_service_rate_rps,
+                                              warmup_completions=policy.admission_warmup_completions)
+        self._limiters: dict[str, RateLimiter] = {}
+        self._replicas: dict[str, _Replica] = {}
+        self._queued: dict[str, _Queued] = {}
+        self._running: dict[str, _Running] = {}
+        self._counters = {c.name: ClassCounters(queue_waits_s=deque(maxlen=policy.latency_samples))
+                          for c in classes.by_rank()}
+
+    # ---- replicas --------------------------------------------------------------------------
+    def set_replicas(self, caps: Mapping[str, int]) -> None:
+        """The routable replicas and each one's memory-derived window cap (from the controller)."""
+        for replica_id in list(self._replicas):
+            if replica_id not in caps:
+                del self._replicas[replica_id]
+        for replica_id, cap in caps.items():
+            # The top class's headroom must fit under the engine's own limit too, or its requests
+            # would wait inside vLLM, which never preempts a running request to start another.
+            window_cap = max(1, math.floor(max(1, int(cap)) / (1 + self._policy.headroom_fraction)))
+            replica = self._replicas.get(replica_id)
+            if replica is None:
+                ttft, tpot = self._targets()
+                initial = min(self._policy.initial_window or window_cap, window_cap)
+                window = create_window_controller(self._policy.window_controller, initial, window_cap, ttft, tpot,
+                                                  **dict(self._policy.window_tuning))
+                replica = self._replicas[replica_id] = _Replica(window)
+            else:
+                replica.window.set_cap(window_cap)
+            replica.controller_cap = int(cap)
+
+    def replica_failed(self, replica_id: str) -> None:
+        """Stop sending to a replica at once; its running requests still end through `finish`."""
+        self._replicas.pop(replica_id, None)
+
+    # ---- admission ---------------------------------------------------------------------------
+    def admit(self, request_id: str, class_name: str, caller: Caller, cost_tokens: int, now: float,
+              prefix_key: int | None = None) -> Refusal | None:
+        """Queue the request, or say why not (rate limit, predicted wait past the deadline, full queue)."""
+        counters = self._counters[self._classes.get(class_name).name]
+        refusal = self._rate_limited(caller, now)
+        if refusal is None:
+            decision = self._admission.decide(class_name, self._queue.depth_at_or_above(class_name),
+                                              self._free_slots(class_name), now)
+            if not decision.admitted:
+                counters.refused_overload += 1
+                refusal = Refusal(429, "overloaded", f"the service is at capacity for priority class "
+                                  f"{class_name!r}: {decision.reason}", decision.retry_after_s)
+        else:
+            counters.refused_rate_limit += 1
+        if refusal is not None:
+            return refusal
+        try:
+            self._queue.push(request_id, class_name, now, cost_tokens)
+        except QueueFull as full:
+            counters.refused_queue_full += 1
+            return Refusal(429, "queue_full", str(full), self._retry_after(len(self._queue)))
+        self._queued[request_id] = _Queued(class_name, cost_tokens, prefix_key)
+        counters.admitted += 1
+        return None
+
+    def _rate_limited(self, caller: Caller, now: float) -> Refusal | None:
+        if caller.rate_limit_rps is None:
+            return None
+        limiter = self._limiters.get(caller.name)
+        if limiter is None:
+            limiter = self._limiters[caller.name] = RateLimiter(caller.rate_limit_rps, caller.burst)
+        wait_s = limiter.try_acquire(caller.name, now)
+        if wait_s <= 0:
+            return None
+        return Refusal(429, "rate_limit_exceeded", f"caller {caller.name!r} is limited to "
+                       f"{caller.rate_limit_rps:g} requests/s", max(1, math.ceil(wait_s)))
+
+    def _retry_after(self, completions_needed: int) -> int:
+        return max(1, math.ceil(completions_needed / self._admission.service_rate_rps))
+
+    def _headroom(self, class_name: str, replica: _Replica) -> int:
+        return reserved_headroom(self._classes.level_of(class_name), replica.window.window,
+                                 self._policy.headroom_fraction)
+
+    def _free_slots(self, class_name: str) -> int:
+        return sum(max(0, r.window.window + self._headroom(class_name, r) - r.in_flight)
+                   for r in self._replicas.values())
+
+    # ---- dispatch ------------------------------------------------------------------------------
+    def take_dispatches(self, now: float) -> list[Dispatch]:
+        """Pop queued requests in priority order while some replica has window room for them."""
+        dispatches: list[Dispatch] = []
+        while len(self._queue):
+            entry = self._queue.peek_next(now)
+            replica_id = self._choose(entry.request_id)
+            if replica_id is None:
+                # The head does not fit; the top class may still start within its reserved headroom.
+                entry = self._queue.peek_class(self._classes.names[0])
+                replica_id = self._choose(entry.request_id) if entry is not None else None
+                if replica_id is None:
+                    break
+            self._queue.remove(entry.request_id)
+            dispatches.append(self._start(entry.request_id, replica_id, now - entry.arrival_s))
+        return dispatches
+
+    def _choose(self, request_id: str) -> str | None:
+        queued = self._queued[request_id]
+        loads = [ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, r.window.window + self._headroom(queued.class_name, r))
+                 for rid, r in self._replicas.items()]
+        return choose_replica(loads, self._rng, prefix_key=queued.prefix_key if self._policy.prefix_affinity else None,
+                              affinity_load_bound=self._policy.affinity_load_bound)
+
+    def _start(self, request_id: str, replica_id: str, waited_s: float) -> Dispatch:
+        queued = self._queued.pop(request_id)
+        replica = self._replicas[replica_id]
+        replica.in_flight += 1
+        replica.outstanding_tokens += queued.cost_tokens
+        self._running[request_id] = _Running(replica_id, queued.class_name, queued.cost_tokens)
+        counters = self._counters[queued.class_name]
+        counters.dispatched += 1
+        counters.queue_waits_s.append(waited_s)
+        return Dispatch(request_id, replica_id)
+
+    def expire(self, now: float) -> list[tuple[str, Refusal]]:
+        """Queued requests past their class's queue deadline, each with its 503."""
+        expired = []
+        for entry in self._queue.expired(now):
+            queued = self._queued.pop(entry.request_id)
+            counters = self._counters[queued.class_name]
+            counters.expired += 1
+            counters.refused_wait_max_s = max(counters.refused_wait_max_s, entry.waited_s(now))
+            deadline_s = self._classes.get(queued.class_name).queue_deadline_s
+            expired.append((entry.request_id, Refusal(
+                503, "queue_deadline_exceeded", f"waited {entry.waited_s(now):.1f}s for a replica, past the "
+                f"{deadline_s:g}s queue deadline of priority class {queued.class_name!r}",
+                self._retry_after(len(self._queue) + 1))))
+        return expired
+
+    # ---- completion ----------------------------------------------------------------------------
+    def finish(self, request_id: str, now: float, *, ok: bool, ttft_s: float | None = None,
+               tpot_s: float | None = None) -> None:
+        """A dispatched request ended: free its slot and feed its latencies to the replica's window."""
+        running = self._running.pop(request_id, None)
+        if running is None:
+            return
+        counters = self._counters[running.class_name]
+        if ok:
+            counters.served += 1
+        else:
+            counters.failed += 1
+        self._admission.record_completion(now)
+        replica = self._replicas.get(running.replica_id)
+        if replica is None:
+            return
+        replica.in_flight = max(0, replica.in_flight - 1)
+        replica.outstanding_tokens = max(0, replica.outstanding_tokens - running.cost_tokens)
+        if ok:
+            replica.window.set_targets(*self._targets())
+            replica.window.observe(ttft_s, tpot_s, now)
+
+    def cancel(self, request_id: str) -> None:
+        """The client left: drop the request from the queue, or free its slot if it was dispatched."""
+        if self._queue.remove(request_id):
+            self._counters[self._queued.pop(request_id).class_name].cancelled += 1
+            return
+        running = self._running.pop(request_id, None)
+        if running is None:
+            return
+        self._counters[running.class_name].cancelled += 1
+        replica = self._replicas.get(running.replica_id)
+        if replica is not None:
+            replica.in_flight = max(0, replica.in_flight - 1)
+            replica.outstanding_tokens = max(0, replica.outstanding_tokens - running.cost_tokens)
+
+    def _targets(self) -> tuple[float, float]:
+        """The tightest TTFT and TPOT SLOs among classes with queued or running requests."""
+        active = {q.class_name for q in self._queued.values()} | {r.class_name for r in self._running.values()}
+        names = active or set(self._classes.names)
+        return self._classes.tightest_ttft_slo(names), self._classes.tightest_tpot_slo(names)
+
+    # ---- observability -------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        depth = self._queue.depth_by_class()
+        running_by_class: dict[str, int] = {name: 0 for name in depth}
+        for running in self._running.values():
+            running_by_class[running.class_name] += 1
+        classes = {}
+        for name, c in self._counters.items():
+            waits = list(c.queue_waits_s)
+            classes[name] = {
+                "queued": depth[name], "running": running_by_class[name], "admitted": c.admitted,
+                "refused_overload": c.refused_overload, "refused_rate_limit": c.refused_rate_limit,
+                "refused_queue_full": c.refused_queue_full, "expired": c.expired, "cancelled": c.cancelled,
+                "dispatched": c.dispatched, "served": c.served, "failed": c.failed,
+                "queue_wait_p50_s": _percentile(waits, 0.5), "queue_wait_p99_s": _percentile(waits, 0.99),
+                "refused_wait_max_s": c.refused_wait_max_s,
+            }
+        replicas = {rid: {"window": r.window.window, "window_cap": r.window.cap, "controller_cap": r.controller_cap,
+                          "in_flight": r.in_flight,
+                          "outstanding_tokens": r.outstanding_tokens} for rid, r in self._replicas.items()}
+        return {"classes": classes, "replicas": replicas, "queue_depth": len(self._queue),
+                "running": len(self._running), "service_rate_rps": self._admission.service_rate_rps}

@@ -1,0 +1,225 @@
+"""RouterCore: rate limit, admission, global priority queue, windows and replica choice, on a fake clock."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from serve_app.policy.api_keys import Caller
+from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
+from serve_app.policy.router_core import RouterCore, RouterPolicy
+
+CLASSES = PriorityClasses([
+    PriorityClass("interactive", 0, ttft_slo_s=0.5, tpot_slo_s=0.1, queue_deadline_s=2.0),
+    PriorityClass("batch", 1, ttft_slo_s=30.0, tpot_slo_s=1.0, queue_deadline_s=10.0),
+])
+ANYONE = Caller("anyone", "interactive")
+
+
+def make_core(**policy) -> RouterCore:
+    defaults = {"initial_window": 2, "aging_interval_s": None, "initial_service_rate_rps": 1.0,
+                "headroom_fraction": 0.1, "window_tuning": {}, "admission_warmup_completions": 0}
+    return RouterCore(CLASSES, RouterPolicy(**{**defaults, **policy}), random.Random(0))
+
+
+def admit(core: RouterCore, request_id: str, class_name: str, now: float, caller: Caller = ANYONE, cost: int = 10):
+    return core.admit(request_id, class_name, caller, cost, now)
+
+
+def test_requests_queue_until_a_replica_is_known_then_dispatch_in_priority_order():
+    core = make_core()
+    assert admit(core, "b1", "batch", 0.0) is None
+    assert admit(core, "i1", "interactive", 0.1) is None
+    assert core.take_dispatches(0.2) == []
+    core.set_replicas({"r1": 100})
+    # Window 2 plus one reserved slot for the top class: interactive first, then batch FIFO.
+    assert [d.request_id for d in core.take_dispatches(0.3)] == ["i1", "b1"]
+
+
+def test_fifo_within_a_class_and_strict_priority_between_classes():
+    core = make_core(initial_window=1, headroom_fraction=0.0)
+    core.set_replicas({"r1": 10})
+    for i, (rid, cls) in enumerate([("b1", "batch"), ("b2", "batch"), ("i1", "interactive"), ("i2", "interactive")]):
+        assert admit(core, rid, cls, float(i) * 0.01) is None
+    order = []
+    for step in range(4):
+        dispatched = core.take_dispatches(1.0 + step)
+        assert len(dispatched) == 1
+        order.append(dispatched[0].request_id)
+        core.finish(dispatched[0].request_id, 1.5 + step, ok=True)
+    assert order == ["i1", "i2", "b1", "b2"]
+
+
+def test_top_class_starts_in_reserved_headroom_when_windows_are_full():
+    core = make_core(initial_window=2)
+    core.set_replicas({"r1": 10})
+    for i in range(3):
+        admit(core, f"b{i}", "batch", 0.0)
+    assert len(core.take_dispatches(0.0)) == 2  # the window
+    admit(core, "i1", "interactive", 0.1)
+    # b2 heads the batch FIFO and cannot fit; i1 uses the top class's headroom slot at once.
+    assert [d.request_id for d in core.take_dispatches(0.1)] == ["i1"]
+    assert core.stats()["replicas"]["r1"]["in_flight"] == 3
+
+
+def test_predicted_wait_beyond_deadline_is_refused_with_retry_after():
+    core = make_core(initial_window=1, headroom_fraction=0.0, initial_service_rate_rps=1.0)
+    core.set_replicas({"r1": 10})
+    outcomes = [admit(core, f"b{i}", "batch", 0.0) for i in range(20)]
+    core.take_dispatches(0.0)
+    admitted = [o for o in outcomes if o is None]
+    refused = [o for o in outcomes if o is not None]
+    # 1 free slot, then 1 completion/s: a request needing more than 10 completions waits past 10 s.
+    assert len(admitted) == 11
+    assert all(r.status == 429 and r.code == "overloaded" for r in refused)
+    assert refused[0].retry_after_s == 11
+    stats = core.stats()["classes"]["batch"]
+    assert stats["admitted"] == 11 and stats["refused_overload"] == 9
+
+
+def test_a_full_lower_class_does_not_block_admission_of_a_higher_one():
+    core = make_core(initial_window=1, headroom_fraction=0.0)
+    core.set_replicas({"r1": 10})
+    for i in range(12):
+        admit(core, f"b{i}", "batch", 0.0)
+    core.take_dispatches(0.0)
+    assert admit(core, "b-late", "batch", 0.0) is not None
+    # Only same-or-higher queued requests are ahead of an interactive one.
+    assert admit(core, "i1", "interactive", 0.0) is None
+
+
+def test_queued_past_deadline_expires_with_503():
+    core = make_core(initial_window=1, headroom_fraction=0.0, initial_service_rate_rps=100.0)
+    core.set_replicas({"r1": 10})
+    admit(core, "b0", "batch", 0.0)
+    admit(core, "b1", "batch", 0.0)
+    core.take_dispatches(0.0)
+    assert core.expire(9.9) == []
+    [(request_id, refusal)] = core.expire(10.5)
+    assert request_id == "b1"
+    assert refusal.status == 503 and refusal.code == "queue_deadline_exceeded"
+    assert refusal.retry_after_s >= 1
+    stats = core.stats()["classes"]["batch"]
+    assert stats["expired"] == 1 and stats["refused_wait_max_s"] == pytest.approx(10.5)
+
+
+def test_rate_limit_is_per_caller_and_says_when_to_retry():
+    core = make_core(initial_window=100)
+    core.set_replicas({"r1": 1000})
+    slow = Caller("slow", "batch", rate_limit_rps=0.5, burst=2)
+    assert admit(core, "a", "batch", 0.0, slow) is None
+    assert admit(core, "b", "batch", 0.0, slow) is None
+    refusal = admit(core, "c", "batch", 0.0, slow)
+    assert refusal.status == 429 and refusal.code == "rate_limit_exceeded" and refusal.retry_after_s == 2
+    assert admit(core, "d", "batch", 0.0, ANYONE) is None  # another caller is not affected
+    assert admit(core, "e", "batch", 2.0, slow) is None  # one token refilled after 2 s
+    assert core.stats()["classes"]["batch"]["refused_rate_limit"] == 1
+
+
+def test_cancel_while_queued_and_while_running_frees_everything():
+    core = make_core(initial_window=1, headroom_fraction=0.0)
+    core.set_replicas({"r1": 10})
+    admit(core, "a", "batch", 0.0)
+    admit(core, "b", "batch", 0.0)
+    [dispatch] = core.take_dispatches(0.0)
+    core.cancel("b")  # queued
+    core.cancel(dispatch.request_id)  # running
+    stats = core.stats()
+    assert stats["queue_depth"] == 0 and stats["running"] == 0
+    assert stats["replicas"]["r1"]["in_flight"] == 0
+    assert stats["classes"]["batch"]["cancelled"] == 2
+
+
+def test_windows_grow_on_target_and_shrink_over_target_within_the_cap():
+    core = make_core(initial_window=2, headroom_fraction=0.0, window_tuning={"slow_start": True, "cooldown_s": 0})
+    core.set_replicas({"r1": 6})
+    for i in range(10):
+        admit(core, f"b{i}", "batch", float(i))
+        for d in core.take_dispatches(float(i)):
+            core.finish(d.request_id, float(i) + 0.5, ok=True, ttft_s=0.1, tpot_s=0.05)
+    assert core.stats()["replicas"]["r1"]["window"] == 6  # grew, capped by the controller's cap
+    admit(core, "slow", "batch", 20.0)
+    [d] = core.take_dispatches(20.0)
+    core.finish(d.request_id, 80.0, ok=True, ttft_s=60.0, tpot_s=5.0)  # far over batch's SLO
+    assert core.stats()["replicas"]["r1"]["window"] == 3
+
+
+def test_window_follows_the_tightest_active_class():
+    core = make_core(initial_window=4, headroom_fraction=0.0, window_tuning={"cooldown_s": 0})
+    core.set_replicas({"r1": 10})
+    admit(core, "i1", "interactive", 0.0)
+    admit(core, "b1", "batch", 0.0)
+    dispatched = {d.request_id for d in core.take_dispatches(0.0)}
+    assert dispatched == {"i1", "b1"}
+    # 2 s TTFT meets batch's 30 s target but not interactive's 0.5 s, which is still running.
+    core.finish("b1", 3.0, ok=True, ttft_s=2.0, tpot_s=0.05)
+    assert core.stats()["replicas"]["r1"]["window"] == 2
+
+
+def test_failed_replica_gets_nothing_more_and_its_requests_still_finish():
+    core = make_core(initial_window=4)
+    core.set_replicas({"r1": 10, "r2": 10})
+    for i in range(4):
+        admit(core, f"b{i}", "batch", 0.0)
+    dispatches = core.take_dispatches(0.0)
+    lost = dispatches[0].replica_id
+    core.replica_failed(lost)
+    for d in dispatches:
+        core.finish(d.request_id, 1.0, ok=d.replica_id != lost)
+    for i in range(4, 8):
+        admit(core, f"b{i}", "batch", 2.0)
+    assert {d.replica_id for d in core.take_dispatches(2.0)} == {"r1", "r2"} - {lost}
+    counts = core.stats()["classes"]["batch"]
+    assert counts["served"] + counts["failed"] == 4 and counts["failed"] >= 1
+
+
+def test_every_admitted_request_ends_exactly_once():
+    rng = random.Random(7)
+    core = make_core(initial_window=3, initial_service_rate_rps=2.0)
+    core.set_replicas({"r1": 8, "r2": 8})
+    running: set[str] = set()
+    outcomes: dict[str, str] = {}
+    for step in range(400):
+        now = step * 0.05
+        if rng.random() < 0.6:
+            rid = f"q{step}"
+            refusal = admit(core, rid, rng.choice(["interactive", "batch"]), now)
+            outcomes[rid] = "refused" if refusal else "queued"
+        for rid, _ in core.expire(now):
+            outcomes[rid] = "expired"
+        for d in core.take_dispatches(now):
+            running.add(d.request_id)
+            outcomes[d.request_id] = "running"
+        for rid in [r for r in running if rng.random() < 0.2]:
+            running.discard(rid)
+            core.finish(rid, now, ok=True, ttft_s=0.05, tpot_s=0.01)
+            outcomes[rid] = "served"
+    stats = core.stats()
+    counts = stats["classes"]
+    queued_left = sum(1 for o in outcomes.values() if o == "queued")
+    assert queued_left == stats["queue_depth"]
+    assert sum(1 for o in outcomes.values() if o == "running") == stats["running"]
+    total = sum(c["admitted"] + c["refused_overload"] for c in counts.values())
+    assert total == len(outcomes)
+    ended = sum(c["served"] + c["expired"] for c in counts.values())
+    assert ended + stats["queue_depth"] + stats["running"] == sum(c["admitted"] for c in counts.values())
+
+
+def test_without_an_initial_window_a_replica_starts_at_its_cap_less_the_headroom():
+    core = make_core(initial_window=None, headroom_fraction=0.1)
+    core.set_replicas({"r1": 256})
+    replica = core.stats()["replicas"]["r1"]
+    assert replica["window"] == replica["window_cap"] == 232  # 232 + ceil(23.2) = 256
+    assert replica["controller_cap"] == 256
+
+
+def test_admission_admits_a_cold_burst_until_it_has_measured_completions():
+    core = make_core(initial_window=1, headroom_fraction=0.0, admission_warmup_completions=3)
+    core.set_replicas({"r1": 10})
+    assert all(admit(core, f"cold{i}", "batch", 0.0) is None for i in range(30))
+    for step in range(3):
+        [d] = core.take_dispatches(float(step))
+        core.finish(d.request_id, float(step) + 1.0, ok=True)
+    # Measured: about one completion per second, 27 queued ahead: far past batch's 10 s deadline.
+    refusal = admit(core, "warm", "batch", 3.0)
+    assert refusal is not None and refusal.code == "overloaded"
