@@ -46,6 +46,7 @@ PRIORITY_CLASSES = [
     {"name": "high", "ttft_slo_s": 0.25, "tpot_slo_s": 0.1, "queue_deadline_s": 2.0},
     {"name": "low", "ttft_slo_s": 10.0, "tpot_slo_s": 0.2, "queue_deadline_s": 15.0},
 ]
+ENGINE_LIMITS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
 SATURATED_PROMPTS = 512
 BENCH_STARTUP_S = 60  # a bench process imports vLLM, loads the tokenizer and makes its prompts first
 SATURATED_TIMEOUT_S = BENCH_STARTUP_S + 150  # 512 x 256 tokens took 19 s on an H100
@@ -78,7 +79,7 @@ def ours_config(model_dir: Path, port: int) -> dict:
             # 256 sequences of 256 + 256 tokens fit the KV cache (136k tokens), so the window can start
             # at the engine's limit; 8192 tokens per step is vLLM's own default.
             "engine": {"max_model_len": 2048, "gpu_memory_utilization": 0.9, "enable_prefix_caching": True,
-                       "max_num_seqs": 256, "max_num_batched_tokens": 8192},
+                       **ENGINE_LIMITS},
             "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4},
             "priority_classes": PRIORITY_CLASSES,
             "default_priority": "low",
@@ -125,7 +126,10 @@ def mix_commands(server: str, classes: dict[str, LoadClass], base_url: str, mode
 
 def server_command(server: str, model_dir: Path, port: int, raw: Path) -> list[str]:
     if server == "vllm":
-        return vllm_serve_command(model_dir, port)
+        # The same engine limits as ours (and so the same torch.compile cache on one machine).
+        return vllm_serve_command(model_dir, port, ["--max-num-seqs", str(ENGINE_LIMITS["max_num_seqs"]),
+                                                    "--max-num-batched-tokens",
+                                                    str(ENGINE_LIMITS["max_num_batched_tokens"])])
     config_path = raw / "ours_config.yaml"
     config_path.write_text(yaml.safe_dump(ours_config(model_dir, port), sort_keys=False))
     return [sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)]

@@ -47,13 +47,13 @@ def run_ours(model_dir: Path, out: Path, port: int, load: dict) -> dict:
     return serve_and_bench("ours", command, model_dir, out, port, load)
 
 
-def vllm_serve_command(model_dir: Path, port: int) -> list[str]:
+def vllm_serve_command(model_dir: Path, port: int, extra: list[str] | None = None) -> list[str]:
     """`vllm serve` with the engine settings our config gives its replicas."""
     return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(model_dir),
             "--served-model-name", SERVED_NAME, "--port", str(port), "--host", "127.0.0.1",
             "--max-model-len", str(ENGINE["max_model_len"]),
             "--gpu-memory-utilization", str(ENGINE["gpu_memory_utilization"]),
-            "--dtype", "float16", "--scheduling-policy", "priority", "--enable-prefix-caching"]
+            "--dtype", "float16", "--scheduling-policy", "priority", "--enable-prefix-caching", *(extra or [])]
 
 
 def run_vllm(model_dir: Path, out: Path, port: int, load: dict) -> dict:

@@ -27,7 +27,9 @@ def vllm_serve_command(args: argparse.Namespace, served_name: str, max_num_seqs:
     return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(args.model_dir),
             "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(args.port),
             "--max-num-seqs", str(max_num_seqs), "--max-model-len", str(args.max_model_len),
-            "--gpu-memory-utilization", str(args.gpu_memory_utilization), "--dtype", "float16"]
+            "--gpu-memory-utilization", str(args.gpu_memory_utilization), "--dtype", "float16",
+            # Every batch size reuses seed 0's prompts: a prefix cache would skip their prefill.
+            "--no-enable-prefix-caching", "--max-num-batched-tokens", "8192"]
 
 
 def batch_bench_command(args: argparse.Namespace, served_name: str, raw: Path, batch: int,
