@@ -47,7 +47,8 @@ def build_app(config: AppConfig, engine_overrides: dict[str, Any] | None = None)
     router_deployment = serve.deployment(Router, name="Router", num_replicas=1,
                                          max_ongoing_requests=100_000, ray_actor_options={"num_cpus": 0})
     ingress_deployment = serve.deployment(
-        Ingress, name=INGRESS_NAME, num_replicas=1, max_ongoing_requests=100_000, ray_actor_options={"num_cpus": 0},
+        Ingress, name=INGRESS_NAME, num_replicas=config.http.ingress_replicas, max_ongoing_requests=100_000,
+        ray_actor_options={"num_cpus": 0},
         # Replicas hand each batch of tokens to the ingress replica that holds those requests.
         request_router_config=RequestRouterConfig(request_router_class=TARGETED_ROUTER),
     )

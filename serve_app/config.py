@@ -197,6 +197,10 @@ class HttpSettings(_Strict):
     host: str = Field("127.0.0.1", description="Address Ray Serve's HTTP proxy binds.")
     port: int = Field(8000, gt=0, lt=65536, description="HTTP port.")
     max_body_bytes: int = Field(1_000_000, gt=0, description="Largest accepted request body.")
+    ingress_replicas: int = Field(
+        1, ge=1, description="Ingress (HTTP/OpenAI) replicas; they parse, tokenize and stream every event, so "
+        "a busy GPU node wants several (each is one process, one core).",
+    )
 
 
 class AppConfig(_Strict):

@@ -59,3 +59,15 @@ class RunSummary:
     finish_reason: str | None = None
     ttft_s: float | None = None
     duration_s: float = 0.0
+
+
+def merge_chunks(first: GenerationChunk, *rest: GenerationChunk) -> GenerationChunk:
+    """Consecutive chunks of one request as one (a client that fell behind gets one event, not many)."""
+    merged = first
+    for chunk in rest:
+        merged = GenerationChunk(
+            text=merged.text + chunk.text, token_ids=merged.token_ids + chunk.token_ids,
+            finish_reason=chunk.finish_reason, num_prompt_tokens=chunk.num_prompt_tokens or merged.num_prompt_tokens,
+            error=chunk.error,
+        )
+    return merged

@@ -18,7 +18,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from serve_app import openai_api as api
 from serve_app.config import parse_config
 from serve_app.delivery import Batch, Inbox
-from serve_app.generation import GenerationChunk, GenerationRequest, SamplingOptions
+from serve_app.generation import GenerationChunk, GenerationRequest, SamplingOptions, merge_chunks
 from serve_app.openai_api import ApiError
 from serve_app.policy.api_keys import AuthenticationFailed, Caller, bearer_token
 from serve_app.policy.router_core import Refusal
@@ -80,6 +80,13 @@ def _consume_outcome(future: asyncio.Future) -> None:
     """Retrieve a cancelled call's outcome so asyncio does not log it as unhandled."""
     if not future.cancelled():
         future.exception()
+
+
+def _drain(queue: asyncio.Queue) -> list[GenerationChunk]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
 
 
 def _error_chunk(message: str) -> GenerationChunk:
@@ -290,6 +297,9 @@ class Ingress:
                 while True:
                     chunk = queue.get_nowait() if not queue.empty() else await _next_or_done(queue, dispatched)
                     if chunk is not None:
+                        # What piled up while this stream was being written goes out as one event:
+                        # per-event cost, not tokens, is what saturates an ingress under load.
+                        chunk = merge_chunks(chunk, *_drain(queue))
                         received_any = True
                         finished = chunk.finish_reason is not None
                         yield chunk

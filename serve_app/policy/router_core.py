@@ -61,6 +61,7 @@ class _Replica:
     window: WindowController
     controller_cap: int = 0
     in_flight: int = 0
+    top_class_in_flight: int = 0
     outstanding_tokens: int = 0
 
 
@@ -181,13 +182,20 @@ class RouterCore:
     def _retry_after(self, completions_needed: int) -> int:
         return max(1, math.ceil(completions_needed / self._admission.service_rate_rps))
 
-    def _headroom(self, class_name: str, replica: _Replica) -> int:
-        return reserved_headroom(self._classes.level_of(class_name), replica.window.window,
-                                 self._policy.headroom_fraction)
+    def _limit(self, class_name: str, replica: _Replica) -> int:
+        """In-flight requests on `replica` below which a request of `class_name` may start there."""
+        level = self._classes.level_of(class_name)
+        headroom = reserved_headroom(level, replica.window.window, self._policy.headroom_fraction)
+        limit = replica.window.window + headroom
+        if headroom:
+            # The top class's headroom is its own budget: right after a window cut, in_flight is
+            # above the new window, and the top class must still start at once (within the engine's cap).
+            own_budget = replica.in_flight + max(0, headroom - replica.top_class_in_flight)
+            limit = max(limit, min(replica.controller_cap, own_budget))
+        return limit
 
     def _free_slots(self, class_name: str) -> int:
-        return sum(max(0, r.window.window + self._headroom(class_name, r) - r.in_flight)
-                   for r in self._replicas.values())
+        return sum(max(0, self._limit(class_name, r) - r.in_flight) for r in self._replicas.values())
 
     # ---- dispatch ------------------------------------------------------------------------------
     def take_dispatches(self, now: float) -> list[Dispatch]:
@@ -208,7 +216,7 @@ class RouterCore:
 
     def _choose(self, request_id: str) -> str | None:
         queued = self._queued[request_id]
-        loads = [ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, r.window.window + self._headroom(queued.class_name, r))
+        loads = [ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, self._limit(queued.class_name, r))
                  for rid, r in self._replicas.items()]
         return choose_replica(loads, self._rng, prefix_key=queued.prefix_key if self._policy.prefix_affinity else None,
                               affinity_load_bound=self._policy.affinity_load_bound)
@@ -217,6 +225,7 @@ class RouterCore:
         queued = self._queued.pop(request_id)
         replica = self._replicas[replica_id]
         replica.in_flight += 1
+        replica.top_class_in_flight += self._is_top(queued.class_name)
         replica.outstanding_tokens += queued.cost_tokens
         self._running[request_id] = _Running(replica_id, queued.class_name, queued.cost_tokens)
         counters = self._counters[queued.class_name]
@@ -252,12 +261,8 @@ class RouterCore:
         else:
             counters.failed += 1
         self._admission.record_completion(now)
-        replica = self._replicas.get(running.replica_id)
-        if replica is None:
-            return
-        replica.in_flight = max(0, replica.in_flight - 1)
-        replica.outstanding_tokens = max(0, replica.outstanding_tokens - running.cost_tokens)
-        if ok:
+        replica = self._release(running)
+        if replica is not None and ok:
             replica.window.set_targets(*self._targets())
             replica.window.observe(ttft_s, tpot_s, now)
 
@@ -270,10 +275,18 @@ class RouterCore:
         if running is None:
             return
         self._counters[running.class_name].cancelled += 1
+        self._release(running)
+
+    def _release(self, running: _Running) -> _Replica | None:
         replica = self._replicas.get(running.replica_id)
         if replica is not None:
             replica.in_flight = max(0, replica.in_flight - 1)
+            replica.top_class_in_flight = max(0, replica.top_class_in_flight - self._is_top(running.class_name))
             replica.outstanding_tokens = max(0, replica.outstanding_tokens - running.cost_tokens)
+        return replica
+
+    def _is_top(self, class_name: str) -> int:
+        return int(self._classes.level_of(class_name) == 0)
 
     def _targets(self) -> tuple[float, float]:
         """The tightest TTFT and TPOT SLOs among classes with queued or running requests."""

@@ -125,3 +125,14 @@ def test_sender_survives_a_call_cancelled_under_it():
         return calls, outbox.batches_failed, outbox.batches_sent
 
     assert asyncio.run(scenario()) == ([["r1"], ["r2"]], 1, 1)
+
+
+def test_merged_chunks_keep_every_token_and_the_last_finish_reason():
+    from serve_app.generation import GenerationChunk, merge_chunks
+
+    merged = merge_chunks(GenerationChunk(" t1", [1], num_prompt_tokens=3), GenerationChunk(" t2", [2]),
+                          GenerationChunk(" t3", [3], finish_reason="length"))
+    assert (merged.text, merged.token_ids, merged.finish_reason, merged.num_prompt_tokens) == (
+        " t1 t2 t3", [1, 2, 3], "length", 3)
+    single = GenerationChunk(" t9", [9])
+    assert merge_chunks(single) is single

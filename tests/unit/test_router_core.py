@@ -223,3 +223,19 @@ def test_admission_admits_a_cold_burst_until_it_has_measured_completions():
     # Measured: about one completion per second, 27 queued ahead: far past batch's 10 s deadline.
     refusal = admit(core, "warm", "batch", 3.0)
     assert refusal is not None and refusal.code == "overloaded"
+
+
+def test_top_class_starts_at_once_right_after_a_window_cut():
+    core = make_core(initial_window=10, headroom_fraction=0.1, window_tuning={"cooldown_s": 0})
+    core.set_replicas({"r1": 20})
+    for i in range(11):
+        admit(core, f"b{i}", "batch", 0.0)
+    dispatched = [d.request_id for d in core.take_dispatches(0.0)]
+    assert len(dispatched) == 10
+    core.finish(dispatched[0], 5.0, ok=True, ttft_s=100.0, tpot_s=10.0)  # far over target: window 10 -> 5
+    assert core.stats()["replicas"]["r1"]["window"] == 5
+    admit(core, "i1", "interactive", 5.1)
+    # 9 batch requests still run above the new window; the queued batch one waits, interactive starts.
+    assert [d.request_id for d in core.take_dispatches(5.1)] == ["i1"]
+    admit(core, "i2", "interactive", 5.2)
+    assert core.take_dispatches(5.2) == []  # its own budget (1 slot at window 5) is in use
