@@ -62,6 +62,11 @@ class EngineSettings(_Strict):
         "from each replica's device memory and `preset` (values pinned above win); `vllm_default`: vLLM's own.",
     )
     preset: str = Field("mixed", description="Use-case preset for sizing: interactive, mixed, batch, long-form.")
+    batch_profile: str | None = Field(
+        None, description="A measured batch-size profile (`benchmarks/batch_size_sweep.py`'s "
+        "batch_sweep_profile.json): max_num_seqs becomes the largest measured batch whose p99 TTFT and TPOT "
+        "meet the preset's SLO, within the memory budget.",
+    )
 
     @field_validator("preset")
     @classmethod

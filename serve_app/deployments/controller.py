@@ -8,16 +8,27 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any, Callable
 
-from serve_app.config import parse_config
+from serve_app.config import ConfigError, parse_config
+from serve_app.memory.batch_profile import BatchProfile
 from serve_app.memory import ModelShape, get_preset
 from serve_app.policy.batch_controller import (DeviceInfo, EnginePlan, LengthWindow, WindowCapState,
-                                               next_window_cap, plan_engine, reconcile)
+                                               apply_profile, next_window_cap, plan_engine, reconcile)
 
 logger = logging.getLogger("serve_app.controller")
 RECONCILE_TOLERANCE = 0.03
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
+
+
+def load_profile(path: str | None) -> BatchProfile | None:
+    if path is None:
+        return None
+    try:
+        return BatchProfile.from_json(Path(path).read_text())
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"engine.batch_profile: cannot use {path}: {error}") from None
 
 
 class Controller:
@@ -25,15 +36,19 @@ class Controller:
         self._config = parse_config(config)
         self._replicas: dict[str, dict[str, Any]] = {}
         self._clock = clock
+        self._profile = load_profile(self._config.engine.batch_profile)
 
     async def plan(self, replica_id: str, device: DeviceInfo, hf_config: dict) -> EnginePlan:
         engine = self._config.engine
+        preset = get_preset(engine.preset)
         plan = plan_engine(
-            ModelShape.from_hf_config(hf_config), device, get_preset(engine.preset),
+            ModelShape.from_hf_config(hf_config), device, preset,
             max_model_len=engine.max_model_len, gpu_memory_utilization=engine.gpu_memory_utilization,
             max_num_batched_tokens=engine.max_num_batched_tokens or DEFAULT_MAX_NUM_BATCHED_TOKENS,
             kv_cache_dtype=engine.kv_cache_dtype,
         )
+        if self._profile is not None:
+            plan = apply_profile(plan, self._profile, preset)
         self._replicas[replica_id] = {"device": device.name, "device_kind": device.kind, "plan": plan.engine_args,
                                       "predicted_kv_tokens": plan.predicted_kv_tokens, "block_size": plan.block_size,
                                       "lengths": LengthWindow(), "window": None}

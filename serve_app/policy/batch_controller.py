@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 
 from serve_app.memory import ModelShape, compare_with_vllm, engine_args_for, plan_memory
+from serve_app.memory.batch_profile import BatchProfile, choose_batch_size
 from serve_app.memory.budget import Reconciliation
 from serve_app.memory.concurrency import max_num_seqs_without_preemption
 from serve_app.memory.estimates import kv_bytes_per_token
@@ -123,3 +124,10 @@ def next_window_cap(state: WindowCapState, *, kv_tokens: int, block_size: int, l
     if preemptions_total > state.preemptions_seen:
         cap = min(cap, math.floor(state.cap * shrink))
     return WindowCapState(cap=max(1, min(cap, max_num_seqs)), preemptions_seen=preemptions_total)
+
+
+def apply_profile(plan: EnginePlan, profile: BatchProfile, preset: UseCasePreset) -> EnginePlan:
+    """The memory plan with max_num_seqs cut to the largest measured batch meeting the preset's SLO."""
+    memory_cap = plan.engine_args["max_num_seqs"]
+    seqs = choose_batch_size(profile, preset.ttft_s, preset.tpot_s, memory_cap)
+    return replace(plan, engine_args={**plan.engine_args, "max_num_seqs": seqs})

@@ -81,3 +81,35 @@ def test_window_cap_never_below_one(cap):
     state = next_window_cap(WindowCapState(cap=cap), kv_tokens=16 * 2, block_size=16,
                             lengths=lengths([(4000, 4000)] * 20), preemptions_total=5, max_num_seqs=8)
     assert state.cap == 1
+
+
+def test_a_measured_profile_cuts_max_num_seqs_to_the_largest_batch_meeting_the_slo():
+    import asyncio
+    import json
+    from pathlib import Path
+
+    from serve_app.deployments.controller import Controller
+    from serve_app.memory.batch_profile import BatchProfile
+    from serve_app.synthetic_model import SHAPES, hf_config
+
+    profile_path = Path(__file__).parents[2] / "benchmarks/results/batch_sweep_h100/batch_sweep_profile.json"
+    profile = BatchProfile.from_json(profile_path.read_text())
+    h100 = DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", 80 * GiB, 79 * GiB)
+    hf = hf_config(SHAPES["llama2-7b"])
+    engine = {"max_model_len": 2048, "preset": "interactive"}
+    memory_only = asyncio.run(Controller({"engine": engine}).plan("r", h100, hf)).engine_args["max_num_seqs"]
+    with_profile = asyncio.run(Controller({"engine": {**engine, "batch_profile": str(profile_path)}})
+                               .plan("r", h100, hf)).engine_args["max_num_seqs"]
+    # interactive: p99 TTFT <= 0.5 s and TPOT <= 0.05 s; measured on the H100: batch 64 has TTFT 0.43 s.
+    meeting = [p.batch_size for p in profile.points if p.ttft_p99_s <= 0.5 and p.tpot_p99_s <= 0.05]
+    assert with_profile == min(max(meeting), memory_only) == 64
+    assert memory_only > 64
+    assert json.loads(profile_path.read_text())["device"].startswith("NVIDIA H100")
+
+
+def test_an_unreadable_profile_is_a_config_error(tmp_path):
+    from serve_app.config import ConfigError
+    from serve_app.deployments.controller import Controller
+
+    with pytest.raises(ConfigError, match="engine.batch_profile"):
+        Controller({"engine": {"batch_profile": str(tmp_path / "missing.json")}})
