@@ -203,8 +203,9 @@ class HttpSettings(_Strict):
     port: int = Field(8000, gt=0, lt=65536, description="HTTP port.")
     max_body_bytes: int = Field(1_000_000, gt=0, description="Largest accepted request body.")
     ingress_replicas: int = Field(
-        1, ge=1, description="Ingress (HTTP/OpenAI) replicas; they parse, tokenize and stream every event, so "
-        "a busy GPU node wants several (each is one process, one core).",
+        1, ge=1, description="Ingress (HTTP/OpenAI) replicas (processes). More spread parsing, tokenizing and "
+        "event writing over cores, but every event still passes Ray Serve's one HTTP proxy per node: on one "
+        "H100 node four replicas overloaded it (benchmarks/results/priority_h100).",
     )
 
 
