@@ -12,11 +12,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from serve_app import openai_api as api
 from serve_app.config import parse_config
+from serve_app.deployments.errors import REPLICA_LOST
 from serve_app.delivery import Batch, Inbox
 from serve_app.generation import GenerationChunk, GenerationRequest, SamplingOptions, merge_chunks
 from serve_app.openai_api import ApiError
@@ -55,7 +55,6 @@ def _sse(payload: dict[str, Any] | str) -> str:
     return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
 
 
-REPLICA_LOST = (ActorDiedError, ActorUnavailableError, RayActorError)
 MAX_DISPATCH_ATTEMPTS = 3
 
 

@@ -13,16 +13,15 @@ import random
 import time
 from typing import Any, Callable
 
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.config import parse_config
+from serve_app.deployments.errors import REPLICA_LOST
 from serve_app.generation import GenerationRequest, RunSummary
 from serve_app.policy.router_core import Refusal, RouterCore
 from serve_app.policy.replica_choice import prefix_key_of
 
 logger = logging.getLogger("serve_app.router")
-REPLICA_LOST = (ActorDiedError, ActorUnavailableError, RayActorError)
 EXPIRY_PERIOD_S = 0.05
 REPLICA_REFRESH_PERIOD_S = 0.5
 
