@@ -28,16 +28,20 @@ def replica_actor_options(config: AppConfig) -> dict[str, Any]:
 
 def build_app(config: AppConfig, engine_overrides: dict[str, Any] | None = None) -> Application:
     data = config.model_dump(mode="json")
+    autoscaling = config.autoscaling.serve_autoscaling_config([c.name for c in config.priority_classes])
+    # Autoscaling: Serve adds and drains replicas; a drained one finishes what it holds (drain_timeout_s).
+    scaling: dict[str, Any] = ({"num_replicas": config.replicas.num_replicas} if autoscaling is None else
+                               {"autoscaling_config": autoscaling})
     replica_deployment = serve.deployment(
         LLMReplica,
         name="LLMReplica",
-        num_replicas=config.replicas.num_replicas,
+        **scaling,
         max_ongoing_requests=config.replicas.max_ongoing_requests,
         ray_actor_options=replica_actor_options(config),
         # Engine start (weights, torch.compile, CUDA graphs) takes minutes on a cold GPU host.
         health_check_period_s=10,
         health_check_timeout_s=60,
-        graceful_shutdown_timeout_s=30,
+        graceful_shutdown_timeout_s=config.autoscaling.drain_timeout_s if autoscaling else 30,
         request_router_config=RequestRouterConfig(
             request_router_class=ROUTING_POLICIES[config.router.routing],
             request_routing_stats_period_s=config.router.stats_period_s,

@@ -93,6 +93,12 @@ def _cmd_render_manifests(args: argparse.Namespace) -> int:
     return cli_render(args.config, args.out, args.autoscaling, args.check)
 
 
+def _cmd_autoscale(args: argparse.Namespace) -> int:
+    from autoscaling.autoscale_command import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--autoscaling", help="a load-test result or autoscaling_config JSON/YAML to deploy with")
     render.add_argument("--check", action="store_true", help="exit 1 if the committed manifests differ")
     render.set_defaults(func=_cmd_render_manifests)
+
+    autoscale = commands.add_parser("autoscale", help="rate sweep -> per-replica capacity -> the config's "
+                                    "autoscaling section (printed; --write puts it in --config)")
+    from autoscaling.autoscale_command import add_arguments
+
+    add_arguments(autoscale)
+    autoscale.set_defaults(func=_cmd_autoscale)
     return parser
 
 

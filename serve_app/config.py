@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from serve_app.autoscaling_config import AutoscalingSettings
+
 if TYPE_CHECKING:
     from serve_app.policy.api_keys import ApiKeyRegistry
     from serve_app.policy.priority_classes import PriorityClasses
@@ -90,6 +92,11 @@ class PriorityClassSettings(_Strict):
     ttft_slo_s: float = Field(gt=0, description="Time-to-first-token target, seconds.")
     tpot_slo_s: float = Field(gt=0, description="Time-per-output-token target, seconds.")
     queue_deadline_s: float = Field(gt=0, description="Longest a request of this class may wait in the router queue.")
+    stream_coalesce_s: float = Field(
+        0.0, ge=0, le=5, description="After the first token, hold a stream's tokens up to this long and send them "
+        "as one SSE event: far fewer events through Ray Serve's HTTP proxy under load, coarser streaming for the "
+        "client. 0: every engine step's tokens as they come. Suits classes whose TPOT SLO is loose (batch).",
+    )
 
 
 def default_priority_classes() -> list[PriorityClassSettings]:
@@ -202,10 +209,34 @@ class HttpSettings(_Strict):
     host: str = Field("127.0.0.1", description="Address Ray Serve's HTTP proxy binds.")
     port: int = Field(8000, gt=0, lt=65536, description="HTTP port.")
     max_body_bytes: int = Field(1_000_000, gt=0, description="Largest accepted request body.")
+    max_prompt_tokens: int | None = Field(
+        None, gt=0, description="Longest accepted prompt (chat: after the chat template), tokens; longer: 400. "
+        "Empty: the model's context (`engine.max_model_len`) less one token for the output.",
+    )
+    max_output_tokens: int | None = Field(
+        None, gt=0, description="Cap on a request's `max_tokens` / `max_completion_tokens`; above it: 400. "
+        "A request that names none generates at most this many. Empty: the rest of the context.",
+    )
+    max_messages: int = Field(1024, gt=0, description="Most chat messages in one request; more: 400.")
+    max_stop_sequences: int = Field(16, gt=0, description="Most `stop` strings in one request; more: 400.")
     ingress_replicas: int = Field(
         1, ge=1, description="Ingress (HTTP/OpenAI) replicas (processes). More spread parsing, tokenizing and "
         "event writing over cores, but every event still passes Ray Serve's one HTTP proxy per node: on one "
         "H100 node four replicas overloaded it (benchmarks/results/priority_h100).",
+    )
+
+
+class TelemetrySettings(_Strict):
+    tracing_exporter: Literal["none", "otlp", "console", "memory"] = Field(
+        "none", description="Where request traces go: `otlp` (HTTP; endpoint below or OTEL_EXPORTER_OTLP_ENDPOINT), "
+        "`console`, `memory` (kept in each process for tests), or `none`.",
+    )
+    otlp_endpoint: str | None = Field(None, description="OTLP/HTTP traces endpoint, e.g. http://otel-collector:4318/v1/traces.")
+    service_name: str = Field("llmserve", description="`service.name` of the traces.")
+    trace_sample_ratio: float = Field(1.0, ge=0, le=1, description="Share of requests traced (parent-based).")
+    metrics: bool = Field(True, description="Export Prometheus metrics through Ray's metrics port (`ray_llmserve_*`).")
+    metrics_export_port: int | None = Field(
+        None, gt=0, lt=65536, description="Local runs only: the port Ray serves /metrics on (KubeRay sets its own).",
     )
 
 
@@ -220,6 +251,11 @@ class AppConfig(_Strict):
     router: RouterSettings = Field(default_factory=RouterSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    autoscaling: AutoscalingSettings = Field(
+        default_factory=AutoscalingSettings, description="LLMReplica autoscaling (`llmserve autoscale` writes it "
+        "from a rate sweep); off: `replicas.num_replicas` fixed.",
+    )
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     @field_validator("priority_classes")
     @classmethod
@@ -242,6 +278,14 @@ class AppConfig(_Strict):
         for where, ceiling in ceilings:
             if ceiling is not None and ceiling not in names:
                 raise ValueError(f"{where}: {ceiling!r} is not one of {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _autoscaling_classes_are_known(self) -> AppConfig:
+        names = [c.name for c in self.priority_classes]
+        unknown = [name for name in self.autoscaling.llm.top_classes if name not in names]
+        if unknown:
+            raise ValueError(f"autoscaling.llm.top_classes: {unknown} not among {names}")
         return self
 
     def policy_classes(self) -> PriorityClasses:

@@ -30,6 +30,8 @@ class GenerationRequest:
     arrival_time: float = 0.0
     # The authenticated caller's name (never the key): the router's rate limit is per caller.
     caller: str = "anonymous"
+    # W3C trace context of the span that sent this request on (OpenTelemetry), so spans downstream join its trace.
+    trace_context: dict[str, str] = field(default_factory=dict)
 
     @property
     def cost_tokens(self) -> int:

@@ -31,13 +31,37 @@ def start_local(config: AppConfig, *, engine_overrides: dict[str, Any] | None = 
 
     prepare_model(config)
     if not ray.is_initialized():
+        metrics_port = config.telemetry.metrics_export_port
         ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}})
+                 runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
+                 **({"_metrics_export_port": metrics_port} if metrics_port else {}))
     serve.start(http_options={"host": config.http.host, "port": config.http.port})
     serve.run(build_app(config, engine_overrides), name=APP_NAME, route_prefix="/", blocking=False)
     base_url = f"http://{config.http.host}:{config.http.port}"
     wait_until_ready(base_url, ready_timeout_s)
     return base_url
+
+
+def deploy_side_app(config: AppConfig, name: str, *, engine_overrides: dict[str, Any] | None = None,
+                    ready_timeout_s: float = 600) -> str:
+    """Deploy a second application beside the main one (on the running local Ray Serve) under
+    `/<name>`; tests that kill or scale replicas use one so the shared app stays untouched.
+    Returns its base URL; `delete_side_app(name)` removes it."""
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    prepare_model(config)
+    serve.run(build_app(config, engine_overrides), name=name, route_prefix=f"/{name}", blocking=False)
+    base_url = f"http://{config.http.host}:{config.http.port}/{name}"
+    wait_until_ready(base_url, ready_timeout_s)
+    return base_url
+
+
+def delete_side_app(name: str) -> None:
+    from ray import serve
+
+    serve.delete(name, _blocking=True)
 
 
 def wait_until_ready(base_url: str, timeout_s: float) -> None:

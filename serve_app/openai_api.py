@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +25,11 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
 
 
+# vLLM seeds a torch generator per request: a seed outside int64 fails inside the engine.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+StopString = Annotated[str, Field(min_length=1)]  # vLLM refuses empty stop strings
+
+
 class _Request(BaseModel):
     # Unknown OpenAI fields (logprobs, user, ...) are accepted and ignored, as OpenAI's SDKs send them.
     model_config = ConfigDict(extra="allow")
@@ -36,8 +41,8 @@ class _Request(BaseModel):
     n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: StopString | list[StopString] | None = None
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
     priority: str | None = Field(None, description="Priority class; overrides the x-priority header.")
     ignore_eos: bool = Field(False, description="vLLM extension: keep generating past end-of-sequence.")
     skip_special_tokens: bool = Field(True, description="vLLM extension: leave special tokens out of the text.")
@@ -58,17 +63,24 @@ class CompletionRequest(_Request):
     max_tokens: int | None = 16
 
 
+class ContentPart(BaseModel):
+    """One part of a message's content; only `text` parts reach the model."""
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
 
     def text(self) -> str:
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
+        return "".join(part.text or "" for part in self.content if part.type == "text")
 
 
 class ChatCompletionRequest(_Request):

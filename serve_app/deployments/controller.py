@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from autoscaling.signals import CounterRates
 from serve_app.config import ConfigError, parse_config
+from serve_app.deployments.serve_states import stopping_replica_ids
 from serve_app.memory.batch_profile import BatchProfile
 from serve_app.memory import ModelShape, get_preset
 from serve_app.policy.batch_controller import (DeviceInfo, EnginePlan, LengthWindow, WindowCapState,
@@ -19,6 +21,9 @@ from serve_app.policy.batch_controller import (DeviceInfo, EnginePlan, LengthWin
 
 logger = logging.getLogger("serve_app.controller")
 RECONCILE_TOLERANCE = 0.03
+REPLICA_DEPLOYMENT = "LLMReplica"
+STOPPING_REFRESH_S = 1.0
+ROUTER_QUEUE_STALE_S = 5.0
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
 
 
@@ -31,12 +36,24 @@ def load_profile(path: str | None) -> BatchProfile | None:
         raise ConfigError(f"engine.batch_profile: cannot use {path}: {error}") from None
 
 
+def _own_app_name() -> str | None:
+    try:
+        from ray import serve
+        return serve.get_replica_context().app_name
+    except Exception:  # outside Ray Serve, e.g. in a unit test
+        return None
+
+
 class Controller:
     def __init__(self, config: dict, clock: Callable[[], float] = time.monotonic):
         self._config = parse_config(config)
         self._replicas: dict[str, dict[str, Any]] = {}
         self._clock = clock
         self._profile = load_profile(self._config.engine.batch_profile)
+        self._router_queue: tuple[dict[str, float], float] = ({}, -1e18)
+        self._router_counts = CounterRates(self._config.autoscaling.llm.slo_window_s)
+        self._stopping: tuple[set[str], float] = (set(), -1e18)
+        self._app_name = _own_app_name()
 
     async def plan(self, replica_id: str, device: DeviceInfo, hf_config: dict) -> EnginePlan:
         engine = self._config.engine
@@ -88,8 +105,37 @@ class Controller:
     async def routable_replicas(self) -> dict[str, int]:
         """Replicas whose engine is up and that reported recently, each with its window cap."""
         stale_before = self._clock() - self._config.router.stale_replica_s
+        stopping = await self._stopping_replicas()
         return {replica_id: entry["window"].cap for replica_id, entry in self._replicas.items()
-                if entry.get("window") is not None and entry.get("last_report_s", -1e18) >= stale_before}
+                if entry.get("window") is not None and entry.get("last_report_s", -1e18) >= stale_before
+                and replica_id not in stopping}
+
+    async def _stopping_replicas(self) -> set[str]:
+        """Replicas Serve is draining (downscale): no new requests, their running ones finish."""
+        if self._app_name is None or not self._config.autoscaling.enabled:
+            return set()
+        ids, at = self._stopping
+        if self._clock() - at >= STOPPING_REFRESH_S:
+            ids = await stopping_replica_ids(self._app_name, REPLICA_DEPLOYMENT)
+            self._stopping = (ids, self._clock())
+        return ids
+
+    async def report_router_queue(self, depths: dict[str, float],
+                                  capacity_counts: dict[str, tuple[int, int]] | None = None) -> None:
+        """The router's queued requests per class and its cumulative (arrivals, capacity refusals) per
+        class (every refresh), for the autoscaling policy."""
+        self._router_queue = (dict(depths), self._clock())
+        if capacity_counts is not None:
+            self._router_counts.observe(capacity_counts, self._clock())
+
+    async def router_capacity_rates(self) -> dict[str, tuple[float, float]]:
+        """Per class, (arrivals/s, refused for capacity/s) over the last `slo_window_s`; empty when stale."""
+        return self._router_counts.rates(self._clock(), ROUTER_QUEUE_STALE_S)
+
+    async def router_queue_depths(self) -> dict[str, float]:
+        """The latest router queue per class; empty when the router has not reported lately."""
+        depths, at = self._router_queue
+        return depths if self._clock() - at <= ROUTER_QUEUE_STALE_S else {}
 
     async def forget_replica(self, replica_id: str) -> None:
         """A router saw the replica die; stop handing it out before its reports go stale."""

@@ -9,6 +9,7 @@ import uuid
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
+from jinja2 import TemplateError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
@@ -20,8 +21,12 @@ from serve_app.deployments.errors import REPLICA_LOST
 from serve_app.delivery import Batch, Inbox
 from serve_app.generation import GenerationChunk, GenerationRequest, SamplingOptions, merge_chunks
 from serve_app.openai_api import ApiError
+from serve_app.openapi_schema import CHAT_COMPLETION_SCHEMA, COMPLETION_SCHEMA, generation_route
 from serve_app.policy.api_keys import AuthenticationFailed, Caller, bearer_token
+from serve_app.policy.request_limits import RequestLimits
 from serve_app.policy.router_core import Refusal
+from serve_app.telemetry import tracing
+from serve_app.telemetry.tracing import RequestSpan, SpanKind
 
 logger = logging.getLogger("serve_app.ingress")
 http_app = FastAPI(title="llmserve", description="OpenAI-compatible LLM API over vLLM replicas on Ray Serve")
@@ -33,9 +38,14 @@ async def _api_error(_: Request, error: ApiError) -> JSONResponse:
 
 
 def _validation_error(error: ValidationError) -> ApiError:
-    first = error.errors()[0]
-    param = ".".join(str(part) for part in first["loc"]) or None
-    return ApiError(400, f"{param}: {first['msg']}" if param else first["msg"], param=param)
+    errors = error.errors()
+    # A value that fits no member of a union fails once per member, each with the member's name in its
+    # location (`stop.constrained-str`): the field is what those locations share; the deepest says why.
+    same_field = [e["loc"] for e in errors if e["loc"][:1] == errors[0]["loc"][:1]]
+    shared = next((i for i, parts in enumerate(zip(*same_field)) if len(set(parts)) > 1), min(map(len, same_field)))
+    param = ".".join(str(part) for part in errors[0]["loc"][:shared]) or None
+    reason = max(errors, key=lambda e: len(e["loc"]) if e["loc"][:1] == errors[0]["loc"][:1] else -1)["msg"]
+    return ApiError(400, f"{param}: {reason}" if param else reason, param=param)
 
 
 async def _json_body(request: Request, max_bytes: int) -> dict[str, Any]:
@@ -135,10 +145,17 @@ class Ingress:
         self._controller = controller
         self._model_name = self._config.model.served_name
         self._max_model_len = self._config.engine.max_model_len
+        self._limits = RequestLimits.from_config(self._config)
         self._classes = self._config.policy_classes()
         self._api_keys = self._config.api_key_registry()
+        self._coalesce_s = {c.name: c.stream_coalesce_s for c in self._config.priority_classes}
         self._tokenizer = AutoTokenizer.from_pretrained(str(self._config.model.resolved_path()))
         self._created = int(time.time())
+        tracing.configure_from_settings(self._config.telemetry)
+        self._metrics = None
+        if self._config.telemetry.metrics:
+            from serve_app.telemetry.metrics import RequestMetrics
+            self._metrics = RequestMetrics()
 
     # ---- request building ------------------------------------------------------------------
     def _check_model(self, model: str) -> None:
@@ -168,21 +185,6 @@ class Ingress:
                            code="priority_above_ceiling")
         return allowed, self._classes.level_of(allowed)
 
-    def _max_tokens(self, requested: int | None, prompt_len: int, prompt_param: str) -> int:
-        room = self._max_model_len - prompt_len
-        if room <= 0:
-            raise ApiError(400, f"{prompt_param} is {prompt_len} tokens; the model's context is "
-                           f"{self._max_model_len} tokens", param=prompt_param, code="context_length_exceeded")
-        if requested is None:
-            return room
-        if requested <= 0:
-            raise ApiError(400, f"max_tokens must be at least 1, got {requested}", param="max_tokens")
-        if requested > room:
-            raise ApiError(400, f"max_tokens={requested} plus the {prompt_len}-token prompt exceeds the model's "
-                           f"context of {self._max_model_len} tokens", param="max_tokens",
-                           code="context_length_exceeded")
-        return requested
-
     def _completion_prompt_ids(self, prompt: Any) -> list[int]:
         if isinstance(prompt, str):
             return self._tokenizer(prompt, add_special_tokens=True).input_ids
@@ -196,57 +198,104 @@ class Ingress:
         raise ApiError(400, "prompt must be a string, a list of token ids, or a list of one of those", param="prompt")
 
     def _generation_request(self, prefix: str, prompt_ids: list[int], max_tokens: int,
-                            req: api._Request, http_request: Request) -> GenerationRequest:
+                            req: api._Request, http_request: Request, span: RequestSpan) -> GenerationRequest:
         caller = self._caller(http_request)
         class_name, rank = self._priority(req.priority, http_request, caller)
+        request_id = f"{prefix}-{uuid.uuid4().hex}"
+        span.priority_class = class_name
+        span.set(llm__request_id=request_id, llm__priority_class=class_name, llm__caller=caller.name,
+                 llm__prompt_tokens=len(prompt_ids), llm__max_tokens=max_tokens, llm__stream=bool(req.stream))
         return GenerationRequest(
-            request_id=f"{prefix}-{uuid.uuid4().hex}", prompt_token_ids=prompt_ids,
+            request_id=request_id, prompt_token_ids=prompt_ids,
             sampling=SamplingOptions(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
                                      seed=req.seed, stop=req.stop_list(), ignore_eos=req.ignore_eos,
                                      skip_special_tokens=req.skip_special_tokens),
             priority_class=class_name, priority_rank=rank, arrival_time=time.time(), caller=caller.name,
+            trace_context=span.carrier(),
         )
 
     # ---- routes --------------------------------------------------------------------------------
-    @http_app.post("/v1/completions")
+    async def _traced(self, http_request: Request, handler) -> Any:
+        """Run a generation route inside its request span; a streamed response ends the span when it ends."""
+        span = RequestSpan("ingress.request", kind=SpanKind.SERVER,
+                           attributes={"http.request.method": http_request.method, "url.path": http_request.url.path})
+        try:
+            response = await handler(http_request, span)
+        except ApiError as error:
+            span.fail(error.message, http__response__status_code=error.status, error__type=error.code or error.error_type)
+            self._request_ended(span, error.status, 0)
+            raise
+        except BaseException as error:
+            span.fail(type(error).__name__, http__response__status_code=500)
+            self._request_ended(span, 500, 0)
+            raise
+        if not isinstance(response, StreamingResponse):
+            span.set(http__response__status_code=200)
+            self._request_ended(span, 200, span.completion_tokens)
+        return response
+
+    def _request_ended(self, span: RequestSpan, status: int | str, completion_tokens: int) -> None:
+        tpot = None
+        if span.first_token_at is not None and completion_tokens > 1:
+            tpot = (time.monotonic() - span.first_token_at) / (completion_tokens - 1)
+        span.set(llm__completion_tokens=completion_tokens)
+        span.end()
+        if self._metrics is not None:
+            self._metrics.observe_end(span.priority_class, status, time.monotonic() - span.started, tpot)
+
+    @http_app.post("/v1/completions", **generation_route(api.CompletionRequest, COMPLETION_SCHEMA))
     async def completions(self, http_request: Request):
+        return await self._traced(http_request, self._completions)
+
+    async def _completions(self, http_request: Request, span: RequestSpan):
         body = await _json_body(http_request, self._config.http.max_body_bytes)
         try:
             req = api.CompletionRequest.model_validate(body)
         except ValidationError as error:
             raise _validation_error(error) from None
         self._check_model(req.model)
+        self._limits.check_counts(num_stop=len(req.stop_list()))
         prompt_ids = self._completion_prompt_ids(req.prompt)
         if not prompt_ids:
             raise ApiError(400, "prompt must not be empty", param="prompt")
-        max_tokens = self._max_tokens(req.max_tokens, len(prompt_ids), "prompt")
-        gen = self._generation_request("cmpl", prompt_ids, max_tokens, req, http_request)
+        max_tokens = self._limits.max_tokens(req.max_tokens, len(prompt_ids), prompt_param="prompt")
+        gen = self._generation_request("cmpl", prompt_ids, max_tokens, req, http_request, span)
         if req.stream:
-            chunks = await self._started_chunks(gen)
-            return StreamingResponse(self._stream_completion(gen, req, chunks), media_type="text/event-stream")
-        text, finish, completion_tokens, error = await self._collect(gen)
+            chunks = await self._started_chunks(gen, span)
+            return StreamingResponse(self._stream_completion(gen, req, chunks, span), media_type="text/event-stream")
+        text, finish, completion_tokens, error = await self._collect(gen, span)
         if error:
             raise ApiError(503, error, error_type="server_error", code="replica_failed")
         return api.completion_body(gen.request_id, self._model_name, text, finish,
                                    api.usage(len(prompt_ids), completion_tokens))
 
-    @http_app.post("/v1/chat/completions")
+    @http_app.post("/v1/chat/completions", **generation_route(api.ChatCompletionRequest, CHAT_COMPLETION_SCHEMA))
     async def chat_completions(self, http_request: Request):
+        return await self._traced(http_request, self._chat_completions)
+
+    async def _chat_completions(self, http_request: Request, span: RequestSpan):
         body = await _json_body(http_request, self._config.http.max_body_bytes)
         try:
             req = api.ChatCompletionRequest.model_validate(body)
         except ValidationError as error:
             raise _validation_error(error) from None
         self._check_model(req.model)
+        self._limits.check_counts(num_messages=len(req.messages), num_stop=len(req.stop_list()))
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-        text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        try:
+            text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except TemplateError as error:  # a template may refuse a conversation (e.g. roles not alternating)
+            raise ApiError(400, f"the model's chat template refused these messages: {error}",
+                           param="messages") from None
         prompt_ids = self._tokenizer(text, add_special_tokens=False).input_ids
-        max_tokens = self._max_tokens(req.requested_max_tokens(), len(prompt_ids), "messages")
-        gen = self._generation_request("chatcmpl", prompt_ids, max_tokens, req, http_request)
+        max_tokens = self._limits.max_tokens(
+            req.requested_max_tokens(), len(prompt_ids), prompt_param="messages",
+            max_tokens_param="max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens")
+        gen = self._generation_request("chatcmpl", prompt_ids, max_tokens, req, http_request, span)
         if req.stream:
-            chunks = await self._started_chunks(gen)
-            return StreamingResponse(self._stream_chat(gen, req, chunks), media_type="text/event-stream")
-        content, finish, completion_tokens, error = await self._collect(gen)
+            chunks = await self._started_chunks(gen, span)
+            return StreamingResponse(self._stream_chat(gen, req, chunks, span), media_type="text/event-stream")
+        content, finish, completion_tokens, error = await self._collect(gen, span)
         if error:
             raise ApiError(503, error, error_type="server_error", code="replica_failed")
         return api.chat_body(gen.request_id, self._model_name, content, finish,
@@ -267,7 +316,8 @@ class Ingress:
         """Per class: queue depth, waits, admitted/refused/expired/served counts; per replica: window."""
         return await self._router_handle.stats.remote()
 
-    @http_app.get("/health")
+    @http_app.get("/health", responses={503: {"description": "No engine answered its health check.", "content": {
+        "application/json": {"schema": {"type": "object", "required": ["status", "error"]}}}}})
     async def health(self):
         """Healthy when a replica's engine answers its own health check."""
         try:
@@ -277,6 +327,10 @@ class Ingress:
             return JSONResponse({"status": "unhealthy", "error": type(error).__name__}, status_code=503)
         return {"status": "ok", "replica": stats}
 
+    async def collected_spans(self) -> list[dict[str, Any]]:
+        """Spans this replica finished (only with `telemetry.tracing_exporter: memory`, for tests)."""
+        return tracing.finished_spans()
+
     # ---- streaming -----------------------------------------------------------------------------
     async def deliver(self, batch: Batch, target_replica: str | None = None) -> None:
         """Called by replicas with new chunks of this ingress replica's requests.
@@ -285,8 +339,9 @@ class Ingress:
         """
         self._inbox.deliver(batch)
 
-    async def _chunks(self, gen: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def _chunks(self, gen: GenerationRequest, span: RequestSpan) -> AsyncIterator[GenerationChunk]:
         """The request's chunks as replicas deliver them; ends with a finished or an error chunk."""
+        coalesce_s = self._coalesce_s.get(gen.priority_class, 0.0)
         for attempt in range(1, MAX_DISPATCH_ATTEMPTS + 1):
             queue = self._inbox.open(gen.request_id)
             call = self._router_handle.submit.remote(gen, self._replica_id)
@@ -295,10 +350,14 @@ class Ingress:
             try:
                 while True:
                     chunk = queue.get_nowait() if not queue.empty() else await _next_or_done(queue, dispatched)
+                    if chunk is not None and received_any and coalesce_s and chunk.finish_reason is None:
+                        await asyncio.sleep(coalesce_s)  # the tokens of the next `coalesce_s` go out as one event
                     if chunk is not None:
                         # What piled up while this stream was being written goes out as one event:
                         # per-event cost, not tokens, is what saturates an ingress under load.
                         chunk = merge_chunks(chunk, *_drain(queue))
+                        if not received_any and chunk.token_ids:
+                            self._first_token(span)
                         received_any = True
                         finished = chunk.finish_reason is not None
                         yield chunk
@@ -330,13 +389,18 @@ class Ingress:
                         call.cancel()
                     dispatched.add_done_callback(_consume_outcome)
 
-    async def _started_chunks(self, gen: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    def _first_token(self, span: RequestSpan) -> None:
+        ttft = span.first_token()
+        if ttft is not None and self._metrics is not None:
+            self._metrics.observe_ttft(span.priority_class, ttft)
+
+    async def _started_chunks(self, gen: GenerationRequest, span: RequestSpan) -> AsyncIterator[GenerationChunk]:
         """The request's chunks, once it has been admitted and produced its first one.
 
         Waiting for the first chunk before answering lets a refusal still be a 429/503 with
         Retry-After instead of an error event inside a 200 stream.
         """
-        chunks = self._chunks(gen)
+        chunks = self._chunks(gen, span)
         try:
             first = await chunks.__anext__()
         except BaseException:
@@ -344,23 +408,27 @@ class Ingress:
             raise
         return _prepend(first, chunks)
 
-    async def _collect(self, gen: GenerationRequest) -> tuple[str, str | None, int, str | None]:
+    async def _collect(self, gen: GenerationRequest, span: RequestSpan) -> tuple[str, str | None, int, str | None]:
         parts: list[str] = []
         finish, tokens = None, 0
-        async for chunk in self._chunks(gen):
+        async for chunk in self._chunks(gen, span):
             if chunk.error:
                 return "", None, 0, chunk.error
             parts.append(chunk.text)
             tokens += len(chunk.token_ids)
             finish = chunk.finish_reason or finish
+        span.completion_tokens = tokens
         return "".join(parts), finish, tokens, None
 
     async def _stream(self, gen: GenerationRequest, req: api._Request, chunks: AsyncIterator[GenerationChunk],
-                      obj: str, make_chunk) -> AsyncIterator[str]:
+                      obj: str, make_chunk, span: RequestSpan) -> AsyncIterator[str]:
         completion_tokens = 0
+        status: int | str = 200
         try:
             async for chunk in chunks:
                 if chunk.error:
+                    span.fail(chunk.error, llm__stream_error=True)
+                    status = "stream_error"
                     yield _stream_error(chunk.error)
                     break
                 completion_tokens += len(chunk.token_ids)
@@ -369,26 +437,32 @@ class Ingress:
         except Exception:
             # Headers are already sent: the only honest answer left is an error event.
             logger.exception("request %s: stream failed", gen.request_id)
+            span.fail("stream failed", llm__stream_error=True)
+            status = "stream_error"
             yield _stream_error("internal error while streaming; the response is incomplete")
+        finally:
+            # Also when the client left mid-stream (the generator is closed): the span must end.
+            span.set(http__response__status_code=200)
+            self._request_ended(span, status, completion_tokens)
         if req.include_usage_in_stream():
             yield _sse(api.usage_chunk(gen.request_id, self._model_name, self._created, obj,
                                        api.usage(len(gen.prompt_token_ids), completion_tokens)))
         yield _sse("[DONE]")
 
     async def _stream_completion(self, gen: GenerationRequest, req: api.CompletionRequest,
-                                 chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[str]:
+                                 chunks: AsyncIterator[GenerationChunk], span: RequestSpan) -> AsyncIterator[str]:
         def make(text: str, finish: str | None) -> dict:
             return api.completion_chunk(gen.request_id, self._model_name, self._created, text, finish)
-        async for event in self._stream(gen, req, chunks, "text_completion", make):
+        async for event in self._stream(gen, req, chunks, "text_completion", make, span):
             yield event
 
     async def _stream_chat(self, gen: GenerationRequest, req: api.ChatCompletionRequest,
-                           chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[str]:
+                           chunks: AsyncIterator[GenerationChunk], span: RequestSpan) -> AsyncIterator[str]:
         yield _sse(api.chat_chunk(gen.request_id, self._model_name, self._created,
                                   {"role": "assistant", "content": ""}, None))
 
         def make(text: str, finish: str | None) -> dict:
             delta = {"content": text} if text else {}
             return api.chat_chunk(gen.request_id, self._model_name, self._created, delta, finish)
-        async for event in self._stream(gen, req, chunks, "chat.completion.chunk", make):
+        async for event in self._stream(gen, req, chunks, "chat.completion.chunk", make, span):
             yield event

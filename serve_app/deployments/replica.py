@@ -18,10 +18,13 @@ from vllm.sampling_params import RequestOutputKind, SamplingParams
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
 
+from autoscaling.signals import SloWindow, meets_slo, replica_stats
 from serve_app.config import AppConfig, parse_config
 from serve_app.engine_stats import EngineSnapshot, snapshot_logger_factory
 from serve_app.delivery import Outbox
 from serve_app.generation import GenerationChunk, GenerationRequest, RunSummary
+from serve_app.telemetry import tracing
+from serve_app.telemetry.tracing import RequestSpan
 
 logger = logging.getLogger("serve_app.replica")
 
@@ -41,6 +44,9 @@ def engine_args_from_config(config: AppConfig, overrides: dict[str, Any] | None 
         # Priority classes map onto vLLM's own priority scheduling inside each engine.
         "scheduling_policy": "priority",
         "disable_log_stats": False,
+        # No prompt or request parameters (stop strings are user text) in the engine's log;
+        # `engine.extra` may turn it on deliberately for debugging.
+        "enable_log_requests": False,
     }
     if engine.max_num_seqs is not None:
         args["max_num_seqs"] = engine.max_num_seqs
@@ -85,6 +91,12 @@ class LLMReplica:
         self._controller = controller
         self._window_cap: int | None = None
         self._finished_lengths: list[tuple[int, int]] = []
+        self._slo_window = SloWindow(self._config.autoscaling.llm.slo_window_s)  # autoscaling signal
+        tracing.configure_from_settings(self._config.telemetry)
+        self._metrics = None
+        if self._config.telemetry.metrics:
+            from serve_app.telemetry.metrics import ReplicaMetrics
+            self._metrics = ReplicaMetrics(self._replica_id)
         started = time.monotonic()
         overrides = {**await self._planned_engine_args(), **(engine_overrides or {})}
         self._engine = AsyncLLM.from_engine_args(
@@ -123,6 +135,9 @@ class LLMReplica:
     async def _report_load_forever(self, period_s: float = 2.0) -> None:
         while True:
             await asyncio.sleep(period_s)
+            if self._metrics is not None:
+                snap = self._snapshot
+                self._metrics.observe(snap.kv_cache_usage, snap.num_running, snap.num_waiting, snap.num_preemptions_total)
             lengths, self._finished_lengths = self._finished_lengths, []
             try:
                 self._window_cap = await self._controller.report_load.remote(
@@ -147,6 +162,10 @@ class LLMReplica:
         self._outstanding_tokens[engine_request_id] = request.cost_tokens
         started = time.monotonic()
         summary = RunSummary(replica_id=self._replica_id, num_prompt_tokens=len(request.prompt_token_ids))
+        span = RequestSpan("engine.generate", parent=request.trace_context,
+                           attributes={"llm.replica": self._replica_id, "llm.request_id": request.request_id,
+                                       "llm.priority_class": request.priority_class,
+                                       "llm.prompt_tokens": summary.num_prompt_tokens})
         last_seq = 0
         try:
             async for output in self._engine.generate(
@@ -156,6 +175,7 @@ class LLMReplica:
                 completion = output.outputs[0]
                 if summary.ttft_s is None:
                     summary.ttft_s = time.monotonic() - started
+                    span.first_token()
                 summary.num_generated += len(completion.token_ids)
                 if output.finished:
                     summary.finish_reason = completion.finish_reason
@@ -166,9 +186,14 @@ class LLMReplica:
                 last_seq = self._outbox.put(reply_to, request.request_id, chunk)
             await self._outbox.wait_sent(reply_to, last_seq)
         finally:
+            span.set(llm__completion_tokens=summary.num_generated, llm__finish_reason=summary.finish_reason)
+            if summary.finish_reason is None:
+                span.fail("not finished (cancelled or engine failure)")
+            span.end()
             self._outstanding_tokens.pop(engine_request_id, None)
             self._completed += 1
             self._finished_lengths.append((summary.num_prompt_tokens, summary.num_generated))
+            self._observe_slo(request.priority_class, summary, time.monotonic() - started)
             if summary.finish_reason is None:
                 # The caller went away (or the engine failed): free the request's KV cache now.
                 # vLLM also aborts on cancellation; this covers a generator closed any other way.
@@ -193,6 +218,10 @@ class LLMReplica:
             await asyncio.sleep(10)
             await self._engine.do_log_stats()
 
+    async def collected_spans(self) -> list[dict[str, Any]]:
+        """Spans this replica finished (only with `telemetry.tracing_exporter: memory`, for tests)."""
+        return tracing.finished_spans()
+
     async def check_health(self) -> None:
         """Ray Serve calls this periodically; an engine that died makes the replica restart."""
         await self._engine.check_health()
@@ -213,6 +242,30 @@ class LLMReplica:
             "in_flight": len(self._outstanding_tokens),
             **self._snapshot.as_dict(),
         }
+
+    def _observe_slo(self, class_name: str, summary: RunSummary, duration_s: float) -> None:
+        """A finished request met its class's TTFT and TPOT SLO or not (cancelled ones are not judged)."""
+        limits = next((c for c in self._config.priority_classes if c.name == class_name), None)
+        if summary.finish_reason is None or limits is None:
+            return
+        tpot = ((duration_s - summary.ttft_s) / (summary.num_generated - 1)
+                if summary.ttft_s is not None and summary.num_generated > 1 else None)
+        self._slo_window.observe(class_name, meets_slo(summary.ttft_s, tpot, limits.ttft_slo_s, limits.tpot_slo_s),
+                                 time.monotonic())
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Ray Serve's custom autoscaling metrics (read by autoscaling.ray_policy): in flight, KV usage,
+        SLO attainment per class here, and the router's queue per class (via the controller)."""
+        queue: dict[str, float] = {}
+        rates: dict[str, tuple[float, float]] = {}
+        if self._controller is not None:
+            try:
+                queue = await self._controller.router_queue_depths.remote()
+                rates = await self._controller.router_capacity_rates.remote()
+            except Exception as error:  # the other signals still count
+                logger.warning("router queue depths unavailable: %s", type(error).__name__)
+        return replica_stats(len(self._outstanding_tokens), self._snapshot.kv_cache_usage, queue,
+                             self._slo_window.attainment(time.monotonic()), rates)
 
     async def engine_stats(self) -> dict[str, Any]:
         cache = self._engine.vllm_config.cache_config

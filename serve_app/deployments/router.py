@@ -8,6 +8,7 @@ replica straight to the ingress replica (`serve_app.delivery`), not through here
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -15,11 +16,14 @@ from typing import Any, Callable
 
 from ray.serve.handle import DeploymentHandle
 
+from autoscaling.signals import capacity_counts
 from serve_app.config import parse_config
 from serve_app.deployments.errors import REPLICA_LOST
 from serve_app.generation import GenerationRequest, RunSummary
 from serve_app.policy.router_core import Refusal, RouterCore
 from serve_app.policy.replica_choice import prefix_key_of
+from serve_app.telemetry import tracing
+from serve_app.telemetry.tracing import RequestSpan
 
 logger = logging.getLogger("serve_app.router")
 EXPIRY_PERIOD_S = 0.05
@@ -45,6 +49,11 @@ class Router:
         self._core = RouterCore(self._config.policy_classes(), self._config.router.policy(), random.Random())
         self._waiters: dict[str, asyncio.Future] = {}
         self._background: list[asyncio.Task] = []
+        tracing.configure_from_settings(self._config.telemetry)
+        self._metrics = None
+        if self._config.telemetry.metrics:
+            from serve_app.telemetry.metrics import RouterMetrics
+            self._metrics = RouterMetrics()
 
     def _ensure_background(self) -> None:
         if not self._background:
@@ -56,9 +65,13 @@ class Router:
         self._ensure_background()
         caller = self._callers[request.caller]
         prefix_key = prefix_key_of(request.prompt_token_ids) if self._config.router.prefix_affinity else None
+        queued = RequestSpan("router.queue_wait", parent=request.trace_context,
+                             attributes={"llm.priority_class": request.priority_class, "llm.caller": request.caller})
         refusal = self._core.admit(request.request_id, request.priority_class, caller, request.cost_tokens,
                                    self._clock(), prefix_key)
         if refusal is not None:
+            queued.fail(refusal.message, llm__outcome="refused", http__response__status_code=refusal.status)
+            queued.end()
             return refusal
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[request.request_id] = waiter
@@ -70,18 +83,30 @@ class Router:
             self._waiters.pop(request.request_id, None)
             self._core.cancel(request.request_id)
             self._pump()
+            queued.set(llm__outcome="cancelled")
+            queued.end()
             raise
+        if self._metrics is not None:
+            self._metrics.observe_queue_wait(request.priority_class, time.monotonic() - queued.started)
         if isinstance(outcome, Refusal):
+            queued.fail(outcome.message, llm__outcome="expired", http__response__status_code=outcome.status)
+            queued.end()
             return outcome
+        queued.set(llm__outcome="dispatched", llm__replica=outcome)
+        queued.end()
         return await self._run_on(outcome, request, reply_to)
 
     async def _run_on(self, replica_id: str, request: GenerationRequest, reply_to: str) -> RunSummary:
         summary: RunSummary | None = None
+        span = RequestSpan("router.dispatch", parent=request.trace_context, attributes={"llm.replica": replica_id})
         try:
-            summary = await self._replicas.run.remote(request, reply_to, target_replica=replica_id)
+            summary = await self._replicas.run.remote(dataclasses.replace(request, trace_context=span.carrier()),
+                                                      reply_to, target_replica=replica_id)
+            span.set(llm__completion_tokens=summary.num_generated, llm__finish_reason=summary.finish_reason)
             return summary
         except REPLICA_LOST:
             logger.warning("replica %s lost; no longer routing to it", replica_id)
+            span.fail("replica lost")
             self._core.replica_failed(replica_id)
             if self._controller is not None:
                 self._controller.forget_replica.remote(replica_id)
@@ -90,6 +115,7 @@ class Router:
             self._core.cancel(request.request_id)
             raise
         finally:
+            span.end()
             ttft_s, tpot_s = _latencies(summary) if summary is not None else (None, None)
             self._core.finish(request.request_id, self._clock(), ok=summary is not None and summary.finish_reason
                               is not None, ttft_s=ttft_s, tpot_s=tpot_s)
@@ -130,6 +156,17 @@ class Router:
             return
         self._core.set_replicas(caps)
         self._pump()
+        # Queue depth and capacity refusals per class for the autoscaling policy (replicas read them
+        # back from the controller).
+        classes = self._core.stats()["classes"]
+        self._controller.report_router_queue.remote({name: c["queued"] for name, c in classes.items()},
+                                                    {name: capacity_counts(c) for name, c in classes.items()})
+        if self._metrics is not None:
+            self._metrics.observe_stats(self._core.stats())
+
+    async def collected_spans(self) -> list[dict[str, Any]]:
+        """Spans this router finished (only with `telemetry.tracing_exporter: memory`, for tests)."""
+        return tracing.finished_spans()
 
     async def stats(self) -> dict[str, Any]:
         """Queue depth and waits per class, window per replica, admitted/refused counts."""

@@ -15,7 +15,7 @@ import yaml
 
 from serve_app.config import AppConfig
 from serve_app.kuberay.pods import head_template, worker_template
-from serve_app.kuberay.serve_config import replica_range, serve_config
+from serve_app.kuberay.serve_config import effective_autoscaling, replica_range, serve_config
 from serve_app.kuberay.settings import ClusterSettings, ManifestError, ModelStorage
 from serve_app.kuberay.sizing import model_volume_size, object_store_bytes, quantity_bytes, worker_shape
 
@@ -35,8 +35,10 @@ def render_rayservice(config: AppConfig, *, name: str, image: str, namespace: st
                       autoscaling: dict[str, Any] | None = None, model_storage: ModelStorage,
                       cluster: ClusterSettings | None = None,
                       model_hf_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The RayService dict; `autoscaling` is a Serve autoscaling_config for LLMReplica (None: fixed)."""
+    """The RayService dict. LLMReplica autoscales per the config's `autoscaling:` section, or per
+    `autoscaling` (a Serve autoscaling_config) when that section is off; neither: fixed replicas."""
     cluster = cluster or ClusterSettings()
+    autoscaling = effective_autoscaling(config, autoscaling)
     _check_name("name", name, MAX_NAME_LEN)
     if namespace is not None:
         _check_name("namespace", namespace, 63)

@@ -85,6 +85,16 @@ def replica_range(config: AppConfig, autoscaling: dict[str, Any] | None) -> Repl
     return ReplicaRange(low if initial is None else initial, low, high)
 
 
+def effective_autoscaling(config: AppConfig, override: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The config's `autoscaling:` section as Serve's autoscaling_config, or `override` (a load-test result's)
+    when the section is off; both at once is refused so one place decides."""
+    own = config.autoscaling.serve_autoscaling_config([c.name for c in config.priority_classes])
+    if own is not None and override is not None:
+        raise ManifestError("autoscaling is set both in the config (autoscaling.enabled) and from --autoscaling; "
+                            "keep one (`llmserve autoscale --write` puts a sweep's values in the config)")
+    return own if own is not None else override
+
+
 def serve_config(config: AppConfig, storage: ModelStorage, autoscaling: dict[str, Any] | None,
                  port: int) -> dict[str, Any]:
     """The deploy schema dict; validated with Ray Serve's own ServeDeploySchema."""

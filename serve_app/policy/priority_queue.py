@@ -107,6 +107,16 @@ class PriorityRequestQueue:
             self._discard(entry)
         return entry
 
+    def newest_below(self, class_name: str) -> QueuedRequest | None:
+        """The latest arrival of the lowest non-empty class below `class_name`: what a full queue sheds
+        to make room for a `class_name` request (it has waited least and matters least)."""
+        ranked = self._classes.by_rank()
+        for below in reversed(ranked[self._classes.level_of(class_name) + 1:]):
+            fifo = self._fifos[below.name]
+            if fifo:
+                return next(reversed(fifo.values()))
+        return None
+
     def remove(self, request_id: str) -> bool:
         """Drop a queued request (e.g. the client disconnected); False if it was not queued."""
         class_name = self._class_of_request.pop(request_id, None)
@@ -121,7 +131,7 @@ class PriorityRequestQueue:
         for class_name, fifo in self._fifos.items():
             deadline_s = self._classes.get(class_name).queue_deadline_s
             # FIFO order means arrival order, so the first fresh entry ends the scan.
-            for entry in list(fifo.values()):
+            for entry in fifo.values():  # no copy: this runs every few ms on queues of thousands
                 if entry.waited_s(now) <= deadline_s:
                     break
                 expired.append(entry)

@@ -86,6 +86,7 @@ class ClassCounters:
     refused_rate_limit: int = 0
     refused_queue_full: int = 0
     expired: int = 0
+    shed: int = 0
     cancelled: int = 0
     dispatched: int = 0
     served: int = 0
@@ -112,6 +113,7 @@ class RouterCore:
         self._limiters: dict[str, RateLimiter] = {}
         self._replicas: dict[str, _Replica] = {}
         self._queued: dict[str, _Queued] = {}
+        self._shed: list[tuple[str, Refusal]] = []
         self._running: dict[str, _Running] = {}
         self._counters = {c.name: ClassCounters(queue_waits_s=deque(maxlen=policy.latency_samples))
                           for c in classes.by_rank()}
@@ -161,8 +163,14 @@ class RouterCore:
         try:
             self._queue.push(request_id, class_name, now, cost_tokens)
         except QueueFull as full:
-            counters.refused_queue_full += 1
-            return Refusal(429, "queue_full", str(full), self._retry_after(len(self._queue)))
+            # A full queue of lower classes must not turn higher classes away: shed the newest of the
+            # lowest class instead (answered 503 at the next `expire`).
+            victim = self._queue.newest_below(class_name)
+            if victim is None:
+                counters.refused_queue_full += 1
+                return Refusal(429, "queue_full", str(full), self._retry_after(len(self._queue)))
+            self._shed_for(victim, class_name, now)
+            self._queue.push(request_id, class_name, now, cost_tokens)
         self._queued[request_id] = _Queued(class_name, cost_tokens, prefix_key)
         counters.admitted += 1
         return None
@@ -233,9 +241,18 @@ class RouterCore:
         counters.queue_waits_s.append(waited_s)
         return Dispatch(request_id, replica_id)
 
+    def _shed_for(self, victim, class_name: str, now: float) -> None:
+        self._queue.remove(victim.request_id)
+        queued = self._queued.pop(victim.request_id)
+        self._counters[queued.class_name].shed += 1
+        self._shed.append((victim.request_id, Refusal(
+            503, "shed_for_higher_priority", f"the router's queue is full and a priority class {class_name!r} "
+            f"request took this {queued.class_name!r} request's place after {victim.waited_s(now):.1f}s",
+            self._retry_after(len(self._queue)))))
+
     def expire(self, now: float) -> list[tuple[str, Refusal]]:
-        """Queued requests past their class's queue deadline, each with its 503."""
-        expired = []
+        """Queued requests past their class's queue deadline or shed from a full queue, each with its 503."""
+        expired, self._shed = self._shed, []
         for entry in self._queue.expired(now):
             queued = self._queued.pop(entry.request_id)
             counters = self._counters[queued.class_name]
@@ -306,7 +323,8 @@ class RouterCore:
             classes[name] = {
                 "queued": depth[name], "running": running_by_class[name], "admitted": c.admitted,
                 "refused_overload": c.refused_overload, "refused_rate_limit": c.refused_rate_limit,
-                "refused_queue_full": c.refused_queue_full, "expired": c.expired, "cancelled": c.cancelled,
+                "refused_queue_full": c.refused_queue_full, "expired": c.expired, "shed": c.shed,
+                "cancelled": c.cancelled,
                 "dispatched": c.dispatched, "served": c.served, "failed": c.failed,
                 "queue_wait_p50_s": _percentile(waits, 0.5), "queue_wait_p99_s": _percentile(waits, 0.99),
                 "refused_wait_max_s": c.refused_wait_max_s,

@@ -29,12 +29,16 @@ def app_config(tmp_path_factory):
     return parse_config({
         "model": {"synthetic_shape": "tiny", "cache_dir": str(tmp_path_factory.mktemp("models"))},
         "engine": {"max_model_len": 512},
-        "http": {"port": _free_port()},
+        # Request size limits below the 512-token context, so that tests can reach each of them.
+        "http": {"port": _free_port(), "max_prompt_tokens": 400, "max_output_tokens": 480, "max_messages": 64,
+                 "max_stop_sequences": 8},
+        # Spans stay in each process for tests/integration/test_observability.py to read back.
+        "telemetry": {"tracing_exporter": "memory", "metrics_export_port": _free_port()},
         # batch's short queue deadline lets a test flood reach admission control on a tiny CPU model.
         "priority_classes": [
             {"name": "interactive", "ttft_slo_s": 0.5, "tpot_slo_s": 0.1, "queue_deadline_s": 2},
             {"name": "standard", "ttft_slo_s": 2, "tpot_slo_s": 0.2, "queue_deadline_s": 30},
-            {"name": "batch", "ttft_slo_s": 30, "tpot_slo_s": 1, "queue_deadline_s": 4},
+            {"name": "batch", "ttft_slo_s": 30, "tpot_slo_s": 1, "queue_deadline_s": 4, "stream_coalesce_s": 0.3},
         ],
         "default_priority": "standard",
         # A small starting window so a flood the CPU can drive still queues in the router.

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from router_helpers import router_stats, wait_until_idle
 
 pytestmark = pytest.mark.integration
 
@@ -28,20 +29,6 @@ def auth(key: str) -> dict[str, str]:
 
 def completion(model: str, **fields) -> dict:
     return {"model": model, "prompt": "t10 t11 t12", "max_tokens": 2, **EXACT, **fields}
-
-
-def router_stats(base_url: str) -> dict:
-    return httpx.get(f"{base_url}/v1/router/stats", timeout=30).json()
-
-
-def wait_until_idle(base_url: str, timeout_s: float = 120) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        stats = router_stats(base_url)
-        if stats["queue_depth"] == 0 and stats["running"] == 0:
-            return stats
-        time.sleep(0.25)
-    raise AssertionError(f"router still busy after {timeout_s}s: {stats}")
 
 
 def test_unknown_key_is_401(base_url, model_name):

@@ -105,7 +105,10 @@ def kustomize(directory: Path) -> list[dict]:
 
 
 def gpu_config(**replicas: Any) -> AppConfig:
+    """The committed GPU config with fixed replicas (its measured autoscaling section removed), so each
+    test states the autoscaling it is about."""
     data = yaml.safe_load((MANIFESTS / "config" / "gpu-prod.yaml").read_text())
+    data.pop("autoscaling", None)
     data["replicas"].update(replicas)
     return parse_config(data)
 
@@ -188,7 +191,7 @@ def test_check_flags_a_config_edit_until_re_rendered(tmp_path, capsys):
     shutil.copytree(MANIFESTS, out)
     assert cli_render(None, str(out), None, check=True) == 0
     config = out / "config" / "gpu-prod.yaml"
-    config.write_text(config.read_text().replace("num_replicas: 2", "num_replicas: 3"))
+    config.write_text(config.read_text().replace("max_replicas: 5", "max_replicas: 3"))
     assert cli_render(None, str(out), None, check=True) == 1
     assert "differs:" in capsys.readouterr().err
     assert cli_render(None, str(out), None, check=False) == 0
@@ -413,6 +416,11 @@ def test_cli_reports_a_broken_config_without_writing(tmp_path, capsys):
 def test_cli_renders_serve_autoscaling_from_a_result_file(tmp_path, crd):
     out = tmp_path / "manifests"
     shutil.copytree(MANIFESTS / "config", out / "config")
+    # A result file is the other source of autoscaling: only for a config without its own section.
+    config = out / "config" / "gpu-prod.yaml"
+    data = yaml.safe_load(config.read_text())
+    data.pop("autoscaling", None)
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
     result = tmp_path / "result.json"
     result.write_text(json.dumps({"autoscaling_config": {"min_replicas": 1, "max_replicas": 6}, "score": 0.9}))
     assert load_autoscaling(result) == {"min_replicas": 1, "max_replicas": 6}
@@ -432,3 +440,55 @@ def test_render_does_not_mutate_its_inputs():
     render(autoscaling=autoscaling, cluster=cluster)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0][
         "template"]["spec"]["tolerations"].append({"key": "x"})
     assert (autoscaling, cluster.model_dump()) == before
+
+
+# ---------------------------------------------------------------- autoscaling from the config's section
+
+def autoscaling_config(**section: Any) -> AppConfig:
+    data = gpu_config().model_dump(mode="json")
+    data["autoscaling"] = {"enabled": True, "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 24,
+                           "upscale_delay_s": 15, "downscale_delay_s": 400, **section}
+    return parse_config(data)
+
+
+@pytest.mark.parametrize("policy", ["default", "llm"])
+def test_config_autoscaling_section_drives_serve_and_the_worker_group(crd, policy):
+    config = autoscaling_config(policy=policy)
+    rs = render(config)
+    assert_valid(crd, rs)
+    replica = llm_replica(rs)
+    assert "num_replicas" not in replica
+    serve_autoscaling = replica["autoscaling_config"]
+    assert (serve_autoscaling["min_replicas"], serve_autoscaling["max_replicas"]) == (1, 4)
+    assert serve_autoscaling["target_ongoing_requests"] == 24
+    assert (worker(rs)["minReplicas"], worker(rs)["maxReplicas"]) == (1, 4)
+    # The app builds from the same section: the pods' config carries it unchanged.
+    assert serve_doc(rs)["applications"][0]["args"]["config"]["autoscaling"] == config.autoscaling.model_dump(
+        mode="json")
+    if policy == "default":
+        assert "policy" not in serve_autoscaling
+        assert (serve_autoscaling["upscale_delay_s"], serve_autoscaling["downscale_delay_s"]) == (15, 400)
+    else:
+        # The llm policy keeps its own delays; Serve's would wait a second time.
+        assert (serve_autoscaling["upscale_delay_s"], serve_autoscaling["downscale_delay_s"]) == (0, 0)
+        policy_doc = serve_autoscaling["policy"]
+        assert policy_doc["policy_function"] == "autoscaling.ray_policy:LLMAutoscalingPolicy"
+        kwargs = policy_doc["policy_kwargs"]
+        assert (kwargs["upscale_delay_s"], kwargs["downscale_delay_s"]) == (15, 400)
+        assert kwargs["top_classes"] == [config.priority_classes[0].name]
+        from autoscaling.ray_policy import LLMAutoscalingPolicy
+        assert LLMAutoscalingPolicy(**kwargs).settings.max_replicas == 4
+
+
+def test_autoscaling_from_the_config_and_from_a_file_at_once_is_refused():
+    with pytest.raises(ManifestError, match="set both in the config"):
+        render(autoscaling_config(), autoscaling={"min_replicas": 1, "max_replicas": 2})
+
+
+def test_autoscaling_section_rejects_nonsense():
+    from serve_app.config import ConfigError
+
+    with pytest.raises(ConfigError, match="min_replicas"):
+        autoscaling_config(min_replicas=5, max_replicas=2)
+    with pytest.raises(ConfigError, match="top_classes"):
+        autoscaling_config(llm={"top_classes": ["gold"]})

@@ -239,3 +239,30 @@ def test_top_class_starts_at_once_right_after_a_window_cut():
     assert [d.request_id for d in core.take_dispatches(5.1)] == ["i1"]
     admit(core, "i2", "interactive", 5.2)
     assert core.take_dispatches(5.2) == []  # its own budget (1 slot at window 5) is in use
+
+
+def test_full_queue_sheds_the_newest_lowest_class_request_for_a_higher_class():
+    core = make_core(max_queue_size=3, initial_window=3)
+    for i in range(3):
+        assert admit(core, f"b{i}", "batch", 0.1 * i) is None  # no replica yet: all stay queued
+    assert admit(core, "i1", "interactive", 1.0) is None
+    shed = core.expire(1.0)
+    assert [request_id for request_id, _ in shed] == ["b2"]
+    refusal = shed[0][1]
+    assert (refusal.status, refusal.code) == (503, "shed_for_higher_priority") and refusal.retry_after_s >= 1
+    assert core.expire(1.0) == []  # answered once
+    stats = core.stats()["classes"]
+    assert stats["batch"]["shed"] == 1 and stats["interactive"]["admitted"] == 1
+    core.set_replicas({"r1": 100})
+    assert {d.request_id for d in core.take_dispatches(1.1)} == {"i1", "b0", "b1"}
+
+
+def test_full_queue_of_the_same_or_higher_class_still_refuses_with_429():
+    core = make_core(max_queue_size=2)
+    assert admit(core, "i1", "interactive", 0.0) is None
+    assert admit(core, "b1", "batch", 0.1) is None
+    refusal = admit(core, "b2", "batch", 0.2)  # nothing below batch to shed
+    assert (refusal.status, refusal.code) == (429, "queue_full")
+    assert admit(core, "i2", "interactive", 0.3) is None  # sheds b1
+    assert admit(core, "i3", "interactive", 0.4).status == 429  # never sheds its own class or higher
+    assert [request_id for request_id, _ in core.expire(0.5)] == ["b1"]

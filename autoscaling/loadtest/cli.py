@@ -1,0 +1,140 @@
+"""`python -m autoscaling.loadtest run|sweep|report ...`: the load driver's command line."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import httpx
+
+from autoscaling.loadtest.client import ClientOptions
+from autoscaling.loadtest.metrics import Slo
+from autoscaling.loadtest.report import summary_table, write_report
+from autoscaling.loadtest.runner import run_load
+from autoscaling.loadtest.sweep import run_sweep
+from autoscaling.loadtest.workload import (SpecError, WorkloadSpec, parse_arrival, parse_length, parse_mix,
+                                           parse_output_length, parse_slo)
+
+DEFAULT_CLASS = "default"  # the one class of a run without --mix; no priority is sent then
+
+
+def _load_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base-url", required=True, help="server root, e.g. http://127.0.0.1:8000 (no /v1)")
+    parser.add_argument("--model", help="model id to send (default: the first of GET /v1/models)")
+    parser.add_argument("--arrival", default="poisson:1",
+                        help="poisson:RATE | gamma:RATE:cv=CV | step:DURxRATE,... | ramp:START:END:DURATION")
+    parser.add_argument("--duration", type=float, help="seconds of arrivals")
+    parser.add_argument("--num-requests", type=int, help="requests to send")
+    parser.add_argument("--mix", help="class mix, e.g. interactive=0.2,batch=0.8 (default: no priority sent)")
+    parser.add_argument("--priority-field", choices=("body", "header", "none"), default="body",
+                        help="send the class as the body's `priority`, the x-priority header, or not at all")
+    parser.add_argument("--prompt-len", default="fixed:256",
+                        help="fixed:N | uniform:LO:HI | lognormal:MEAN:SIGMA[:min=N][:max=N] | trace:PATH.jsonl")
+    parser.add_argument("--output-len", default="fixed:256", help="as --prompt-len; `trace` reuses the prompt trace")
+    parser.add_argument("--api-key", action="append", default=[], help="KEY for all classes, or CLASS=KEY (repeat)")
+    parser.add_argument("--slo", action="append", default=[], help="CLASS=TTFT_S,TPOT_S (repeat; - for none)")
+    parser.add_argument("--slo-from-config", help="app config YAML whose priority_classes give the SLOs")
+    parser.add_argument("--max-concurrency", type=int, help="closed loop: at most this many requests open")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=600.0, help="per-request timeout, seconds")
+    parser.add_argument("--warmup", type=int, default=0, help="uncounted sequential requests before the run")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--out", help="write the result JSON here")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m autoscaling.loadtest", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="one load test")
+    _load_args(run)
+    run.add_argument("--save-requests", action="store_true", help="add every request's record to the JSON")
+    sweep = sub.add_parser("sweep", help="the same workload at several Poisson/gamma rates")
+    _load_args(sweep)
+    sweep.add_argument("--rates", required=True, help="comma-separated arrival rates (req/s)")
+    sweep.add_argument("--report-dir", help="also write the report (PNGs, report.md) here")
+    report = sub.add_parser("report", help="plots and table from a saved run or sweep JSON")
+    report.add_argument("result", help="a run or sweep JSON")
+    report.add_argument("--out", required=True, help="directory for the PNGs and report.md")
+    return parser
+
+
+def slos_from_args(args: argparse.Namespace) -> dict[str, Slo]:
+    slos: dict[str, Slo] = {}
+    if args.slo_from_config:
+        from serve_app.config import load_config
+
+        for c in load_config(args.slo_from_config).priority_classes:
+            slos[c.name] = Slo(c.ttft_slo_s, c.tpot_slo_s)
+    for text in args.slo:
+        name, ttft, tpot = parse_slo(text)
+        slos[name] = Slo(ttft, tpot)
+    return slos
+
+
+def api_keys_from_args(values: list[str]) -> dict[str, str]:
+    keys = {}
+    for value in values:
+        name, sep, key = value.partition("=")
+        keys.update({name: key} if sep else {"*": value})
+    return keys
+
+
+def spec_from_args(args: argparse.Namespace) -> WorkloadSpec:
+    prompt_len = parse_length(args.prompt_len)
+    return WorkloadSpec(arrival=parse_arrival(args.arrival),
+                        class_mix=parse_mix(args.mix) if args.mix else {DEFAULT_CLASS: 1.0},
+                        prompt_len=prompt_len, output_len=parse_output_length(args.output_len, prompt_len),
+                        duration_s=args.duration, num_requests=args.num_requests,
+                        max_concurrency=args.max_concurrency, seed=args.seed)
+
+
+def options_from_args(args: argparse.Namespace) -> ClientOptions:
+    model = args.model or first_model(args.base_url)
+    return ClientOptions(args.base_url, model, api_keys_from_args(args.api_key) or None,
+                         priority_header=args.priority_field == "header",
+                         send_priority=bool(args.mix) and args.priority_field != "none", timeout_s=args.timeout)
+
+
+def first_model(base_url: str) -> str:
+    response = httpx.get(f"{base_url.rstrip('/')}/v1/models", timeout=30)
+    response.raise_for_status()
+    return response.json()["data"][0]["id"]
+
+
+def _write(path: str | None, text: str) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+        print(f"wrote {path}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    command = shlex.join(["python", "-m", "autoscaling.loadtest", *argv])
+    try:
+        if args.command == "report":
+            result = json.loads(Path(args.result).read_text())
+            for path in write_report(result, args.out):
+                print(f"wrote {path}")
+            return 0
+        spec, options, slos = spec_from_args(args), options_from_args(args), slos_from_args(args)
+        if args.command == "run":
+            run = asyncio.run(run_load(spec, options, slos=slos, progress=not args.no_progress, command=command,
+                                       warmup_requests=args.warmup))
+            result = run.to_dict(include_requests=args.save_requests)
+        else:
+            rates = [float(r) for r in args.rates.split(",") if r.strip()]
+            result = asyncio.run(run_sweep(spec, rates, options, slos=slos, progress=not args.no_progress,
+                                           command=command, warmup_requests=args.warmup))
+            if args.report_dir:
+                write_report(result, args.report_dir)
+    except (SpecError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    _write(args.out, json.dumps(result, indent=2))
+    print(summary_table(result))
+    return 0

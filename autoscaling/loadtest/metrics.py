@@ -1,0 +1,130 @@
+"""Per-request records -> per-class statistics (the `ClassStats` of the load-test result schema).
+
+Latencies as `vllm bench serve` computes them: TTFT = first token event - send; end-to-end =
+last token event - send; TPOT = (e2e - TTFT) / (output_tokens - 1); ITL = gaps between token
+events; percentiles by linear interpolation (numpy's default); throughputs over the run's duration.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Outcome = Literal["completed", "refused", "failed"]
+
+
+@dataclass
+class RequestRecord:
+    """One request as the client saw it; times in seconds from the run's start."""
+
+    index: int
+    class_name: str
+    send_s: float
+    end_s: float
+    outcome: Outcome
+    status: int | None = None               # HTTP status; None for a transport error
+    first_token_s: float | None = None
+    token_times_s: list[float] = field(default_factory=list)  # one per streamed event with text or finish
+    output_tokens: int | None = None        # from the server's usage
+    prompt_tokens: int | None = None        # from the server's usage, else the planned length
+    error: str | None = None
+    error_code: str | None = None
+    retry_after_s: float | None = None
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token_s is None else self.first_token_s - self.send_s
+
+    @property
+    def e2e_s(self) -> float | None:
+        return None if not self.token_times_s else self.token_times_s[-1] - self.send_s
+
+    @property
+    def tpot_s(self) -> float | None:
+        """None with fewer than two output tokens (no time per output token to speak of)."""
+        ttft, e2e = self.ttft_s, self.e2e_s
+        if ttft is None or e2e is None or not self.output_tokens or self.output_tokens < 2:
+            return None
+        return (e2e - ttft) / (self.output_tokens - 1)
+
+    @property
+    def itls_s(self) -> list[float]:
+        times = self.token_times_s
+        return [b - a for a, b in zip(times, times[1:])]
+
+
+@dataclass(frozen=True)
+class Slo:
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+
+    def met_by(self, record: RequestRecord) -> bool:
+        """A completed request within both targets; TPOT counts as 0 below two tokens (as vLLM's goodput)."""
+        if record.outcome != "completed":
+            return False
+        ttft = record.ttft_s
+        if self.ttft_s is not None and (ttft is None or ttft > self.ttft_s):
+            return False
+        return self.tpot_s is None or (record.tpot_s or 0.0) <= self.tpot_s
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"ttft_s": self.ttft_s, "tpot_s": self.tpot_s}
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0-100) by linear interpolation between closest ranks; None if empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    return {"mean": sum(values) / len(values) if values else None, "p50": percentile(values, 50),
+            "p90": percentile(values, 90), "p99": percentile(values, 99)}
+
+
+def class_stats(records: Iterable[RequestRecord], duration_s: float, slos: Mapping[str, Slo],
+                slo: Slo | None = None) -> dict[str, Any]:
+    """`ClassStats` of `records`; each request is judged against its own class's SLO from `slos`;
+    `slo` is only what the result shows (None for the overall row)."""
+    records = list(records)
+    done = [r for r in records if r.outcome == "completed"]
+    per_s = 1.0 / duration_s if duration_s > 0 else 0.0
+    met = sum(slos.get(r.class_name, Slo()).met_by(r) for r in done)
+    return {
+        "sent": len(records),
+        "completed": len(done),
+        "refused_429": sum(r.outcome == "refused" and r.status == 429 for r in records),
+        "refused_503": sum(r.outcome == "refused" and r.status == 503 for r in records),
+        "failed": sum(r.outcome == "failed" for r in records),
+        "ttft_s": percentiles([r.ttft_s for r in done if r.ttft_s is not None]),
+        "tpot_s": percentiles([r.tpot_s for r in done if r.tpot_s is not None]),
+        "itl_s": percentiles([gap for r in done for gap in r.itls_s]),
+        "e2e_s": percentiles([r.e2e_s for r in done if r.e2e_s is not None]),
+        "request_throughput_rps": len(done) * per_s,
+        "output_token_throughput_tps": sum(r.output_tokens or 0 for r in done) * per_s,
+        "input_token_throughput_tps": sum(r.prompt_tokens or 0 for r in done) * per_s,
+        "goodput_rps": met * per_s,
+        "slo": (slo or Slo()).to_dict(),
+    }
+
+
+def mean_in_flight(records: Iterable[RequestRecord], duration_s: float) -> float:
+    """Time-average over [0, duration_s] of requests open at the client (sent, not yet ended)."""
+    if duration_s <= 0:
+        return 0.0
+    open_time = sum(max(0.0, min(r.end_s, duration_s) - max(r.send_s, 0.0)) for r in records)
+    return open_time / duration_s
+
+
+def all_stats(records: list[RequestRecord], duration_s: float, slos: Mapping[str, Slo]) -> dict[str, Any]:
+    """`{"overall": ClassStats, "classes": {name: ClassStats}}`, classes in order of first appearance."""
+    names = list(dict.fromkeys(r.class_name for r in records))
+    return {"overall": class_stats(records, duration_s, slos),
+            "classes": {name: class_stats([r for r in records if r.class_name == name], duration_s, slos,
+                                          slos.get(name, Slo())) for name in names}}

@@ -1,0 +1,1 @@
+"""Traces (OpenTelemetry) and metrics (Ray's Prometheus export) of the serving path."""

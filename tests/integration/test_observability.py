@@ -1,0 +1,129 @@
+"""Traces and metrics of the real app: one trace per request across ingress, router and replica
+(read back from each process's in-memory exporter), and Prometheus metrics on Ray's metrics port."""
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(bool(os.environ.get("LLMSERVE_TEST_URL")),
+                                 reason="reads spans through Ray handles of the app this session started")]
+APP = "llmserve"
+
+
+def _spans_of(deployment: str) -> list[dict]:
+    from ray import serve
+
+    return serve.get_deployment_handle(deployment, app_name=APP).collected_spans.remote().result(timeout_s=30)
+
+
+def _trace_spans(request_id: str, timeout_s: float = 20) -> dict[str, dict]:
+    """The request's spans by name, once all four have ended (the router's ends after the client's stream)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ingress = [s for s in _spans_of("Ingress") if s["attributes"].get("llm.request_id") == request_id]
+        found = {}
+        if ingress:
+            trace_id = ingress[0]["trace_id"]
+            others = _spans_of("Router") + _spans_of("LLMReplica")
+            found = {s["name"]: s for s in [ingress[0], *others] if s["trace_id"] == trace_id}
+        if {"ingress.request", "router.queue_wait", "router.dispatch", "engine.generate"} <= found.keys():
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"trace of {request_id} incomplete: {sorted(found)}")
+        time.sleep(0.5)
+
+
+def test_one_trace_spans_ingress_router_queue_dispatch_and_engine(base_url, model_name):
+    body = {"model": model_name, "prompt": "trace me", "max_tokens": 6, "ignore_eos": True, "stream": True,
+            "priority": "interactive"}
+    request_id = None
+    with httpx.stream("POST", f"{base_url}/v1/completions", json=body, timeout=120,
+                      headers={"authorization": "Bearer key-gold"}) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: {") and request_id is None:
+                request_id = re.search(r'"id": "([^"]+)"', line).group(1)
+    spans = _trace_spans(request_id)
+    root, queued, dispatch, engine = (spans[name] for name in
+                                      ("ingress.request", "router.queue_wait", "router.dispatch", "engine.generate"))
+    assert root["parent_id"] is None and root["kind"] == "SERVER"
+    assert queued["parent_id"] == root["span_id"] and dispatch["parent_id"] == root["span_id"]
+    assert engine["parent_id"] == dispatch["span_id"]
+    assert root["attributes"]["llm.priority_class"] == "interactive"
+    assert root["attributes"]["llm.caller"] == "gold"
+    assert root["attributes"]["llm.completion_tokens"] == 6
+    assert queued["attributes"]["llm.outcome"] == "dispatched"
+    assert queued["attributes"]["llm.replica"] == dispatch["attributes"]["llm.replica"] == engine["attributes"]["llm.replica"]
+    assert engine["attributes"]["llm.completion_tokens"] == 6
+    assert engine["attributes"]["llm.finish_reason"] == "length"
+    assert engine["attributes"]["llm.prompt_tokens"] == root["attributes"]["llm.prompt_tokens"]
+    assert [e["name"] for e in root["events"]] == ["first_token"]
+    assert [e["name"] for e in engine["events"]] == ["first_token"]
+    # Nesting in time: the queue wait ends before dispatch starts, the engine runs inside the dispatch.
+    assert queued["end_ns"] <= dispatch["start_ns"] <= engine["start_ns"] <= engine["end_ns"] <= dispatch["end_ns"]
+    assert all(s["status"] != "ERROR" for s in spans.values())
+
+
+def test_refused_request_span_carries_status_and_no_downstream_spans(base_url, model_name):
+    response = httpx.post(f"{base_url}/v1/completions", timeout=60, headers={"authorization": "Bearer key-bronze"},
+                          json={"model": model_name, "prompt": "above my ceiling", "max_tokens": 2,
+                                "priority": "interactive"})
+    assert response.status_code == 403
+    refused = [s for s in _spans_of("Ingress") if s["attributes"].get("http.response.status_code") == 403]
+    assert refused and refused[-1]["status"] == "ERROR"
+    assert refused[-1]["attributes"]["error.type"] == "priority_above_ceiling"
+    downstream = [s for s in _spans_of("Router") if s["trace_id"] == refused[-1]["trace_id"]]
+    assert downstream == []
+
+
+def _scrape(port: int) -> str:
+    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels` (0 when none)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        label_text, value = line[len(name) + 1:].rsplit("} ", 1)
+        if all(f'{key}="{val}"' in label_text for key, val in labels.items()):
+            total += float(value)
+    return total
+
+
+def test_prometheus_metrics_count_requests_per_class_with_units(base_url, model_name, app_config):
+    port = app_config.telemetry.metrics_export_port
+    ttft_count = "ray_llmserve_request_ttft_seconds_count"
+    before = _sample(_scrape(port), ttft_count, priority_class="interactive")
+    sent = 3
+    for i in range(sent):
+        response = httpx.post(f"{base_url}/v1/completions", timeout=120, headers={"authorization": "Bearer key-gold"},
+                              json={"model": model_name, "prompt": f"metrics {i}", "max_tokens": 4,
+                                    "ignore_eos": True, "priority": "interactive"})
+        assert response.status_code == 200
+    deadline = time.monotonic() + 90  # Ray exports metrics every few seconds
+    while True:
+        text = _scrape(port)
+        if _sample(text, ttft_count, priority_class="interactive") >= before + sent:
+            break
+        assert time.monotonic() < deadline, f"TTFT count stayed below {before + sent}"
+        time.sleep(2)
+    assert _sample(text, "ray_llmserve_request_tpot_seconds_count", priority_class="interactive") >= sent
+    assert _sample(text, "ray_llmserve_http_responses_total", priority_class="interactive", status="200") >= sent
+    assert _sample(text, "ray_llmserve_router_admitted_requests_total", priority_class="interactive") >= sent
+    assert _sample(text, "ray_llmserve_router_queue_wait_seconds_count", priority_class="interactive") >= sent
+    assert _sample(text, "ray_llmserve_router_finished_requests_total", priority_class="interactive",
+                   outcome="served") >= sent
+    for family in ("ray_llmserve_router_queue_depth_requests", "ray_llmserve_router_window_requests",
+                   "ray_llmserve_replica_kv_cache_usage_ratio", "ray_llmserve_replica_running_requests"):
+        assert re.search(rf"^{family}{{", text, re.MULTILINE), f"{family} not exported"
+    windows = [float(v) for v in re.findall(r"^ray_llmserve_router_window_requests\{[^}]*\} (\S+)", text, re.MULTILINE)]
+    assert windows and all(w >= 1 for w in windows)
+    kv = [float(v) for v in re.findall(r"^ray_llmserve_replica_kv_cache_usage_ratio\{[^}]*\} (\S+)", text, re.MULTILINE)]
+    assert kv and all(0 <= v <= 1 for v in kv)
