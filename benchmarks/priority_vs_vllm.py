@@ -78,14 +78,21 @@ def class_slo(name: str) -> dict:
     return next(c for c in PRIORITY_CLASSES if c["name"] == name)
 
 
-def ours_config(model_dir: Path, port: int) -> dict:
+def ours_classes(low_coalesce_s: float) -> list[dict]:
+    """The classes as our config gives them; the low class may send its tokens in coalesced SSE events."""
+    if not low_coalesce_s:
+        return PRIORITY_CLASSES
+    return [{**c, "stream_coalesce_s": low_coalesce_s} if c["name"] == "low" else c for c in PRIORITY_CLASSES]
+
+
+def ours_config(model_dir: Path, port: int, low_coalesce_s: float = 0.0) -> dict:
     return {"model": {"path": str(model_dir), "served_name": SERVED_NAME},
             # 256 sequences of 256 + 256 tokens fit the KV cache (136k tokens), so the window can start
             # at the engine's limit; 8192 tokens per step is vLLM's own default.
             "engine": {"max_model_len": 2048, "gpu_memory_utilization": 0.9, "enable_prefix_caching": True,
                        **ENGINE_LIMITS},
             "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4},
-            "priority_classes": PRIORITY_CLASSES,
+            "priority_classes": ours_classes(low_coalesce_s),
             "default_priority": "low",
             "http": {"host": "127.0.0.1", "port": port, "ingress_replicas": INGRESS_REPLICAS}}
 
@@ -128,14 +135,14 @@ def mix_commands(server: str, classes: dict[str, LoadClass], base_url: str, mode
             for name, klass in classes.items()}
 
 
-def server_command(server: str, model_dir: Path, port: int, raw: Path) -> list[str]:
+def server_command(server: str, model_dir: Path, port: int, raw: Path, low_coalesce_s: float) -> list[str]:
     if server == "vllm":
         # The same engine limits as ours (and so the same torch.compile cache on one machine).
         return vllm_serve_command(model_dir, port, ["--max-num-seqs", str(ENGINE_LIMITS["max_num_seqs"]),
                                                     "--max-num-batched-tokens",
                                                     str(ENGINE_LIMITS["max_num_batched_tokens"])])
     config_path = raw / "ours_config.yaml"
-    config_path.write_text(yaml.safe_dump(ours_config(model_dir, port), sort_keys=False))
+    config_path.write_text(yaml.safe_dump(ours_config(model_dir, port, low_coalesce_s), sort_keys=False))
     return [sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)]
 
 
@@ -144,7 +151,7 @@ def run_server(server: str, args: argparse.Namespace, raw: Path) -> dict:
     port = args.port if server == "ours" else args.port + 1
     base_url = f"http://127.0.0.1:{port}"
     classes = load_classes(args.low_rate, args.high_rate)
-    command = server_command(server, args.model_dir, port, raw)
+    command = server_command(server, args.model_dir, port, raw, args.low_coalesce_s)
     run = {"benchmark": "priority_vs_vllm", "server": server, "gpu": gpu_name(), "shape": args.shape,
            "script": "python benchmarks/priority_vs_vllm.py " + shlex.join(sys.argv[1:]),
            "server_command": shlex.join(command),
@@ -152,7 +159,7 @@ def run_server(server: str, args: argparse.Namespace, raw: Path) -> dict:
                     "saturated_prompts": SATURATED_PROMPTS,
                     "classes": {name: {**asdict(k), **class_slo(name)} for name, k in classes.items()}}}
     if server == "ours":
-        run["config"] = ours_config(args.model_dir, port)
+        run["config"] = ours_config(args.model_dir, port, args.low_coalesce_s)
     partial = args.out / f"priority_vs_vllm_{server}.json"
 
     def save() -> None:
@@ -175,14 +182,17 @@ def measure(server: str, run: dict, command: list[str], classes: dict[str, LoadC
                         SERVER_START_TIMEOUT_S) as ready_s:
         run["server_ready_s"] = ready_s
         log(f"{server} healthy after {ready_s:.0f}s")
-        saturated = saturated_command(server, classes, base_url, args.model_dir, raw)
-        run["saturated"] = {"command": shlex.join(saturated)}
-        try:
-            reference = run_bench(saturated, raw / f"{server}_saturated.log", SATURATED_TIMEOUT_S)
-            run["saturated"]["summary"] = class_summary(reference)
-        except Exception as error:  # the mix still tells about priorities without the reference
-            reference = None
-            run["saturated"]["error"] = repr(error)
+        reference = None
+        if args.skip_saturated:
+            run["saturated"] = {"skipped": "--skip-saturated: compare with an earlier run's reference"}
+        else:
+            saturated = saturated_command(server, classes, base_url, args.model_dir, raw)
+            run["saturated"] = {"command": shlex.join(saturated)}
+            try:
+                reference = run_bench(saturated, raw / f"{server}_saturated.log", SATURATED_TIMEOUT_S)
+                run["saturated"]["summary"] = class_summary(reference)
+            except Exception as error:  # the mix still tells about priorities without the reference
+                run["saturated"]["error"] = repr(error)
         save()
         preempted_before = preemptions_total(fetch_metrics_text(f"{base_url}/metrics") or "")
         mix = mix_commands(server, classes, base_url, args.model_dir, raw, args.duration_s)
@@ -270,6 +280,10 @@ def main() -> int:
     parser.add_argument("--high-rate", type=float, default=2, help="high-priority requests/s")
     parser.add_argument("--drain-timeout-s", type=float, default=120,
                         help="a bench still running this long after its arrivals (plus startup) is killed: hung")
+    parser.add_argument("--low-coalesce-s", type=float, default=0.0,
+                        help="ours: the low class's stream_coalesce_s (fewer, larger SSE events for the flood)")
+    parser.add_argument("--skip-saturated", action="store_true",
+                        help="no saturated reference run (saves ~80 s of GPU time when one is on record)")
     parser.add_argument("--port", type=int, default=8000, help="ours on PORT, vllm serve on PORT+1")
     parser.add_argument("--raw-dir", type=Path, help="bench JSONs and logs before archiving (default: a temp folder)")
     args = parser.parse_args()

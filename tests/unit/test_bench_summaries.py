@@ -151,6 +151,15 @@ def test_ours_config_is_a_valid_app_config_with_the_benchmark_classes():
     assert config.engine.max_num_seqs == 256
 
 
+def test_ours_config_coalesces_only_the_low_class_when_asked():
+    from serve_app.config import parse_config
+
+    coalescing = {c.name: c.stream_coalesce_s for c in parse_config(pv.ours_config(Path("/m"), 8000, 0.25)).priority_classes}
+    plain = {c.name: c.stream_coalesce_s for c in parse_config(pv.ours_config(Path("/m"), 8000)).priority_classes}
+    assert coalescing == {"high": 0.0, "low": 0.25}
+    assert plain == {"high": 0.0, "low": 0.0}
+
+
 def _value(command: list[str], flag: str) -> str:
     return command[command.index(flag) + 1]
 
