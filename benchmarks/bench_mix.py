@@ -1,8 +1,8 @@
 """Several `vllm bench serve` processes against one server at the same time, each bounded in time.
 
-The lead process starts first; the others start once its arrivals have begun (its log says so),
-so every request of theirs meets the lead's load rather than an idle server while the lead is
-still making thousands of prompts. A process past its deadline is killed and marked timed out:
+All start at once, or a lead process first and the others once its arrivals have begun (its log
+says so). Either way a bench spends its first ~30 s importing vLLM and making prompts, so what a
+class met is read from the per-request start times (bench_summaries.ttft_by_flood_phase). A process past its deadline is killed and marked timed out:
 that is how a hang shows in the results.
 """
 from __future__ import annotations
@@ -42,9 +42,10 @@ class BenchProcess:
         return info
 
 
-def run_concurrently(commands: dict[str, list[str]], log_dir: Path, lead: str,
+def run_concurrently(commands: dict[str, list[str]], log_dir: Path, lead: str | None,
                      timeout_s: float) -> dict[str, BenchProcess]:
-    """Run the benches (name -> command) together; each gets `timeout_s` from its own start."""
+    """Run the benches (name -> command) together; each gets `timeout_s` from its own start.
+    With `lead`, the others start once its arrivals began; without, all start at once."""
     origin = time.monotonic()
 
     def launch(name: str) -> BenchProcess:
@@ -53,10 +54,12 @@ def run_concurrently(commands: dict[str, list[str]], log_dir: Path, lead: str,
         return BenchProcess(commands[name], log_path, start_bench(commands[name], log_path), started,
                             started + timeout_s)
 
-    running = {lead: launch(lead)}
-    waited = wait_for_arrivals(running[lead], timeout_s=min(60.0, timeout_s))
-    log(f"{lead} arrivals {'began' if waited else 'not seen in its log'} after {time.monotonic() - origin:.1f}s; "
-        f"starting {[n for n in commands if n != lead]}")
+    running = {}
+    if lead is not None:
+        running[lead] = launch(lead)
+        waited = wait_for_arrivals(running[lead], timeout_s=min(60.0, timeout_s))
+        log(f"{lead} arrivals {'began' if waited else 'not seen in its log'} after "
+            f"{time.monotonic() - origin:.1f}s; starting {[n for n in commands if n != lead]}")
     running.update({name: launch(name) for name in commands if name != lead})
     while any(p.ended_s is None for p in running.values()):
         now = time.monotonic() - origin

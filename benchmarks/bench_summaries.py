@@ -114,3 +114,37 @@ def sweep_point(batch_size: int, result: dict, peak_kv_cache_usage: float, preem
 def prompts_for_batch(batch_size: int) -> int:
     """Two rounds of the batch, at least 8 requests: enough for a p99 without stretching the sweep."""
     return max(2 * batch_size, 8)
+
+
+def _percentiles_ms(seconds: list[float]) -> dict:
+    if not seconds:
+        return {"count": 0, "ttft_p50_ms": None, "ttft_p90_ms": None, "ttft_p99_ms": None}
+    ordered = sorted(seconds)
+
+    def at(q: float) -> float:  # linear interpolation, as numpy's default percentile
+        position = q / 100 * (len(ordered) - 1)
+        low = math.floor(position)
+        high = min(low + 1, len(ordered) - 1)
+        return 1000 * (ordered[low] + (ordered[high] - ordered[low]) * (position - low))
+
+    return {"count": len(ordered), "ttft_p50_ms": at(50), "ttft_p90_ms": at(90), "ttft_p99_ms": at(99)}
+
+
+def ttft_by_flood_phase(result: dict, flood: dict) -> dict | None:
+    """A class's TTFT percentiles split by where each of its requests started in another class's
+    flood: `before` its first arrival, while it was `arriving`, while its backlog was `draining`
+    (until the flood's run ended), `after`. Both runs need --save-detailed and one machine's clock
+    (vLLM's `start_times` are time.perf_counter() values). Served requests only."""
+    if not all("start_times" in r and "ttfts" in r and "output_lens" in r for r in (result, flood)):
+        return None
+    flood_starts = flood["start_times"]
+    first_arrival, last_arrival = min(flood_starts), max(flood_starts)
+    flood_end = first_arrival + flood["duration"]
+    phases: dict[str, list[float]] = {"before": [], "arriving": [], "draining": [], "after": []}
+    for start, ttft, output_len in zip(result["start_times"], result["ttfts"], result["output_lens"]):
+        if output_len == 0:
+            continue
+        phase = ("before" if start < first_arrival else "arriving" if start <= last_arrival
+                 else "draining" if start <= flood_end else "after")
+        phases[phase].append(ttft)
+    return {phase: _percentiles_ms(ttfts) for phase, ttfts in phases.items()}

@@ -80,6 +80,19 @@ def throughput_rows(report: dict) -> list[tuple[str, ...]]:
     return rows
 
 
+PHASE_HEADERS = ("server", "high TTFT while low was", "n", "p50", "p90", "p99")
+
+
+def phase_rows(report: dict) -> list[tuple[str, ...]]:
+    """High-priority TTFT by the low flood's phase (before / arriving / draining / after)."""
+    rows = []
+    for server, run in report["servers"].items():
+        for phase, figures in (run.get("mix", {}).get("high_ttft_by_low_phase") or {}).items():
+            rows.append((server, phase, _num(figures["count"]), _num(figures["ttft_p50_ms"]),
+                         _num(figures["ttft_p90_ms"]), _num(figures["ttft_p99_ms"])))
+    return rows
+
+
 def format_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
     lines = [headers, *rows]

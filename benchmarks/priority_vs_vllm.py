@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _harness import (archive, bench_result, bench_serve_command, gpu_name, log, run_bench,  # noqa: E402
                       running_server)
 from bench_mix import run_concurrently  # noqa: E402
-from bench_summaries import class_summary, throughput_vs_saturated  # noqa: E402
-from priority_report import (TABLE_HEADERS, THROUGHPUT_HEADERS, class_rows, format_table,  # noqa: E402
-                             merge_runs, throughput_rows)
+from bench_summaries import class_summary, throughput_vs_saturated, ttft_by_flood_phase  # noqa: E402
+from priority_report import (PHASE_HEADERS, TABLE_HEADERS, THROUGHPUT_HEADERS, class_rows,  # noqa: E402
+                             format_table, merge_runs, phase_rows, throughput_rows)
 from server_metrics import fetch_metrics_text, preemptions_total  # noqa: E402
 from serving_vs_vllm import SERVED_NAME, ensure_checkpoint, vllm_serve_command  # noqa: E402
 
@@ -196,7 +196,9 @@ def measure(server: str, run: dict, command: list[str], classes: dict[str, LoadC
         save()
         preempted_before = preemptions_total(fetch_metrics_text(f"{base_url}/metrics") or "")
         mix = mix_commands(server, classes, base_url, args.model_dir, raw, args.duration_s)
-        processes = run_concurrently(mix, raw, lead="low",
+        # All at once: each bench spends ~30 s importing vLLM before its first arrival, so starting
+        # high after low's arrivals began (run 1-5) left high overlapping the flood for only ~6 s.
+        processes = run_concurrently(mix, raw, lead=None,
                                      timeout_s=BENCH_STARTUP_S + args.duration_s + args.drain_timeout_s)
         preempted_after = preemptions_total(fetch_metrics_text(f"{base_url}/metrics") or "")
         run["mix"] = mix_section(processes, reference)
@@ -220,6 +222,9 @@ def mix_section(processes: dict, reference: dict | None) -> dict:
         classes[name] = {**(class_summary(result) if result else unknown),
                          "command": shlex.join(process.command), "process": process.info()}
     section = {"classes": classes}
+    if "high" in results and "low" in results:
+        # The goal is about high-priority requests *under* the flood: their TTFT by flood phase.
+        section["high_ttft_by_low_phase"] = ttft_by_flood_phase(results["high"], results["low"])
     if reference is not None and len(results) == len(processes):
         section.update(throughput_vs_saturated(list(results.values()), reference))
     return section
@@ -254,6 +259,8 @@ def report_and_plots(runs: list[dict], out: Path | None) -> dict:
     print(format_table(TABLE_HEADERS, class_rows(report)))
     print()
     print(format_table(THROUGHPUT_HEADERS, throughput_rows(report)))
+    print()
+    print(format_table(PHASE_HEADERS, phase_rows(report)))
     if report["ours_mix_vs_vllm_saturated"] is not None:
         print(f"ours mix served / vllm saturated reference = {report['ours_mix_vs_vllm_saturated']:.3f}")
     print(json.dumps(report["verdicts"], indent=2))

@@ -232,3 +232,33 @@ def test_merge_puts_servers_side_by_side_and_the_table_shows_each_class():
     table = pr.format_table(pr.TABLE_HEADERS, rows)
     assert len(table.splitlines()) == 5 and "2,080/2,400" in table
     assert pr.throughput_rows(report)[0][:4] == ("ours", "7,000", "6,650", "0.950")
+
+
+def _detailed(starts: list[float], ttfts: list[float], output_lens: list[int], duration: float) -> dict:
+    return {"start_times": starts, "ttfts": ttfts, "output_lens": output_lens, "duration": duration}
+
+
+def test_ttft_by_flood_phase_splits_by_the_floods_arrivals_and_drain():
+    # Flood: arrivals from t=100 to t=110, its run ends at 100 + 25 = 125.
+    flood = _detailed([100.0, 105.0, 110.0], [1, 1, 1], [8, 8, 8], duration=25.0)
+    high = _detailed([90.0, 101.0, 109.0, 110.0, 115.0, 124.0, 130.0, 102.0],
+                     [0.05, 1.0, 2.0, 3.0, 0.2, 0.4, 0.06, 9.0], [4, 4, 4, 4, 4, 4, 4, 0], duration=40.0)
+    phases = bs.ttft_by_flood_phase(high, flood)
+    assert {k: v["count"] for k, v in phases.items()} == {"before": 1, "arriving": 3, "draining": 2, "after": 1}
+    # The failed request (no output) at t=102 is left out; percentiles interpolate like numpy's.
+    assert phases["arriving"]["ttft_p50_ms"] == pytest.approx(2000)
+    assert phases["arriving"]["ttft_p99_ms"] == pytest.approx(1000 * (2.0 + 0.98 * 1.0))
+    assert phases["draining"]["ttft_p50_ms"] == pytest.approx(300)
+    assert phases["after"]["ttft_p90_ms"] == pytest.approx(60)
+
+
+def test_ttft_by_flood_phase_needs_detailed_results():
+    assert bs.ttft_by_flood_phase({"ttfts": [0.1], "output_lens": [1]}, _detailed([1.0], [1], [1], 1)) is None
+
+
+def test_phase_rows_list_each_phase_with_empty_ones_dashed():
+    empty = {"count": 0, "ttft_p50_ms": None, "ttft_p90_ms": None, "ttft_p99_ms": None}
+    report = {"servers": {"ours": {"mix": {"high_ttft_by_low_phase": {
+        "before": empty, "arriving": {"count": 16, "ttft_p50_ms": 850.2, "ttft_p90_ms": 1436, "ttft_p99_ms": 1592}}}}}}
+    assert pr.phase_rows(report) == [("ours", "before", "0", "-", "-", "-"),
+                                     ("ours", "arriving", "16", "850", "1,436", "1,592")]
