@@ -200,6 +200,7 @@ class DerivedAutoscaling:
     min_replicas: int
     max_replicas: int
     target_ongoing_requests: float
+    target_rps_per_replica: float
     upscale_delay_s: float
     downscale_delay_s: float
     upscale_smoothing_factor: float
@@ -232,6 +233,7 @@ def derive_autoscaling(estimate: CapacityEstimate, peak_rate_rps: float, min_rep
     needed = math.ceil(peak_rate_rps / usable_rate - 1e-9)
     max_replicas = max(needed, min_replicas, 1)
     target = max(0.1, round(estimate.mean_in_flight * (1 - headroom), 2))
+    target_rps = round(usable_rate, 2)
     mean_e2e = estimate.mean_e2e_s or 0.0
     up = upscale_delay_s if upscale_delay_s is not None else 10.0
     down = downscale_delay_s if downscale_delay_s is not None else max(300.0, 3 * replica_start_s)
@@ -242,6 +244,8 @@ def derive_autoscaling(estimate: CapacityEstimate, peak_rate_rps: float, min_rep
         + (f", interpolated toward run {estimate.interpolated_toward_run}" if estimate.interpolated_toward_run
            is not None else "") + ")",
         f"target_ongoing_requests = {estimate.mean_in_flight:.3g} x (1 - headroom {headroom:g}) = {target:g}",
+        f"target_rps_per_replica = {estimate.max_rate_rps:.3g} x (1 - headroom {headroom:g}) = {target_rps:g} "
+        "(the llm policy sizes from the router's arrival rate with it)",
         f"max_replicas = ceil(peak {peak_rate_rps:g} / ({estimate.max_rate_rps:.3g} x {1 - headroom:g})) = {needed}"
         + (f", raised to min_replicas {min_replicas}" if max_replicas > needed else ""),
         f"upscale_delay_s = {up:g}: a replica needs ~{replica_start_s:g}s to start; waiting longer only adds "
@@ -252,6 +256,7 @@ def derive_autoscaling(estimate: CapacityEstimate, peak_rate_rps: float, min_rep
         "in-flight average is not one request's noise",
     ) + estimate.notes
     return DerivedAutoscaling(min_replicas=min_replicas, max_replicas=max_replicas, target_ongoing_requests=target,
+                              target_rps_per_replica=target_rps,
                               upscale_delay_s=up, downscale_delay_s=down, upscale_smoothing_factor=1.0,
                               downscale_smoothing_factor=0.5, look_back_period_s=look_back, reasons=reasons)
 

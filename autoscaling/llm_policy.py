@@ -33,6 +33,9 @@ class LLMPolicySettings:
     kv_cache_low: float = 0.6  # ... and calm only below
     refused_share_max: float = 0.01  # share of arrivals refused for capacity: pressure above (as the capacity SLO)
     refusal_scale_max: float = 4.0  # at most this factor on the load per decision when most arrivals are refused
+    # Requests/s one replica serves within the SLO, less headroom (the capacity model's figure); 0: unknown.
+    # Known, the arrival rate sizes the deployment directly and refusals are only a backstop.
+    target_rps_per_replica: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -78,17 +81,30 @@ def refused_share(signals: Signals, class_name: str | None = None) -> float:
     return 1.0 if arrived <= 0 else min(1.0, refused / arrived)
 
 
+def arrival_replicas(signals: Signals, settings: LLMPolicySettings) -> int | None:
+    """Replicas the router's arrival rate needs at `target_rps_per_replica`; None when that is unknown."""
+    if settings.target_rps_per_replica <= 0 or not signals.arrival_rate_rps:
+        return None
+    return math.ceil(sum(signals.arrival_rate_rps.values()) / settings.target_rps_per_replica - 1e-9)
+
+
 def load_replicas(signals: Signals, settings: LLMPolicySettings) -> int:
     """Replicas the load alone needs: ongoing plus top-class queued requests over the target per replica.
 
-    When the router refuses more than `refused_share_max` of the arrivals for capacity, the running
-    replicas serve only the admitted share of the demand, so the demand needs running / admitted
-    share replicas (at most `refusal_scale_max` x running per decision): admission control keeps
-    ongoing requests and the queue at their caps, where they no longer grow with the load.
+    Admission control keeps ongoing requests and the queue at their caps, where they no longer grow
+    with the load, so the load the router turns away has to be counted too. With the capacity
+    model's `target_rps_per_replica`, from the arrival rate: it falls as soon as the load does. Without
+    it, from the refused share: when the router refuses more than `refused_share_max` of the arrivals
+    for capacity, the running replicas serve only the admitted share, so the demand needs running /
+    admitted share replicas (at most `refusal_scale_max` x running per decision). That share lags a
+    load drop (requests queued at the peak expire after it), which overshoots after a peak.
     """
     queued_top = sum(signals.queue_depth.get(name, 0.0) for name in settings.top_classes)
     total = sum(signals.ongoing_requests.values()) + queued_top
     by_ongoing = math.ceil(total / settings.target_ongoing_requests - 1e-9)
+    by_arrivals = arrival_replicas(signals, settings)
+    if by_arrivals is not None:
+        return max(by_ongoing, by_arrivals)
     share = refused_share(signals)
     if share <= settings.refused_share_max:
         return by_ongoing
@@ -108,7 +124,11 @@ def pressure_reasons(signals: Signals, settings: LLMPolicySettings) -> list[str]
         attained = signals.slo_attainment.get(name)
         if attained is not None and samples >= settings.slo_min_samples and attained < settings.slo_attainment_min:
             reasons.append(f"{name}: {100 * attained:.0f}% of {samples:.0f} recent requests met the SLO")
-    for name in sorted(signals.refused_rate_rps):
+    by_arrivals = arrival_replicas(signals, settings)
+    # With the arrival rate known, refusals while it asks for fewer replicas than there are come from
+    # a load that has already passed (expiries lag their arrivals): no reason to add more.
+    refusals_count = by_arrivals is None or by_arrivals >= signals.target_replicas
+    for name in sorted(signals.refused_rate_rps) if refusals_count else ():
         share = refused_share(signals, name)
         if share > settings.refused_share_max:
             reasons.append(f"{name}: {100 * share:.0f}% of arrivals refused or shed for capacity "

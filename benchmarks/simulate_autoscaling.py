@@ -45,7 +45,10 @@ def autoscalers(args) -> dict:
                   downscale_delay_s=args.downscale_delay_s)
     return {"ray_default": lambda: RayDefaultAutoscaler(RayDefaultSettings(upscaling_factor=1.0,
                                                                              downscaling_factor=0.5, **common)),
-            "llm_policy": lambda: LLMPolicyAutoscaler(top_classes=("interactive",), **common)}
+            "llm_policy": lambda: LLMPolicyAutoscaler(top_classes=("interactive",), **common),
+            # The same with the capacity model's requests/s per replica: sized from the arrival rate.
+            "llm_policy_rps": lambda: LLMPolicyAutoscaler(top_classes=("interactive",),
+                                                          target_rps_per_replica=args.target_rps_per_replica, **common)}
 
 
 def scale_up_times(timeline: list[dict], ramp_start_s: float, needed: int) -> dict:
@@ -123,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-replicas", type=int, default=200)
     parser.add_argument("--target-ongoing-requests", type=float, default=72.66, help="from `llmserve autoscale`")
     parser.add_argument("--capacity-rps", type=float, default=29.7, help="per replica, from `llmserve autoscale`")
+    parser.add_argument("--target-rps-per-replica", type=float, default=23.73,
+                        help="llm_policy_rps: capacity x (1 - headroom), from `llmserve autoscale`")
+    parser.add_argument("--add-to", action="store_true",
+                        help="add these policies' runs to the JSON already in --out (replacing same-named ones)")
     parser.add_argument("--upscale-delay-s", type=float, default=10.0)
     parser.add_argument("--downscale-delay-s", type=float, default=360.0)
     parser.add_argument("--startup-delay-s", type=float, default=120.0)
@@ -154,7 +161,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"{run['replica_seconds'] / 3600:>7.1f} {run['max_replicas_running']:>8} "
                   f"{_s(up['first_scale_up_s']):>9} {_s(up['reached_needed_s']):>9} {run['wall_s']:>7.1f}")
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"benchmark": "simulate_autoscaling", "command": "python " + " ".join(map(shlex.quote, sys.argv)),
+    command = "python " + " ".join(map(shlex.quote, sys.argv))
+    for run in runs:
+        run["command"] = command
+    if args.add_to:
+        earlier = json.loads((args.out / "simulated_autoscaling.json").read_text())
+        kept = [{"command": earlier["command"], **r} for r in earlier["runs"] if r["policy"] not in names]
+        runs = kept + runs
+    result = {"benchmark": "simulate_autoscaling", "command": command, "run_commands": "each run's `command`",
               "profile": str(PROFILE.relative_to(REPO)), "args": {k: str(v) for k, v in vars(args).items()},
               "classes": [c.__dict__ for c in CLASSES], "runs": runs}
     (args.out / "simulated_autoscaling.json").write_text(json.dumps(result, indent=1))

@@ -48,6 +48,10 @@ class AutoscalingSettings(_Strict):
     initial_replicas: int | None = Field(None, ge=0, description="Replicas at deploy; empty: min_replicas.")
     target_ongoing_requests: float = Field(
         2.0, gt=0, description="In-flight requests per replica to aim for: in-flight at capacity x (1 - headroom).")
+    target_rps_per_replica: float = Field(
+        0.0, ge=0, description="`llm` policy: requests/s per replica to aim for (capacity x (1 - headroom), from "
+        "`llmserve autoscale`); the router's arrival rate over it is the replicas the load needs, refused "
+        "requests included. 0: unknown (the policy then infers the turned-away load from the refused share).")
     upscale_delay_s: float = Field(10.0, ge=0, description="Pressure must last this long before adding replicas.")
     downscale_delay_s: float = Field(600.0, ge=0, description="Calm must last this long before removing one.")
     upscale_smoothing_factor: float = Field(
@@ -95,6 +99,7 @@ class AutoscalingSettings(_Strict):
             knobs.pop("slo_window_s")
             knobs.update(top_classes=self.top_classes(class_names), min_replicas=self.min_replicas,
                          max_replicas=self.max_replicas, target_ongoing_requests=self.target_ongoing_requests,
+                         target_rps_per_replica=self.target_rps_per_replica,
                          upscale_delay_s=self.upscale_delay_s, downscale_delay_s=self.downscale_delay_s)
             config["policy"] = {"policy_function": LLM_POLICY, "policy_kwargs": knobs}
         return config

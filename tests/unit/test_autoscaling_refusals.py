@@ -182,3 +182,38 @@ def test_simulated_llm_policy_scales_up_on_refusals_while_in_flight_is_at_the_wi
     # The same run without the refusal signal (a share limit no load can exceed) stays at one replica.
     blind, _ = _overload_run(LLMPolicySettings(**{**settings.__dict__, "refused_share_max": 1.0}))
     assert max(row["target"] for row in blind.timeline) == 1
+
+
+RPS_SETTINGS = LLMPolicySettings(**{**SETTINGS.__dict__, "target_rps_per_replica": 2.0})
+
+
+def test_with_a_known_rate_per_replica_the_arrival_rate_sizes_the_deployment():
+    # 10 req/s arriving at 2 req/s per replica: 5 replicas, whatever share is refused.
+    assert load_replicas(at_window_cap(replicas=2, arrivals=10.0, refused=6.0), RPS_SETTINGS) == 5
+    assert load_replicas(at_window_cap(replicas=2, arrivals=10.0), RPS_SETTINGS) == 5
+    out, _ = decisions(at_window_cap(replicas=2, arrivals=10.0), 10, settings=RPS_SETTINGS)
+    assert out[4] == 2 and out[5] == 5  # after the upscale delay
+    # Ongoing requests still count when they ask for more than the arrivals do.
+    busy = Signals(running_replicas=2, target_replicas=2, ongoing_requests={"r0": 20.0, "r1": 20.0},
+                   arrival_rate_rps={"batch": 1.0})
+    assert load_replicas(busy, RPS_SETTINGS) == 10
+
+
+def test_refusals_lagging_a_load_drop_add_nothing_when_the_arrival_rate_is_known():
+    # After a peak: 20 replicas, arrivals down to 4 req/s, but requests queued at the peak still
+    # expire, so refusals outnumber arrivals. Without a rate per replica the refused share (capped at
+    # 1) asks for refusal_scale_max x running; with one, the arrivals ask for 2 and nothing is added.
+    after_peak = at_window_cap(replicas=20, arrivals=4.0, refused=30.0)
+    out_share, _ = decisions(after_peak, 10)
+    assert max(out_share) == SETTINGS.max_replicas
+    out_rps, state = decisions(after_peak, 10, settings=RPS_SETTINGS)
+    assert out_rps == [20] * 11
+    assert not any("refused" in reason for reason in state.last_reasons)
+
+
+def test_refusals_still_add_replicas_when_the_arrivals_say_there_are_enough():
+    # The load test overstated capacity: arrivals ask for 5, 5 run, and 40% is still turned away.
+    short = at_window_cap(replicas=5, arrivals=10.0, refused=4.0)
+    out, state = decisions(short, 10, settings=RPS_SETTINGS)
+    assert out[4] == 5 and out[5] == 6  # one more, the slow backstop
+    assert any("refused" in reason for reason in state.last_reasons)

@@ -116,6 +116,7 @@ def test_derived_autoscaling_follows_the_formulas():
     derived = derive_autoscaling(est, peak_rate_rps=40, min_replicas=2, headroom=0.2)
     assert derived.max_replicas == math.ceil(40 / (3.0 * 0.8))
     assert derived.target_ongoing_requests == pytest.approx(round(6.0 * 0.8, 2))
+    assert derived.target_rps_per_replica == pytest.approx(round(est.max_rate_rps * 0.8, 2))
     assert derived.min_replicas == 2
     assert derived.upscale_delay_s < derived.downscale_delay_s
     assert derived.upscale_smoothing_factor > derived.downscale_smoothing_factor

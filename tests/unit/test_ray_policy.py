@@ -141,3 +141,6 @@ def test_policy_kwargs_reach_the_policy():
     assert policy.settings.kv_cache_high == 0.8
     assert policy.settings.top_classes == ("interactive", "standard")
     assert (policy.settings.upscale_delay_s, policy.settings.downscale_delay_s) == (5, 30)
+    assert policy.settings.target_rps_per_replica == 0.0  # unknown unless the capacity model set it
+    sized = LLMAutoscalingPolicy(**serve_config(target_rps_per_replica=23.73).policy.policy_kwargs)
+    assert sized.settings.target_rps_per_replica == 23.73
