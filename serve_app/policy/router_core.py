@@ -112,6 +112,9 @@ class RouterCore:
                                               warmup_completions=policy.admission_warmup_completions)
         self._limiters: dict[str, RateLimiter] = {}
         self._replicas: dict[str, _Replica] = {}
+        # Replicas seen dead: the controller may list one for a while after (its reports go stale
+        # only later), and routing to it again would fail the re-routed requests too.
+        self._dead: set[str] = set()
         self._queued: dict[str, _Queued] = {}
         self._shed: list[tuple[str, Refusal]] = []
         self._running: dict[str, _Running] = {}
@@ -124,7 +127,10 @@ class RouterCore:
         for replica_id in list(self._replicas):
             if replica_id not in caps:
                 del self._replicas[replica_id]
+        self._dead &= set(caps)  # once the controller has dropped it too, nothing to remember
         for replica_id, cap in caps.items():
+            if replica_id in self._dead:
+                continue
             # The top class's headroom must fit under the engine's own limit too, or its requests
             # would wait inside vLLM, which never preempts a running request to start another.
             window_cap = max(1, math.floor(max(1, int(cap)) / (1 + self._policy.headroom_fraction)))
@@ -140,8 +146,10 @@ class RouterCore:
             replica.controller_cap = int(cap)
 
     def replica_failed(self, replica_id: str) -> None:
-        """Stop sending to a replica at once; its running requests still end through `finish`."""
+        """Stop sending to a replica at once and for good (Serve gives a replacement a new id); its
+        running requests still end through `finish`."""
         self._replicas.pop(replica_id, None)
+        self._dead.add(replica_id)
 
     # ---- admission ---------------------------------------------------------------------------
     def admit(self, request_id: str, class_name: str, caller: Caller, cost_tokens: int, now: float,

@@ -173,6 +173,20 @@ def test_failed_replica_gets_nothing_more_and_its_requests_still_finish():
     assert counts["served"] + counts["failed"] == 4 and counts["failed"] >= 1
 
 
+def test_a_dead_replica_stays_out_while_the_controller_still_lists_it():
+    core = make_core(initial_window=4)
+    core.set_replicas({"r1": 10, "r2": 10})
+    core.replica_failed("r1")
+    core.set_replicas({"r1": 10, "r2": 10})  # the controller has not noticed yet
+    assert set(core.stats()["replicas"]) == {"r2"}
+    for i in range(3):
+        admit(core, f"b{i}", "batch", 0.0)
+    assert {d.replica_id for d in core.take_dispatches(0.0)} == {"r2"}
+    core.set_replicas({"r2": 10, "r3": 10})  # dropped by the controller; a replacement came up
+    core.set_replicas({"r1": 10, "r2": 10, "r3": 10})  # an id is never reused, but if it were: forgotten
+    assert set(core.stats()["replicas"]) == {"r1", "r2", "r3"}
+
+
 def test_every_admitted_request_ends_exactly_once():
     rng = random.Random(7)
     core = make_core(initial_window=3, initial_service_rate_rps=2.0)
