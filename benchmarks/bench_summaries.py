@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from autoscaling.loadtest.metrics import percentile
 from serve_app.memory.batch_profile import SweepPoint
 
 # vLLM's request function stores `response.reason` for a non-200 answer: the HTTP reason phrase.
@@ -117,17 +118,11 @@ def prompts_for_batch(batch_size: int) -> int:
 
 
 def _percentiles_ms(seconds: list[float]) -> dict:
-    if not seconds:
-        return {"count": 0, "ttft_p50_ms": None, "ttft_p90_ms": None, "ttft_p99_ms": None}
-    ordered = sorted(seconds)
+    def ms(q: float) -> float | None:
+        value = percentile(seconds, q)
+        return None if value is None else 1000 * value
 
-    def at(q: float) -> float:  # linear interpolation, as numpy's default percentile
-        position = q / 100 * (len(ordered) - 1)
-        low = math.floor(position)
-        high = min(low + 1, len(ordered) - 1)
-        return 1000 * (ordered[low] + (ordered[high] - ordered[low]) * (position - low))
-
-    return {"count": len(ordered), "ttft_p50_ms": at(50), "ttft_p90_ms": at(90), "ttft_p99_ms": at(99)}
+    return {"count": len(seconds), "ttft_p50_ms": ms(50), "ttft_p90_ms": ms(90), "ttft_p99_ms": ms(99)}
 
 
 def ttft_by_flood_phase(result: dict, flood: dict) -> dict | None:
