@@ -125,21 +125,58 @@ def _percentiles_ms(seconds: list[float]) -> dict:
     return {"count": len(seconds), "ttft_p50_ms": ms(50), "ttft_p90_ms": ms(90), "ttft_p99_ms": ms(99)}
 
 
-def ttft_by_flood_phase(result: dict, flood: dict) -> dict | None:
-    """A class's TTFT percentiles split by where each of its requests started in another class's
-    flood: `before` its first arrival, while it was `arriving`, while its backlog was `draining`
-    (until the flood's run ended), `after`. Both runs need --save-detailed and one machine's clock
-    (vLLM's `start_times` are time.perf_counter() values). Served requests only."""
-    if not all("start_times" in r and "ttfts" in r and "output_lens" in r for r in (result, flood)):
-        return None
+def flood_phases(flood: dict):
+    """`phase_of(t)` for a time on vLLM bench's clock (time.perf_counter, i.e. time.monotonic on
+    Linux): `before` the flood's first arrival, `arriving`, `draining` (until its run ended),
+    `after`; and the first arrival's time. The flood run needs --save-detailed."""
     flood_starts = flood["start_times"]
     first_arrival, last_arrival = min(flood_starts), max(flood_starts)
     flood_end = first_arrival + flood["duration"]
+
+    def phase_of(t: float) -> str:
+        return ("before" if t < first_arrival else "arriving" if t <= last_arrival
+                else "draining" if t <= flood_end else "after")
+
+    return phase_of, first_arrival
+
+
+def ttft_by_flood_phase(result: dict, flood: dict) -> dict | None:
+    """A class's TTFT percentiles split by where each of its requests started in another class's
+    flood (`flood_phases`). Both runs need --save-detailed and one machine's clock. Served requests
+    only."""
+    if not all("start_times" in r and "ttfts" in r and "output_lens" in r for r in (result, flood)):
+        return None
+    phase_of, _ = flood_phases(flood)
     phases: dict[str, list[float]] = {"before": [], "arriving": [], "draining": [], "after": []}
     for start, ttft, output_len in zip(result["start_times"], result["ttfts"], result["output_lens"]):
         if output_len == 0:
             continue
-        phase = ("before" if start < first_arrival else "arriving" if start <= last_arrival
-                 else "draining" if start <= flood_end else "after")
-        phases[phase].append(ttft)
+        phases[phase_of(start)].append(ttft)
     return {phase: _percentiles_ms(ttfts) for phase, ttfts in phases.items()}
+
+
+def stats_timeline(samples: list[tuple[float, dict]], flood: dict | None, class_name: str) -> list[dict]:
+    """Router-stats snapshots polled during a run (time.monotonic, stats) as rows: seconds since
+    the flood's first arrival, its phase, queue depth, windows, and `class_name`'s recent TTFT p50/p99
+    in ms at the ingress and at the replica (each over the server's last ~10 s). Without the flood's
+    detailed run, times count from the first snapshot and the phase is unknown."""
+    if flood is not None and "start_times" in flood:
+        phase_of, origin = flood_phases(flood)
+    else:
+        origin = samples[0][0] if samples else 0.0
+        phase_of = lambda t: None  # noqa: E731
+
+    def ms(summary: dict | None, key: str) -> float | None:
+        value = (summary or {}).get(key)
+        return None if value is None else round(1000 * value, 1)
+
+    rows = []
+    for t, stats in samples:
+        ingress = ((stats.get("ingress") or {}).get("ttft_recent") or {}).get(class_name)
+        replica = (stats.get("replica_ttft_recent") or {}).get(class_name)
+        rows.append({"t_s": round(t - origin, 1), "phase": phase_of(t), "queue_depth": stats.get("queue_depth"),
+                     "running": stats.get("running"),
+                     "windows": [r.get("window") for r in (stats.get("replicas") or {}).values()],
+                     "ingress_ttft_p50_ms": ms(ingress, "p50_s"), "ingress_ttft_p99_ms": ms(ingress, "p99_s"),
+                     "replica_ttft_p50_ms": ms(replica, "p50_s"), "replica_ttft_p99_ms": ms(replica, "p99_s")})
+    return rows

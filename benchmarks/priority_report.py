@@ -93,6 +93,18 @@ def phase_rows(report: dict) -> list[tuple[str, ...]]:
     return rows
 
 
+TIMELINE_HEADERS = ("t (s)", "phase", "queued", "running", "window", "high TTFT ingress p50/p99 ms",
+                    "replica p50/p99 ms")
+
+
+def timeline_rows(timeline: list[dict]) -> list[tuple[str, ...]]:
+    """Router-stats snapshots (bench_summaries.stats_timeline): where high-priority first tokens waited."""
+    return [(f"{row['t_s']:g}", row["phase"] or "-", _num(row["queue_depth"]), _num(row["running"]),
+             "/".join(_num(w) for w in row["windows"]) or "-",
+             f"{_num(row['ingress_ttft_p50_ms'])} / {_num(row['ingress_ttft_p99_ms'])}",
+             f"{_num(row['replica_ttft_p50_ms'])} / {_num(row['replica_ttft_p99_ms'])}") for row in timeline]
+
+
 def format_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
     lines = [headers, *rows]

@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _harness import (archive, bench_result, bench_serve_command, gpu_name, log, run_bench,  # noqa: E402
                       running_server)
 from bench_mix import run_concurrently  # noqa: E402
-from bench_summaries import class_summary, throughput_vs_saturated, ttft_by_flood_phase  # noqa: E402
-from priority_report import (PHASE_HEADERS, TABLE_HEADERS, THROUGHPUT_HEADERS, class_rows,  # noqa: E402
-                             format_table, merge_runs, phase_rows, throughput_rows)
-from server_metrics import fetch_metrics_text, preemptions_total  # noqa: E402
+from bench_summaries import class_summary, stats_timeline, throughput_vs_saturated, ttft_by_flood_phase  # noqa: E402
+from priority_report import (PHASE_HEADERS, TABLE_HEADERS, THROUGHPUT_HEADERS, TIMELINE_HEADERS,  # noqa: E402
+                             class_rows, format_table, merge_runs, phase_rows, throughput_rows, timeline_rows)
+from server_metrics import TimelineSampler, fetch_metrics_text, preemptions_total  # noqa: E402
 from serving_vs_vllm import SERVED_NAME, ensure_checkpoint, vllm_serve_command  # noqa: E402
 
 # Our config's classes, highest first; their SLOs are also the --goodput SLOs on both servers.
@@ -198,10 +198,17 @@ def measure(server: str, run: dict, command: list[str], classes: dict[str, LoadC
         mix = mix_commands(server, classes, base_url, args.model_dir, raw, args.duration_s)
         # All at once: each bench spends ~30 s importing vLLM before its first arrival, so starting
         # high after low's arrivals began (run 1-5) left high overlapping the flood for only ~6 s.
-        processes = run_concurrently(mix, raw, lead=None,
-                                     timeout_s=BENCH_STARTUP_S + args.duration_s + args.drain_timeout_s)
+        # Ours: the router's stats every 2 s show where high-priority first tokens waited over time
+        # (ingress vs replica TTFT) beside the queue and the window.
+        with TimelineSampler(lambda: router_stats(base_url, quiet=True) if server == "ours" else None) as timeline:
+            processes = run_concurrently(mix, raw, lead=None,
+                                         timeout_s=BENCH_STARTUP_S + args.duration_s + args.drain_timeout_s)
         preempted_after = preemptions_total(fetch_metrics_text(f"{base_url}/metrics") or "")
         run["mix"] = mix_section(processes, reference)
+        if timeline.samples:
+            flood = bench_result(processes["low"].command) if processes["low"].finished_cleanly() else None
+            run["mix"]["high_ttft_timeline"] = stats_timeline(timeline.samples, flood, "high")
+            print(format_table(TIMELINE_HEADERS, timeline_rows(run["mix"]["high_ttft_timeline"])))
         run["mix"]["engine_preemptions"] = (None if None in (preempted_before, preempted_after)
                                             else preempted_after - preempted_before)
         if server == "ours":
@@ -230,12 +237,15 @@ def mix_section(processes: dict, reference: dict | None) -> dict:
     return section
 
 
-def router_stats(base_url: str) -> dict:
-    """Our router's counters, stored raw; refused_wait_max_s is the longest a refused request waited."""
+def router_stats(base_url: str, quiet: bool = False) -> dict | None:
+    """Our router's counters, stored raw; refused_wait_max_s is the longest a refused request waited.
+    `quiet`: no log lines, and None when the server did not answer (a timeline's missing point)."""
     try:
         stats = httpx.get(f"{base_url}/v1/router/stats", timeout=10).json()
     except (httpx.HTTPError, ValueError) as error:
-        return {"error": repr(error)}
+        return None if quiet else {"error": repr(error)}
+    if quiet:
+        return stats
     for name, klass in (stats.get("classes") or {}).items():
         if isinstance(klass, dict) and "refused_wait_max_s" in klass:
             log(f"router: class {name} refused_wait_max_s = {klass['refused_wait_max_s']} "

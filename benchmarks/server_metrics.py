@@ -1,12 +1,15 @@
 """Reading a running server while a benchmark loads it: vLLM's Prometheus /metrics and nvidia-smi.
 
-The parsers are pure; `PeakSampler` polls a reader in a thread and keeps the largest value.
+The parsers are pure; `PeakSampler` polls a reader in a thread and keeps the largest value,
+`TimelineSampler` keeps every value with its time.
 """
 from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -89,18 +92,17 @@ def read_gpu_memory_used_mib() -> float | None:
     return first_gpu_memory_used_mib(done.stdout)
 
 
-class PeakSampler:
-    """Calls `read` every `interval_s` in a background thread while in use; `peak` is the largest
-    value read (None if every read gave None). One more read at exit catches the final state."""
+class PollingSampler:
+    """Calls `read` every `interval_s` in a background thread while in use and hands each value
+    that is not None to `keep`; one more read at exit catches the final state."""
 
-    def __init__(self, read: Callable[[], float | None], interval_s: float = 0.2):
+    def __init__(self, read: Callable[[], Any], interval_s: float = 0.2):
         self._read = read
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self.peak: float | None = None
 
-    def __enter__(self) -> PeakSampler:
+    def __enter__(self):
         self._thread.start()
         return self
 
@@ -109,6 +111,9 @@ class PeakSampler:
         self._thread.join()
         self._sample()
 
+    def keep(self, value: Any) -> None:
+        raise NotImplementedError
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._sample()
@@ -116,5 +121,28 @@ class PeakSampler:
 
     def _sample(self) -> None:
         value = self._read()
-        if value is not None and (self.peak is None or value > self.peak):
+        if value is not None:
+            self.keep(value)
+
+
+class PeakSampler(PollingSampler):
+    """`peak` is the largest value read (None if every read gave None)."""
+
+    def __init__(self, read: Callable[[], float | None], interval_s: float = 0.2):
+        super().__init__(read, interval_s)
+        self.peak: float | None = None
+
+    def keep(self, value: float) -> None:
+        if self.peak is None or value > self.peak:
             self.peak = value
+
+
+class TimelineSampler(PollingSampler):
+    """`samples` holds every value read with its time.monotonic() (vLLM bench's perf_counter clock)."""
+
+    def __init__(self, read: Callable[[], Any], interval_s: float = 2.0):
+        super().__init__(read, interval_s)
+        self.samples: list[tuple[float, Any]] = []
+
+    def keep(self, value: Any) -> None:
+        self.samples.append((time.monotonic(), value))

@@ -23,6 +23,7 @@ from serve_app.generation import GenerationChunk, GenerationRequest, SamplingOpt
 from serve_app.openai_api import ApiError
 from serve_app.openapi_schema import CHAT_COMPLETION_SCHEMA, COMPLETION_SCHEMA, generation_route
 from serve_app.policy.api_keys import AuthenticationFailed, Caller, bearer_token
+from serve_app.policy.recent_latency import RecentLatencies
 from serve_app.policy.request_limits import RequestLimits
 from serve_app.policy.router_core import Refusal
 from serve_app.telemetry import tracing
@@ -151,6 +152,7 @@ class Ingress:
         self._coalesce_s = {c.name: c.stream_coalesce_s for c in self._config.priority_classes}
         self._tokenizer = AutoTokenizer.from_pretrained(str(self._config.model.resolved_path()))
         self._created = int(time.time())
+        self._recent_ttft = RecentLatencies()
         tracing.configure_from_settings(self._config.telemetry)
         self._metrics = None
         if self._config.telemetry.metrics:
@@ -313,8 +315,11 @@ class Ingress:
 
     @http_app.get("/v1/router/stats")
     async def router_stats(self):
-        """Per class: queue depth, waits, admitted/refused/expired/served counts; per replica: window."""
-        return await self._router_handle.stats.remote()
+        """Per class: queue depth, waits, admitted/refused/expired/served counts; per replica: window;
+        recent TTFT as the replicas and as this ingress replica measured it."""
+        stats = await self._router_handle.stats.remote()
+        stats["ingress"] = {"replica": self._replica_id, "ttft_recent": self._recent_ttft.summary(time.monotonic())}
+        return stats
 
     @http_app.get("/health", responses={503: {"description": "No engine answered its health check.", "content": {
         "application/json": {"schema": {"type": "object", "required": ["status", "error"]}}}}})
@@ -391,7 +396,10 @@ class Ingress:
 
     def _first_token(self, span: RequestSpan) -> None:
         ttft = span.first_token()
-        if ttft is not None and self._metrics is not None:
+        if ttft is None:
+            return
+        self._recent_ttft.add(span.priority_class, time.monotonic(), ttft)
+        if self._metrics is not None:
             self._metrics.observe_ttft(span.priority_class, ttft)
 
     async def _started_chunks(self, gen: GenerationRequest, span: RequestSpan) -> AsyncIterator[GenerationChunk]:

@@ -171,4 +171,4 @@ class Router:
     async def stats(self) -> dict[str, Any]:
         """Queue depth and waits per class, window per replica, admitted/refused counts."""
         self._ensure_background()
-        return self._core.stats()
+        return self._core.stats(self._clock())

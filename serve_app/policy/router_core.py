@@ -18,6 +18,7 @@ from serve_app.policy.admission import AdmissionController
 from serve_app.policy.api_keys import Caller
 from serve_app.policy.priority_classes import PriorityClasses
 from serve_app.policy.priority_queue import PriorityRequestQueue, QueueFull
+from serve_app.policy.recent_latency import RecentLatencies, nearest_rank_percentile
 from serve_app.policy.rate_limit import RateLimiter
 from serve_app.policy.replica_choice import ReplicaLoad, choose_replica
 from serve_app.policy.window_controller import WindowController, create_window_controller, reserved_headroom
@@ -95,13 +96,6 @@ class ClassCounters:
     queue_waits_s: deque = field(default_factory=lambda: deque(maxlen=1024))
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-
 class RouterCore:
     def __init__(self, classes: PriorityClasses, policy: RouterPolicy, rng: random.Random) -> None:
         self._classes = classes
@@ -120,6 +114,9 @@ class RouterCore:
         self._running: dict[str, _Running] = {}
         self._counters = {c.name: ClassCounters(queue_waits_s=deque(maxlen=policy.latency_samples))
                           for c in classes.by_rank()}
+        # TTFT as the replicas measured it (engine queue + prefill), booked when the request ends; a
+        # benchmark polling stats compares it with the ingress's to see where first tokens waited.
+        self._recent_replica_ttft = RecentLatencies()
 
     # ---- replicas --------------------------------------------------------------------------
     def set_replicas(self, caps: Mapping[str, int]) -> None:
@@ -286,6 +283,8 @@ class RouterCore:
         else:
             counters.failed += 1
         self._admission.record_completion(now)
+        if ok and ttft_s is not None:
+            self._recent_replica_ttft.add(running.class_name, now, ttft_s)
         replica = self._release(running)
         if replica is not None and ok:
             replica.window.set_targets(*self._targets())
@@ -320,7 +319,9 @@ class RouterCore:
         return self._classes.tightest_ttft_slo(names), self._classes.tightest_tpot_slo(names)
 
     # ---- observability -------------------------------------------------------------------------
-    def stats(self) -> dict[str, Any]:
+    def stats(self, now: float | None = None) -> dict[str, Any]:
+        """Counters per class and replica; with `now`, also each class's replica-measured TTFT over
+        the last seconds (`replica_ttft_recent`)."""
         depth = self._queue.depth_by_class()
         running_by_class: dict[str, int] = {name: 0 for name in depth}
         for running in self._running.values():
@@ -334,11 +335,15 @@ class RouterCore:
                 "refused_queue_full": c.refused_queue_full, "expired": c.expired, "shed": c.shed,
                 "cancelled": c.cancelled,
                 "dispatched": c.dispatched, "served": c.served, "failed": c.failed,
-                "queue_wait_p50_s": _percentile(waits, 0.5), "queue_wait_p99_s": _percentile(waits, 0.99),
+                "queue_wait_p50_s": nearest_rank_percentile(waits, 0.5),
+                "queue_wait_p99_s": nearest_rank_percentile(waits, 0.99),
                 "refused_wait_max_s": c.refused_wait_max_s,
             }
         replicas = {rid: {"window": r.window.window, "window_cap": r.window.cap, "controller_cap": r.controller_cap,
                           "in_flight": r.in_flight,
                           "outstanding_tokens": r.outstanding_tokens} for rid, r in self._replicas.items()}
-        return {"classes": classes, "replicas": replicas, "queue_depth": len(self._queue),
-                "running": len(self._running), "service_rate_rps": self._admission.service_rate_rps}
+        stats = {"classes": classes, "replicas": replicas, "queue_depth": len(self._queue),
+                 "running": len(self._running), "service_rate_rps": self._admission.service_rate_rps}
+        if now is not None:
+            stats["replica_ttft_recent"] = self._recent_replica_ttft.summary(now)
+        return stats

@@ -127,3 +127,29 @@ def test_prometheus_metrics_count_requests_per_class_with_units(base_url, model_
     assert windows and all(w >= 1 for w in windows)
     kv = [float(v) for v in re.findall(r"^ray_llmserve_replica_kv_cache_usage_ratio\{[^}]*\} (\S+)", text, re.MULTILINE)]
     assert kv and all(0 <= v <= 1 for v in kv)
+
+
+def _recent_ttft(base_url: str, class_name: str) -> tuple[dict | None, dict | None]:
+    stats = httpx.get(f"{base_url}/v1/router/stats", timeout=30).json()
+    return (stats["ingress"]["ttft_recent"].get(class_name), stats["replica_ttft_recent"].get(class_name))
+
+
+def test_router_stats_split_recent_ttft_between_ingress_and_replica(base_url, model_name):
+    deadline = time.monotonic() + 30  # the recent window is 10 s: wait until earlier tests' samples left it
+    while any(summary and summary["n"] for summary in _recent_ttft(base_url, "interactive")):
+        assert time.monotonic() < deadline, "interactive samples never aged out of the recent window"
+        time.sleep(1)
+    body = {"model": model_name, "prompt": "split ttft", "max_tokens": 8, "ignore_eos": True, "stream": True,
+            "priority": "interactive"}
+    started = time.monotonic()
+    client_ttft = None
+    with httpx.stream("POST", f"{base_url}/v1/completions", json=body, timeout=120,
+                      headers={"authorization": "Bearer key-gold"}) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if client_ttft is None and line.startswith("data: {"):
+                client_ttft = time.monotonic() - started
+    ingress, replica = _recent_ttft(base_url, "interactive")
+    assert ingress["n"] == 1 and replica["n"] == 1
+    # Each later hop's clock starts later and stops no later: client >= ingress >= replica.
+    assert client_ttft >= ingress["p50_s"] >= replica["p50_s"] > 0, (client_ttft, ingress, replica)

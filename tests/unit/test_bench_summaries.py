@@ -262,3 +262,30 @@ def test_phase_rows_list_each_phase_with_empty_ones_dashed():
         "before": empty, "arriving": {"count": 16, "ttft_p50_ms": 850.2, "ttft_p90_ms": 1436, "ttft_p99_ms": 1592}}}}}}
     assert pr.phase_rows(report) == [("ours", "before", "0", "-", "-", "-"),
                                      ("ours", "arriving", "16", "850", "1,436", "1,592")]
+
+
+def test_stats_timeline_aligns_snapshots_with_the_flood_phases():
+    flood = _detailed([100.0, 105.0, 110.0], [1, 1, 1], [8, 8, 8], duration=25.0)
+    snapshot = {"queue_depth": 40, "running": 200, "replicas": {"r1": {"window": 104}},
+                "ingress": {"ttft_recent": {"high": {"n": 3, "p50_s": 0.85, "p99_s": 1.5}}},
+                "replica_ttft_recent": {"high": {"n": 3, "p50_s": 0.08, "p99_s": 0.2}, "low": {"n": 1}}}
+    rows = bs.stats_timeline([(98.0, {"queue_depth": 0, "replicas": {}}), (104.0, snapshot), (120.0, snapshot),
+                              (130.0, snapshot)], flood, "high")
+    assert [r["phase"] for r in rows] == ["before", "arriving", "draining", "after"]
+    assert [r["t_s"] for r in rows] == [-2.0, 4.0, 20.0, 30.0]
+    assert rows[0]["ingress_ttft_p99_ms"] is None and rows[0]["windows"] == []
+    assert rows[1] == {"t_s": 4.0, "phase": "arriving", "queue_depth": 40, "running": 200, "windows": [104],
+                       "ingress_ttft_p50_ms": 850.0, "ingress_ttft_p99_ms": 1500.0,
+                       "replica_ttft_p50_ms": 80.0, "replica_ttft_p99_ms": 200.0}
+
+
+def test_stats_timeline_without_the_flood_counts_from_the_first_snapshot():
+    rows = bs.stats_timeline([(50.0, {}), (52.5, {})], None, "high")
+    assert [(r["t_s"], r["phase"]) for r in rows] == [(0.0, None), (2.5, None)]
+
+
+def test_timeline_rows_format_snapshots():
+    row = {"t_s": 4.0, "phase": "arriving", "queue_depth": 40, "running": 200, "windows": [104],
+           "ingress_ttft_p50_ms": 850.0, "ingress_ttft_p99_ms": 1500.0, "replica_ttft_p50_ms": None,
+           "replica_ttft_p99_ms": None}
+    assert pr.timeline_rows([row]) == [("4", "arriving", "40", "200", "104", "850 / 1,500", "- / -")]

@@ -280,3 +280,19 @@ def test_full_queue_of_the_same_or_higher_class_still_refuses_with_429():
     assert admit(core, "i2", "interactive", 0.3) is None  # sheds b1
     assert admit(core, "i3", "interactive", 0.4).status == 429  # never sheds its own class or higher
     assert [request_id for request_id, _ in core.expire(0.5)] == ["b1"]
+
+
+def test_stats_with_now_report_recent_replica_ttft_per_class_of_served_requests():
+    core = make_core(initial_window=4)
+    core.set_replicas({"r1": 10})
+    for rid, cls in [("i1", "interactive"), ("b1", "batch"), ("b2", "batch")]:
+        admit(core, rid, cls, 0.0)
+    core.take_dispatches(0.0)
+    core.finish("i1", 1.0, ok=True, ttft_s=0.05)
+    core.finish("b1", 2.0, ok=True, ttft_s=0.4)
+    core.finish("b2", 2.0, ok=False, ttft_s=9.0)  # failed: not a latency sample
+    assert "replica_ttft_recent" not in core.stats()
+    recent = core.stats(now=5.0)["replica_ttft_recent"]
+    assert recent["interactive"]["n"] == 1 and recent["interactive"]["p50_s"] == 0.05
+    assert recent["batch"] == {"n": 1, "p50_s": 0.4, "p99_s": 0.4, "max_s": 0.4}
+    assert core.stats(now=30.0)["replica_ttft_recent"]["batch"]["n"] == 0
