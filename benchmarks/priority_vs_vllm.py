@@ -49,8 +49,11 @@ PRIORITY_CLASSES = [
 ENGINE_LIMITS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
 # Run 1 (one ingress): high TTFT 0.5-2 s while the flood arrived, 0.14 s while it drained. Run 2
 # (four): Ray Serve's single HTTP proxy then took ~7,400 SSE events/s unthrottled and stalled (its
-# health check timed out), everything slower. One ingress, which merges events when it lags.
-INGRESS_REPLICAS = 1
+# health check timed out), everything slower. One ingress by default (--ingress-replicas).
+DEFAULT_INGRESS_REPLICAS = 1
+# Ray Serve's direct ingress (RAY_SERVE_ENABLE_DIRECT_INGRESS=1): each ingress replica serves HTTP
+# on its own port from this one up, and the Python proxy is off the request path.
+DIRECT_INGRESS_FIRST_PORT = 30000
 SATURATED_PROMPTS = 512
 BENCH_STARTUP_S = 60  # a bench process imports vLLM, loads the tokenizer and makes its prompts first
 SATURATED_TIMEOUT_S = BENCH_STARTUP_S + 150  # 512 x 256 tokens took 19 s on an H100
@@ -85,7 +88,8 @@ def ours_classes(low_coalesce_s: float) -> list[dict]:
     return [{**c, "stream_coalesce_s": low_coalesce_s} if c["name"] == "low" else c for c in PRIORITY_CLASSES]
 
 
-def ours_config(model_dir: Path, port: int, low_coalesce_s: float = 0.0) -> dict:
+def ours_config(model_dir: Path, port: int, low_coalesce_s: float = 0.0,
+                ingress_replicas: int = DEFAULT_INGRESS_REPLICAS) -> dict:
     return {"model": {"path": str(model_dir), "served_name": SERVED_NAME},
             # 256 sequences of 256 + 256 tokens fit the KV cache (136k tokens), so the window can start
             # at the engine's limit; 8192 tokens per step is vLLM's own default.
@@ -94,7 +98,7 @@ def ours_config(model_dir: Path, port: int, low_coalesce_s: float = 0.0) -> dict
             "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4},
             "priority_classes": ours_classes(low_coalesce_s),
             "default_priority": "low",
-            "http": {"host": "127.0.0.1", "port": port, "ingress_replicas": INGRESS_REPLICAS}}
+            "http": {"host": "127.0.0.1", "port": port, "ingress_replicas": ingress_replicas}}
 
 
 def class_request_args(server: str, klass: LoadClass) -> list[str]:
@@ -135,23 +139,30 @@ def mix_commands(server: str, classes: dict[str, LoadClass], base_url: str, mode
             for name, klass in classes.items()}
 
 
-def server_command(server: str, model_dir: Path, port: int, raw: Path, low_coalesce_s: float) -> list[str]:
+def server_command(server: str, args: argparse.Namespace, port: int, raw: Path) -> list[str]:
+    model_dir = args.model_dir
     if server == "vllm":
         # The same engine limits as ours (and so the same torch.compile cache on one machine).
         return vllm_serve_command(model_dir, port, ["--max-num-seqs", str(ENGINE_LIMITS["max_num_seqs"]),
                                                     "--max-num-batched-tokens",
                                                     str(ENGINE_LIMITS["max_num_batched_tokens"])])
     config_path = raw / "ours_config.yaml"
-    config_path.write_text(yaml.safe_dump(ours_config(model_dir, port, low_coalesce_s), sort_keys=False))
-    return [sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)]
+    config_path.write_text(yaml.safe_dump(ours_config(model_dir, port, args.low_coalesce_s, args.ingress_replicas),
+                                          sort_keys=False))
+    direct = ["env", "RAY_SERVE_ENABLE_DIRECT_INGRESS=1"] if args.direct_ingress else []
+    return [*direct, sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)]
 
 
 def run_server(server: str, args: argparse.Namespace, raw: Path) -> dict:
     """Start one server, run the saturated reference and the mix, save the partial JSON as it goes."""
     port = args.port if server == "ours" else args.port + 1
-    base_url = f"http://127.0.0.1:{port}"
+    health_url = f"http://127.0.0.1:{port}/health"
+    # With direct ingress the benches talk to the (one) ingress replica's own port; the proxy still
+    # answers the health check.
+    base_url = (f"http://127.0.0.1:{DIRECT_INGRESS_FIRST_PORT}" if server == "ours" and args.direct_ingress
+                else f"http://127.0.0.1:{port}")
     classes = load_classes(args.low_rate, args.high_rate)
-    command = server_command(server, args.model_dir, port, raw, args.low_coalesce_s)
+    command = server_command(server, args, port, raw)
     run = {"benchmark": "priority_vs_vllm", "server": server, "gpu": gpu_name(), "shape": args.shape,
            "script": "python benchmarks/priority_vs_vllm.py " + shlex.join(sys.argv[1:]),
            "server_command": shlex.join(command),
@@ -159,7 +170,8 @@ def run_server(server: str, args: argparse.Namespace, raw: Path) -> dict:
                     "saturated_prompts": SATURATED_PROMPTS,
                     "classes": {name: {**asdict(k), **class_slo(name)} for name, k in classes.items()}}}
     if server == "ours":
-        run["config"] = ours_config(args.model_dir, port, args.low_coalesce_s)
+        run["config"] = ours_config(args.model_dir, port, args.low_coalesce_s, args.ingress_replicas)
+        run["direct_ingress"] = args.direct_ingress
     partial = args.out / f"priority_vs_vllm_{server}.json"
 
     def save() -> None:
@@ -167,7 +179,7 @@ def run_server(server: str, args: argparse.Namespace, raw: Path) -> dict:
 
     save()
     try:
-        measure(server, run, command, classes, base_url, args, raw, save)
+        measure(server, run, command, classes, base_url, health_url, args, raw, save)
     except Exception as error:
         run["error"] = repr(error)[-4000:]
         save()
@@ -176,10 +188,9 @@ def run_server(server: str, args: argparse.Namespace, raw: Path) -> dict:
 
 
 def measure(server: str, run: dict, command: list[str], classes: dict[str, LoadClass], base_url: str,
-            args: argparse.Namespace, raw: Path, save) -> None:
+            health_url: str, args: argparse.Namespace, raw: Path, save) -> None:
     """The server's life: healthy, saturated reference, mix, router stats; `run` filled in as it goes."""
-    with running_server(command, raw / f"{server}_server.log", f"{base_url}/health",
-                        SERVER_START_TIMEOUT_S) as ready_s:
+    with running_server(command, raw / f"{server}_server.log", health_url, SERVER_START_TIMEOUT_S) as ready_s:
         run["server_ready_s"] = ready_s
         log(f"{server} healthy after {ready_s:.0f}s")
         reference = None
@@ -301,10 +312,17 @@ def main() -> int:
                         help="ours: the low class's stream_coalesce_s (fewer, larger SSE events for the flood)")
     parser.add_argument("--skip-saturated", action="store_true",
                         help="no saturated reference run (saves ~80 s of GPU time when one is on record)")
+    parser.add_argument("--ingress-replicas", type=int, default=DEFAULT_INGRESS_REPLICAS,
+                        help="ours: ingress replicas (each its own process and event loop)")
+    parser.add_argument("--direct-ingress", action="store_true",
+                        help="ours: Ray Serve direct ingress (RAY_SERVE_ENABLE_DIRECT_INGRESS=1), the benches "
+                             f"talk to the ingress replica on port {DIRECT_INGRESS_FIRST_PORT}, not through the proxy")
     parser.add_argument("--port", type=int, default=8000, help="ours on PORT, vllm serve on PORT+1")
     parser.add_argument("--raw-dir", type=Path, help="bench JSONs and logs before archiving (default: a temp folder)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.direct_ingress and args.ingress_replicas != 1:
+        parser.error("--direct-ingress: one ingress replica (one port for the benches to load)")
     if args.merge:
         report_and_plots([load_run(path) for path in args.merge], args.out)
         return 0
