@@ -37,6 +37,31 @@ def stop_server(process: subprocess.Popen, grace_s: float = 30) -> None:
         process.wait()
 
 
+def gpu_released(timeout_s: float = 90, below_mib: float = 2048) -> bool:
+    """Whether GPU memory fell below `below_mib` within `timeout_s` (True where nvidia-smi is missing)."""
+    from server_metrics import read_gpu_memory_used_mib
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        used = read_gpu_memory_used_mib()
+        if used is None or used < below_mib:
+            return True
+        if time.monotonic() > deadline:
+            log(f"GPU still holds {used:.0f} MiB after the server stopped")
+            return False
+        time.sleep(2)
+
+
+def release_gpu() -> None:
+    """After a server stops: its GPU memory must be free before the next one starts (vLLM refuses to
+    start on a GPU another engine holds). Ray's daemons outlive a killed driver, so force them down."""
+    if gpu_released():
+        return
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True,
+                   timeout=120)
+    gpu_released()
+
+
 def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float, log_path: Path) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
@@ -60,6 +85,7 @@ def running_server(command: list[str], log_path: Path, health_url: str, timeout_
         yield wait_healthy(health_url, server, timeout_s, log_path)
     finally:
         stop_server(server)
+        release_gpu()
 
 
 def bench_serve_command(base_url: str, model: str, tokenizer: str, result_dir: Path, result_name: str,

@@ -10,25 +10,28 @@ import time
 from serve_app.config import ConfigError, load_config
 
 
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from serve_app.local import start_local, stop_local
 
     config = load_config(args.config)
-    base_url = start_local(config)
-    print(f"llmserve: serving {config.model.served_name!r} at {base_url}/v1", flush=True)
-    if args.sample:
-        _send_sample(base_url, config.model.served_name)
-    if args.exit_after_sample:
-        stop_local()
-        return 0
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    # TERM (a benchmark harness, a pod) is Ctrl-C, also while starting: either way the local Ray
+    # cluster goes down with us, not left holding the GPU for the next server.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        while not stop:
+        base_url = start_local(config)
+        print(f"llmserve: serving {config.model.served_name!r} at {base_url}/v1", flush=True)
+        if args.sample:
+            _send_sample(base_url, config.model.served_name)
+        while not args.exit_after_sample:
             time.sleep(1)
     except KeyboardInterrupt:
         pass
-    stop_local()
+    finally:
+        stop_local()
     return 0
 
 
