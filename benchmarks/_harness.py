@@ -26,15 +26,27 @@ def start_server(command: list[str], log_path: Path, env: dict[str, str] | None 
                             env={**os.environ, **(env or {})})
 
 
-def stop_server(process: subprocess.Popen, grace_s: float = 30) -> None:
+def stop_server(process: subprocess.Popen, grace_s: float = 60) -> None:
+    """Ctrl-C first (ours then shuts its local Ray cluster down; Ray's driver turns SIGTERM into a
+    crash that leaves its daemons holding the GPU), then TERM and KILL to the whole group."""
     if process.poll() is not None:
         return
+    os.kill(process.pid, signal.SIGINT)
+    if _exits_within(process, grace_s):
+        return
     os.killpg(process.pid, signal.SIGTERM)
+    if _exits_within(process, 10):
+        return
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _exits_within(process: subprocess.Popen, seconds: float) -> bool:
     try:
-        process.wait(grace_s)
+        process.wait(seconds)
+        return True
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        return False
 
 
 def gpu_released(timeout_s: float = 90, below_mib: float = 2048) -> bool:
@@ -54,12 +66,26 @@ def gpu_released(timeout_s: float = 90, below_mib: float = 2048) -> bool:
 
 def release_gpu() -> None:
     """After a server stops: its GPU memory must be free before the next one starts (vLLM refuses to
-    start on a GPU another engine holds). Ray's daemons outlive a killed driver, so force them down."""
+    start on a GPU another engine holds). Ray's daemons and vLLM's engine process can outlive a killed
+    driver: force Ray down, then kill whatever still holds the GPU."""
     if gpu_released():
         return
     subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True,
                    timeout=120)
-    gpu_released()
+    if gpu_released(timeout_s=20):
+        return
+    try:
+        holders = subprocess.run(["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    for pid in holders:
+        log(f"killing process {pid}, which still holds GPU memory")
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ValueError, ProcessLookupError, PermissionError):
+            continue
+    gpu_released(timeout_s=30)
 
 
 def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float, log_path: Path) -> float:

@@ -23,6 +23,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         base_url = start_local(config)
+        signal.signal(signal.SIGTERM, _interrupt)  # ray.init installed its own, which crashes the driver
         print(f"llmserve: serving {config.model.served_name!r} at {base_url}/v1", flush=True)
         if args.sample:
             _send_sample(base_url, config.model.served_name)
