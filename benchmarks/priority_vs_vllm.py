@@ -51,8 +51,9 @@ ENGINE_LIMITS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
 # (four): Ray Serve's single HTTP proxy then took ~7,400 SSE events/s unthrottled and stalled (its
 # health check timed out), everything slower. One ingress by default (--ingress-replicas).
 DEFAULT_INGRESS_REPLICAS = 1
-# Ray Serve's direct ingress (RAY_SERVE_ENABLE_DIRECT_INGRESS=1): each ingress replica serves HTTP
-# on its own port from this one up, and the Python proxy is off the request path.
+# Ray Serve's direct ingress (config http.direct_ingress_port): each ingress replica serves HTTP on
+# its own port from this one up, and the Python proxy is off the request path. Runs 6-7 (H100) set
+# RAY_SERVE_ENABLE_DIRECT_INGRESS=1 on the server's command line, which chose the same port.
 DIRECT_INGRESS_FIRST_PORT = 30000
 SATURATED_PROMPTS = 512
 BENCH_STARTUP_S = 60  # a bench process imports vLLM, loads the tokenizer and makes its prompts first
@@ -89,7 +90,7 @@ def ours_classes(low_coalesce_s: float) -> list[dict]:
 
 
 def ours_config(model_dir: Path, port: int, low_coalesce_s: float = 0.0,
-                ingress_replicas: int = DEFAULT_INGRESS_REPLICAS) -> dict:
+                ingress_replicas: int = DEFAULT_INGRESS_REPLICAS, direct_ingress: bool = False) -> dict:
     return {"model": {"path": str(model_dir), "served_name": SERVED_NAME},
             # 256 sequences of 256 + 256 tokens fit the KV cache (136k tokens), so the window can start
             # at the engine's limit; 8192 tokens per step is vLLM's own default.
@@ -98,7 +99,8 @@ def ours_config(model_dir: Path, port: int, low_coalesce_s: float = 0.0,
             "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4},
             "priority_classes": ours_classes(low_coalesce_s),
             "default_priority": "low",
-            "http": {"host": "127.0.0.1", "port": port, "ingress_replicas": ingress_replicas}}
+            "http": {"host": "127.0.0.1", "port": port, "ingress_replicas": ingress_replicas,
+                     **({"direct_ingress_port": DIRECT_INGRESS_FIRST_PORT} if direct_ingress else {})}}
 
 
 def class_request_args(server: str, klass: LoadClass) -> list[str]:
@@ -147,10 +149,9 @@ def server_command(server: str, args: argparse.Namespace, port: int, raw: Path) 
                                                     "--max-num-batched-tokens",
                                                     str(ENGINE_LIMITS["max_num_batched_tokens"])])
     config_path = raw / "ours_config.yaml"
-    config_path.write_text(yaml.safe_dump(ours_config(model_dir, port, args.low_coalesce_s, args.ingress_replicas),
-                                          sort_keys=False))
-    direct = ["env", "RAY_SERVE_ENABLE_DIRECT_INGRESS=1"] if args.direct_ingress else []
-    return [*direct, sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)]
+    config = ours_config(model_dir, port, args.low_coalesce_s, args.ingress_replicas, args.direct_ingress)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return [sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)]
 
 
 def run_server(server: str, args: argparse.Namespace, raw: Path) -> dict:
@@ -170,8 +171,8 @@ def run_server(server: str, args: argparse.Namespace, raw: Path) -> dict:
                     "saturated_prompts": SATURATED_PROMPTS,
                     "classes": {name: {**asdict(k), **class_slo(name)} for name, k in classes.items()}}}
     if server == "ours":
-        run["config"] = ours_config(args.model_dir, port, args.low_coalesce_s, args.ingress_replicas)
-        run["direct_ingress"] = args.direct_ingress
+        run["config"] = ours_config(args.model_dir, port, args.low_coalesce_s, args.ingress_replicas,
+                                    args.direct_ingress)
     partial = args.out / f"priority_vs_vllm_{server}.json"
 
     def save() -> None:
@@ -315,7 +316,7 @@ def main() -> int:
     parser.add_argument("--ingress-replicas", type=int, default=DEFAULT_INGRESS_REPLICAS,
                         help="ours: ingress replicas (each its own process and event loop)")
     parser.add_argument("--direct-ingress", action="store_true",
-                        help="ours: Ray Serve direct ingress (RAY_SERVE_ENABLE_DIRECT_INGRESS=1), the benches "
+                        help="ours: Ray Serve direct ingress (http.direct_ingress_port), the benches "
                              f"talk to the ingress replica on port {DIRECT_INGRESS_FIRST_PORT}, not through the proxy")
     parser.add_argument("--port", type=int, default=8000, help="ours on PORT, vllm serve on PORT+1")
     parser.add_argument("--raw-dir", type=Path, help="bench JSONs and logs before archiving (default: a temp folder)")

@@ -224,6 +224,13 @@ class HttpSettings(_Strict):
         "event writing over cores, but every event still passes Ray Serve's one HTTP proxy per node: on one "
         "H100 node four replicas overloaded it (benchmarks/results/priority_h100).",
     )
+    direct_ingress_port: int | None = Field(
+        None, gt=0, lt=65436, description="Ray Serve direct ingress: each ingress replica serves HTTP itself, the "
+        "first on this port and the next ones on the following ports, so Ray's Python HTTP proxy (still on `port`) "
+        "leaves the request path. On one H100 under a low-priority flood it cut high-priority p99 TTFT from 570 to "
+        "293 ms (benchmarks/results/priority_h100). `llmserve run` only: Ray must start with it; the KubeRay "
+        "manifests refuse it. Empty: off.",
+    )
 
 
 class TelemetrySettings(_Strict):

@@ -8,11 +8,12 @@ from typing import Any
 
 import httpx
 
-from serve_app.config import AppConfig
+from serve_app.config import AppConfig, ConfigError
 from serve_app.synthetic_model import ensure_model
 
 logger = logging.getLogger("serve_app.local")
 APP_NAME = "llmserve"
+DIRECT_INGRESS_PORT_SPAN = 99  # ports a direct ingress may take above the first (replicas, restarts)
 
 
 def prepare_model(config: AppConfig) -> None:
@@ -30,6 +31,13 @@ def start_local(config: AppConfig, *, engine_overrides: dict[str, Any] | None = 
     from serve_app.app import build_app
 
     prepare_model(config)
+    direct_port = config.http.direct_ingress_port
+    if direct_port is not None:
+        if ray.is_initialized():
+            raise ConfigError("http.direct_ingress_port: Ray is already running; direct ingress must be on "
+                              "when Ray starts (RAY_SERVE_ENABLE_DIRECT_INGRESS)")
+        # Read by Ray Serve's controller and replicas, which inherit this process's environment.
+        os.environ.update(direct_ingress_env(direct_port))
     if not ray.is_initialized():
         metrics_port = config.telemetry.metrics_export_port
         ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False, log_to_driver=True,
@@ -37,9 +45,15 @@ def start_local(config: AppConfig, *, engine_overrides: dict[str, Any] | None = 
                  **({"_metrics_export_port": metrics_port} if metrics_port else {}))
     serve.start(http_options={"host": config.http.host, "port": config.http.port})
     serve.run(build_app(config, engine_overrides), name=APP_NAME, route_prefix="/", blocking=False)
-    base_url = f"http://{config.http.host}:{config.http.port}"
+    base_url = f"http://{config.http.host}:{direct_port or config.http.port}"
     wait_until_ready(base_url, ready_timeout_s)
     return base_url
+
+
+def direct_ingress_env(first_port: int) -> dict[str, str]:
+    """Ray Serve's switches for direct ingress with ingress replicas on ports from `first_port` up."""
+    return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(first_port),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(first_port + DIRECT_INGRESS_PORT_SPAN)}
 
 
 def deploy_side_app(config: AppConfig, name: str, *, engine_overrides: dict[str, Any] | None = None,

@@ -38,6 +38,10 @@ def render_rayservice(config: AppConfig, *, name: str, image: str, namespace: st
     """The RayService dict. LLMReplica autoscales per the config's `autoscaling:` section, or per
     `autoscaling` (a Serve autoscaling_config) when that section is off; neither: fixed replicas."""
     cluster = cluster or ClusterSettings()
+    if config.http.direct_ingress_port is not None:
+        # Clients would have to reach each ingress replica's own port on whichever pod it landed on;
+        # the RayService's serve Service targets the head's proxy.
+        raise ManifestError("http.direct_ingress_port is for `llmserve run` on one node; remove it for KubeRay")
     autoscaling = effective_autoscaling(config, autoscaling)
     _check_name("name", name, MAX_NAME_LEN)
     if namespace is not None:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 from serve_app.config import parse_config
 from serve_app.policy.api_keys import hash_api_key
@@ -18,22 +18,16 @@ API_KEYS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def app_config(tmp_path_factory):
     return parse_config({
         "model": {"synthetic_shape": "tiny", "cache_dir": str(tmp_path_factory.mktemp("models"))},
         "engine": {"max_model_len": 512},
         # Request size limits below the 512-token context, so that tests can reach each of them.
-        "http": {"port": _free_port(), "max_prompt_tokens": 400, "max_output_tokens": 480, "max_messages": 64,
+        "http": {"port": free_port(), "max_prompt_tokens": 400, "max_output_tokens": 480, "max_messages": 64,
                  "max_stop_sequences": 8},
         # Spans stay in each process for tests/integration/test_observability.py to read back.
-        "telemetry": {"tracing_exporter": "memory", "metrics_export_port": _free_port()},
+        "telemetry": {"tracing_exporter": "memory", "metrics_export_port": free_port()},
         # batch's short queue deadline lets a test flood reach admission control on a tiny CPU model.
         "priority_classes": [
             {"name": "interactive", "ttft_slo_s": 0.5, "tpot_slo_s": 0.1, "queue_deadline_s": 2},

@@ -113,6 +113,12 @@ def gpu_config(**replicas: Any) -> AppConfig:
     return parse_config(data)
 
 
+def gpu_config_with_http(**http) -> AppConfig:
+    data = gpu_config().model_dump(mode="json")
+    data["http"].update(http)
+    return parse_config(data)
+
+
 def render(config: AppConfig | None = None, **kwargs: Any) -> dict:
     kwargs.setdefault("model_storage", PVC)
     return render_rayservice(config or gpu_config(), name="llmserve", image="llmserve:test", **kwargs)
@@ -394,6 +400,7 @@ CPU = ClusterSettings(accelerator="cpu")
     ({"image": ""}, "image '' must be"),
     ({"cluster": ClusterSettings(worker_shm="8GB")}, "memory quantity '8GB'"),
     ({"model_storage": ModelStorage(kind="synthetic")}, "model storage 'synthetic' generates the model"),
+    ({"config": gpu_config_with_http(direct_ingress_port=30000)}, "direct_ingress_port is for `llmserve run`"),
     ({"config": parse_config({"replicas": {"num_gpus": 1}})}, "model.path is empty"),
 ])
 def test_broken_inputs_raise_a_clear_manifest_error(kwargs, message):

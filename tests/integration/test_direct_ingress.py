@@ -1,0 +1,90 @@
+"""`http.direct_ingress_port`: `llmserve run` with Ray Serve's direct ingress, the ingress replica
+serving HTTP on its own port (Ray's Python proxy off the path), streaming and refusing as usual, and
+shutting its own Ray cluster down on SIGTERM."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+import yaml
+from ports import free_port
+
+pytestmark = pytest.mark.integration
+START_TIMEOUT_S = 600
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def direct_app(app_config, tmp_path_factory):
+    """A second local Ray + app in a subprocess: direct ingress must be on before Ray starts."""
+    data = app_config.model_dump(mode="json")
+    direct_port = free_port()
+    data["http"] = {**data["http"], "port": free_port(), "direct_ingress_port": direct_port}
+    data["telemetry"] = {"tracing_exporter": "none", "metrics": False}
+    config_path = tmp_path_factory.mktemp("direct") / "config.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own Ray, not the suite's
+    process = subprocess.Popen([sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               start_new_session=True)
+    lines: list[str] = []
+    serving = threading.Event()
+
+    def read_output() -> None:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("llmserve: serving"):
+                serving.set()
+
+    threading.Thread(target=read_output, daemon=True).start()
+    if not serving.wait(START_TIMEOUT_S):
+        process.kill()
+        pytest.fail("direct-ingress app did not start:\n" + "".join(lines[-60:]))
+    yield process, direct_port, lines
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_direct_ingress_port_serves_streams_and_refusals(direct_app, model_name):
+    process, port, lines = direct_app
+    assert any(f"http://127.0.0.1:{port}/v1" in line for line in lines), "".join(lines[-20:])
+    body = {"model": model_name, "prompt": "direct", "max_tokens": 6, "ignore_eos": True, "stream": True,
+            "priority": "interactive"}
+    events = []
+    with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=120,
+                      headers={"authorization": "Bearer key-gold"}) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                events.append(json.loads(line.removeprefix("data: ")))
+    assert sum(len(e["choices"][0]["text"]) > 0 for e in events) >= 1
+    assert events[-1]["choices"][0]["finish_reason"] == "length"
+    # The router, errors and stats work the same on the direct port.
+    unknown = httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=30,
+                         json={**body, "stream": False, "priority": "nope"})
+    assert unknown.status_code == 400 and "nope" in unknown.json()["error"]["message"]
+    stats = httpx.get(f"http://127.0.0.1:{port}/v1/router/stats", timeout=30).json()
+    assert stats["classes"]["interactive"]["served"] >= 1
+
+
+def test_sigterm_shuts_the_app_and_its_ray_down(direct_app):
+    process, port, lines = direct_app
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(180) == 0, "".join(lines[-40:])
+    deadline = time.monotonic() + 30
+    while _port_open(port):
+        assert time.monotonic() < deadline, f"port {port} still answers after shutdown"
+        time.sleep(1)
