@@ -46,7 +46,8 @@ PRIORITY_CLASSES = [
     {"name": "high", "ttft_slo_s": 0.25, "tpot_slo_s": 0.1, "queue_deadline_s": 2.0},
     {"name": "low", "ttft_slo_s": 10.0, "tpot_slo_s": 0.2, "queue_deadline_s": 15.0},
 ]
-ENGINE_LIMITS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
+MAX_NUM_SEQS = 256
+DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192  # vLLM's own default
 # Run 1 (one ingress): high TTFT 0.5-2 s while the flood arrived, 0.14 s while it drained. Run 2
 # (four): Ray Serve's single HTTP proxy then took ~7,400 SSE events/s unthrottled and stalled (its
 # health check timed out), everything slower. One ingress by default (--ingress-replicas).
@@ -89,18 +90,31 @@ def ours_classes(low_coalesce_s: float) -> list[dict]:
     return [{**c, "stream_coalesce_s": low_coalesce_s} if c["name"] == "low" else c for c in PRIORITY_CLASSES]
 
 
-def ours_config(model_dir: Path, port: int, low_coalesce_s: float = 0.0,
-                ingress_replicas: int = DEFAULT_INGRESS_REPLICAS, direct_ingress: bool = False) -> dict:
+@dataclass(frozen=True)
+class OursOptions:
+    """What a run varies in our app (the command line's --low-coalesce-s, --ingress-replicas, ...)."""
+
+    low_coalesce_s: float = 0.0
+    ingress_replicas: int = DEFAULT_INGRESS_REPLICAS
+    direct_ingress: bool = False
+    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> OursOptions:
+        return cls(args.low_coalesce_s, args.ingress_replicas, args.direct_ingress, args.max_num_batched_tokens)
+
+
+def ours_config(model_dir: Path, port: int, options: OursOptions = OursOptions()) -> dict:
     return {"model": {"path": str(model_dir), "served_name": SERVED_NAME},
             # 256 sequences of 256 + 256 tokens fit the KV cache (136k tokens), so the window can start
-            # at the engine's limit; 8192 tokens per step is vLLM's own default.
+            # at the engine's limit.
             "engine": {"max_model_len": 2048, "gpu_memory_utilization": 0.9, "enable_prefix_caching": True,
-                       **ENGINE_LIMITS},
+                       "max_num_seqs": MAX_NUM_SEQS, "max_num_batched_tokens": options.max_num_batched_tokens},
             "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4},
-            "priority_classes": ours_classes(low_coalesce_s),
+            "priority_classes": ours_classes(options.low_coalesce_s),
             "default_priority": "low",
-            "http": {"host": "127.0.0.1", "port": port, "ingress_replicas": ingress_replicas,
-                     **({"direct_ingress_port": DIRECT_INGRESS_FIRST_PORT} if direct_ingress else {})}}
+            "http": {"host": "127.0.0.1", "port": port, "ingress_replicas": options.ingress_replicas,
+                     **({"direct_ingress_port": DIRECT_INGRESS_FIRST_PORT} if options.direct_ingress else {})}}
 
 
 def class_request_args(server: str, klass: LoadClass) -> list[str]:
@@ -145,11 +159,10 @@ def server_command(server: str, args: argparse.Namespace, port: int, raw: Path) 
     model_dir = args.model_dir
     if server == "vllm":
         # The same engine limits as ours (and so the same torch.compile cache on one machine).
-        return vllm_serve_command(model_dir, port, ["--max-num-seqs", str(ENGINE_LIMITS["max_num_seqs"]),
-                                                    "--max-num-batched-tokens",
-                                                    str(ENGINE_LIMITS["max_num_batched_tokens"])])
+        return vllm_serve_command(model_dir, port, ["--max-num-seqs", str(MAX_NUM_SEQS),
+                                                    "--max-num-batched-tokens", str(args.max_num_batched_tokens)])
     config_path = raw / "ours_config.yaml"
-    config = ours_config(model_dir, port, args.low_coalesce_s, args.ingress_replicas, args.direct_ingress)
+    config = ours_config(model_dir, port, OursOptions.from_args(args))
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return [sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)]
 
@@ -171,8 +184,7 @@ def run_server(server: str, args: argparse.Namespace, raw: Path) -> dict:
                     "saturated_prompts": SATURATED_PROMPTS,
                     "classes": {name: {**asdict(k), **class_slo(name)} for name, k in classes.items()}}}
     if server == "ours":
-        run["config"] = ours_config(args.model_dir, port, args.low_coalesce_s, args.ingress_replicas,
-                                    args.direct_ingress)
+        run["config"] = ours_config(args.model_dir, port, OursOptions.from_args(args))
     partial = args.out / f"priority_vs_vllm_{server}.json"
 
     def save() -> None:
@@ -318,6 +330,9 @@ def main() -> int:
     parser.add_argument("--direct-ingress", action="store_true",
                         help="ours: Ray Serve direct ingress (http.direct_ingress_port), the benches "
                              f"talk to the ingress replica on port {DIRECT_INGRESS_FIRST_PORT}, not through the proxy")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=DEFAULT_MAX_NUM_BATCHED_TOKENS,
+                        help="both servers: tokens per engine step (smaller: shorter steps while the flood's "
+                             "prefills run, which a high-priority first token waits behind)")
     parser.add_argument("--port", type=int, default=8000, help="ours on PORT, vllm serve on PORT+1")
     parser.add_argument("--raw-dir", type=Path, help="bench JSONs and logs before archiving (default: a temp folder)")
     args = parser.parse_args()

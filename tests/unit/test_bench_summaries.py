@@ -154,10 +154,21 @@ def test_ours_config_is_a_valid_app_config_with_the_benchmark_classes():
 def test_ours_config_coalesces_only_the_low_class_when_asked():
     from serve_app.config import parse_config
 
-    coalescing = {c.name: c.stream_coalesce_s for c in parse_config(pv.ours_config(Path("/m"), 8000, 0.25)).priority_classes}
+    options = pv.OursOptions(low_coalesce_s=0.25)
+    coalescing = {c.name: c.stream_coalesce_s for c in parse_config(pv.ours_config(Path("/m"), 8000, options)).priority_classes}
     plain = {c.name: c.stream_coalesce_s for c in parse_config(pv.ours_config(Path("/m"), 8000)).priority_classes}
     assert coalescing == {"high": 0.0, "low": 0.25}
     assert plain == {"high": 0.0, "low": 0.0}
+
+
+def test_ours_config_carries_direct_ingress_and_the_step_size():
+    from serve_app.config import parse_config
+
+    config = parse_config(pv.ours_config(Path("/m"), 8000, pv.OursOptions(direct_ingress=True,
+                                                                          max_num_batched_tokens=2048)))
+    assert config.http.direct_ingress_port == pv.DIRECT_INGRESS_FIRST_PORT
+    assert config.engine.max_num_batched_tokens == 2048
+    assert parse_config(pv.ours_config(Path("/m"), 8000)).http.direct_ingress_port is None
 
 
 def _value(command: list[str], flag: str) -> str:
