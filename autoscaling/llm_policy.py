@@ -88,23 +88,30 @@ def arrival_replicas(signals: Signals, settings: LLMPolicySettings) -> int | Non
     return math.ceil(sum(signals.arrival_rate_rps.values()) / settings.target_rps_per_replica - 1e-9)
 
 
+def ongoing_replicas(signals: Signals, settings: LLMPolicySettings) -> int:
+    """Replicas for the ongoing plus top-class queued requests at `target_ongoing_requests` each."""
+    queued_top = sum(signals.queue_depth.get(name, 0.0) for name in settings.top_classes)
+    total = sum(signals.ongoing_requests.values()) + queued_top
+    return math.ceil(total / settings.target_ongoing_requests - 1e-9)
+
+
 def load_replicas(signals: Signals, settings: LLMPolicySettings) -> int:
     """Replicas the load alone needs: ongoing plus top-class queued requests over the target per replica.
 
     Admission control keeps ongoing requests and the queue at their caps, where they no longer grow
     with the load, so the load the router turns away has to be counted too. With the capacity
-    model's `target_rps_per_replica`, from the arrival rate: it falls as soon as the load does. Without
-    it, from the refused share: when the router refuses more than `refused_share_max` of the arrivals
+    model's `target_rps_per_replica`, from the arrival rate: it falls as soon as the load does; while
+    it asks for fewer replicas than there are, in-flight and queued requests beyond that are the
+    backlog of a load that has passed, which drains or expires long before a new replica could start,
+    so they add replicas only one at a time (`pressure_reasons`). Without it, from the refused share: when the router refuses more than `refused_share_max` of the arrivals
     for capacity, the running replicas serve only the admitted share, so the demand needs running /
     admitted share replicas (at most `refusal_scale_max` x running per decision). That share lags a
     load drop (requests queued at the peak expire after it), which overshoots after a peak.
     """
-    queued_top = sum(signals.queue_depth.get(name, 0.0) for name in settings.top_classes)
-    total = sum(signals.ongoing_requests.values()) + queued_top
-    by_ongoing = math.ceil(total / settings.target_ongoing_requests - 1e-9)
+    by_ongoing = ongoing_replicas(signals, settings)
     by_arrivals = arrival_replicas(signals, settings)
     if by_arrivals is not None:
-        return max(by_ongoing, by_arrivals)
+        return by_arrivals if by_arrivals < signals.target_replicas else max(by_ongoing, by_arrivals)
     share = refused_share(signals)
     if share <= settings.refused_share_max:
         return by_ongoing
@@ -128,6 +135,12 @@ def pressure_reasons(signals: Signals, settings: LLMPolicySettings) -> list[str]
     # With the arrival rate known, refusals while it asks for fewer replicas than there are come from
     # a load that has already passed (expiries lag their arrivals): no reason to add more.
     refusals_count = by_arrivals is None or by_arrivals >= signals.target_replicas
+    if by_arrivals is not None and not refusals_count:
+        # ... but in-flight requests beyond the replicas there are may also mean the capacity model
+        # overstated a replica (longer outputs than in the load test): one more at a time.
+        by_ongoing = ongoing_replicas(signals, settings)
+        if by_ongoing > signals.target_replicas:
+            reasons.append(f"in-flight requests need {by_ongoing} replicas (arrivals: {by_arrivals})")
     for name in sorted(signals.refused_rate_rps) if refusals_count else ():
         share = refused_share(signals, name)
         if share > settings.refused_share_max:

@@ -193,10 +193,28 @@ def test_with_a_known_rate_per_replica_the_arrival_rate_sizes_the_deployment():
     assert load_replicas(at_window_cap(replicas=2, arrivals=10.0), RPS_SETTINGS) == 5
     out, _ = decisions(at_window_cap(replicas=2, arrivals=10.0), 10, settings=RPS_SETTINGS)
     assert out[4] == 2 and out[5] == 5  # after the upscale delay
-    # Ongoing requests still count when they ask for more than the arrivals do.
+    # Ongoing requests still size it while the arrivals ask for at least the replicas there are.
     busy = Signals(running_replicas=2, target_replicas=2, ongoing_requests={"r0": 20.0, "r1": 20.0},
-                   arrival_rate_rps={"batch": 1.0})
+                   arrival_rate_rps={"batch": 4.0})
     assert load_replicas(busy, RPS_SETTINGS) == 10
+
+
+def test_a_backlog_after_a_load_drop_adds_one_replica_at_a_time_not_its_size():
+    # After a peak: 20 replicas still hold 40 requests each (80 replicas' worth at 10 per replica)
+    # while the arrivals ask for 2. Sized on the backlog, the policy would jump to the cap; the
+    # backlog drains or expires before a new replica starts, so only the one-at-a-time backstop.
+    settings = LLMPolicySettings(**{**RPS_SETTINGS.__dict__, "max_replicas": 100, "target_ongoing_requests": 10})
+    ids = [f"r{i}" for i in range(20)]
+    backlog = Signals(running_replicas=20, target_replicas=20, ongoing_requests={i: 40.0 for i in ids},
+                      arrival_rate_rps={"batch": 4.0})
+    assert load_replicas(backlog, settings) == 2
+    out, state = decisions(backlog, 10, settings=settings)
+    assert out[4] == 20 and out[5] == 21
+    assert any("in-flight requests need 80 replicas" in reason for reason in state.last_reasons)
+    # While that replica starts, nothing more.
+    starting = Signals(**{**backlog.__dict__, "target_replicas": 21})
+    out, _ = decisions(starting, 30, settings=settings)
+    assert set(out) == {21}
 
 
 def test_refusals_lagging_a_load_drop_add_nothing_when_the_arrival_rate_is_known():
