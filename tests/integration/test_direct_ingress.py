@@ -28,8 +28,9 @@ def _port_open(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def direct_app(app_config, tmp_path_factory):
-    """A second local Ray + app in a subprocess: direct ingress must be on before Ray starts."""
+def direct_app(app_config, base_url, tmp_path_factory):
+    """A second local Ray + app in a subprocess: direct ingress must be on before Ray starts. After
+    the suite's app (`base_url`): the ports chosen for it are bound before this Ray picks its own."""
     data = app_config.model_dump(mode="json")
     direct_port = free_port()
     data["http"] = {**data["http"], "port": free_port(), "direct_ingress_port": direct_port}
