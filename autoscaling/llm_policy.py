@@ -103,10 +103,11 @@ def load_replicas(signals: Signals, settings: LLMPolicySettings) -> int:
     model's `target_rps_per_replica`, from the arrival rate: it falls as soon as the load does; while
     it asks for fewer replicas than there are, in-flight and queued requests beyond that are the
     backlog of a load that has passed, which drains or expires long before a new replica could start,
-    so they add replicas only one at a time (`pressure_reasons`). Without it, from the refused share: when the router refuses more than `refused_share_max` of the arrivals
-    for capacity, the running replicas serve only the admitted share, so the demand needs running /
-    admitted share replicas (at most `refusal_scale_max` x running per decision). That share lags a
-    load drop (requests queued at the peak expire after it), which overshoots after a peak.
+    so they add replicas only one at a time (`pressure_reasons`). Without it, from the refused share:
+    when the router refuses more than `refused_share_max` of the arrivals for capacity, the running
+    replicas serve only the admitted share, so the demand needs running / admitted share replicas (at
+    most `refusal_scale_max` x running per decision). That share lags a load drop (requests queued at
+    the peak expire after it), which overshoots after a peak.
     """
     by_ongoing = ongoing_replicas(signals, settings)
     by_arrivals = arrival_replicas(signals, settings)
