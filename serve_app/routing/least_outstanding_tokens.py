@@ -4,13 +4,18 @@ A thin shell: the choice itself is `serve_app.policy.replica_choice.choose_repli
 what the replicas report (`record_routing_stats`) or, between reports, what this router has
 sent them itself, whichever is larger. A call naming `target_replica` (the router deployment's
 choice) goes there while that replica is running; otherwise (it just died) to the best other.
+
+No FIFOMixin: with it, a replica chosen for one pending call is handed to the oldest pending call,
+so under a burst calls went to replicas the router deployment had not chosen for them (CI saw a
+call meant for the survivor of a killed replica sent to the dead one, and the survivor blamed).
+Ray Serve's base `RequestRouter` gives each chosen replica to exactly the call it was chosen for.
 """
 from __future__ import annotations
 
 import random
 from typing import Any
 
-from ray.serve.request_router import FIFOMixin, PendingRequest, ReplicaID, RequestRouter, RunningReplica
+from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
 from serve_app.policy.replica_choice import ReplicaLoad, choose_replica
 from serve_app.routing.targeted import TARGET_KWARG
@@ -22,7 +27,7 @@ def _request_cost(pending_request: PendingRequest | None) -> int:
     return int(getattr(pending_request.args[0], "cost_tokens", 0))
 
 
-class LeastOutstandingTokensRouter(FIFOMixin, RequestRouter):
+class LeastOutstandingTokensRouter(RequestRouter):
     def initialize_state(self, seed: int | None = None, **kwargs: Any) -> None:
         self._rng = random.Random(seed)
         # internal request id -> (replica, cost) for requests this router sent and that are not done.
