@@ -158,11 +158,12 @@ class Router:
         self._pump()
         # Queue depth and capacity refusals per class for the autoscaling policy (replicas read them
         # back from the controller).
-        classes = self._core.stats()["classes"]
+        stats = self._core.stats()  # sorts every class's wait samples: once per refresh
+        classes = stats["classes"]
         self._controller.report_router_queue.remote({name: c["queued"] for name, c in classes.items()},
                                                     {name: capacity_counts(c) for name, c in classes.items()})
         if self._metrics is not None:
-            self._metrics.observe_stats(self._core.stats())
+            self._metrics.observe_stats(stats)
 
     async def collected_spans(self) -> list[dict[str, Any]]:
         """Spans this router finished (only with `telemetry.tracing_exporter: memory`, for tests)."""
