@@ -98,10 +98,17 @@ class OursOptions:
     ingress_replicas: int = DEFAULT_INGRESS_REPLICAS
     direct_ingress: bool = False
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
+    async_scheduling: str = "auto"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> OursOptions:
-        return cls(args.low_coalesce_s, args.ingress_replicas, args.direct_ingress, args.max_num_batched_tokens)
+        return cls(args.low_coalesce_s, args.ingress_replicas, args.direct_ingress, args.max_num_batched_tokens,
+                   args.async_scheduling)
+
+
+def async_scheduling_engine_arg(choice: str) -> dict:
+    """vLLM's `async_scheduling` for --async-scheduling: auto leaves vLLM's own choice (on for GPUs)."""
+    return {} if choice == "auto" else {"async_scheduling": choice == "on"}
 
 
 def ours_config(model_dir: Path, port: int, options: OursOptions = OursOptions()) -> dict:
@@ -109,7 +116,8 @@ def ours_config(model_dir: Path, port: int, options: OursOptions = OursOptions()
             # 256 sequences of 256 + 256 tokens fit the KV cache (136k tokens), so the window can start
             # at the engine's limit.
             "engine": {"max_model_len": 2048, "gpu_memory_utilization": 0.9, "enable_prefix_caching": True,
-                       "max_num_seqs": MAX_NUM_SEQS, "max_num_batched_tokens": options.max_num_batched_tokens},
+                       "max_num_seqs": MAX_NUM_SEQS, "max_num_batched_tokens": options.max_num_batched_tokens,
+                       **({"extra": extra} if (extra := async_scheduling_engine_arg(options.async_scheduling)) else {})},
             "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4},
             "priority_classes": ours_classes(options.low_coalesce_s),
             "default_priority": "low",
@@ -159,8 +167,10 @@ def server_command(server: str, args: argparse.Namespace, port: int, raw: Path) 
     model_dir = args.model_dir
     if server == "vllm":
         # The same engine limits as ours (and so the same torch.compile cache on one machine).
+        async_flag = {"auto": [], "on": ["--async-scheduling"], "off": ["--no-async-scheduling"]}
         return vllm_serve_command(model_dir, port, ["--max-num-seqs", str(MAX_NUM_SEQS),
-                                                    "--max-num-batched-tokens", str(args.max_num_batched_tokens)])
+                                                    "--max-num-batched-tokens", str(args.max_num_batched_tokens),
+                                                    *async_flag[args.async_scheduling]])
     config_path = raw / "ours_config.yaml"
     config = ours_config(model_dir, port, OursOptions.from_args(args))
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -333,6 +343,10 @@ def main() -> int:
     parser.add_argument("--max-num-batched-tokens", type=int, default=DEFAULT_MAX_NUM_BATCHED_TOKENS,
                         help="both servers: tokens per engine step (smaller: shorter steps while the flood's "
                              "prefills run, which a high-priority first token waits behind)")
+    parser.add_argument("--async-scheduling", choices=["auto", "on", "off"], default="auto",
+                        help="both servers: vLLM's async scheduling (auto: vLLM's choice, on for GPUs). It plans "
+                             "step N+1 while step N runs, so a request arriving mid-step waits one more step "
+                             "for its first token")
     parser.add_argument("--port", type=int, default=8000, help="ours on PORT, vllm serve on PORT+1")
     parser.add_argument("--raw-dir", type=Path, help="bench JSONs and logs before archiving (default: a temp folder)")
     args = parser.parse_args()

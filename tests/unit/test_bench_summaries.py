@@ -171,6 +171,19 @@ def test_ours_config_carries_direct_ingress_and_the_step_size():
     assert parse_config(pv.ours_config(Path("/m"), 8000)).http.direct_ingress_port is None
 
 
+def test_async_scheduling_reaches_our_engine_only_when_chosen():
+    from serve_app.config import parse_config
+    from serve_app.deployments.replica import engine_args_from_config
+
+    def engine_async(choice: str):
+        config = parse_config(pv.ours_config(Path("/m"), 8000, pv.OursOptions(async_scheduling=choice)))
+        return engine_args_from_config(config).async_scheduling
+
+    assert engine_async("off") is False
+    assert engine_async("on") is True
+    assert engine_async("auto") is None  # vLLM decides
+
+
 def _value(command: list[str], flag: str) -> str:
     return command[command.index(flag) + 1]
 
