@@ -158,7 +158,8 @@ def ttft_by_flood_phase(result: dict, flood: dict) -> dict | None:
 def stats_timeline(samples: list[tuple[float, dict]], flood: dict | None, class_name: str) -> list[dict]:
     """Router-stats snapshots polled during a run (time.monotonic, stats) as rows: seconds since
     the flood's first arrival, its phase, queue depth, windows, and `class_name`'s recent TTFT p50/p99
-    in ms at the ingress and at the replica (each over the server's last ~10 s). Without the flood's
+    in ms at the ingress and at the replica (each over the server's last ~10 s), and the longest
+    garbage-collector pause of the ingress and router processes over that window. Without the flood's
     detailed run, times count from the first snapshot and the phase is unknown."""
     if flood is not None and "start_times" in flood:
         phase_of, origin = flood_phases(flood)
@@ -170,6 +171,12 @@ def stats_timeline(samples: list[tuple[float, dict]], flood: dict | None, class_
         value = (summary or {}).get(key)
         return None if value is None else round(1000 * value, 1)
 
+    def gc_max_ms(pauses: dict | None) -> float | None:
+        """Longest garbage-collector pause of any generation in the server's recent window."""
+        longest = [recent["max_s"] for summary in (pauses or {}).values()
+                   if (recent := summary.get("recent")) and recent.get("max_s") is not None]
+        return round(1000 * max(longest), 1) if longest else None
+
     rows = []
     for t, stats in samples:
         ingress = ((stats.get("ingress") or {}).get("ttft_recent") or {}).get(class_name)
@@ -178,5 +185,7 @@ def stats_timeline(samples: list[tuple[float, dict]], flood: dict | None, class_
                      "running": stats.get("running"),
                      "windows": [r.get("window") for r in (stats.get("replicas") or {}).values()],
                      "ingress_ttft_p50_ms": ms(ingress, "p50_s"), "ingress_ttft_p99_ms": ms(ingress, "p99_s"),
-                     "replica_ttft_p50_ms": ms(replica, "p50_s"), "replica_ttft_p99_ms": ms(replica, "p99_s")})
+                     "replica_ttft_p50_ms": ms(replica, "p50_s"), "replica_ttft_p99_ms": ms(replica, "p99_s"),
+                     "ingress_gc_max_ms": gc_max_ms((stats.get("ingress") or {}).get("gc_pauses")),
+                     "router_gc_max_ms": gc_max_ms(stats.get("router_gc_pauses"))})
     return rows

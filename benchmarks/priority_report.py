@@ -94,7 +94,7 @@ def phase_rows(report: dict) -> list[tuple[str, ...]]:
 
 
 TIMELINE_HEADERS = ("t (s)", "phase", "queued", "running", "window", "high TTFT ingress p50/p99 ms",
-                    "replica p50/p99 ms")
+                    "replica p50/p99 ms", "GC max ms ingress/router")
 
 
 def timeline_rows(timeline: list[dict]) -> list[tuple[str, ...]]:
@@ -102,7 +102,8 @@ def timeline_rows(timeline: list[dict]) -> list[tuple[str, ...]]:
     return [(f"{row['t_s']:g}", row["phase"] or "-", _num(row["queue_depth"]), _num(row["running"]),
              "/".join(_num(w) for w in row["windows"]) or "-",
              f"{_num(row['ingress_ttft_p50_ms'])} / {_num(row['ingress_ttft_p99_ms'])}",
-             f"{_num(row['replica_ttft_p50_ms'])} / {_num(row['replica_ttft_p99_ms'])}") for row in timeline]
+             f"{_num(row['replica_ttft_p50_ms'])} / {_num(row['replica_ttft_p99_ms'])}",
+             f"{_num(row.get('ingress_gc_max_ms'))} / {_num(row.get('router_gc_max_ms'))}") for row in timeline]
 
 
 def format_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:

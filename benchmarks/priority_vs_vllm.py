@@ -99,11 +99,12 @@ class OursOptions:
     direct_ingress: bool = False
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
     async_scheduling: str = "auto"
+    freeze_gc: bool = True
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> OursOptions:
         return cls(args.low_coalesce_s, args.ingress_replicas, args.direct_ingress, args.max_num_batched_tokens,
-                   args.async_scheduling)
+                   args.async_scheduling, args.freeze_gc == "on")
 
 
 def async_scheduling_engine_arg(choice: str) -> dict:
@@ -121,6 +122,7 @@ def ours_config(model_dir: Path, port: int, options: OursOptions = OursOptions()
             "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4},
             "priority_classes": ours_classes(options.low_coalesce_s),
             "default_priority": "low",
+            "process": {"freeze_gc_after_start": options.freeze_gc},
             "http": {"host": "127.0.0.1", "port": port, "ingress_replicas": options.ingress_replicas,
                      **({"direct_ingress_port": DIRECT_INGRESS_FIRST_PORT} if options.direct_ingress else {})}}
 
@@ -347,6 +349,8 @@ def main() -> int:
                         help="both servers: vLLM's async scheduling (auto: vLLM's choice, on for GPUs). It plans "
                              "step N+1 while step N runs, so a request arriving mid-step waits one more step "
                              "for its first token")
+    parser.add_argument("--freeze-gc", choices=["on", "off"], default="on",
+                        help="ours: process.freeze_gc_after_start (runs 1-8 predate it: off)")
     parser.add_argument("--port", type=int, default=8000, help="ours on PORT, vllm serve on PORT+1")
     parser.add_argument("--raw-dir", type=Path, help="bench JSONs and logs before archiving (default: a temp folder)")
     args = parser.parse_args()

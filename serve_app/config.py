@@ -247,6 +247,14 @@ class TelemetrySettings(_Strict):
     )
 
 
+class ProcessSettings(_Strict):
+    freeze_gc_after_start: bool = Field(
+        True, description="Each ingress, router and replica process freezes the Python heap built at its start "
+        "(gc.freeze, as vLLM's own server does), so full garbage collections no longer walk it and pause "
+        "requests for it. Pauses are in `/v1/router/stats` (`gc_pauses`).",
+    )
+
+
 class AppConfig(_Strict):
     model: ModelSettings = Field(default_factory=ModelSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
@@ -263,6 +271,7 @@ class AppConfig(_Strict):
         "from a rate sweep); off: `replicas.num_replicas` fixed.",
     )
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    process: ProcessSettings = Field(default_factory=ProcessSettings)
 
     @field_validator("priority_classes")
     @classmethod

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -27,6 +28,7 @@ from serve_app.policy.recent_latency import RecentLatencies
 from serve_app.policy.request_limits import RequestLimits
 from serve_app.policy.router_core import Refusal
 from serve_app.telemetry import tracing
+from serve_app.telemetry.gc_pauses import prepare_process_for_serving
 from serve_app.telemetry.tracing import RequestSpan, SpanKind
 
 logger = logging.getLogger("serve_app.ingress")
@@ -158,6 +160,7 @@ class Ingress:
         if self._config.telemetry.metrics:
             from serve_app.telemetry.metrics import RequestMetrics
             self._metrics = RequestMetrics()
+        self._gc_pauses = prepare_process_for_serving(self._config.process.freeze_gc_after_start)
 
     # ---- request building ------------------------------------------------------------------
     def _check_model(self, model: str) -> None:
@@ -316,9 +319,11 @@ class Ingress:
     @http_app.get("/v1/router/stats")
     async def router_stats(self):
         """Per class: queue depth, waits, admitted/refused/expired/served counts; per replica: window;
-        recent TTFT as the replicas and as this ingress replica measured it."""
+        recent TTFT as the replicas and as this ingress replica measured it; garbage-collector pauses of
+        the router's and this ingress replica's processes."""
         stats = await self._router_handle.stats.remote()
-        stats["ingress"] = {"replica": self._replica_id, "ttft_recent": self._recent_ttft.summary(time.monotonic())}
+        stats["ingress"] = {"replica": self._replica_id, "ttft_recent": self._recent_ttft.summary(time.monotonic()),
+                            "gc_pauses": self._gc_pauses.summary(), "gc_frozen_objects": gc.get_freeze_count()}
         return stats
 
     @http_app.get("/health", responses={503: {"description": "No engine answered its health check.", "content": {

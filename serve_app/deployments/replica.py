@@ -24,6 +24,7 @@ from serve_app.engine_stats import EngineSnapshot, snapshot_logger_factory
 from serve_app.delivery import Outbox
 from serve_app.generation import GenerationChunk, GenerationRequest, RunSummary
 from serve_app.telemetry import tracing
+from serve_app.telemetry.gc_pauses import prepare_process_for_serving
 from serve_app.telemetry.tracing import RequestSpan
 
 logger = logging.getLogger("serve_app.replica")
@@ -121,6 +122,8 @@ class LLMReplica:
                 self._replica_id, cache.num_gpu_blocks, cache.block_size,
                 self._engine.vllm_config.scheduler_config.max_num_seqs)
             self._report_task = asyncio.create_task(self._report_load_forever())
+        # Last: the engine client's start-up objects are frozen with the rest.
+        self._gc_pauses = prepare_process_for_serving(self._config.process.freeze_gc_after_start)
 
     async def _planned_engine_args(self) -> dict[str, Any]:
         """The controller's batch size for this device, except where the config pins a value."""
@@ -280,6 +283,7 @@ class LLMReplica:
             "completed": self._completed,
             "delivery_batches": self._outbox.batches_sent,
             "delivery_chunks": self._outbox.chunks_sent,
+            "gc_pauses": self._gc_pauses.summary(),
             **self.record_routing_stats(),
         }
 

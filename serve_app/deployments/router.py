@@ -23,6 +23,7 @@ from serve_app.generation import GenerationRequest, RunSummary
 from serve_app.policy.router_core import Refusal, RouterCore
 from serve_app.policy.replica_choice import prefix_key_of
 from serve_app.telemetry import tracing
+from serve_app.telemetry.gc_pauses import prepare_process_for_serving
 from serve_app.telemetry.tracing import RequestSpan
 
 logger = logging.getLogger("serve_app.router")
@@ -54,6 +55,7 @@ class Router:
         if self._config.telemetry.metrics:
             from serve_app.telemetry.metrics import RouterMetrics
             self._metrics = RouterMetrics()
+        self._gc_pauses = prepare_process_for_serving(self._config.process.freeze_gc_after_start)
 
     def _ensure_background(self) -> None:
         if not self._background:
@@ -172,4 +174,4 @@ class Router:
     async def stats(self) -> dict[str, Any]:
         """Queue depth and waits per class, window per replica, admitted/refused counts."""
         self._ensure_background()
-        return self._core.stats(self._clock())
+        return {**self._core.stats(self._clock()), "router_gc_pauses": self._gc_pauses.summary()}

@@ -184,6 +184,16 @@ def test_async_scheduling_reaches_our_engine_only_when_chosen():
     assert engine_async("auto") is None  # vLLM decides
 
 
+def test_gc_freeze_is_on_unless_asked_off():
+    from serve_app.config import parse_config
+
+    def frozen(options: pv.OursOptions) -> bool:
+        return parse_config(pv.ours_config(Path("/m"), 8000, options)).process.freeze_gc_after_start
+
+    assert frozen(pv.OursOptions()) is True
+    assert frozen(pv.OursOptions(freeze_gc=False)) is False
+
+
 def _value(command: list[str], flag: str) -> str:
     return command[command.index(flag) + 1]
 
@@ -291,7 +301,10 @@ def test_phase_rows_list_each_phase_with_empty_ones_dashed():
 def test_stats_timeline_aligns_snapshots_with_the_flood_phases():
     flood = _detailed([100.0, 105.0, 110.0], [1, 1, 1], [8, 8, 8], duration=25.0)
     snapshot = {"queue_depth": 40, "running": 200, "replicas": {"r1": {"window": 104}},
-                "ingress": {"ttft_recent": {"high": {"n": 3, "p50_s": 0.85, "p99_s": 1.5}}},
+                "ingress": {"ttft_recent": {"high": {"n": 3, "p50_s": 0.85, "p99_s": 1.5}},
+                            "gc_pauses": {"gen0": {"count": 9, "recent": {"n": 2, "max_s": 0.0004}},
+                                          "gen2": {"count": 2, "recent": {"n": 1, "max_s": 0.3125}}}},
+                "router_gc_pauses": {"gen2": {"count": 1, "recent": {"n": 0, "max_s": None}}},
                 "replica_ttft_recent": {"high": {"n": 3, "p50_s": 0.08, "p99_s": 0.2}, "low": {"n": 1}}}
     rows = bs.stats_timeline([(98.0, {"queue_depth": 0, "replicas": {}}), (104.0, snapshot), (120.0, snapshot),
                               (130.0, snapshot)], flood, "high")
@@ -300,7 +313,8 @@ def test_stats_timeline_aligns_snapshots_with_the_flood_phases():
     assert rows[0]["ingress_ttft_p99_ms"] is None and rows[0]["windows"] == []
     assert rows[1] == {"t_s": 4.0, "phase": "arriving", "queue_depth": 40, "running": 200, "windows": [104],
                        "ingress_ttft_p50_ms": 850.0, "ingress_ttft_p99_ms": 1500.0,
-                       "replica_ttft_p50_ms": 80.0, "replica_ttft_p99_ms": 200.0}
+                       "replica_ttft_p50_ms": 80.0, "replica_ttft_p99_ms": 200.0,
+                       "ingress_gc_max_ms": 312.5, "router_gc_max_ms": None}
 
 
 def test_stats_timeline_without_the_flood_counts_from_the_first_snapshot():
@@ -311,5 +325,5 @@ def test_stats_timeline_without_the_flood_counts_from_the_first_snapshot():
 def test_timeline_rows_format_snapshots():
     row = {"t_s": 4.0, "phase": "arriving", "queue_depth": 40, "running": 200, "windows": [104],
            "ingress_ttft_p50_ms": 850.0, "ingress_ttft_p99_ms": 1500.0, "replica_ttft_p50_ms": None,
-           "replica_ttft_p99_ms": None}
-    assert pr.timeline_rows([row]) == [("4", "arriving", "40", "200", "104", "850 / 1,500", "- / -")]
+           "replica_ttft_p99_ms": None, "ingress_gc_max_ms": 312.5, "router_gc_max_ms": None}
+    assert pr.timeline_rows([row]) == [("4", "arriving", "40", "200", "104", "850 / 1,500", "- / -", "312 / -")]
