@@ -100,11 +100,12 @@ class OursOptions:
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
     async_scheduling: str = "auto"
     freeze_gc: bool = True
+    full_gc: str = "scheduled"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> OursOptions:
         return cls(args.low_coalesce_s, args.ingress_replicas, args.direct_ingress, args.max_num_batched_tokens,
-                   args.async_scheduling, args.freeze_gc == "on")
+                   args.async_scheduling, args.freeze_gc == "on", args.full_gc)
 
 
 def async_scheduling_engine_arg(choice: str) -> dict:
@@ -122,7 +123,7 @@ def ours_config(model_dir: Path, port: int, options: OursOptions = OursOptions()
             "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4},
             "priority_classes": ours_classes(options.low_coalesce_s),
             "default_priority": "low",
-            "process": {"freeze_gc_after_start": options.freeze_gc},
+            "process": {"freeze_gc_after_start": options.freeze_gc, "full_gc": options.full_gc},
             "http": {"host": "127.0.0.1", "port": port, "ingress_replicas": options.ingress_replicas,
                      **({"direct_ingress_port": DIRECT_INGRESS_FIRST_PORT} if options.direct_ingress else {})}}
 
@@ -351,6 +352,8 @@ def main() -> int:
                              "for its first token")
     parser.add_argument("--freeze-gc", choices=["on", "off"], default="on",
                         help="ours: process.freeze_gc_after_start (runs 1-8 predate it: off)")
+    parser.add_argument("--full-gc", choices=["scheduled", "python"], default="scheduled",
+                        help="ours: process.full_gc (runs 1-9 predate it: python)")
     parser.add_argument("--port", type=int, default=8000, help="ours on PORT, vllm serve on PORT+1")
     parser.add_argument("--raw-dir", type=Path, help="bench JSONs and logs before archiving (default: a temp folder)")
     args = parser.parse_args()

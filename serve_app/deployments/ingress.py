@@ -160,7 +160,7 @@ class Ingress:
         if self._config.telemetry.metrics:
             from serve_app.telemetry.metrics import RequestMetrics
             self._metrics = RequestMetrics()
-        self._gc_pauses = prepare_process_for_serving(self._config.process.freeze_gc_after_start)
+        self._gc_pauses = prepare_process_for_serving(self._config.process, lambda: len(self._inbox))
 
     # ---- request building ------------------------------------------------------------------
     def _check_model(self, model: str) -> None:

@@ -123,7 +123,7 @@ class LLMReplica:
                 self._engine.vllm_config.scheduler_config.max_num_seqs)
             self._report_task = asyncio.create_task(self._report_load_forever())
         # Last: the engine client's start-up objects are frozen with the rest.
-        self._gc_pauses = prepare_process_for_serving(self._config.process.freeze_gc_after_start)
+        self._gc_pauses = prepare_process_for_serving(self._config.process, lambda: len(self._outstanding_tokens))
 
     async def _planned_engine_args(self) -> dict[str, Any]:
         """The controller's batch size for this device, except where the config pins a value."""

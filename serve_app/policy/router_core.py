@@ -319,6 +319,10 @@ class RouterCore:
         return self._classes.tightest_ttft_slo(names), self._classes.tightest_tpot_slo(names)
 
     # ---- observability -------------------------------------------------------------------------
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
     def stats(self, now: float | None = None) -> dict[str, Any]:
         """Counters per class and replica; with `now`, also each class's replica-measured TTFT over
         the last seconds (`replica_ttft_recent`)."""

@@ -10,10 +10,16 @@ beside the latency they cause. No Ray or vLLM import; the clock is injected.
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from serve_app.policy.gc_schedule import FullCollectionPolicy, FullCollectionSchedule
 from serve_app.policy.recent_latency import RecentLatencies
+
+if TYPE_CHECKING:
+    from serve_app.config import ProcessSettings
 
 
 def freeze_startup_heap() -> int:
@@ -87,10 +93,46 @@ def process_gc_pauses() -> GcPauses:
     return _process_pauses
 
 
-def prepare_process_for_serving(freeze_heap: bool) -> GcPauses:
-    """Called at the end of a deployment's start: record pauses from now on and, if asked, freeze
-    the start-up heap (that first collection is recorded too)."""
+# Python's generation-2 threshold counts young collections since the last full one; this many
+# never comes, so only the schedule starts full collections.
+NO_AUTOMATIC_FULL_COLLECTIONS = 1_000_000_000
+
+
+def schedule_full_collections(policy: FullCollectionPolicy, in_flight: Callable[[], int],
+                              check_period_s: float = 1.0, stop: threading.Event | None = None) -> threading.Thread:
+    """Turns Python's automatic full collections off and runs them from a daemon thread when
+    `FullCollectionSchedule` says so (the collector holds the GIL, so it pauses the event loop
+    just as an automatic one would, only at a chosen moment)."""
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, NO_AUTOMATIC_FULL_COLLECTIONS)
+    schedule = FullCollectionSchedule(policy, time.monotonic())
+    stop = stop or threading.Event()
+
+    def collect_when_due() -> None:
+        while not stop.wait(check_period_s):
+            now = time.monotonic()
+            try:
+                busy = in_flight()
+            except Exception:  # the count is read across threads; a failed read counts as busy
+                busy = policy.quiet_in_flight + 1
+            if schedule.due(now, busy):
+                gc.collect(2)
+                schedule.collected(time.monotonic())
+
+    thread = threading.Thread(target=collect_when_due, name="scheduled-full-gc", daemon=True)
+    thread.start()
+    return thread
+
+
+def prepare_process_for_serving(settings: ProcessSettings, in_flight: Callable[[], int]) -> GcPauses:
+    """Called at the end of a deployment's start: record pauses from now on, freeze the start-up
+    heap if asked (that first collection is recorded too), and schedule full collections if asked.
+    `in_flight`: the process's requests in flight now (called from another thread: a plain read)."""
     pauses = process_gc_pauses()
-    if freeze_heap:
+    if settings.freeze_gc_after_start:
         freeze_startup_heap()
+    if settings.full_gc == "scheduled":
+        schedule_full_collections(FullCollectionPolicy(settings.full_gc_quiet_in_flight,
+                                                       settings.full_gc_min_interval_s,
+                                                       settings.full_gc_max_interval_s), in_flight)
     return pauses

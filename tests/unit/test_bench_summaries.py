@@ -192,6 +192,8 @@ def test_gc_freeze_is_on_unless_asked_off():
 
     assert frozen(pv.OursOptions()) is True
     assert frozen(pv.OursOptions(freeze_gc=False)) is False
+    assert parse_config(pv.ours_config(Path("/m"), 8000)).process.full_gc == "scheduled"
+    assert parse_config(pv.ours_config(Path("/m"), 8000, pv.OursOptions(full_gc="python"))).process.full_gc == "python"
 
 
 def _value(command: list[str], flag: str) -> str:

@@ -1,4 +1,5 @@
 import gc
+import threading
 
 import pytest
 
@@ -66,3 +67,32 @@ def test_freezing_moves_the_heap_out_of_full_collections():
         assert len(gc.get_objects(2)) < frozen
     finally:
         gc.unfreeze()
+
+
+def test_scheduled_full_collections_replace_pythons_trigger_and_run_when_quiet():
+    import time
+
+    from serve_app.policy.gc_schedule import FullCollectionPolicy
+    from serve_app.telemetry.gc_pauses import NO_AUTOMATIC_FULL_COLLECTIONS, schedule_full_collections
+
+    saved = gc.get_threshold()
+    pauses = GcPauses().install()
+    in_flight = {"n": 5}
+    stop = threading.Event()
+    try:
+        thread = schedule_full_collections(FullCollectionPolicy(min_interval_s=0.2, max_interval_s=60),
+                                           lambda: in_flight["n"], check_period_s=0.05, stop=stop)
+        assert gc.get_threshold()[2] == NO_AUTOMATIC_FULL_COLLECTIONS
+        time.sleep(0.5)
+        assert "gen2" not in pauses.summary()  # busy: nothing yet
+        in_flight["n"] = 0
+        deadline = time.monotonic() + 5
+        while "gen2" not in pauses.summary():
+            assert time.monotonic() < deadline, "no full collection once quiet"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        pauses.uninstall()
+        gc.set_threshold(*saved)
+    thread.join(timeout=5)
+    assert not thread.is_alive()
