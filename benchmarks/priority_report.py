@@ -26,9 +26,35 @@ def goal_checks(run: dict) -> dict:
     }
 
 
+def mix_served_tok_s(mix: dict) -> float | None:
+    """Output tokens/s of all classes over the longest of their runs (they ran at the same time)."""
+    if mix.get("served_output_tok_s") is not None:
+        return mix["served_output_tok_s"]
+    classes = list(mix.get("classes", {}).values())
+    if not classes or any(c.get("total_output_tokens") is None or not c.get("duration_s") for c in classes):
+        return None
+    return sum(c["total_output_tokens"] for c in classes) / max(c["duration_s"] for c in classes)
+
+
+def with_engine_reference(run: dict, engine_saturated_tok_s: float | None) -> dict:
+    """A run without its own saturated reference (--skip-saturated) measured against bare vLLM's,
+    the engine's saturated throughput, from the run it is merged with."""
+    mix = run.get("mix")
+    if not mix or mix.get("served_vs_saturated") is not None or not engine_saturated_tok_s:
+        return run
+    served = mix_served_tok_s(mix)
+    if served is None:
+        return run
+    return {**run, "mix": {**mix, "served_output_tok_s": served, "saturated_output_tok_s": engine_saturated_tok_s,
+                           "served_vs_saturated": served / engine_saturated_tok_s,
+                           "saturated_reference": "vllm serve's saturated run (merged)"}}
+
+
 def merge_runs(runs: list[dict]) -> dict:
     """One report from the partial JSONs of separate runs (one per server), keyed by server."""
     by_server = {run["server"]: run for run in runs}
+    engine_saturated = by_server.get("vllm", {}).get("saturated", {}).get("summary", {}).get("output_tok_s")
+    by_server = {name: with_engine_reference(run, engine_saturated) for name, run in by_server.items()}
     first = runs[0]
     return {"benchmark": "priority_vs_vllm", "gpu": first.get("gpu"), "shape": first.get("shape"),
             "load": first.get("load"), "goals": {"high_ttft_p99_ms": HIGH_TTFT_P99_GOAL_MS,

@@ -2,7 +2,7 @@
 
 Each `predict_*` replays a recorded `vllm bench serve` run through one simulated `Replica` and
 returns (predicted, measured) metric dicts with the same keys. Held out from the fit: the
-priority run (`benchmarks/results/priority_h100/priority_vs_vllm_vllm.json`: a 60 req/s flood
+priority run (`benchmarks/results/priority_h100/priority_vs_vllm_vllm_run3_old_overlap.json`: a 60 req/s flood
 plus 2 req/s high priority, and a 512-prompt burst) and the server-mode run
 (`benchmarks/results/serving_vs_vllm_h100.json`: 512 prompts at once, vLLM's default
 max_num_seqs 1024, so the KV cache overflows and requests are preempted).
@@ -22,7 +22,7 @@ from autoscaling.simulator.fit import REPO, closed_loop
 from autoscaling.simulator.replica import EngineConfig, EngineRequest, Replica
 from autoscaling.simulator.step_model import StepModel
 
-PRIORITY_RUN = REPO / "benchmarks/results/priority_h100/priority_vs_vllm_vllm.json"
+PRIORITY_RUN = REPO / "benchmarks/results/priority_h100/priority_vs_vllm_vllm_run3_old_overlap.json"
 SERVING_RUN = REPO / "benchmarks/results/serving_vs_vllm_h100.json"
 SERVING_RAW = REPO / "benchmarks/results/serving_vs_vllm_h100_vllm_raw.json"
 VLLM_H100_DEFAULT_MAX_NUM_SEQS = 1024  # vLLM's default for an OpenAI server on a >= 70 GiB GPU (arg_utils.py)

@@ -329,3 +329,25 @@ def test_timeline_rows_format_snapshots():
            "ingress_ttft_p50_ms": 850.0, "ingress_ttft_p99_ms": 1500.0, "replica_ttft_p50_ms": None,
            "replica_ttft_p99_ms": None, "ingress_gc_max_ms": 312.5, "router_gc_max_ms": None}
     assert pr.timeline_rows([row]) == [("4", "arriving", "40", "200", "104", "850 / 1,500", "- / -", "312 / -")]
+
+
+def test_a_run_without_its_own_saturated_reference_is_measured_against_bare_vllms():
+    def mix(high_tokens: int, low_tokens: int) -> dict:
+        return {"classes": {
+            "high": {"ttft_p99_ms": 200, "completed": 80, "failed": 0, "failed_by_kind": {}, "total_output_tokens":
+                     high_tokens, "duration_s": 40.0, "process": {"timed_out": False}},
+            "low": {"ttft_p99_ms": 9000, "completed": 10, "failed": 5, "failed_by_kind": {"429": 5},
+                    "total_output_tokens": low_tokens, "duration_s": 50.0, "process": {"timed_out": False}}}}
+
+    ours = {"server": "ours", "saturated": {"skipped": "--skip-saturated"}, "mix": mix(5_000, 395_000)}
+    vllm = {"server": "vllm", "saturated": {"summary": {"output_tok_s": 10_000.0}},
+            "mix": {**mix(5_000, 445_000), "served_output_tok_s": 9_000.0, "served_vs_saturated": 0.9}}
+    report = pr.merge_runs([ours, vllm])
+    ours_mix = report["servers"]["ours"]["mix"]
+    assert ours_mix["served_output_tok_s"] == pytest.approx(400_000 / 50.0)  # over the longest class run
+    assert ours_mix["served_vs_saturated"] == pytest.approx(0.8)
+    assert report["verdicts"]["ours"]["throughput_ok"] is False
+    assert report["servers"]["vllm"]["mix"]["served_vs_saturated"] == 0.9  # its own reference stays
+    assert report["ours_mix_vs_vllm_saturated"] == pytest.approx(0.8)
+    # Alone, a run without a reference cannot tell.
+    assert pr.merge_runs([ours])["verdicts"]["ours"]["throughput_ok"] is None
