@@ -165,3 +165,10 @@ def test_router_stats_carry_gc_pauses_of_the_frozen_ingress_and_router(base_url)
     assert ingress["gc_frozen_objects"] > 10_000
     assert ingress["gc_pauses"]["gen2"]["count"] >= 1 and ingress["gc_pauses"]["gen2"]["max_s"] > 0
     assert stats["router_gc_pauses"]["gen2"]["count"] >= 1
+    # process.full_gc: scheduled (default): with nothing in flight, a full collection follows
+    # within full_gc_min_interval_s (10 s) plus the 1 s check period.
+    first = ingress["gc_pauses"]["gen2"]["count"]
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{base_url}/v1/router/stats", timeout=30).json()["ingress"]["gc_pauses"]["gen2"]["count"] <= first:
+        assert time.monotonic() < deadline, "no scheduled full collection in a quiet ingress within 30 s"
+        time.sleep(1)
