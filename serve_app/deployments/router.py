@@ -55,7 +55,8 @@ class Router:
         if self._config.telemetry.metrics:
             from serve_app.telemetry.metrics import RouterMetrics
             self._metrics = RouterMetrics()
-        self._gc_pauses = prepare_process_for_serving(self._config.process, lambda: len(self._waiters) + self._core.running_count)
+        self._gc_pauses = prepare_process_for_serving(self._config.process,
+                                                      lambda: len(self._waiters) + self._core.running_count)
 
     def _ensure_background(self) -> None:
         if not self._background:
