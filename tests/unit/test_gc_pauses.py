@@ -62,7 +62,10 @@ def test_installed_recorder_sees_real_collections_and_uninstalls():
 def test_freezing_moves_the_heap_out_of_full_collections():
     try:
         frozen = freeze_startup_heap()
-        assert frozen == gc.get_freeze_count() > 1000
+        assert frozen > 1000
+        # Frozen objects are still freed by reference counting (other threads of a full test run
+        # do), but none are added.
+        assert gc.get_freeze_count() <= frozen
         # A full collection now walks only what was made after the freeze.
         assert len(gc.get_objects(2)) < frozen
     finally:
