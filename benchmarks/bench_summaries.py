@@ -94,11 +94,17 @@ def class_summary(result: dict) -> dict:
     }
 
 
+def concurrent_output_tok_s(output_tokens: list[int], durations_s: list[float]) -> tuple[float, float]:
+    """(window, tokens/s): output tokens of classes that ran at the same time, over the longest run."""
+    window = max(durations_s)
+    return window, sum(output_tokens) / window
+
+
 def throughput_vs_saturated(class_results: list[dict], saturated: dict) -> dict:
     """Output tokens of all classes over the longest of their runs (they ran at the same time),
     against the saturated reference run's output tokens/s."""
-    window = max(r["duration"] for r in class_results)
-    served = sum(r["total_output_tokens"] for r in class_results) / window
+    window, served = concurrent_output_tok_s([r["total_output_tokens"] for r in class_results],
+                                             [r["duration"] for r in class_results])
     return {"window_s": window, "served_output_tok_s": served,
             "saturated_output_tok_s": saturated["output_throughput"],
             "served_vs_saturated": served / saturated["output_throughput"]}

@@ -2,6 +2,8 @@
 side, a compact text table. Pure: takes and returns the dicts priority_vs_vllm.py writes."""
 from __future__ import annotations
 
+from bench_summaries import concurrent_output_tok_s
+
 # The issue's goals for the mixed run.
 HIGH_TTFT_P99_GOAL_MS = 250.0
 SERVED_VS_SATURATED_GOAL = 0.9
@@ -33,7 +35,7 @@ def mix_served_tok_s(mix: dict) -> float | None:
     classes = list(mix.get("classes", {}).values())
     if not classes or any(c.get("total_output_tokens") is None or not c.get("duration_s") for c in classes):
         return None
-    return sum(c["total_output_tokens"] for c in classes) / max(c["duration_s"] for c in classes)
+    return concurrent_output_tok_s([c["total_output_tokens"] for c in classes], [c["duration_s"] for c in classes])[1]
 
 
 def with_engine_reference(run: dict, engine_saturated_tok_s: float | None) -> dict:
@@ -60,17 +62,16 @@ def merge_runs(runs: list[dict]) -> dict:
             "load": first.get("load"), "goals": {"high_ttft_p99_ms": HIGH_TTFT_P99_GOAL_MS,
                                                   "served_vs_saturated": SERVED_VS_SATURATED_GOAL},
             "verdicts": {name: goal_checks(run) for name, run in by_server.items() if "mix" in run},
-            "ours_mix_vs_vllm_saturated": ours_mix_vs_vllm_saturated(by_server),
+            "ours_mix_vs_vllm_saturated": ours_mix_vs_vllm_saturated(by_server, engine_saturated),
             "scripts": {name: run.get("script") for name, run in by_server.items()},
             "servers": by_server}
 
 
-def ours_mix_vs_vllm_saturated(by_server: dict) -> float | None:
+def ours_mix_vs_vllm_saturated(by_server: dict, vllm_saturated_tok_s: float | None) -> float | None:
     """Our mix's served tokens/s against bare vLLM's saturated figure: our own reference goes through
     our admission control, which may refuse part of a burst of 512, so it can understate the engine."""
     served = by_server.get("ours", {}).get("mix", {}).get("served_output_tok_s")
-    saturated = by_server.get("vllm", {}).get("saturated", {}).get("summary", {}).get("output_tok_s")
-    return served / saturated if served and saturated else None
+    return served / vllm_saturated_tok_s if served and vllm_saturated_tok_s else None
 
 
 TABLE_HEADERS = ("server", "class", "done/sent", "429", "503", "other", "TTFT p50", "p90", "p99",

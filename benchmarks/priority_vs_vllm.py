@@ -104,8 +104,9 @@ class OursOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> OursOptions:
-        return cls(args.low_coalesce_s, args.ingress_replicas, args.direct_ingress, args.max_num_batched_tokens,
-                   args.async_scheduling, args.freeze_gc == "on", args.full_gc)
+        return cls(low_coalesce_s=args.low_coalesce_s, ingress_replicas=args.ingress_replicas,
+                   direct_ingress=args.direct_ingress, max_num_batched_tokens=args.max_num_batched_tokens,
+                   async_scheduling=args.async_scheduling, freeze_gc=args.freeze_gc == "on", full_gc=args.full_gc)
 
 
 def async_scheduling_engine_arg(choice: str) -> dict:
@@ -119,7 +120,7 @@ def ours_config(model_dir: Path, port: int, options: OursOptions = OursOptions()
             # at the engine's limit.
             "engine": {"max_model_len": 2048, "gpu_memory_utilization": 0.9, "enable_prefix_caching": True,
                        "max_num_seqs": MAX_NUM_SEQS, "max_num_batched_tokens": options.max_num_batched_tokens,
-                       **({"extra": extra} if (extra := async_scheduling_engine_arg(options.async_scheduling)) else {})},
+                       "extra": async_scheduling_engine_arg(options.async_scheduling)},
             "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4},
             "priority_classes": ours_classes(options.low_coalesce_s),
             "default_priority": "low",
