@@ -18,7 +18,10 @@ from serve_app.generation import GenerationChunk
 logger = logging.getLogger("serve_app.delivery")
 
 Batch = list[tuple[str, GenerationChunk]]
-SendBatch = Callable[[str, Batch], Awaitable[None]]
+# Sends a batch to an ingress replica; returns the request ids it no longer holds (their caller left).
+SendBatch = Callable[[str, Batch], Awaitable[list[str] | None]]
+# Told which requests nobody will read any more (caller gone, or its ingress replica dead).
+Abandoned = Callable[[list[str]], None]
 
 
 class _Link:
@@ -36,8 +39,9 @@ class _Link:
 class Outbox:
     """Replica side: queues chunks per destination and sends them in batches, one call at a time."""
 
-    def __init__(self, send: SendBatch, send_timeout_s: float = 30.0):
+    def __init__(self, send: SendBatch, send_timeout_s: float = 30.0, on_abandoned: Abandoned | None = None):
         self._send = send
+        self._on_abandoned = on_abandoned or (lambda request_ids: None)
         self._send_timeout_s = send_timeout_s
         self._links: dict[str, _Link] = defaultdict(_Link)
         self.batches_sent = 0
@@ -72,9 +76,11 @@ class Outbox:
             if not batch:
                 continue
             try:
-                await asyncio.wait_for(self._send(destination, batch), self._send_timeout_s)
+                unknown = await asyncio.wait_for(self._send(destination, batch), self._send_timeout_s)
                 self.batches_sent += 1
                 self.chunks_sent += len(batch)
+                if unknown:
+                    self._on_abandoned(list(unknown))
             except (Exception, asyncio.CancelledError) as error:
                 # The ingress replica is gone (its clients with it) or the call was cancelled under us;
                 # either way the batch cannot be delivered, and the loop must live on for the others.
@@ -82,6 +88,7 @@ class Outbox:
                     raise
                 self.batches_failed += 1
                 logger.warning("dropped %d chunks for %s: %s", len(batch), destination, type(error).__name__)
+                self._on_abandoned(list(dict.fromkeys(request_id for request_id, _ in batch)))
             async with link.progress:
                 link.sent_seq += len(batch)
                 link.progress.notify_all()
@@ -102,14 +109,18 @@ class Inbox:
     def close(self, request_id: str) -> None:
         self._queues.pop(request_id, None)
 
-    def deliver(self, batch: Batch) -> None:
+    def deliver(self, batch: Batch) -> list[str]:
+        """Queue each chunk for its request; returns the ids of requests nobody here reads any more."""
+        unknown: dict[str, None] = {}
         for request_id, chunk in batch:
             queue = self._queues.get(request_id)
             if queue is None:
-                # The client left (or a re-routed attempt's stale replica): nobody reads it.
+                # The client left, or the router that dispatched it died and the ingress gave up on it.
                 self.orphan_chunks += 1
+                unknown[request_id] = None
                 continue
             queue.put_nowait(chunk)
+        return list(unknown)
 
     def __len__(self) -> int:
         return len(self._queues)

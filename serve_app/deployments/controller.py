@@ -25,6 +25,10 @@ REPLICA_DEPLOYMENT = "LLMReplica"
 STOPPING_REFRESH_S = 1.0
 ROUTER_QUEUE_STALE_S = 5.0
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
+LOAD_REPORT_PERIOD_S = 2.0  # how often each replica reports its load (and re-registers if unknown)
+# A restarted controller has heard from every live replica after two report periods; until then its
+# list is partial, and routers keep theirs.
+RELEARN_S = 2 * LOAD_REPORT_PERIOD_S + 1
 
 
 def load_profile(path: str | None) -> BatchProfile | None:
@@ -34,6 +38,11 @@ def load_profile(path: str | None) -> BatchProfile | None:
         return BatchProfile.from_json(Path(path).read_text())
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"engine.batch_profile: cannot use {path}: {error}") from None
+
+
+def _plan_record(device: DeviceInfo, plan: EnginePlan) -> dict[str, Any]:
+    return {"device": device.name, "device_kind": device.kind, "plan": plan.engine_args,
+            "predicted_kv_tokens": plan.predicted_kv_tokens, "block_size": plan.block_size}
 
 
 def _own_app_name() -> str | None:
@@ -54,6 +63,7 @@ class Controller:
         self._router_counts = CounterRates(self._config.autoscaling.llm.slo_window_s)
         self._stopping: tuple[set[str], float] = (set(), -1e18)
         self._app_name = _own_app_name()
+        self._started_at = clock()
 
     async def plan(self, replica_id: str, device: DeviceInfo, hf_config: dict) -> EnginePlan:
         engine = self._config.engine
@@ -66,17 +76,20 @@ class Controller:
         )
         if self._profile is not None:
             plan = apply_profile(plan, self._profile, preset)
-        self._replicas[replica_id] = {"device": device.name, "device_kind": device.kind, "plan": plan.engine_args,
-                                      "predicted_kv_tokens": plan.predicted_kv_tokens, "block_size": plan.block_size,
-                                      "lengths": LengthWindow(), "window": None}
+        self._replicas[replica_id] = {**_plan_record(device, plan), "lengths": LengthWindow(), "window": None}
         logger.info("replica %s on %s: engine args %s, predicted KV tokens %d", replica_id, device.name,
                     plan.engine_args, plan.predicted_kv_tokens)
         return plan
 
-    async def report_allocation(self, replica_id: str, num_blocks: int, block_size: int,
-                                max_num_seqs: int) -> dict[str, Any]:
-        """vLLM's actual KV allocation; a prediction off by more than 3% is logged as a warning."""
+    async def report_allocation(self, replica_id: str, num_blocks: int, block_size: int, max_num_seqs: int,
+                                plan: EnginePlan | None = None, device: DeviceInfo | None = None) -> dict[str, Any]:
+        """vLLM's actual KV allocation; a prediction off by more than 3% is logged as a warning.
+
+        Also how a replica (re-)registers: a restarted controller knows nothing, so replicas whose load
+        report comes back unknown send this again with the plan they were given."""
         entry = self._replicas.setdefault(replica_id, {"lengths": LengthWindow(), "predicted_kv_tokens": 0})
+        if plan is not None and device is not None and "plan" not in entry:
+            entry.update(_plan_record(device, plan))
         result = reconcile(entry.get("predicted_kv_tokens", 0), num_blocks, block_size)
         entry.update(actual_kv_tokens=num_blocks * block_size, block_size=block_size, max_num_seqs=max_num_seqs,
                      relative_error=result.relative_error, last_report_s=self._clock(),
@@ -88,10 +101,14 @@ class Controller:
                 "within_tolerance": result.within_tolerance(RECONCILE_TOLERANCE)}
 
     async def report_load(self, replica_id: str, finished_lengths: list[tuple[int, int]],
-                          preemptions_total: int) -> int:
-        """Observed lengths and preemptions in, the replica's window cap for the router out."""
+                          preemptions_total: int) -> int | None:
+        """Observed lengths and preemptions in, the replica's window cap for the router out; None for a
+        replica this controller does not know (it restarted, or a router reported the replica lost),
+        which then registers again with `report_allocation`."""
         entry = self._replicas.get(replica_id)
-        if entry is None or entry.get("window") is None:
+        if entry is None:
+            return None
+        if entry.get("window") is None:
             return 1 << 30  # not reconciled yet: no cap beyond Ray Serve's own
         entry["last_report_s"] = self._clock()
         for prompt_len, output_len in finished_lengths:
@@ -102,8 +119,11 @@ class Controller:
                                           max_num_seqs=entry["max_num_seqs"])
         return entry["window"].cap
 
-    async def routable_replicas(self) -> dict[str, int]:
-        """Replicas whose engine is up and that reported recently, each with its window cap."""
+    async def routable_replicas(self) -> dict[str, int] | None:
+        """Replicas whose engine is up and that reported recently, each with its window cap; None while
+        this controller is too new to know them all (a restart: replicas register again as they report)."""
+        if self._clock() - self._started_at < RELEARN_S and not self._replicas:
+            return None
         stale_before = self._clock() - self._config.router.stale_replica_s
         stopping = await self._stopping_replicas()
         return {replica_id: entry["window"].cap for replica_id, entry in self._replicas.items()
@@ -140,6 +160,10 @@ class Controller:
     async def forget_replica(self, replica_id: str) -> None:
         """A router saw the replica die; stop handing it out before its reports go stale."""
         self._replicas.pop(replica_id, None)
+
+    async def ping(self) -> bool:
+        """For the health route: the controller answers."""
+        return True
 
     async def status(self) -> dict[str, Any]:
         return {

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import logging
@@ -18,7 +19,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from serve_app import openai_api as api
 from serve_app.config import parse_config
-from serve_app.deployments.errors import REPLICA_LOST
+from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
 from serve_app.delivery import Batch, Inbox
 from serve_app.generation import GenerationChunk, GenerationRequest, SamplingOptions, merge_chunks
 from serve_app.openai_api import ApiError
@@ -69,6 +70,16 @@ def _sse(payload: dict[str, Any] | str) -> str:
 
 
 MAX_DISPATCH_ATTEMPTS = 3
+HEALTH_PROBE_TIMEOUT_S = 2.0
+
+
+async def _probe(call: DeploymentResponse) -> Any:
+    """A health probe's answer, or the error (a timeout included) that stood in for it."""
+    try:
+        return await asyncio.wait_for(_resolve(call), HEALTH_PROBE_TIMEOUT_S)
+    except Exception as error:  # any failure to answer is unhealthy, never a hang
+        call.cancel()
+        return error
 
 
 async def _resolve(call: DeploymentResponse) -> Any:
@@ -118,8 +129,10 @@ async def _prepend(first: GenerationChunk, rest: AsyncIterator[GenerationChunk])
 
 
 def _describe_failure(error: BaseException) -> str:
-    if isinstance(error, REPLICA_LOST):
+    if isinstance(error, ReplicaFailed):
         return "the model replica serving this request failed; retry"
+    if isinstance(error, REPLICA_LOST):
+        return "the router handling this request failed; retry"
     return "internal error while generating; the response is incomplete"
 
 
@@ -326,35 +339,50 @@ class Ingress:
                             "gc_pauses": self._gc_pauses.summary(), "gc_frozen_objects": gc.get_freeze_count()}
         return stats
 
-    @http_app.get("/health", responses={503: {"description": "No engine answered its health check.", "content": {
-        "application/json": {"schema": {"type": "object", "required": ["status", "error"]}}}}})
+    @http_app.get("/health", responses={503: {"description": "A request would not be served now; `error` says why.",
+                                              "content": {"application/json": {"schema": {
+                                                  "type": "object", "required": ["status", "error"]}}}}})
     async def health(self):
-        """Healthy when a replica's engine answers its own health check."""
-        try:
-            stats = await self._replicas.ping.remote()
-        except Exception as error:  # any failure to reach an engine is unhealthy, never a hang
-            logger.warning("health check failed: %s", error)
-            return JSONResponse({"status": "unhealthy", "error": type(error).__name__}, status_code=503)
-        return {"status": "ok", "replica": stats}
+        """200 only when a request would be served: the router answers and has a routable replica, the
+        controller answers, and an engine answers its own health check. Never waits on a starting engine."""
+        router, controller = await asyncio.gather(_probe(self._router_handle.health.remote()),
+                                                  _probe(self._controller.ping.remote()))
+        reason = None
+        if isinstance(router, BaseException):
+            reason = f"the router is not answering ({type(router).__name__})"
+        elif isinstance(controller, BaseException) or not router["controller_answering"]:
+            reason = "the controller is not answering"
+        elif router["routable_replicas"] == 0:
+            reason = "no model replica is ready (engines starting, or all failed)"
+        engine = None if reason else await _probe(self._replicas.ping.remote())
+        if isinstance(engine, BaseException):
+            reason = f"no engine answered its health check ({type(engine).__name__})"
+        if reason:
+            return JSONResponse({"status": "unhealthy", "error": reason}, status_code=503)
+        return {"status": "ok", "routable_replicas": router["routable_replicas"], "replica": engine}
 
     async def collected_spans(self) -> list[dict[str, Any]]:
         """Spans this replica finished (only with `telemetry.tracing_exporter: memory`, for tests)."""
         return tracing.finished_spans()
 
     # ---- streaming -----------------------------------------------------------------------------
-    async def deliver(self, batch: Batch, target_replica: str | None = None) -> None:
-        """Called by replicas with new chunks of this ingress replica's requests.
+    async def deliver(self, batch: Batch, target_replica: str | None = None) -> list[str]:
+        """Called by replicas with new chunks of this ingress replica's requests; returns the ids of
+        requests nobody here reads any more, which the replica then aborts.
 
         `target_replica` is read by the request router (`TargetedRequestRouter`) that sent it here.
         """
-        self._inbox.deliver(batch)
+        return self._inbox.deliver(batch)
 
     async def _chunks(self, gen: GenerationRequest, span: RequestSpan) -> AsyncIterator[GenerationChunk]:
         """The request's chunks as replicas deliver them; ends with a finished or an error chunk."""
         coalesce_s = self._coalesce_s.get(gen.priority_class, 0.0)
         for attempt in range(1, MAX_DISPATCH_ATTEMPTS + 1):
-            queue = self._inbox.open(gen.request_id)
-            call = self._router_handle.submit.remote(gen, self._replica_id)
+            # Each attempt has its own id: the engine request of an attempt whose router died may
+            # still be running, and its chunks must not land in the next attempt's stream.
+            sent = gen if attempt == 1 else dataclasses.replace(gen, request_id=f"{gen.request_id}.{attempt}")
+            queue = self._inbox.open(sent.request_id)
+            call = self._router_handle.submit.remote(sent, self._replica_id)
             dispatched = asyncio.ensure_future(_resolve(call))
             received_any = finished = False
             try:
@@ -383,14 +411,16 @@ class Ingress:
                             yield _error_chunk("the replica ended the request without a final token")
                             return
                         continue
-                    if isinstance(error, REPLICA_LOST) and not received_any and attempt < MAX_DISPATCH_ATTEMPTS:
-                        logger.warning("request %s: replica lost before its first token; re-routing", gen.request_id)
+                    if (isinstance(error, (ReplicaFailed, *REPLICA_LOST)) and not received_any
+                            and attempt < MAX_DISPATCH_ATTEMPTS):
+                        logger.warning("request %s: %s before its first token; re-routing", gen.request_id,
+                                       "replica lost" if isinstance(error, ReplicaFailed) else "router lost")
                         break
                     logger.error("request %s failed: %s", gen.request_id, type(error).__name__)
                     yield _error_chunk(_describe_failure(error))
                     return
             finally:
-                self._inbox.close(gen.request_id)
+                self._inbox.close(sent.request_id)
                 if not dispatched.done():
                     if not finished:
                         # The client left: cancelling the call cancels it in the router and the replica,

@@ -22,12 +22,14 @@ from autoscaling.signals import SloWindow, meets_slo, replica_stats
 from serve_app.config import AppConfig, parse_config
 from serve_app.engine_stats import EngineSnapshot, snapshot_logger_factory
 from serve_app.delivery import Outbox
+from serve_app.deployments.controller import LOAD_REPORT_PERIOD_S
 from serve_app.generation import GenerationChunk, GenerationRequest, RunSummary
 from serve_app.telemetry import tracing
 from serve_app.telemetry.gc_pauses import prepare_process_for_serving
 from serve_app.telemetry.tracing import RequestSpan
 
 logger = logging.getLogger("serve_app.replica")
+ABORTED = "abort"  # vLLM's finish reason for a request aborted before it finished
 
 
 def engine_args_from_config(config: AppConfig, overrides: dict[str, Any] | None = None) -> AsyncEngineArgs:
@@ -91,6 +93,7 @@ class LLMReplica:
         self._snapshot = EngineSnapshot()
         self._controller = controller
         self._window_cap: int | None = None
+        self._plan = self._device = None
         self._finished_lengths: list[tuple[int, int]] = []
         self._slo_window = SloWindow(self._config.autoscaling.llm.slo_window_s)  # autoscaling signal
         tracing.configure_from_settings(self._config.telemetry)
@@ -109,18 +112,19 @@ class LLMReplica:
         self._startup_s = time.monotonic() - started
         # request id -> tokens still to be held in KV cache (prompt + max_tokens); the router's load signal.
         self._outstanding_tokens: dict[str, int] = {}
+        # request id -> engine request id, to abort what nobody reads any more (see `_abandon`).
+        self._engine_request_ids: dict[str, str] = {}
+        self.aborted_abandoned = 0
         self._completed = 0
         self._ingress_name = ingress_name
         self._ingress = None
-        self._outbox = Outbox(self._send_to_ingress)
+        self._outbox = Outbox(self._send_to_ingress, on_abandoned=self._abandon)
         self._stats_task: asyncio.Task | None = None
         cache = self._engine.vllm_config.cache_config
         logger.info("replica %s: engine ready in %.1fs, %s KV blocks of %s", self._replica_id, self._startup_s,
                     cache.num_gpu_blocks, cache.block_size)
         if self._controller is not None:
-            self._reconciliation = await self._controller.report_allocation.remote(
-                self._replica_id, cache.num_gpu_blocks, cache.block_size,
-                self._engine.vllm_config.scheduler_config.max_num_seqs)
+            await self._register()
             self._report_task = asyncio.create_task(self._report_load_forever())
         # Last: the engine client's start-up objects are frozen with the rest.
         self._gc_pauses = prepare_process_for_serving(self._config.process, lambda: len(self._outstanding_tokens))
@@ -131,11 +135,20 @@ class LLMReplica:
         if self._controller is None or engine.batch_size_policy != "memory_budget":
             return {}
         hf_config = json.loads((self._config.model.resolved_path() / "config.json").read_text())
-        plan = await self._controller.plan.remote(self._replica_id, detect_device(), hf_config)
+        self._device = detect_device()
+        plan = self._plan = await self._controller.plan.remote(self._replica_id, self._device, hf_config)
         pinned = {"max_num_seqs": engine.max_num_seqs, "max_num_batched_tokens": engine.max_num_batched_tokens}
         return {key: value for key, value in plan.engine_args.items() if pinned.get(key) is None}
 
-    async def _report_load_forever(self, period_s: float = 2.0) -> None:
+    async def _register(self) -> None:
+        """Tell the controller this replica's KV allocation (and the plan it was given, so that a
+        restarted controller learns it back)."""
+        cache = self._engine.vllm_config.cache_config
+        self._reconciliation = await self._controller.report_allocation.remote(
+            self._replica_id, cache.num_gpu_blocks, cache.block_size,
+            self._engine.vllm_config.scheduler_config.max_num_seqs, self._plan, self._device)
+
+    async def _report_load_forever(self, period_s: float = LOAD_REPORT_PERIOD_S) -> None:
         while True:
             await asyncio.sleep(period_s)
             if self._metrics is not None:
@@ -143,8 +156,14 @@ class LLMReplica:
                 self._metrics.observe(snap.kv_cache_usage, snap.num_running, snap.num_waiting, snap.num_preemptions_total)
             lengths, self._finished_lengths = self._finished_lengths, []
             try:
-                self._window_cap = await self._controller.report_load.remote(
+                cap = await self._controller.report_load.remote(
                     self._replica_id, lengths, self._snapshot.num_preemptions_total)
+                if cap is None:
+                    logger.info("replica %s: the controller does not know this replica; registering again",
+                                self._replica_id)
+                    await self._register()
+                    continue
+                self._window_cap = cap
             except Exception as error:  # a controller restart must not take the replica down
                 logger.warning("load report failed: %s", type(error).__name__)
 
@@ -163,6 +182,7 @@ class LLMReplica:
         """
         engine_request_id = f"{request.request_id}-{uuid.uuid4().hex[:6]}"
         self._outstanding_tokens[engine_request_id] = request.cost_tokens
+        self._engine_request_ids[request.request_id] = engine_request_id
         started = time.monotonic()
         summary = RunSummary(replica_id=self._replica_id, num_prompt_tokens=len(request.prompt_token_ids))
         span = RequestSpan("engine.generate", parent=request.trace_context,
@@ -180,7 +200,7 @@ class LLMReplica:
                     summary.ttft_s = time.monotonic() - started
                     span.first_token()
                 summary.num_generated += len(completion.token_ids)
-                if output.finished:
+                if output.finished and completion.finish_reason != ABORTED:
                     summary.finish_reason = completion.finish_reason
                 chunk = GenerationChunk(
                     text=completion.text, token_ids=list(completion.token_ids),
@@ -194,8 +214,10 @@ class LLMReplica:
                 span.fail("not finished (cancelled or engine failure)")
             span.end()
             self._outstanding_tokens.pop(engine_request_id, None)
+            self._engine_request_ids.pop(request.request_id, None)
             self._completed += 1
-            self._finished_lengths.append((summary.num_prompt_tokens, summary.num_generated))
+            if summary.finish_reason is not None:  # a cut-short request says nothing about lengths
+                self._finished_lengths.append((summary.num_prompt_tokens, summary.num_generated))
             self._observe_slo(request.priority_class, summary, time.monotonic() - started)
             if summary.finish_reason is None:
                 # The caller went away (or the engine failed): free the request's KV cache now.
@@ -207,13 +229,22 @@ class LLMReplica:
         summary.duration_s = time.monotonic() - started
         return summary
 
-    async def _send_to_ingress(self, ingress_replica: str, batch) -> None:
+    def _abandon(self, request_ids: list[str]) -> None:
+        """Nobody reads these requests any more (the client, the router that dispatched them or
+        their ingress replica is gone): stop generating and free their KV cache now."""
+        engine_ids = [self._engine_request_ids[rid] for rid in request_ids if rid in self._engine_request_ids]
+        if engine_ids:
+            self.aborted_abandoned += len(engine_ids)
+            logger.info("replica %s: aborting %d abandoned requests", self._replica_id, len(engine_ids))
+            asyncio.ensure_future(self._engine.abort(engine_ids))
+
+    async def _send_to_ingress(self, ingress_replica: str, batch) -> list[str] | None:
         if self._ingress is None:
             from ray import serve
 
             context = serve.get_replica_context()
             self._ingress = serve.get_deployment_handle(self._ingress_name, app_name=context.app_name)
-        await self._ingress.deliver.remote(batch, target_replica=ingress_replica)
+        return await self._ingress.deliver.remote(batch, target_replica=ingress_replica)
 
     async def _log_engine_stats(self) -> None:
         # vLLM's own periodic throughput/KV log lines, as `vllm serve` prints them.
@@ -283,6 +314,7 @@ class LLMReplica:
             "completed": self._completed,
             "delivery_batches": self._outbox.batches_sent,
             "delivery_chunks": self._outbox.chunks_sent,
+            "aborted_abandoned": self.aborted_abandoned,
             "gc_pauses": self._gc_pauses.summary(),
             **self.record_routing_stats(),
         }

@@ -18,7 +18,7 @@ from ray.serve.handle import DeploymentHandle
 
 from autoscaling.signals import capacity_counts
 from serve_app.config import parse_config
-from serve_app.deployments.errors import REPLICA_LOST
+from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
 from serve_app.generation import GenerationRequest, RunSummary
 from serve_app.policy.router_core import Refusal, RouterCore
 from serve_app.policy.replica_choice import prefix_key_of
@@ -29,6 +29,7 @@ from serve_app.telemetry.tracing import RequestSpan
 logger = logging.getLogger("serve_app.router")
 EXPIRY_PERIOD_S = 0.05
 REPLICA_REFRESH_PERIOD_S = 0.5
+CONTROLLER_SILENCE_S = 3.0
 
 
 def _latencies(summary: RunSummary) -> tuple[float | None, float | None]:
@@ -50,6 +51,7 @@ class Router:
         self._core = RouterCore(self._config.policy_classes(), self._config.router.policy(), random.Random())
         self._waiters: dict[str, asyncio.Future] = {}
         self._background: list[asyncio.Task] = []
+        self._controller_answered_at = -1e18
         tracing.configure_from_settings(self._config.telemetry)
         self._metrics = None
         if self._config.telemetry.metrics:
@@ -113,7 +115,7 @@ class Router:
             self._core.replica_failed(replica_id)
             if self._controller is not None:
                 self._controller.forget_replica.remote(replica_id)
-            raise
+            raise ReplicaFailed(f"LLM replica {replica_id} died") from None
         except asyncio.CancelledError:
             self._core.cancel(request.request_id)
             raise
@@ -153,11 +155,13 @@ class Router:
         if self._controller is None:
             return
         try:
-            caps = await self._controller.routable_replicas.remote()
+            caps = await asyncio.wait_for(self._controller.routable_replicas.remote(), CONTROLLER_SILENCE_S)
         except Exception as error:  # a controller restart must not stop routing to known replicas
             logger.warning("replica refresh failed: %s", type(error).__name__)
             return
-        self._core.set_replicas(caps)
+        self._controller_answered_at = self._clock()
+        if caps is not None:  # None: a restarted controller still re-learning the replicas
+            self._core.set_replicas(caps)
         self._pump()
         # Queue depth and capacity refusals per class for the autoscaling policy (replicas read them
         # back from the controller).
@@ -171,6 +175,14 @@ class Router:
     async def collected_spans(self) -> list[dict[str, Any]]:
         """Spans this router finished (only with `telemetry.tracing_exporter: memory`, for tests)."""
         return tracing.finished_spans()
+
+    async def health(self) -> dict[str, Any]:
+        """What the health route needs: replicas this router can send to, and whether the controller
+        answered its last refresh (it keeps the replica list and window caps current)."""
+        self._ensure_background()
+        controller_age_s = self._clock() - self._controller_answered_at
+        return {"routable_replicas": self._core.routable_count,
+                "controller_answering": self._controller is None or controller_age_s <= CONTROLLER_SILENCE_S}
 
     async def stats(self) -> dict[str, Any]:
         """Queue depth and waits per class, window per replica, admitted/refused counts."""

@@ -21,6 +21,7 @@ class ReplicaLoad:
     in_flight: int
     window: int  # allowed in flight (adaptive batching)
     kv_cache_usage: float = 0.0  # reported for observability; not used to choose
+    dispatched_total: int = 0  # requests ever sent there: breaks ties so idle replicas take turns
 
 
 def _stable_hash64(data: bytes) -> int:
@@ -49,8 +50,18 @@ def rendezvous_replica(prefix_key: int, replica_ids: Sequence[str]) -> str | Non
     return max(replica_ids, key=lambda rid: (_stable_hash64(f"{prefix_key}:{rid}".encode()), rid))
 
 
-def _load_order(load: ReplicaLoad) -> tuple[int, int, str]:
-    return (load.outstanding_tokens, load.in_flight, load.replica_id)
+NEAR_TIE_FRACTION = 0.1
+
+
+def _lighter(first: ReplicaLoad, second: ReplicaLoad) -> ReplicaLoad:
+    """The less loaded of two; within `NEAR_TIE_FRACTION` of each other's outstanding tokens (idle
+    replicas, or ones holding requests of similar size) the one sent fewer requests so far, so that
+    at low rates load alternates instead of always landing on the same replica."""
+    heavier_tokens = max(first.outstanding_tokens, second.outstanding_tokens)
+    gap = abs(first.outstanding_tokens - second.outstanding_tokens)
+    if gap <= NEAR_TIE_FRACTION * heavier_tokens:
+        return min(first, second, key=lambda load: (load.in_flight, load.dispatched_total, load.replica_id))
+    return min(first, second, key=lambda load: load.outstanding_tokens)
 
 
 def choose_replica(
@@ -79,4 +90,4 @@ def choose_replica(
     if len(eligible) == 1:
         return eligible[0].replica_id
     first, second = rng.sample(eligible, 2)
-    return min(first, second, key=_load_order).replica_id
+    return _lighter(first, second).replica_id

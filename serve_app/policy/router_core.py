@@ -64,6 +64,7 @@ class _Replica:
     in_flight: int = 0
     top_class_in_flight: int = 0
     outstanding_tokens: int = 0
+    dispatched_total: int = 0
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,8 @@ class RouterCore:
 
     def _choose(self, request_id: str) -> str | None:
         queued = self._queued[request_id]
-        loads = [ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, self._limit(queued.class_name, r))
+        loads = [ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, self._limit(queued.class_name, r),
+                             dispatched_total=r.dispatched_total)
                  for rid, r in self._replicas.items()]
         return choose_replica(loads, self._rng, prefix_key=queued.prefix_key if self._policy.prefix_affinity else None,
                               affinity_load_bound=self._policy.affinity_load_bound)
@@ -238,6 +240,7 @@ class RouterCore:
         queued = self._queued.pop(request_id)
         replica = self._replicas[replica_id]
         replica.in_flight += 1
+        replica.dispatched_total += 1
         replica.top_class_in_flight += self._is_top(queued.class_name)
         replica.outstanding_tokens += queued.cost_tokens
         self._running[request_id] = _Running(replica_id, queued.class_name, queued.cost_tokens)
@@ -322,6 +325,10 @@ class RouterCore:
     @property
     def running_count(self) -> int:
         return len(self._running)
+
+    @property
+    def routable_count(self) -> int:
+        return len(self._replicas)
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
         """Counters per class and replica; with `now`, also each class's replica-measured TTFT over

@@ -34,6 +34,7 @@ class LeastOutstandingTokensRouter(RequestRouter):
         self._sent: dict[str, tuple[ReplicaID, int]] = {}
         self._sent_tokens: dict[ReplicaID, int] = {}
         self._sent_count: dict[ReplicaID, int] = {}
+        self._routed_total: dict[ReplicaID, int] = {}
 
     def _load_of(self, replica: RunningReplica) -> ReplicaLoad:
         stats = replica.routing_stats or {}
@@ -45,6 +46,7 @@ class LeastOutstandingTokensRouter(RequestRouter):
             # The controller's cap (no KV preemption at observed lengths), within Ray Serve's own.
             window=min(replica.max_ongoing_requests, int(stats.get("window_cap") or replica.max_ongoing_requests)),
             kv_cache_usage=float(stats.get("kv_cache_usage", 0.0)),
+            dispatched_total=self._routed_total.get(replica_id, 0),
         )
 
     async def choose_replicas(
@@ -71,6 +73,7 @@ class LeastOutstandingTokensRouter(RequestRouter):
         self._sent[pending_request.metadata.internal_request_id] = (replica_id, cost)
         self._sent_tokens[replica_id] = self._sent_tokens.get(replica_id, 0) + cost
         self._sent_count[replica_id] = self._sent_count.get(replica_id, 0) + 1
+        self._routed_total[replica_id] = self._routed_total.get(replica_id, 0) + 1
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
         sent = self._sent.pop(internal_request_id, None)

@@ -136,3 +136,40 @@ def test_merged_chunks_keep_every_token_and_the_last_finish_reason():
         " t1 t2 t3", [1, 2, 3], "length", 3)
     single = GenerationChunk(" t9", [9])
     assert merge_chunks(single) is single
+
+
+def test_requests_the_ingress_no_longer_holds_are_reported_abandoned():
+    async def scenario():
+        inbox = Inbox()
+        inbox.open("kept")
+        abandoned: list[str] = []
+
+        async def send(destination: str, batch: list) -> list[str]:
+            return inbox.deliver(batch)
+
+        outbox = Outbox(send, on_abandoned=abandoned.extend)
+        outbox.put("ingress-a", "kept", chunk("a"))
+        outbox.put("ingress-a", "gone", chunk("b"))
+        last = outbox.put("ingress-a", "gone", chunk("c"))
+        await asyncio.wait_for(outbox.wait_sent("ingress-a", last), 1)
+        return abandoned
+
+    assert asyncio.run(scenario()) == ["gone"]
+
+
+def test_a_failed_send_abandons_every_request_in_the_batch_once():
+    async def scenario():
+        abandoned: list[str] = []
+
+        async def send(destination: str, batch: list) -> None:
+            raise RuntimeError("ingress replica gone")
+
+        outbox = Outbox(send, on_abandoned=abandoned.extend)
+        outbox.put("ingress-a", "r1", chunk("a"))
+        outbox.put("ingress-a", "r2", chunk("b"))
+        last = outbox.put("ingress-a", "r1", chunk("c"))
+        await asyncio.wait_for(outbox.wait_sent("ingress-a", last), 1)
+        return abandoned, outbox.batches_failed
+
+    abandoned, failed = asyncio.run(scenario())
+    assert failed >= 1 and sorted(abandoned) == ["r1", "r2"]

@@ -10,8 +10,10 @@ import pytest
 from serve_app.policy.replica_choice import ReplicaLoad, choose_replica, prefix_key_of, rendezvous_replica
 
 
-def load(replica_id: str, outstanding_tokens: int = 0, in_flight: int = 0, window: int = 8) -> ReplicaLoad:
-    return ReplicaLoad(replica_id, outstanding_tokens=outstanding_tokens, in_flight=in_flight, window=window)
+def load(replica_id: str, outstanding_tokens: int = 0, in_flight: int = 0, window: int = 8,
+         dispatched_total: int = 0) -> ReplicaLoad:
+    return ReplicaLoad(replica_id, outstanding_tokens=outstanding_tokens, in_flight=in_flight, window=window,
+                       dispatched_total=dispatched_total)
 
 
 def rng(seed: int = 0) -> random.Random:
@@ -41,8 +43,25 @@ def test_headroom_lets_a_full_replica_take_one_more():
 
 
 def test_two_replicas_always_picks_fewer_outstanding_tokens():
-    loads = [load("a", outstanding_tokens=500), load("b", outstanding_tokens=499)]
+    loads = [load("a", outstanding_tokens=500, dispatched_total=0), load("b", outstanding_tokens=400, dispatched_total=9)]
     assert {choose_replica(loads, rng(seed)) for seed in range(20)} == {"b"}
+
+
+def test_near_ties_go_to_the_replica_sent_fewer_requests():
+    # 500 vs 480 outstanding tokens is within 10%: load alone would always pick "b".
+    loads = [load("a", outstanding_tokens=500, dispatched_total=3), load("b", outstanding_tokens=480, dispatched_total=4)]
+    assert {choose_replica(loads, rng(seed)) for seed in range(20)} == {"a"}
+
+
+def test_idle_replicas_take_turns_at_low_rates():
+    """One request at a time, each finished before the next (1 request/s on fast replicas): every
+    choice is a tie, and the replicas alternate rather than one taking everything."""
+    sent = collections.Counter()
+    generator = rng(7)
+    for _ in range(100):
+        loads = [load(replica_id, dispatched_total=sent[replica_id]) for replica_id in ("r1", "r2", "r3")]
+        sent[choose_replica(loads, generator)] += 1
+    assert max(sent.values()) - min(sent.values()) <= 2, sent
 
 
 def test_ties_broken_by_in_flight_then_replica_id():

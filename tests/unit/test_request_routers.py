@@ -61,3 +61,78 @@ def test_a_replica_chosen_for_a_call_goes_to_that_call_not_the_oldest_pending(ro
     router._fulfill_next_pending_request(state, "replica-b", "chosen-for")
     assert state.chosen_for.future.result == "replica-b"
     assert state.oldest.future.result is None
+
+
+class _Context:
+    should_backoff = False
+
+
+class _AsyncioLikeFuture(_Future):
+    def __init__(self) -> None:
+        super().__init__()
+        self.error = None
+
+    def done(self) -> bool:
+        return self.result is not None or self.error is not None
+
+    def set_exception(self, error) -> None:
+        self.error = error
+
+
+class _TargetedCall:
+    def __init__(self, target: str, age_s: float) -> None:
+        import time
+
+        self.kwargs = {"target_replica": target}
+        self.created_at = time.time() - age_s
+        self.future = _AsyncioLikeFuture()
+        self.routing_context = _Context()
+
+
+class _Replica:
+    def __init__(self, unique_id: str) -> None:
+        from types import SimpleNamespace
+
+        self.replica_id = SimpleNamespace(unique_id=unique_id)
+
+
+class _SeenState:
+    def __init__(self, seen: set[str]) -> None:
+        self.seen = seen
+
+    def _seen_replica_ids(self) -> set[str]:
+        return self.seen
+
+
+def _choose(state, candidates, call):
+    import asyncio
+
+    return asyncio.run(TargetedRequestRouter.choose_replicas(state, candidates, call))
+
+
+def test_a_call_for_an_ingress_replica_that_is_gone_fails_at_once():
+    """Ray Serve would otherwise retry the choice in a loop on the process's shared router thread."""
+    from serve_app.routing.targeted import TargetReplicaGone
+
+    live = [_Replica("ingress-b")]
+    call = _TargetedCall("ingress-a", age_s=0.0)
+    chosen = _choose(_SeenState({"ingress-a", "ingress-b"}), live, call)
+    assert isinstance(call.future.error, TargetReplicaGone)
+    assert chosen  # hands control back so Ray Serve sees the call settled
+
+
+def test_a_target_not_seen_yet_gets_a_grace_period_then_fails():
+    live = [_Replica("ingress-b")]
+    fresh = _TargetedCall("ingress-new", age_s=0.0)
+    assert _choose(_SeenState({"ingress-b"}), live, fresh) == []
+    assert not fresh.future.done() and fresh.routing_context.should_backoff
+    stale = _TargetedCall("ingress-new", age_s=60.0)
+    _choose(_SeenState({"ingress-b"}), live, stale)
+    assert stale.future.done()
+
+
+def test_a_live_target_is_chosen():
+    live = [_Replica("ingress-a"), _Replica("ingress-b")]
+    call = _TargetedCall("ingress-b", age_s=0.0)
+    assert [[r.replica_id.unique_id for r in group] for group in _choose(_SeenState(set()), live, call)] == [["ingress-b"]]
+    assert not call.future.done()
