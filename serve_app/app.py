@@ -14,6 +14,9 @@ from serve_app.deployments.replica import LLMReplica
 from serve_app.deployments.router import Router
 
 INGRESS_NAME = "Ingress"
+# Ray Serve notices a dead replica at its next health check; ingress, router and controller hold no
+# engine, so check them often and a killed one is replaced within seconds, not the default ~10.
+LIGHT_PROCESS_HEALTH = {"health_check_period_s": 2, "health_check_timeout_s": 10}
 TARGETED_ROUTER = "serve_app.routing.targeted.TargetedRequestRouter"
 ROUTING_POLICIES = {
     "least_outstanding_tokens": "serve_app.routing.least_outstanding_tokens.LeastOutstandingTokensRouter",
@@ -48,16 +51,16 @@ def build_app(config: AppConfig, engine_overrides: dict[str, Any] | None = None)
             request_routing_stats_timeout_s=5,
         ),
     )
-    router_deployment = serve.deployment(Router, name="Router", num_replicas=1,
-                                         max_ongoing_requests=100_000, ray_actor_options={"num_cpus": 0})
+    router_deployment = serve.deployment(Router, name="Router", num_replicas=1, max_ongoing_requests=100_000,
+                                         ray_actor_options={"num_cpus": 0}, **LIGHT_PROCESS_HEALTH)
     ingress_deployment = serve.deployment(
         Ingress, name=INGRESS_NAME, num_replicas=config.http.ingress_replicas, max_ongoing_requests=100_000,
-        ray_actor_options={"num_cpus": 0},
+        ray_actor_options={"num_cpus": 0}, **LIGHT_PROCESS_HEALTH,
         # Replicas hand each batch of tokens to the ingress replica that holds those requests.
         request_router_config=RequestRouterConfig(request_router_class=TARGETED_ROUTER),
     )
     controller_deployment = serve.deployment(Controller, name="Controller", num_replicas=1,
-                                             ray_actor_options={"num_cpus": 0})
+                                             ray_actor_options={"num_cpus": 0}, **LIGHT_PROCESS_HEALTH)
     controller = controller_deployment.bind(data)
     replicas = replica_deployment.bind(data, engine_overrides, INGRESS_NAME, controller)
     router = router_deployment.bind(replicas, controller, data)

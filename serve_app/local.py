@@ -9,11 +9,15 @@ from typing import Any
 import httpx
 
 from serve_app.config import AppConfig, ConfigError
+from serve_app.shared_memory import remove_orphaned_segments, vllm_segments
 from serve_app.synthetic_model import ensure_model
 
 logger = logging.getLogger("serve_app.local")
 APP_NAME = "llmserve"
 DIRECT_INGRESS_PORT_SPAN = 99  # ports a direct ingress may take above the first (replicas, restarts)
+SHM_RELEASE_WAIT_S = 15.0  # engine processes may still be exiting when Ray's shutdown returns
+# /dev/shm segments that existed before this process started Ray: not ours to remove at stop.
+_segments_before_start: set | None = None
 
 
 def prepare_model(config: AppConfig) -> None:
@@ -30,7 +34,10 @@ def start_local(config: AppConfig, *, engine_overrides: dict[str, Any] | None = 
 
     from serve_app.app import build_app
 
+    global _segments_before_start
     prepare_model(config)
+    if _segments_before_start is None:
+        _segments_before_start = vllm_segments()
     direct_port = config.http.direct_ingress_port
     if direct_port is not None:
         if ray.is_initialized():
@@ -100,3 +107,18 @@ def stop_local() -> None:
     if ray.is_initialized():
         serve.shutdown()
         ray.shutdown()
+    if _segments_before_start is not None:
+        _remove_engine_shared_memory(_segments_before_start)
+
+
+def _remove_engine_shared_memory(existed_before: set) -> None:
+    """vLLM's shared memory of the engines this process started, once their processes are gone."""
+    deadline = time.monotonic() + SHM_RELEASE_WAIT_S
+    while True:
+        remove_orphaned_segments(existed_before)
+        left = vllm_segments() - existed_before
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if left:
+        logger.warning("%d shared-memory segments still in use after stop: %s", len(left), sorted(map(str, left)))

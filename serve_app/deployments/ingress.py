@@ -24,6 +24,7 @@ from serve_app.delivery import Batch, Inbox
 from serve_app.generation import GenerationChunk, GenerationRequest, SamplingOptions, merge_chunks
 from serve_app.openai_api import ApiError
 from serve_app.openapi_schema import CHAT_COMPLETION_SCHEMA, COMPLETION_SCHEMA, generation_route
+from serve_app.policy.admission_door import DOOR_HOLD_S, AdmissionDoor
 from serve_app.policy.api_keys import AuthenticationFailed, Caller, bearer_token
 from serve_app.policy.recent_latency import RecentLatencies
 from serve_app.policy.request_limits import RequestLimits
@@ -71,6 +72,7 @@ def _sse(payload: dict[str, Any] | str) -> str:
 
 MAX_DISPATCH_ATTEMPTS = 3
 HEALTH_PROBE_TIMEOUT_S = 2.0
+DOOR_REFUSALS_FLUSH_S = 0.25
 
 
 async def _probe(call: DeploymentResponse) -> Any:
@@ -168,6 +170,8 @@ class Ingress:
         self._tokenizer = AutoTokenizer.from_pretrained(str(self._config.model.resolved_path()))
         self._created = int(time.time())
         self._recent_ttft = RecentLatencies()
+        self._door = AdmissionDoor(self._classes)
+        self._door_flush: asyncio.TimerHandle | None = None
         tracing.configure_from_settings(self._config.telemetry)
         self._metrics = None
         if self._config.telemetry.metrics:
@@ -215,10 +219,46 @@ class Ingress:
             return self._completion_prompt_ids(prompt[0])
         raise ApiError(400, "prompt must be a string, a list of token ids, or a list of one of those", param="prompt")
 
-    def _generation_request(self, prefix: str, prompt_ids: list[int], max_tokens: int,
-                            req: api._Request, http_request: Request, span: RequestSpan) -> GenerationRequest:
+    def _admit_at_door(self, req: api._Request, http_request: Request, span: RequestSpan) -> tuple[Caller, str, int]:
+        """The caller and class; a 429 at once, before any tokenizing, while the router is refusing
+        this class for overload (`serve_app.policy.admission_door`)."""
         caller = self._caller(http_request)
         class_name, rank = self._priority(req.priority, http_request, caller)
+        span.priority_class = class_name
+        refusal = self._door.check(class_name, time.monotonic())
+        if self._door.needs_query(time.monotonic()):
+            asyncio.ensure_future(self._ask_router_about_door())
+        if refusal is not None:
+            if self._door_flush is None:
+                self._door_flush = asyncio.get_running_loop().call_later(DOOR_REFUSALS_FLUSH_S, self._flush_door)
+            message = (refusal.message if refusal.class_name == class_name else
+                       f"the service is at capacity for priority class {class_name!r}: requests of class "
+                       f"{refusal.class_name!r} above it are being refused")
+            raise ApiError(429, message, error_type="rate_limit_error", code="overloaded",
+                           headers={"Retry-After": str(refusal.retry_after_s)})
+        return caller, class_name, rank
+
+    async def _ask_router_about_door(self) -> None:
+        call = self._router_handle.admission_preview.remote()
+        try:
+            answer = await asyncio.wait_for(_resolve(call), DOOR_HOLD_S)
+        except Exception as error:  # the door opens rather than stay shut on a silent router
+            call.cancel()
+            logger.warning("admission preview failed: %s", type(error).__name__)
+            self._door.query_failed(time.monotonic())
+            return
+        self._door.query_answered(answer, time.monotonic())
+
+    def _flush_door(self) -> None:
+        """Door refusals go to the router's counters (stats, metrics, autoscaling's refused share)."""
+        self._door_flush = None
+        counts = self._door.take_refusal_counts()
+        if counts:
+            self._router_handle.record_door_refusals.remote(counts)
+
+    def _generation_request(self, prefix: str, prompt_ids: list[int], max_tokens: int, req: api._Request,
+                            admitted: tuple[Caller, str, int], span: RequestSpan) -> GenerationRequest:
+        caller, class_name, rank = admitted
         request_id = f"{prefix}-{uuid.uuid4().hex}"
         span.priority_class = class_name
         span.set(llm__request_id=request_id, llm__priority_class=class_name, llm__caller=caller.name,
@@ -273,11 +313,12 @@ class Ingress:
             raise _validation_error(error) from None
         self._check_model(req.model)
         self._limits.check_counts(num_stop=len(req.stop_list()))
+        admitted = self._admit_at_door(req, http_request, span)
         prompt_ids = self._completion_prompt_ids(req.prompt)
         if not prompt_ids:
             raise ApiError(400, "prompt must not be empty", param="prompt")
         max_tokens = self._limits.max_tokens(req.max_tokens, len(prompt_ids), prompt_param="prompt")
-        gen = self._generation_request("cmpl", prompt_ids, max_tokens, req, http_request, span)
+        gen = self._generation_request("cmpl", prompt_ids, max_tokens, req, admitted, span)
         if req.stream:
             chunks = await self._started_chunks(gen, span)
             return StreamingResponse(self._stream_completion(gen, req, chunks, span), media_type="text/event-stream")
@@ -299,6 +340,7 @@ class Ingress:
             raise _validation_error(error) from None
         self._check_model(req.model)
         self._limits.check_counts(num_messages=len(req.messages), num_stop=len(req.stop_list()))
+        admitted = self._admit_at_door(req, http_request, span)
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
         try:
             text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -309,7 +351,7 @@ class Ingress:
         max_tokens = self._limits.max_tokens(
             req.requested_max_tokens(), len(prompt_ids), prompt_param="messages",
             max_tokens_param="max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens")
-        gen = self._generation_request("chatcmpl", prompt_ids, max_tokens, req, http_request, span)
+        gen = self._generation_request("chatcmpl", prompt_ids, max_tokens, req, admitted, span)
         if req.stream:
             chunks = await self._started_chunks(gen, span)
             return StreamingResponse(self._stream_chat(gen, req, chunks, span), media_type="text/event-stream")
@@ -394,6 +436,8 @@ class Ingress:
                         # What piled up while this stream was being written goes out as one event:
                         # per-event cost, not tokens, is what saturates an ingress under load.
                         chunk = merge_chunks(chunk, *_drain(queue))
+                        if not received_any:
+                            self._door.router_admitted(gen.priority_class)
                         if not received_any and chunk.token_ids:
                             self._first_token(span)
                         received_any = True
@@ -404,7 +448,11 @@ class Ingress:
                         continue
                     error = dispatched.exception()
                     if error is None and isinstance(dispatched.result(), Refusal):
-                        raise _refusal_error(dispatched.result())
+                        refusal = dispatched.result()
+                        if refusal.code == "overloaded":
+                            self._door.router_refused(gen.priority_class, refusal.message, refusal.retry_after_s,
+                                                      time.monotonic())
+                        raise _refusal_error(refusal)
                     if error is None:
                         # All chunks are sent before dispatch returns; anything left is already queued.
                         if queue.empty():

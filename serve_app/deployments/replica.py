@@ -301,7 +301,8 @@ class LLMReplica:
         return replica_stats(len(self._outstanding_tokens), self._snapshot.kv_cache_usage, queue,
                              self._slo_window.attainment(time.monotonic()), rates)
 
-    async def engine_stats(self) -> dict[str, Any]:
+    async def engine_stats(self, target_replica: str | None = None) -> dict[str, Any]:
+        """Engine and delivery counters (`target_replica` picks the replica, as in `run`)."""
         cache = self._engine.vllm_config.cache_config
         return {
             "replica_id": self._replica_id,

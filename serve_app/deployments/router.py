@@ -176,6 +176,14 @@ class Router:
         """Spans this router finished (only with `telemetry.tracing_exporter: memory`, for tests)."""
         return tracing.finished_spans()
 
+    async def admission_preview(self) -> dict[str, tuple[str, int] | None]:
+        """Per class, whether a request would be refused for overload now (asked by ingress doors)."""
+        return self._core.admission_preview(self._clock())
+
+    async def record_door_refusals(self, counts: dict[str, int]) -> None:
+        """Overload refusals an ingress replica answered itself (`AdmissionDoor`), per class."""
+        self._core.record_door_refusals(counts)
+
     async def health(self) -> dict[str, Any]:
         """What the health route needs: replicas this router can send to, and whether the controller
         answered its last refresh (it keeps the replica list and window caps current)."""

@@ -181,6 +181,23 @@ class RouterCore:
         counters.admitted += 1
         return None
 
+    def admission_preview(self, now: float) -> dict[str, tuple[str, int] | None]:
+        """Per class, (why, Retry-After) if `admit` would refuse a request of it for overload now; for
+        the ingress's door (`serve_app.policy.admission_door`), counting nothing."""
+        preview: dict[str, tuple[str, int] | None] = {}
+        for class_name in self._classes.names:
+            decision = self._admission.decide(class_name, self._queue.depth_at_or_above(class_name),
+                                              self._free_slots(class_name), now)
+            preview[class_name] = None if decision.admitted else (
+                f"the service is at capacity for priority class {class_name!r}: {decision.reason}",
+                decision.retry_after_s)
+        return preview
+
+    def record_door_refusals(self, counts: Mapping[str, int]) -> None:
+        """Overload refusals the ingress answered at its door while this core was refusing the class."""
+        for class_name, count in counts.items():
+            self._counters[self._classes.get(class_name).name].refused_overload += count
+
     def _rate_limited(self, caller: Caller, now: float) -> Refusal | None:
         if caller.rate_limit_rps is None:
             return None
