@@ -86,7 +86,7 @@ class Router:
         except asyncio.CancelledError:
             # The client left while queued (or just as it was dispatched): free what it held.
             self._waiters.pop(request.request_id, None)
-            self._core.cancel(request.request_id)
+            self._core.cancel(request.request_id, self._clock())
             self._pump()
             queued.set(llm__outcome="cancelled")
             queued.end()
@@ -117,7 +117,7 @@ class Router:
                 self._controller.forget_replica.remote(replica_id)
             raise ReplicaFailed(f"LLM replica {replica_id} died") from None
         except asyncio.CancelledError:
-            self._core.cancel(request.request_id)
+            self._core.cancel(request.request_id, self._clock())
             raise
         finally:
             span.end()
@@ -131,7 +131,7 @@ class Router:
         for dispatch in self._core.take_dispatches(self._clock()):
             waiter = self._waiters.pop(dispatch.request_id, None)
             if waiter is None or waiter.done():
-                self._core.cancel(dispatch.request_id)
+                self._core.cancel(dispatch.request_id, self._clock())
                 continue
             waiter.set_result(dispatch.replica_id)
 

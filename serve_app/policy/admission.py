@@ -6,12 +6,14 @@ Rejecting at the door with Retry-After is cheaper than letting a request time ou
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 from serve_app.policy.priority_classes import PriorityClasses
 
 # Absorbs float noise so e.g. 2.0000000001 s of predicted wait does not round up to 3 s.
 _CEIL_EPSILON = 1e-9
+_BUCKET_S = 1.0  # busy seconds per bucket of the sliding window
 
 
 @dataclass(frozen=True)
@@ -27,29 +29,36 @@ class AdmissionDecision:
 class AdmissionController:
     """Admits a request when its predicted queue wait fits its class's queue deadline.
 
-    Service rate (completions/s) is an EWMA over inter-completion gaps, seeded by a prior.
+    Service rate is completions per second of busy time (some request running) over the last
+    `window_s` busy seconds, blended with the prior as `prior_s` seconds of pseudo-observation.
+    Busy time, not gaps between completions: an engine finishes a wave of requests in one step, and
+    an average of gaps between those completions (many zero) once put the rate at 481/s where 58/s
+    were served, so a burst was admitted to wait past its deadline (503) instead of refused at once.
+    Idle time is not counted, so a lull does not lower the rate.
     """
 
     def __init__(
         self,
         classes: PriorityClasses,
         initial_service_rate_rps: float,
-        ewma_alpha: float = 0.1,
-        max_gap_s: float = 10.0,
+        window_s: float = 30.0,
+        prior_s: float = 2.0,
         warmup_completions: int = 0,
     ) -> None:
         if not initial_service_rate_rps > 0:
             raise ValueError(f"initial_service_rate_rps must be > 0, got {initial_service_rate_rps}")
-        if not 0 < ewma_alpha <= 1:
-            raise ValueError(f"ewma_alpha must be in (0, 1], got {ewma_alpha}")
-        if not max_gap_s > 0:
-            raise ValueError(f"max_gap_s must be > 0, got {max_gap_s}")
+        if not window_s > 0:
+            raise ValueError(f"window_s must be > 0, got {window_s}")
+        if not prior_s > 0:
+            raise ValueError(f"prior_s must be > 0, got {prior_s}")
         self._classes = classes
-        self._alpha = ewma_alpha
-        self._max_gap_s = max_gap_s
-        # The prior acts as the first gap sample, so early measurements blend in gradually.
-        self._mean_gap_s = 1.0 / initial_service_rate_rps
-        self._last_completion_s: float | None = None
+        self._prior_rps = initial_service_rate_rps
+        self._prior_s = prior_s
+        self._window_s = window_s
+        # [busy seconds, completions] per bucket of about _BUCKET_S busy seconds, oldest first.
+        self._buckets: deque[list[float]] = deque([[0.0, 0.0]])
+        self._busy = False
+        self._last_s: float | None = None
         # Until this many completions are measured the rate is a guess: admit, and let the queue
         # deadline (503) catch what waits too long rather than refusing a cold burst on a prior.
         self._warmup_completions = warmup_completions
@@ -57,17 +66,31 @@ class AdmissionController:
 
     @property
     def service_rate_rps(self) -> float:
-        # Simultaneous completions can drive the mean gap to ~0; keep the rate finite.
-        return 1.0 / max(self._mean_gap_s, 1e-6)
+        busy_s = sum(bucket[0] for bucket in self._buckets)
+        completions = sum(bucket[1] for bucket in self._buckets)
+        return (completions + self._prior_rps * self._prior_s) / (busy_s + self._prior_s)
+
+    def set_busy(self, now: float, busy: bool) -> None:
+        """Whether any request is running from `now` on (time since the last call counts as before)."""
+        self._account(now)
+        self._busy = busy
 
     def record_completion(self, now: float) -> None:
         """Note that one request finished at `now`."""
+        self._account(now)
         self._completions += 1
-        if self._last_completion_s is not None:
-            # Idle periods are not slow service: cap the gap so one lull cannot crash the rate.
-            gap_s = min(max(0.0, now - self._last_completion_s), self._max_gap_s)
-            self._mean_gap_s += self._alpha * (gap_s - self._mean_gap_s)
-        self._last_completion_s = now
+        self._buckets[-1][1] += 1
+
+    def _account(self, now: float) -> None:
+        elapsed = 0.0 if self._last_s is None else max(0.0, now - self._last_s)
+        self._last_s = now if self._last_s is None else max(self._last_s, now)
+        if not self._busy or elapsed == 0.0:
+            return
+        self._buckets[-1][0] += elapsed
+        if self._buckets[-1][0] >= _BUCKET_S:
+            self._buckets.append([0.0, 0.0])
+            while sum(bucket[0] for bucket in self._buckets) - self._buckets[0][0] >= self._window_s:
+                self._buckets.popleft()
 
     def predicted_wait_s(self, queued_ahead: int, free_slots: int) -> float:
         """Seconds until a new request starts: completions needed before it gets a slot / rate."""

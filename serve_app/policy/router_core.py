@@ -243,6 +243,8 @@ class RouterCore:
                     break
             self._queue.remove(entry.request_id)
             dispatches.append(self._start(entry.request_id, replica_id, now - entry.arrival_s))
+        if dispatches:
+            self._admission.set_busy(now, True)
         return dispatches
 
     def _choose(self, request_id: str) -> str | None:
@@ -303,6 +305,7 @@ class RouterCore:
         else:
             counters.failed += 1
         self._admission.record_completion(now)
+        self._admission.set_busy(now, bool(self._running))
         if ok and ttft_s is not None:
             self._recent_replica_ttft.add(running.class_name, now, ttft_s)
         replica = self._release(running)
@@ -310,8 +313,9 @@ class RouterCore:
             replica.window.set_targets(*self._targets())
             replica.window.observe(ttft_s, tpot_s, now)
 
-    def cancel(self, request_id: str) -> None:
-        """The client left: drop the request from the queue, or free its slot if it was dispatched."""
+    def cancel(self, request_id: str, now: float | None = None) -> None:
+        """The client left: drop the request from the queue, or free its slot if it was dispatched
+        (`now`, when known, ends the admission's busy time once nothing runs)."""
         if self._queue.remove(request_id):
             self._counters[self._queued.pop(request_id).class_name].cancelled += 1
             return
@@ -320,6 +324,8 @@ class RouterCore:
             return
         self._counters[running.class_name].cancelled += 1
         self._release(running)
+        if now is not None:
+            self._admission.set_busy(now, bool(self._running))
 
     def _release(self, running: _Running) -> _Replica | None:
         replica = self._replicas.get(running.replica_id)

@@ -55,6 +55,25 @@ def base_url(app_config):
     stop_local()
 
 
+@pytest.fixture(scope="session")
+def faults_url(app_config, base_url):  # base_url: the shared app runs Ray Serve on its HTTP port
+    """A side app with two LLM replicas and two ingress replicas, for the tests that kill processes
+    (test_process_faults, test_replica_faults); the shared app stays untouched."""
+    from fault_helpers import FAULTS_APP, wait_for_routable
+
+    from serve_app.local import delete_side_app, deploy_side_app
+
+    if os.environ.get("LLMSERVE_TEST_URL"):
+        pytest.skip("kills actors of the Ray cluster this session started")
+    data = app_config.model_dump(mode="json")
+    data["replicas"] = {**data["replicas"], "num_replicas": 2}
+    data["http"] = {**data["http"], "ingress_replicas": 2}
+    url = deploy_side_app(parse_config(data), FAULTS_APP)
+    wait_for_routable(url, 2)
+    yield url
+    delete_side_app(FAULTS_APP)
+
+
 def dev_app() -> None:
     """Start the test app and keep it serving (for working on integration tests by hand)."""
     import time

@@ -78,59 +78,69 @@ def test_negative_queued_ahead_rejected():
         make_controller().decide("high", queued_ahead=-1, free_slots=0, now=0.0)
 
 
-def test_first_completion_only_starts_measuring():
+def test_before_any_busy_time_the_rate_is_the_prior():
     controller = make_controller(rate_rps=4.0)
-    controller.record_completion(100.0)
-    assert controller.service_rate_rps == pytest.approx(4.0)
+    controller.record_completion(100.0)  # nothing was running: no busy time to divide by
+    assert controller.service_rate_rps == pytest.approx((1 + 4.0 * 2.0) / 2.0)
 
 
-def test_ewma_moves_rate_towards_measured_completions():
-    controller = make_controller(rate_rps=4.0, ewma_alpha=0.5)
-    for i in range(3):
-        controller.record_completion(i * 1.0)  # gaps of 1 s -> 1 rps
-    # mean gap: 0.25 -> 0.625 -> 0.8125
-    assert controller.service_rate_rps == pytest.approx(1 / 0.8125)
-    for i in range(3, 60):
-        controller.record_completion(float(i))
-    assert controller.service_rate_rps == pytest.approx(1.0, rel=1e-6)
-    decision = controller.decide("high", queued_ahead=2, free_slots=0, now=60.0)
-    assert decision.predicted_wait_s == pytest.approx(3.0, rel=1e-6)
+def test_rate_is_completions_per_busy_second_blended_with_the_prior():
+    controller = make_controller(rate_rps=4.0, prior_s=2.0)
+    controller.set_busy(0.0, True)
+    for i in range(1, 21):
+        controller.record_completion(float(i))  # one per busy second for 20 s
+    assert controller.service_rate_rps == pytest.approx((20 + 4.0 * 2.0) / (20 + 2.0))
+    decision = controller.decide("high", queued_ahead=2, free_slots=0, now=20.0)
+    assert decision.predicted_wait_s == pytest.approx(3 / controller.service_rate_rps)
     assert not decision.admitted
-    assert decision.retry_after_s == 3
 
 
-def test_simultaneous_completions_average_out_with_the_gaps_between_batches():
-    controller = make_controller(rate_rps=1.0, ewma_alpha=0.05)
-    now = 0.0
-    # Batches of 4 completions every 2 s: true rate 2 rps.
-    for _ in range(200):
-        now += 2.0
-        for _ in range(4):
-            controller.record_completion(now)
-    assert 1.5 < controller.service_rate_rps < 2.7
+def test_a_wave_of_simultaneous_completions_counts_at_its_true_rate():
+    """An engine finishes a whole wave in one step: 232 requests served in 4 s is 58/s, not the
+    thousands an average of gaps between completions (mostly zero) would make of it."""
+    controller = make_controller(rate_rps=1.0, prior_s=2.0)
+    for wave in range(5):
+        start = wave * 4.0
+        controller.set_busy(start, True)
+        for _ in range(232):
+            controller.record_completion(start + 4.0)
+    assert controller.service_rate_rps == pytest.approx(58.0, rel=0.1)
 
 
-def test_idle_gap_is_capped_so_one_lull_does_not_crush_the_rate():
-    controller = make_controller(rate_rps=10.0, ewma_alpha=0.1, max_gap_s=1.0)
-    controller.record_completion(0.0)
-    controller.record_completion(3600.0)  # an hour idle counts as a 1 s gap
-    assert controller.service_rate_rps == pytest.approx(1 / (0.1 + 0.1 * (1.0 - 0.1)))
+def test_idle_time_does_not_lower_the_rate():
+    controller = make_controller(rate_rps=1.0, prior_s=2.0)
+    controller.set_busy(0.0, True)
+    for i in range(1, 11):
+        controller.record_completion(i * 0.5)  # 2/s while busy
+    controller.set_busy(5.0, False)
+    before = controller.service_rate_rps
+    controller.set_busy(3600.0, True)  # an hour idle
+    assert controller.service_rate_rps == pytest.approx(before)
 
 
-def test_clock_going_backwards_counts_as_zero_gap():
-    controller = make_controller(rate_rps=2.0, ewma_alpha=0.5)
-    controller.record_completion(10.0)
+def test_only_the_last_window_of_busy_time_counts():
+    controller = make_controller(rate_rps=1.0, window_s=10.0, prior_s=0.01)
+    controller.set_busy(0.0, True)
+    for i in range(1, 31):
+        controller.record_completion(float(i))  # 1/s for 30 s
+    for i in range(1, 61):
+        controller.record_completion(30.0 + i / 6)  # then 6/s for 10 s
+    assert controller.service_rate_rps == pytest.approx(6.0, rel=0.15)
+
+
+def test_clock_going_backwards_adds_no_busy_time():
+    controller = make_controller(rate_rps=2.0, prior_s=2.0)
+    controller.set_busy(10.0, True)
     controller.record_completion(9.0)
-    assert controller.service_rate_rps == pytest.approx(1 / 0.25)
+    assert controller.service_rate_rps == pytest.approx((1 + 2.0 * 2.0) / 2.0)
 
 
 @pytest.mark.parametrize(
     "kwargs",
     [
         {"initial_service_rate_rps": 0.0},
-        {"initial_service_rate_rps": 1.0, "ewma_alpha": 0.0},
-        {"initial_service_rate_rps": 1.0, "ewma_alpha": 1.5},
-        {"initial_service_rate_rps": 1.0, "max_gap_s": 0.0},
+        {"initial_service_rate_rps": 1.0, "window_s": 0.0},
+        {"initial_service_rate_rps": 1.0, "prior_s": 0.0},
     ],
 )
 def test_invalid_controller_config(kwargs):
