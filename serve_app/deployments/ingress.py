@@ -19,12 +19,12 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from serve_app import openai_api as api
 from serve_app.config import parse_config
+from serve_app.deployments.door import RouterDoor
 from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
 from serve_app.delivery import Batch, Inbox
 from serve_app.generation import GenerationChunk, GenerationRequest, SamplingOptions, merge_chunks
 from serve_app.openai_api import ApiError
 from serve_app.openapi_schema import CHAT_COMPLETION_SCHEMA, COMPLETION_SCHEMA, generation_route
-from serve_app.policy.admission_door import DOOR_HOLD_S, AdmissionDoor
 from serve_app.policy.api_keys import AuthenticationFailed, Caller, bearer_token
 from serve_app.policy.recent_latency import RecentLatencies
 from serve_app.policy.request_limits import RequestLimits
@@ -72,7 +72,6 @@ def _sse(payload: dict[str, Any] | str) -> str:
 
 MAX_DISPATCH_ATTEMPTS = 3
 HEALTH_PROBE_TIMEOUT_S = 2.0
-DOOR_REFUSALS_FLUSH_S = 0.25
 
 
 async def _probe(call: DeploymentResponse) -> Any:
@@ -170,8 +169,7 @@ class Ingress:
         self._tokenizer = AutoTokenizer.from_pretrained(str(self._config.model.resolved_path()))
         self._created = int(time.time())
         self._recent_ttft = RecentLatencies()
-        self._door = AdmissionDoor(self._classes)
-        self._door_flush: asyncio.TimerHandle | None = None
+        self._door = RouterDoor(self._classes, router)
         tracing.configure_from_settings(self._config.telemetry)
         self._metrics = None
         if self._config.telemetry.metrics:
@@ -207,6 +205,10 @@ class Ingress:
                            code="priority_above_ceiling")
         return allowed, self._classes.level_of(allowed)
 
+    def _header_class(self, http_request: Request) -> str:
+        asked = http_request.headers.get("x-priority")
+        return asked if asked in self._classes else self._config.default_priority
+
     def _completion_prompt_ids(self, prompt: Any) -> list[int]:
         if isinstance(prompt, str):
             return self._tokenizer(prompt, add_special_tokens=True).input_ids
@@ -219,42 +221,21 @@ class Ingress:
             return self._completion_prompt_ids(prompt[0])
         raise ApiError(400, "prompt must be a string, a list of token ids, or a list of one of those", param="prompt")
 
+    def _refuse_early_at_door(self, http_request: Request, span: RequestSpan) -> None:
+        """Before the body is read (in Ray Serve, one more round trip to the proxy): a caller whose
+        highest allowed class is being refused can only be refused."""
+        caller = self._caller(http_request)
+        likely = self._classes.clamp_to_ceiling(self._header_class(http_request), caller.ceiling)
+        self._door.refuse_if_closed(caller.ceiling, span, count_as=likely)
+
     def _admit_at_door(self, req: api._Request, http_request: Request, span: RequestSpan) -> tuple[Caller, str, int]:
         """The caller and class; a 429 at once, before any tokenizing, while the router is refusing
-        this class for overload (`serve_app.policy.admission_door`)."""
+        this class for overload (`serve_app.deployments.door`)."""
         caller = self._caller(http_request)
         class_name, rank = self._priority(req.priority, http_request, caller)
         span.priority_class = class_name
-        refusal = self._door.check(class_name, time.monotonic())
-        if self._door.needs_query(time.monotonic()):
-            asyncio.ensure_future(self._ask_router_about_door())
-        if refusal is not None:
-            if self._door_flush is None:
-                self._door_flush = asyncio.get_running_loop().call_later(DOOR_REFUSALS_FLUSH_S, self._flush_door)
-            message = (refusal.message if refusal.class_name == class_name else
-                       f"the service is at capacity for priority class {class_name!r}: requests of class "
-                       f"{refusal.class_name!r} above it are being refused")
-            raise ApiError(429, message, error_type="rate_limit_error", code="overloaded",
-                           headers={"Retry-After": str(refusal.retry_after_s)})
+        self._door.refuse_if_closed(class_name, span)
         return caller, class_name, rank
-
-    async def _ask_router_about_door(self) -> None:
-        call = self._router_handle.admission_preview.remote()
-        try:
-            answer = await asyncio.wait_for(_resolve(call), DOOR_HOLD_S)
-        except Exception as error:  # the door opens rather than stay shut on a silent router
-            call.cancel()
-            logger.warning("admission preview failed: %s", type(error).__name__)
-            self._door.query_failed(time.monotonic())
-            return
-        self._door.query_answered(answer, time.monotonic())
-
-    def _flush_door(self) -> None:
-        """Door refusals go to the router's counters (stats, metrics, autoscaling's refused share)."""
-        self._door_flush = None
-        counts = self._door.take_refusal_counts()
-        if counts:
-            self._router_handle.record_door_refusals.remote(counts)
 
     def _generation_request(self, prefix: str, prompt_ids: list[int], max_tokens: int, req: api._Request,
                             admitted: tuple[Caller, str, int], span: RequestSpan) -> GenerationRequest:
@@ -306,6 +287,7 @@ class Ingress:
         return await self._traced(http_request, self._completions)
 
     async def _completions(self, http_request: Request, span: RequestSpan):
+        self._refuse_early_at_door(http_request, span)
         body = await _json_body(http_request, self._config.http.max_body_bytes)
         try:
             req = api.CompletionRequest.model_validate(body)
@@ -333,6 +315,7 @@ class Ingress:
         return await self._traced(http_request, self._chat_completions)
 
     async def _chat_completions(self, http_request: Request, span: RequestSpan):
+        self._refuse_early_at_door(http_request, span)
         body = await _json_body(http_request, self._config.http.max_body_bytes)
         try:
             req = api.ChatCompletionRequest.model_validate(body)
@@ -392,6 +375,8 @@ class Ingress:
         reason = None
         if isinstance(router, BaseException):
             reason = f"the router is not answering ({type(router).__name__})"
+        elif not router["started"]:
+            reason = "the router is starting (no replica list yet)"
         elif isinstance(controller, BaseException) or not router["controller_answering"]:
             reason = "the controller is not answering"
         elif router["routable_replicas"] == 0:
@@ -450,8 +435,7 @@ class Ingress:
                     if error is None and isinstance(dispatched.result(), Refusal):
                         refusal = dispatched.result()
                         if refusal.code == "overloaded":
-                            self._door.router_refused(gen.priority_class, refusal.message, refusal.retry_after_s,
-                                                      time.monotonic())
+                            self._door.router_refused(gen.priority_class, refusal.message, refusal.retry_after_s)
                         raise _refusal_error(refusal)
                     if error is None:
                         # All chunks are sent before dispatch returns; anything left is already queued.

@@ -190,6 +190,7 @@ class Router:
         self._ensure_background()
         controller_age_s = self._clock() - self._controller_answered_at
         return {"routable_replicas": self._core.routable_count,
+                "started": self._controller is None or self._controller_answered_at > -1e18,
                 "controller_answering": self._controller is None or controller_age_s <= CONTROLLER_SILENCE_S}
 
     async def stats(self) -> dict[str, Any]:

@@ -55,8 +55,9 @@ class AdmissionDoor:
         for closed_level in [lv for lv in self._closed if lv <= level]:
             del self._closed[closed_level]
 
-    def check(self, class_name: str, now: float) -> DoorRefusal | None:
-        """The refusal to answer at once, or None to send the request to the router."""
+    def check(self, class_name: str, now: float, count_as: str | None = None) -> DoorRefusal | None:
+        """The refusal to answer at once, or None to send the request to the router; a refusal is
+        counted under `count_as` if given (the class the request would have had)."""
         level = self._classes.level_of(class_name)
         closing = [lv for lv in self._closed if lv <= level]
         if not closing:
@@ -66,10 +67,10 @@ class AdmissionDoor:
         if until <= now:
             if self._query_sent_at is not None and now - self._query_sent_at >= self._hold_s:
                 self.query_failed(now)  # nobody answered: open rather than guess
-                return self.check(class_name, now)
+                return self.check(class_name, now, count_as)
             if self._query_sent_at is None:
                 self._query_due = True
-        self._refused_here[class_name] += 1
+        self._refused_here[count_as or class_name] += 1
         return refusal
 
     def needs_query(self, now: float) -> bool:

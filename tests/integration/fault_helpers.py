@@ -72,8 +72,9 @@ def engine_stats(replica_id: str) -> dict:
 
 async def stream(client: httpx.AsyncClient, url: str, model: str, max_tokens: int,
                  priority: str = "standard") -> dict:
-    """One streamed completion, classified: completed (all tokens), error_event, refused, or cut
-    (the connection ended without [DONE])."""
+    """One streamed completion, classified: completed (all tokens), error_event, refused, or cut (the
+    connection ended without [DONE], or Ray Serve's proxy answered 500 for an ingress replica that
+    died before the response started)."""
     body = {"model": model, "prompt": "fault tolerance", "max_tokens": max_tokens, "ignore_eos": True,
             "stream": True, "stream_options": {"include_usage": True}, "priority": priority}
     headers = {"authorization": "Bearer key-gold"} if priority == "interactive" else {}
@@ -83,7 +84,13 @@ async def stream(client: httpx.AsyncClient, url: str, model: str, max_tokens: in
         async with client.stream("POST", f"{url}/v1/completions", json=body, headers=headers) as response:
             outcome["status"] = response.status_code
             if response.status_code != 200:
-                error = json.loads(await response.aread())["error"]
+                raw = await response.aread()
+                try:
+                    error = json.loads(raw)["error"]
+                except ValueError:  # not ours: the proxy's own plain-text answer
+                    outcome["cut"] = response.status_code == 500
+                    outcome["error_message"] = raw.decode(errors="replace")[:200]
+                    return outcome
                 outcome["error_code"], outcome["error_message"] = error["code"], error["message"]
                 return outcome
             async for line in response.aiter_lines():

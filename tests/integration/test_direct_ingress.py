@@ -1,6 +1,6 @@
 """`http.direct_ingress_port`: `llmserve run` with Ray Serve's direct ingress, the ingress replica
 serving HTTP on its own port (Ray's Python proxy off the path), streaming and refusing as usual, and
-shutting its own Ray cluster down on SIGTERM."""
+shutting its own Ray cluster down on SIGTERM, leaving no vLLM shared memory behind."""
 from __future__ import annotations
 
 import json
@@ -16,6 +16,8 @@ import httpx
 import pytest
 import yaml
 from ports import free_port
+
+from serve_app.shared_memory import vllm_segments
 
 pytestmark = pytest.mark.integration
 START_TIMEOUT_S = 600
@@ -38,6 +40,7 @@ def direct_app(app_config, base_url, tmp_path_factory):
     config_path = tmp_path_factory.mktemp("direct") / "config.yaml"
     config_path.write_text(yaml.safe_dump(data))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own Ray, not the suite's
+    segments_before = vllm_segments()  # the suite's own engines' (and any other) shared memory
     process = subprocess.Popen([sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                start_new_session=True)
@@ -54,13 +57,13 @@ def direct_app(app_config, base_url, tmp_path_factory):
     if not serving.wait(START_TIMEOUT_S):
         process.kill()
         pytest.fail("direct-ingress app did not start:\n" + "".join(lines[-60:]))
-    yield process, direct_port, lines
+    yield process, direct_port, lines, segments_before
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
 def test_direct_ingress_port_serves_streams_and_refusals(direct_app, model_name):
-    process, port, lines = direct_app
+    process, port, lines, _ = direct_app
     assert any(f"http://127.0.0.1:{port}/v1" in line for line in lines), "".join(lines[-20:])
     body = {"model": model_name, "prompt": "direct", "max_tokens": 6, "ignore_eos": True, "stream": True,
             "priority": "interactive"}
@@ -82,9 +85,12 @@ def test_direct_ingress_port_serves_streams_and_refusals(direct_app, model_name)
 
 
 def test_sigterm_shuts_the_app_and_its_ray_down(direct_app):
-    process, port, lines = direct_app
+    process, port, lines, segments_before = direct_app
     process.send_signal(signal.SIGTERM)
     assert process.wait(180) == 0, "".join(lines[-40:])
+    # vLLM's shared memory (160+ MB a segment) goes with the engines that made it.
+    left = vllm_segments() - segments_before
+    assert not left, f"shared-memory segments left after stop: {sorted(map(str, left))}"
     deadline = time.monotonic() + 30
     while _port_open(port):
         assert time.monotonic() < deadline, f"port {port} still answers after shutdown"

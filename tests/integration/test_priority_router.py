@@ -201,6 +201,62 @@ def test_interactive_stays_fast_under_a_batch_flood_and_nothing_is_lost(flood_ur
     print(f"flood: {len(served)} served, {len(refused)} refused; interactive TTFT max {slowest:.3f}s")
 
 
+BURST_REQUESTS = 300
+BURST_SECONDS = 10.0
+BURST_MAX_TOKENS = 480
+REFUSAL_P99_BOUND_S = 0.1
+
+
+def test_a_burst_far_beyond_capacity_is_refused_at_once_and_nothing_hangs(flood_url, model_name):
+    """300 streams in 10 s against a CPU replica that serves a few: the refusals come at once (429 with
+    Retry-After, decided at the ingress's door or by the router on arrival), not after waiting."""
+    base_url = flood_url
+    wait_until_idle(base_url)
+    before = router_stats(base_url)["classes"]["batch"]
+    url = f"{base_url}/v1/completions"
+
+    async def timed(http: httpx.AsyncClient, delay_s: float, i: int) -> tuple[Outcome, float]:
+        await asyncio.sleep(delay_s)
+        started = time.monotonic()
+        body = completion(model_name, prompt=f"t{i} t{i + 1}", max_tokens=BURST_MAX_TOKENS, priority="batch",
+                          stream=True)
+        async with http.stream("POST", url, json=body, headers=auth("key-bronze")) as response:
+            status_s = time.monotonic() - started
+            raw = await response.aread()
+            outcome = Outcome(response.status_code, retry_after=response.headers.get("retry-after"))
+            if response.status_code == 200:
+                outcome.done = raw.rstrip().endswith(b"data: [DONE]")
+            return outcome, status_s
+
+    async def run() -> list[tuple[Outcome, float]]:
+        limits = httpx.Limits(max_connections=BURST_REQUESTS + 10, max_keepalive_connections=BURST_REQUESTS + 10)
+        async with httpx.AsyncClient(timeout=300, limits=limits) as http:
+            burst = [timed(http, i * BURST_SECONDS / BURST_REQUESTS, i) for i in range(BURST_REQUESTS)]
+            return await asyncio.wait_for(asyncio.gather(*burst), 600)  # none hangs
+
+    results = asyncio.run(run())
+    outcomes = [outcome for outcome, _ in results]
+    assert all(o.status in (200, 429, 503) for o in outcomes), [o for o in outcomes if o.status not in (200, 429, 503)]
+    assert all(o.done for o in outcomes if o.status == 200)
+    assert all(o.retry_after is not None and int(o.retry_after) >= 1 for o in outcomes if o.status != 200)
+    to_429 = sorted(seconds for outcome, seconds in results if outcome.status == 429)
+    # Far beyond capacity: most of the burst must be turned away, or this measured nothing.
+    assert len(to_429) >= BURST_REQUESTS // 2, f"only {len(to_429)} of {BURST_REQUESTS} refused"
+    p99 = to_429[min(len(to_429) - 1, int(0.99 * len(to_429)))]
+    served = sum(o.status == 200 for o in outcomes)
+    print(f"burst: {served} served, {len(to_429)} 429 (p50 {to_429[len(to_429) // 2] * 1000:.0f} ms, "
+          f"p99 {p99 * 1000:.0f} ms), {sum(o.status == 503 for o in outcomes)} 503")
+    assert p99 < REFUSAL_P99_BOUND_S, f"p99 time to a 429 was {p99 * 1000:.0f} ms"
+    # The router counted every refusal, those its ingress answered at the door included.
+    deadline = time.monotonic() + 10
+    while True:
+        after = router_stats(base_url)["classes"]["batch"]
+        if after["refused_overload"] - before["refused_overload"] == len(to_429) or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert after["refused_overload"] - before["refused_overload"] == len(to_429)
+
+
 def test_router_stats_report_windows_within_the_controller_cap(base_url):
     stats = router_stats(base_url)
     assert set(stats["classes"]) == {"interactive", "standard", "batch"}

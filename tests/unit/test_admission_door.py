@@ -68,3 +68,10 @@ def test_an_admission_reopens_that_class_and_the_ones_above_but_not_below():
 def test_hold_must_be_positive():
     with pytest.raises(ValueError, match="hold_s"):
         AdmissionDoor(classes(), hold_s=0)
+
+
+def test_a_refusal_decided_on_the_callers_ceiling_is_counted_under_the_class_it_would_have_had():
+    door = AdmissionDoor(classes(), hold_s=0.5)
+    door.router_refused("mid", "full", retry_after_s=4, now=0.0)
+    assert door.check("mid", now=0.1, count_as="low") is not None
+    assert door.take_refusal_counts() == {"low": 1}
