@@ -205,10 +205,6 @@ class Ingress:
                            code="priority_above_ceiling")
         return allowed, self._classes.level_of(allowed)
 
-    def _header_class(self, http_request: Request) -> str:
-        asked = http_request.headers.get("x-priority")
-        return asked if asked in self._classes else self._config.default_priority
-
     def _completion_prompt_ids(self, prompt: Any) -> list[int]:
         if isinstance(prompt, str):
             return self._tokenizer(prompt, add_special_tokens=True).input_ids
@@ -223,9 +219,11 @@ class Ingress:
 
     def _refuse_early_at_door(self, http_request: Request, span: RequestSpan) -> None:
         """Before the body is read (in Ray Serve, one more round trip to the proxy): a caller whose
-        highest allowed class is being refused can only be refused."""
+        highest allowed class is being refused can only be refused. Booked under the `x-priority`
+        header's class if there is one, else the ceiling (the body's `priority` is not known yet)."""
         caller = self._caller(http_request)
-        likely = self._classes.clamp_to_ceiling(self._header_class(http_request), caller.ceiling)
+        header = http_request.headers.get("x-priority")
+        likely = self._classes.clamp_to_ceiling(header, caller.ceiling) if header in self._classes else caller.ceiling
         self._door.refuse_if_closed(caller.ceiling, span, count_as=likely)
 
     def _admit_at_door(self, req: api._Request, http_request: Request, span: RequestSpan) -> tuple[Caller, str, int]:

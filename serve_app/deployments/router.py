@@ -20,6 +20,7 @@ from autoscaling.signals import capacity_counts
 from serve_app.config import parse_config
 from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
 from serve_app.generation import GenerationRequest, RunSummary
+from serve_app.policy.admission import AdmissionPreview
 from serve_app.policy.router_core import Refusal, RouterCore
 from serve_app.policy.replica_choice import prefix_key_of
 from serve_app.telemetry import tracing
@@ -176,8 +177,8 @@ class Router:
         """Spans this router finished (only with `telemetry.tracing_exporter: memory`, for tests)."""
         return tracing.finished_spans()
 
-    async def admission_preview(self) -> dict[str, tuple[str, int] | None]:
-        """Per class, whether a request would be refused for overload now (asked by ingress doors)."""
+    async def admission_preview(self) -> dict[str, AdmissionPreview | None]:
+        """Per class, how many more requests would be admitted now (asked by ingress doors)."""
         return self._core.admission_preview(self._clock())
 
     async def record_door_refusals(self, counts: dict[str, int]) -> None:

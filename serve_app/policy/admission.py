@@ -26,6 +26,15 @@ class AdmissionDecision:
     reason: str
 
 
+@dataclass(frozen=True)
+class AdmissionPreview:
+    """What admission would do with the next requests of a class: admit `room` more, then refuse."""
+
+    room: int
+    message: str  # why the one after those would be refused
+    retry_after_s: int
+
+
 class AdmissionController:
     """Admits a request when its predicted queue wait fits its class's queue deadline.
 
@@ -96,6 +105,15 @@ class AdmissionController:
         """Seconds until a new request starts: completions needed before it gets a slot / rate."""
         completions_needed = max(0, queued_ahead + 1 - max(0, free_slots))
         return completions_needed / self.service_rate_rps
+
+    def room(self, class_name: str, queued_ahead: int, free_slots: int) -> int | None:
+        """How many more `class_name` requests `decide` would admit now, one after another (None: no
+        limit while warming up)."""
+        if self._completions < self._warmup_completions:
+            return None
+        deadline_s = self._classes.get(class_name).queue_deadline_s
+        # The n-th more request is admitted while (queued_ahead + n - free_slots) / rate <= deadline.
+        return max(0, math.floor(deadline_s * self.service_rate_rps + _CEIL_EPSILON) + max(0, free_slots) - queued_ahead)
 
     def decide(self, class_name: str, queued_ahead: int, free_slots: int, now: float) -> AdmissionDecision:
         """Admit or reject a new request of `class_name`.

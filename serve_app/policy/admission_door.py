@@ -1,15 +1,16 @@
-"""The ingress's memory of the router's recent overload refusals: 429s decided at the door.
+"""The ingress's memory of the router's overload refusals: 429s decided at the door.
 
 Under a burst far beyond capacity most requests are refused, and each refusal used to cost a Ray
 round trip to the router on a machine already saturated by the burst (a median of 7 s in a 10x
-burst on CPU). Once the router has refused a class for overload, the door refuses that class and
-every lower one itself, before tokenizing or calling anyone. When the refusal is `hold_s` old, the
-next request of such a class is still refused at the door, and the ingress asks the router in the
-background whether it would admit each class now (`needs_query` / `query_answered`); a class the
-router would admit opens, one it would refuse stays closed another `hold_s`. No client request
-waits for that question; an unanswered one (`hold_s` later) opens the door, so a router that went
-quiet never keeps it shut. A request of a class the router admitted opens it for that class and
-the classes above it.
+burst on CPU). Once the router has refused a class for overload, the door *closes* that class and
+every lower one: their requests are refused at once, before the body is read or anything is
+tokenized. A closure holds `hold_s`; after that the next request (still refused) makes the ingress
+ask the router in the background how many more requests of each class it would admit now
+(`needs_query` / `query_answered`). That many pass the door as *credits*; the rest are refused at
+the door until the closure's next question. So a burst reaches the router only as far as it has
+room, and no client waits for the question. An unanswered question (after another `hold_s`)
+opens the door: a router gone quiet never keeps it shut. A request of a class the router admitted
+and served opens the door for that class and the classes above it.
 
 The router still counts every refusal: the ingress reports door refusals back in batches
 (`take_refusal_counts`), so arrivals and capacity refusals seen by autoscaling are unchanged.
@@ -20,6 +21,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from serve_app.policy.admission import AdmissionPreview
 from serve_app.policy.priority_classes import PriorityClasses
 
 DOOR_HOLD_S = 0.5
@@ -32,22 +34,28 @@ class DoorRefusal:
     retry_after_s: int
 
 
+@dataclass
+class _Closure:
+    until: float
+    refusal: DoorRefusal
+    credits: int = 0  # requests the router said it would still admit; they pass the door
+
+
 class AdmissionDoor:
     def __init__(self, classes: PriorityClasses, hold_s: float = DOOR_HOLD_S) -> None:
         if not hold_s > 0:
             raise ValueError(f"hold_s must be > 0, got {hold_s}")
         self._classes = classes
         self._hold_s = hold_s
-        # level -> (closed until, the refusal that closed it)
-        self._closed: dict[int, tuple[float, DoorRefusal]] = {}
+        self._closed: dict[int, _Closure] = {}  # by class level (0 = top)
         self._refused_here: Counter[str] = Counter()
         self._query_due = False
         self._query_sent_at: float | None = None
 
     def router_refused(self, class_name: str, message: str, retry_after_s: int, now: float) -> None:
         """The router refused a `class_name` request for overload (predicted wait past its deadline)."""
-        level = self._classes.level_of(class_name)
-        self._closed[level] = (now + self._hold_s, DoorRefusal(class_name, message, retry_after_s))
+        self._closed[self._classes.level_of(class_name)] = _Closure(
+            now + self._hold_s, DoorRefusal(class_name, message, retry_after_s))
 
     def router_admitted(self, class_name: str) -> None:
         """The router admitted a `class_name` request: it and the classes above it are let in again."""
@@ -62,16 +70,18 @@ class AdmissionDoor:
         closing = [lv for lv in self._closed if lv <= level]
         if not closing:
             return None
-        nearest = max(closing)  # the closure of the class nearest this one says the most about it
-        until, refusal = self._closed[nearest]
-        if until <= now:
+        closure = self._closed[max(closing)]  # the closure nearest this class says the most about it
+        if closure.until <= now:
             if self._query_sent_at is not None and now - self._query_sent_at >= self._hold_s:
                 self.query_failed(now)  # nobody answered: open rather than guess
                 return self.check(class_name, now, count_as)
             if self._query_sent_at is None:
                 self._query_due = True
+        if closure.credits > 0:
+            closure.credits -= 1
+            return None
         self._refused_here[count_as or class_name] += 1
-        return refusal
+        return closure.refusal
 
     def needs_query(self, now: float) -> bool:
         """True once when the router should be asked about the classes whose hold has run out."""
@@ -80,19 +90,22 @@ class AdmissionDoor:
         self._query_due, self._query_sent_at = False, now
         return True
 
-    def query_answered(self, refusals: Mapping[str, tuple[str, int] | None], now: float) -> None:
-        """The router's answer per class: (message, retry_after_s) if it would refuse one now, else None."""
+    def query_answered(self, previews: Mapping[str, AdmissionPreview | None], now: float) -> None:
+        """The router's answer: per class, how many more it would admit now (None: no limit)."""
         self._query_sent_at = None
-        for class_name, refusal in refusals.items():
-            if refusal is None:
-                self._closed.pop(self._classes.level_of(class_name), None)
-            elif self._classes.level_of(class_name) in self._closed:
-                self.router_refused(class_name, *refusal, now)
+        for class_name, preview in previews.items():
+            level = self._classes.level_of(class_name)
+            if preview is None:
+                self._closed.pop(level, None)
+            elif level in self._closed:
+                self._closed[level] = _Closure(now + self._hold_s,
+                                               DoorRefusal(class_name, preview.message, preview.retry_after_s),
+                                               credits=preview.room)
 
     def query_failed(self, now: float) -> None:
         """The question went unanswered: classes whose hold ran out open."""
         self._query_sent_at = None
-        self._closed = {lv: (until, refusal) for lv, (until, refusal) in self._closed.items() if until > now}
+        self._closed = {lv: closure for lv, closure in self._closed.items() if closure.until > now}
 
     def take_refusal_counts(self) -> dict[str, int]:
         """Door refusals per class since the last call (for the router's counters)."""

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from serve_app.policy.admission import AdmissionController
+from serve_app.policy.admission import AdmissionController, AdmissionPreview
 from serve_app.policy.api_keys import Caller
 from serve_app.policy.priority_classes import PriorityClasses
 from serve_app.policy.priority_queue import PriorityRequestQueue, QueueFull
@@ -181,16 +181,20 @@ class RouterCore:
         counters.admitted += 1
         return None
 
-    def admission_preview(self, now: float) -> dict[str, tuple[str, int] | None]:
-        """Per class, (why, Retry-After) if `admit` would refuse a request of it for overload now; for
-        the ingress's door (`serve_app.policy.admission_door`), counting nothing."""
-        preview: dict[str, tuple[str, int] | None] = {}
+    def admission_preview(self, now: float) -> dict[str, AdmissionPreview | None]:
+        """Per class, how many more requests `admit` would take now before refusing for overload (None:
+        no limit yet); for the ingress's door (`serve_app.policy.admission_door`), counting nothing."""
+        preview: dict[str, AdmissionPreview | None] = {}
         for class_name in self._classes.names:
-            decision = self._admission.decide(class_name, self._queue.depth_at_or_above(class_name),
-                                              self._free_slots(class_name), now)
-            preview[class_name] = None if decision.admitted else (
-                f"the service is at capacity for priority class {class_name!r}: {decision.reason}",
-                decision.retry_after_s)
+            queued_ahead, free_slots = self._queue.depth_at_or_above(class_name), self._free_slots(class_name)
+            room = self._admission.room(class_name, queued_ahead, free_slots)
+            if room is None:
+                preview[class_name] = None
+                continue
+            first_refused = self._admission.decide(class_name, queued_ahead + room, free_slots, now)
+            preview[class_name] = AdmissionPreview(
+                room, f"the service is at capacity for priority class {class_name!r}: {first_refused.reason}",
+                first_refused.retry_after_s)
         return preview
 
     def record_door_refusals(self, counts: Mapping[str, int]) -> None:

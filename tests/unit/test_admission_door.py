@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from serve_app.policy.admission import AdmissionPreview
 from serve_app.policy.admission_door import AdmissionDoor
 from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
 
@@ -33,6 +34,10 @@ def test_a_refused_class_and_those_below_it_are_refused_at_the_door():
     assert door.take_refusal_counts() == {}
 
 
+def full(retry_after_s: int, room: int = 0) -> AdmissionPreview:
+    return AdmissionPreview(room, f"predicted wait {retry_after_s}s", retry_after_s)
+
+
 def test_after_the_hold_requests_are_still_refused_while_the_router_is_asked_once():
     door = AdmissionDoor(classes(), hold_s=0.5)
     door.router_refused("mid", "predicted wait 12s", retry_after_s=12, now=10.0)
@@ -40,12 +45,22 @@ def test_after_the_hold_requests_are_still_refused_while_the_router_is_asked_onc
     assert door.needs_query(10.6)
     assert door.check("mid", now=10.7) is not None
     assert not door.needs_query(10.7)  # one question at a time
-    door.query_answered({"high": None, "mid": ("predicted wait 11s", 11), "low": ("predicted wait 40s", 40)}, 10.8)
+    door.query_answered({"high": None, "mid": full(11), "low": full(40)}, 10.8)
     assert door.check("mid", now=11.0).retry_after_s == 11  # still refused: closed another hold
     assert door.check("low", now=11.0).retry_after_s == 11  # "mid" closes it too
     assert door.check("mid", now=11.4) is not None and door.needs_query(11.4)
     door.query_answered({"high": None, "mid": None, "low": None}, 11.5)
     assert door.check("mid", now=11.5) is None and door.check("low", now=11.5) is None
+
+
+def test_the_room_the_router_reports_passes_the_door_and_no_more():
+    door = AdmissionDoor(classes(), hold_s=0.5)
+    door.router_refused("mid", "full", retry_after_s=5, now=0.0)
+    assert door.check("mid", now=0.6) is not None and door.needs_query(0.6)
+    door.query_answered({"high": None, "mid": full(5, room=2), "low": full(9)}, 0.7)
+    assert door.check("mid", now=0.8) is None and door.check("mid", now=0.8) is None
+    assert door.check("mid", now=0.8).retry_after_s == 5
+    assert door.take_refusal_counts() == {"mid": 2}  # the one at 0.6 and the one past the room
 
 
 def test_an_unanswered_question_opens_the_door_after_another_hold():

@@ -223,3 +223,17 @@ def test_wait_hint_is_exact_enough_for_retry_after():
     wait_s = limiter.try_acquire("k", 0.0)
     assert math.isclose(wait_s, 1 / 3)
     assert limiter.try_acquire("k", wait_s) == 0.0
+
+
+def test_room_is_how_many_more_decide_would_admit_one_after_another():
+    controller = make_controller(rate_rps=4.0)
+    for queued_ahead, free_slots in [(0, 0), (3, 1), (7, 0), (12, 2), (20, 0)]:
+        room = controller.room("high", queued_ahead, free_slots)
+        admitted = 0
+        while controller.decide("high", queued_ahead + admitted, free_slots, now=0.0).admitted:
+            admitted += 1
+        assert room == admitted, (queued_ahead, free_slots)
+
+
+def test_no_room_limit_while_warming_up():
+    assert make_controller(rate_rps=4.0, warmup_completions=3).room("high", 100, 0) is None

@@ -298,17 +298,19 @@ def test_stats_with_now_report_recent_replica_ttft_per_class_of_served_requests(
     assert core.stats(now=30.0)["replica_ttft_recent"]["batch"]["n"] == 0
 
 
-def test_admission_preview_says_what_admit_would_do_without_counting_and_door_refusals_count():
+def test_admission_preview_says_how_many_more_admit_would_take_without_counting_and_door_refusals_count():
     core = make_core(initial_window=1, headroom_fraction=0.0, initial_service_rate_rps=1.0)
     core.set_replicas({"r1": 10})
-    for i in range(11):
+    for i in range(8):
         assert admit(core, f"b{i}", "batch", 0.0) is None
     preview = core.admission_preview(0.0)
-    assert preview["interactive"] is None  # nothing of its class or above is queued
-    message, retry_after_s = preview["batch"]
-    assert "'batch'" in message and retry_after_s == 11
+    # Interactive: nothing of its class queued; the free slot, then 2 s of completions at 1/s.
+    assert preview["interactive"].room == 3
+    assert preview["batch"].room == 3 and "'batch'" in preview["batch"].message
+    for i in range(8, 11):
+        assert admit(core, f"b{i}", "batch", 0.0) is None
     refusal = admit(core, "b11", "batch", 0.0)
-    assert refusal is not None and refusal.retry_after_s == retry_after_s
+    assert refusal is not None and refusal.retry_after_s == preview["batch"].retry_after_s
     core.record_door_refusals({"batch": 5})
     stats = core.stats()["classes"]["batch"]
     assert stats["admitted"] == 11 and stats["refused_overload"] == 1 + 5
