@@ -122,7 +122,7 @@ class Controller:
     async def routable_replicas(self) -> dict[str, int] | None:
         """Replicas whose engine is up and that reported recently, each with its window cap; None while
         this controller is too new to know them all (a restart: replicas register again as they report)."""
-        if self._clock() - self._started_at < RELEARN_S and not self._replicas:
+        if self._clock() - self._started_at < RELEARN_S:
             return None
         stale_before = self._clock() - self._config.router.stale_replica_s
         stopping = await self._stopping_replicas()

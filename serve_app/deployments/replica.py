@@ -70,6 +70,11 @@ def sampling_params_for(request: GenerationRequest) -> SamplingParams:
     )
 
 
+def _log_abort_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("aborting abandoned requests failed: %r", task.exception())
+
+
 def detect_device():
     """This replica's own device: its GPU's memory (replicas may sit on different GPU types) or the CPU."""
     import torch
@@ -236,7 +241,7 @@ class LLMReplica:
         if engine_ids:
             self.aborted_abandoned += len(engine_ids)
             logger.info("replica %s: aborting %d abandoned requests", self._replica_id, len(engine_ids))
-            asyncio.ensure_future(self._engine.abort(engine_ids))
+            asyncio.ensure_future(self._engine.abort(engine_ids)).add_done_callback(_log_abort_failure)
 
     async def _send_to_ingress(self, ingress_replica: str, batch) -> list[str] | None:
         if self._ingress is None:
