@@ -19,3 +19,17 @@ def wait_until_idle(base_url: str, timeout_s: float = 120) -> dict:
             return stats
         time.sleep(0.25)
     raise AssertionError(f"router still busy after {timeout_s}s: {stats}")
+
+
+def fresh_side_app(app_config, name: str):
+    """Deploy the test config again as side app `name` (fresh windows and admission state), yield its
+    URL once its router sees a replica, delete it after."""
+    from serve_app.local import delete_side_app, deploy_side_app
+
+    url = deploy_side_app(app_config, name)
+    deadline = time.monotonic() + 600
+    while not router_stats(url)["replicas"]:
+        assert time.monotonic() < deadline, f"the {name} app's router never saw its replica"
+        time.sleep(1)
+    yield url
+    delete_side_app(name)

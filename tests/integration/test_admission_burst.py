@@ -10,7 +10,7 @@ import time
 
 import httpx
 import pytest
-from router_helpers import router_stats, wait_until_idle
+from router_helpers import fresh_side_app, router_stats, wait_until_idle
 from test_priority_router import WARMUP_REQUESTS, Outcome, auth, completion
 
 from serve_app.policy.recent_latency import nearest_rank_percentile
@@ -20,17 +20,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def burst_url(app_config, base_url):  # base_url: the shared app runs Ray Serve on its HTTP port
-    from serve_app.local import delete_side_app, deploy_side_app
-
     if os.environ.get("LLMSERVE_TEST_URL"):
         pytest.skip("needs a fresh app of its own")
-    url = deploy_side_app(app_config, "burst")
-    deadline = time.monotonic() + 600
-    while not router_stats(url)["replicas"]:
-        assert time.monotonic() < deadline, "the burst app's router never saw its replica"
-        time.sleep(1)
-    yield url
-    delete_side_app("burst")
+    yield from fresh_side_app(app_config, "burst")
 
 
 BURST_REQUESTS = 300

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from router_helpers import router_stats, wait_until_idle
+from router_helpers import fresh_side_app, router_stats, wait_until_idle
 
 pytestmark = pytest.mark.integration
 
@@ -28,18 +28,10 @@ WARMUP_REQUESTS = 24  # admission refuses on predicted wait only once it has mea
 def flood_url(app_config, base_url):  # base_url: the shared app runs Ray Serve on its HTTP port
     """A fresh app for the flood: after the rest of the suite the shared app's windows have grown with
     its traffic, and whether 150 requests still overflow them would depend on what ran before."""
-    from serve_app.local import delete_side_app, deploy_side_app
-
     if os.environ.get("LLMSERVE_TEST_URL"):  # an app started by hand: no Ray Serve in this process
         yield base_url
         return
-    url = deploy_side_app(app_config, "flood")
-    deadline = time.monotonic() + 600
-    while not router_stats(url)["replicas"]:
-        assert time.monotonic() < deadline, "the flood app's router never saw its replica"
-        time.sleep(1)
-    yield url
-    delete_side_app("flood")
+    yield from fresh_side_app(app_config, "flood")
 
 
 def auth(key: str) -> dict[str, str]:
