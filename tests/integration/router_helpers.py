@@ -1,9 +1,14 @@
-"""Reading the router's own counters over HTTP, for tests that account for every request."""
+"""Reading the router's own counters over HTTP, and request helpers, for tests that account for every
+request."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import httpx
+
+# Random weights may emit special tokens; keeping them in the text makes every token one word.
+EXACT = {"ignore_eos": True, "skip_special_tokens": False}
 
 
 def router_stats(base_url: str) -> dict:
@@ -33,3 +38,22 @@ def fresh_side_app(app_config, name: str):
         time.sleep(1)
     yield url
     delete_side_app(name)
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def completion(model: str, **fields) -> dict:
+    return {"model": model, "prompt": "t10 t11 t12", "max_tokens": 2, **EXACT, **fields}
+
+
+@dataclass
+class Outcome:
+    status: int
+    tokens: int = 0
+    finish: str | None = None
+    done: bool = False
+    retry_after: str | None = None
+    error_code: str | None = None
+    ttft_s: float | None = None

@@ -10,8 +10,7 @@ import time
 
 import httpx
 import pytest
-from router_helpers import fresh_side_app, router_stats, wait_until_idle
-from test_priority_router import WARMUP_REQUESTS, Outcome, auth, completion
+from router_helpers import Outcome, auth, completion, fresh_side_app, router_stats, wait_until_idle
 
 from serve_app.policy.recent_latency import nearest_rank_percentile
 
@@ -25,6 +24,7 @@ def burst_url(app_config, base_url):  # base_url: the shared app runs Ray Serve 
     yield from fresh_side_app(app_config, "burst")
 
 
+WARMUP_REQUESTS = 16  # admission refuses on predicted wait only once it has measured completions
 BURST_REQUESTS = 300
 BURST_SECONDS = 12.0
 BURST_MAX_TOKENS = 480

@@ -6,15 +6,13 @@ import asyncio
 import json
 import os
 import time
-from dataclasses import dataclass
 
 import httpx
 import pytest
-from router_helpers import fresh_side_app, router_stats, wait_until_idle
+from router_helpers import Outcome, auth, completion, fresh_side_app, router_stats, wait_until_idle
 
 pytestmark = pytest.mark.integration
 
-EXACT = {"ignore_eos": True, "skip_special_tokens": False}
 # What an interactive request may take to its first token while a batch flood several times the
 # engine's capacity is queued and running (measured on a 2-core machine: 0.14-0.21 s; without
 # priority it would wait behind the queued flood, seconds).
@@ -32,14 +30,6 @@ def flood_url(app_config, base_url):  # base_url: the shared app runs Ray Serve 
         yield base_url
         return
     yield from fresh_side_app(app_config, "flood")
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def completion(model: str, **fields) -> dict:
-    return {"model": model, "prompt": "t10 t11 t12", "max_tokens": 2, **EXACT, **fields}
 
 
 def test_unknown_key_is_401(base_url, model_name):
@@ -102,17 +92,6 @@ async def until_router_has_seen(base_url: str, before: dict, count: int, timeout
                 return
             await asyncio.sleep(0.1)
     raise AssertionError(f"the router saw {seen} of {count} flood requests in {timeout_s}s")
-
-
-@dataclass
-class Outcome:
-    status: int
-    tokens: int = 0
-    finish: str | None = None
-    done: bool = False
-    retry_after: str | None = None
-    error_code: str | None = None
-    ttft_s: float | None = None
 
 
 async def stream_one(http: httpx.AsyncClient, url: str, body: dict, headers: dict) -> Outcome:
