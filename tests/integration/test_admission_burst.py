@@ -30,7 +30,7 @@ BURST_SECONDS = 12.0
 BURST_MAX_TOKENS = 480
 REFUSAL_P99_BOUND_S = 0.1  # from the request reaching our ingress to its 429
 # Seen by the client on a 2-core machine: Ray Serve's HTTP proxy and the CPU the served requests
-# take add 20-80 ms (client p99 74-111 ms in five runs while the ingress's stayed under 40 ms).
+# take add 20-80 ms (client p99 74-129 ms in six runs while the ingress's stayed under 60 ms).
 CLIENT_P99_GUARD_S = 0.25
 
 
