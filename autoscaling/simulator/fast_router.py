@@ -73,7 +73,8 @@ class FastRouterCore(RouterCore):
         for rid, r in self._replicas.items():
             window = limit(name, r)
             if r.in_flight < window:
-                loads.append(ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, window, dispatched_total=r.dispatched_total))
+                loads.append(ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, window,
+                                         dispatched_total=r.dispatched_total))
         return choose_replica(loads, self._rng)
 
     def queue_depth_by_class(self) -> dict[str, int]:

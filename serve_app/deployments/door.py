@@ -8,6 +8,7 @@ import time
 
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.deployments.calls import answer_within
 from serve_app.openai_api import ApiError
 from serve_app.policy.admission_door import DOOR_HOLD_S, AdmissionDoor
 from serve_app.policy.priority_classes import PriorityClasses
@@ -50,12 +51,9 @@ class RouterDoor:
         self._door.router_admitted(class_name)
 
     async def _ask_router(self) -> None:
-        call = self._router.admission_preview.remote()
-        try:
-            answer = await asyncio.wait_for(_resolve(call), DOOR_HOLD_S)
-        except Exception as error:  # the door opens rather than stay shut on a silent router
-            call.cancel()
-            logger.warning("admission preview failed: %s", type(error).__name__)
+        answer = await answer_within(self._router.admission_preview.remote(), DOOR_HOLD_S)
+        if isinstance(answer, Exception):  # the door opens rather than stay shut on a silent router
+            logger.warning("admission preview failed: %s", type(answer).__name__)
             self._door.query_failed(time.monotonic())
             return
         self._door.query_answered(answer, time.monotonic())
@@ -66,7 +64,3 @@ class RouterDoor:
         counts = self._door.take_refusal_counts()
         if counts:
             self._router.record_door_refusals.remote(counts)
-
-
-async def _resolve(call):
-    return await call

@@ -15,10 +15,11 @@ from jinja2 import TemplateError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
-from ray.serve.handle import DeploymentHandle, DeploymentResponse
+from ray.serve.handle import DeploymentHandle
 
 from serve_app import openai_api as api
 from serve_app.config import parse_config
+from serve_app.deployments.calls import answer_within, resolve
 from serve_app.deployments.door import RouterDoor
 from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
 from serve_app.delivery import Batch, Inbox
@@ -72,19 +73,6 @@ def _sse(payload: dict[str, Any] | str) -> str:
 
 MAX_DISPATCH_ATTEMPTS = 3
 HEALTH_PROBE_TIMEOUT_S = 2.0
-
-
-async def _probe(call: DeploymentResponse) -> Any:
-    """A health probe's answer, or the error (a timeout included) that stood in for it."""
-    try:
-        return await asyncio.wait_for(_resolve(call), HEALTH_PROBE_TIMEOUT_S)
-    except Exception as error:  # any failure to answer is unhealthy, never a hang
-        call.cancel()
-        return error
-
-
-async def _resolve(call: DeploymentResponse) -> Any:
-    return await call
 
 
 async def _next_or_done(queue: asyncio.Queue, dispatched: asyncio.Future) -> GenerationChunk | None:
@@ -217,19 +205,20 @@ class Ingress:
             return self._completion_prompt_ids(prompt[0])
         raise ApiError(400, "prompt must be a string, a list of token ids, or a list of one of those", param="prompt")
 
-    def _refuse_early_at_door(self, http_request: Request, span: RequestSpan) -> None:
-        """Before the body is read (in Ray Serve, one more round trip to the proxy): a caller whose
-        highest allowed class is being refused can only be refused. Booked under the `x-priority`
+    def _refuse_early_at_door(self, http_request: Request, span: RequestSpan) -> Caller:
+        """The caller, before the body is read (in Ray Serve, one more round trip to the proxy): a caller
+        whose highest allowed class is being refused can only be refused. Booked under the `x-priority`
         header's class if there is one, else the ceiling (the body's `priority` is not known yet)."""
         caller = self._caller(http_request)
         header = http_request.headers.get("x-priority")
         likely = self._classes.clamp_to_ceiling(header, caller.ceiling) if header in self._classes else caller.ceiling
         self._door.refuse_if_closed(caller.ceiling, span, count_as=likely)
+        return caller
 
-    def _admit_at_door(self, req: api._Request, http_request: Request, span: RequestSpan) -> tuple[Caller, str, int]:
+    def _admit_at_door(self, req: api._Request, http_request: Request, caller: Caller,
+                       span: RequestSpan) -> tuple[Caller, str, int]:
         """The caller and class; a 429 at once, before any tokenizing, while the router is refusing
         this class for overload (`serve_app.deployments.door`)."""
-        caller = self._caller(http_request)
         class_name, rank = self._priority(req.priority, http_request, caller)
         span.priority_class = class_name
         self._door.refuse_if_closed(class_name, span)
@@ -285,7 +274,7 @@ class Ingress:
         return await self._traced(http_request, self._completions)
 
     async def _completions(self, http_request: Request, span: RequestSpan):
-        self._refuse_early_at_door(http_request, span)
+        caller = self._refuse_early_at_door(http_request, span)
         body = await _json_body(http_request, self._config.http.max_body_bytes)
         try:
             req = api.CompletionRequest.model_validate(body)
@@ -293,7 +282,7 @@ class Ingress:
             raise _validation_error(error) from None
         self._check_model(req.model)
         self._limits.check_counts(num_stop=len(req.stop_list()))
-        admitted = self._admit_at_door(req, http_request, span)
+        admitted = self._admit_at_door(req, http_request, caller, span)
         prompt_ids = self._completion_prompt_ids(req.prompt)
         if not prompt_ids:
             raise ApiError(400, "prompt must not be empty", param="prompt")
@@ -313,7 +302,7 @@ class Ingress:
         return await self._traced(http_request, self._chat_completions)
 
     async def _chat_completions(self, http_request: Request, span: RequestSpan):
-        self._refuse_early_at_door(http_request, span)
+        caller = self._refuse_early_at_door(http_request, span)
         body = await _json_body(http_request, self._config.http.max_body_bytes)
         try:
             req = api.ChatCompletionRequest.model_validate(body)
@@ -321,7 +310,7 @@ class Ingress:
             raise _validation_error(error) from None
         self._check_model(req.model)
         self._limits.check_counts(num_messages=len(req.messages), num_stop=len(req.stop_list()))
-        admitted = self._admit_at_door(req, http_request, span)
+        admitted = self._admit_at_door(req, http_request, caller, span)
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
         try:
             text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -368,8 +357,9 @@ class Ingress:
     async def health(self):
         """200 only when a request would be served: the router answers and has a routable replica, the
         controller answers, and an engine answers its own health check. Never waits on a starting engine."""
-        router, controller = await asyncio.gather(_probe(self._router_handle.health.remote()),
-                                                  _probe(self._controller.ping.remote()))
+        router, controller = await asyncio.gather(
+            answer_within(self._router_handle.health.remote(), HEALTH_PROBE_TIMEOUT_S),
+            answer_within(self._controller.ping.remote(), HEALTH_PROBE_TIMEOUT_S))
         reason = None
         if isinstance(router, BaseException):
             reason = f"the router is not answering ({type(router).__name__})"
@@ -379,7 +369,7 @@ class Ingress:
             reason = "the controller is not answering"
         elif router["routable_replicas"] == 0:
             reason = "no model replica is ready (engines starting, or all failed)"
-        engine = None if reason else await _probe(self._replicas.ping.remote())
+        engine = None if reason else await answer_within(self._replicas.ping.remote(), HEALTH_PROBE_TIMEOUT_S)
         if isinstance(engine, BaseException):
             reason = f"no engine answered its health check ({type(engine).__name__})"
         if reason:
@@ -408,7 +398,7 @@ class Ingress:
             sent = gen if attempt == 1 else dataclasses.replace(gen, request_id=f"{gen.request_id}.{attempt}")
             queue = self._inbox.open(sent.request_id)
             call = self._router_handle.submit.remote(sent, self._replica_id)
-            dispatched = asyncio.ensure_future(_resolve(call))
+            dispatched = asyncio.ensure_future(resolve(call))
             received_any = finished = False
             try:
                 while True:

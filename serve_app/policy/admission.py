@@ -113,7 +113,8 @@ class AdmissionController:
             return None
         deadline_s = self._classes.get(class_name).queue_deadline_s
         # The n-th more request is admitted while (queued_ahead + n - free_slots) / rate <= deadline.
-        return max(0, math.floor(deadline_s * self.service_rate_rps + _CEIL_EPSILON) + max(0, free_slots) - queued_ahead)
+        completions_within_deadline = math.floor(deadline_s * self.service_rate_rps + _CEIL_EPSILON)
+        return max(0, completions_within_deadline + max(0, free_slots) - queued_ahead)
 
     def decide(self, class_name: str, queued_ahead: int, free_slots: int, now: float) -> AdmissionDecision:
         """Admit or reject a new request of `class_name`.

@@ -103,7 +103,8 @@ def _ingress_refusal_seconds(url: str) -> dict[str, list[float]]:
     from ray import serve
 
     spans = serve.get_deployment_handle("Ingress", app_name=url.rsplit("/", 1)[-1]).collected_spans.remote().result()
-    refused = [s for s in spans if s["name"] == "ingress.request" and s["attributes"].get("http.response.status_code") == 429]
+    refused = [s for s in spans if s["name"] == "ingress.request"
+               and s["attributes"].get("http.response.status_code") == 429]
     seconds = {"all": [], "door": [], "router": []}
     for span in refused:
         duration_s = (span["end_ns"] - span["start_ns"]) / 1e9
