@@ -59,6 +59,10 @@ class EngineSettings(_Strict):
     enforce_eager: bool = Field(False, description="Skip CUDA graphs / torch.compile (faster start, slower steps).")
     enable_prefix_caching: bool = Field(True, description="vLLM automatic prefix caching.")
     extra: dict[str, Any] = Field(default_factory=dict, description="Any other vLLM engine argument, passed as is.")
+    frontend: dict[str, Any] = Field(
+        default_factory=dict, description="`vllm serve`'s own server options for its OpenAI app on each replica, "
+        "by argument name (e.g. `tool_call_parser: hermes`, `enable_auto_tool_choice: true`, `chat_template`, "
+        "`reasoning_parser`); empty: `vllm serve`'s defaults.")
     batch_size_policy: Literal["memory_budget", "vllm_default"] = Field(
         "memory_budget", description="`memory_budget`: the controller sets max_num_seqs / max_num_batched_tokens "
         "from each replica's device memory and `preset` (values pinned above win); `vllm_default`: vLLM's own.",
@@ -218,7 +222,8 @@ class HttpSettings(_Strict):
         "A request that names none generates at most this many. Empty: the rest of the context.",
     )
     max_messages: int = Field(1024, gt=0, description="Most chat messages in one request; more: 400.")
-    max_stop_sequences: int = Field(16, gt=0, description="Most `stop` strings in one request; more: 400.")
+    max_stop_sequences: int = Field(16, gt=0, description="Most `stop` strings in one request; more: 400 (vLLM itself "
+                                    "may allow fewer).")
     ingress_replicas: int = Field(
         1, ge=1, description="Ingress (HTTP/OpenAI) replicas (processes). More spread parsing, tokenizing and "
         "event writing over cores, but every event still passes Ray Serve's one HTTP proxy per node: on one "

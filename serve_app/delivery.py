@@ -1,4 +1,4 @@
-"""Token delivery from replicas to ingress replicas, batched across requests.
+"""Response delivery from replicas to ingress replicas, batched across requests.
 
 Ray Serve streams one object per yielded item, and at hundreds of concurrent requests the
 per-item cost (not the GPU) caps throughput. So a replica sends each ingress replica *one*
@@ -13,11 +13,11 @@ import logging
 from collections import defaultdict
 from typing import Awaitable, Callable
 
-from serve_app.generation import GenerationChunk
+from serve_app.generation import ResponsePart
 
 logger = logging.getLogger("serve_app.delivery")
 
-Batch = list[tuple[str, GenerationChunk]]
+Batch = list[tuple[str, ResponsePart]]
 # Sends a batch to an ingress replica; returns the request ids it no longer holds (their caller left).
 SendBatch = Callable[[str, Batch], Awaitable[list[str] | None]]
 # Told which requests nobody will read any more (caller gone, or its ingress replica dead).
@@ -48,7 +48,7 @@ class Outbox:
         self.chunks_sent = 0
         self.batches_failed = 0
 
-    def put(self, destination: str, request_id: str, chunk: GenerationChunk) -> int:
+    def put(self, destination: str, request_id: str, chunk: ResponsePart) -> int:
         """Queue a chunk; returns its sequence number for `wait_sent`."""
         link = self._links[destination]
         link.pending.append((request_id, chunk))
@@ -98,11 +98,11 @@ class Inbox:
     """Ingress side: one queue per open request, fed by `deliver`."""
 
     def __init__(self) -> None:
-        self._queues: dict[str, asyncio.Queue[GenerationChunk]] = {}
+        self._queues: dict[str, asyncio.Queue[ResponsePart]] = {}
         self.orphan_chunks = 0
 
-    def open(self, request_id: str) -> asyncio.Queue[GenerationChunk]:
-        queue: asyncio.Queue[GenerationChunk] = asyncio.Queue()
+    def open(self, request_id: str) -> asyncio.Queue[ResponsePart]:
+        queue: asyncio.Queue[ResponsePart] = asyncio.Queue()
         self._queues[request_id] = queue
         return queue
 

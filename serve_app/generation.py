@@ -1,31 +1,30 @@
-"""What crosses the Ray Serve handles: one generation request and the chunks streamed back.
+"""What crosses the Ray Serve handles: one HTTP call for a model replica and the response's parts.
 
 Plain dataclasses (cheap to pickle) with no Ray or vLLM imports, so every layer and test can use them.
+The body is the client's own JSON, read by vLLM's OpenAI app on the replica (tokenized there, once);
+the router sees only estimates made from the body's size.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-@dataclass
-class SamplingOptions:
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    ignore_eos: bool = False
-    skip_special_tokens: bool = True
+Headers = list[tuple[str, str]]
 
 
 @dataclass
 class GenerationRequest:
     request_id: str
-    prompt_token_ids: list[int]
-    sampling: SamplingOptions
+    path: str
+    body: bytes
+    headers: Headers
     priority_class: str
     # 0 is the highest class; vLLM schedules lower values first.
     priority_rank: int = 0
+    # The router's cost estimate: prompt tokens from the body's text, plus the tokens it may generate.
+    estimated_prompt_tokens: int = 0
+    max_new_tokens: int = 0
+    # Hash of the prompt's beginning, for first-block affinity (None: no affinity).
+    prefix_key: int | None = None
     # Arrival time at the ingress (wall clock), for queue-wait accounting downstream.
     arrival_time: float = 0.0
     # The authenticated caller's name (never the key): the router's rate limit is per caller.
@@ -35,41 +34,46 @@ class GenerationRequest:
 
     @property
     def cost_tokens(self) -> int:
-        """Upper bound of the tokens this request will hold in a replica's KV cache."""
-        return len(self.prompt_token_ids) + self.sampling.max_tokens
+        """Estimated upper bound of the tokens this request will hold in a replica's KV cache."""
+        return self.estimated_prompt_tokens + self.max_new_tokens
 
 
 @dataclass
-class GenerationChunk:
-    """New output since the previous chunk of the same request."""
+class ResponsePart:
+    """The next bytes of one response; the first part carries its status and headers."""
 
-    text: str
-    token_ids: list[int]
-    finish_reason: str | None = None
-    num_prompt_tokens: int = 0
-    # Set on the error chunk that ends a stream the engine could not finish.
+    body: bytes
+    status: int | None = None
+    headers: Headers | None = None
+    # The response's last part.
+    done: bool = False
+    # Tokens the engine had generated for this request when the part was sent (TTFT, TPOT, usage).
+    generated_tokens: int = 0
+    # Set on the part that ends a response the replica could not finish.
     error: str | None = None
 
 
 @dataclass
 class RunSummary:
-    """What a replica reports when a request ends (the tokens themselves went by delivery)."""
+    """What a replica reports when a request ends (the response itself went by delivery)."""
 
     replica_id: str
-    num_prompt_tokens: int
+    num_prompt_tokens: int = 0
     num_generated: int = 0
     finish_reason: str | None = None
     ttft_s: float | None = None
     duration_s: float = 0.0
+    # The HTTP status vLLM's app answered (a 400 from validation is a served request, not a failure).
+    status: int | None = None
 
 
-def merge_chunks(first: GenerationChunk, *rest: GenerationChunk) -> GenerationChunk:
-    """Consecutive chunks of one request as one (a client that fell behind gets one event, not many)."""
-    merged = first
-    for chunk in rest:
-        merged = GenerationChunk(
-            text=merged.text + chunk.text, token_ids=merged.token_ids + chunk.token_ids,
-            finish_reason=chunk.finish_reason, num_prompt_tokens=chunk.num_prompt_tokens or merged.num_prompt_tokens,
-            error=chunk.error,
-        )
-    return merged
+def merge_parts(first: ResponsePart, *rest: ResponsePart) -> ResponsePart:
+    """Consecutive parts of one response as one (a client that fell behind gets one write, not many)."""
+    if not rest:
+        return first
+    last = rest[-1]
+    return ResponsePart(
+        body=first.body + b"".join(part.body for part in rest), status=first.status, headers=first.headers,
+        done=last.done, generated_tokens=max(part.generated_tokens for part in (first, *rest)),
+        error=next((part.error for part in rest if part.error), first.error),
+    )

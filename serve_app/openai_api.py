@@ -1,8 +1,14 @@
-"""OpenAI-compatible request models, error bodies and response builders (no Ray, no vLLM)."""
+"""OpenAI error bodies, the request models published in /openapi.json, and what the ingress reads
+from a request body before handing it on unchanged (no Ray, no vLLM).
+
+Requests are validated and served by vLLM's own OpenAI app on the replica; the models here document
+the common fields and are not used to parse.
+"""
 from __future__ import annotations
 
-import time
-from typing import Annotated, Any, Literal
+import json
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,109 +33,129 @@ class ApiError(Exception):
 
 # vLLM seeds a torch generator per request: a seed outside int64 fails inside the engine.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-StopString = Annotated[str, Field(min_length=1)]  # vLLM refuses empty stop strings
 
 
 class _Request(BaseModel):
-    # Unknown OpenAI fields (logprobs, user, ...) are accepted and ignored, as OpenAI's SDKs send them.
+    # Every other field `vllm serve` accepts is accepted (logprobs, response_format, tools, penalties, ...).
     model_config = ConfigDict(extra="allow")
 
     model: str
     max_tokens: int | None = Field(None, description="Tokens to generate; default: the rest of the context.")
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int = Field(1, ge=1, description="Choices to generate.")
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    stop: StopString | list[StopString] | None = None
+    stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
-    priority: str | None = Field(None, description="Priority class; overrides the x-priority header.")
-    ignore_eos: bool = Field(False, description="vLLM extension: keep generating past end-of-sequence.")
-    skip_special_tokens: bool = Field(True, description="vLLM extension: leave special tokens out of the text.")
-
-    def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
-
-    def include_usage_in_stream(self) -> bool:
-        return bool(self.stream_options and self.stream_options.get("include_usage"))
+    priority: str | None = Field(None, description="Priority class (ours, not vLLM's integer); overrides the "
+                                 "x-priority header.")
 
 
 class CompletionRequest(_Request):
     prompt: str | list[int] | list[str] | list[list[int]]
     echo: bool = False
+    logprobs: int | None = None
     # OpenAI's legacy default for completions is 16 tokens.
     max_tokens: int | None = 16
 
 
-class ContentPart(BaseModel):
-    """One part of a message's content; only `text` parts reach the model."""
-    model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
-
-
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
-    role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[ContentPart] | None = None
-
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text or "" for part in self.content if part.type == "text")
+    role: str
+    content: str | list[dict[str, Any]] | None = None
 
 
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = None
-
-    def requested_max_tokens(self) -> int | None:
-        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    logprobs: bool = False
+    top_logprobs: int | None = None
 
 
-def completion_body(request_id: str, model: str, text: str, finish_reason: str | None,
-                    usage_counts: dict[str, int] | None, created: int | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": request_id, "object": "text_completion", "created": created or int(time.time()), "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
-    }
-    if usage_counts is not None:
-        body["usage"] = usage_counts
-    return body
+# Characters per token for the router's cost estimate before the replica tokenizes (English text and
+# code average 3.5-4.5 with BPE tokenizers); a wrong guess moves load balance a little, never correctness.
+CHARS_PER_TOKEN = 4
+MESSAGE_OVERHEAD_TOKENS = 4  # role and template tokens around each chat message
 
 
-def chat_body(request_id: str, model: str, text: str, finish_reason: str | None,
-              usage_counts: dict[str, int], created: int | None = None) -> dict[str, Any]:
-    return {
-        "id": request_id, "object": "chat.completion", "created": created or int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "logprobs": None, "finish_reason": finish_reason}],
-        "usage": usage_counts,
-    }
+@dataclass(frozen=True)
+class RequestPeek:
+    """What the ingress needs from a body it forwards unchanged (but for our `priority`)."""
+
+    body: bytes
+    priority: str | None = None
+    stream: bool = False
+    estimated_prompt_tokens: int = 0
+    max_new_tokens: int | None = None
+    # The field that names the output budget and its value, as sent.
+    budget_field: str | None = None
+    budget: int | None = None
+    prompt_head: str = ""
+    num_messages: int | None = None
+    num_stop: int = 0
 
 
-def chat_chunk(request_id: str, model: str, created: int, delta: dict[str, Any],
-               finish_reason: str | None) -> dict[str, Any]:
-    return {
-        "id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-    }
+def _text_of(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(_text_of(item) for item in value if not isinstance(item, int))
+    if isinstance(value, dict):
+        return _text_of(value.get("text") or value.get("content") or "")
+    return ""
 
 
-def completion_chunk(request_id: str, model: str, created: int, text: str,
-                     finish_reason: str | None) -> dict[str, Any]:
-    body = completion_body(request_id, model, text, finish_reason, None, created)
-    return body
+def _prompt_tokens(body: dict[str, Any]) -> tuple[int, str]:
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        texts = [_text_of(m.get("content")) if isinstance(m, dict) else "" for m in messages]
+        return sum(len(t) for t in texts) // CHARS_PER_TOKEN + MESSAGE_OVERHEAD_TOKENS * len(texts), "".join(texts)
+    prompt = body.get("prompt", body.get("input"))
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        return len(prompt), ""
+    if isinstance(prompt, list) and prompt and all(isinstance(p, list) for p in prompt):
+        return sum(len(p) for p in prompt), ""
+    text = _text_of(prompt)
+    return len(text) // CHARS_PER_TOKEN, text
 
 
-def usage_chunk(request_id: str, model: str, created: int, obj: str, usage_counts: dict[str, int]) -> dict[str, Any]:
-    return {"id": request_id, "object": obj, "created": created, "model": model, "choices": [], "usage": usage_counts}
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def peek_request(raw: bytes) -> RequestPeek:
+    """Read a request body's class, size and output budget; a body that is not a JSON object passes as
+    is (vLLM's app answers it, exactly as `vllm serve` would). Our `priority` (a class name) is taken
+    out: vLLM's field of that name is its scheduling integer, which the replica sets from the class."""
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return RequestPeek(raw, estimated_prompt_tokens=len(raw) // CHARS_PER_TOKEN)
+    if not isinstance(body, dict):
+        return RequestPeek(raw, estimated_prompt_tokens=len(raw) // CHARS_PER_TOKEN)
+    priority = body.get("priority")
+    if priority is not None and not isinstance(priority, str):
+        raise ApiError(400, "priority is the name of a priority class (a string)", param="priority",
+                       code="unknown_priority_class")
+    if "priority" in body:
+        del body["priority"]
+        raw = json.dumps(body).encode()
+    prompt_tokens, text = _prompt_tokens(body)
+    budget_field = next((f for f in ("max_completion_tokens", "max_tokens", "max_output_tokens")
+                         if body.get(f) is not None), None)
+    max_new = _positive_int(body.get(budget_field)) if budget_field else None
+    choices = max(_positive_int(body.get("n")) or 1, _positive_int(body.get("best_of")) or 1)
+    stop = body.get("stop")
+    messages = body.get("messages")
+    return RequestPeek(
+        body=raw, priority=priority, stream=body.get("stream") is True, estimated_prompt_tokens=prompt_tokens,
+        max_new_tokens=None if max_new is None else max_new * choices, budget_field=budget_field,
+        budget=max_new, prompt_head=text[:256],
+        num_messages=len(messages) if isinstance(messages, list) else None,
+        num_stop=len(stop) if isinstance(stop, list) else int(bool(stop)),
+    )
+
+
+def error_body(message: str, error_type: str, code: str | int | None = None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}

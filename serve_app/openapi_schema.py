@@ -1,6 +1,7 @@
 """OpenAPI pieces for the ingress routes, which read the raw body (so FastAPI cannot infer them).
 
-Request bodies come from the pydantic models in `openai_api`; errors are OpenAI's shape.
+Request bodies come from the pydantic models in `openai_api` (which document the common fields; vLLM's
+app on the replica validates every field); errors are OpenAI's shape.
 Used by the published /openapi.json and by the HTTP fuzz test (no Ray, no vLLM).
 """
 from __future__ import annotations
@@ -15,12 +16,13 @@ ERROR_SCHEMA: dict[str, Any] = {
     "properties": {"error": {
         "type": "object", "required": ["message", "type", "param", "code"],
         "properties": {"message": {"type": "string"}, "type": {"type": "string"},
-                       "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}},
+                       # vLLM's own errors carry the HTTP status as an integer code; ours a string or null.
+                       "param": {"type": ["string", "null"]}, "code": {"type": ["string", "integer", "null"]}},
     }},
 }
 
 ERROR_DESCRIPTIONS = {
-    400: "Invalid request; `param` names the field.",
+    400: "Invalid request (as vLLM's own server judges it); `param` names the field.",
     401: "Missing or unknown API key.",
     403: "Priority class above the caller's ceiling.",
     404: "Unknown model.",

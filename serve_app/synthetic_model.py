@@ -24,6 +24,12 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 SHARD_BYTES = 2 * 1024**3
+# The vocabulary's last ids are JSON's characters and literals, so that structured outputs (JSON
+# schemas, tool calls) have tokens to say them with; every other id is the word `t<id>`.
+JSON_WORDS = ("{", "}", "[", "]", ":", ",", '"', "-", ".", "true", "false", "null", *"0123456789",
+              *"abcdefghijklmnopqrstuvwxyz")
+# Bumped when the files written change, so that a cached checkpoint of an older layout is rebuilt.
+LAYOUT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -54,8 +60,10 @@ def shape_named(name: str) -> ModelShape:
     return SHAPES[name]
 
 
-def token_word(token_id: int) -> str:
+def token_word(token_id: int, vocab_size: int | None = None) -> str:
     """The word for an ordinary token id, so decode-then-encode returns the same ids."""
+    if vocab_size is not None and token_id >= vocab_size - len(JSON_WORDS):
+        return JSON_WORDS[token_id - (vocab_size - len(JSON_WORDS))]
     return f"t{token_id}"
 
 
@@ -145,12 +153,13 @@ def hf_config(shape: ModelShape) -> dict:
 
 
 def write_tokenizer(vocab_size: int, out_dir: Path) -> None:
-    """A word-level tokenizer: id i is the word `t<i>`, plus bos/eos/role tokens and a chat template."""
+    """A word-level tokenizer: id i is the word `t<i>` (the last ids: JSON's words), plus bos/eos/role
+    tokens and a chat template."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
-    vocab.update({token_word(i): i for i in range(len(SPECIAL_TOKENS), vocab_size)})
+    vocab.update({token_word(i, vocab_size): i for i in range(len(SPECIAL_TOKENS), vocab_size)})
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     # WordPiece's decoder joins words with spaces, which WhitespaceSplit undoes exactly.
@@ -204,13 +213,15 @@ def make_model(shape_name: str, out_dir: str | Path, seed: int = 0, progress: bo
     generation = {"bos_token_id": BOS_ID, "eos_token_id": EOS_ID, "do_sample": False}
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2))
     write_tokenizer(shape.vocab_size, out)
-    (out / "synthetic_shape.json").write_text(json.dumps({"name": shape_name, "seed": seed, **asdict(shape)}))
+    (out / "synthetic_shape.json").write_text(json.dumps({"name": shape_name, "seed": seed, "layout": LAYOUT_VERSION,
+                                                          **asdict(shape)}))
     return out
 
 
 def ensure_model(shape_name: str, out_dir: str | Path) -> Path:
     """The checkpoint at `out_dir`, generated first if it is not complete there."""
     out = Path(out_dir)
-    if (out / "synthetic_shape.json").exists():
+    marker = out / "synthetic_shape.json"
+    if marker.exists() and json.loads(marker.read_text()).get("layout") == LAYOUT_VERSION:
         return out
     return make_model(shape_name, out)

@@ -1,4 +1,10 @@
-"""OpenAI-compatible HTTP ingress: validates and tokenizes requests, streams from the router."""
+"""OpenAI-compatible HTTP ingress: ours in front (keys, classes, admission, routing), vLLM's app behind.
+
+Generation requests go through the router to an LLM replica, whose vLLM OpenAI app answers them; the
+response comes back in parts (`serve_app.delivery`) and is written out here. The body is forwarded
+as the client sent it (less our `priority` class name): nothing is parsed into a model or tokenized
+here, so every field behaves exactly as in `vllm serve`, and this process needs no model files.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -11,11 +17,10 @@ import uuid
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
-from jinja2 import TemplateError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app import openai_api as api
 from serve_app.config import parse_config
@@ -23,11 +28,12 @@ from serve_app.deployments.calls import answer_within, resolve
 from serve_app.deployments.door import RouterDoor
 from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
 from serve_app.delivery import Batch, Inbox
-from serve_app.generation import GenerationChunk, GenerationRequest, SamplingOptions, merge_chunks
-from serve_app.openai_api import ApiError
+from serve_app.generation import GenerationRequest, ResponsePart, merge_parts
+from serve_app.openai_api import ApiError, RequestPeek
 from serve_app.openapi_schema import CHAT_COMPLETION_SCHEMA, COMPLETION_SCHEMA, generation_route
 from serve_app.policy.api_keys import AuthenticationFailed, Caller, bearer_token
 from serve_app.policy.recent_latency import RecentLatencies
+from serve_app.policy.replica_choice import prefix_key_of
 from serve_app.policy.request_limits import RequestLimits
 from serve_app.policy.router_core import Refusal
 from serve_app.telemetry import tracing
@@ -43,40 +49,32 @@ async def _api_error(_: Request, error: ApiError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
-def _validation_error(error: ValidationError) -> ApiError:
-    errors = error.errors()
-    # A value that fits no member of a union fails once per member, each with the member's name in its
-    # location (`stop.constrained-str`): the field is what those locations share; the deepest says why.
-    same_field = [e["loc"] for e in errors if e["loc"][:1] == errors[0]["loc"][:1]]
-    shared = next((i for i, parts in enumerate(zip(*same_field)) if len(set(parts)) > 1), min(map(len, same_field)))
-    param = ".".join(str(part) for part in errors[0]["loc"][:shared]) or None
-    reason = max(errors, key=lambda e: len(e["loc"]) if e["loc"][:1] == errors[0]["loc"][:1] else -1)["msg"]
-    return ApiError(400, f"{param}: {reason}" if param else reason, param=param)
+@http_app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    """Unknown routes and methods in OpenAI's error shape, not FastAPI's `{"detail": ...}`."""
+    if error.status_code == 404:
+        message = f"no route {request.url.path}; see /docs for the API"
+    elif error.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(error.detail)
+    body = api.error_body(message, "invalid_request_error", code="not_found" if error.status_code == 404 else None)
+    return JSONResponse(body, status_code=error.status_code, headers=getattr(error, "headers", None))
 
 
-async def _json_body(request: Request, max_bytes: int) -> dict[str, Any]:
+async def _raw_body(request: Request, max_bytes: int) -> bytes:
     raw = await request.body()
     if len(raw) > max_bytes:
         raise ApiError(413, f"request body is {len(raw)} bytes; the limit is {max_bytes}", code="body_too_large")
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ApiError(400, f"request body is not valid JSON: {error}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object")
-    return body
-
-
-def _sse(payload: dict[str, Any] | str) -> str:
-    return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
+    return raw
 
 
 MAX_DISPATCH_ATTEMPTS = 3
 HEALTH_PROBE_TIMEOUT_S = 2.0
 
 
-async def _next_or_done(queue: asyncio.Queue, dispatched: asyncio.Future) -> GenerationChunk | None:
-    """The next queued chunk, or None once the dispatch call has ended with nothing queued."""
+async def _next_or_done(queue: asyncio.Queue, dispatched: asyncio.Future) -> ResponsePart | None:
+    """The next queued part, or None once the dispatch call has ended with nothing queued."""
     getter = asyncio.ensure_future(queue.get())
     try:
         await asyncio.wait({getter, dispatched}, return_when=asyncio.FIRST_COMPLETED)
@@ -94,27 +92,21 @@ def _consume_outcome(future: asyncio.Future) -> None:
         future.exception()
 
 
-def _drain(queue: asyncio.Queue) -> list[GenerationChunk]:
+def _drain(queue: asyncio.Queue) -> list[ResponsePart]:
     items = []
     while not queue.empty():
         items.append(queue.get_nowait())
     return items
 
 
-def _error_chunk(message: str) -> GenerationChunk:
-    return GenerationChunk(text="", token_ids=[], finish_reason="error", error=message)
+def _error_part(message: str) -> ResponsePart:
+    return ResponsePart(b"", done=True, error=message)
 
 
 def _refusal_error(refusal: Refusal) -> ApiError:
     error_type = "rate_limit_error" if refusal.status == 429 else "server_error"
     return ApiError(refusal.status, refusal.message, error_type=error_type, code=refusal.code,
                     headers={"Retry-After": str(refusal.retry_after_s)})
-
-
-async def _prepend(first: GenerationChunk, rest: AsyncIterator[GenerationChunk]) -> AsyncIterator[GenerationChunk]:
-    yield first
-    async for chunk in rest:
-        yield chunk
 
 
 def _describe_failure(error: BaseException) -> str:
@@ -125,23 +117,39 @@ def _describe_failure(error: BaseException) -> str:
     return "internal error while generating; the response is incomplete"
 
 
-def _stream_error(message: str) -> str:
-    return _sse({"error": {"message": message, "type": "server_error", "param": None, "code": "stream_failed"}})
+def _stream_error(message: str) -> bytes:
+    """An error event and the end of the stream, as vLLM's own server ends a stream that failed."""
+    body = api.error_body(message, "server_error", code="stream_failed")
+    return f"data: {json.dumps(body)}\n\ndata: [DONE]\n\n".encode()
+
+
+# Of the headers vLLM's app answers with, those that describe the body (the length is the framework's).
+FORWARDED_RESPONSE_HEADERS = {"content-type"}
+# Of the client's headers, those vLLM's app reads (the request id is ours, set by the replica).
+FORWARDED_REQUEST_HEADERS = {"content-type", "accept"}
+GENERATION_ROUTES = ("/v1/completions", "/v1/chat/completions", "/v1/responses")
+PASSTHROUGH_TIMEOUT_S = 10.0
+
+
+def _route_path(http_request: Request) -> str:
+    """The path as vLLM's app knows it: the matched route's, without the application's route prefix."""
+    return http_request.scope["route"].path
+
+
+def _response_headers(part: ResponsePart) -> dict[str, str]:
+    return {name: value for name, value in (part.headers or []) if name.lower() in FORWARDED_RESPONSE_HEADERS}
 
 
 @http_app.exception_handler(Exception)
 async def _internal_error(request: Request, error: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s", request.url.path)
-    body = {"error": {"message": "internal server error", "type": "server_error", "param": None, "code": None}}
-    return JSONResponse(body, status_code=500)
+    return JSONResponse(api.error_body("internal server error", "server_error"), status_code=500)
 
 
 @serve.ingress(http_app)
 class Ingress:
     def __init__(self, router: DeploymentHandle, replicas: DeploymentHandle, controller: DeploymentHandle,
                  config: dict):
-        from transformers import AutoTokenizer
-
         self._config = parse_config(config)
         self._router_handle = router
         self._inbox = Inbox()
@@ -154,8 +162,6 @@ class Ingress:
         self._classes = self._config.policy_classes()
         self._api_keys = self._config.api_key_registry()
         self._coalesce_s = {c.name: c.stream_coalesce_s for c in self._config.priority_classes}
-        self._tokenizer = AutoTokenizer.from_pretrained(str(self._config.model.resolved_path()))
-        self._created = int(time.time())
         self._recent_ttft = RecentLatencies()
         self._door = RouterDoor(self._classes, router)
         tracing.configure_from_settings(self._config.telemetry)
@@ -166,11 +172,6 @@ class Ingress:
         self._gc_pauses = prepare_process_for_serving(self._config.process, lambda: len(self._inbox))
 
     # ---- request building ------------------------------------------------------------------
-    def _check_model(self, model: str) -> None:
-        if model != self._model_name:
-            raise ApiError(404, f"model {model!r} does not exist; available: [{self._model_name!r}]",
-                           param="model", code="model_not_found")
-
     def _caller(self, http_request: Request) -> Caller:
         presented = bearer_token(http_request.headers.get("authorization")) or http_request.headers.get("x-api-key")
         try:
@@ -193,18 +194,6 @@ class Ingress:
                            code="priority_above_ceiling")
         return allowed, self._classes.level_of(allowed)
 
-    def _completion_prompt_ids(self, prompt: Any) -> list[int]:
-        if isinstance(prompt, str):
-            return self._tokenizer(prompt, add_special_tokens=True).input_ids
-        if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-            vocab = len(self._tokenizer)
-            if any(t < 0 or t >= vocab for t in prompt):
-                raise ApiError(400, f"prompt token ids must be in [0, {vocab})", param="prompt")
-            return list(prompt)
-        if isinstance(prompt, list) and len(prompt) == 1:
-            return self._completion_prompt_ids(prompt[0])
-        raise ApiError(400, "prompt must be a string, a list of token ids, or a list of one of those", param="prompt")
-
     def _refuse_early_at_door(self, http_request: Request, span: RequestSpan) -> Caller:
         """The caller, before the body is read (in Ray Serve, one more round trip to the proxy): a caller
         whose highest allowed class is being refused can only be refused. Booked under the `x-priority`
@@ -215,29 +204,32 @@ class Ingress:
         self._door.refuse_if_closed(caller.ceiling, span, count_as=likely)
         return caller
 
-    def _admit_at_door(self, req: api._Request, http_request: Request, caller: Caller,
+    def _admit_at_door(self, asked: str | None, http_request: Request, caller: Caller,
                        span: RequestSpan) -> tuple[Caller, str, int]:
-        """The caller and class; a 429 at once, before any tokenizing, while the router is refusing
-        this class for overload (`serve_app.deployments.door`)."""
-        class_name, rank = self._priority(req.priority, http_request, caller)
+        """The caller and class; a 429 at once while the router is refusing this class for overload
+        (`serve_app.deployments.door`)."""
+        class_name, rank = self._priority(asked, http_request, caller)
         span.priority_class = class_name
         self._door.refuse_if_closed(class_name, span)
         return caller, class_name, rank
 
-    def _generation_request(self, prefix: str, prompt_ids: list[int], max_tokens: int, req: api._Request,
-                            admitted: tuple[Caller, str, int], span: RequestSpan) -> GenerationRequest:
+    def _generation_request(self, http_request: Request, peek: RequestPeek, admitted: tuple[Caller, str, int],
+                            span: RequestSpan) -> GenerationRequest:
         caller, class_name, rank = admitted
-        request_id = f"{prefix}-{uuid.uuid4().hex}"
-        span.priority_class = class_name
+        path = _route_path(http_request)
+        request_id = uuid.uuid4().hex  # vLLM's app prefixes it (`chatcmpl-`, `cmpl-`, `resp_`) in the response
+        prompt_tokens = min(peek.estimated_prompt_tokens, self._max_model_len)
+        # Without a stated budget, a request may take the rest of the context: price it so.
+        max_new = peek.max_new_tokens or max(self._max_model_len - prompt_tokens, 1)
         span.set(llm__request_id=request_id, llm__priority_class=class_name, llm__caller=caller.name,
-                 llm__prompt_tokens=len(prompt_ids), llm__max_tokens=max_tokens, llm__stream=bool(req.stream))
+                 llm__estimated_prompt_tokens=prompt_tokens, llm__max_tokens=max_new, llm__stream=peek.stream)
+        headers = [(name, value) for name, value in http_request.headers.items()
+                   if name.lower() in FORWARDED_REQUEST_HEADERS]
         return GenerationRequest(
-            request_id=request_id, prompt_token_ids=prompt_ids,
-            sampling=SamplingOptions(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
-                                     seed=req.seed, stop=req.stop_list(), ignore_eos=req.ignore_eos,
-                                     skip_special_tokens=req.skip_special_tokens),
-            priority_class=class_name, priority_rank=rank, arrival_time=time.time(), caller=caller.name,
-            trace_context=span.carrier(),
+            request_id=request_id, path=path, body=peek.body, headers=headers, priority_class=class_name,
+            priority_rank=rank, estimated_prompt_tokens=prompt_tokens, max_new_tokens=max_new,
+            prefix_key=prefix_key_of(peek.prompt_head) if peek.prompt_head else None,
+            arrival_time=time.time(), caller=caller.name, trace_context=span.carrier(),
         )
 
     # ---- routes --------------------------------------------------------------------------------
@@ -256,8 +248,10 @@ class Ingress:
             self._request_ended(span, 500, 0)
             raise
         if not isinstance(response, StreamingResponse):
-            span.set(http__response__status_code=200)
-            self._request_ended(span, 200, span.completion_tokens)
+            span.set(http__response__status_code=response.status_code)
+            if response.status_code >= 400:
+                span.fail(f"vLLM answered {response.status_code}")
+            self._request_ended(span, response.status_code, span.completion_tokens)
         return response
 
     def _request_ended(self, span: RequestSpan, status: int | str, completion_tokens: int) -> None:
@@ -271,70 +265,94 @@ class Ingress:
 
     @http_app.post("/v1/completions", **generation_route(api.CompletionRequest, COMPLETION_SCHEMA))
     async def completions(self, http_request: Request):
-        return await self._traced(http_request, self._completions)
-
-    async def _completions(self, http_request: Request, span: RequestSpan):
-        caller = self._refuse_early_at_door(http_request, span)
-        body = await _json_body(http_request, self._config.http.max_body_bytes)
-        try:
-            req = api.CompletionRequest.model_validate(body)
-        except ValidationError as error:
-            raise _validation_error(error) from None
-        self._check_model(req.model)
-        self._limits.check_counts(num_stop=len(req.stop_list()))
-        admitted = self._admit_at_door(req, http_request, caller, span)
-        prompt_ids = self._completion_prompt_ids(req.prompt)
-        if not prompt_ids:
-            raise ApiError(400, "prompt must not be empty", param="prompt")
-        max_tokens = self._limits.max_tokens(req.max_tokens, len(prompt_ids), prompt_param="prompt")
-        gen = self._generation_request("cmpl", prompt_ids, max_tokens, req, admitted, span)
-        if req.stream:
-            chunks = await self._started_chunks(gen, span)
-            return StreamingResponse(self._stream_completion(gen, req, chunks, span), media_type="text/event-stream")
-        text, finish, completion_tokens, error = await self._collect(gen, span)
-        if error:
-            raise ApiError(503, error, error_type="server_error", code="replica_failed")
-        return api.completion_body(gen.request_id, self._model_name, text, finish,
-                                   api.usage(len(prompt_ids), completion_tokens))
+        return await self._traced(http_request, self._generate)
 
     @http_app.post("/v1/chat/completions", **generation_route(api.ChatCompletionRequest, CHAT_COMPLETION_SCHEMA))
     async def chat_completions(self, http_request: Request):
-        return await self._traced(http_request, self._chat_completions)
+        return await self._traced(http_request, self._generate)
 
-    async def _chat_completions(self, http_request: Request, span: RequestSpan):
+    @http_app.post("/v1/responses", include_in_schema=False)
+    async def responses(self, http_request: Request):
+        """OpenAI's Responses API, as vLLM serves it (`store` keeps responses in the replica that made them)."""
+        return await self._traced(http_request, self._generate)
+
+    async def _generate(self, http_request: Request, span: RequestSpan) -> Response:
         caller = self._refuse_early_at_door(http_request, span)
-        body = await _json_body(http_request, self._config.http.max_body_bytes)
+        peek = api.peek_request(await _raw_body(http_request, self._config.http.max_body_bytes))
+        self._limits.check_counts(num_messages=peek.num_messages, num_stop=peek.num_stop)
+        self._limits.check_output_budget(peek.budget_field, peek.budget)
+        admitted = self._admit_at_door(peek.priority, http_request, caller, span)
+        gen = self._generation_request(http_request, peek, admitted, span)
+        parts = self._parts(gen, span, streamed=peek.stream)
         try:
-            req = api.ChatCompletionRequest.model_validate(body)
-        except ValidationError as error:
-            raise _validation_error(error) from None
-        self._check_model(req.model)
-        self._limits.check_counts(num_messages=len(req.messages), num_stop=len(req.stop_list()))
-        admitted = self._admit_at_door(req, http_request, caller, span)
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-        try:
-            text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        except TemplateError as error:  # a template may refuse a conversation (e.g. roles not alternating)
-            raise ApiError(400, f"the model's chat template refused these messages: {error}",
-                           param="messages") from None
-        prompt_ids = self._tokenizer(text, add_special_tokens=False).input_ids
-        max_tokens = self._limits.max_tokens(
-            req.requested_max_tokens(), len(prompt_ids), prompt_param="messages",
-            max_tokens_param="max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens")
-        gen = self._generation_request("chatcmpl", prompt_ids, max_tokens, req, admitted, span)
-        if req.stream:
-            chunks = await self._started_chunks(gen, span)
-            return StreamingResponse(self._stream_chat(gen, req, chunks, span), media_type="text/event-stream")
-        content, finish, completion_tokens, error = await self._collect(gen, span)
-        if error:
-            raise ApiError(503, error, error_type="server_error", code="replica_failed")
-        return api.chat_body(gen.request_id, self._model_name, content, finish,
-                             api.usage(len(prompt_ids), completion_tokens))
+            first = await parts.__anext__()
+        except BaseException:
+            await parts.aclose()
+            raise
+        if first.error:
+            await parts.aclose()
+            raise ApiError(503, first.error, error_type="server_error", code="replica_failed")
+        headers = _response_headers(first)
+        status = first.status or 200
+        if not first.done and status == 200 and headers.get("content-type", "").startswith("text/event-stream"):
+            return StreamingResponse(self._stream(gen, first, parts, span), status_code=status,
+                                     media_type="text/event-stream")
+        body = [first.body]
+        last = first
+        async for part in parts:
+            if part.error:
+                raise ApiError(503, part.error, error_type="server_error", code="replica_failed")
+            body.append(part.body)
+            last = part
+        span.completion_tokens = last.generated_tokens
+        return Response(b"".join(body), status_code=status, headers=headers)
+
+    async def _passthrough(self, http_request: Request, path: str | None = None) -> Response:
+        """A route of vLLM's app that generates nothing, answered by any ready replica (no queue)."""
+        headers = [(n, v) for n, v in http_request.headers.items() if n.lower() in FORWARDED_REQUEST_HEADERS]
+        body = await _raw_body(http_request, self._config.http.max_body_bytes) if http_request.method == "POST" else b""
+        answer = await answer_within(self._replicas.serve_http.remote(
+            http_request.method, path or _route_path(http_request), headers, body, http_request.url.query),
+            PASSTHROUGH_TIMEOUT_S)
+        if isinstance(answer, BaseException):
+            raise ApiError(503, f"no model replica answered ({type(answer).__name__}); replicas may be starting",
+                           error_type="server_error", code="no_replica", headers={"Retry-After": "5"})
+        status, response_headers, response_body = answer
+        return Response(response_body, status_code=status, headers={
+            n: v for n, v in response_headers if n.lower() in FORWARDED_RESPONSE_HEADERS})
 
     @http_app.get("/v1/models")
-    async def models(self):
-        return {"object": "list", "data": [{"id": self._model_name, "object": "model", "created": self._created,
-                                            "owned_by": "llmserve", "max_model_len": self._max_model_len}]}
+    async def models(self, http_request: Request):
+        """The served model as vLLM lists it (`max_model_len`, `root`, permissions)."""
+        self._caller(http_request)
+        return await self._passthrough(http_request, "/v1/models")
+
+    @http_app.get("/v1/models/{model_id:path}")
+    async def model(self, model_id: str, http_request: Request):
+        """One model by id (OpenAI's `models.retrieve`; `vllm serve` has no such route)."""
+        listing = await self.models(http_request)
+        if listing.status_code != 200:
+            return listing
+        for entry in json.loads(listing.body)["data"]:
+            if entry["id"] == model_id:
+                return JSONResponse(entry)
+        raise ApiError(404, f"The model `{model_id}` does not exist.", param="model", code="model_not_found")
+
+    @http_app.post("/tokenize", include_in_schema=False)
+    async def tokenize(self, http_request: Request):
+        """vLLM's tokenizer endpoint (prompt or chat messages to token ids)."""
+        self._caller(http_request)
+        return await self._passthrough(http_request)
+
+    @http_app.post("/detokenize", include_in_schema=False)
+    async def detokenize(self, http_request: Request):
+        self._caller(http_request)
+        return await self._passthrough(http_request)
+
+    @http_app.get("/version")
+    async def version(self, http_request: Request):
+        """vLLM's version on the replicas."""
+        return await self._passthrough(http_request)
 
     @http_app.get("/v1/controller/status")
     async def controller_status(self):
@@ -376,25 +394,32 @@ class Ingress:
             return JSONResponse({"status": "unhealthy", "error": reason}, status_code=503)
         return {"status": "ok", "routable_replicas": router["routable_replicas"], "replica": engine}
 
+    @http_app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def unknown_route(self, path: str, http_request: Request):
+        """Anything else (vLLM's admin routes included: they are not exposed) is a 404 in OpenAI's shape,
+        or a 405 for a known route asked with another method."""
+        known = {route.path for route in http_app.routes if route is not http_request.scope["route"]}
+        raise StarletteHTTPException(405 if f"/{path}" in known else 404)
+
     async def collected_spans(self) -> list[dict[str, Any]]:
         """Spans this replica finished (only with `telemetry.tracing_exporter: memory`, for tests)."""
         return tracing.finished_spans()
 
     # ---- streaming -----------------------------------------------------------------------------
     async def deliver(self, batch: Batch, target_replica: str | None = None) -> list[str]:
-        """Called by replicas with new chunks of this ingress replica's requests; returns the ids of
+        """Called by replicas with new parts of this ingress replica's responses; returns the ids of
         requests nobody here reads any more, which the replica then aborts.
 
         `target_replica` is read by the request router (`TargetedRequestRouter`) that sent it here.
         """
         return self._inbox.deliver(batch)
 
-    async def _chunks(self, gen: GenerationRequest, span: RequestSpan) -> AsyncIterator[GenerationChunk]:
-        """The request's chunks as replicas deliver them; ends with a finished or an error chunk."""
-        coalesce_s = self._coalesce_s.get(gen.priority_class, 0.0)
+    async def _parts(self, gen: GenerationRequest, span: RequestSpan, streamed: bool) -> AsyncIterator[ResponsePart]:
+        """The response's parts as replicas deliver them; ends with a done or an error part."""
+        coalesce_s = self._coalesce_s.get(gen.priority_class, 0.0) if streamed else 0.0
         for attempt in range(1, MAX_DISPATCH_ATTEMPTS + 1):
             # Each attempt has its own id: the engine request of an attempt whose router died may
-            # still be running, and its chunks must not land in the next attempt's stream.
+            # still be running, and its parts must not land in the next attempt's stream.
             sent = gen if attempt == 1 else dataclasses.replace(gen, request_id=f"{gen.request_id}.{attempt}")
             queue = self._inbox.open(sent.request_id)
             call = self._router_handle.submit.remote(sent, self._replica_id)
@@ -402,20 +427,20 @@ class Ingress:
             received_any = finished = False
             try:
                 while True:
-                    chunk = queue.get_nowait() if not queue.empty() else await _next_or_done(queue, dispatched)
-                    if chunk is not None and received_any and coalesce_s and chunk.finish_reason is None:
-                        await asyncio.sleep(coalesce_s)  # the tokens of the next `coalesce_s` go out as one event
-                    if chunk is not None:
-                        # What piled up while this stream was being written goes out as one event:
-                        # per-event cost, not tokens, is what saturates an ingress under load.
-                        chunk = merge_chunks(chunk, *_drain(queue))
+                    part = queue.get_nowait() if not queue.empty() else await _next_or_done(queue, dispatched)
+                    if part is not None and received_any and coalesce_s and not part.done:
+                        await asyncio.sleep(coalesce_s)  # the events of the next `coalesce_s` go out as one write
+                    if part is not None:
+                        # What piled up while this stream was being written goes out as one write:
+                        # per-write cost, not tokens, is what saturates an ingress under load.
+                        part = merge_parts(part, *_drain(queue))
                         if not received_any:
                             self._door.router_admitted(gen.priority_class)
-                        if not received_any and chunk.token_ids:
+                        if streamed and span.first_token_at is None and part.generated_tokens:
                             self._first_token(span)
                         received_any = True
-                        finished = chunk.finish_reason is not None
-                        yield chunk
+                        finished = part.done
+                        yield part
                         if finished:
                             return
                         continue
@@ -426,9 +451,9 @@ class Ingress:
                             self._door.router_refused(gen.priority_class, refusal.message, refusal.retry_after_s)
                         raise _refusal_error(refusal)
                     if error is None:
-                        # All chunks are sent before dispatch returns; anything left is already queued.
+                        # All parts are sent before dispatch returns; anything left is already queued.
                         if queue.empty():
-                            yield _error_chunk("the replica ended the request without a final token")
+                            yield _error_part("the replica ended the request without completing its response")
                             return
                         continue
                     if (isinstance(error, (ReplicaFailed, *REPLICA_LOST)) and not received_any
@@ -437,7 +462,7 @@ class Ingress:
                                        "replica lost" if isinstance(error, ReplicaFailed) else "router lost")
                         break
                     logger.error("request %s failed: %s", gen.request_id, type(error).__name__)
-                    yield _error_chunk(_describe_failure(error))
+                    yield _error_part(_describe_failure(error))
                     return
             finally:
                 self._inbox.close(sent.request_id)
@@ -457,46 +482,21 @@ class Ingress:
         if self._metrics is not None:
             self._metrics.observe_ttft(span.priority_class, ttft)
 
-    async def _started_chunks(self, gen: GenerationRequest, span: RequestSpan) -> AsyncIterator[GenerationChunk]:
-        """The request's chunks, once it has been admitted and produced its first one.
-
-        Waiting for the first chunk before answering lets a refusal still be a 429/503 with
-        Retry-After instead of an error event inside a 200 stream.
-        """
-        chunks = self._chunks(gen, span)
-        try:
-            first = await chunks.__anext__()
-        except BaseException:
-            await chunks.aclose()
-            raise
-        return _prepend(first, chunks)
-
-    async def _collect(self, gen: GenerationRequest, span: RequestSpan) -> tuple[str, str | None, int, str | None]:
-        parts: list[str] = []
-        finish, tokens = None, 0
-        async for chunk in self._chunks(gen, span):
-            if chunk.error:
-                return "", None, 0, chunk.error
-            parts.append(chunk.text)
-            tokens += len(chunk.token_ids)
-            finish = chunk.finish_reason or finish
-        span.completion_tokens = tokens
-        return "".join(parts), finish, tokens, None
-
-    async def _stream(self, gen: GenerationRequest, req: api._Request, chunks: AsyncIterator[GenerationChunk],
-                      obj: str, make_chunk, span: RequestSpan) -> AsyncIterator[str]:
-        completion_tokens = 0
+    async def _stream(self, gen: GenerationRequest, first: ResponsePart, rest: AsyncIterator[ResponsePart],
+                      span: RequestSpan) -> AsyncIterator[bytes]:
+        generated = first.generated_tokens
         status: int | str = 200
         try:
-            async for chunk in chunks:
-                if chunk.error:
-                    span.fail(chunk.error, llm__stream_error=True)
+            yield first.body
+            async for part in rest:
+                if part.error:
+                    span.fail(part.error, llm__stream_error=True)
                     status = "stream_error"
-                    yield _stream_error(chunk.error)
+                    yield part.body + _stream_error(part.error)
                     break
-                completion_tokens += len(chunk.token_ids)
-                if chunk.text or chunk.finish_reason:
-                    yield _sse(make_chunk(chunk.text, chunk.finish_reason))
+                generated = part.generated_tokens or generated
+                if part.body:
+                    yield part.body
         except Exception:
             # Headers are already sent: the only honest answer left is an error event.
             logger.exception("request %s: stream failed", gen.request_id)
@@ -505,27 +505,6 @@ class Ingress:
             yield _stream_error("internal error while streaming; the response is incomplete")
         finally:
             # Also when the client left mid-stream (the generator is closed): the span must end.
+            await rest.aclose()
             span.set(http__response__status_code=200)
-            self._request_ended(span, status, completion_tokens)
-        if req.include_usage_in_stream():
-            yield _sse(api.usage_chunk(gen.request_id, self._model_name, self._created, obj,
-                                       api.usage(len(gen.prompt_token_ids), completion_tokens)))
-        yield _sse("[DONE]")
-
-    async def _stream_completion(self, gen: GenerationRequest, req: api.CompletionRequest,
-                                 chunks: AsyncIterator[GenerationChunk], span: RequestSpan) -> AsyncIterator[str]:
-        def make(text: str, finish: str | None) -> dict:
-            return api.completion_chunk(gen.request_id, self._model_name, self._created, text, finish)
-        async for event in self._stream(gen, req, chunks, "text_completion", make, span):
-            yield event
-
-    async def _stream_chat(self, gen: GenerationRequest, req: api.ChatCompletionRequest,
-                           chunks: AsyncIterator[GenerationChunk], span: RequestSpan) -> AsyncIterator[str]:
-        yield _sse(api.chat_chunk(gen.request_id, self._model_name, self._created,
-                                  {"role": "assistant", "content": ""}, None))
-
-        def make(text: str, finish: str | None) -> dict:
-            delta = {"content": text} if text else {}
-            return api.chat_chunk(gen.request_id, self._model_name, self._created, delta, finish)
-        async for event in self._stream(gen, req, chunks, "chat.completion.chunk", make, span):
-            yield event
+            self._request_ended(span, status, generated)

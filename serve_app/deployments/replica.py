@@ -1,7 +1,8 @@
 """The LLM replica: one vLLM `AsyncLLM` engine (one GPU, or the CPU build) behind a Ray Serve replica.
 
-Tokens go back to the ingress replica that holds the request in batches (`serve_app.delivery`),
-not as one Ray Serve stream item per token.
+Requests are served by vLLM's own OpenAI app on that engine (`serve_app.vllm_frontend`), called
+in-process; the response goes back to the ingress replica that holds the HTTP connection in batches
+across requests (`serve_app.delivery`), not as one Ray Serve stream item per event.
 """
 from __future__ import annotations
 
@@ -14,22 +15,22 @@ import uuid
 from typing import Any
 
 from vllm.engine.arg_utils import AsyncEngineArgs
-from vllm.sampling_params import RequestOutputKind, SamplingParams
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from autoscaling.signals import SloWindow, meets_slo, replica_stats
+from serve_app.asgi_call import HttpCall, call_app
 from serve_app.config import AppConfig, parse_config
 from serve_app.engine_stats import EngineSnapshot, snapshot_logger_factory
 from serve_app.delivery import Outbox
 from serve_app.deployments.controller import LOAD_REPORT_PERIOD_S
-from serve_app.generation import GenerationChunk, GenerationRequest, RunSummary
+from serve_app.generation import GenerationRequest, Headers, ResponsePart, RunSummary
 from serve_app.telemetry import tracing
 from serve_app.telemetry.gc_pauses import prepare_process_for_serving
 from serve_app.telemetry.tracing import RequestSpan
+from serve_app.vllm_frontend import CURRENT_TALLY, RequestTally, build_server_app, server_namespace, tap_engine
 
 logger = logging.getLogger("serve_app.replica")
-ABORTED = "abort"  # vLLM's finish reason for a request aborted before it finished
 
 
 def engine_args_from_config(config: AppConfig, overrides: dict[str, Any] | None = None) -> AsyncEngineArgs:
@@ -58,21 +59,6 @@ def engine_args_from_config(config: AppConfig, overrides: dict[str, Any] | None 
     args.update(engine.extra)
     args.update(overrides or {})
     return AsyncEngineArgs(**args)
-
-
-def sampling_params_for(request: GenerationRequest) -> SamplingParams:
-    options = request.sampling
-    return SamplingParams(
-        max_tokens=options.max_tokens, temperature=options.temperature, top_p=options.top_p,
-        seed=options.seed, stop=options.stop or None, ignore_eos=options.ignore_eos,
-        skip_special_tokens=options.skip_special_tokens,
-        output_kind=RequestOutputKind.DELTA,
-    )
-
-
-def _log_abort_failure(task: asyncio.Future) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.warning("aborting abandoned requests failed: %r", task.exception())
 
 
 def detect_device():
@@ -108,17 +94,20 @@ class LLMReplica:
             self._metrics = ReplicaMetrics(self._replica_id)
         started = time.monotonic()
         overrides = {**await self._planned_engine_args(), **(engine_overrides or {})}
+        engine_args = engine_args_from_config(self._config, overrides)
         self._engine = AsyncLLM.from_engine_args(
-            engine_args_from_config(self._config, overrides),
+            engine_args,
             # The API server's usage context gives the same batch defaults as `vllm serve`.
             usage_context=UsageContext.OPENAI_API_SERVER,
             stat_loggers=[snapshot_logger_factory(self._snapshot)],
         )
+        tap_engine(self._engine)
+        self._app = await build_server_app(self._engine, server_namespace(engine_args, self._config.engine.frontend))
         self._startup_s = time.monotonic() - started
-        # request id -> tokens still to be held in KV cache (prompt + max_tokens); the router's load signal.
+        # request id -> tokens still to be held in KV cache (estimated prompt + max tokens); the router's load signal.
         self._outstanding_tokens: dict[str, int] = {}
-        # request id -> engine request id, to abort what nobody reads any more (see `_abandon`).
-        self._engine_request_ids: dict[str, str] = {}
+        # request id -> set when nobody reads the response any more (see `_abandon`)
+        self._client_gone: dict[str, asyncio.Event] = {}
         self.aborted_abandoned = 0
         self._completed = 0
         self._ingress_name = ingress_name
@@ -180,68 +169,96 @@ class LLMReplica:
         except Exception:  # outside Ray Serve, e.g. in a unit test
             return f"local-{uuid.uuid4().hex[:8]}"
 
+    def _tally_for(self, request: GenerationRequest) -> RequestTally:
+        http = self._config.http
+        prompt_param = ("messages" if request.path.endswith("chat/completions")
+                        else "input" if request.path.endswith("responses") else "prompt")
+        return RequestTally(priority=request.priority_rank, prompt_param=prompt_param,
+                            max_prompt_tokens=http.max_prompt_tokens, max_output_tokens=http.max_output_tokens)
+
     async def run(self, request: GenerationRequest, reply_to: str, target_replica: str | None = None) -> RunSummary:
-        """Generate `request`, sending its chunks to ingress replica `reply_to`; returns once all are sent.
+        """Serve `request` through vLLM's app, sending the response's parts to ingress replica `reply_to`;
+        returns once all are sent.
 
         `target_replica` is the router's choice, read by the request router that sent the call here.
         """
-        engine_request_id = f"{request.request_id}-{uuid.uuid4().hex[:6]}"
-        self._outstanding_tokens[engine_request_id] = request.cost_tokens
-        self._engine_request_ids[request.request_id] = engine_request_id
-        started = time.monotonic()
-        summary = RunSummary(replica_id=self._replica_id, num_prompt_tokens=len(request.prompt_token_ids))
+        tally = self._tally_for(request)
+        CURRENT_TALLY.set(tally)  # this call's task only; vLLM's handler tasks inherit it
+        client_gone = self._client_gone[request.request_id] = asyncio.Event()
+        self._outstanding_tokens[request.request_id] = request.cost_tokens
+        summary = RunSummary(replica_id=self._replica_id)
         span = RequestSpan("engine.generate", parent=request.trace_context,
                            attributes={"llm.replica": self._replica_id, "llm.request_id": request.request_id,
-                                       "llm.priority_class": request.priority_class,
-                                       "llm.prompt_tokens": summary.num_prompt_tokens})
+                                       "llm.priority_class": request.priority_class})
+        start: dict[str, Any] = {}
         last_seq = 0
+
+        def on_start(status: int, headers: Headers) -> None:
+            summary.status = status
+            start.update(status=status, headers=headers)
+
+        def send(part: ResponsePart) -> None:
+            nonlocal last_seq
+            if "sent" not in start:  # the status goes with the first bytes: a stream's begin with its first token
+                part.status, part.headers, start["sent"] = start.get("status", 500), start.get("headers", []), True
+            if summary.ttft_s is None and part.generated_tokens:
+                summary.ttft_s = tally.first_token_s
+                span.first_token()
+            last_seq = self._outbox.put(reply_to, request.request_id, part)
+
+        def on_body(body: bytes, more: bool) -> None:
+            if body or not more:
+                send(ResponsePart(body, done=not more, generated_tokens=tally.generated_tokens))
+
+        started = time.monotonic()
+        call = HttpCall("POST", request.path, [*request.headers, ("x-request-id", request.request_id)], request.body)
         try:
-            async for output in self._engine.generate(
-                {"prompt_token_ids": request.prompt_token_ids}, sampling_params_for(request),
-                engine_request_id, priority=request.priority_rank,
-            ):
-                completion = output.outputs[0]
-                if summary.ttft_s is None:
-                    summary.ttft_s = time.monotonic() - started
-                    span.first_token()
-                summary.num_generated += len(completion.token_ids)
-                if output.finished and completion.finish_reason != ABORTED:
-                    summary.finish_reason = completion.finish_reason
-                chunk = GenerationChunk(
-                    text=completion.text, token_ids=list(completion.token_ids),
-                    finish_reason=summary.finish_reason, num_prompt_tokens=summary.num_prompt_tokens,
-                )
-                last_seq = self._outbox.put(reply_to, request.request_id, chunk)
+            try:
+                completed = await call_app(self._app, call, on_start, on_body, client_gone)
+            except Exception as error:  # after the response began: nothing left but an error part
+                logger.exception("request %s failed in vLLM's app", request.request_id)
+                completed, summary.status = False, 500
+                send(ResponsePart(b"", done=True, error=f"the engine failed: {type(error).__name__}"))
+            if not completed and not client_gone.is_set() and summary.status != 500:
+                send(ResponsePart(b"", done=True, error="the response ended before it was complete"))
             await self._outbox.wait_sent(reply_to, last_seq)
         finally:
-            span.set(llm__completion_tokens=summary.num_generated, llm__finish_reason=summary.finish_reason)
-            if summary.finish_reason is None:
+            summary.num_prompt_tokens, summary.num_generated = tally.prompt_tokens, tally.generated_tokens
+            summary.finish_reason = tally.finish_reason
+            span.set(llm__prompt_tokens=tally.prompt_tokens, llm__completion_tokens=tally.generated_tokens,
+                     llm__finish_reason=summary.finish_reason, http__response__status_code=summary.status)
+            if summary.finish_reason is None and (summary.status or 500) < 400:
                 span.fail("not finished (cancelled or engine failure)")
             span.end()
-            self._outstanding_tokens.pop(engine_request_id, None)
-            self._engine_request_ids.pop(request.request_id, None)
+            self._outstanding_tokens.pop(request.request_id, None)
+            self._client_gone.pop(request.request_id, None)
             self._completed += 1
             if summary.finish_reason is not None:  # a cut-short request says nothing about lengths
-                self._finished_lengths.append((summary.num_prompt_tokens, summary.num_generated))
+                self._finished_lengths.append((tally.prompt_tokens, tally.generated_tokens))
             self._observe_slo(request.priority_class, summary, time.monotonic() - started)
-            if summary.finish_reason is None:
-                # The caller went away (or the engine failed): free the request's KV cache now.
-                # vLLM also aborts on cancellation; this covers a generator closed any other way.
-                try:
-                    await asyncio.shield(self._engine.abort(engine_request_id))
-                except (RuntimeError, asyncio.CancelledError):
-                    pass
         summary.duration_s = time.monotonic() - started
         return summary
 
     def _abandon(self, request_ids: list[str]) -> None:
-        """Nobody reads these requests any more (the client, the router that dispatched them or
-        their ingress replica is gone): stop generating and free their KV cache now."""
-        engine_ids = [self._engine_request_ids[rid] for rid in request_ids if rid in self._engine_request_ids]
-        if engine_ids:
-            self.aborted_abandoned += len(engine_ids)
-            logger.info("replica %s: aborting %d abandoned requests", self._replica_id, len(engine_ids))
-            asyncio.ensure_future(self._engine.abort(engine_ids)).add_done_callback(_log_abort_failure)
+        """Nobody reads these responses any more (the client, the router that dispatched them or their
+        ingress replica is gone): vLLM's app sees its client disconnect, which aborts the engine
+        requests and frees their KV cache."""
+        gone = [self._client_gone[rid] for rid in request_ids if rid in self._client_gone]
+        if gone:
+            self.aborted_abandoned += len(gone)
+            logger.info("replica %s: aborting %d abandoned requests", self._replica_id, len(gone))
+            for event in gone:
+                event.set()
+
+    async def serve_http(self, method: str, path: str, headers: Headers, body: bytes = b"",
+                         query_string: str = "") -> tuple[int, Headers, bytes]:
+        """A call to vLLM's app that generates nothing (models, tokenize, version): answered whole."""
+        start: dict[str, Any] = {}
+        parts: list[bytes] = []
+        await call_app(self._app, HttpCall(method, path, headers, body, query_string),
+                       lambda status, sent: start.update(status=status, headers=sent),
+                       lambda chunk, more: parts.append(chunk), asyncio.Event())
+        return start.get("status", 500), start.get("headers", []), b"".join(parts)
 
     async def _send_to_ingress(self, ingress_replica: str, batch) -> list[str] | None:
         if self._ingress is None:

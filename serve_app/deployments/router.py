@@ -22,7 +22,6 @@ from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
 from serve_app.generation import GenerationRequest, RunSummary
 from serve_app.policy.admission import AdmissionPreview
 from serve_app.policy.router_core import Refusal, RouterCore
-from serve_app.policy.replica_choice import prefix_key_of
 from serve_app.telemetry import tracing
 from serve_app.telemetry.gc_pauses import prepare_process_for_serving
 from serve_app.telemetry.tracing import RequestSpan
@@ -39,6 +38,13 @@ def _latencies(summary: RunSummary) -> tuple[float | None, float | None]:
     if summary.ttft_s is not None and summary.num_generated > 1:
         tpot = (summary.duration_s - summary.ttft_s) / (summary.num_generated - 1)
     return summary.ttft_s, tpot
+
+
+def _served(summary: RunSummary | None) -> bool:
+    """Finished, or answered by vLLM with a client error (a 400 is a served request, not a failure)."""
+    if summary is None:
+        return False
+    return summary.finish_reason is not None or (summary.status is not None and summary.status < 500)
 
 
 class Router:
@@ -70,7 +76,7 @@ class Router:
         """Run `request` on a replica (chunks go to ingress replica `reply_to`), or refuse it."""
         self._ensure_background()
         caller = self._callers[request.caller]
-        prefix_key = prefix_key_of(request.prompt_token_ids) if self._config.router.prefix_affinity else None
+        prefix_key = request.prefix_key if self._config.router.prefix_affinity else None
         queued = RequestSpan("router.queue_wait", parent=request.trace_context,
                              attributes={"llm.priority_class": request.priority_class, "llm.caller": request.caller})
         refusal = self._core.admit(request.request_id, request.priority_class, caller, request.cost_tokens,
@@ -123,8 +129,7 @@ class Router:
         finally:
             span.end()
             ttft_s, tpot_s = _latencies(summary) if summary is not None else (None, None)
-            self._core.finish(request.request_id, self._clock(), ok=summary is not None and summary.finish_reason
-                              is not None, ttft_s=ttft_s, tpot_s=tpot_s)
+            self._core.finish(request.request_id, self._clock(), ok=_served(summary), ttft_s=ttft_s, tpot_s=tpot_s)
             self._pump()
 
     def _pump(self) -> None:

@@ -1,4 +1,5 @@
-"""Request size limits: prompt tokens, output tokens, message and stop-sequence counts (pure).
+"""Request size limits of this server beyond vLLM's own: output budget, message and stop-sequence
+counts (pure); the prompt-token limit is checked where the prompt is tokenized, on the replica.
 
 Each check raises an OpenAI-shaped 400 `ApiError` whose `param` names the offending field; the
 body-bytes limit (413) is enforced before parsing, in the ingress.
@@ -44,25 +45,9 @@ class RequestLimits:
             raise ApiError(400, f"stop has {num_stop} sequences; the limit is {self.max_stop_sequences}",
                            param="stop", code="too_many_stop_sequences")
 
-    def max_tokens(self, requested: int | None, prompt_tokens: int, *, prompt_param: str = "prompt",
-                   max_tokens_param: str = "max_tokens") -> int:
-        """Tokens to generate: `requested`, or the most allowed; 400 past the prompt, output or context limit."""
-        if prompt_tokens >= self.context_tokens:
-            raise ApiError(400, f"{prompt_param} is {prompt_tokens} tokens; the model's context is "
-                           f"{self.context_tokens} tokens", param=prompt_param, code="context_length_exceeded")
-        if prompt_tokens > self.max_prompt_tokens:
-            raise ApiError(400, f"{prompt_param} is {prompt_tokens} tokens; the limit is {self.max_prompt_tokens}",
-                           param=prompt_param, code="prompt_too_long")
-        room = self.context_tokens - prompt_tokens
-        if requested is None:
-            return min(room, self.max_output_tokens)
-        if requested <= 0:
-            raise ApiError(400, f"{max_tokens_param} must be at least 1, got {requested}", param=max_tokens_param)
-        if requested > self.max_output_tokens and self.max_output_tokens < room:
-            raise ApiError(400, f"{max_tokens_param}={requested} is above the limit of {self.max_output_tokens}",
-                           param=max_tokens_param, code="max_tokens_too_large")
-        if requested > room:
-            raise ApiError(400, f"{max_tokens_param}={requested} plus the {prompt_tokens}-token {prompt_param} "
-                           f"exceeds the model's context of {self.context_tokens} tokens",
-                           param=max_tokens_param, code="context_length_exceeded")
-        return requested
+    def check_output_budget(self, field: str | None, requested: int | None) -> None:
+        """A named output budget within `http.max_output_tokens` (vLLM judges it against the context;
+        an unnamed one is capped on the replica)."""
+        if field is not None and requested is not None and requested > self.max_output_tokens:
+            raise ApiError(400, f"{field}={requested} is above this server's limit of {self.max_output_tokens}",
+                           param=field, code="max_tokens_too_large")

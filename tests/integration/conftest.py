@@ -22,10 +22,12 @@ API_KEYS = {
 def app_config(tmp_path_factory):
     return parse_config({
         "model": {"synthetic_shape": "tiny", "cache_dir": str(tmp_path_factory.mktemp("models"))},
-        "engine": {"max_model_len": 512},
+        # vLLM's pythonic tool parser needs no special tokens (the synthetic tokenizer has none for tools).
+        "engine": {"max_model_len": 512,
+                   "frontend": {"tool_call_parser": "pythonic", "enable_auto_tool_choice": True}},
         # Request size limits below the 512-token context, so that tests can reach each of them.
         "http": {"port": free_port(), "max_prompt_tokens": 400, "max_output_tokens": 480, "max_messages": 64,
-                 "max_stop_sequences": 8},
+                 "max_stop_sequences": 3},
         # Spans stay in each process for tests/integration/test_observability.py to read back.
         "telemetry": {"tracing_exporter": "memory", "metrics_export_port": free_port()},
         # batch's short queue deadline lets a test flood reach admission control on a tiny CPU model.
@@ -105,7 +107,11 @@ def model_name(app_config) -> str:
 def tokenizer(app_config, base_url):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(app_config.model.resolved_path()))
+    from serve_app.synthetic_model import ensure_model
+
+    # With LLMSERVE_TEST_URL the app's checkpoint is elsewhere; the same shape gives the same tokenizer.
+    return AutoTokenizer.from_pretrained(str(ensure_model(app_config.model.synthetic_shape,
+                                                         app_config.model.resolved_path())))
 
 
 @pytest.fixture()

@@ -1,4 +1,8 @@
-"""Every bad input gets a 4xx in OpenAI's error shape naming the field, and the server keeps serving."""
+"""Every bad input gets a 4xx in OpenAI's error shape, and the server keeps serving.
+
+Which status, `type` and `param` vLLM's own server gives each of these is checked case by case against
+`vllm serve` in test_openai_fidelity.py; here: the ones that are ours, and that none is a 5xx.
+"""
 from __future__ import annotations
 
 import httpx
@@ -17,37 +21,47 @@ def _post(base_url: str, path: str, **kwargs) -> httpx.Response:
     ("path", "body", "status", "param"),
     [
         ("/v1/completions", {"model": "no-such-model", "prompt": "t10"}, 404, "model"),
-        ("/v1/completions", {"model": "{model}", "max_tokens": 4}, 400, "prompt"),
-        ("/v1/chat/completions", {"model": "{model}", "max_tokens": 4}, 400, "messages"),
-        ("/v1/chat/completions", {"model": "{model}", "messages": []}, 400, "messages"),
-        ("/v1/completions", {"model": "{model}", "prompt": "t10", "max_tokens": 0}, 400, "max_tokens"),
-        ("/v1/completions", {"model": "{model}", "prompt": "t10", "max_tokens": -5}, 400, "max_tokens"),
+        ("/v1/completions", {"model": "{model}", "max_tokens": 4}, 400, None),
+        ("/v1/chat/completions", {"model": "{model}", "max_tokens": 4}, 400, None),
+        ("/v1/completions", {"model": "{model}", "prompt": "t10", "max_tokens": 0}, 400, None),
         ("/v1/completions", {"model": "{model}", "prompt": "t10", "max_tokens": 100000}, 400, "max_tokens"),
-        ("/v1/completions", {"model": "{model}", "prompt": LONG_PROMPT, "max_tokens": 4}, 400, "prompt"),
+        ("/v1/completions", {"model": "{model}", "prompt": LONG_PROMPT, "max_tokens": 4}, 400, None),
         ("/v1/chat/completions", {"model": "{model}", "messages": [{"role": "user", "content": LONG_PROMPT}]},
-         400, "messages"),
+         400, None),
         ("/v1/completions", {"model": "{model}", "prompt": "t10", "priority": "platinum"}, 400, "priority"),
-        ("/v1/completions", {"model": "{model}", "prompt": "t10", "temperature": "hot"}, 400, "temperature"),
-        ("/v1/completions", {"model": "{model}", "prompt": [999999]}, 400, "prompt"),
-        ("/v1/chat/completions", {"model": "{model}", "messages": [{"role": "wizard", "content": "t10"}]},
-         400, "messages.0.role"),
+        ("/v1/completions", {"model": "{model}", "prompt": "t10", "priority": 2}, 400, "priority"),
+        ("/v1/completions", {"model": "{model}", "prompt": "t10", "temperature": "hot"}, 400, None),
+        ("/v1/completions", {"model": "{model}", "prompt": [999999]}, 400, None),
+        # These once passed a hand-written front end and failed inside the engine: an empty stop string
+        # (503 for a client's mistake) and a seed past 64 bits (the engine core died).
+        ("/v1/completions", {"model": "{model}", "prompt": "t10", "stop": ["t11", ""]}, 400, None),
+        ("/v1/completions", {"model": "{model}", "prompt": "t10", "seed": 2**64}, 400, None),
     ],
 )
-def test_bad_request_names_the_field(base_url, model_name, path, body, status, param):
+def test_bad_request_is_a_4xx_in_openai_shape(base_url, model_name, path, body, status, param):
     body = {k: (model_name if v == "{model}" else v) for k, v in body.items()}
     response = _post(base_url, path, json=body)
     assert response.status_code == status, response.text
     error = response.json()["error"]
-    assert error["param"] == param
-    assert error["message"]
-    assert error["type"]
+    assert error["message"] and error["type"]
+    if param is not None:
+        assert error["param"] == param
 
 
 def test_malformed_json(base_url):
     response = _post(base_url, "/v1/completions", content=b'{"model": "x", "prompt": ',
                      headers={"content-type": "application/json"})
     assert response.status_code == 400
-    assert "JSON" in response.json()["error"]["message"]
+    assert "json" in response.json()["error"]["message"].lower()
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/v1/nothing", 404), ("POST", "/sleep", 404),
+                                                        ("GET", "/v1/chat/completions", 405)])
+def test_unknown_routes_and_methods_answer_in_openai_shape(base_url, method, path, status):
+    """vLLM's admin routes (/sleep, /collective_rpc, ...) are not exposed through the ingress."""
+    response = httpx.request(method, f"{base_url}{path}", timeout=30)
+    assert response.status_code == status
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
 
 def test_unknown_priority_header(base_url, model_name):

@@ -9,6 +9,8 @@ import pytest
 from openai import AsyncOpenAI
 from router_helpers import EXACT
 
+from serve_app.synthetic_model import JSON_WORDS
+
 pytestmark = pytest.mark.integration
 
 PROMPT = "t10 t11 t12 t13 t14"
@@ -129,3 +131,71 @@ def test_error_event_shape_is_openai_json(base_url, model_name):
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert json.dumps(error)
+
+
+def test_models_retrieve(client, model_name):
+    model = client.models.retrieve(model_name)
+    assert (model.id, model.object) == (model_name, "model")
+    assert model.model_extra["max_model_len"] == 512
+    with pytest.raises(Exception) as missing:
+        client.models.retrieve("no-such-model")
+    assert getattr(missing.value, "status_code", None) == 404
+
+
+CHAT = [{"role": "user", "content": PROMPT}]
+
+
+def test_chat_logprobs(client, model_name):
+    reply = client.chat.completions.create(model=model_name, messages=CHAT, max_tokens=4, logprobs=True,
+                                           top_logprobs=2, temperature=0, extra_body=EXACT)
+    content = reply.choices[0].logprobs.content
+    assert len(content) == 4
+    assert all(len(token.top_logprobs) == 2 and token.logprob <= 0 for token in content)
+
+
+def test_completion_logprobs_and_echo(client, model_name):
+    reply = client.completions.create(model=model_name, prompt=PROMPT, max_tokens=3, logprobs=1, echo=True,
+                                      temperature=0, extra_body=EXACT)
+    choice = reply.choices[0]
+    assert choice.text.startswith(PROMPT)
+    assert len(choice.logprobs.tokens) == len(PROMPT.split()) + 3
+
+
+def test_two_choices(client, model_name):
+    reply = client.chat.completions.create(model=model_name, messages=CHAT, max_tokens=3, n=2, temperature=1,
+                                           seed=7, extra_body=EXACT)
+    assert [c.index for c in reply.choices] == [0, 1]
+    assert reply.usage.completion_tokens == 6
+
+
+def test_structured_output_and_tools_are_applied(client, model_name):
+    """The grammar reaches the engine: a random model says only JSON's tokens (the synthetic tokenizer's
+    decoder puts a space between any two tokens, so a number of several digits is not valid JSON)."""
+    json_words = set(JSON_WORDS)
+    constrained = client.chat.completions.create(model=model_name, messages=CHAT, max_tokens=12, temperature=0,
+                                                 response_format={"type": "json_object"})
+    words = constrained.choices[0].message.content.split()
+    assert words[0] == "{" and set(words) <= json_words
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    shaped = client.chat.completions.create(model=model_name, messages=CHAT, max_tokens=12, temperature=0,
+                                            response_format={"type": "json_schema",
+                                                             "json_schema": {"name": "s", "schema": schema}})
+    assert shaped.choices[0].message.content.split()[:5] == ["{", '"', "a", '"', ":"]
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}}
+    named = client.chat.completions.create(model=model_name, messages=CHAT, max_tokens=4, temperature=0,
+                                           tools=[tool], tool_choice={"type": "function",
+                                                                      "function": {"name": "lookup"}})
+    call = named.choices[0].message.tool_calls[0]
+    assert call.function.name == "lookup" and call.function.arguments.split()[:3] == ["{", '"', "q"]
+
+
+def test_streamed_chat_with_usage_and_request_time(client, model_name):
+    import time
+
+    before = int(time.time())
+    stream = client.chat.completions.create(model=model_name, messages=CHAT, max_tokens=5, stream=True,
+                                            stream_options={"include_usage": True}, extra_body=EXACT)
+    events = list(stream)
+    assert events[-1].usage.completion_tokens == 5
+    assert all(event.created >= before for event in events)  # the request's time, not the server's start

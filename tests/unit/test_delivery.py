@@ -4,11 +4,11 @@ from __future__ import annotations
 import asyncio
 
 from serve_app.delivery import Inbox, Outbox
-from serve_app.generation import GenerationChunk
+from serve_app.generation import ResponsePart
 
 
-def chunk(text: str, finish: str | None = None) -> GenerationChunk:
-    return GenerationChunk(text=text, token_ids=[len(text)], finish_reason=finish)
+def chunk(text: str, finish: str | None = None) -> ResponsePart:
+    return ResponsePart(text.encode(), done=finish is not None, generated_tokens=len(text))
 
 
 class SlowLink:
@@ -37,7 +37,7 @@ def test_chunks_queued_during_a_send_go_out_together_in_order():
         return link.batches, outbox
 
     batches, outbox = asyncio.run(scenario())
-    assert [[(rid, c.text) for rid, c in batch] for _, batch in batches] == [
+    assert [[(rid, c.body.decode()) for rid, c in batch] for _, batch in batches] == [
         [("r1", "a")], [("r2", "b"), ("r1", "c"), ("r2", "d")]]
     assert (outbox.batches_sent, outbox.chunks_sent) == (2, 4)
 
@@ -103,7 +103,7 @@ def test_inbox_routes_by_request_and_counts_orphans():
         inbox.deliver([("r1", chunk("a")), ("r2", chunk("b")), ("gone", chunk("c")), ("r1", chunk("d"))])
         inbox.close("r2")
         inbox.deliver([("r2", chunk("late"))])
-        return [q1.get_nowait().text, q1.get_nowait().text], q2.qsize(), inbox.orphan_chunks, len(inbox)
+        return [q1.get_nowait().body.decode(), q1.get_nowait().body.decode()], q2.qsize(), inbox.orphan_chunks, len(inbox)
 
     assert asyncio.run(scenario()) == (["a", "d"], 1, 2, 1)
 
@@ -127,15 +127,19 @@ def test_sender_survives_a_call_cancelled_under_it():
     assert asyncio.run(scenario()) == ([["r1"], ["r2"]], 1, 1)
 
 
-def test_merged_chunks_keep_every_token_and_the_last_finish_reason():
-    from serve_app.generation import GenerationChunk, merge_chunks
+def test_merged_parts_keep_every_byte_the_first_status_and_the_last_done():
+    from serve_app.generation import ResponsePart, merge_parts
 
-    merged = merge_chunks(GenerationChunk(" t1", [1], num_prompt_tokens=3), GenerationChunk(" t2", [2]),
-                          GenerationChunk(" t3", [3], finish_reason="length"))
-    assert (merged.text, merged.token_ids, merged.finish_reason, merged.num_prompt_tokens) == (
-        " t1 t2 t3", [1, 2, 3], "length", 3)
-    single = GenerationChunk(" t9", [9])
-    assert merge_chunks(single) is single
+    merged = merge_parts(ResponsePart(b"data: 1\n\n", status=200, headers=[("content-type", "text/event-stream")],
+                                      generated_tokens=1),
+                         ResponsePart(b"data: 2\n\n", generated_tokens=2),
+                         ResponsePart(b"data: [DONE]\n\n", done=True, generated_tokens=2))
+    assert (merged.body, merged.status, merged.headers, merged.done, merged.generated_tokens) == (
+        b"data: 1\n\ndata: 2\n\ndata: [DONE]\n\n", 200, [("content-type", "text/event-stream")], True, 2)
+    failed = merge_parts(ResponsePart(b"a"), ResponsePart(b"", done=True, error="engine failed"))
+    assert (failed.error, failed.done) == ("engine failed", True)
+    single = ResponsePart(b"x")
+    assert merge_parts(single) is single
 
 
 def test_requests_the_ingress_no_longer_holds_are_reported_abandoned():

@@ -7,8 +7,7 @@ import jsonschema
 import pytest
 
 from serve_app import openai_api as api
-from serve_app.openapi_schema import (CHAT_COMPLETION_SCHEMA, COMPLETION_SCHEMA, ERROR_SCHEMA, GENERATION_ERRORS,
-                                      generation_route, inline_refs)
+from serve_app.openapi_schema import COMPLETION_SCHEMA, ERROR_SCHEMA, GENERATION_ERRORS, generation_route, inline_refs
 
 
 def body_schema(model) -> dict:
@@ -18,20 +17,21 @@ def body_schema(model) -> dict:
 def test_request_body_stands_alone():
     schema = body_schema(api.ChatCompletionRequest)
     assert "$ref" not in json.dumps(schema) and "$defs" not in schema
-    message = schema["properties"]["messages"]["items"]
-    assert message["properties"]["role"]["enum"] == ["system", "user", "assistant", "tool", "developer"]
+    assert schema["properties"]["messages"]["items"]["required"] == ["role"]
+    assert schema["additionalProperties"] is True  # every other vLLM field is accepted
 
 
 @pytest.mark.parametrize(("model", "body", "valid"), [
     (api.ChatCompletionRequest, {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, True),
+    (api.ChatCompletionRequest, {"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 2,
+                                 "logprobs": True, "top_logprobs": 2, "response_format": {"type": "json_object"}}, True),
     (api.ChatCompletionRequest, {"model": "m", "messages": []}, False),
-    (api.ChatCompletionRequest, {"model": "m", "messages": [{"role": "user", "content": [{"text": "x"}]}]}, False),
-    (api.CompletionRequest, {"model": "m", "prompt": [1, 2], "stop": ["\n"], "seed": 2**63 - 1}, True),
-    (api.CompletionRequest, {"model": "m", "prompt": "x", "stop": ""}, False),
+    (api.CompletionRequest, {"model": "m", "prompt": [1, 2], "stop": ["\n"], "seed": 2**63 - 1, "echo": True}, True),
+    (api.CompletionRequest, {"model": "m", "prompt": "x", "n": 0}, False),
     (api.CompletionRequest, {"model": "m", "prompt": "x", "seed": 2**63}, False),
 ])
 def test_schema_agrees_with_the_model(model, body, valid):
-    """What the published schema accepts, the request model accepts, and the other way round."""
+    """What the published schema accepts, the documentation model accepts, and the other way round."""
     schema_ok = jsonschema.Draft202012Validator(body_schema(model)).is_valid(body)
     try:
         model.model_validate(body)
@@ -48,18 +48,33 @@ def test_inline_refs_resolves_nested_definitions():
                                                   "list": {"items": [{"type": "integer"}]}}}
 
 
-def test_declared_responses_match_what_the_builders_produce():
+def test_declared_errors_cover_ours_and_vllms():
     responses = generation_route(api.CompletionRequest, COMPLETION_SCHEMA)["responses"]
     assert set(responses) == {200, *GENERATION_ERRORS}
-    jsonschema.validate(api.completion_body("cmpl-1", "m", "text", "length", api.usage(3, 2)), COMPLETION_SCHEMA)
-    jsonschema.validate(api.chat_body("chat-1", "m", "text", "stop", api.usage(3, 2)), CHAT_COMPLETION_SCHEMA)
     jsonschema.validate(api.ApiError(400, "bad", param="prompt").body(), ERROR_SCHEMA)
+    vllm_error = {"error": {"message": "The model `x` does not exist.", "type": "NotFoundError", "param": "model",
+                            "code": 404}}
+    jsonschema.validate(vllm_error, ERROR_SCHEMA)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"error": "bad"}, ERROR_SCHEMA)
 
 
-def test_content_parts_text_only():
-    message = api.ChatMessage.model_validate(
-        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {}},
-                                     {"type": "text", "text": "b"}]})
-    assert message.text() == "ab"
+@pytest.mark.parametrize(("body", "expected"), [
+    (b'{"model": "m", "prompt": "abcdefgh", "max_tokens": 5, "n": 2}', (2, 10, "abcdefgh", False)),
+    (b'{"model": "m", "prompt": [1, 2, 3], "stream": true}', (3, None, "", True)),
+    (b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "abcd"}]}],'
+     b' "max_completion_tokens": 7}', (1 + api.MESSAGE_OVERHEAD_TOKENS, 7, "abcd", False)),
+    (b'not json', (2, None, "", False)),
+])
+def test_peek_reads_size_budget_and_stream_without_changing_the_body(body, expected):
+    peek = api.peek_request(body)
+    assert (peek.estimated_prompt_tokens, peek.max_new_tokens, peek.prompt_head, peek.stream) == expected
+    assert peek.body == body
+
+
+def test_peek_takes_our_priority_class_out_of_the_body():
+    peek = api.peek_request(b'{"model": "m", "prompt": "x", "priority": "batch"}')
+    assert peek.priority == "batch" and json.loads(peek.body) == {"model": "m", "prompt": "x"}
+    with pytest.raises(api.ApiError) as refused:
+        api.peek_request(b'{"model": "m", "prompt": "x", "priority": 3}')
+    assert (refused.value.status, refused.value.param) == (400, "priority")

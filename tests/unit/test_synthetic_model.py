@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 
 from serve_app import synthetic_model as sm
-from serve_app.synthetic_model import (
+from serve_app.synthetic_model import (JSON_WORDS, 
     AWQ_GROUP_SIZE, SHAPES, ensure_model, make_model, pack_awq_int4, random_awq_linear,
     shape_named, unpack_awq_int4,
 )
@@ -132,9 +132,10 @@ def test_index_maps_every_tensor(tiny_dir):
 
 
 def test_tokenizer_round_trips_ids(tokenizer):
-    ids = [6, 7, 100, 1234, TINY.vocab_size - 1]
+    json_start = TINY.vocab_size - len(JSON_WORDS)
+    ids = [6, 7, 100, 1234, json_start - 1, json_start, json_start + 6, TINY.vocab_size - 1]
     text = tokenizer.decode(ids)
-    assert text == "t6 t7 t100 t1234 t2047"
+    assert text == f't6 t7 t100 t1234 t{json_start - 1} {{ " z'
     assert tokenizer.encode(text, add_special_tokens=False) == ids
     assert len(tokenizer) == TINY.vocab_size
 

@@ -1,0 +1,136 @@
+"""vLLM's own OpenAI server app, bound to this replica's engine and called in-process.
+
+Every OpenAI field (logprobs, structured outputs, tools, n, echo, penalties, ...) is then vLLM's
+own code, exactly as `vllm serve` runs it. What is ours is wired in at one point: the engine's
+`generate`, which vLLM's serving layer calls once per engine request. There the request's class
+rank becomes vLLM's scheduling priority, the operator's token limits are checked, and the tokens
+generated are counted for routing, metrics and SLOs.
+"""
+from __future__ import annotations
+
+import argparse
+import contextvars
+import dataclasses
+import inspect
+import time
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.exceptions import VLLMValidationError
+from vllm.sampling_params import RequestOutputKind
+
+try:  # vLLM >= 0.30 moved the server's building blocks; the old paths warn there
+    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+    from vllm.entrypoints.launchers.app import build_app
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+except ImportError:  # vLLM 0.26 (the GPU host)
+    from vllm.entrypoints.openai.api_server import build_app, init_app_state
+    from vllm.entrypoints.openai.cli_args import make_arg_parser
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+
+@dataclass
+class RequestTally:
+    """What the engine did for one of our requests (one HTTP call; `n` > 1 is several engine requests)."""
+
+    priority: int
+    prompt_param: str = "prompt"
+    max_prompt_tokens: int | None = None
+    max_output_tokens: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    first_token_s: float | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+    # engine request id -> tokens counted so far (for outputs that repeat the whole sequence)
+    _seen: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def observe(self, request_id: str, output: Any, cumulative: bool) -> None:
+        if output.prompt_token_ids is not None:
+            self.prompt_tokens = max(self.prompt_tokens, len(output.prompt_token_ids))
+        for completion in output.outputs:
+            key = (request_id, completion.index)
+            count = len(completion.token_ids)
+            new = count - self._seen.get(key, 0) if cumulative else count
+            self._seen[key] = count if cumulative else self._seen.get(key, 0) + count
+            self.generated_tokens += max(new, 0)
+            if completion.finish_reason is not None and output.finished:
+                self.finish_reasons.append(completion.finish_reason)
+        if self.first_token_s is None and self.generated_tokens:
+            self.first_token_s = time.monotonic() - self.started
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The request's ending when every engine request finished normally, else None."""
+        if not self.finish_reasons or "abort" in self.finish_reasons:
+            return None
+        return self.finish_reasons[-1]
+
+
+CURRENT_TALLY: contextvars.ContextVar[RequestTally | None] = contextvars.ContextVar("llmserve_tally", default=None)
+
+
+def _prompt_length(prompt: Any) -> int | None:
+    ids = getattr(prompt, "prompt_token_ids", None)
+    if ids is None and isinstance(prompt, dict):
+        ids = prompt.get("prompt_token_ids")
+    return None if ids is None else len(ids)
+
+
+def tap_engine(engine: Any) -> None:
+    """Wrap `engine.generate` so each engine request of one of our calls obeys and reports to its tally."""
+    generate = engine.generate
+
+    def tapped(prompt, sampling_params, request_id, *args, **kwargs):
+        tally = CURRENT_TALLY.get()
+        if tally is None:  # a call that is not ours (none today): vLLM's behaviour unchanged
+            return generate(prompt, sampling_params, request_id, *args, **kwargs)
+        prompt_tokens = _prompt_length(prompt)
+        if tally.max_prompt_tokens is not None and prompt_tokens is not None and prompt_tokens > tally.max_prompt_tokens:
+            raise VLLMValidationError(f"the prompt is {prompt_tokens} tokens; this server accepts at most "
+                                      f"{tally.max_prompt_tokens} (http.max_prompt_tokens)",
+                                      parameter=tally.prompt_param, value=prompt_tokens)
+        max_tokens = getattr(sampling_params, "max_tokens", None)
+        if tally.max_output_tokens is not None and max_tokens is not None and max_tokens > tally.max_output_tokens:
+            # A budget named above the cap was refused by the ingress; this is vLLM's default (the rest of
+            # the context), which the cap replaces.
+            sampling_params.max_tokens = tally.max_output_tokens
+        kwargs["priority"] = tally.priority
+        cumulative = getattr(sampling_params, "output_kind", None) != RequestOutputKind.DELTA
+
+        async def observed():
+            async for output in generate(prompt, sampling_params, request_id, *args, **kwargs):
+                tally.observe(request_id, output, cumulative)
+                yield output
+        return observed()
+
+    engine.generate = tapped
+
+
+def server_namespace(engine_args: AsyncEngineArgs, frontend: dict[str, Any]) -> argparse.Namespace:
+    """The arguments `vllm serve` would have parsed: its defaults, then our engine args and the
+    config's frontend options (`server.vllm_frontend`, e.g. `tool_call_parser`)."""
+    parser = make_arg_parser(FlexibleArgumentParser())
+    namespace = parser.parse_args(["--model", engine_args.model])
+    values = {f.name: getattr(engine_args, f.name) for f in dataclasses.fields(engine_args)}
+    if isinstance(values.get("served_model_name"), str):
+        values["served_model_name"] = [values["served_model_name"]]
+    for key, value in {**values, **frontend}.items():
+        setattr(namespace, key, value)
+    return namespace
+
+
+async def build_server_app(engine: Any, namespace: argparse.Namespace) -> Any:
+    """vLLM's FastAPI app with its serving state (chat, completions, models, tokenize, ...) on `engine`."""
+    supported_tasks = await engine.get_supported_tasks()
+    app = build_app(namespace, supported_tasks=supported_tasks, model_config=engine.model_config)
+    kwargs: dict[str, Any] = {}
+    if "supported_tasks" in inspect.signature(init_app_state).parameters:
+        kwargs["supported_tasks"] = supported_tasks
+    await init_app_state(engine, app.state, namespace, **kwargs)
+    # vLLM's engine-error handler flips `should_exit` on the uvicorn server `vllm serve` runs;
+    # here Ray Serve's health check restarts the replica instead, but the attribute must exist.
+    app.state.server = types.SimpleNamespace(should_exit=False)
+    return app
