@@ -1,11 +1,12 @@
 """Pod templates of the RayCluster: head and worker group, with the model volume and /dev/shm.
 
-The head runs Ray's control plane plus the CPU-only deployments (Ingress, Router, Controller), so it
-reads the tokenizer but needs no GPU; workers run the LLMReplica actors and hold the weights.
+The head runs Ray's control plane plus the CPU-only deployments (Ingress, Router, Controller), which
+read no model file (requests are tokenized once, by vLLM on the replica): no GPU and no model volume.
+Workers run the LLMReplica actors and hold the model.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from serve_app.kuberay.settings import ClusterSettings, ModelStorage
 
@@ -14,15 +15,12 @@ WORKER_CONTAINER = "ray-worker"
 MODEL_VOLUME = "model"
 SHM_VOLUME = "shared-mem"  # KubeRay's own name for it, so it does not add a second /dev/shm
 HEALTH_PATH = "/health"
-# Head copies only what the Ingress reads (tokenizer, config); weights stay on the workers.
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 
 
 def init_resources() -> dict[str, Any]:
     """Resources of a model initContainer (a fresh dict each time)."""
     return {"limits": {"cpu": "2", "memory": "2Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}
 
-Role = Literal["head", "worker"]
 
 
 def resources(cpu: str, memory: str, gpus: int = 0, gpu_resource: str = "nvidia.com/gpu") -> dict[str, Any]:
@@ -53,7 +51,7 @@ def model_mount(storage: ModelStorage, *, writable: bool = False) -> dict[str, A
     return mount
 
 
-def model_init_containers(storage: ModelStorage, role: Role, *, app_image: str, shape: str,
+def model_init_containers(storage: ModelStorage, *, app_image: str, shape: str,
                           pull_policy: str) -> list[dict[str, Any]]:
     """initContainers that put the model in place before Ray starts (none for a PVC)."""
     if storage.kind == "pvc":
@@ -66,9 +64,6 @@ def model_init_containers(storage: ModelStorage, role: Role, *, app_image: str, 
     command = ["aws", "s3", "cp", "--recursive", "--only-show-errors"]
     if storage.endpoint_url:
         command += ["--endpoint-url", storage.endpoint_url]
-    if role == "head":
-        for pattern in WEIGHT_PATTERNS:
-            command += ["--exclude", pattern]
     command += [str(storage.uri), storage.mount_path]
     container: dict[str, Any] = {"name": "model-download", "image": storage.download_image,
                                  "imagePullPolicy": pull_policy, "command": command}
@@ -89,9 +84,8 @@ def _pod_spec(container: dict[str, Any], init: list[dict[str, Any]], volumes: li
     return {"spec": spec}
 
 
-def head_template(*, image: str, cluster: ClusterSettings, storage: ModelStorage, model_size: str,
-                  shape: str, port: int) -> dict[str, Any]:
-    """Head pod: no GPU; KubeRay injects its own GCS/raylet probes (see render.py on /health)."""
+def head_template(*, image: str, cluster: ClusterSettings, port: int) -> dict[str, Any]:
+    """Head pod: no GPU, no model; KubeRay injects its own GCS/raylet probes (see render.py on /health)."""
     container = {
         "name": HEAD_CONTAINER,
         "image": image,
@@ -103,11 +97,9 @@ def head_template(*, image: str, cluster: ClusterSettings, storage: ModelStorage
             {"containerPort": port, "name": "serve"},
         ],
         "resources": resources(cluster.head_cpu, cluster.head_memory),
-        "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}, model_mount(storage)],
+        "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
     }
-    init = model_init_containers(storage, "head", app_image=image, shape=shape, pull_policy=cluster.image_pull_policy)
-    volumes = [shm_volume(cluster.head_shm), model_volume(storage, model_size)]
-    return _pod_spec(container, init, volumes, {})
+    return _pod_spec(container, [], [shm_volume(cluster.head_shm)], {})
 
 
 def worker_template(*, image: str, cluster: ClusterSettings, storage: ModelStorage, model_size: str,
@@ -127,8 +119,7 @@ def worker_template(*, image: str, cluster: ClusterSettings, storage: ModelStora
         },
         "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}, model_mount(storage)],
     }
-    init = model_init_containers(storage, "worker", app_image=image, shape=shape,
-                                 pull_policy=cluster.image_pull_policy)
+    init = model_init_containers(storage, app_image=image, shape=shape, pull_policy=cluster.image_pull_policy)
     volumes = [shm_volume(cluster.worker_shm), model_volume(storage, model_size)]
     extra: dict[str, Any] = {}
     if cluster.accelerator == "gpu":

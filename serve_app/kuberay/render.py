@@ -91,8 +91,7 @@ def render_rayservice(config: AppConfig, *, name: str, image: str, namespace: st
                     # Ingress, Router and Controller all ask for 0 CPUs and still run there.
                     "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0",
                                        "object-store-memory": object_store_bytes(cluster.head_shm)},
-                    "template": head_template(image=image, cluster=cluster, storage=model_storage,
-                                              model_size=model_size, shape=synthetic, port=port),
+                    "template": head_template(image=image, cluster=cluster, port=port),
                 },
                 "workerGroupSpecs": [worker_group],
             },
