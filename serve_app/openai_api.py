@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,29 +35,37 @@ class ApiError(Exception):
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
+# What vLLM refuses, so that the published schema does not invite it: empty strings and lists,
+# negative token ids, more than 4 stop strings or 20 logprobs (vLLM's limits).
+Text = Annotated[str, Field(min_length=1)]
+TokenId = Annotated[int, Field(ge=0)]
+MAX_LOGPROBS = 20
+
+
 class _Request(BaseModel):
-    # Every other field `vllm serve` accepts is accepted (logprobs, response_format, tools, penalties, ...).
+    # Every other field `vllm serve` accepts is accepted (response_format, tools, penalties, ...).
     model_config = ConfigDict(extra="allow")
 
     model: str
-    max_tokens: int | None = Field(None, description="Tokens to generate; default: the rest of the context.")
+    max_tokens: int | None = Field(None, ge=1, description="Tokens to generate; default: the rest of the context.")
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    n: int = Field(1, ge=1, description="Choices to generate.")
+    n: int = Field(1, ge=1, description="Choices to generate (more than one needs sampling, temperature > 0).")
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    stop: str | list[str] | None = None
+    stop: Text | Annotated[list[Text], Field(max_length=4)] | None = None
     seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
     priority: str | None = Field(None, description="Priority class (ours, not vLLM's integer); overrides the "
                                  "x-priority header.")
 
 
 class CompletionRequest(_Request):
-    prompt: str | list[int] | list[str] | list[list[int]]
+    prompt: (Text | Annotated[list[TokenId], Field(min_length=1)] | Annotated[list[Text], Field(min_length=1)]
+             | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1)])
     echo: bool = False
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     # OpenAI's legacy default for completions is 16 tokens.
-    max_tokens: int | None = 16
+    max_tokens: int | None = Field(16, ge=1)
 
 
 class ChatMessage(BaseModel):
@@ -68,9 +76,9 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = None
+    max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
 
 
 # Characters per token for the router's cost estimate before the replica tokenizes (English text and

@@ -26,6 +26,7 @@ ERROR_DESCRIPTIONS = {
     401: "Missing or unknown API key.",
     403: "Priority class above the caller's ceiling.",
     404: "Unknown model.",
+    405: "Method not allowed on this route.",
     413: "Request body larger than `http.max_body_bytes`.",
     429: "Rate limit or predicted queue wait past the class's deadline; see Retry-After.",
     503: "Queue deadline passed or replica failure; see Retry-After.",

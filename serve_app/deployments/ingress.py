@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import uuid
+from http import HTTPStatus
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -30,7 +31,7 @@ from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
 from serve_app.delivery import Batch, Inbox
 from serve_app.generation import GenerationRequest, ResponsePart, merge_parts
 from serve_app.openai_api import ApiError, RequestPeek
-from serve_app.openapi_schema import CHAT_COMPLETION_SCHEMA, COMPLETION_SCHEMA, generation_route
+from serve_app.openapi_schema import CHAT_COMPLETION_SCHEMA, COMPLETION_SCHEMA, error_responses, generation_route
 from serve_app.policy.api_keys import AuthenticationFailed, Caller, bearer_token
 from serve_app.policy.recent_latency import RecentLatencies
 from serve_app.policy.replica_choice import prefix_key_of
@@ -129,6 +130,17 @@ FORWARDED_RESPONSE_HEADERS = {"content-type"}
 FORWARDED_REQUEST_HEADERS = {"content-type", "accept"}
 GENERATION_ROUTES = ("/v1/completions", "/v1/chat/completions", "/v1/responses")
 PASSTHROUGH_TIMEOUT_S = 10.0
+
+
+def _openai_error_shape(body: bytes, status: int) -> bytes:
+    """vLLM's app answers a few errors in FastAPI's `{"detail": ...}` (a body it cannot parse): in
+    OpenAI's shape, as vLLM's own handler words its others."""
+    if status < 400 or not body.startswith(b'{"detail"'):
+        return body
+    detail = json.loads(body)["detail"]
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    return json.dumps(api.error_body(detail if isinstance(detail, str) else json.dumps(detail), phrase,
+                                     code=status)).encode()
 
 
 def _route_path(http_request: Request) -> str:
@@ -305,7 +317,7 @@ class Ingress:
             body.append(part.body)
             last = part
         span.completion_tokens = last.generated_tokens
-        return Response(b"".join(body), status_code=status, headers=headers)
+        return Response(_openai_error_shape(b"".join(body), status), status_code=status, headers=headers)
 
     async def _passthrough(self, http_request: Request, path: str | None = None) -> Response:
         """A route of vLLM's app that generates nothing, answered by any ready replica (no queue)."""
@@ -318,16 +330,16 @@ class Ingress:
             raise ApiError(503, f"no model replica answered ({type(answer).__name__}); replicas may be starting",
                            error_type="server_error", code="no_replica", headers={"Retry-After": "5"})
         status, response_headers, response_body = answer
-        return Response(response_body, status_code=status, headers={
+        return Response(_openai_error_shape(response_body, status), status_code=status, headers={
             n: v for n, v in response_headers if n.lower() in FORWARDED_RESPONSE_HEADERS})
 
-    @http_app.get("/v1/models")
+    @http_app.get("/v1/models", responses=error_responses(401, 503))
     async def models(self, http_request: Request):
         """The served model as vLLM lists it (`max_model_len`, `root`, permissions)."""
         self._caller(http_request)
         return await self._passthrough(http_request, "/v1/models")
 
-    @http_app.get("/v1/models/{model_id:path}")
+    @http_app.get("/v1/models/{model_id:path}", responses=error_responses(401, 404, 503))
     async def model(self, model_id: str, http_request: Request):
         """One model by id (OpenAI's `models.retrieve`; `vllm serve` has no such route)."""
         listing = await self.models(http_request)
@@ -349,7 +361,7 @@ class Ingress:
         self._caller(http_request)
         return await self._passthrough(http_request)
 
-    @http_app.get("/version")
+    @http_app.get("/version", responses=error_responses(503))
     async def version(self, http_request: Request):
         """vLLM's version on the replicas."""
         return await self._passthrough(http_request)

@@ -39,13 +39,14 @@ def _bound_generation(body: object, max_output_tokens: int) -> None:
 
 @pytest.fixture(scope="module")
 def api_schema(base_url, app_config):
-    """The app's published schema, with `model` and `priority` narrowed to what this app serves, so that
+    """The app's published schema, with `model`, `priority` and `n` narrowed to what this app serves, so that
     valid cases get past the model and class checks and reach the router and the engine; invalid ones
     (negative mode) still try other models and classes."""
     spec = httpx.get(f"{base_url}/openapi.json", timeout=30).raise_for_status().json()
     for path in ("/v1/completions", "/v1/chat/completions"):
         body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
         body["properties"]["model"] = {"type": "string", "enum": [app_config.model.served_name]}
+        body["properties"]["n"] = {"const": 1}  # vLLM refuses several choices when sampling greedily
         body["properties"]["priority"] = {"anyOf": [{"type": "string", "enum": [c.name for c in
                                                                                 app_config.priority_classes]},
                                                     {"type": "null"}]}
