@@ -97,9 +97,9 @@ class PriorityClassSettings(_Strict):
     tpot_slo_s: float = Field(gt=0, description="Time-per-output-token target, seconds.")
     queue_deadline_s: float = Field(gt=0, description="Longest a request of this class may wait in the router queue.")
     stream_coalesce_s: float = Field(
-        0.0, ge=0, le=5, description="After the first token, hold a stream's tokens up to this long and send them "
-        "as one SSE event: far fewer events through Ray Serve's HTTP proxy under load, coarser streaming for the "
-        "client. 0: every engine step's tokens as they come. Suits classes whose TPOT SLO is loose (batch).",
+        0.0, ge=0, le=5, description="After the first token, hold a stream's events up to this long and send them "
+        "as one write: far fewer messages through Ray Serve's HTTP proxy under load, coarser streaming for the "
+        "client. 0: every engine step's events as they come. Suits classes whose TPOT SLO is loose (batch).",
     )
 
 
