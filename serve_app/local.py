@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
@@ -63,8 +63,11 @@ def direct_ingress_env(first_port: int) -> dict[str, str]:
             "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(first_port + DIRECT_INGRESS_PORT_SPAN)}
 
 
+HealthProbe = Callable[[httpx.Response, float], None]
+
+
 def deploy_side_app(config: AppConfig, name: str, *, engine_overrides: dict[str, Any] | None = None,
-                    ready_timeout_s: float = 600) -> str:
+                    ready_timeout_s: float = 600, on_health: HealthProbe | None = None) -> str:
     """Deploy a second application beside the main one (on the running local Ray Serve) under
     `/<name>`; tests that kill or scale replicas use one so the shared app stays untouched.
     Returns its base URL; `delete_side_app(name)` removes it."""
@@ -75,7 +78,7 @@ def deploy_side_app(config: AppConfig, name: str, *, engine_overrides: dict[str,
     prepare_model(config)
     serve.run(build_app(config, engine_overrides), name=name, route_prefix=f"/{name}", blocking=False)
     base_url = f"http://{config.http.host}:{config.http.port}/{name}"
-    wait_until_ready(base_url, ready_timeout_s)
+    wait_until_ready(base_url, ready_timeout_s, on_health)
     return base_url
 
 
@@ -85,12 +88,16 @@ def delete_side_app(name: str) -> None:
     serve.delete(name, _blocking=True)
 
 
-def wait_until_ready(base_url: str, timeout_s: float) -> None:
+def wait_until_ready(base_url: str, timeout_s: float, on_health: HealthProbe | None = None) -> None:
+    """Poll /health until 200; `on_health` sees each answer and how long it took."""
     deadline = time.monotonic() + timeout_s
     last_error = "no answer yet"
     while time.monotonic() < deadline:
         try:
+            asked = time.monotonic()
             response = httpx.get(f"{base_url}/health", timeout=30)
+            if on_health is not None:
+                on_health(response, time.monotonic() - asked)
             if response.status_code == 200:
                 return
             last_error = f"{response.status_code} {response.text[:200]}"

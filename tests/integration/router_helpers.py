@@ -26,12 +26,13 @@ def wait_until_idle(base_url: str, timeout_s: float = 120) -> dict:
     raise AssertionError(f"router still busy after {timeout_s}s: {stats}")
 
 
-def fresh_side_app(app_config, name: str):
+def fresh_side_app(app_config, name: str, on_health=None):
     """Deploy the test config again as side app `name` (fresh windows and admission state), yield its
-    URL once its router sees a replica, delete it after."""
+    URL once its router sees a replica, delete it after. `on_health` sees each /health answer while
+    it starts (see `serve_app.local.wait_until_ready`)."""
     from serve_app.local import delete_side_app, deploy_side_app
 
-    url = deploy_side_app(app_config, name)
+    url = deploy_side_app(app_config, name, on_health=on_health)
     deadline = time.monotonic() + 600
     while not router_stats(url)["replicas"]:
         assert time.monotonic() < deadline, f"the {name} app's router never saw its replica"

@@ -56,12 +56,22 @@ def fidelity_config(app_config: AppConfig) -> AppConfig:
 
 
 @pytest.fixture(scope="module")
-def ours_url(app_config, base_url):  # base_url: the shared app runs Ray Serve on its HTTP port
+def health_while_starting() -> list[tuple[int, dict | None, float]]:
+    """(status, our JSON body or None, seconds to answer) of each /health asked while the app started."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def ours_url(app_config, base_url, health_while_starting):  # base_url: the shared app runs Ray Serve
     from router_helpers import fresh_side_app
 
     if os.environ.get("LLMSERVE_TEST_URL"):
         pytest.skip("deploys a side app on the Ray cluster this session started")
-    yield from fresh_side_app(fidelity_config(app_config), FIDELITY_APP)
+
+    def record(response, seconds: float) -> None:
+        ours = response.headers.get("content-type", "").startswith("application/json") and "status" in response.text
+        health_while_starting.append((response.status_code, response.json() if ours else None, seconds))
+    yield from fresh_side_app(fidelity_config(app_config), FIDELITY_APP, on_health=record)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +85,17 @@ def reference_url(app_config, tmp_path_factory):
         (server, ready_s), = started
         print(f"vllm serve at {server.url} healthy {ready_s:.0f}s after launch (log {server.log_path})")
         yield server.url
+
+
+def test_health_answers_503_at_once_while_the_engine_starts(ours_url, health_while_starting):
+    """Before the ingress is up Ray's proxy answers for it; from then on ours says why it is not ready,
+    within the 2 s probe deadline (never waiting on the starting engine), until the first 200."""
+    answered_by_us = [(status, body, seconds) for status, body, seconds in health_while_starting if body]
+    assert answered_by_us[-1][0] == 200
+    not_ready = [(body, seconds) for status, body, seconds in answered_by_us if status == 503]
+    assert not_ready, f"the engine was never seen starting: {health_while_starting}"
+    assert all(body["status"] == "unhealthy" and body["error"] for body, _ in not_ready)
+    assert max(seconds for _, _, seconds in answered_by_us) < 5
 
 
 def test_every_case_matches_vllm_serve(ours_url, reference_url, model_name):
