@@ -121,9 +121,10 @@ class RouterSettings(_Strict):
         "`aimd`: additive increase / multiplicative decrease (with slow start); `fixed_ratio`: x1.5 under 0.8 x "
         "target, x0.7 over target.",
     )
-    window_tuning: dict[str, Any] = Field(
-        default_factory=lambda: {"slow_start": True},
-        description="Keyword arguments of the window controller (e.g. beta, increase_every, cooldown_s).",
+    window_tuning: dict[str, Any] | None = Field(
+        None, description="Keyword arguments of the window controller (e.g. beta, increase_every, cooldown_s); "
+        "checked against the chosen controller when the config loads. Empty: `aimd` with slow start, or the "
+        "controller's own defaults.",
     )
     initial_window: int | None = Field(
         None, ge=1, description="A new replica's window before any feedback; empty: its memory-derived cap "
@@ -150,11 +151,31 @@ class RouterSettings(_Strict):
     affinity_load_bound: float = Field(1.25, ge=1)
     stale_replica_s: float = Field(10.0, gt=0, description="A replica silent this long is no longer routed to.")
 
+    @model_validator(mode="after")
+    def _tuning_fits_the_controller(self) -> RouterSettings:
+        """A knob the controller does not take would fail inside the router's refresh loop, after start."""
+        import inspect
+
+        from serve_app.policy.window_controller import WINDOW_CONTROLLERS
+
+        parameters = inspect.signature(WINDOW_CONTROLLERS[self.window_controller]).parameters
+        knobs = sorted(name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY)
+        unknown = sorted(set(self.tuning()) - set(knobs))
+        if unknown:
+            raise ValueError(f"window_tuning {unknown} are not knobs of the {self.window_controller!r} window "
+                             f"controller; it takes {knobs}")
+        return self
+
+    def tuning(self) -> dict[str, Any]:
+        if self.window_tuning is None:
+            return {"slow_start": True} if self.window_controller == "aimd" else {}
+        return dict(self.window_tuning)
+
     def policy(self) -> RouterPolicy:
         from serve_app.policy.router_core import RouterPolicy
 
         return RouterPolicy(
-            window_controller=self.window_controller, window_tuning=dict(self.window_tuning),
+            window_controller=self.window_controller, window_tuning=self.tuning(),
             initial_window=self.initial_window, max_queue_size=self.max_queue_size,
             aging_interval_s=self.aging_interval_s, initial_service_rate_rps=self.initial_service_rate_rps,
             admission_warmup_completions=self.admission_warmup_completions,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.config import ConfigError, ModelSettings, load_config
+from serve_app.config import ConfigError, ModelSettings, load_config, parse_config
 from serve_app.synthetic_model import SHAPES
 
 CLASSES = """
@@ -125,3 +125,13 @@ def test_resolved_path_prefers_explicit_path(tmp_path):
     assert explicit.resolved_path() == Path("/models/llama")
     generated = ModelSettings(cache_dir=str(tmp_path), synthetic_shape="llama3-8b")
     assert generated.resolved_path() == tmp_path / "llama3-8b"
+
+
+def test_window_tuning_is_checked_against_the_chosen_controller():
+    """Once a valid-looking config that stopped routing: the default tuning (slow start) made the
+    fixed-ratio controller raise TypeError inside the router's refresh loop, after start."""
+    fixed = parse_config({"router": {"window_controller": "fixed_ratio"}})
+    assert fixed.router.policy().window_tuning == {}
+    assert parse_config({}).router.policy().window_tuning == {"slow_start": True}
+    with pytest.raises(ConfigError, match=r"\['slow_start'\] are not knobs of the 'fixed_ratio'"):
+        parse_config({"router": {"window_controller": "fixed_ratio", "window_tuning": {"slow_start": True}}})
