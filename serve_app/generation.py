@@ -49,6 +49,9 @@ class ResponsePart:
     done: bool = False
     # Tokens the engine had generated for this request when the part was sent (TTFT, TPOT, usage).
     generated_tokens: int = 0
+    # How long before this part was sent the engine made the request's first token: a response that
+    # is not streamed arrives whole, and its time to first token is known only where it was made.
+    since_first_token_s: float | None = None
     # Set on the part that ends a response the replica could not finish.
     error: str | None = None
 
@@ -75,5 +78,7 @@ def merge_parts(first: ResponsePart, *rest: ResponsePart) -> ResponsePart:
     return ResponsePart(
         body=first.body + b"".join(part.body for part in rest), status=first.status, headers=first.headers,
         done=last.done, generated_tokens=max(part.generated_tokens for part in (first, *rest)),
+        since_first_token_s=next((p.since_first_token_s for p in (*reversed(rest), first)
+                                  if p.since_first_token_s is not None), None),
         error=next((part.error for part in rest if part.error), first.error),
     )

@@ -43,6 +43,7 @@ class RequestTally:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     first_token_s: float | None = None
+    first_token_at: float | None = None  # time.monotonic() of the first token
     finish_reasons: list[str] = field(default_factory=list)
     # engine request id -> tokens counted so far (for outputs that repeat the whole sequence)
     _seen: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -59,7 +60,8 @@ class RequestTally:
             if completion.finish_reason is not None and output.finished:
                 self.finish_reasons.append(completion.finish_reason)
         if self.first_token_s is None and self.generated_tokens:
-            self.first_token_s = time.monotonic() - self.started
+            self.first_token_at = time.monotonic()
+            self.first_token_s = self.first_token_at - self.started
 
     @property
     def finish_reason(self) -> str | None:

@@ -448,12 +448,15 @@ class Ingress:
                         part = merge_parts(part, *_drain(queue))
                         if not received_any:
                             self._door.router_admitted(gen.priority_class)
-                        if streamed and span.first_token_at is None and part.generated_tokens:
-                            self._first_token(span)
+                        if span.first_token_at is None and part.generated_tokens:
+                            # Streamed: when it reached us; whole: when the engine made it.
+                            self._first_token(span, 0.0 if streamed else part.since_first_token_s or 0.0)
                         received_any = True
-                        finished = part.done
+                        # A client may leave once it has `[DONE]`, before the empty last part arrives:
+                        # that response is complete, and its call must not be cancelled.
+                        finished = part.done or part.body.rstrip().endswith(b"data: [DONE]")
                         yield part
-                        if finished:
+                        if part.done:
                             return
                         continue
                     error = dispatched.exception()
@@ -486,8 +489,8 @@ class Ingress:
                         call.cancel()
                     dispatched.add_done_callback(_consume_outcome)
 
-    def _first_token(self, span: RequestSpan) -> None:
-        ttft = span.first_token()
+    def _first_token(self, span: RequestSpan, ago_s: float = 0.0) -> None:
+        ttft = span.first_token(ago_s)
         if ttft is None:
             return
         self._recent_ttft.add(span.priority_class, time.monotonic(), ttft)

@@ -201,14 +201,22 @@ class LLMReplica:
             nonlocal last_seq
             if "sent" not in start:  # the status goes with the first bytes: a stream's begin with its first token
                 part.status, part.headers, start["sent"] = start.get("status", 500), start.get("headers", []), True
+            if tally.first_token_at is not None:
+                part.since_first_token_s = time.monotonic() - tally.first_token_at
             if summary.ttft_s is None and part.generated_tokens:
                 summary.ttft_s = tally.first_token_s
-                span.first_token()
+                span.first_token(part.since_first_token_s or 0.0)
             last_seq = self._outbox.put(reply_to, request.request_id, part)
 
         def on_body(body: bytes, more: bool) -> None:
-            if body or not more:
-                send(ResponsePart(body, done=not more, generated_tokens=tally.generated_tokens))
+            if start.get("done"):
+                return
+            # A stream is complete at its `[DONE]` event; the empty last message that follows must not
+            # be what the ingress waits for, or a client that leaves at `[DONE]` cancels a served request.
+            done = not more or body.rstrip().endswith(b"data: [DONE]")
+            if body or done:
+                start["done"] = done
+                send(ResponsePart(body, done=done, generated_tokens=tally.generated_tokens))
 
         started = time.monotonic()
         call = HttpCall("POST", request.path, [*request.headers, ("x-request-id", request.request_id)], request.body)

@@ -19,19 +19,19 @@ if TYPE_CHECKING:
 class RequestLimits:
     context_tokens: int  # the model's context: prompt + output tokens
     max_prompt_tokens: int
-    max_output_tokens: int
+    max_output_tokens: int | None  # None: not configured, vLLM alone judges the budget
     max_messages: int
     max_stop_sequences: int
 
     @classmethod
     def from_config(cls, config: AppConfig) -> RequestLimits:
-        """Limits from `http.*`; an empty token limit means the model's context."""
+        """Limits from `http.*`; an empty prompt limit is the model's context, an empty output cap is none."""
         context = config.engine.max_model_len
         http = config.http
         return cls(
             context_tokens=context,
             max_prompt_tokens=min(http.max_prompt_tokens or context, context - 1),
-            max_output_tokens=min(http.max_output_tokens or context, context),
+            max_output_tokens=min(http.max_output_tokens, context) if http.max_output_tokens else None,
             max_messages=http.max_messages,
             max_stop_sequences=http.max_stop_sequences,
         )
@@ -48,6 +48,7 @@ class RequestLimits:
     def check_output_budget(self, field: str | None, requested: int | None) -> None:
         """A named output budget within `http.max_output_tokens` (vLLM judges it against the context;
         an unnamed one is capped on the replica)."""
-        if field is not None and requested is not None and requested > self.max_output_tokens:
+        if (self.max_output_tokens is not None and field is not None and requested is not None
+                and requested > self.max_output_tokens):
             raise ApiError(400, f"{field}={requested} is above this server's limit of {self.max_output_tokens}",
                            param=field, code="max_tokens_too_large")

@@ -115,12 +115,12 @@ class RequestSpan:
         self.span.set_attributes({key.replace("__", "."): value for key, value in attributes.items()
                                   if value is not None})
 
-    def first_token(self) -> float | None:
-        """Mark the first token (once); returns the time to it in seconds."""
+    def first_token(self, ago_s: float = 0.0) -> float | None:
+        """Mark the first token (once), `ago_s` seconds before now; returns the time to it in seconds."""
         if self.first_token_at is not None:
             return None
-        self.first_token_at = time.monotonic()
-        self.span.add_event("first_token")
+        self.first_token_at = time.monotonic() - ago_s
+        self.span.add_event("first_token", timestamp=time.time_ns() - int(ago_s * 1e9))
         return self.first_token_at - self.started
 
     def fail(self, description: str, **attributes: Any) -> None:

@@ -47,7 +47,8 @@ def test_one_trace_spans_ingress_router_queue_dispatch_and_engine(base_url, mode
         assert response.status_code == 200
         for line in response.iter_lines():
             if line.startswith("data: {") and request_id is None:
-                request_id = re.search(r'"id": "([^"]+)"', line).group(1)
+                # vLLM's app names the response after our request id: `cmpl-<id>`.
+                request_id = re.search(r'"id":\s*"cmpl-([^"]+)"', line).group(1)
     spans = _trace_spans(request_id)
     root, queued, dispatch, engine = (spans[name] for name in
                                       ("ingress.request", "router.queue_wait", "router.dispatch", "engine.generate"))
@@ -61,7 +62,8 @@ def test_one_trace_spans_ingress_router_queue_dispatch_and_engine(base_url, mode
     assert queued["attributes"]["llm.replica"] == dispatch["attributes"]["llm.replica"] == engine["attributes"]["llm.replica"]
     assert engine["attributes"]["llm.completion_tokens"] == 6
     assert engine["attributes"]["llm.finish_reason"] == "length"
-    assert engine["attributes"]["llm.prompt_tokens"] == root["attributes"]["llm.prompt_tokens"]
+    # The prompt is tokenized once, on the replica; the ingress only estimates its size for the router.
+    assert engine["attributes"]["llm.prompt_tokens"] > 0 and root["attributes"]["llm.estimated_prompt_tokens"] > 0
     assert [e["name"] for e in root["events"]] == ["first_token"]
     assert [e["name"] for e in engine["events"]] == ["first_token"]
     # Nesting in time: the queue wait ends before dispatch starts, the engine runs inside the dispatch.

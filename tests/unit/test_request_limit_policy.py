@@ -22,11 +22,13 @@ def error_of(call) -> ApiError:
 def test_defaults_are_the_context():
     default = limits()
     assert default.max_prompt_tokens == 99  # one token is left for the output
-    assert default.max_output_tokens == 100
+    assert default.max_output_tokens is None  # vLLM alone judges a budget against the context
+    default.check_output_budget("max_tokens", 10_000)
 
 
 def test_configured_limits_above_the_context_are_the_context():
-    assert limits(max_prompt_tokens=500, max_output_tokens=500) == limits()
+    assert limits(max_prompt_tokens=500).max_prompt_tokens == limits().max_prompt_tokens
+    assert limits(max_output_tokens=500).max_output_tokens == 100
 
 
 def test_output_budget_boundary_names_the_field():
