@@ -8,6 +8,7 @@ here, so every field behaves exactly as in `vllm serve`, and this process needs 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import gc
 import json
@@ -434,7 +435,9 @@ class Ingress:
             # still be running, and its parts must not land in the next attempt's stream.
             sent = gen if attempt == 1 else dataclasses.replace(gen, request_id=f"{gen.request_id}.{attempt}")
             queue = self._inbox.open(sent.request_id)
-            call = self._router_handle.submit.remote(sent, self._replica_id)
+            # Outside the HTTP request's context: Ray Serve would cancel the call when the client leaves,
+            # also a client that leaves at `[DONE]` of a served request. Cancelling is ours (below).
+            call = contextvars.Context().run(self._router_handle.submit.remote, sent, self._replica_id)
             dispatched = asyncio.ensure_future(resolve(call))
             received_any = finished = False
             try:
