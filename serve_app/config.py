@@ -246,8 +246,8 @@ class HttpSettings(_Strict):
     max_stop_sequences: int = Field(16, gt=0, description="Most `stop` strings in one request; more: 400 (vLLM itself "
                                     "may allow fewer).")
     ingress_replicas: int = Field(
-        1, ge=1, description="Ingress (HTTP/OpenAI) replicas (processes). More spread parsing, tokenizing and "
-        "event writing over cores, but every event still passes Ray Serve's one HTTP proxy per node: on one "
+        1, ge=1, description="Ingress (HTTP/OpenAI) replicas (processes). More spread request handling and "
+        "response writing over cores, but every event still passes Ray Serve's one HTTP proxy per node: on one "
         "H100 node four replicas overloaded it (benchmarks/results/priority_h100).",
     )
     direct_ingress_port: int | None = Field(

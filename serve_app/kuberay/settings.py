@@ -19,7 +19,7 @@ class _Strict(BaseModel):
 
 
 class ModelStorage(_Strict):
-    """Where the model's files come from inside the pods (head: tokenizer; workers: weights)."""
+    """Where the model's files come from inside the worker pods (the head reads none)."""
 
     kind: Literal["pvc", "object_store", "synthetic"] = Field(
         description="`pvc`: a PersistentVolumeClaim mounted read-only (ReadOnlyMany across nodes); "
@@ -73,7 +73,7 @@ class ClusterSettings(_Strict):
         default_factory=_default_tolerations, description="Worker tolerations (gpu only)."
     )
     head_cpu: str = Field("4", description="Head CPU request = limit (GCS, dashboard, Serve controller, "
-                          "proxy, Ingress tokenization, Router).")
+                          "proxy, Ingress, Router).")
     head_memory: str = Field("16Gi", description="Head memory request = limit.")
     head_shm: str = Field("2Gi", description="Head /dev/shm (object store) size.")
     worker_shm: str = Field("8Gi", description="Worker /dev/shm size: Ray object store + torch IPC.")
