@@ -29,9 +29,10 @@ BURST_REQUESTS = 300
 BURST_SECONDS = 12.0
 BURST_MAX_TOKENS = 480
 REFUSAL_P99_BOUND_S = 0.1  # from the request reaching our ingress to its 429
-# Seen by the client on a 2-core machine: Ray Serve's HTTP proxy and the CPU the served requests
-# take add 20-80 ms (client p99 74-129 ms in six runs while the ingress's stayed under 60 ms).
-CLIENT_P99_GUARD_S = 0.25
+# The goal as the client sees it, through Ray Serve's HTTP proxy on a 2-core machine: client p99 36,
+# 54 and 38 ms in three runs since a response that is not streamed crosses as one delivery (74-129 ms
+# when every token of the 40 served requests was its own delivery, competing for the same two cores).
+CLIENT_P99_BOUND_S = 0.1
 
 
 def test_a_burst_far_beyond_capacity_is_refused_at_once_and_nothing_hangs(burst_url, model_name):
@@ -83,7 +84,7 @@ def test_a_burst_far_beyond_capacity_is_refused_at_once_and_nothing_hangs(burst_
     assert all(o.error_code == "overloaded" for o in outcomes if o.status == 429)
     assert len(at_ingress["all"]) == len(to_429)
     assert ingress_p99 < REFUSAL_P99_BOUND_S, f"p99 time to a 429 in the ingress was {_ms(ingress_p99)}"
-    assert client_p99 < CLIENT_P99_GUARD_S, f"p99 time to a 429 at the client was {_ms(client_p99)}"
+    assert client_p99 < CLIENT_P99_BOUND_S, f"p99 time to a 429 at the client was {_ms(client_p99)}"
     # The router counted every refusal, those its ingress answered at the door included.
     deadline = time.monotonic() + 10
     while True:
