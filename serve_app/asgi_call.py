@@ -10,7 +10,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-Headers = list[tuple[str, str]]
+from serve_app.generation import Headers
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
+        return error_body(self.message, self.error_type, self.code, self.param)
 
 
 # vLLM seeds a torch generator per request: a seed outside int64 fails inside the engine.
@@ -95,13 +95,18 @@ class RequestPeek:
     priority: str | None = None
     stream: bool = False
     estimated_prompt_tokens: int = 0
-    max_new_tokens: int | None = None
-    # The field that names the output budget and its value, as sent.
+    # The field that names the output budget and its value, as sent; choices per request (n, best_of).
     budget_field: str | None = None
     budget: int | None = None
+    choices: int = 1
     prompt_head: str = ""
     num_messages: int | None = None
     num_stop: int = 0
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        """Tokens the request may generate, all choices together (None: no budget named)."""
+        return None if self.budget is None else self.budget * self.choices
 
 
 def _text_of(value: Any) -> str:
@@ -158,8 +163,7 @@ def peek_request(raw: bytes) -> RequestPeek:
     messages = body.get("messages")
     return RequestPeek(
         body=raw, priority=priority, stream=body.get("stream") is True, estimated_prompt_tokens=prompt_tokens,
-        max_new_tokens=None if max_new is None else max_new * choices, budget_field=budget_field,
-        budget=max_new, prompt_head=text[:256],
+        budget_field=budget_field, budget=max_new, choices=choices, prompt_head=text[:256],
         num_messages=len(messages) if isinstance(messages, list) else None,
         num_stop=len(stop) if isinstance(stop, list) else int(bool(stop)),
     )

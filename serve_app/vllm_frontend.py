@@ -45,7 +45,7 @@ class RequestTally:
     first_token_s: float | None = None
     first_token_at: float | None = None  # time.monotonic() of the first token
     finish_reasons: list[str] = field(default_factory=list)
-    # engine request id -> tokens counted so far (for outputs that repeat the whole sequence)
+    # (engine request id, choice index) -> tokens counted so far (outputs may repeat the whole sequence)
     _seen: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def observe(self, request_id: str, output: Any, cumulative: bool) -> None:

@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from http import HTTPStatus
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -129,7 +129,6 @@ def _stream_error(message: str) -> bytes:
 FORWARDED_RESPONSE_HEADERS = {"content-type"}
 # Of the client's headers, those vLLM's app reads (the request id is ours, set by the replica).
 FORWARDED_REQUEST_HEADERS = {"content-type", "accept"}
-GENERATION_ROUTES = ("/v1/completions", "/v1/chat/completions", "/v1/responses")
 PASSTHROUGH_TIMEOUT_S = 10.0
 
 
@@ -139,7 +138,10 @@ def _openai_error_shape(body: bytes, status: int) -> bytes:
     if status < 400 or not body.startswith(b'{"detail"'):
         return body
     detail = json.loads(body)["detail"]
-    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
     return json.dumps(api.error_body(detail if isinstance(detail, str) else json.dumps(detail), phrase,
                                      code=status)).encode()
 
@@ -149,8 +151,9 @@ def _route_path(http_request: Request) -> str:
     return http_request.scope["route"].path
 
 
-def _response_headers(part: ResponsePart) -> dict[str, str]:
-    return {name: value for name, value in (part.headers or []) if name.lower() in FORWARDED_RESPONSE_HEADERS}
+def _kept(headers: Iterable[tuple[str, str]] | None, names: set[str]) -> list[tuple[str, str]]:
+    """The headers among `names` (case-insensitive), forwarded to or from vLLM's app."""
+    return [(name, value) for name, value in headers or () if name.lower() in names]
 
 
 @http_app.exception_handler(Exception)
@@ -169,7 +172,6 @@ class Ingress:
         self._replica_id = serve.get_replica_context().replica_id.unique_id
         self._replicas = replicas
         self._controller = controller
-        self._model_name = self._config.model.served_name
         self._max_model_len = self._config.engine.max_model_len
         self._limits = RequestLimits.from_config(self._config)
         self._classes = self._config.policy_classes()
@@ -236,10 +238,9 @@ class Ingress:
         max_new = peek.max_new_tokens or max(self._max_model_len - prompt_tokens, 1)
         span.set(llm__request_id=request_id, llm__priority_class=class_name, llm__caller=caller.name,
                  llm__estimated_prompt_tokens=prompt_tokens, llm__max_tokens=max_new, llm__stream=peek.stream)
-        headers = [(name, value) for name, value in http_request.headers.items()
-                   if name.lower() in FORWARDED_REQUEST_HEADERS]
         return GenerationRequest(
-            request_id=request_id, path=path, body=peek.body, headers=headers, priority_class=class_name,
+            request_id=request_id, path=path, body=peek.body,
+            headers=_kept(http_request.headers.items(), FORWARDED_REQUEST_HEADERS), priority_class=class_name,
             priority_rank=rank, estimated_prompt_tokens=prompt_tokens, max_new_tokens=max_new,
             prefix_key=prefix_key_of(peek.prompt_head) if peek.prompt_head else None,
             arrival_time=time.time(), caller=caller.name, trace_context=span.carrier(),
@@ -305,7 +306,7 @@ class Ingress:
         if first.error:
             await parts.aclose()
             raise ApiError(503, first.error, error_type="server_error", code="replica_failed")
-        headers = _response_headers(first)
+        headers = dict(_kept(first.headers, FORWARDED_RESPONSE_HEADERS))
         status = first.status or 200
         if not first.done and status == 200 and headers.get("content-type", "").startswith("text/event-stream"):
             return StreamingResponse(self._stream(gen, first, parts, span), status_code=status,
@@ -322,7 +323,7 @@ class Ingress:
 
     async def _passthrough(self, http_request: Request, path: str | None = None) -> Response:
         """A route of vLLM's app that generates nothing, answered by any ready replica (no queue)."""
-        headers = [(n, v) for n, v in http_request.headers.items() if n.lower() in FORWARDED_REQUEST_HEADERS]
+        headers = _kept(http_request.headers.items(), FORWARDED_REQUEST_HEADERS)
         body = await _raw_body(http_request, self._config.http.max_body_bytes) if http_request.method == "POST" else b""
         answer = await answer_within(self._replicas.serve_http.remote(
             http_request.method, path or _route_path(http_request), headers, body, http_request.url.query),
@@ -331,8 +332,8 @@ class Ingress:
             raise ApiError(503, f"no model replica answered ({type(answer).__name__}); replicas may be starting",
                            error_type="server_error", code="no_replica", headers={"Retry-After": "5"})
         status, response_headers, response_body = answer
-        return Response(_openai_error_shape(response_body, status), status_code=status, headers={
-            n: v for n, v in response_headers if n.lower() in FORWARDED_RESPONSE_HEADERS})
+        return Response(_openai_error_shape(response_body, status), status_code=status,
+                        headers=dict(_kept(response_headers, FORWARDED_RESPONSE_HEADERS)))
 
     @http_app.get("/v1/models", responses=error_responses(401, 503))
     async def models(self, http_request: Request):
@@ -455,11 +456,9 @@ class Ingress:
                             # Streamed: when it reached us; whole: when the engine made it.
                             self._first_token(span, 0.0 if streamed else part.since_first_token_s or 0.0)
                         received_any = True
-                        # A client may leave once it has `[DONE]`, before the empty last part arrives:
-                        # that response is complete, and its call must not be cancelled.
-                        finished = part.done or part.body.rstrip().endswith(b"data: [DONE]")
+                        finished = part.done
                         yield part
-                        if part.done:
+                        if finished:
                             return
                         continue
                     error = dispatched.exception()

@@ -203,9 +203,7 @@ class LLMReplica:
                 part.status, part.headers, start["sent"] = start.get("status", 500), start.get("headers", []), True
             if tally.first_token_at is not None:
                 part.since_first_token_s = time.monotonic() - tally.first_token_at
-            if summary.ttft_s is None and part.generated_tokens:
-                summary.ttft_s = tally.first_token_s
-                span.first_token(part.since_first_token_s or 0.0)
+                span.first_token(part.since_first_token_s)  # once; later calls do nothing
             last_seq = self._outbox.put(reply_to, request.request_id, part)
 
         def on_body(body: bytes, more: bool) -> None:
@@ -232,7 +230,7 @@ class LLMReplica:
             await self._outbox.wait_sent(reply_to, last_seq)
         finally:
             summary.num_prompt_tokens, summary.num_generated = tally.prompt_tokens, tally.generated_tokens
-            summary.finish_reason = tally.finish_reason
+            summary.finish_reason, summary.ttft_s = tally.finish_reason, tally.first_token_s
             span.set(llm__prompt_tokens=tally.prompt_tokens, llm__completion_tokens=tally.generated_tokens,
                      llm__finish_reason=summary.finish_reason, http__response__status_code=summary.status)
             if summary.finish_reason is None and (summary.status or 500) < 400:
