@@ -1,4 +1,5 @@
-"""Builds the Ray Serve application (ingress -> router -> LLM replicas) from the config tree."""
+"""Builds the Ray Serve application (ingress replicas, each routing, -> LLM replicas; a controller
+beside them) from the config tree."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,10 +12,9 @@ from serve_app.config import AppConfig, load_config, parse_config
 from serve_app.deployments.controller import Controller
 from serve_app.deployments.ingress import Ingress
 from serve_app.deployments.replica import LLMReplica
-from serve_app.deployments.router import Router
 
 INGRESS_NAME = "Ingress"
-# Ray Serve notices a dead replica at its next health check; ingress, router and controller hold no
+# Ray Serve notices a dead replica at its next health check; ingress and controller hold no
 # engine, so check them often and a killed one is replaced within seconds, not the default ~10.
 LIGHT_PROCESS_HEALTH = {"health_check_period_s": 2, "health_check_timeout_s": 10}
 TARGETED_ROUTER = "serve_app.routing.targeted.TargetedRequestRouter"
@@ -51,8 +51,6 @@ def build_app(config: AppConfig, engine_overrides: dict[str, Any] | None = None)
             request_routing_stats_timeout_s=5,
         ),
     )
-    router_deployment = serve.deployment(Router, name="Router", num_replicas=1, max_ongoing_requests=100_000,
-                                         ray_actor_options={"num_cpus": 0}, **LIGHT_PROCESS_HEALTH)
     ingress_deployment = serve.deployment(
         Ingress, name=INGRESS_NAME, num_replicas=config.http.ingress_replicas, max_ongoing_requests=100_000,
         ray_actor_options={"num_cpus": 0}, **LIGHT_PROCESS_HEALTH,
@@ -63,8 +61,7 @@ def build_app(config: AppConfig, engine_overrides: dict[str, Any] | None = None)
                                              ray_actor_options={"num_cpus": 0}, **LIGHT_PROCESS_HEALTH)
     controller = controller_deployment.bind(data)
     replicas = replica_deployment.bind(data, engine_overrides, INGRESS_NAME, controller)
-    router = router_deployment.bind(replicas, controller, data)
-    return ingress_deployment.bind(router, replicas, controller, data)
+    return ingress_deployment.bind(replicas, controller, data)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any, Callable
 
@@ -76,9 +77,28 @@ def deploy_side_app(config: AppConfig, name: str, *, engine_overrides: dict[str,
     from serve_app.app import build_app
 
     prepare_model(config)
-    serve.run(build_app(config, engine_overrides), name=name, route_prefix=f"/{name}", blocking=False)
     base_url = f"http://{config.http.host}:{config.http.port}/{name}"
-    wait_until_ready(base_url, ready_timeout_s, on_health)
+    app = build_app(config, engine_overrides)
+    if on_health is None:
+        serve.run(app, name=name, route_prefix=f"/{name}", blocking=False)
+        wait_until_ready(base_url, ready_timeout_s)
+        return base_url
+    # `serve.run` returns once every deployment is up, engines included: to see /health while the
+    # engines start, the deployment runs beside the polling.
+    failure: list[BaseException] = []
+
+    def deploy() -> None:
+        try:
+            serve.run(app, name=name, route_prefix=f"/{name}", blocking=False)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            failure.append(error)
+
+    deploying = threading.Thread(target=deploy, name=f"deploy-{name}", daemon=True)
+    deploying.start()
+    wait_until_ready(base_url, ready_timeout_s, on_health, gave_up=lambda: bool(failure))
+    deploying.join(ready_timeout_s)
+    if failure:
+        raise failure[0]
     return base_url
 
 
@@ -88,11 +108,12 @@ def delete_side_app(name: str) -> None:
     serve.delete(name, _blocking=True)
 
 
-def wait_until_ready(base_url: str, timeout_s: float, on_health: HealthProbe | None = None) -> None:
-    """Poll /health until 200; `on_health` sees each answer and how long it took."""
+def wait_until_ready(base_url: str, timeout_s: float, on_health: HealthProbe | None = None,
+                     gave_up: Callable[[], bool] = lambda: False) -> None:
+    """Poll /health until 200 (or until `gave_up()`); `on_health` sees each answer and how long it took."""
     deadline = time.monotonic() + timeout_s
     last_error = "no answer yet"
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not gave_up():
         try:
             asked = time.monotonic()
             response = httpx.get(f"{base_url}/health", timeout=30)
@@ -104,6 +125,8 @@ def wait_until_ready(base_url: str, timeout_s: float, on_health: HealthProbe | N
         except httpx.HTTPError as error:
             last_error = repr(error)
         time.sleep(1)
+    if gave_up():
+        return
     raise TimeoutError(f"service at {base_url} not healthy after {timeout_s:.0f}s: {last_error}")
 
 

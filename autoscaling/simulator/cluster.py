@@ -1,6 +1,6 @@
 """Discrete-event simulation of N replicas behind our real router policy, with an autoscaler.
 
-Drives `serve_app.policy.router_core.RouterCore` the way `serve_app/deployments/router.py` does
+Drives `serve_app.policy.router_core.RouterCore` the way `serve_app/deployments/dispatcher.py` does
 (admit -> take_dispatches on arrival; finish -> take_dispatches on completion; expire every
 50 ms), feeds window caps the way the controller does (`next_window_cap` every 2 s), and calls
 an autoscaler every `control_period_s`. New replicas are routable after `startup_delay_s`; a

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +19,7 @@ from serve_app.memory.batch_profile import BatchProfile
 from serve_app.memory import ModelShape, get_preset
 from serve_app.policy.batch_controller import (DeviceInfo, EnginePlan, LengthWindow, WindowCapState,
                                                apply_profile, next_window_cap, plan_engine, reconcile)
+from serve_app.policy.window_leases import share_windows
 
 logger = logging.getLogger("serve_app.controller")
 RECONCILE_TOLERANCE = 0.03
@@ -29,6 +31,17 @@ LOAD_REPORT_PERIOD_S = 2.0  # how often each replica reports its load (and re-re
 # A restarted controller has heard from every live replica after two report periods; until then its
 # list is partial, and routers keep theirs.
 RELEARN_S = 2 * LOAD_REPORT_PERIOD_S + 1
+INGRESS_STALE_S = 3.0  # an ingress replica refreshes its leases twice a second; silent this long, it is gone
+
+
+@dataclass
+class _IngressReport:
+    """What one ingress replica (each routes its own requests) said at its last lease refresh."""
+
+    counts: CounterRates
+    demand: list[int] = field(default_factory=list)
+    depths: dict[str, float] = field(default_factory=dict)
+    at: float = -1e18
 
 
 def load_profile(path: str | None) -> BatchProfile | None:
@@ -59,8 +72,7 @@ class Controller:
         self._replicas: dict[str, dict[str, Any]] = {}
         self._clock = clock
         self._profile = load_profile(self._config.engine.batch_profile)
-        self._router_queue: tuple[dict[str, float], float] = ({}, -1e18)
-        self._router_counts = CounterRates(self._config.autoscaling.llm.slo_window_s)
+        self._ingress: dict[str, _IngressReport] = {}
         self._stopping: tuple[set[str], float] = (set(), -1e18)
         self._app_name = _own_app_name()
         self._started_at = clock()
@@ -130,6 +142,24 @@ class Controller:
                 if entry.get("window") is not None and entry.get("last_report_s", -1e18) >= stale_before
                 and replica_id not in stopping}
 
+    async def lease_windows(self, ingress_id: str, demand_by_rank: list[int], depths: dict[str, float],
+                            capacity_counts: dict[str, tuple[int, int]]) -> dict[str, int] | None:
+        """An ingress replica's share of every routable replica's window (`policy.window_leases`), given
+        the requests it holds per class rank; also its queue per class and cumulative (arrivals,
+        capacity refusals) per class for the autoscaling policy. None: see `routable_replicas`."""
+        now = self._clock()
+        report = self._ingress.get(ingress_id)
+        if report is None:
+            report = self._ingress[ingress_id] = _IngressReport(CounterRates(self._config.autoscaling.llm.slo_window_s))
+        report.demand, report.depths, report.at = list(demand_by_rank), dict(depths), now
+        report.counts.observe(capacity_counts, now)
+        for gone in [i for i, r in self._ingress.items() if now - r.at > INGRESS_STALE_S]:
+            del self._ingress[gone]
+        caps = await self.routable_replicas()
+        if caps is None:
+            return None
+        return share_windows(caps, {i: r.demand for i, r in self._ingress.items()})[ingress_id]
+
     async def _stopping_replicas(self) -> set[str]:
         """Replicas Serve is draining (downscale): no new requests, their running ones finish."""
         if self._app_name is None or not self._config.autoscaling.enabled:
@@ -140,22 +170,24 @@ class Controller:
             self._stopping = (ids, self._clock())
         return ids
 
-    async def report_router_queue(self, depths: dict[str, float],
-                                  capacity_counts: dict[str, tuple[int, int]] | None = None) -> None:
-        """The router's queued requests per class and its cumulative (arrivals, capacity refusals) per
-        class (every refresh), for the autoscaling policy."""
-        self._router_queue = (dict(depths), self._clock())
-        if capacity_counts is not None:
-            self._router_counts.observe(capacity_counts, self._clock())
-
     async def router_capacity_rates(self) -> dict[str, tuple[float, float]]:
-        """Per class, (arrivals/s, refused for capacity/s) over the last `slo_window_s`; empty when stale."""
-        return self._router_counts.rates(self._clock(), ROUTER_QUEUE_STALE_S)
+        """Per class, (arrivals/s, refused for capacity/s) over the last `slo_window_s`, summed over the
+        ingress replicas that reported lately; empty when none did."""
+        total: dict[str, tuple[float, float]] = {}
+        for report in self._ingress.values():
+            for name, (arrivals, refused) in report.counts.rates(self._clock(), ROUTER_QUEUE_STALE_S).items():
+                before = total.get(name, (0.0, 0.0))
+                total[name] = (before[0] + arrivals, before[1] + refused)
+        return total
 
     async def router_queue_depths(self) -> dict[str, float]:
-        """The latest router queue per class; empty when the router has not reported lately."""
-        depths, at = self._router_queue
-        return depths if self._clock() - at <= ROUTER_QUEUE_STALE_S else {}
+        """Queued requests per class over the ingress replicas that reported lately."""
+        total: dict[str, float] = {}
+        for report in self._ingress.values():
+            if self._clock() - report.at <= ROUTER_QUEUE_STALE_S:
+                for name, depth in report.depths.items():
+                    total[name] = total.get(name, 0.0) + depth
+        return total
 
     async def forget_replica(self, replica_id: str) -> None:
         """A router saw the replica die; stop handing it out before its reports go stale."""

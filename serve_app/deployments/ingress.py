@@ -1,7 +1,8 @@
 """OpenAI-compatible HTTP ingress: ours in front (keys, classes, admission, routing), vLLM's app behind.
 
-Generation requests go through the router to an LLM replica, whose vLLM OpenAI app answers them; the
-response comes back in parts (`serve_app.delivery`) and is written out here. The body is forwarded
+Each ingress replica routes its own generation requests (`serve_app.deployments.dispatcher`) to an
+LLM replica, whose vLLM OpenAI app answers them; the response comes back in parts
+(`serve_app.delivery`) and is written out here. The body is forwarded
 as the client sent it (less our `priority` class name): nothing is parsed into a model or tokenized
 here, so every field behaves exactly as in `vllm serve`, and this process needs no model files.
 """
@@ -26,9 +27,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app import openai_api as api
 from serve_app.config import parse_config
-from serve_app.deployments.calls import answer_within, resolve
-from serve_app.deployments.door import RouterDoor
-from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
+from serve_app.deployments.calls import answer_within
+from serve_app.deployments.dispatcher import Dispatcher
+from serve_app.deployments.errors import ReplicaFailed
 from serve_app.delivery import Batch, Inbox
 from serve_app.generation import GenerationRequest, ResponsePart, merge_parts
 from serve_app.openai_api import ApiError, RequestPeek
@@ -114,8 +115,6 @@ def _refusal_error(refusal: Refusal) -> ApiError:
 def _describe_failure(error: BaseException) -> str:
     if isinstance(error, ReplicaFailed):
         return "the model replica serving this request failed; retry"
-    if isinstance(error, REPLICA_LOST):
-        return "the router handling this request failed; retry"
     return "internal error while generating; the response is incomplete"
 
 
@@ -164,10 +163,8 @@ async def _internal_error(request: Request, error: Exception) -> JSONResponse:
 
 @serve.ingress(http_app)
 class Ingress:
-    def __init__(self, router: DeploymentHandle, replicas: DeploymentHandle, controller: DeploymentHandle,
-                 config: dict):
+    async def __init__(self, replicas: DeploymentHandle, controller: DeploymentHandle, config: dict):
         self._config = parse_config(config)
-        self._router_handle = router
         self._inbox = Inbox()
         self._replica_id = serve.get_replica_context().replica_id.unique_id
         self._replicas = replicas
@@ -178,13 +175,16 @@ class Ingress:
         self._api_keys = self._config.api_key_registry()
         self._coalesce_s = {c.name: c.stream_coalesce_s for c in self._config.priority_classes}
         self._recent_ttft = RecentLatencies()
-        self._door = RouterDoor(self._classes, router)
         tracing.configure_from_settings(self._config.telemetry)
+        self._dispatcher = Dispatcher(self._replica_id, replicas, controller, self._config)
+        self._door = self._dispatcher.door
+        self._dispatcher.start()
         self._metrics = None
         if self._config.telemetry.metrics:
             from serve_app.telemetry.metrics import RequestMetrics
             self._metrics = RequestMetrics()
-        self._gc_pauses = prepare_process_for_serving(self._config.process, lambda: len(self._inbox))
+        self._gc_pauses = prepare_process_for_serving(self._config.process,
+                                                      lambda: len(self._inbox) + self._dispatcher.in_flight)
 
     # ---- request building ------------------------------------------------------------------
     def _caller(self, http_request: Request) -> Caller:
@@ -378,7 +378,7 @@ class Ingress:
         """Per class: queue depth, waits, admitted/refused/expired/served counts; per replica: window;
         recent TTFT as the replicas and as this ingress replica measured it; garbage-collector pauses of
         the router's and this ingress replica's processes."""
-        stats = await self._router_handle.stats.remote()
+        stats = self._dispatcher.stats()
         stats["ingress"] = {"replica": self._replica_id, "ttft_recent": self._recent_ttft.summary(time.monotonic()),
                             "gc_pauses": self._gc_pauses.summary(), "gc_frozen_objects": gc.get_freeze_count()}
         return stats
@@ -387,15 +387,12 @@ class Ingress:
                                               "content": {"application/json": {"schema": {
                                                   "type": "object", "required": ["status", "error"]}}}}})
     async def health(self):
-        """200 only when a request would be served: the router answers and has a routable replica, the
+        """200 only when a request would be served: this ingress's router has a routable replica, the
         controller answers, and an engine answers its own health check. Never waits on a starting engine."""
-        router, controller = await asyncio.gather(
-            answer_within(self._router_handle.health.remote(), HEALTH_PROBE_TIMEOUT_S),
-            answer_within(self._controller.ping.remote(), HEALTH_PROBE_TIMEOUT_S))
+        router = self._dispatcher.health()
+        controller = await answer_within(self._controller.ping.remote(), HEALTH_PROBE_TIMEOUT_S)
         reason = None
-        if isinstance(router, BaseException):
-            reason = f"the router is not answering ({type(router).__name__})"
-        elif not router["started"]:
+        if not router["started"]:
             reason = "the router is starting (no replica list yet)"
         elif isinstance(controller, BaseException) or not router["controller_answering"]:
             reason = "the controller is not answering"
@@ -432,14 +429,14 @@ class Ingress:
         """The response's parts as replicas deliver them; ends with a done or an error part."""
         coalesce_s = self._coalesce_s.get(gen.priority_class, 0.0) if streamed else 0.0
         for attempt in range(1, MAX_DISPATCH_ATTEMPTS + 1):
-            # Each attempt has its own id: the engine request of an attempt whose router died may
-            # still be running, and its parts must not land in the next attempt's stream.
+            # Each attempt has its own id: parts of an attempt whose replica died may still be on their
+            # way, and they must not land in the next attempt's stream.
             sent = gen if attempt == 1 else dataclasses.replace(gen, request_id=f"{gen.request_id}.{attempt}")
             queue = self._inbox.open(sent.request_id)
             # Outside the HTTP request's context: Ray Serve would cancel the call when the client leaves,
             # also a client that leaves at `[DONE]` of a served request. Cancelling is ours (below).
-            call = contextvars.Context().run(self._router_handle.submit.remote, sent, self._replica_id)
-            dispatched = asyncio.ensure_future(resolve(call))
+            dispatched = asyncio.get_running_loop().create_task(self._dispatcher.submit(sent),
+                                                                context=contextvars.Context())
             received_any = finished = False
             try:
                 while True:
@@ -473,10 +470,8 @@ class Ingress:
                             yield _error_part("the replica ended the request without completing its response")
                             return
                         continue
-                    if (isinstance(error, (ReplicaFailed, *REPLICA_LOST)) and not received_any
-                            and attempt < MAX_DISPATCH_ATTEMPTS):
-                        logger.warning("request %s: %s before its first token; re-routing", gen.request_id,
-                                       "replica lost" if isinstance(error, ReplicaFailed) else "router lost")
+                    if isinstance(error, ReplicaFailed) and not received_any and attempt < MAX_DISPATCH_ATTEMPTS:
+                        logger.warning("request %s: replica lost before its first token; re-routing", gen.request_id)
                         break
                     logger.error("request %s failed: %s", gen.request_id, type(error).__name__)
                     yield _error_part(_describe_failure(error))
@@ -485,10 +480,10 @@ class Ingress:
                 self._inbox.close(sent.request_id)
                 if not dispatched.done():
                     if not finished:
-                        # The client left: cancelling the call cancels it in the router and the replica,
-                        # which aborts the engine request and frees its KV cache. A finished request's
-                        # call is left to return, so the router books it as served.
-                        call.cancel()
+                        # The client left: cancelling the dispatch cancels the replica call, which
+                        # aborts the engine request and frees its KV cache. A finished request's
+                        # call is left to return, so the router core books it as served.
+                        dispatched.cancel()
                     dispatched.add_done_callback(_consume_outcome)
 
     def _first_token(self, span: RequestSpan, ago_s: float = 0.0) -> None:

@@ -90,7 +90,8 @@ def span_as_dict(span: ReadableSpan) -> dict[str, Any]:
         "parent_id": f"{span.parent.span_id:016x}" if span.parent is not None else None,
         "kind": span.kind.name, "start_ns": span.start_time, "end_ns": span.end_time,
         "attributes": dict(span.attributes or {}), "status": span.status.status_code.name,
-        "events": [{"name": event.name, "attributes": dict(event.attributes or {})} for event in span.events],
+        "events": [{"name": event.name, "time_ns": event.timestamp, "attributes": dict(event.attributes or {})}
+                   for event in span.events],
     }
 
 

@@ -22,15 +22,17 @@ def _spans_of(deployment: str) -> list[dict]:
 
 
 def _trace_spans(request_id: str, timeout_s: float = 20) -> dict[str, dict]:
-    """The request's spans by name, once all four have ended (the router's ends after the client's stream)."""
+    """The request's spans by name, once all four have ended (the dispatch ends after the client's stream)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        ingress = [s for s in _spans_of("Ingress") if s["attributes"].get("llm.request_id") == request_id]
+        # The ingress routes its own requests: its process also holds the router's queue and dispatch spans.
+        ingress_process = _spans_of("Ingress")
+        ingress = [s for s in ingress_process if s["attributes"].get("llm.request_id") == request_id]
         found = {}
         if ingress:
             trace_id = ingress[0]["trace_id"]
-            others = _spans_of("Router") + _spans_of("LLMReplica")
-            found = {s["name"]: s for s in [ingress[0], *others] if s["trace_id"] == trace_id}
+            others = ingress_process + _spans_of("LLMReplica")
+            found = {s["name"]: s for s in [*others, ingress[0]] if s["trace_id"] == trace_id}
         if {"ingress.request", "router.queue_wait", "router.dispatch", "engine.generate"} <= found.keys():
             return found
         if time.monotonic() > deadline:
@@ -79,7 +81,8 @@ def test_refused_request_span_carries_status_and_no_downstream_spans(base_url, m
     refused = [s for s in _spans_of("Ingress") if s["attributes"].get("http.response.status_code") == 403]
     assert refused and refused[-1]["status"] == "ERROR"
     assert refused[-1]["attributes"]["error.type"] == "priority_above_ceiling"
-    downstream = [s for s in _spans_of("Router") if s["trace_id"] == refused[-1]["trace_id"]]
+    downstream = [s for s in _spans_of("Ingress") + _spans_of("LLMReplica")
+                  if s["trace_id"] == refused[-1]["trace_id"] and s["name"] != "ingress.request"]
     assert downstream == []
 
 
@@ -159,14 +162,13 @@ def test_router_stats_split_recent_ttft_between_ingress_and_replica(base_url, mo
     assert client_ttft >= ingress["p50_s"] >= replica["p50_s"] > 0, (client_ttft, ingress, replica)
 
 
-def test_router_stats_carry_gc_pauses_of_the_frozen_ingress_and_router(base_url):
+def test_router_stats_carry_gc_pauses_of_the_frozen_ingress(base_url):
     stats = httpx.get(f"{base_url}/v1/router/stats", timeout=30).json()
     ingress = stats["ingress"]
     # process.freeze_gc_after_start (default on): the start-up heap is out of the collector's reach,
     # and the full collection before the freeze is the first pause each process recorded.
     assert ingress["gc_frozen_objects"] > 10_000
     assert ingress["gc_pauses"]["gen2"]["count"] >= 1 and ingress["gc_pauses"]["gen2"]["max_s"] > 0
-    assert stats["router_gc_pauses"]["gen2"]["count"] >= 1
     # process.full_gc: scheduled (default): with nothing in flight, a full collection follows
     # within full_gc_min_interval_s (10 s) plus the 1 s check period.
     first = ingress["gc_pauses"]["gen2"]["count"]

@@ -122,15 +122,17 @@ def test_counter_rates_over_the_window_with_a_fake_clock():
     assert arrivals >= 0 and refused >= 0
 
 
-def test_controller_turns_router_counters_into_rates_for_the_replicas():
+def test_controller_sums_every_ingress_replicas_router_counters_into_rates_for_the_replicas():
     clock = FakeClock()
     controller = Controller({}, clock=clock)
     for t in range(0, 31, 1):
         clock.now = float(t)
-        asyncio.run(controller.report_router_queue({"batch": 0}, {"batch": (20 * t, 5 * t),
-                                                                   "interactive": (2 * t, 0)}))
+        asyncio.run(controller.lease_windows("ingress-a", [0, 0, 0], {"batch": 2},
+                                             {"batch": (20 * t, 5 * t), "interactive": (2 * t, 0)}))
+        asyncio.run(controller.lease_windows("ingress-b", [0, 0, 0], {"batch": 1}, {"batch": (10 * t, 0)}))
     rates = asyncio.run(controller.router_capacity_rates())
-    assert rates == {"batch": (20.0, 5.0), "interactive": (2.0, 0.0)}
+    assert rates == {"batch": (30.0, 5.0), "interactive": (2.0, 0.0)}
+    assert asyncio.run(controller.router_queue_depths()) == {"batch": 3}
     clock.now = 60.0
     assert asyncio.run(controller.router_capacity_rates()) == {}
 

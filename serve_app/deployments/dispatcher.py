@@ -1,9 +1,11 @@
-"""The router deployment between the ingress and the LLM replicas.
+"""Routing inside each ingress replica: the request's one Ray hop goes straight to its LLM replica.
 
-A thin shell over `serve_app.policy.router_core.RouterCore`: every request passes through
-`submit`, which admits or refuses it, holds it in the global priority queue until a replica's
-window has room, sends it to that replica and returns when it has ended. Tokens flow from the
-replica straight to the ingress replica (`serve_app.delivery`), not through here.
+A thin shell over `serve_app.policy.router_core.RouterCore`, one per ingress replica: `submit`
+admits or refuses a request, holds it in the priority queue until a replica's window has room,
+calls that replica and returns when the request has ended. Tokens flow from the replica straight
+back to this ingress replica (`serve_app.delivery`). The windows are this ingress's leases of each
+replica's window (`serve_app.policy.window_leases`), refreshed from the controller twice a second,
+so routing grows with ingress replicas and no single process sits on every request.
 """
 from __future__ import annotations
 
@@ -12,18 +14,16 @@ import dataclasses
 import logging
 import random
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from ray.serve.handle import DeploymentHandle
 
 from autoscaling.signals import capacity_counts
-from serve_app.config import parse_config
+from serve_app.config import AppConfig
+from serve_app.deployments.door import LocalDoor
 from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
 from serve_app.generation import GenerationRequest, RunSummary
-from serve_app.policy.admission import AdmissionPreview
 from serve_app.policy.router_core import Refusal, RouterCore
-from serve_app.telemetry import tracing
-from serve_app.telemetry.gc_pauses import prepare_process_for_serving
 from serve_app.telemetry.tracing import RequestSpan
 
 logger = logging.getLogger("serve_app.router")
@@ -47,10 +47,24 @@ def _served(summary: RunSummary | None) -> bool:
     return summary.finish_reason is not None or (summary.status is not None and summary.status < 500)
 
 
-class Router:
-    def __init__(self, replicas: DeploymentHandle, controller: DeploymentHandle | None, config: dict,
-                 clock: Callable[[], float] = time.monotonic):
-        self._config = parse_config(config)
+async def _supervised(loop: Callable[[], Awaitable[None]], restart_after_s: float = 1.0) -> None:
+    """Run a background loop for good: a failure is logged and the loop started again, never left dead
+    (a dead expiry or lease loop would stop routing with nothing said)."""
+    while True:
+        try:
+            await loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s failed; restarting it in %.0fs", loop.__name__, restart_after_s)
+            await asyncio.sleep(restart_after_s)
+
+
+class Dispatcher:
+    def __init__(self, ingress_id: str, replicas: DeploymentHandle, controller: DeploymentHandle | None,
+                 config: AppConfig, clock: Callable[[], float] = time.monotonic):
+        self._ingress_id = ingress_id
+        self._config = config
         self._replicas = replicas
         self._controller = controller
         self._clock = clock
@@ -59,21 +73,28 @@ class Router:
         self._waiters: dict[str, asyncio.Future] = {}
         self._background: list[asyncio.Task] = []
         self._controller_answered_at = -1e18
-        tracing.configure_from_settings(self._config.telemetry)
         self._metrics = None
         if self._config.telemetry.metrics:
             from serve_app.telemetry.metrics import RouterMetrics
             self._metrics = RouterMetrics()
-        self._gc_pauses = prepare_process_for_serving(self._config.process,
-                                                      lambda: len(self._waiters) + self._core.running_count)
+        self.door = LocalDoor(self._config.policy_classes(), lambda: self._core.admission_preview(self._clock()),
+                              self._core.record_door_refusals)
+
+    def start(self) -> None:
+        """Start the expiry and lease-refresh loops (needs the running event loop)."""
+        self._ensure_background()
 
     def _ensure_background(self) -> None:
         if not self._background:
-            self._background = [asyncio.create_task(self._expire_forever()),
-                                asyncio.create_task(self._refresh_replicas_forever())]
+            self._background = [asyncio.create_task(_supervised(self._expire_forever)),
+                                asyncio.create_task(_supervised(self._refresh_replicas_forever))]
 
-    async def submit(self, request: GenerationRequest, reply_to: str) -> RunSummary | Refusal:
-        """Run `request` on a replica (chunks go to ingress replica `reply_to`), or refuse it."""
+    @property
+    def in_flight(self) -> int:
+        return len(self._waiters) + self._core.running_count
+
+    async def submit(self, request: GenerationRequest) -> RunSummary | Refusal:
+        """Run `request` on a replica (its response parts come back to this ingress replica), or refuse it."""
         self._ensure_background()
         caller = self._callers[request.caller]
         prefix_key = request.prefix_key if self._config.router.prefix_affinity else None
@@ -106,14 +127,14 @@ class Router:
             return outcome
         queued.set(llm__outcome="dispatched", llm__replica=outcome)
         queued.end()
-        return await self._run_on(outcome, request, reply_to)
+        return await self._run_on(outcome, request)
 
-    async def _run_on(self, replica_id: str, request: GenerationRequest, reply_to: str) -> RunSummary:
+    async def _run_on(self, replica_id: str, request: GenerationRequest) -> RunSummary:
         summary: RunSummary | None = None
         span = RequestSpan("router.dispatch", parent=request.trace_context, attributes={"llm.replica": replica_id})
         try:
             summary = await self._replicas.run.remote(dataclasses.replace(request, trace_context=span.carrier()),
-                                                      reply_to, target_replica=replica_id)
+                                                      self._ingress_id, target_replica=replica_id)
             span.set(llm__completion_tokens=summary.num_generated, llm__finish_reason=summary.finish_reason)
             return summary
         except REPLICA_LOST:
@@ -157,49 +178,36 @@ class Router:
             await asyncio.sleep(REPLICA_REFRESH_PERIOD_S)
 
     async def refresh_replicas(self) -> None:
-        """Take the controller's list of live replicas and their memory-derived window caps."""
+        """Take this ingress's leases of the live replicas' windows from the controller, telling it the
+        requests held here per class (which the leases follow) and the queue for autoscaling."""
         if self._controller is None:
             return
+        classes = self._core.stats()["classes"]  # sorts every class's wait samples: once per refresh
+        demand = [classes[name]["queued"] + classes[name]["running"] for name in self._config.policy_classes().names]
         try:
-            caps = await asyncio.wait_for(self._controller.routable_replicas.remote(), CONTROLLER_SILENCE_S)
+            leases = await asyncio.wait_for(self._controller.lease_windows.remote(
+                self._ingress_id, demand, {name: c["queued"] for name, c in classes.items()},
+                {name: capacity_counts(c) for name, c in classes.items()}), CONTROLLER_SILENCE_S)
         except Exception as error:  # a controller restart must not stop routing to known replicas
-            logger.warning("replica refresh failed: %s", type(error).__name__)
+            logger.warning("lease refresh failed: %s", type(error).__name__)
             return
         self._controller_answered_at = self._clock()
-        if caps is not None:  # None: a restarted controller still re-learning the replicas
-            self._core.set_replicas(caps)
+        if leases is not None:  # None: a restarted controller still re-learning the replicas
+            self._core.set_replicas(leases)
         self._pump()
-        # Queue depth and capacity refusals per class for the autoscaling policy (replicas read them
-        # back from the controller).
-        stats = self._core.stats()  # sorts every class's wait samples: once per refresh
-        classes = stats["classes"]
-        self._controller.report_router_queue.remote({name: c["queued"] for name, c in classes.items()},
-                                                    {name: capacity_counts(c) for name, c in classes.items()})
         if self._metrics is not None:
-            self._metrics.observe_stats(stats)
+            self._metrics.observe_stats(self._core.stats())
 
-    async def collected_spans(self) -> list[dict[str, Any]]:
-        """Spans this router finished (only with `telemetry.tracing_exporter: memory`, for tests)."""
-        return tracing.finished_spans()
-
-    async def admission_preview(self) -> dict[str, AdmissionPreview | None]:
-        """Per class, how many more requests would be admitted now (asked by ingress doors)."""
-        return self._core.admission_preview(self._clock())
-
-    async def record_door_refusals(self, counts: dict[str, int]) -> None:
-        """Overload refusals an ingress replica answered itself (`AdmissionDoor`), per class."""
-        self._core.record_door_refusals(counts)
-
-    async def health(self) -> dict[str, Any]:
-        """What the health route needs: replicas this router can send to, and whether the controller
-        answered its last refresh (it keeps the replica list and window caps current)."""
+    def health(self) -> dict[str, Any]:
+        """What the health route needs: replicas this ingress can send to, and whether the controller
+        answered its last refresh (it keeps the replica list and leases current)."""
         self._ensure_background()
         controller_age_s = self._clock() - self._controller_answered_at
         return {"routable_replicas": self._core.routable_count,
                 "started": self._controller is None or self._controller_answered_at > -1e18,
                 "controller_answering": self._controller is None or controller_age_s <= CONTROLLER_SILENCE_S}
 
-    async def stats(self) -> dict[str, Any]:
-        """Queue depth and waits per class, window per replica, admitted/refused counts."""
+    def stats(self) -> dict[str, Any]:
+        """Queue depth and waits per class, window (lease) per replica, admitted/refused counts."""
         self._ensure_background()
-        return {**self._core.stats(self._clock()), "router_gc_pauses": self._gc_pauses.summary()}
+        return self._core.stats(self._clock())

@@ -1,0 +1,286 @@
+"""Issue 16's GPU goals on two GPUs of one host: our app (GPU 0, through Ray Serve's HTTP proxy, the
+multi-node path) and `vllm serve --scheduling-policy priority` (GPU 1), the same engine limits pinned on
+both (256 sequences, 8,192 tokens per step), measured at the same time by `vllm bench serve`.
+
+    start --out DIR              starts both servers in the background and returns
+    measure --out DIR --part latency   waits until both are healthy; saturated mixed-length throughput (capacity), then TTFT/TPOT at
+                                       25/50/75% of it with Poisson arrivals
+    measure --out DIR --part bursty    the same three loads with bursty (gamma) arrivals, then the
+                                       priority flood of priority_vs_vllm.py (low at ~2x capacity,
+                                       high at 2/s), then stops both servers
+    summarize --out DIR          summary.json from the parts (the goals, measured, met or not)
+
+Mixed lengths: random prompts of 51-973 tokens and outputs of 25-487 (512 / 256 +- 90%).
+Each part stays within one device call; each writes DIR/<part>.json as it goes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _harness import bench_result, bench_serve_command, gpu_name, log, start_server, wait_healthy  # noqa: E402
+from bench_mix import run_concurrently  # noqa: E402
+from bench_summaries import class_summary, throughput_vs_saturated  # noqa: E402
+from openai_api_h200 import _Running, stop  # noqa: E402
+from priority_vs_vllm import (MAX_NUM_SEQS, BENCH_STARTUP_S, OursOptions, class_bench_command, class_slo,  # noqa: E402
+                              load_classes, ours_config, router_stats)
+from serving_vs_vllm import SERVED_NAME, ensure_checkpoint, vllm_serve_command  # noqa: E402
+
+PORTS = {"ours": 8000, "vllm": 8001}
+GPUS = {"ours": "0", "vllm": "1"}
+MAX_NUM_BATCHED_TOKENS = 8192
+MIXED = {"input_len": 512, "output_len": 256, "range_ratio": 0.9}  # defaults of --input-len / --output-len
+LOAD_FRACTIONS = (0.25, 0.5, 0.75)
+ARRIVALS = {"poisson": 1.0, "bursty": 0.25}  # vllm bench serve --burstiness (gamma shape; 1 = Poisson)
+SATURATED_PROMPTS = 800
+FLOOD_LOW_FACTOR = 2.0  # the flood's low class arrives at about twice the saturated request rate
+
+
+def url(server: str) -> str:
+    return f"http://127.0.0.1:{PORTS[server]}"
+
+
+def server_commands(model_dir: Path, out: Path) -> dict[str, list[str]]:
+    config = ours_config(model_dir, PORTS["ours"], OursOptions(max_num_batched_tokens=MAX_NUM_BATCHED_TOKENS))
+    config_path = out / "ours_config.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return {"ours": [sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)],
+            "vllm": vllm_serve_command(model_dir, PORTS["vllm"], ["--max-num-seqs", str(MAX_NUM_SEQS),
+                                                                  "--max-num-batched-tokens",
+                                                                  str(MAX_NUM_BATCHED_TOKENS)])}
+
+
+def start(args: argparse.Namespace) -> int:
+    """Launch both servers in the background and return (`measure` waits for them)."""
+    ensure_checkpoint(args.model_dir, args.shape)
+    state = {}
+    for name, command in server_commands(args.model_dir, args.out).items():
+        server = start_server(command, args.out / f"{name}_server.log", env={"CUDA_VISIBLE_DEVICES": GPUS[name]})
+        state[name] = {"pid": server.pid, "command": shlex.join(command), "gpu": GPUS[name], "started": time.time()}
+    (args.out / "servers.json").write_text(json.dumps(state, indent=2))
+    return 0
+
+
+def wait_for_servers(args: argparse.Namespace) -> None:
+    state = json.loads((args.out / "servers.json").read_text())
+    for name, server in state.items():
+        if "healthy_after_s" in server:
+            continue
+        wait_healthy(f"{url(name)}/health", _Running(server["pid"]), args.ready_timeout_s,
+                     args.out / f"{name}_server.log")
+        server["healthy_after_s"] = round(time.time() - server["started"], 1)
+        log(f"{name} healthy {server['healthy_after_s']:.0f}s after its start")
+    (args.out / "servers.json").write_text(json.dumps(state, indent=2))
+
+
+def mixed_bench(server: str, args: argparse.Namespace, name: str, *, num_prompts: int, rate: str,
+                burstiness: float = 1.0, seed: int = 0) -> list[str]:
+    return bench_serve_command(url(server), SERVED_NAME, str(args.model_dir), args.out, f"{server}_{name}.json",
+                               input_len=args.input_len, output_len=args.output_len,
+                               num_prompts=num_prompts, request_rate=rate, seed=seed,
+                               extra=["--random-range-ratio", str(MIXED["range_ratio"]), "--burstiness",
+                                      str(burstiness), "--ready-check-timeout-sec", "0", "--disable-tqdm"])
+
+
+def both_at_once(commands: dict[str, list[str]], args: argparse.Namespace, timeout_s: float) -> dict:
+    """Run the benches together (one per server), return each one's result (None if it failed)."""
+    processes = run_concurrently(commands, args.out, lead=None, timeout_s=timeout_s)
+    return {name: bench_result(p.command) if p.finished_cleanly() else None for name, p in processes.items()}
+
+
+def _keep(result: dict | None) -> dict | None:
+    if result is None:
+        return None
+    keys = ("completed", "failed", "duration", "request_throughput", "output_throughput", "median_ttft_ms",
+            "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "mean_ttft_ms", "command")
+    return {key: result.get(key) for key in keys}
+
+
+def load_points(args: argparse.Namespace, part: dict, arrivals: str, capacity_rps: float) -> None:
+    for fraction in LOAD_FRACTIONS:
+        rate = fraction * capacity_rps
+        name = f"{arrivals}_{int(fraction * 100)}"
+        prompts = max(60, round(rate * args.point_s))
+        commands = {server: mixed_bench(server, args, name, num_prompts=prompts, rate=f"{rate:.3f}",
+                                        burstiness=ARRIVALS[arrivals], seed=int(fraction * 100))
+                    for server in PORTS}
+        results = both_at_once(commands, args, BENCH_STARTUP_S + args.point_s * 3)
+        part["points"][name] = {"fraction": fraction, "rate_rps": rate, "burstiness": ARRIVALS[arrivals],
+                                **{server: _keep(r) for server, r in results.items()}}
+        save(args, part)
+
+
+def save(args: argparse.Namespace, part: dict) -> None:
+    (args.out / f"{part['part']}.json").write_text(json.dumps(part, indent=2))
+
+
+def measure_latency(args: argparse.Namespace) -> dict:
+    wait_for_servers(args)
+    part = {"part": "latency", "gpu": gpu_name(), "points": {}, "script": shlex.join(sys.argv)}
+    commands = {server: mixed_bench(server, args, "saturated", num_prompts=SATURATED_PROMPTS, rate="inf")
+                for server in PORTS}
+    saturated = both_at_once(commands, args, BENCH_STARTUP_S + 240)
+    part["saturated"] = {server: _keep(r) for server, r in saturated.items()}
+    # One replica's capacity: what `vllm serve` completes per second when saturated (the yardstick).
+    part["capacity_rps"] = saturated["vllm"]["request_throughput"]
+    save(args, part)
+    load_points(args, part, "poisson", part["capacity_rps"])
+    return part
+
+
+def measure_bursty_and_flood(args: argparse.Namespace) -> dict:
+    capacity_rps = json.loads((args.out / "latency.json").read_text())["capacity_rps"]
+    part = {"part": "bursty", "gpu": gpu_name(), "points": {}, "script": shlex.join(sys.argv)}
+    load_points(args, part, "bursty", capacity_rps)
+    part["flood"] = flood(args)
+    save(args, part)
+    return part
+
+
+def flood(args: argparse.Namespace) -> dict:
+    """priority_vs_vllm.py's mix (its classes and SLOs), on both servers at once; the saturated
+    reference is the flood's own low workload at rate inf, also at once."""
+    saturated_classes = load_classes(1.0, 1.0)
+    reference = both_at_once({server: class_bench_command(server, saturated_classes["low"], url(server),
+                                                          args.model_dir, args.out, num_prompts=512,
+                                                          request_rate="inf", seed=0,
+                                                          result_name=f"{server}_flood_saturated.json")
+                              for server in PORTS}, args, BENCH_STARTUP_S + 150)
+    low_rate = FLOOD_LOW_FACTOR * reference["vllm"]["request_throughput"]
+    classes = load_classes(low_rate, args.high_rate)
+    commands = {f"{server}_{name}": class_bench_command(server, klass, url(server), args.model_dir, args.out,
+                                                        num_prompts=max(1, round(klass.rate * args.flood_s)),
+                                                        request_rate=f"{klass.rate:g}", seed=klass.seed,
+                                                        result_name=f"{server}_flood_{name}.json")
+                for server in PORTS for name, klass in classes.items()}
+    processes = run_concurrently(commands, args.out, lead=None, timeout_s=BENCH_STARTUP_S + args.flood_s + 120)
+    section = {"low_rate_rps": low_rate, "high_rate_rps": args.high_rate,
+               "classes": {name: {"high": class_slo("high"), "low": class_slo("low")}[name]
+                           for name in classes}}
+    for server in PORTS:
+        results = {name: bench_result(processes[f"{server}_{name}"].command)
+                   for name in classes if processes[f"{server}_{name}"].finished_cleanly()}
+        entry = {name: {**class_summary(r), "command": r["command"]} for name, r in results.items()}
+        entry["hung"] = [name for name in classes if processes[f"{server}_{name}"].timed_out]
+        if len(results) == len(classes) and reference[server] is not None:
+            entry.update(throughput_vs_saturated(list(results.values()), reference[server]))
+        entry["saturated"] = _keep(reference[server])
+        section[server] = entry
+    section["router_stats"] = router_stats(url("ours"))
+    return section
+
+
+def summarize(args: argparse.Namespace) -> int:
+    latency = json.loads((args.out / "latency.json").read_text())
+    bursty = json.loads((args.out / "bursty.json").read_text())
+    servers = json.loads((args.out / "servers.json").read_text())
+    goals = latency_goals({**latency["points"], **bursty["points"]}) + saturated_goal(latency) + flood_goals(bursty["flood"])
+    summary = {"gpu": latency["gpu"],
+               "commands": [latency["script"], bursty["script"], *(s["command"] for s in servers.values())],
+               "servers_healthy_after_s": {name: s.get("healthy_after_s") for name, s in servers.items()},
+               "capacity_rps": latency["capacity_rps"], "goals": goals}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(goals, indent=2))
+    return 0
+
+
+def latency_goals(points: dict) -> list[dict]:
+    goals = []
+    for name, point in points.items():
+        ours, vllm = point["ours"], point["vllm"]
+        if ours is None or vllm is None:
+            goals.append({"name": f"{name}: both benches completed", "measured": False, "goal": True, "met": False})
+            continue
+        p50_extra = ours["median_ttft_ms"] - vllm["median_ttft_ms"]
+        p99_ratio = ours["p99_ttft_ms"] / vllm["p99_ttft_ms"]
+        tpot_ratio = ours["p99_tpot_ms"] / vllm["p99_tpot_ms"]
+        goals += [
+            {"name": f"{name}: TTFT p50, ours - vllm serve (ms)", "measured": round(p50_extra, 2),
+             "goal": "<= +10", "met": p50_extra <= 10},
+            {"name": f"{name}: TTFT p99, ours / vllm serve", "measured": round(p99_ratio, 3), "goal": "<= 1.1",
+             "met": p99_ratio <= 1.1},
+            {"name": f"{name}: TPOT p99, ours / vllm serve", "measured": round(tpot_ratio, 3), "goal": "<= 1.05",
+             "met": tpot_ratio <= 1.05},
+        ]
+    return goals
+
+
+def saturated_goal(latency: dict) -> list[dict]:
+    ours, vllm = latency["saturated"]["ours"], latency["saturated"]["vllm"]
+    ratio = ours["output_throughput"] / vllm["output_throughput"]
+    return [{"name": "saturated output tok/s (mixed lengths), ours / vllm serve", "measured": round(ratio, 4),
+             "goal": ">= 0.97", "met": ratio >= 0.97}]
+
+
+def flood_goals(flood_section: dict) -> list[dict]:
+    ours, vllm = flood_section["ours"], flood_section["vllm"]
+    high_p99, vllm_high_p99 = ours["high"]["ttft_p99_ms"], vllm["high"]["ttft_p99_ms"]
+    low = ours["low"]
+    unexplained = low["failed"] - sum(n for kind, n in (low.get("failed_by_kind") or {}).items()
+                                      if kind in ("429", "503"))
+    stats = flood_section.get("router_stats") or {}
+    refused_wait = (stats.get("classes") or {}).get("low", {}).get("refused_wait_max_s")
+    deadline = flood_section["classes"]["low"]["queue_deadline_s"]
+    return [
+        {"name": "flood: high-class TTFT p99 (ms)", "measured": high_p99, "goal": "<= 250", "met": high_p99 <= 250},
+        {"name": "flood: high-class TTFT p99, ours / vllm serve --scheduling-policy priority",
+         "measured": round(high_p99 / vllm_high_p99, 3), "goal": "<= 0.6", "met": high_p99 / vllm_high_p99 <= 0.6},
+        {"name": "flood: low requests neither hung nor failed other than 429/503",
+         "measured": {"hung": ours["hung"], "other_failures": unexplained}, "goal": "none",
+         "met": not ours["hung"] and unexplained == 0},
+        {"name": "flood: longest wait of a refused low request (s) within its queue deadline",
+         "measured": refused_wait, "goal": f"<= {deadline}", "met": refused_wait is not None and refused_wait <= deadline},
+        {"name": "flood: served output tok/s / saturated", "measured": round(ours.get("served_vs_saturated", 0), 3),
+         "goal": ">= 0.9", "met": ours.get("served_vs_saturated", 0) >= 0.9},
+    ]
+
+
+def stop_servers(args: argparse.Namespace) -> None:
+    for server in json.loads((args.out / "servers.json").read_text()).values():
+        stop(server["pid"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("phase", choices=["start", "measure", "summarize", "stop"])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--part", choices=["latency", "bursty"], default="latency")
+    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/models/llama2-7b"))
+    parser.add_argument("--shape", default="llama2-7b")
+    parser.add_argument("--ready-timeout-s", type=float, default=500)
+    parser.add_argument("--point-s", type=float, default=30, help="arrival window of each load point")
+    parser.add_argument("--flood-s", type=float, default=40, help="arrival window of the flood")
+    parser.add_argument("--high-rate", type=float, default=2.0, help="flood: high-priority requests/s")
+    parser.add_argument("--input-len", type=int, default=MIXED["input_len"], help="mixed prompts' mean length")
+    parser.add_argument("--output-len", type=int, default=MIXED["output_len"], help="mixed outputs' mean length")
+    parser.add_argument("--ports", type=int, nargs=2, metavar=("OURS", "VLLM"),
+                        help="measure servers already running on these ports (a dry run of the script)")
+    args = parser.parse_args()
+    if args.ports:
+        PORTS.update(ours=args.ports[0], vllm=args.ports[1])
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.phase == "start":
+        return start(args)
+    if args.phase == "summarize":
+        return summarize(args)
+    if args.phase == "stop":
+        stop_servers(args)
+        return 0
+    try:
+        (measure_latency if args.part == "latency" else measure_bursty_and_flood)(args)
+    finally:
+        if args.part == "bursty":
+            stop_servers(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The request path without an engine: where a first token waits, and how many requests/s routing sustains.
+
+Our whole app runs (Ray Serve's HTTP proxy, ingress replicas, routing, controller, Ray hops, response
+delivery) with `serve_app.bench.stand_in_replica.StandInReplica` in place of the vLLM replicas: it
+answers at once, so what a client waits for is our path alone.
+
+1. Breakdown: streamed requests one at a time; the client's time to first event and, from the
+   traces, where it went: proxy and ingress before routing, routing (admission + queue), the Ray hop
+   to the replica, the replica, the hop back with the first event, and the proxy's write to the client.
+2. Capacity: closed-loop clients (--concurrency) sending non-streamed requests for --seconds, with
+   1 and 2 ingress replicas: completed requests/s and latency percentiles.
+
+    python benchmarks/routing_capacity.py --out benchmarks/results/routing_capacity_cpu
+
+Writes OUT/routing_capacity.json and OUT/routing_capacity.png. Run from a checkout of any commit
+whose replicas take `run(request, reply_to)` calls, to compare request paths on one machine.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from serve_app.bench.stand_in_replica import StandInReplica  # noqa: E402
+from serve_app.config import parse_config  # noqa: E402
+from serve_app.policy.recent_latency import nearest_rank_percentile  # noqa: E402
+
+APP = "llmserve"
+BODY = {"model": "stand-in", "prompt": "routing capacity", "max_tokens": 4}
+
+
+def config(ingress_replicas: int, replicas: int, tracing: bool):
+    return parse_config({
+        "replicas": {"num_replicas": replicas, "num_cpus": 0},
+        "engine": {"batch_size_policy": "vllm_default"},
+        "http": {"ingress_replicas": ingress_replicas, "port": 8000},
+        "telemetry": {"tracing_exporter": "memory" if tracing else "none", "metrics": False},
+        # Admission measures the path: nothing is refused for a predicted wait in a closed loop.
+        "priority_classes": [{"name": "bench", "ttft_slo_s": 30, "tpot_slo_s": 1, "queue_deadline_s": 300}],
+        "default_priority": "bench",
+    })
+
+
+def deploy(app_config) -> str:
+    """Deploy the app with stand-in replicas on the running local Ray Serve; returns its URL."""
+    import serve_app.app as app_module
+    from serve_app.local import start_local
+
+    app_module.LLMReplica = StandInReplica  # the replica deployment's class, whatever the commit's build_app
+    return start_local(app_config, ready_timeout_s=120)
+
+
+def percentiles_ms(values: list[float]) -> dict[str, float | None]:
+    return {f"p{int(q * 100)}_ms": (None if not values else round(1000 * nearest_rank_percentile(values, q), 2))
+            for q in (0.5, 0.9, 0.99)}
+
+
+async def first_event_s(client: httpx.AsyncClient, url: str) -> float:
+    started = time.perf_counter()
+    async with client.stream("POST", f"{url}/v1/completions", json={**BODY, "stream": True}) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if line.startswith("data: {"):
+                ttft = time.perf_counter() - started
+                break
+        async for _ in response.aiter_lines():
+            pass
+    return ttft
+
+
+def spans_by_trace() -> dict[str, list[dict]]:
+    from ray import serve
+
+    spans: list[dict] = []
+    for deployment in ("Ingress", "Router", "LLMReplica"):
+        try:
+            spans += serve.get_deployment_handle(deployment, app_name=APP).collected_spans.remote().result(timeout_s=30)
+        except Exception:  # the commit has no such deployment (a router process, or none)
+            continue
+    traces: dict[str, list[dict]] = {}
+    for span in spans:
+        traces.setdefault(span["trace_id"], []).append(span)
+    return traces
+
+
+def breakdown(traces: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per step, ms percentiles over the requests whose four spans were all found."""
+    steps: dict[str, list[float]] = {"ingress_before_routing": [], "routing_queue": [], "hop_to_replica": [],
+                                     "replica_to_first_event": [], "hop_back_first_event": [],
+                                     "ingress_first_token_total": []}
+    for spans in traces.values():
+        named = {s["name"]: s for s in spans}
+        if not {"ingress.request", "router.queue_wait", "router.dispatch", "engine.generate"} <= named.keys():
+            continue
+        root, queue, dispatch, engine = (named[n] for n in ("ingress.request", "router.queue_wait",
+                                                            "router.dispatch", "engine.generate"))
+        ingress_first = next((e["time_ns"] for e in root["events"] if e["name"] == "first_token"), None)
+        engine_first = next((e["time_ns"] for e in engine["events"] if e["name"] == "first_token"), None)
+        if ingress_first is None or engine_first is None:
+            continue
+        s = 1e-9
+        steps["ingress_before_routing"].append((queue["start_ns"] - root["start_ns"]) * s)
+        steps["routing_queue"].append((queue["end_ns"] - queue["start_ns"]) * s)
+        steps["hop_to_replica"].append((engine["start_ns"] - queue["end_ns"]) * s)
+        steps["replica_to_first_event"].append((engine_first - engine["start_ns"]) * s)
+        steps["hop_back_first_event"].append((ingress_first - engine_first) * s)
+        steps["ingress_first_token_total"].append((ingress_first - root["start_ns"]) * s)
+    return {step: {"n": len(values), **percentiles_ms(values)} for step, values in steps.items()}
+
+
+async def overhead(url: str, requests: int) -> dict:
+    async with httpx.AsyncClient(timeout=30) as client:
+        for _ in range(10):  # warm connections and code paths
+            await first_event_s(client, url)
+        ttfts = [await first_event_s(client, url) for _ in range(requests)]
+    return {"requests": requests, "client_first_event": percentiles_ms(ttfts),
+            "client_first_event_mean_ms": round(1000 * statistics.fmean(ttfts), 2)}
+
+
+async def closed_loop(url: str, concurrency: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                response = await client.post(f"{url}/v1/completions", json=BODY)
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"concurrency": concurrency, "seconds": round(elapsed, 2), "completed": len(latencies), "errors": errors,
+            "requests_per_s": round(len(latencies) / elapsed, 1), "latency": percentiles_ms(latencies)}
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = {k: v["p50_ms"] or 0 for k, v in report["breakdown"].items() if k != "ingress_first_token_total"}
+    left.barh(list(steps), list(steps.values()))
+    left.set_xlabel("ms (p50)")
+    left.set_title(f"first event, client p50 {report['overhead']['client_first_event']['p50_ms']} ms")
+    runs = report["capacity"]
+    right.bar([f"{r['ingress_replicas']} ingress" for r in runs], [r["requests_per_s"] for r in runs])
+    right.set_ylabel("requests/s")
+    right.set_title(f"closed loop, {runs[0]['concurrency']} clients, stand-in engine")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--requests", type=int, default=200, help="breakdown: sequential streamed requests")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--replicas", type=int, default=2, help="stand-in replicas")
+    parser.add_argument("--ingress", type=int, nargs="+", default=[1, 2], help="ingress replica counts to measure")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    import ray
+    from ray import serve
+
+    report = {"commit": commit(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+              "command": "python benchmarks/routing_capacity.py " + shlex.join(sys.argv[1:]), "capacity": []}
+    url = deploy(config(1, args.replicas, tracing=True))
+    report["overhead"] = asyncio.run(overhead(url, args.requests))
+    report["breakdown"] = breakdown(spans_by_trace())
+    print(json.dumps({"overhead": report["overhead"], "breakdown": report["breakdown"]}, indent=2), flush=True)
+    for ingress in args.ingress:
+        serve.delete(APP)
+        url = deploy(config(ingress, args.replicas, tracing=False))
+        asyncio.run(closed_loop(url, args.concurrency, 3))  # warm-up
+        run = {"ingress_replicas": ingress, **asyncio.run(closed_loop(url, args.concurrency, args.seconds))}
+        print(json.dumps(run), flush=True)
+        report["capacity"].append(run)
+    serve.shutdown()
+    ray.shutdown()
+    (args.out / "routing_capacity.json").write_text(json.dumps(report, indent=2))
+    plot(report, args.out / "routing_capacity.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

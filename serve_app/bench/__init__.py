@@ -1,0 +1,1 @@
+"""Pieces the benchmarks share that must be importable by Ray workers (deployment classes)."""
