@@ -41,7 +41,9 @@ MIXED = {"input_len": 512, "output_len": 256, "range_ratio": 0.9}  # defaults of
 LOAD_FRACTIONS = (0.25, 0.5, 0.75)
 ARRIVALS = {"poisson": 1.0, "bursty": 0.25}  # vllm bench serve --burstiness (gamma shape; 1 = Poisson)
 SATURATED_PROMPTS = 800
-FLOOD_LOW_FACTOR = 2.0  # the flood's low class arrives at about twice the saturated request rate
+FLOOD_LOW_FACTOR = 2.0
+FLOOD_LOW_COALESCE_S = 0.25  # the H100 runs' setting for the flood's low class (fewer SSE events)
+DEFAULT_CLASS = {"name": "standard", "ttft_slo_s": 10.0, "tpot_slo_s": 0.2, "queue_deadline_s": 15.0}  # the flood's low class arrives at about twice the saturated request rate
 
 
 def url(server: str) -> str:
@@ -49,7 +51,12 @@ def url(server: str) -> str:
 
 
 def server_commands(model_dir: Path, out: Path) -> dict[str, list[str]]:
-    config = ours_config(model_dir, PORTS["ours"], OursOptions(max_num_batched_tokens=MAX_NUM_BATCHED_TOKENS))
+    config = ours_config(model_dir, PORTS["ours"], OursOptions(low_coalesce_s=FLOOD_LOW_COALESCE_S,
+                                                                 max_num_batched_tokens=MAX_NUM_BATCHED_TOKENS))
+    # The load points send no class: they get one that streams every token (the flood's low class
+    # coalesces its SSE events, which would stretch a short output's TPOT).
+    config["priority_classes"] = [*config["priority_classes"], DEFAULT_CLASS]
+    config["default_priority"] = DEFAULT_CLASS["name"]
     config_path = out / "ours_config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return {"ours": [sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)],
@@ -125,7 +132,7 @@ def save(args: argparse.Namespace, part: dict) -> None:
 def measure_latency(args: argparse.Namespace) -> dict:
     wait_for_servers(args)
     part = {"part": "latency", "gpu": gpu_name(), "points": {}, "script": shlex.join(sys.argv)}
-    commands = {server: mixed_bench(server, args, "saturated", num_prompts=SATURATED_PROMPTS, rate="inf")
+    commands = {server: mixed_bench(server, args, "saturated", num_prompts=args.saturated_prompts, rate="inf")
                 for server in PORTS}
     saturated = both_at_once(commands, args, BENCH_STARTUP_S + 240)
     part["saturated"] = {server: _keep(r) for server, r in saturated.items()}
@@ -150,7 +157,8 @@ def flood(args: argparse.Namespace) -> dict:
     reference is the flood's own low workload at rate inf, also at once."""
     saturated_classes = load_classes(1.0, 1.0)
     reference = both_at_once({server: class_bench_command(server, saturated_classes["low"], url(server),
-                                                          args.model_dir, args.out, num_prompts=512,
+                                                          args.model_dir, args.out,
+                                                          num_prompts=args.saturated_prompts,
                                                           request_rate="inf", seed=0,
                                                           result_name=f"{server}_flood_saturated.json")
                               for server in PORTS}, args, BENCH_STARTUP_S + 150)
@@ -259,6 +267,7 @@ def main() -> int:
     parser.add_argument("--point-s", type=float, default=30, help="arrival window of each load point")
     parser.add_argument("--flood-s", type=float, default=40, help="arrival window of the flood")
     parser.add_argument("--high-rate", type=float, default=2.0, help="flood: high-priority requests/s")
+    parser.add_argument("--saturated-prompts", type=int, default=SATURATED_PROMPTS)
     parser.add_argument("--input-len", type=int, default=MIXED["input_len"], help="mixed prompts' mean length")
     parser.add_argument("--output-len", type=int, default=MIXED["output_len"], help="mixed outputs' mean length")
     parser.add_argument("--ports", type=int, nargs=2, metavar=("OURS", "VLLM"),

@@ -41,11 +41,11 @@ APP = "llmserve"
 BODY = {"model": "stand-in", "prompt": "routing capacity", "max_tokens": 4}
 
 
-def config(ingress_replicas: int, replicas: int, tracing: bool):
+def config(ingress_replicas: int, replicas: int, tracing: bool, throughput_mode: bool):
     return parse_config({
-        "replicas": {"num_replicas": replicas, "num_cpus": 0},
+        "replicas": {"num_replicas": replicas, "num_cpus": 0.01},
         "engine": {"batch_size_policy": "vllm_default"},
-        "http": {"ingress_replicas": ingress_replicas, "port": 8000},
+        "http": {"ingress_replicas": ingress_replicas, "port": 8000, "ray_serve_throughput_optimized": throughput_mode},
         "telemetry": {"tracing_exporter": "memory" if tracing else "none", "metrics": False},
         # Admission measures the path: nothing is refused for a predicted wait in a closed loop.
         "priority_classes": [{"name": "bench", "ttft_slo_s": 30, "tpot_slo_s": 1, "queue_deadline_s": 300}],
@@ -71,11 +71,12 @@ async def first_event_s(client: httpx.AsyncClient, url: str) -> float:
     started = time.perf_counter()
     async with client.stream("POST", f"{url}/v1/completions", json={**BODY, "stream": True}) as response:
         response.raise_for_status()
-        async for line in response.aiter_lines():
+        lines = response.aiter_lines()
+        async for line in lines:
             if line.startswith("data: {"):
                 ttft = time.perf_counter() - started
                 break
-        async for _ in response.aiter_lines():
+        async for _ in lines:
             pass
     return ttft
 
@@ -190,20 +191,25 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--replicas", type=int, default=2, help="stand-in replicas")
     parser.add_argument("--ingress", type=int, nargs="+", default=[1, 2], help="ingress replica counts to measure")
+    parser.add_argument("--throughput-mode", choices=["on", "off"], default="on",
+                        help="http.ray_serve_throughput_optimized (Ray Serve's throughput-optimized data plane)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     import ray
     from ray import serve
 
     report = {"commit": commit(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "command": "python benchmarks/routing_capacity.py " + shlex.join(sys.argv[1:]), "capacity": []}
-    url = deploy(config(1, args.replicas, tracing=True))
+              "command": "python benchmarks/routing_capacity.py " + shlex.join(sys.argv[1:]),
+              "capacity": []}
+    mode = args.throughput_mode == "on"
+    url = deploy(config(1, args.replicas, tracing=True, throughput_mode=mode))
+    report["ray_serve_env"] = {k: v for k, v in os.environ.items() if k.startswith("RAY_SERVE_")}
     report["overhead"] = asyncio.run(overhead(url, args.requests))
     report["breakdown"] = breakdown(spans_by_trace())
     print(json.dumps({"overhead": report["overhead"], "breakdown": report["breakdown"]}, indent=2), flush=True)
     for ingress in args.ingress:
         serve.delete(APP)
-        url = deploy(config(ingress, args.replicas, tracing=False))
+        url = deploy(config(ingress, args.replicas, tracing=False, throughput_mode=mode))
         asyncio.run(closed_loop(url, args.concurrency, 3))  # warm-up
         run = {"ingress_replicas": ingress, **asyncio.run(closed_loop(url, args.concurrency, args.seconds))}
         print(json.dumps(run), flush=True)
@@ -211,7 +217,10 @@ def main() -> int:
     serve.shutdown()
     ray.shutdown()
     (args.out / "routing_capacity.json").write_text(json.dumps(report, indent=2))
-    plot(report, args.out / "routing_capacity.png")
+    try:
+        plot(report, args.out / "routing_capacity.png")
+    except ImportError:  # no matplotlib (the GPU host's bundle): the JSON is the result
+        pass
     return 0
 
 

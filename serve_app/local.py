@@ -10,12 +10,12 @@ from typing import Any, Callable
 import httpx
 
 from serve_app.config import AppConfig, ConfigError
+from serve_app.ray_env import ray_serve_env
 from serve_app.shared_memory import remove_orphaned_segments, vllm_segments
 from serve_app.synthetic_model import ensure_model
 
 logger = logging.getLogger("serve_app.local")
 APP_NAME = "llmserve"
-DIRECT_INGRESS_PORT_SPAN = 99  # ports a direct ingress may take above the first (replicas, restarts)
 SHM_RELEASE_WAIT_S = 15.0  # engine processes may still be exiting when Ray's shutdown returns
 # /dev/shm segments that existed before this process started Ray: not ours to remove at stop.
 _segments_before_start: set | None = None
@@ -40,13 +40,12 @@ def start_local(config: AppConfig, *, engine_overrides: dict[str, Any] | None = 
     if _segments_before_start is None:
         _segments_before_start = vllm_segments()
     direct_port = config.http.direct_ingress_port
-    if direct_port is not None:
-        if ray.is_initialized():
-            raise ConfigError("http.direct_ingress_port: Ray is already running; direct ingress must be on "
-                              "when Ray starts (RAY_SERVE_ENABLE_DIRECT_INGRESS)")
-        # Read by Ray Serve's controller and replicas, which inherit this process's environment.
-        os.environ.update(direct_ingress_env(direct_port))
+    if direct_port is not None and ray.is_initialized():
+        raise ConfigError("http.direct_ingress_port: Ray is already running; direct ingress must be on "
+                          "when Ray starts (RAY_SERVE_ENABLE_DIRECT_INGRESS)")
     if not ray.is_initialized():
+        # Read by Ray Serve's controller, proxy and replicas, which inherit this process's environment.
+        os.environ.update(ray_serve_env(config.http))
         metrics_port = config.telemetry.metrics_export_port
         ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
@@ -56,12 +55,6 @@ def start_local(config: AppConfig, *, engine_overrides: dict[str, Any] | None = 
     base_url = f"http://{config.http.host}:{direct_port or config.http.port}"
     wait_until_ready(base_url, ready_timeout_s)
     return base_url
-
-
-def direct_ingress_env(first_port: int) -> dict[str, str]:
-    """Ray Serve's switches for direct ingress with ingress replicas on ports from `first_port` up."""
-    return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(first_port),
-            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(first_port + DIRECT_INGRESS_PORT_SPAN)}
 
 
 HealthProbe = Callable[[httpx.Response, float], None]

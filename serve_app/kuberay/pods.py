@@ -1,6 +1,6 @@
 """Pod templates of the RayCluster: head and worker group, with the model volume and /dev/shm.
 
-The head runs Ray's control plane plus the CPU-only deployments (Ingress, Router, Controller), which
+The head runs Ray's control plane plus the CPU-only deployments (Ingress, which routes, and Controller), which
 read no model file (requests are tokenized once, by vLLM on the replica): no GPU and no model volume.
 Workers run the LLMReplica actors and hold the model.
 """
@@ -84,7 +84,12 @@ def _pod_spec(container: dict[str, Any], init: list[dict[str, Any]], volumes: li
     return {"spec": spec}
 
 
-def head_template(*, image: str, cluster: ClusterSettings, port: int) -> dict[str, Any]:
+def container_env(env: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": name, "value": value} for name, value in sorted(env.items())]
+
+
+def head_template(*, image: str, cluster: ClusterSettings, port: int,
+                  env: dict[str, str] | None = None) -> dict[str, Any]:
     """Head pod: no GPU, no model; KubeRay injects its own GCS/raylet probes (see render.py on /health)."""
     container = {
         "name": HEAD_CONTAINER,
@@ -99,11 +104,14 @@ def head_template(*, image: str, cluster: ClusterSettings, port: int) -> dict[st
         "resources": resources(cluster.head_cpu, cluster.head_memory),
         "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
     }
+    if env:
+        container["env"] = container_env(env)
     return _pod_spec(container, [], [shm_volume(cluster.head_shm)], {})
 
 
 def worker_template(*, image: str, cluster: ClusterSettings, storage: ModelStorage, model_size: str,
-                    shape: str, port: int, cpu: str, memory: str, gpus: int) -> dict[str, Any]:
+                    shape: str, port: int, cpu: str, memory: str, gpus: int,
+                    env: dict[str, str] | None = None) -> dict[str, Any]:
     """Worker pod: the replica's GPUs, the weights, and a readiness probe on the Serve /health route."""
     container = {
         "name": WORKER_CONTAINER,
@@ -119,6 +127,8 @@ def worker_template(*, image: str, cluster: ClusterSettings, storage: ModelStora
         },
         "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}, model_mount(storage)],
     }
+    if env:
+        container["env"] = container_env(env)
     init = model_init_containers(storage, app_image=image, shape=shape, pull_policy=cluster.image_pull_policy)
     volumes = [shm_volume(cluster.worker_shm), model_volume(storage, model_size)]
     extra: dict[str, Any] = {}

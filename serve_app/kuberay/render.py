@@ -15,6 +15,7 @@ import yaml
 
 from serve_app.config import AppConfig
 from serve_app.kuberay.pods import head_template, worker_template
+from serve_app.ray_env import ray_serve_env
 from serve_app.kuberay.serve_config import effective_autoscaling, replica_range, serve_config
 from serve_app.kuberay.settings import ClusterSettings, ManifestError, ModelStorage
 from serve_app.kuberay.sizing import model_volume_size, object_store_bytes, quantity_bytes, worker_shape
@@ -65,7 +66,7 @@ def render_rayservice(config: AppConfig, *, name: str, image: str, namespace: st
         "rayStartParams": {"object-store-memory": object_store_bytes(cluster.worker_shm)},
         "template": worker_template(image=image, cluster=cluster, storage=model_storage, model_size=model_size,
                                     shape=synthetic, port=port, cpu=shape.cpu, memory=shape.memory,
-                                    gpus=shape.gpus),
+                                    gpus=shape.gpus, env=ray_serve_env(config.http)),
     }
     metadata: dict[str, Any] = {"name": name}
     if namespace is not None:
@@ -88,10 +89,12 @@ def render_rayservice(config: AppConfig, *, name: str, image: str, namespace: st
                 },
                 "headGroupSpec": {
                     # num-cpus 0: no CPU-requesting task lands on the head; the Serve controller, proxy,
-                    # Ingress, Router and Controller all ask for 0 CPUs and still run there.
+                    # Ingress and Controller both ask for 0 CPUs and still run there.
                     "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0",
                                        "object-store-memory": object_store_bytes(cluster.head_shm)},
-                    "template": head_template(image=image, cluster=cluster, port=port),
+                    # Ray Serve's data-plane switches are read from every Ray process's environment.
+                    "template": head_template(image=image, cluster=cluster, port=port,
+                                              env=ray_serve_env(config.http)),
                 },
                 "workerGroupSpecs": [worker_group],
             },

@@ -73,7 +73,7 @@ class ClusterSettings(_Strict):
         default_factory=_default_tolerations, description="Worker tolerations (gpu only)."
     )
     head_cpu: str = Field("4", description="Head CPU request = limit (GCS, dashboard, Serve controller, "
-                          "proxy, Ingress, Router).")
+                          "proxy, Ingress with its routing).")
     head_memory: str = Field("16Gi", description="Head memory request = limit.")
     head_shm: str = Field("2Gi", description="Head /dev/shm (object store) size.")
     worker_shm: str = Field("8Gi", description="Worker /dev/shm size: Ray object store + torch IPC.")
