@@ -223,7 +223,7 @@ class Cluster:
         self._core.finish(rid, self._now, ok=ok, ttft_s=ttft, tpot_s=tpot)
 
     def _on_expire(self) -> None:
-        for request_id, refusal in self._core.expire(self._now):
+        for request_id, refusal in self._core.expire(self._now, ahead_s=EXPIRY_PERIOD_S):
             self._queued -= 1
             outcome = self._outcomes[request_id]
             outcome.status, outcome.code, outcome.finish_s = refusal.status, refusal.code, self._now

@@ -1,11 +1,10 @@
 """`RouterCore` with the same decisions at lower cost, for simulating hundreds of replicas.
 
-Two of the real router's operations grow with the number of requests held, which dominates a
-simulation at thousands of requests per second (and costs the real router the same way):
-`RouterCore._targets` rebuilds the set of active classes from every queued and running request
-on each completion, and `PriorityRequestQueue.expired` copies each class's whole FIFO every 50 ms.
-Here the first counts running requests per class and the second stops at the first fresh entry
-without copying. Replica choice builds loads only for replicas with room (the same list
+One of the real router's operations grows with the number of requests held, which dominates a
+simulation at thousands of requests per second: `RouterCore._targets` rebuilds the set of active
+classes from every queued and running request on each completion; here it counts running requests
+per class. (The queue's expiry used to be forked here too; the real one now stops at the first
+fresh entry without copying, so the simulator uses it as it is.) Replica choice builds loads only for replicas with room (the same list
 `choose_replica` would filter to, in the same order, so the seeded draw is the same).
 `tests/unit/test_simulator_cluster.py` checks the decisions match RouterCore's.
 """
@@ -15,29 +14,13 @@ import random
 from collections import Counter
 
 from serve_app.policy.priority_classes import PriorityClasses
-from serve_app.policy.priority_queue import PriorityRequestQueue, QueuedRequest
 from serve_app.policy.replica_choice import ReplicaLoad, choose_replica
 from serve_app.policy.router_core import Dispatch, RouterCore, RouterPolicy
-
-
-class _LazyExpiryQueue(PriorityRequestQueue):
-    def expired(self, now: float) -> list[QueuedRequest]:
-        out: list[QueuedRequest] = []
-        for class_name, fifo in self._fifos.items():
-            deadline_s = self._classes.get(class_name).queue_deadline_s
-            for entry in fifo.values():  # not mutated while iterating: removal happens below
-                if entry.waited_s(now) <= deadline_s:
-                    break
-                out.append(entry)
-        for entry in out:
-            self._discard(entry)
-        return sorted(out, key=lambda e: e.seq)
 
 
 class FastRouterCore(RouterCore):
     def __init__(self, classes: PriorityClasses, policy: RouterPolicy, rng: random.Random) -> None:
         super().__init__(classes, policy, rng)
-        self._queue = _LazyExpiryQueue(classes, policy.max_queue_size, policy.aging_interval_s)
         self._running_by_class: Counter[str] = Counter()
         self._levels = {name: classes.level_of(name) for name in classes.names}
 

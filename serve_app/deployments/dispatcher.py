@@ -165,7 +165,8 @@ class Dispatcher:
     async def _expire_forever(self) -> None:
         while True:
             await asyncio.sleep(EXPIRY_PERIOD_S)
-            for request_id, refusal in self._core.expire(self._clock()):
+            # Refused before their deadline passes, not up to one period after it.
+            for request_id, refusal in self._core.expire(self._clock(), ahead_s=EXPIRY_PERIOD_S):
                 waiter = self._waiters.pop(request_id, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(refusal)

@@ -125,14 +125,15 @@ class PriorityRequestQueue:
         del self._fifos[class_name][request_id]
         return True
 
-    def expired(self, now: float) -> list[QueuedRequest]:
-        """Remove and return entries that waited longer than their class's queue deadline."""
+    def expired(self, now: float, ahead_s: float = 0.0) -> list[QueuedRequest]:
+        """Remove and return entries that waited longer than their class's queue deadline, or will have
+        within `ahead_s` (a caller that checks every `ahead_s` refuses none later than its deadline)."""
         expired: list[QueuedRequest] = []
         for class_name, fifo in self._fifos.items():
             deadline_s = self._classes.get(class_name).queue_deadline_s
             # FIFO order means arrival order, so the first fresh entry ends the scan.
             for entry in fifo.values():  # no copy: this runs every few ms on queues of thousands
-                if entry.waited_s(now) <= deadline_s:
+                if entry.waited_s(now) + ahead_s <= deadline_s:
                     break
                 expired.append(entry)
         for entry in expired:

@@ -281,18 +281,19 @@ class RouterCore:
             f"request took this {queued.class_name!r} request's place after {victim.waited_s(now):.1f}s",
             self._retry_after(len(self._queue)))))
 
-    def expire(self, now: float) -> list[tuple[str, Refusal]]:
-        """Queued requests past their class's queue deadline or shed from a full queue, each with its 503."""
+    def expire(self, now: float, ahead_s: float = 0.0) -> list[tuple[str, Refusal]]:
+        """Queued requests past their class's queue deadline (or past it within `ahead_s`, the caller's
+        check period) or shed from a full queue, each with its 503."""
         expired, self._shed = self._shed, []
-        for entry in self._queue.expired(now):
+        for entry in self._queue.expired(now, ahead_s):
             queued = self._queued.pop(entry.request_id)
             counters = self._counters[queued.class_name]
             counters.expired += 1
             counters.refused_wait_max_s = max(counters.refused_wait_max_s, entry.waited_s(now))
             deadline_s = self._classes.get(queued.class_name).queue_deadline_s
             expired.append((entry.request_id, Refusal(
-                503, "queue_deadline_exceeded", f"waited {entry.waited_s(now):.1f}s for a replica, past the "
-                f"{deadline_s:g}s queue deadline of priority class {queued.class_name!r}",
+                503, "queue_deadline_exceeded", f"waited {entry.waited_s(now):.1f}s for a replica; the "
+                f"{deadline_s:g}s queue deadline of priority class {queued.class_name!r} ran out",
                 self._retry_after(len(self._queue) + 1))))
         return expired
 

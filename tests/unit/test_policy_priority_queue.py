@@ -237,3 +237,12 @@ def test_depth_at_or_above_counts_same_and_better_classes():
 
 def test_max_size_property():
     assert make_queue(max_size=7).max_size == 7
+
+
+def test_expired_ahead_refuses_what_would_pass_its_deadline_before_the_next_check():
+    queue = make_queue()
+    queue.push("high-old", "high", 0.0, 1)  # deadline 5 s
+    queue.push("high-new", "high", 1.0, 1)
+    # Checked every 50 ms: at 4.96 s the first would be 5.01 s old at the next check, past its deadline.
+    assert [e.request_id for e in queue.expired(4.96, ahead_s=0.05)] == ["high-old"]
+    assert queue.expired(4.96, ahead_s=0.05) == []
