@@ -375,9 +375,9 @@ class Ingress:
 
     @http_app.get("/v1/router/stats")
     async def router_stats(self):
-        """Per class: queue depth, waits, admitted/refused/expired/served counts; per replica: window;
-        recent TTFT as the replicas and as this ingress replica measured it; garbage-collector pauses of
-        the router's and this ingress replica's processes."""
+        """This ingress replica's router: per class, queue depth, waits, admitted/refused/expired/served
+        counts; per replica, window (this ingress's lease); recent TTFT as the replicas and as this
+        ingress replica measured it; this process's garbage-collector pauses."""
         stats = self._dispatcher.stats()
         stats["ingress"] = {"replica": self._replica_id, "ttft_recent": self._recent_ttft.summary(time.monotonic()),
                             "gc_pauses": self._gc_pauses.summary(), "gc_frozen_objects": gc.get_freeze_count()}
