@@ -57,8 +57,11 @@ def build_app(config: AppConfig, engine_overrides: dict[str, Any] | None = None)
         # Replicas hand each batch of tokens to the ingress replica that holds those requests.
         request_router_config=RequestRouterConfig(request_router_class=TARGETED_ROUTER),
     )
+    # Every ingress replica refreshes its leases twice a second and every replica reports its load:
+    # an access-log line per call would be most of an idle service's log.
     controller_deployment = serve.deployment(Controller, name="Controller", num_replicas=1,
-                                             ray_actor_options={"num_cpus": 0}, **LIGHT_PROCESS_HEALTH)
+                                             ray_actor_options={"num_cpus": 0}, **LIGHT_PROCESS_HEALTH,
+                                             logging_config={"enable_access_log": False})
     controller = controller_deployment.bind(data)
     replicas = replica_deployment.bind(data, engine_overrides, INGRESS_NAME, controller)
     return ingress_deployment.bind(replicas, controller, data)

@@ -90,3 +90,12 @@ def test_no_request_text_or_key_in_logs(base_url, model_name):
     assert hits["control"], f"the request ids never showed up under {logs}: the scan reads the wrong logs"
     leaks = {name: files for name, files in hits.items() if files and name != "control"}
     assert not leaks, f"request text or key found in logs: {leaks}"
+
+
+def test_the_controllers_routine_calls_write_no_access_log_lines(base_url):
+    """Leases (twice a second per ingress replica) and load reports (every 2 s per replica) are the
+    controller's routine: one log line each would be most of an idle service's log."""
+    httpx.get(f"{base_url}/health", timeout=30)
+    time.sleep(3)  # several lease refreshes and a load report, in every app of this session
+    hits = _found_in_logs(_logs_dirs(), {"lease": "CALL lease_windows", "load report": "CALL report_load"})
+    assert hits == {"lease": [], "load report": []}, hits
