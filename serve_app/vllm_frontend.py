@@ -48,6 +48,13 @@ class RequestTally:
     # (engine request id, choice index) -> tokens counted so far (outputs may repeat the whole sequence)
     _seen: dict[tuple[str, int], int] = field(default_factory=dict)
 
+    @classmethod
+    def for_request(cls, path: str, priority_rank: int, http: Any) -> RequestTally:
+        """A tally for a call to `path`, with the prompt and output limits of `http` (`HttpSettings`)."""
+        prompt_param = "messages" if path.endswith("chat/completions") else "input" if path.endswith("responses") else "prompt"
+        return cls(priority=priority_rank, prompt_param=prompt_param, max_prompt_tokens=http.max_prompt_tokens,
+                   max_output_tokens=http.max_output_tokens)
+
     def observe(self, request_id: str, output: Any, cumulative: bool) -> None:
         if output.prompt_token_ids is not None:
             self.prompt_tokens = max(self.prompt_tokens, len(output.prompt_token_ids))

@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any
 
-from serve_app.delivery import Outbox
+from serve_app.deployments.ingress_link import outbox_to_ingress
 from serve_app.generation import GenerationRequest, ResponsePart, RunSummary
 from serve_app.telemetry import tracing
 from serve_app.telemetry.tracing import RequestSpan
@@ -39,11 +39,10 @@ class StandInReplica:
         tracing.configure_from_settings(parse_config(config).telemetry)
         context = serve.get_replica_context()
         self._replica_id = context.replica_id.unique_id
-        self._ingress = serve.get_deployment_handle(ingress_name, app_name=context.app_name)
         self._controller = controller
         # Time between a streamed response's events, as the engine's would be (the engine overrides carry it).
         self._token_interval_s = float((engine_overrides or {}).get("stand_in_token_interval_s", 0.0))
-        self._outbox = Outbox(lambda ingress, batch: self._ingress.deliver.remote(batch, target_replica=ingress))
+        self._outbox = outbox_to_ingress(ingress_name)
         self._in_flight = 0
         self._completed = 0
         await controller.report_allocation.remote(self._replica_id, KV_BLOCKS, BLOCK_SIZE, MAX_NUM_SEQS)

@@ -69,7 +69,8 @@ class Dispatcher:
         self._controller = controller
         self._clock = clock
         self._callers = {caller.name: caller for caller in self._config.api_key_registry().callers}
-        self._core = RouterCore(self._config.policy_classes(), self._config.router.policy(), random.Random())
+        self.classes = self._config.policy_classes()
+        self._core = RouterCore(self.classes, self._config.router.policy(), random.Random())
         self._waiters: dict[str, asyncio.Future] = {}
         self._background: list[asyncio.Task] = []
         self._controller_answered_at = -1e18
@@ -77,14 +78,11 @@ class Dispatcher:
         if self._config.telemetry.metrics:
             from serve_app.telemetry.metrics import RouterMetrics
             self._metrics = RouterMetrics()
-        self.door = LocalDoor(self._config.policy_classes(), lambda: self._core.admission_preview(self._clock()),
+        self.door = LocalDoor(self.classes, lambda: self._core.admission_preview(self._clock()),
                               self._core.record_door_refusals)
 
     def start(self) -> None:
         """Start the expiry and lease-refresh loops (needs the running event loop)."""
-        self._ensure_background()
-
-    def _ensure_background(self) -> None:
         if not self._background:
             self._background = [asyncio.create_task(_supervised(self._expire_forever)),
                                 asyncio.create_task(_supervised(self._refresh_replicas_forever))]
@@ -95,7 +93,6 @@ class Dispatcher:
 
     async def submit(self, request: GenerationRequest) -> RunSummary | Refusal:
         """Run `request` on a replica (its response parts come back to this ingress replica), or refuse it."""
-        self._ensure_background()
         caller = self._callers[request.caller]
         prefix_key = request.prefix_key if self._config.router.prefix_affinity else None
         queued = RequestSpan("router.queue_wait", parent=request.trace_context,
@@ -183,8 +180,9 @@ class Dispatcher:
         requests held here per class (which the leases follow) and the queue for autoscaling."""
         if self._controller is None:
             return
-        classes = self._core.stats()["classes"]  # sorts every class's wait samples: once per refresh
-        demand = [classes[name]["queued"] + classes[name]["running"] for name in self._config.policy_classes().names]
+        stats = self._core.stats()  # sorts every class's wait samples: once per refresh
+        classes = stats["classes"]
+        demand = [classes[name]["queued"] + classes[name]["running"] for name in self.classes.names]
         try:
             leases = await asyncio.wait_for(self._controller.lease_windows.remote(
                 self._ingress_id, demand, {name: c["queued"] for name, c in classes.items()},
@@ -197,12 +195,11 @@ class Dispatcher:
             self._core.set_replicas(leases)
         self._pump()
         if self._metrics is not None:
-            self._metrics.observe_stats(self._core.stats())
+            self._metrics.observe_stats(stats)
 
     def health(self) -> dict[str, Any]:
         """What the health route needs: replicas this ingress can send to, and whether the controller
         answered its last refresh (it keeps the replica list and leases current)."""
-        self._ensure_background()
         controller_age_s = self._clock() - self._controller_answered_at
         return {"routable_replicas": self._core.routable_count,
                 "started": self._controller is None or self._controller_answered_at > -1e18,
@@ -210,5 +207,4 @@ class Dispatcher:
 
     def stats(self) -> dict[str, Any]:
         """Queue depth and waits per class, window (lease) per replica, admitted/refused counts."""
-        self._ensure_background()
         return self._core.stats(self._clock())

@@ -1,0 +1,74 @@
+"""Errors in OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`), whatever raised them."""
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serve_app import openai_api as api
+from serve_app.deployments.errors import ReplicaFailed
+from serve_app.openai_api import ApiError
+from serve_app.policy.router_core import Refusal
+
+logger = logging.getLogger("serve_app.ingress")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Our `ApiError`s, unknown routes and methods, and anything unexpected, all in OpenAI's shape."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        """Not FastAPI's `{"detail": ...}`."""
+        if error.status_code == 404:
+            message = f"no route {request.url.path}; see /docs for the API"
+        elif error.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(error.detail)
+        body = api.error_body(message, "invalid_request_error", code="not_found" if error.status_code == 404 else None)
+        return JSONResponse(body, status_code=error.status_code, headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s", request.url.path)
+        return JSONResponse(api.error_body("internal server error", "server_error"), status_code=500)
+
+
+def openai_error_shape(body: bytes, status: int) -> bytes:
+    """vLLM's app answers a few errors in FastAPI's `{"detail": ...}` (a body it cannot parse): in
+    OpenAI's shape, as vLLM's own handler words its others."""
+    if status < 400 or not body.startswith(b'{"detail"'):
+        return body
+    detail = json.loads(body)["detail"]
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    return json.dumps(api.error_body(detail if isinstance(detail, str) else json.dumps(detail), phrase,
+                                     code=status)).encode()
+
+
+def refusal_error(refusal: Refusal) -> ApiError:
+    error_type = "rate_limit_error" if refusal.status == 429 else "server_error"
+    return ApiError(refusal.status, refusal.message, error_type=error_type, code=refusal.code,
+                    headers={"Retry-After": str(refusal.retry_after_s)})
+
+
+def describe_failure(error: BaseException) -> str:
+    if isinstance(error, ReplicaFailed):
+        return "the model replica serving this request failed; retry"
+    return "internal error while generating; the response is incomplete"
+
+
+def stream_error_event(message: str) -> bytes:
+    """An error event and the end of the stream, as vLLM's own server ends a stream that failed."""
+    body = api.error_body(message, "server_error", code="stream_failed")
+    return f"data: {json.dumps(body)}\n\ndata: [DONE]\n\n".encode()

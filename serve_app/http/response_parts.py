@@ -1,0 +1,153 @@
+"""A generation request's response as the ingress reads it: dispatched through the router (again, on a
+replica lost before the first token), its parts as replicas deliver them (`serve_app.delivery`), written
+out in as few writes as the client's pace allows, and a stream that fails ended with an error event."""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import logging
+from typing import AsyncIterator, Awaitable, Callable, Mapping
+
+from serve_app.delivery import Inbox
+from serve_app.deployments.door import LocalDoor
+from serve_app.deployments.errors import ReplicaFailed
+from serve_app.generation import GenerationRequest, ResponsePart, RunSummary, merge_parts
+from serve_app.http.errors import describe_failure, refusal_error, stream_error_event
+from serve_app.policy.router_core import Refusal
+from serve_app.telemetry.tracing import RequestSpan
+
+logger = logging.getLogger("serve_app.ingress")
+MAX_DISPATCH_ATTEMPTS = 3
+Submit = Callable[[GenerationRequest], Awaitable[RunSummary | Refusal]]
+
+
+async def _next_or_done(queue: asyncio.Queue, dispatched: asyncio.Future) -> ResponsePart | None:
+    """The next queued part, or None once the dispatch call has ended with nothing queued."""
+    getter = asyncio.ensure_future(queue.get())
+    try:
+        await asyncio.wait({getter, dispatched}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not getter.done():
+            getter.cancel()
+    if getter.done() and not getter.cancelled():
+        return getter.result()
+    return None
+
+
+def _consume_outcome(future: asyncio.Future) -> None:
+    """Retrieve a cancelled call's outcome so asyncio does not log it as unhandled."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _drain(queue: asyncio.Queue) -> list[ResponsePart]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
+
+
+def _error_part(message: str) -> ResponsePart:
+    return ResponsePart(b"", done=True, error=message)
+
+
+class ResponseParts:
+    def __init__(self, inbox: Inbox, submit: Submit, door: LocalDoor, coalesce_s: Mapping[str, float],
+                 on_first_token: Callable[[RequestSpan, float], None]):
+        """`coalesce_s`: per class, how long a stream's events wait to go out together;
+        `on_first_token(span, ago_s)`: the first token reached this ingress `ago_s` ago."""
+        self._inbox = inbox
+        self._submit = submit
+        self._door = door
+        self._coalesce_s = dict(coalesce_s)
+        self._on_first_token = on_first_token
+
+    async def parts(self, gen: GenerationRequest, span: RequestSpan, streamed: bool) -> AsyncIterator[ResponsePart]:
+        """The response's parts as replicas deliver them; ends with a done or an error part."""
+        coalesce_s = self._coalesce_s.get(gen.priority_class, 0.0) if streamed else 0.0
+        for attempt in range(1, MAX_DISPATCH_ATTEMPTS + 1):
+            # Each attempt has its own id: parts of an attempt whose replica died may still be on their
+            # way, and they must not land in the next attempt's stream.
+            sent = gen if attempt == 1 else dataclasses.replace(gen, request_id=f"{gen.request_id}.{attempt}")
+            queue = self._inbox.open(sent.request_id)
+            # Outside the HTTP request's context: Ray Serve would cancel the call when the client leaves,
+            # also a client that leaves at `[DONE]` of a served request. Cancelling is ours (below).
+            dispatched = asyncio.get_running_loop().create_task(self._submit(sent), context=contextvars.Context())
+            received_any = finished = False
+            try:
+                while True:
+                    part = queue.get_nowait() if not queue.empty() else await _next_or_done(queue, dispatched)
+                    if part is not None and received_any and coalesce_s and not part.done:
+                        await asyncio.sleep(coalesce_s)  # the events of the next `coalesce_s` go out as one write
+                    if part is not None:
+                        # What piled up while this stream was being written goes out as one write:
+                        # per-write cost, not tokens, is what saturates an ingress under load.
+                        part = merge_parts(part, *_drain(queue))
+                        if not received_any:
+                            self._door.router_admitted(gen.priority_class)
+                        if span.first_token_at is None and part.generated_tokens:
+                            # Streamed: when it reached us; whole: when the engine made it.
+                            self._on_first_token(span, 0.0 if streamed else part.since_first_token_s or 0.0)
+                        received_any = True
+                        finished = part.done
+                        yield part
+                        if finished:
+                            return
+                        continue
+                    error = dispatched.exception()
+                    if error is None and isinstance(dispatched.result(), Refusal):
+                        refusal = dispatched.result()
+                        if refusal.code == "overloaded":
+                            self._door.router_refused(gen.priority_class, refusal.message, refusal.retry_after_s)
+                        raise refusal_error(refusal)
+                    if error is None:
+                        # All parts are sent before dispatch returns; anything left is already queued.
+                        if queue.empty():
+                            yield _error_part("the replica ended the request without completing its response")
+                            return
+                        continue
+                    if isinstance(error, ReplicaFailed) and not received_any and attempt < MAX_DISPATCH_ATTEMPTS:
+                        logger.warning("request %s: replica lost before its first token; re-routing", gen.request_id)
+                        break
+                    logger.error("request %s failed: %s", gen.request_id, type(error).__name__)
+                    yield _error_part(describe_failure(error))
+                    return
+            finally:
+                self._inbox.close(sent.request_id)
+                if not dispatched.done():
+                    if not finished:
+                        # The client left: cancelling the dispatch cancels the replica call, which
+                        # aborts the engine request and frees its KV cache. A finished request's
+                        # call is left to return, so the router core books it as served.
+                        dispatched.cancel()
+                    dispatched.add_done_callback(_consume_outcome)
+
+
+async def event_stream(request_id: str, first: ResponsePart, rest: AsyncIterator[ResponsePart], span: RequestSpan,
+                       on_end: Callable[[int | str, int], None]) -> AsyncIterator[bytes]:
+    """A streamed response's bytes; `on_end(status, completion tokens)` when it ends, also when the
+    client left mid-stream (the generator is closed)."""
+    generated = first.generated_tokens
+    status: int | str = 200
+    try:
+        yield first.body
+        async for part in rest:
+            if part.error:
+                span.fail(part.error, llm__stream_error=True)
+                status = "stream_error"
+                yield part.body + stream_error_event(part.error)
+                break
+            generated = part.generated_tokens or generated
+            if part.body:
+                yield part.body
+    except Exception:
+        # Headers are already sent: the only honest answer left is an error event.
+        logger.exception("request %s: stream failed", request_id)
+        span.fail("stream failed", llm__stream_error=True)
+        status = "stream_error"
+        yield stream_error_event("internal error while streaming; the response is incomplete")
+    finally:
+        await rest.aclose()
+        span.set(http__response__status_code=200)
+        on_end(status, generated)

@@ -1,0 +1,63 @@
+"""Replica side of a response: vLLM's app answers through ASGI callbacks (status, then body chunks);
+the ingress replica wants `ResponsePart`s, the first one carrying the status and headers, each one the
+token count so far, and `done` at the stream's `[DONE]` event. Pure: the clock is passed in.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Protocol
+
+from serve_app.generation import Headers, ResponsePart
+
+
+class TokenTally(Protocol):
+    """What the engine has produced so far for the request (`serve_app.vllm_frontend.RequestTally`)."""
+
+    generated_tokens: int
+    first_token_at: float | None
+
+
+class ResponseRelay:
+    def __init__(self, put: Callable[[ResponsePart], int], tally: TokenTally,
+                 on_first_token: Callable[[float], None] = lambda ago_s: None,
+                 clock: Callable[[], float] = time.monotonic):
+        """`put` queues a part for the ingress and returns its sequence number; `on_first_token` is told,
+        with each part after the first token, how long ago that token came (the span keeps the first)."""
+        self._put = put
+        self._tally = tally
+        self._on_first_token = on_first_token
+        self._clock = clock
+        self.status: int | None = None
+        self._headers: Headers = []
+        self._start_sent = False
+        self.done = False
+        self.last_seq = 0
+
+    def on_start(self, status: int, headers: Headers) -> None:
+        self.status, self._headers = status, headers
+
+    def on_body(self, body: bytes, more: bool) -> None:
+        if self.done:
+            return
+        # A stream is complete at its `[DONE]` event; the empty last message that follows must not
+        # be what the ingress waits for, or a client that leaves at `[DONE]` cancels a served request.
+        done = not more or body.rstrip().endswith(b"data: [DONE]")
+        if body or done:
+            self.done = done
+            self.send(ResponsePart(body, done=done, generated_tokens=self._tally.generated_tokens))
+
+    def fail(self, message: str, status: int | None = None) -> None:
+        """End the response with an error part (the ingress turns it into a 503 or an error event)."""
+        if status is not None:
+            self.status = status
+        self.done = True
+        self.send(ResponsePart(b"", done=True, error=message))
+
+    def send(self, part: ResponsePart) -> None:
+        if not self._start_sent:  # the status goes with the first bytes: a stream's begin with its first token
+            part.status, part.headers = self.status if self.status is not None else 500, self._headers
+            self._start_sent = True
+        if self._tally.first_token_at is not None:
+            part.since_first_token_s = self._clock() - self._tally.first_token_at
+            self._on_first_token(part.since_first_token_s)
+        self.last_seq = self._put(part)

@@ -1,0 +1,60 @@
+"""A generation request's span, metrics and recent-TTFT sample as the ingress sees it: the span opens
+with the route and ends with the response (for a stream, when its last byte is written)."""
+from __future__ import annotations
+
+import time
+from typing import Any, Awaitable, Callable
+
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+
+from serve_app.openai_api import ApiError
+from serve_app.policy.recent_latency import RecentLatencies
+from serve_app.statistics import tpot_s
+from serve_app.telemetry.tracing import RequestSpan, SpanKind
+
+
+class RequestTelemetry:
+    def __init__(self, metrics: Any | None):
+        """`metrics`: `serve_app.telemetry.metrics.RequestMetrics`, or None when metrics are off."""
+        self._metrics = metrics
+        self.recent_ttft = RecentLatencies()
+
+    async def traced(self, http_request: Request,
+                     handler: Callable[[Request, RequestSpan], Awaitable[Response]]) -> Response:
+        """Run a generation route inside its request span; a streamed response ends the span when it ends."""
+        span = RequestSpan("ingress.request", kind=SpanKind.SERVER,
+                           attributes={"http.request.method": http_request.method, "url.path": http_request.url.path})
+        try:
+            response = await handler(http_request, span)
+        except ApiError as error:
+            span.fail(error.message, http__response__status_code=error.status, error__type=error.code or error.error_type)
+            self.ended(span, error.status, 0)
+            raise
+        except BaseException as error:
+            span.fail(type(error).__name__, http__response__status_code=500)
+            self.ended(span, 500, 0)
+            raise
+        if not isinstance(response, StreamingResponse):
+            span.set(http__response__status_code=response.status_code)
+            if response.status_code >= 400:
+                span.fail(f"vLLM answered {response.status_code}")
+            self.ended(span, response.status_code, span.completion_tokens)
+        return response
+
+    def ended(self, span: RequestSpan, status: int | str, completion_tokens: int) -> None:
+        now = time.monotonic()
+        ttft = None if span.first_token_at is None else span.first_token_at - span.started
+        span.set(llm__completion_tokens=completion_tokens)
+        span.end()
+        if self._metrics is not None:
+            self._metrics.observe_end(span.priority_class, status, now - span.started,
+                                      tpot_s(now - span.started, ttft, completion_tokens))
+
+    def first_token(self, span: RequestSpan, ago_s: float = 0.0) -> None:
+        ttft = span.first_token(ago_s)
+        if ttft is None:
+            return
+        self.recent_ttft.add(span.priority_class, time.monotonic(), ttft)
+        if self._metrics is not None:
+            self._metrics.observe_ttft(span.priority_class, ttft)
