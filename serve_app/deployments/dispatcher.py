@@ -73,7 +73,8 @@ class Dispatcher:
         self._core = RouterCore(self.classes, self._config.router.policy(), random.Random())
         self._waiters: dict[str, asyncio.Future] = {}
         self._background: list[asyncio.Task] = []
-        self._controller_answered_at = -1e18
+        self._controller_answered_at = self._refreshed_at = -1e18
+        self._refresh_failure: str | None = None
         self._metrics = None
         if self._config.telemetry.metrics:
             from serve_app.telemetry.metrics import RouterMetrics
@@ -189,21 +190,30 @@ class Dispatcher:
                 {name: capacity_counts(c) for name, c in classes.items()}), CONTROLLER_SILENCE_S)
         except Exception as error:  # a controller restart must not stop routing to known replicas
             logger.warning("lease refresh failed: %s", type(error).__name__)
+            self._refresh_failure = f"the controller did not answer ({type(error).__name__})"
             return
         self._controller_answered_at = self._clock()
-        if leases is not None:  # None: a restarted controller still re-learning the replicas
-            self._core.set_replicas(leases)
-        self._pump()
+        try:
+            if leases is not None:  # None: a restarted controller still re-learning the replicas
+                self._core.set_replicas(leases)
+            self._pump()
+        except Exception as error:  # the loop is restarted (`_supervised`); health says why it is not current
+            self._refresh_failure = f"the leases could not be applied ({type(error).__name__}: {error})"
+            raise
+        self._refreshed_at, self._refresh_failure = self._clock(), None
         if self._metrics is not None:
             self._metrics.observe_stats(stats)
 
     def health(self) -> dict[str, Any]:
-        """What the health route needs: replicas this ingress can send to, and whether the controller
-        answered its last refresh (it keeps the replica list and leases current)."""
-        controller_age_s = self._clock() - self._controller_answered_at
+        """What the health route needs: replicas this ingress can send to, whether the controller
+        answered its last refresh and whether the replica list and leases are current."""
+        now = self._clock()
         return {"routable_replicas": self._core.routable_count,
                 "started": self._controller is None or self._controller_answered_at > -1e18,
-                "controller_answering": self._controller is None or controller_age_s <= CONTROLLER_SILENCE_S}
+                "controller_answering": self._controller is None
+                or now - self._controller_answered_at <= CONTROLLER_SILENCE_S,
+                "routing_current": self._controller is None or now - self._refreshed_at <= CONTROLLER_SILENCE_S,
+                "refresh_failure": self._refresh_failure}
 
     def stats(self) -> dict[str, Any]:
         """Queue depth and waits per class, window (lease) per replica, admitted/refused counts."""

@@ -191,6 +191,8 @@ class Ingress:
             reason = "the router is starting (no replica list yet)"
         elif isinstance(controller, BaseException) or not router["controller_answering"]:
             reason = "the controller is not answering"
+        elif not router["routing_current"]:
+            reason = f"routing is not current: {router['refresh_failure'] or 'no lease refresh lately'}"
         elif router["routable_replicas"] == 0:
             reason = "no model replica is ready (engines starting, or all failed)"
         engine = None if reason else await answer_within(self._replicas.ping.remote(), HEALTH_PROBE_TIMEOUT_S)
