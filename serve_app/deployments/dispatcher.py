@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import random
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from ray.serve.handle import DeploymentHandle
 
@@ -22,6 +22,7 @@ from autoscaling.signals import capacity_counts
 from serve_app.config import AppConfig
 from serve_app.deployments.door import LocalDoor
 from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
+from serve_app.deployments.supervision import start_supervised
 from serve_app.generation import GenerationRequest, RunSummary
 from serve_app.policy.router_core import Refusal, RouterCore
 from serve_app.telemetry.tracing import RequestSpan
@@ -45,19 +46,6 @@ def _served(summary: RunSummary | None) -> bool:
     if summary is None:
         return False
     return summary.finish_reason is not None or (summary.status is not None and summary.status < 500)
-
-
-async def _supervised(loop: Callable[[], Awaitable[None]], restart_after_s: float = 1.0) -> None:
-    """Run a background loop for good: a failure is logged and the loop started again, never left dead
-    (a dead expiry or lease loop would stop routing with nothing said)."""
-    while True:
-        try:
-            await loop()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("%s failed; restarting it in %.0fs", loop.__name__, restart_after_s)
-            await asyncio.sleep(restart_after_s)
 
 
 class Dispatcher:
@@ -85,8 +73,7 @@ class Dispatcher:
     def start(self) -> None:
         """Start the expiry and lease-refresh loops (needs the running event loop)."""
         if not self._background:
-            self._background = [asyncio.create_task(_supervised(self._expire_forever)),
-                                asyncio.create_task(_supervised(self._refresh_replicas_forever))]
+            self._background = [start_supervised(self._expire_forever), start_supervised(self._refresh_replicas_forever)]
 
     @property
     def in_flight(self) -> int:

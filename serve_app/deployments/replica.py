@@ -7,6 +7,7 @@ across requests (`serve_app.delivery`), not as one Ray Serve stream item per eve
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -22,6 +23,7 @@ from serve_app.engine_args import engine_args_from_config
 from serve_app.engine_stats import EngineSnapshot, snapshot_logger_factory
 from serve_app.deployments.controller_link import ControllerLink
 from serve_app.deployments.ingress_link import outbox_to_ingress
+from serve_app.deployments.supervision import start_supervised
 from serve_app.generation import GenerationRequest, Headers, RunSummary
 from serve_app.replica_ledger import ReplicaLedger, RequestOutcome
 from serve_app.response_relay import ResponseRelay
@@ -73,9 +75,9 @@ class LLMReplica:
                     cache.num_gpu_blocks, cache.block_size)
         if self._controller is not None:
             await self._controller.register(self._engine.vllm_config)
-            self._report_task = asyncio.create_task(self._controller.report_load_forever(
-                self._engine.vllm_config, self._ledger, lambda: self._snapshot.num_preemptions_total,
-                self._observe_engine))
+            self._report_task = start_supervised(functools.partial(
+                self._controller.report_load_forever, self._engine.vllm_config, self._ledger,
+                lambda: self._snapshot.num_preemptions_total, self._observe_engine))
         # Last: the engine client's start-up objects are frozen with the rest.
         self._gc_pauses = prepare_process_for_serving(self._config.process, lambda: self._ledger.in_flight)
 
@@ -176,7 +178,7 @@ class LLMReplica:
         """The health route's probe: asks the engine itself, then reports its load."""
         await self._engine.check_health()
         if self._stats_task is None:
-            self._stats_task = asyncio.create_task(self._log_engine_stats())
+            self._stats_task = start_supervised(self._log_engine_stats)
         return {"replica_id": self._replica_id, **self.record_routing_stats()}
 
     def record_routing_stats(self) -> dict[str, Any]:

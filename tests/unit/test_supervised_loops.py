@@ -1,6 +1,6 @@
 import asyncio
 
-from serve_app.deployments.dispatcher import _supervised
+from serve_app.deployments.supervision import supervised
 
 
 def test_a_background_loop_that_fails_is_logged_and_started_again(caplog):
@@ -13,7 +13,7 @@ def test_a_background_loop_that_fails_is_logged_and_started_again(caplog):
         await asyncio.sleep(3600)
 
     async def run() -> None:
-        task = asyncio.create_task(_supervised(refresh_forever, restart_after_s=0))
+        task = asyncio.create_task(supervised(refresh_forever, restart_after_s=0))
         while len(calls) < 2:
             await asyncio.sleep(0)
         task.cancel()
