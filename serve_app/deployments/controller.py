@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from autoscaling.signals import CounterRates
+from serve_app.telemetry.autoscaling_signals import CounterRates
 from serve_app.config import ConfigError, parse_config
 from serve_app.deployments.serve_states import stopping_replica_ids
 from serve_app.memory.batch_profile import BatchProfile

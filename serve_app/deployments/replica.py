@@ -18,7 +18,8 @@ from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
 
-from autoscaling.signals import SloWindow, meets_slo, replica_stats
+from serve_app.statistics import meets_slo
+from serve_app.telemetry.autoscaling_signals import SloWindow, replica_stats
 from serve_app.asgi_call import HttpCall, call_app
 from serve_app.config import AppConfig, parse_config
 from serve_app.engine_stats import EngineSnapshot, snapshot_logger_factory
