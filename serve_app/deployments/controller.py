@@ -59,10 +59,12 @@ def _plan_record(device: DeviceInfo, plan: EnginePlan) -> dict[str, Any]:
 
 
 def _own_app_name() -> str | None:
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
     try:
-        from ray import serve
         return serve.get_replica_context().app_name
-    except Exception:  # outside Ray Serve, e.g. in a unit test
+    except RayServeException:  # outside Ray Serve, e.g. in a unit test
         return None
 
 

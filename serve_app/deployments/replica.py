@@ -164,10 +164,12 @@ class LLMReplica:
 
     @staticmethod
     def _own_replica_id() -> str:
+        from ray import serve
+        from ray.serve.exceptions import RayServeException
+
         try:
-            from ray import serve
             return serve.get_replica_context().replica_id.unique_id
-        except Exception:  # outside Ray Serve, e.g. in a unit test
+        except RayServeException:  # outside Ray Serve, e.g. in a unit test
             return f"local-{uuid.uuid4().hex[:8]}"
 
     def _tally_for(self, request: GenerationRequest) -> RequestTally:
