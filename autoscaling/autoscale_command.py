@@ -18,6 +18,14 @@ from autoscaling.capacity import SloChoice, derive_autoscaling, estimate_capacit
 _TOP_LEVEL_KEY = re.compile(r"^[A-Za-z_][\w-]*\s*:")
 
 
+def register(subcommands: argparse._SubParsersAction) -> None:
+    """`llmserve autoscale`, added through the `llmserve.commands` entry point (see pyproject.toml)."""
+    parser = subcommands.add_parser("autoscale", help="rate sweep -> per-replica capacity -> the config's "
+                                    "autoscaling section (printed; --write puts it in --config)")
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", required=True, help="rate sweep JSON ({\"kind\": \"rate_sweep\", \"runs\": [...]})")
     parser.add_argument("--slo-class", help="class whose SLO defines capacity; default: overall (needs --ttft-slo)")

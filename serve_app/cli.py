@@ -1,4 +1,8 @@
-"""`llmserve`: run the service, make synthetic checkpoints, plan memory, render manifests."""
+"""`llmserve`: run the service, make synthetic checkpoints, plan memory, render manifests.
+
+Other packages add subcommands through the entry-point group `llmserve.commands` (`autoscale` comes
+from `autoscaling`): serve_app imports none of them, so they may depend on serve_app without a cycle.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,8 +10,12 @@ import json
 import signal
 import sys
 import time
+from importlib.metadata import EntryPoint, entry_points
+from typing import Iterable
 
 from serve_app.config import ConfigError, load_config
+
+COMMANDS_GROUP = "llmserve.commands"
 
 
 def _interrupt(*_) -> None:
@@ -97,14 +105,26 @@ def _cmd_render_manifests(args: argparse.Namespace) -> int:
     return cli_render(args.config, args.out, args.autoscaling, args.check)
 
 
-def _cmd_autoscale(args: argparse.Namespace) -> int:
-    from autoscaling.autoscale_command import run
+def add_plugin_commands(commands: argparse._SubParsersAction, plugins: Iterable[EntryPoint]) -> list[str]:
+    """Let each plugin's `register(commands)` add its subcommand (setting `func=callable(args) -> int`).
 
-    return run(args)
+    A plugin that fails to load or register is left out with a one-line warning naming it, so a
+    broken optional package never takes `llmserve run` down with it. Returns the names left out.
+    """
+    failed = []
+    for plugin in sorted(plugins, key=lambda p: p.name):
+        try:
+            plugin.load()(commands)
+        except Exception as error:
+            failed.append(plugin.name)
+            print(f"llmserve: command {plugin.name!r} unavailable: plugin {plugin.value} failed: "
+                  f"{type(error).__name__}: {error}", file=sys.stderr)
+    return failed
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmserve", description=__doc__)
+def build_parser(plugins: Iterable[EntryPoint] | None = None) -> argparse.ArgumentParser:
+    """The CLI; `plugins` defaults to the installed `llmserve.commands` entry points."""
+    parser = argparse.ArgumentParser(prog="llmserve", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="start local Ray + the service (embedded default: tiny model on CPU)")
@@ -141,17 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--check", action="store_true", help="exit 1 if the committed manifests differ")
     render.set_defaults(func=_cmd_render_manifests)
 
-    autoscale = commands.add_parser("autoscale", help="rate sweep -> per-replica capacity -> the config's "
-                                    "autoscaling section (printed; --write puts it in --config)")
-    from autoscaling.autoscale_command import add_arguments
 
-    add_arguments(autoscale)
-    autoscale.set_defaults(func=_cmd_autoscale)
+    add_plugin_commands(commands, entry_points(group=COMMANDS_GROUP) if plugins is None else plugins)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, plugins: Iterable[EntryPoint] | None = None) -> int:
+    parser = build_parser(plugins)
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:  # a plugin that added its parser, then failed
+        parser.error(f"command {args.command!r} is unavailable (see the warning above)")
     try:
         return args.func(args)
     except (ConfigError, ValueError) as error:

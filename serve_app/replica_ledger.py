@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from autoscaling.signals import SloWindow  # moves into serve_app with issue 18
 from serve_app.statistics import meets_slo, tpot_s
+from serve_app.telemetry.autoscaling_signals import SloWindow
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from autoscaling.signals import CounterRates
+from serve_app.telemetry.autoscaling_signals import CounterRates
 from serve_app.config import ConfigError, parse_config
 from serve_app.deployments.serve_states import stopping_replica_ids
 from serve_app.memory.batch_profile import BatchProfile
@@ -59,10 +59,12 @@ def _plan_record(device: DeviceInfo, plan: EnginePlan) -> dict[str, Any]:
 
 
 def _own_app_name() -> str | None:
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
     try:
-        from ray import serve
         return serve.get_replica_context().app_name
-    except Exception:  # outside Ray Serve, e.g. in a unit test
+    except RayServeException:  # outside Ray Serve, e.g. in a unit test
         return None
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from ray.serve.handle import DeploymentHandle
 
-from autoscaling.signals import capacity_counts
+from serve_app.telemetry.autoscaling_signals import capacity_counts
 from serve_app.config import AppConfig
 from serve_app.deployments.door import LocalDoor
 from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed

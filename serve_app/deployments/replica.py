@@ -16,7 +16,6 @@ from typing import Any
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
 
-from autoscaling.signals import replica_stats
 from serve_app.asgi_call import HttpCall, call_app
 from serve_app.config import parse_config
 from serve_app.engine_args import engine_args_from_config
@@ -29,6 +28,7 @@ from serve_app.replica_ledger import ReplicaLedger, RequestOutcome
 from serve_app.response_relay import ResponseRelay
 from serve_app.telemetry import tracing
 from serve_app.telemetry.gc_pauses import prepare_process_for_serving
+from serve_app.telemetry.autoscaling_signals import replica_stats
 from serve_app.telemetry.tracing import RequestSpan
 from serve_app.vllm_frontend import CURRENT_TALLY, RequestTally, build_server_app, server_namespace, tap_engine
 
@@ -88,10 +88,12 @@ class LLMReplica:
 
     @staticmethod
     def _own_replica_id() -> str:
+        from ray import serve
+        from ray.serve.exceptions import RayServeException
+
         try:
-            from ray import serve
             return serve.get_replica_context().replica_id.unique_id
-        except Exception:  # outside Ray Serve, e.g. in a unit test
+        except RayServeException:  # outside Ray Serve, e.g. in a unit test
             return f"local-{uuid.uuid4().hex[:8]}"
 
     async def run(self, request: GenerationRequest, reply_to: str, target_replica: str | None = None) -> RunSummary:

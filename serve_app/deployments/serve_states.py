@@ -7,19 +7,11 @@ replica is STOPPING from the first moment; this asks it.
 """
 from __future__ import annotations
 
-import logging
-
-logger = logging.getLogger("serve_app.controller")
+from serve_app.ray_compat import deployment_replica_states
 
 
 async def stopping_replica_ids(app_name: str, deployment_name: str) -> set[str]:
-    """Unique ids of `deployment_name`'s replicas in state STOPPING (empty if Serve cannot say)."""
-    try:
-        from ray.serve.context import _get_global_client
-
-        controller = _get_global_client()._controller
-        details = await controller.get_deployment_details.remote(app_name, deployment_name)
-        return {replica.replica_id for replica in details.replicas if str(replica.state.value) == "STOPPING"}
-    except Exception as error:  # Serve's view is an optimisation; stale reports still retire the replica
-        logger.warning("cannot read replica states from Serve: %s", type(error).__name__)
-        return set()
+    """Unique ids of `deployment_name`'s replicas in state STOPPING; empty when Serve cannot say
+    (`ray_compat` logs why): Serve's view is an optimisation, stale load reports still retire the replica."""
+    states = await deployment_replica_states(app_name, deployment_name)
+    return {replica_id for replica_id, state in (states or {}).items() if state == "STOPPING"}

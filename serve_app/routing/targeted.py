@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import time
 
-from ray.serve._private.request_router.pow_2_router import PowerOfTwoChoicesRequestRouter
-from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
+from ray.serve.request_router import PendingRequest, RunningReplica
+
+from serve_app.ray_compat import ChosenCallMatching, PowerOfTwoChoicesRequestRouter
 
 TARGET_KWARG = "target_replica"
 # A target this router has never seen may be a replica started a moment ago whose arrival has not
@@ -31,9 +32,7 @@ class TargetReplicaGone(RuntimeError):
         self.target = target
 
 
-class TargetedRequestRouter(PowerOfTwoChoicesRequestRouter):
-    _fulfill_next_pending_request = RequestRouter._fulfill_next_pending_request
-
+class TargetedRequestRouter(ChosenCallMatching, PowerOfTwoChoicesRequestRouter):
     def update_replicas(self, replicas: list[RunningReplica]) -> None:
         self._seen_replica_ids().update(replica.replica_id.unique_id for replica in replicas)
         super().update_replicas(replicas)

@@ -5,6 +5,7 @@ import json
 import math
 
 from test_capacity import run, sweep
+from test_cli_plugins import declared_commands
 
 from serve_app.cli import main
 from serve_app.config import load_config
@@ -25,7 +26,7 @@ def test_autoscale_writes_the_section_and_keeps_the_rest(tmp_path, capsys):
     config_path = tmp_path / "app.yaml"
     config_path.write_text(CONFIG)
     assert main(["autoscale", "--sweep", str(sweep_path), "--slo-class", "interactive", "--peak-rps", "40",
-                 "--config", str(config_path), "--write"]) == 0
+                 "--config", str(config_path), "--write"], plugins=declared_commands()) == 0
     out = capsys.readouterr().out
     assert "target_ongoing_requests" in out and "render-manifests" in out
     text = config_path.read_text()
@@ -43,6 +44,6 @@ def test_autoscale_without_write_changes_nothing_and_bad_sweeps_fail_cleanly(tmp
     config_path = tmp_path / "app.yaml"
     config_path.write_text(CONFIG)
     assert main(["autoscale", "--sweep", str(sweep_path), "--slo-class", "interactive", "--peak-rps", "10",
-                 "--config", str(config_path), "--write"]) == 2
+                 "--config", str(config_path), "--write"], plugins=declared_commands()) == 2
     assert "even the lowest rate" in capsys.readouterr().err
     assert config_path.read_text() == CONFIG

@@ -1,6 +1,7 @@
 """Capacity refusals as an autoscaling signal: the policy's decision (autoscaling/llm_policy.py), the
 router counters it comes from, the controller's rates (fake clock) and the trip through Serve's
-custom metrics (autoscaling/signals.py), and a simulated cluster that scales on it."""
+custom metrics (serve_app/telemetry/autoscaling_signals.py, autoscaling/signals.py), and a simulated
+cluster that scales on it."""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +11,7 @@ import random
 from autoscaling.llm_policy import LLMPolicySettings, PolicyState, Signals, decide_replicas, load_replicas
 from autoscaling.loadtest.arrivals import step
 from autoscaling.loadtest.lengths import Fixed
-from autoscaling.signals import CounterRates, capacity_counts, replica_stats, signals_from_metrics
+from autoscaling.signals import signals_from_metrics
 from autoscaling.simulator.autoscalers import LLMPolicyAutoscaler
 from autoscaling.simulator.cluster import Cluster, ClusterConfig
 from autoscaling.simulator.fit import PROFILE
@@ -21,6 +22,7 @@ from serve_app.deployments.controller import Controller
 from serve_app.policy.api_keys import Caller
 from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
 from serve_app.policy.router_core import RouterCore, RouterPolicy
+from serve_app.telemetry.autoscaling_signals import CounterRates, capacity_counts, replica_stats
 
 SETTINGS = LLMPolicySettings(min_replicas=1, max_replicas=20, target_ongoing_requests=4, upscale_delay_s=5,
                              downscale_delay_s=60, top_classes=("interactive",))

@@ -1,5 +1,6 @@
 """The Ray Serve adapter of the LLM policy and the signals replicas report (autoscaling/ray_policy.py,
-autoscaling/signals.py), through Ray Serve 2.60's own AutoscalingContext and policy wrapper."""
+serve_app/telemetry/autoscaling_signals.py, autoscaling/signals.py), through Ray Serve 2.60's own
+AutoscalingContext and policy wrapper."""
 from __future__ import annotations
 
 import pytest
@@ -8,9 +9,10 @@ from ray.serve.autoscaling_policy import _apply_autoscaling_config
 from ray.serve.config import AutoscalingConfig, AutoscalingContext, AutoscalingPolicy
 
 from autoscaling.ray_policy import LLMAutoscalingPolicy
-from autoscaling.signals import (IN_FLIGHT, KV_CACHE, SloWindow, meets_slo, replica_stats,
-                                 signals_from_metrics)
+from autoscaling.signals import signals_from_metrics
 from serve_app.autoscaling_config import AutoscalingSettings
+from serve_app.statistics import meets_slo
+from serve_app.telemetry.autoscaling_signals import IN_FLIGHT, KV_CACHE, SloWindow, replica_stats
 
 DEPLOYMENT = DeploymentID(name="LLMReplica", app_name="app")
 CLASSES = ["interactive", "standard", "batch"]
