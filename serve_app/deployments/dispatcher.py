@@ -24,6 +24,7 @@ from serve_app.deployments.door import LocalDoor
 from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
 from serve_app.generation import GenerationRequest, RunSummary
 from serve_app.policy.router_core import Refusal, RouterCore
+from serve_app.statistics import tpot_s
 from serve_app.telemetry.tracing import RequestSpan
 
 logger = logging.getLogger("serve_app.router")
@@ -34,10 +35,7 @@ CONTROLLER_SILENCE_S = 3.0
 
 def _latencies(summary: RunSummary) -> tuple[float | None, float | None]:
     """TTFT and time per output token as the replica measured them (queue wait excluded)."""
-    tpot = None
-    if summary.ttft_s is not None and summary.num_generated > 1:
-        tpot = (summary.duration_s - summary.ttft_s) / (summary.num_generated - 1)
-    return summary.ttft_s, tpot
+    return summary.ttft_s, tpot_s(summary.duration_s, summary.ttft_s, summary.num_generated)
 
 
 def _served(summary: RunSummary | None) -> bool:

@@ -39,6 +39,7 @@ from serve_app.policy.recent_latency import RecentLatencies
 from serve_app.policy.replica_choice import prefix_key_of
 from serve_app.policy.request_limits import RequestLimits
 from serve_app.policy.router_core import Refusal
+from serve_app.statistics import tpot_s
 from serve_app.telemetry import tracing
 from serve_app.telemetry.gc_pauses import prepare_process_for_serving
 from serve_app.telemetry.tracing import RequestSpan, SpanKind
@@ -269,13 +270,12 @@ class Ingress:
         return response
 
     def _request_ended(self, span: RequestSpan, status: int | str, completion_tokens: int) -> None:
-        tpot = None
-        if span.first_token_at is not None and completion_tokens > 1:
-            tpot = (time.monotonic() - span.first_token_at) / (completion_tokens - 1)
+        e2e_s = time.monotonic() - span.started
+        ttft_s = None if span.first_token_at is None else span.first_token_at - span.started
         span.set(llm__completion_tokens=completion_tokens)
         span.end()
         if self._metrics is not None:
-            self._metrics.observe_end(span.priority_class, status, time.monotonic() - span.started, tpot)
+            self._metrics.observe_end(span.priority_class, status, e2e_s, tpot_s(e2e_s, ttft_s, completion_tokens))
 
     @http_app.post("/v1/completions", **generation_route(api.CompletionRequest, COMPLETION_SCHEMA))
     async def completions(self, http_request: Request):

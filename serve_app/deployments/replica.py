@@ -25,6 +25,7 @@ from serve_app.engine_stats import EngineSnapshot, snapshot_logger_factory
 from serve_app.delivery import Outbox
 from serve_app.deployments.controller import LOAD_REPORT_PERIOD_S
 from serve_app.generation import GenerationRequest, Headers, ResponsePart, RunSummary
+from serve_app.statistics import tpot_s
 from serve_app.telemetry import tracing
 from serve_app.telemetry.gc_pauses import prepare_process_for_serving
 from serve_app.telemetry.tracing import RequestSpan
@@ -310,8 +311,7 @@ class LLMReplica:
         limits = next((c for c in self._config.priority_classes if c.name == class_name), None)
         if summary.finish_reason is None or limits is None:
             return
-        tpot = ((duration_s - summary.ttft_s) / (summary.num_generated - 1)
-                if summary.ttft_s is not None and summary.num_generated > 1 else None)
+        tpot = tpot_s(duration_s, summary.ttft_s, summary.num_generated)
         self._slo_window.observe(class_name, meets_slo(summary.ttft_s, tpot, limits.ttft_slo_s, limits.tpot_slo_s),
                                  time.monotonic())
 
