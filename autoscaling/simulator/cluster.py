@@ -285,6 +285,7 @@ class Cluster:
             total_ongoing_requests=self._look_back.mean_total(),
             queue_depth=self._core.queue_depth_by_class(),
             kv_cache_usage={n.replica.replica_id: n.replica.kv_usage for n in running},
+            # statistics.attainment's share, from running counts: the window holds no per-request list.
             slo_attainment={name: met.get(name, 0) / samples[name] for name in samples}, slo_samples=samples,
             arrival_rate_rps=sum(arrived.values()) / window,
             class_arrival_rate_rps={name: n / window for name, n in arrived.items()},

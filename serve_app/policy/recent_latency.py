@@ -42,6 +42,7 @@ class RecentLatencies:
         for class_name, samples in self._samples.items():
             self._forget_old(samples, now)
             values = [value for _, value in samples]
+            # The max beside the percentiles: a single stall (a GC pause, a slow dispatch) shows there.
             out[class_name] = {"n": len(values), "p50_s": percentile(values, 50),
                                "p99_s": percentile(values, 99), "max_s": max(values, default=None)}
         return out
