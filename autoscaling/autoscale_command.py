@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from autoscaling.capacity import SloChoice, derive_autoscaling, estimate_capacity, sweep_table
+from serve_app.statistics import SUMMARY_KEYS
 
 _TOP_LEVEL_KEY = re.compile(r"^[A-Za-z_][\w-]*\s*:")
 
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slo-class", help="class whose SLO defines capacity; default: overall (needs --ttft-slo)")
     parser.add_argument("--ttft-slo", type=float, help="TTFT limit, s; default: the class's SLO in the runs")
     parser.add_argument("--tpot-slo", type=float, help="TPOT limit, s; default: the class's SLO in the runs")
-    parser.add_argument("--percentile", default="p99", choices=["mean", "p50", "p90", "p99"])
+    parser.add_argument("--percentile", default="p99", choices=SUMMARY_KEYS)
     parser.add_argument("--max-unserved-share", type=float, default=0.01,
                         help="refused + failed share a passing run may have (default 0.01)")
     parser.add_argument("--replicas-in-sweep", type=int, default=1, help="replicas the sweep ran against")

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
-Percentile = Literal["mean", "p50", "p90", "p99"]
+Percentile = Literal["mean", "p50", "p90", "p99"]  # serve_app.statistics.SUMMARY_KEYS (a test holds them equal)
 
 
 class CapacityError(ValueError):

@@ -14,6 +14,8 @@ import numpy as np
 
 PERCENTILE_METHOD = "linear"
 REPORTED_PERCENTILES: tuple[int, ...] = (50, 90, 99)
+# The keys of a default `summary`, which a capacity estimate may choose its latency statistic from.
+SUMMARY_KEYS: tuple[str, ...] = ("mean", *(f"p{q:g}" for q in REPORTED_PERCENTILES))
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:

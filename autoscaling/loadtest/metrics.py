@@ -2,16 +2,21 @@
 
 Latencies as `vllm bench serve` computes them: TTFT = first token event - send; end-to-end =
 last token event - send; TPOT = (e2e - TTFT) / (output_tokens - 1); ITL = gaps between token
-events; percentiles by linear interpolation (numpy's default); throughputs over the run's duration.
+events; percentiles, TPOT and SLO judgement from `serve_app.statistics`; throughputs over the run's
+duration.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from serve_app import statistics
+from serve_app.statistics import meets_slo, summary, tpot_s
+
 Outcome = Literal["completed", "refused", "failed"]
+# Deprecated alias: benchmarks/bench_summaries.py imports it from here until it moves to serve_app.statistics.
+percentile = statistics.percentile
 
 
 @dataclass
@@ -43,10 +48,7 @@ class RequestRecord:
     @property
     def tpot_s(self) -> float | None:
         """None with fewer than two output tokens (no time per output token to speak of)."""
-        ttft, e2e = self.ttft_s, self.e2e_s
-        if ttft is None or e2e is None or not self.output_tokens or self.output_tokens < 2:
-            return None
-        return (e2e - ttft) / (self.output_tokens - 1)
+        return tpot_s(self.e2e_s, self.ttft_s, self.output_tokens or 0)
 
     @property
     def itls_s(self) -> list[float]:
@@ -60,32 +62,11 @@ class Slo:
     tpot_s: float | None = None
 
     def met_by(self, record: RequestRecord) -> bool:
-        """A completed request within both targets; TPOT counts as 0 below two tokens (as vLLM's goodput)."""
-        if record.outcome != "completed":
-            return False
-        ttft = record.ttft_s
-        if self.ttft_s is not None and (ttft is None or ttft > self.ttft_s):
-            return False
-        return self.tpot_s is None or (record.tpot_s or 0.0) <= self.tpot_s
+        """A completed request within both targets (`serve_app.statistics.meets_slo`)."""
+        return record.outcome == "completed" and meets_slo(record.ttft_s, record.tpot_s, self.ttft_s, self.tpot_s)
 
     def to_dict(self) -> dict[str, float | None]:
         return {"ttft_s": self.ttft_s, "tpot_s": self.tpot_s}
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The q-th percentile (0-100) by linear interpolation between closest ranks; None if empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    return {"mean": sum(values) / len(values) if values else None, "p50": percentile(values, 50),
-            "p90": percentile(values, 90), "p99": percentile(values, 99)}
 
 
 def class_stats(records: Iterable[RequestRecord], duration_s: float, slos: Mapping[str, Slo],
@@ -102,10 +83,10 @@ def class_stats(records: Iterable[RequestRecord], duration_s: float, slos: Mappi
         "refused_429": sum(r.outcome == "refused" and r.status == 429 for r in records),
         "refused_503": sum(r.outcome == "refused" and r.status == 503 for r in records),
         "failed": sum(r.outcome == "failed" for r in records),
-        "ttft_s": percentiles([r.ttft_s for r in done if r.ttft_s is not None]),
-        "tpot_s": percentiles([r.tpot_s for r in done if r.tpot_s is not None]),
-        "itl_s": percentiles([gap for r in done for gap in r.itls_s]),
-        "e2e_s": percentiles([r.e2e_s for r in done if r.e2e_s is not None]),
+        "ttft_s": summary([r.ttft_s for r in done if r.ttft_s is not None]),
+        "tpot_s": summary([r.tpot_s for r in done if r.tpot_s is not None]),
+        "itl_s": summary([gap for r in done for gap in r.itls_s]),
+        "e2e_s": summary([r.e2e_s for r in done if r.e2e_s is not None]),
         "request_throughput_rps": len(done) * per_s,
         "output_token_throughput_tps": sum(r.output_tokens or 0 for r in done) * per_s,
         "input_token_throughput_tps": sum(r.prompt_tokens or 0 for r in done) * per_s,

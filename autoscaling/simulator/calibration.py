@@ -15,12 +15,11 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from autoscaling.loadtest.arrivals import poisson
 from autoscaling.simulator.fit import REPO, closed_loop
 from autoscaling.simulator.replica import EngineConfig, EngineRequest, Replica
 from autoscaling.simulator.step_model import StepModel
+from serve_app.statistics import mean, percentile, tpot_s
 
 PRIORITY_RUN = REPO / "benchmarks/results/priority_h100/priority_vs_vllm_vllm_run3_old_overlap.json"
 SERVING_RUN = REPO / "benchmarks/results/serving_vs_vllm_h100.json"
@@ -50,11 +49,11 @@ def open_loop(model: StepModel, engine: EngineConfig,
 
 def _summary(done: list[EngineRequest]) -> dict[str, float]:
     ttft = [r.first_token_s - r.arrival_s for r in done]
-    tpot = [(r.finish_s - r.first_token_s) / (r.output_len - 1) for r in done]
+    tpot = [tpot_s(r.finish_s - r.arrival_s, t, r.output_len) for r, t in zip(done, ttft)]
     window = max(r.finish_s for r in done) - min(r.arrival_s for r in done)
     return {"output_tok_s": sum(r.output_len for r in done) / window,
-            "ttft_p50_s": float(np.percentile(ttft, 50)), "ttft_p99_s": float(np.percentile(ttft, 99)),
-            "tpot_mean_s": float(np.mean(tpot))}
+            "ttft_p50_s": percentile(ttft, 50), "ttft_p99_s": percentile(ttft, 99),
+            "tpot_mean_s": mean(t for t in tpot if t is not None)}
 
 
 def _engine_of(server_command: str, base: EngineConfig) -> EngineConfig:

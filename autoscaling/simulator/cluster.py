@@ -18,6 +18,7 @@ from serve_app.policy.api_keys import Caller
 from serve_app.policy.batch_controller import LengthWindow, WindowCapState, next_window_cap
 from serve_app.policy.priority_classes import PriorityClasses
 from serve_app.policy.router_core import RouterPolicy
+from serve_app.statistics import meets_slo, tpot_s
 
 from autoscaling.simulator.fast_router import FastRouterCore
 from autoscaling.simulator.replica import EngineConfig, EngineRequest, Replica
@@ -210,14 +211,13 @@ class Cluster:
         self._placed.pop(rid, None)
         ttft = tpot = None
         if ok:
+            # As the replica measures them (router queue excluded); the SLO below counts from arrival.
             ttft = engine_request.first_token_s - engine_request.arrival_s
-            if engine_request.output_len > 1:
-                tpot = (engine_request.finish_s - engine_request.first_token_s) / (engine_request.output_len - 1)
+            tpot = tpot_s(engine_request.finish_s - engine_request.arrival_s, ttft, engine_request.output_len)
             node.lengths.observe(engine_request.prompt_len, engine_request.output_len)
             outcome: RequestOutcome = engine_request.tag
             cls = self._config.classes.get(outcome.request.class_name)
-            met = (outcome.first_token_s - outcome.request.arrival_s <= cls.ttft_slo_s
-                   and (tpot or 0.0) <= cls.tpot_slo_s)
+            met = meets_slo(outcome.first_token_s - outcome.request.arrival_s, tpot, cls.ttft_slo_s, cls.tpot_slo_s)
             self._judged.add(self._now, cls.name)
             self._met.add(self._now, cls.name, int(met))
         self._core.finish(rid, self._now, ok=ok, ttft_s=ttft, tpot_s=tpot)
@@ -285,6 +285,7 @@ class Cluster:
             total_ongoing_requests=self._look_back.mean_total(),
             queue_depth=self._core.queue_depth_by_class(),
             kv_cache_usage={n.replica.replica_id: n.replica.kv_usage for n in running},
+            # statistics.attainment's share, from running counts: the window holds no per-request list.
             slo_attainment={name: met.get(name, 0) / samples[name] for name in samples}, slo_samples=samples,
             arrival_rate_rps=sum(arrived.values()) / window,
             class_arrival_rate_rps={name: n / window for name, n in arrived.items()},

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import math
 import re
 import sys
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ import numpy as np
 
 from autoscaling.simulator.replica import EngineConfig, EngineRequest, Replica
 from autoscaling.simulator.step_model import StepFeatures, StepModel, fit_step_model
+from serve_app.statistics import percentile
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP_DIR = REPO / "benchmarks/results/batch_sweep_h100"
@@ -112,8 +114,17 @@ class _RecordingModel:
         return self.cumulative[i]
 
 
-def _p99_request(values: list[float]) -> int:
-    return int(np.argsort(values)[min(len(values) - 1, int(np.ceil(0.99 * len(values))) - 1)])
+def _p99_features(features: list[StepFeatures], values: list[float]) -> StepFeatures:
+    """The requests' step features combined as the p99 of `values` combines their latencies.
+
+    The sweep's p99s are `serve_app.statistics.percentile`s (linear, as `vllm bench serve`); the
+    model is linear in features, so interpolating features at the same rank predicts that p99.
+    """
+    order = np.argsort(values, kind="stable")
+    rank = percentile(range(len(values)), 99)  # the (fractional) sorted position the p99 reads
+    low = math.floor(rank)
+    high, weight = min(low + 1, len(order) - 1), rank - low
+    return features[order[low]].scaled(1 - weight) + features[order[high]].scaled(weight)
 
 
 def sweep_observations(points: Iterable[SweepPoint], engine: EngineConfig, input_len: int,
@@ -128,9 +139,9 @@ def sweep_observations(points: Iterable[SweepPoint], engine: EngineConfig, input
         e2e = [rec.at(r.finish_s) + rec.at(r.arrival_s).scaled(-1) + one_request for r in runs]
         tpot = [(e + t.scaled(-1)).scaled(1 / (output_len - 1)) for e, t in zip(e2e, ttft)]
         nominal = [NOMINAL.predict(f) for f in tpot]
-        observations.append((ttft[_p99_request([r.first_token_s - r.arrival_s for r in runs])], point.ttft_p99_s))
-        observations.append((tpot[_p99_request(nominal)], point.tpot_p99_s))
-        observations.append((e2e[_p99_request([r.finish_s - r.arrival_s for r in runs])], point.e2e_p99_s))
+        observations.append((_p99_features(ttft, [r.first_token_s - r.arrival_s for r in runs]), point.ttft_p99_s))
+        observations.append((_p99_features(tpot, nominal), point.tpot_p99_s))
+        observations.append((_p99_features(e2e, [r.finish_s - r.arrival_s for r in runs]), point.e2e_p99_s))
         duration_s = point.num_prompts * output_len / point.output_tokens_per_s
         observations.append((rec.cumulative[-1] + one_request, duration_s))
     return observations

@@ -5,16 +5,15 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from autoscaling.loadtest.metrics import percentile, percentiles
 from autoscaling.simulator.cluster import RequestOutcome
 from serve_app.policy.priority_classes import PriorityClasses
+from serve_app.statistics import meets_slo, percentile, summary, tpot_s
 
 
 def _latencies(o: RequestOutcome) -> tuple[float, float, float | None]:
     ttft = o.first_token_s - o.request.arrival_s
     e2e = o.finish_s - o.request.arrival_s
-    tpot = (e2e - ttft) / (o.request.output_len - 1) if o.request.output_len > 1 else None
-    return ttft, e2e, tpot
+    return ttft, e2e, tpot_s(e2e, ttft, o.request.output_len)
 
 
 def met_slo(o: RequestOutcome, classes: PriorityClasses) -> bool:
@@ -22,7 +21,7 @@ def met_slo(o: RequestOutcome, classes: PriorityClasses) -> bool:
         return False
     cls = classes.get(o.request.class_name)
     ttft, _, tpot = _latencies(o)
-    return ttft <= cls.ttft_slo_s and (tpot or 0.0) <= cls.tpot_slo_s
+    return meets_slo(ttft, tpot, cls.ttft_slo_s, cls.tpot_slo_s)
 
 
 def class_stats(outcomes: Iterable[RequestOutcome], duration_s: float, classes: PriorityClasses,
@@ -39,8 +38,8 @@ def class_stats(outcomes: Iterable[RequestOutcome], duration_s: float, classes: 
         "refused_by_code": dict(Counter(o.code for o in outcomes if o.code is not None)),
         "failed": sum(o.status not in (0, 200, 429, 503) for o in outcomes),
         "unfinished": sum(o.status == 0 for o in outcomes),
-        "ttft_s": percentiles([t for t, _, _ in lat]), "tpot_s": percentiles([p for _, _, p in lat if p is not None]),
-        "itl_s": percentiles([]), "e2e_s": percentiles([e for _, e, _ in lat]),
+        "ttft_s": summary([t for t, _, _ in lat]), "tpot_s": summary([p for _, _, p in lat if p is not None]),
+        "itl_s": summary([]), "e2e_s": summary([e for _, e, _ in lat]),
         "request_throughput_rps": len(done) * per_s,
         "output_token_throughput_tps": sum(o.request.output_len for o in done) * per_s,
         "input_token_throughput_tps": sum(o.request.prompt_len for o in done) * per_s,

@@ -25,6 +25,7 @@ from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
 from serve_app.deployments.supervision import start_supervised
 from serve_app.generation import GenerationRequest, RunSummary
 from serve_app.policy.router_core import Refusal, RouterCore
+from serve_app.statistics import tpot_s
 from serve_app.telemetry.tracing import RequestSpan
 
 logger = logging.getLogger("serve_app.router")
@@ -35,10 +36,7 @@ CONTROLLER_SILENCE_S = 3.0
 
 def _latencies(summary: RunSummary) -> tuple[float | None, float | None]:
     """TTFT and time per output token as the replica measured them (queue wait excluded)."""
-    tpot = None
-    if summary.ttft_s is not None and summary.num_generated > 1:
-        tpot = (summary.duration_s - summary.ttft_s) / (summary.num_generated - 1)
-    return summary.ttft_s, tpot
+    return summary.ttft_s, tpot_s(summary.duration_s, summary.ttft_s, summary.num_generated)
 
 
 def _served(summary: RunSummary | None) -> bool:
@@ -134,8 +132,8 @@ class Dispatcher:
             raise
         finally:
             span.end()
-            ttft_s, tpot_s = _latencies(summary) if summary is not None else (None, None)
-            self._core.finish(request.request_id, self._clock(), ok=_served(summary), ttft_s=ttft_s, tpot_s=tpot_s)
+            ttft, tpot = _latencies(summary) if summary is not None else (None, None)
+            self._core.finish(request.request_id, self._clock(), ok=_served(summary), ttft_s=ttft, tpot_s=tpot)
             self._pump()
 
     def _pump(self) -> None:

@@ -16,6 +16,7 @@ from serve_app.memory.budget import Reconciliation
 from serve_app.memory.concurrency import max_num_seqs_without_preemption
 from serve_app.memory.estimates import kv_bytes_per_token
 from serve_app.memory.presets import UseCasePreset
+from serve_app.statistics import percentile_ceil
 
 GiB = 1024**3
 CPU_BLOCK_SIZE = 128  # vLLM's CPU backend pages the KV cache in blocks of 128 tokens
@@ -91,16 +92,12 @@ class LengthWindow:
     def __len__(self) -> int:
         return len(self._prompts)
 
-    @staticmethod
-    def _p95(values: deque[int]) -> int:
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+    def prompt_p95(self) -> int | None:
+        """`serve_app.statistics.percentile_ceil` of the prompt lengths; None before any request."""
+        return percentile_ceil(self._prompts, 95)
 
-    def prompt_p95(self) -> int:
-        return self._p95(self._prompts)
-
-    def output_p95(self) -> int:
-        return self._p95(self._outputs)
+    def output_p95(self) -> int | None:
+        return percentile_ceil(self._outputs, 95)
 
 
 @dataclass

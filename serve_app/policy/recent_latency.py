@@ -6,17 +6,19 @@ arrives). No Ray or vLLM import; the caller passes its clock's `now`.
 """
 from __future__ import annotations
 
-import math
+import warnings
 from collections import deque
 from collections.abc import Iterable
 
+from serve_app.statistics import percentile
+
 
 def nearest_rank_percentile(values: Iterable[float], q: float) -> float | None:
-    """The smallest sample with at least `q` of the samples at or below it; None without samples."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+    """Deprecated: `serve_app.statistics.percentile(values, 100 * q)`, which it now returns (linear,
+    no longer nearest rank). Kept only while benchmarks/routing_capacity.py imports it."""
+    warnings.warn("nearest_rank_percentile is deprecated: use serve_app.statistics.percentile (q in 0-100)",
+                  DeprecationWarning, stacklevel=2)
+    return percentile(values, 100 * q)
 
 
 class RecentLatencies:
@@ -40,8 +42,9 @@ class RecentLatencies:
         for class_name, samples in self._samples.items():
             self._forget_old(samples, now)
             values = [value for _, value in samples]
-            out[class_name] = {"n": len(values), "p50_s": nearest_rank_percentile(values, 0.5),
-                               "p99_s": nearest_rank_percentile(values, 0.99), "max_s": max(values, default=None)}
+            # The max beside the percentiles: a single stall (a GC pause, a slow dispatch) shows there.
+            out[class_name] = {"n": len(values), "p50_s": percentile(values, 50),
+                               "p99_s": percentile(values, 99), "max_s": max(values, default=None)}
         return out
 
     def _forget_old(self, samples: deque[tuple[float, float]], now: float) -> None:

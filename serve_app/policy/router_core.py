@@ -18,10 +18,11 @@ from serve_app.policy.admission import AdmissionController, AdmissionPreview
 from serve_app.policy.api_keys import Caller
 from serve_app.policy.priority_classes import PriorityClasses
 from serve_app.policy.priority_queue import PriorityRequestQueue, QueueFull
-from serve_app.policy.recent_latency import RecentLatencies, nearest_rank_percentile
+from serve_app.policy.recent_latency import RecentLatencies
 from serve_app.policy.rate_limit import RateLimiter
 from serve_app.policy.replica_choice import ReplicaLoad, choose_replica
 from serve_app.policy.window_controller import WindowController, create_window_controller, reserved_headroom
+from serve_app.statistics import percentile
 
 
 @dataclass(frozen=True)
@@ -374,8 +375,8 @@ class RouterCore:
                 "refused_queue_full": c.refused_queue_full, "expired": c.expired, "shed": c.shed,
                 "cancelled": c.cancelled,
                 "dispatched": c.dispatched, "served": c.served, "failed": c.failed,
-                "queue_wait_p50_s": nearest_rank_percentile(waits, 0.5),
-                "queue_wait_p99_s": nearest_rank_percentile(waits, 0.99),
+                "queue_wait_p50_s": percentile(waits, 50),
+                "queue_wait_p99_s": percentile(waits, 99),
                 "refused_wait_max_s": c.refused_wait_max_s,
             }
         replicas = {rid: {"window": r.window.window, "window_cap": r.window.cap, "controller_cap": r.controller_cap,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from router_helpers import Outcome, auth, completion, fresh_side_app, router_stats, wait_until_idle
 
-from serve_app.policy.recent_latency import nearest_rank_percentile
+from serve_app.statistics import percentile
 
 pytestmark = pytest.mark.integration
 
@@ -74,10 +74,10 @@ def test_a_burst_far_beyond_capacity_is_refused_at_once_and_nothing_hangs(burst_
     to_429 = [seconds for outcome, seconds in results if outcome.status == 429]
     served = sum(o.status == 200 for o in outcomes)
     at_ingress = _ingress_refusal_seconds(burst_url)
-    client_p99, ingress_p99 = nearest_rank_percentile(to_429, 0.99), nearest_rank_percentile(at_ingress["all"], 0.99)
+    client_p99, ingress_p99 = percentile(to_429, 99), percentile(at_ingress["all"], 99)
     print(f"burst: {served} served, {len(to_429)} 429, {sum(o.status == 503 for o in outcomes)} 503; time to a 429 "
-          f"p50 / p99: client {_ms(nearest_rank_percentile(to_429, 0.5))} / {_ms(client_p99)}, ingress "
-          f"{_ms(nearest_rank_percentile(at_ingress['all'], 0.5))} / {_ms(ingress_p99)} "
+          f"p50 / p99: client {_ms(percentile(to_429, 50))} / {_ms(client_p99)}, ingress "
+          f"{_ms(percentile(at_ingress['all'], 50))} / {_ms(ingress_p99)} "
           f"({len(at_ingress['door'])} decided at the door, {len(at_ingress['router'])} by the router)")
     # Far beyond capacity: most of the burst turned away, or this measured nothing.
     assert len(to_429) >= BURST_REQUESTS // 2, f"only {len(to_429)} of {BURST_REQUESTS} refused"

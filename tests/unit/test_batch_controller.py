@@ -1,6 +1,8 @@
 """Controller decisions: engine args per device, context-clamped presets, window caps."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from serve_app.memory import ModelShape, get_preset
@@ -53,11 +55,15 @@ def lengths(pairs: list[tuple[int, int]]) -> LengthWindow:
 
 
 def test_window_cap_from_observed_p95_lengths():
-    observed = lengths([(100, 20)] * 19 + [(1000, 500)])  # p95 of 20 samples is the 19th: (100, 20)
+    observed = lengths([(100, 20)] * 19 + [(1000, 500)])
+    # serve_app.statistics' p95 of 20 samples sits at rank 0.95 * 19 = 18.05: 5% of the way from the
+    # 19th sample to the 20th, rounded up to whole tokens.
+    assert observed.prompt_p95() == math.ceil(100 + 0.05 * (1000 - 100)) == 145
+    assert observed.output_p95() == math.ceil(20 + 0.05 * (500 - 20)) == 44
     state = next_window_cap(WindowCapState(cap=256), kv_tokens=16 * 1001, block_size=16, lengths=observed,
                             preemptions_total=0, max_num_seqs=256)
-    # (100 + 20) / 16 -> 8 blocks per sequence; 1001 blocks - 1 null block = 1000 usable -> 125.
-    assert state.cap == 125
+    # (145 + 44) / 16 -> 12 blocks per sequence; 1001 blocks - 1 null block = 1000 usable -> 83.
+    assert state.cap == 1000 // math.ceil((145 + 44) / 16) == 83
 
 
 def test_window_cap_waits_for_enough_samples():

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import pytest
 
-from autoscaling.capacity import CapacityError, SloChoice, derive_autoscaling, estimate_capacity, sweep_table
+from autoscaling.capacity import (CapacityError, Percentile, SloChoice, derive_autoscaling, estimate_capacity,
+                                  sweep_table)
+from serve_app.statistics import SUMMARY_KEYS, summary
 
 
 def pct(p99: float | None, mean: float | None = None) -> dict:
@@ -164,3 +167,7 @@ def test_a_backlog_after_the_arrivals_fails_a_run_although_the_slo_class_is_fine
 def test_runs_that_do_not_record_their_arrival_window_are_judged_without_a_backlog_margin():
     estimate = estimate_capacity(sweep(run(2, 0.2, 0.05), run(4, 0.3, 0.05)), INTERACTIVE)
     assert all("backlog" not in p.margins for p in estimate.points)
+
+
+def test_percentile_choices_are_the_keys_of_the_shared_summary():
+    assert get_args(Percentile) == SUMMARY_KEYS == tuple(summary([1.0]))

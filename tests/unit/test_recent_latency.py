@@ -1,15 +1,15 @@
 import pytest
 
 from serve_app.policy.recent_latency import RecentLatencies, nearest_rank_percentile
+from serve_app.statistics import percentile
 
 
-def test_nearest_rank_percentile():
+def test_deprecated_nearest_rank_name_returns_the_shared_percentile():
     values = [5.0, 1.0, 4.0, 2.0, 3.0]
-    assert nearest_rank_percentile(values, 0.5) == 3.0
-    assert nearest_rank_percentile(values, 0.99) == 5.0
-    assert nearest_rank_percentile(values, 0.2) == 1.0
-    assert nearest_rank_percentile(values, 0.0) == 1.0  # not the last element through index -1
-    assert nearest_rank_percentile([], 0.5) is None
+    with pytest.deprecated_call():
+        assert nearest_rank_percentile(values, 0.99) == percentile(values, 99)
+    with pytest.deprecated_call():
+        assert nearest_rank_percentile([], 0.5) is None
 
 
 def test_only_samples_within_the_horizon_count():
@@ -17,7 +17,9 @@ def test_only_samples_within_the_horizon_count():
     recent.add("high", now=0.0, seconds=2.0)
     recent.add("high", now=5.0, seconds=0.1)
     recent.add("low", now=5.0, seconds=7.0)
-    assert recent.summary(now=9.0)["high"] == {"n": 2, "p50_s": 0.1, "p99_s": 2.0, "max_s": 2.0}
+    # serve_app.statistics.percentile of [0.1, 2.0]: linear between the two samples.
+    assert recent.summary(now=9.0)["high"] == {"n": 2, "p50_s": pytest.approx(0.1 + 0.5 * 1.9),
+                                               "p99_s": pytest.approx(0.1 + 0.99 * 1.9), "max_s": 2.0}
     later = recent.summary(now=12.0)
     assert later["high"] == {"n": 1, "p50_s": 0.1, "p99_s": 0.1, "max_s": 0.1}
     assert later["low"]["n"] == 1
@@ -29,7 +31,8 @@ def test_sample_count_is_bounded():
     recent = RecentLatencies(horizon_s=100, max_samples=3)
     for i in range(10):
         recent.add("c", now=float(i), seconds=float(i))
-    assert recent.summary(now=10.0)["c"] == {"n": 3, "p50_s": 8.0, "p99_s": 9.0, "max_s": 9.0}
+    # [7, 8, 9]: the p99 sits 0.98 of the way from the middle sample (rank 1.98 of 0..2) to the last.
+    assert recent.summary(now=10.0)["c"] == {"n": 3, "p50_s": 8.0, "p99_s": pytest.approx(8.0 + 0.98), "max_s": 9.0}
 
 
 def test_rejects_empty_horizon():

@@ -298,6 +298,18 @@ def test_stats_with_now_report_recent_replica_ttft_per_class_of_served_requests(
     assert core.stats(now=30.0)["replica_ttft_recent"]["batch"]["n"] == 0
 
 
+def test_queue_wait_percentiles_are_the_shared_definition():
+    core = make_core(initial_window=4)
+    admit(core, "b1", "batch", 0.0)
+    admit(core, "b2", "batch", 1.0)
+    core.set_replicas({"r1": 10})
+    core.take_dispatches(3.0)  # waited 3 s and 2 s
+    batch = core.stats()["classes"]["batch"]
+    # serve_app.statistics.percentile interpolates between the two waits (nearest rank read 2.0 and 3.0).
+    assert batch["queue_wait_p50_s"] == pytest.approx(2.0 + 0.5 * (3.0 - 2.0))
+    assert batch["queue_wait_p99_s"] == pytest.approx(2.0 + 0.99 * (3.0 - 2.0))
+
+
 def test_admission_preview_says_how_many_more_admit_would_take_without_counting_and_door_refusals_count():
     core = make_core(initial_window=1, headroom_fraction=0.0, initial_service_rate_rps=1.0)
     core.set_replicas({"r1": 10})

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from autoscaling.simulator.calibration import predict_priority_run, predict_serving_run
-from autoscaling.simulator.fit import closed_loop, fit_profile, load_sweep
-from autoscaling.simulator.step_model import StepModel
+from autoscaling.simulator.fit import _p99_features, closed_loop, fit_profile, load_sweep
+from autoscaling.simulator.step_model import StepFeatures, StepModel
 from autoscaling.simulator.fit import PROFILE
+from serve_app.statistics import percentile, tpot_s
 
 TOLERANCE = {"output_tok_s": 0.10, "tpot_mean_s": 0.10, "ttft_p99_s": 0.15, "ttft_p50_s": 0.25}
 
@@ -56,8 +57,17 @@ def test_held_out_batch_size_of_the_sweep(held_out, fitted):
     point = next(p for p in load_sweep()[0] if p.batch_size == held_out)
     runs = closed_loop(model, engine, held_out, point.num_prompts, 256, 256)
     throughput = point.num_prompts * 256 / max(r.finish_s for r in runs)
-    tpot_p99 = np.percentile([(r.finish_s - r.first_token_s) / 255 for r in runs], 99)
-    ttft_p99 = np.percentile([r.first_token_s - r.arrival_s for r in runs], 99)
+    tpot_p99 = percentile([tpot_s(r.finish_s - r.arrival_s, r.first_token_s - r.arrival_s, 256) for r in runs], 99)
+    ttft_p99 = percentile([r.first_token_s - r.arrival_s for r in runs], 99)
     assert throughput == pytest.approx(point.output_tokens_per_s, rel=0.10)
     assert tpot_p99 == pytest.approx(point.tpot_p99_s, rel=0.10)
     assert ttft_p99 == pytest.approx(point.ttft_p99_s, rel=0.15)
+
+
+def test_fitted_p99_is_the_shared_percentile_of_the_requests():
+    # The sweep's p99s are linear percentiles (serve_app.statistics), so the fit reads its requests' features
+    # at the same interpolated rank, not at the nearest rank.
+    values = [7.0, 2.0, 10.0, 1.0, 5.0, 9.0, 3.0, 8.0, 4.0, 6.0]  # one latency per request, in request order
+    at_p99 = _p99_features([StepFeatures(steps=v, requests=1) for v in values], values)
+    assert at_p99.steps == pytest.approx(percentile(values, 99))  # 9.91, where the nearest rank reads 10
+    assert at_p99.requests == pytest.approx(1.0)

@@ -10,6 +10,7 @@ def test_percentile_interpolates_between_closest_ranks_like_vllm_bench():
     assert percentile(values, 99) == pytest.approx(3.97)
     assert percentile(values, 0) == 1.0 and percentile(values, 100) == 4.0
     assert percentile([], 50) is None
+    assert percentile([3.0], 99) == 3.0
 
 
 def test_percentile_ceil_rounds_counts_up_but_not_exact_values():
