@@ -22,17 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _harness import bench_result, bench_serve_command, gpu_name, log, start_server, wait_healthy  # noqa: E402
-from bench_mix import run_concurrently  # noqa: E402
-from bench_summaries import class_summary, throughput_vs_saturated  # noqa: E402
-from openai_api_h200 import _Running, stop  # noqa: E402
-from priority_vs_vllm import (MAX_NUM_SEQS, BENCH_STARTUP_S, OursOptions, class_bench_command, class_slo,  # noqa: E402
-                              load_classes, ours_config, router_stats)
-from serving_vs_vllm import SERVED_NAME, ensure_checkpoint, vllm_serve_command  # noqa: E402
+from autoscaling.bench.concurrent_benches import run_concurrently
+from autoscaling.bench.host import gpu_name, log
+from autoscaling.bench.priority_load import (BENCH_STARTUP_S, MAX_NUM_SEQS, OursOptions, class_bench_command,
+                                             class_slo, load_classes, ours_config, router_stats)
+from autoscaling.bench.result_summaries import class_summary, throughput_vs_saturated
+from autoscaling.bench.servers import DetachedServer, start_server, stop_detached, wait_healthy
+from autoscaling.bench.vllm_bench import bench_result, bench_serve_command
+from autoscaling.bench.vllm_reference import SERVED_NAME, ensure_checkpoint, ours_serve_command, vllm_serve_command
 
 PORTS = {"ours": 8000, "vllm": 8001}
 GPUS = {"ours": "0", "vllm": "1"}
@@ -57,9 +54,7 @@ def server_commands(model_dir: Path, out: Path) -> dict[str, list[str]]:
     # coalesces its SSE events, which would stretch a short output's TPOT).
     config["priority_classes"] = [*config["priority_classes"], DEFAULT_CLASS]
     config["default_priority"] = DEFAULT_CLASS["name"]
-    config_path = out / "ours_config.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return {"ours": [sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)],
+    return {"ours": ours_serve_command(config, out / "ours_config.yaml"),
             "vllm": vllm_serve_command(model_dir, PORTS["vllm"], ["--max-num-seqs", str(MAX_NUM_SEQS),
                                                                   "--max-num-batched-tokens",
                                                                   str(MAX_NUM_BATCHED_TOKENS)])}
@@ -81,7 +76,7 @@ def wait_for_servers(args: argparse.Namespace) -> None:
     for name, server in state.items():
         if "healthy_after_s" in server:
             continue
-        wait_healthy(f"{url(name)}/health", _Running(server["pid"]), args.ready_timeout_s,
+        wait_healthy(f"{url(name)}/health", DetachedServer(server["pid"]), args.ready_timeout_s,
                      args.out / f"{name}_server.log")
         server["healthy_after_s"] = round(time.time() - server["started"], 1)
         log(f"{name} healthy {server['healthy_after_s']:.0f}s after its start")
@@ -262,7 +257,7 @@ def flood_goals(flood_section: dict) -> list[dict]:
 
 def stop_servers(args: argparse.Namespace) -> None:
     for server in json.loads((args.out / "servers.json").read_text()).values():
-        stop(server["pid"])
+        stop_detached(server["pid"])
 
 
 def main() -> int:
