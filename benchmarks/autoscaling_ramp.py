@@ -14,15 +14,13 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from autoscaling.ramp import Phase, RampResult, run_ramp  # noqa: E402
-from serve_app.config import AppConfig, load_config, parse_config  # noqa: E402
+from autoscaling.ramp import Phase, RampResult, run_ramp
+from serve_app.config import AppConfig, load_config, parse_config
+from serve_app.statistics import mean, percentile
 
 POLICIES = ("default", "llm")
 
@@ -40,13 +38,6 @@ def config_for(base: AppConfig, policy: str, args: argparse.Namespace) -> AppCon
     return parse_config(data)
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def summarize(result: RampResult) -> dict:
     """Counts, latency per phase, replica-seconds and when the count changed."""
     phases = {}
@@ -55,8 +46,8 @@ def summarize(result: RampResult) -> dict:
         phases[name] = {"start_s": start, "end_s": end, "served": len(served),
                         "refused": sum(1 for o in result.outcomes if o.phase == name and o.result == "refused"),
                         "lost": sum(1 for o in result.outcomes if o.phase == name and o.result == "lost"),
-                        "latency_p50_s": percentile(served, 0.5), "latency_p99_s": percentile(served, 0.99),
-                        "latency_mean_s": statistics.fmean(served) if served else None}
+                        "latency_p50_s": percentile(served, 50), "latency_p99_s": percentile(served, 99),
+                        "latency_mean_s": mean(served)}
     samples = result.replicas
     replica_s = sum((b[0] - a[0]) * a[1] for a, b in zip(samples, samples[1:]))
     changes = [s for i, s in enumerate(samples) if i == 0 or s[1:] != samples[i - 1][1:]]

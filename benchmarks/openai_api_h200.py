@@ -19,29 +19,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import signal
 import sys
 import time
 from pathlib import Path
 
-import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _harness import bench_serve_command, bench_result, gpu_name, log, start_bench, start_server, wait_healthy  # noqa: E402
-from openai_fidelity import fidelity_summary  # noqa: E402
-from serving_vs_vllm import ENGINE, SERVED_NAME, ensure_checkpoint, vllm_serve_command  # noqa: E402
-
-from serve_app.fidelity import request_matrix, run_matrix  # noqa: E402
+from autoscaling.bench.fidelity_summary import fidelity_summary
+from autoscaling.bench.host import gpu_name, log
+from autoscaling.bench.servers import DetachedServer, start_server, stop_detached, wait_healthy
+from autoscaling.bench.vllm_bench import bench_result, bench_serve_command, start_bench
+from autoscaling.bench.vllm_reference import (ENGINE, SERVED_NAME, ensure_checkpoint, ours_serve_command,
+                                              vllm_serve_command)
+from autoscaling.bench.vs_vllm_goals import latency_goals, throughput_goal
+from serve_app.fidelity import request_matrix, run_matrix
 
 OURS_PORT, VLLM_PORT = 8000, 8001
 # The same server options on both sides (the synthetic tokenizer has no tool tokens: pythonic needs none).
 FRONTEND = {"tool_call_parser": "pythonic", "enable_auto_tool_choice": True}
 FRONTEND_FLAGS = ["--tool-call-parser", "pythonic", "--enable-auto-tool-choice"]
 LOAD = {"input_len": 256, "output_len": 256, "num_prompts": 1024, "request_rate": "inf"}
-THROUGHPUT_GOAL = 0.97
 
 
 def ours_command(model_dir: Path, out: Path) -> list[str]:
@@ -56,9 +52,7 @@ def ours_command(model_dir: Path, out: Path) -> list[str]:
               # which `vllm serve` queues for up to 25 s).
               "priority_classes": [{"name": "bench", "ttft_slo_s": 30, "tpot_slo_s": 1, "queue_deadline_s": 300}],
               "default_priority": "bench"}
-    config_path = out / "ours_config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    return [sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)]
+    return ours_serve_command(config, out / "ours_config.yaml")
 
 
 def start(args: argparse.Namespace) -> int:
@@ -74,40 +68,12 @@ def start(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Running:
-    """A server started by `start` in an earlier process: enough of Popen for wait_healthy."""
-
-    def __init__(self, pid: int):
-        self.pid, self.returncode = pid, None
-
-    def poll(self):
-        try:
-            os.kill(self.pid, 0)
-            return None
-        except ProcessLookupError:
-            self.returncode = -1
-            return self.returncode
-
-
-def stop(pid: int) -> None:
-    for sig, grace in ((signal.SIGINT, 60), (signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(pid, sig) if sig != signal.SIGINT else os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if _Running(pid).poll() is not None:
-                return
-            time.sleep(1)
-
-
 def measure(args: argparse.Namespace) -> int:
     state = json.loads((args.out / "servers.json").read_text())
     urls = {"ours": f"http://127.0.0.1:{OURS_PORT}", "vllm": f"http://127.0.0.1:{VLLM_PORT}"}
     try:
         for name, server in state.items():
-            ready = wait_healthy(f"{urls[name]}/health", _Running(server["pid"]), args.ready_timeout_s,
+            ready = wait_healthy(f"{urls[name]}/health", DetachedServer(server["pid"]), args.ready_timeout_s,
                                  args.out / f"{name}_server.log")
             server["healthy_after_s"] = time.time() - server["started"]
             log(f"{name} healthy ({ready:.0f}s in this call, {server['healthy_after_s']:.0f}s since start)")
@@ -128,14 +94,15 @@ def measure(args: argparse.Namespace) -> int:
         results = {name: bench_result(command) for name, command in benches.items()}
     finally:
         for server in state.values():
-            stop(server["pid"])
+            stop_detached(server["pid"])
 
     script = (f"python benchmarks/openai_api_h200.py {{start,measure}} --out {args.out} --model-dir {args.model_dir}"
               f" --request-rate {args.request_rate} --num-prompts {args.num_prompts}")
     summary = {"gpu": gpu_name(), "commands": [script], "goals": []} if report is None else \
         fidelity_summary(report, script, gpu_name())
     summary["commands"] += [server["command"] for server in state.values()] + [r["command"] for r in results.values()]
-    summary["goals"] += throughput_goals(results) if report is not None else latency_goals(results)
+    summary["goals"] += ([throughput_goal(" (same host, GPU 0 / GPU 1, at once)", results["ours"], results["vllm"])]
+                         if report is not None else latency_goals("low rate", results["ours"], results["vllm"]))
     summary["measured"] = {name: {key: r.get(key) for key in ("output_throughput", "request_throughput",
                                                                "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms",
                                                                "p99_tpot_ms")}
@@ -144,28 +111,6 @@ def measure(args: argparse.Namespace) -> int:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     log(json.dumps(summary["goals"], indent=2))
     return 0
-
-
-def throughput_goals(results: dict) -> list[dict]:
-    ratio = results["ours"]["output_throughput"] / results["vllm"]["output_throughput"]
-    return [{"name": "saturated output tok/s, ours / vllm serve (same host, GPU 0 / GPU 1, at once)",
-             "measured": round(ratio, 4), "goal": f">= {THROUGHPUT_GOAL}", "met": ratio >= THROUGHPUT_GOAL}]
-
-
-def latency_goals(results: dict) -> list[dict]:
-    """Issue 16's latency goals, at one low rate (its full check is 25/50/75% of capacity, mixed lengths)."""
-    ours, vllm = results["ours"], results["vllm"]
-    p50_extra = ours["median_ttft_ms"] - vllm["median_ttft_ms"]
-    p99_ratio = ours["p99_ttft_ms"] / vllm["p99_ttft_ms"]
-    tpot_ratio = ours["p99_tpot_ms"] / vllm["p99_tpot_ms"]
-    return [
-        {"name": "TTFT p50, ours - vllm serve (ms), low rate", "measured": round(p50_extra, 2), "goal": "<= +10 ms",
-         "met": p50_extra <= 10},
-        {"name": "TTFT p99, ours / vllm serve, low rate", "measured": round(p99_ratio, 3), "goal": "<= 1.1",
-         "met": p99_ratio <= 1.1},
-        {"name": "TPOT p99, ours / vllm serve, low rate", "measured": round(tpot_ratio, 3), "goal": "<= 1.05",
-         "met": tpot_ratio <= 1.05},
-    ]
 
 
 def main() -> int:

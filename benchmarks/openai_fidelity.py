@@ -19,33 +19,9 @@ import shlex
 import sys
 from pathlib import Path
 
-import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _harness import gpu_name, log  # noqa: E402
-
-from serve_app.fidelity import FidelityReport, request_matrix, run_matrix  # noqa: E402
-
-GOAL = "differential test: bodies, status codes and error type/param match vllm serve"
-
-
-def served_model(reference_url: str) -> str:
-    """The first model the reference serves (`vllm serve` serves one)."""
-    models = httpx.get(f"{reference_url.rstrip('/')}/v1/models", timeout=30).raise_for_status().json()
-    return models["data"][0]["id"]
-
-
-def gpu_label() -> str:
-    name = gpu_name().splitlines()
-    return name[0] if name and name[0] != "unknown" else "cpu"
-
-
-def fidelity_summary(report: FidelityReport, command: str, gpu: str) -> dict:
-    total = len(report.results)
-    return {"gpu": gpu, "commands": [command],
-            "goals": [{"name": GOAL, "measured": f"{report.matched} of {total} cases match",
-                       "goal": "all cases match", "met": report.matched == total}]}
+from autoscaling.bench.fidelity_summary import fidelity_summary, served_model
+from autoscaling.bench.host import gpu_label, log
+from serve_app.fidelity import request_matrix, run_matrix
 
 
 def main() -> int:

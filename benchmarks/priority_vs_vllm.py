@@ -24,147 +24,28 @@ import json
 import shlex
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import httpx
-import yaml
+from autoscaling.bench.concurrent_benches import run_concurrently
+from autoscaling.bench.host import archive, gpu_name, log
+from autoscaling.bench.priority_load import (BENCH_STARTUP_S, DEFAULT_INGRESS_REPLICAS,
+                                             DEFAULT_MAX_NUM_BATCHED_TOKENS, DIRECT_INGRESS_FIRST_PORT,
+                                             MAX_NUM_SEQS, SATURATED_PROMPTS, LoadClass, OursOptions, class_slo,
+                                             load_classes, mix_commands, mix_section, ours_config, router_stats,
+                                             saturated_command)
+from autoscaling.bench.priority_report import (PHASE_HEADERS, TABLE_HEADERS, THROUGHPUT_HEADERS, TIMELINE_HEADERS,
+                                               class_rows, format_table, merge_runs, phase_rows, throughput_rows,
+                                               timeline_rows)
+from autoscaling.bench.prometheus_metrics import fetch_metrics_text, preemptions_total
+from autoscaling.bench.result_summaries import class_summary, stats_timeline
+from autoscaling.bench.samplers import TimelineSampler
+from autoscaling.bench.servers import running_server
+from autoscaling.bench.vllm_bench import bench_result, run_bench
+from autoscaling.bench.vllm_reference import ensure_checkpoint, ours_serve_command, vllm_serve_command
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _harness import (archive, bench_result, bench_serve_command, gpu_name, log, run_bench,  # noqa: E402
-                      running_server)
-from bench_mix import run_concurrently  # noqa: E402
-from bench_summaries import class_summary, stats_timeline, throughput_vs_saturated, ttft_by_flood_phase  # noqa: E402
-from priority_report import (PHASE_HEADERS, TABLE_HEADERS, THROUGHPUT_HEADERS, TIMELINE_HEADERS,  # noqa: E402
-                             class_rows, format_table, merge_runs, phase_rows, throughput_rows, timeline_rows)
-from server_metrics import TimelineSampler, fetch_metrics_text, preemptions_total  # noqa: E402
-from serving_vs_vllm import SERVED_NAME, ensure_checkpoint, vllm_serve_command  # noqa: E402
-
-# Our config's classes, highest first; their SLOs are also the --goodput SLOs on both servers.
-PRIORITY_CLASSES = [
-    {"name": "high", "ttft_slo_s": 0.25, "tpot_slo_s": 0.1, "queue_deadline_s": 2.0},
-    {"name": "low", "ttft_slo_s": 10.0, "tpot_slo_s": 0.2, "queue_deadline_s": 15.0},
-]
-MAX_NUM_SEQS = 256
-DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192  # vLLM's own default
-# Run 1 (one ingress): high TTFT 0.5-2 s while the flood arrived, 0.14 s while it drained. Run 2
-# (four): Ray Serve's single HTTP proxy then took ~7,400 SSE events/s unthrottled and stalled (its
-# health check timed out), everything slower. One ingress by default (--ingress-replicas).
-DEFAULT_INGRESS_REPLICAS = 1
-# Ray Serve's direct ingress (config http.direct_ingress_port): each ingress replica serves HTTP on
-# its own port from this one up, and the Python proxy is off the request path. Runs 6-7 (H100) set
-# RAY_SERVE_ENABLE_DIRECT_INGRESS=1 on the server's command line, which chose the same port.
-DIRECT_INGRESS_FIRST_PORT = 30000
-SATURATED_PROMPTS = 512
-BENCH_STARTUP_S = 60  # a bench process imports vLLM, loads the tokenizer and makes its prompts first
 SATURATED_TIMEOUT_S = BENCH_STARTUP_S + 150  # 512 x 256 tokens took 19 s on an H100
 SERVER_START_TIMEOUT_S = 420  # ours took 272 s, then 335 s, to be healthy on a fresh H100 machine
-
-
-@dataclass(frozen=True)
-class LoadClass:
-    name: str
-    vllm_priority: int  # vLLM schedules lower values first
-    rate: float  # requests/s
-    input_len: int
-    output_len: int
-    # Distinct seeds: vLLM's random prompts are a function of the seed, and with prefix caching on,
-    # a class repeating another run's prompts would be served from cache.
-    seed: int
-
-
-def load_classes(low_rate: float, high_rate: float) -> dict[str, LoadClass]:
-    return {"low": LoadClass("low", 1, low_rate, 256, 256, seed=1),
-            "high": LoadClass("high", 0, high_rate, 256, 64, seed=2)}
-
-
-def class_slo(name: str) -> dict:
-    return next(c for c in PRIORITY_CLASSES if c["name"] == name)
-
-
-def ours_classes(low_coalesce_s: float) -> list[dict]:
-    """The classes as our config gives them; the low class may send its tokens in coalesced SSE events."""
-    if not low_coalesce_s:
-        return PRIORITY_CLASSES
-    return [{**c, "stream_coalesce_s": low_coalesce_s} if c["name"] == "low" else c for c in PRIORITY_CLASSES]
-
-
-@dataclass(frozen=True)
-class OursOptions:
-    """What a run varies in our app (the command line's --low-coalesce-s, --ingress-replicas, ...)."""
-
-    low_coalesce_s: float = 0.0
-    ingress_replicas: int = DEFAULT_INGRESS_REPLICAS
-    direct_ingress: bool = False
-    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS
-    async_scheduling: str = "auto"
-    freeze_gc: bool = True
-    full_gc: str = "scheduled"
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> OursOptions:
-        return cls(low_coalesce_s=args.low_coalesce_s, ingress_replicas=args.ingress_replicas,
-                   direct_ingress=args.direct_ingress, max_num_batched_tokens=args.max_num_batched_tokens,
-                   async_scheduling=args.async_scheduling, freeze_gc=args.freeze_gc == "on", full_gc=args.full_gc)
-
-
-def async_scheduling_engine_arg(choice: str) -> dict:
-    """vLLM's `async_scheduling` for --async-scheduling: auto leaves vLLM's own choice (on for GPUs)."""
-    return {} if choice == "auto" else {"async_scheduling": choice == "on"}
-
-
-def ours_config(model_dir: Path, port: int, options: OursOptions = OursOptions()) -> dict:
-    return {"model": {"path": str(model_dir), "served_name": SERVED_NAME},
-            # 256 sequences of 256 + 256 tokens fit the KV cache (136k tokens), so the window can start
-            # at the engine's limit.
-            "engine": {"max_model_len": 2048, "gpu_memory_utilization": 0.9, "enable_prefix_caching": True,
-                       "max_num_seqs": MAX_NUM_SEQS, "max_num_batched_tokens": options.max_num_batched_tokens,
-                       "extra": async_scheduling_engine_arg(options.async_scheduling)},
-            "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4},
-            "priority_classes": ours_classes(options.low_coalesce_s),
-            "default_priority": "low",
-            "process": {"freeze_gc_after_start": options.freeze_gc, "full_gc": options.full_gc},
-            "http": {"host": "127.0.0.1", "port": port, "ingress_replicas": options.ingress_replicas,
-                     **({"direct_ingress_port": DIRECT_INGRESS_FIRST_PORT} if options.direct_ingress else {})}}
-
-
-def class_request_args(server: str, klass: LoadClass) -> list[str]:
-    """How a request names its class: ours by name in the body and the header, vLLM by an integer."""
-    if server == "ours":
-        return ["--extra-body", json.dumps({"priority": klass.name}), "--header", f"x-priority={klass.name}"]
-    return ["--extra-body", json.dumps({"priority": klass.vllm_priority})]
-
-
-def goodput_args(klass: LoadClass) -> list[str]:
-    slo = class_slo(klass.name)
-    return ["--goodput", f"ttft:{slo['ttft_slo_s'] * 1000:g}", f"tpot:{slo['tpot_slo_s'] * 1000:g}"]
-
-
-def class_bench_command(server: str, klass: LoadClass, base_url: str, model_dir: Path, raw: Path, *,
-                        num_prompts: int, request_rate: str, seed: int, result_name: str) -> list[str]:
-    # --save-detailed keeps each request's error text (429 vs 503); no ready check, so the two
-    # processes of the mix start their arrivals as soon as their prompts are made.
-    return bench_serve_command(base_url, SERVED_NAME, str(model_dir), raw, result_name,
-                               input_len=klass.input_len, output_len=klass.output_len, num_prompts=num_prompts,
-                               request_rate=request_rate, seed=seed,
-                               extra=[*class_request_args(server, klass), *goodput_args(klass), "--save-detailed",
-                                      "--ready-check-timeout-sec", "0", "--disable-tqdm"])
-
-
-def saturated_command(server: str, classes: dict[str, LoadClass], base_url: str, model_dir: Path,
-                      raw: Path) -> list[str]:
-    return class_bench_command(server, classes["low"], base_url, model_dir, raw, num_prompts=SATURATED_PROMPTS,
-                               request_rate="inf", seed=0, result_name=f"{server}_saturated.json")
-
-
-def mix_commands(server: str, classes: dict[str, LoadClass], base_url: str, model_dir: Path, raw: Path,
-                 duration_s: float) -> dict[str, list[str]]:
-    return {name: class_bench_command(server, klass, base_url, model_dir, raw,
-                                      num_prompts=max(1, round(klass.rate * duration_s)),
-                                      request_rate=f"{klass.rate:g}", seed=klass.seed,
-                                      result_name=f"{server}_mix_{name}.json")
-            for name, klass in classes.items()}
 
 
 def server_command(server: str, args: argparse.Namespace, port: int, raw: Path) -> list[str]:
@@ -175,10 +56,7 @@ def server_command(server: str, args: argparse.Namespace, port: int, raw: Path) 
         return vllm_serve_command(model_dir, port, ["--max-num-seqs", str(MAX_NUM_SEQS),
                                                     "--max-num-batched-tokens", str(args.max_num_batched_tokens),
                                                     *async_flag[args.async_scheduling]])
-    config_path = raw / "ours_config.yaml"
-    config = ours_config(model_dir, port, OursOptions.from_args(args))
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return [sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)]
+    return ours_serve_command(ours_config(model_dir, port, OursOptions.from_args(args)), raw / "ours_config.yaml")
 
 
 def run_server(server: str, args: argparse.Namespace, raw: Path) -> dict:
@@ -254,43 +132,6 @@ def measure(server: str, run: dict, command: list[str], classes: dict[str, LoadC
         save()
 
 
-def mix_section(processes: dict, reference: dict | None) -> dict:
-    """Per class: the bench's figures, its command and how its process ended; then served vs saturated."""
-    results = {}
-    classes = {}
-    for name, process in processes.items():
-        result = bench_result(process.command) if process.finished_cleanly() else None
-        if result is not None:
-            results[name] = result
-        unknown = {"num_prompts": int(process.command[process.command.index("--num-prompts") + 1]),
-                   "completed": None, "failed": None}
-        classes[name] = {**(class_summary(result) if result else unknown),
-                         "command": shlex.join(process.command), "process": process.info()}
-    section = {"classes": classes}
-    if "high" in results and "low" in results:
-        # The goal is about high-priority requests *under* the flood: their TTFT by flood phase.
-        section["high_ttft_by_low_phase"] = ttft_by_flood_phase(results["high"], results["low"])
-    if reference is not None and len(results) == len(processes):
-        section.update(throughput_vs_saturated(list(results.values()), reference))
-    return section
-
-
-def router_stats(base_url: str, quiet: bool = False) -> dict | None:
-    """Our router's counters, stored raw; refused_wait_max_s is the longest a refused request waited.
-    `quiet`: no log lines, and None when the server did not answer (a timeline's missing point)."""
-    try:
-        stats = httpx.get(f"{base_url}/v1/router/stats", timeout=10).json()
-    except (httpx.HTTPError, ValueError) as error:
-        return None if quiet else {"error": repr(error)}
-    if quiet:
-        return stats
-    for name, klass in (stats.get("classes") or {}).items():
-        if isinstance(klass, dict) and "refused_wait_max_s" in klass:
-            log(f"router: class {name} refused_wait_max_s = {klass['refused_wait_max_s']} "
-                f"(queue deadline {class_slo(name)['queue_deadline_s'] if name in ('high', 'low') else '?'} s)")
-    return stats
-
-
 def load_run(path: Path) -> dict:
     """A partial JSON, given as the file or as the folder holding it."""
     if path.is_dir():
@@ -313,7 +154,7 @@ def report_and_plots(runs: list[dict], out: Path | None) -> dict:
         print(f"ours mix served / vllm saturated reference = {report['ours_mix_vs_vllm_saturated']:.3f}")
     print(json.dumps(report["verdicts"], indent=2))
     if out is not None:
-        from priority_plots import plot_throughput, plot_ttft
+        from autoscaling.bench.priority_plots import plot_throughput, plot_ttft
 
         (out / "priority_vs_vllm.json").write_text(json.dumps(report, indent=2))
         plot_ttft(report, out / "priority_ttft.png")

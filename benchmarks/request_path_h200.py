@@ -22,17 +22,15 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _harness import bench_result, bench_serve_command, gpu_name, log, start_server, wait_healthy  # noqa: E402
-from bench_mix import run_concurrently  # noqa: E402
-from bench_summaries import class_summary, throughput_vs_saturated  # noqa: E402
-from openai_api_h200 import _Running, stop  # noqa: E402
-from priority_vs_vllm import (MAX_NUM_SEQS, BENCH_STARTUP_S, OursOptions, class_bench_command, class_slo,  # noqa: E402
-                              load_classes, ours_config, router_stats)
-from serving_vs_vllm import SERVED_NAME, ensure_checkpoint, vllm_serve_command  # noqa: E402
+from autoscaling.bench.concurrent_benches import run_concurrently
+from autoscaling.bench.host import gpu_name, log
+from autoscaling.bench.priority_load import (BENCH_STARTUP_S, MAX_NUM_SEQS, OursOptions, class_bench_command,
+                                             class_slo, load_classes, ours_config, router_stats)
+from autoscaling.bench.result_summaries import class_summary, throughput_vs_saturated
+from autoscaling.bench.servers import DetachedServer, start_server, stop_detached, wait_healthy
+from autoscaling.bench.vllm_bench import bench_result, bench_serve_command
+from autoscaling.bench.vllm_reference import SERVED_NAME, ensure_checkpoint, ours_serve_command, vllm_serve_command
+from autoscaling.bench.vs_vllm_goals import flood_goals, latency_goals, throughput_goal
 
 PORTS = {"ours": 8000, "vllm": 8001}
 GPUS = {"ours": "0", "vllm": "1"}
@@ -57,9 +55,7 @@ def server_commands(model_dir: Path, out: Path) -> dict[str, list[str]]:
     # coalesces its SSE events, which would stretch a short output's TPOT).
     config["priority_classes"] = [*config["priority_classes"], DEFAULT_CLASS]
     config["default_priority"] = DEFAULT_CLASS["name"]
-    config_path = out / "ours_config.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return {"ours": [sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)],
+    return {"ours": ours_serve_command(config, out / "ours_config.yaml"),
             "vllm": vllm_serve_command(model_dir, PORTS["vllm"], ["--max-num-seqs", str(MAX_NUM_SEQS),
                                                                   "--max-num-batched-tokens",
                                                                   str(MAX_NUM_BATCHED_TOKENS)])}
@@ -81,7 +77,7 @@ def wait_for_servers(args: argparse.Namespace) -> None:
     for name, server in state.items():
         if "healthy_after_s" in server:
             continue
-        wait_healthy(f"{url(name)}/health", _Running(server["pid"]), args.ready_timeout_s,
+        wait_healthy(f"{url(name)}/health", DetachedServer(server["pid"]), args.ready_timeout_s,
                      args.out / f"{name}_server.log")
         server["healthy_after_s"] = round(time.time() - server["started"], 1)
         log(f"{name} healthy {server['healthy_after_s']:.0f}s after its start")
@@ -192,7 +188,10 @@ def summarize(args: argparse.Namespace) -> int:
     latency = json.loads((args.out / "latency.json").read_text())
     bursty = json.loads((args.out / "bursty.json").read_text())
     servers = json.loads((args.out / "servers.json").read_text())
-    goals = latency_goals({**latency["points"], **bursty["points"]}) + saturated_goal(latency) + flood_goals(bursty["flood"])
+    points = {**latency["points"], **bursty["points"]}
+    goals = [g for name, point in points.items() for g in latency_goals(name, point["ours"], point["vllm"])]
+    goals += [throughput_goal(" (mixed lengths)", latency["saturated"]["ours"], latency["saturated"]["vllm"]),
+              *flood_goals(bursty["flood"])]
     summary = {"gpu": latency["gpu"],
                "commands": [latency["script"], bursty["script"], *(s["command"] for s in servers.values())],
                "servers_healthy_after_s": {name: s.get("healthy_after_s") for name, s in servers.items()},
@@ -202,67 +201,9 @@ def summarize(args: argparse.Namespace) -> int:
     return 0
 
 
-def latency_goals(points: dict) -> list[dict]:
-    goals = []
-    for name, point in points.items():
-        ours, vllm = point["ours"], point["vllm"]
-        if ours is None or vllm is None or not ours["completed"] or not vllm["completed"]:
-            goals.append({"name": f"{name}: both benches completed", "measured": False, "goal": True, "met": False})
-            continue
-        p50_extra = ours["median_ttft_ms"] - vllm["median_ttft_ms"]
-        p99_ratio = ours["p99_ttft_ms"] / vllm["p99_ttft_ms"]
-        tpot_ratio = ours["p99_tpot_ms"] / vllm["p99_tpot_ms"]
-        goals += [
-            {"name": f"{name}: TTFT p50, ours - vllm serve (ms)", "measured": round(p50_extra, 2),
-             "goal": "<= +10", "met": p50_extra <= 10},
-            {"name": f"{name}: TTFT p99, ours / vllm serve", "measured": round(p99_ratio, 3), "goal": "<= 1.1",
-             "met": p99_ratio <= 1.1},
-            {"name": f"{name}: TPOT p99, ours / vllm serve", "measured": round(tpot_ratio, 3), "goal": "<= 1.05",
-             "met": tpot_ratio <= 1.05},
-        ]
-    return goals
-
-
-def saturated_goal(latency: dict) -> list[dict]:
-    ours, vllm = latency["saturated"]["ours"], latency["saturated"]["vllm"]
-    ratio = ours["output_throughput"] / vllm["output_throughput"]
-    return [{"name": "saturated output tok/s (mixed lengths), ours / vllm serve", "measured": round(ratio, 4),
-             "goal": ">= 0.97", "met": ratio >= 0.97}]
-
-
-def flood_goals(flood_section: dict) -> list[dict]:
-    ours, vllm = flood_section["ours"], flood_section["vllm"]
-    missing = [f"{server} {name}" for server in ("ours", "vllm") for name in ("high", "low")
-               if name not in flood_section[server]]
-    if missing:
-        return [{"name": "flood: every bench completed", "measured": {"failed": missing}, "goal": "all",
-                 "met": False}]
-    high_p99, vllm_high_p99 = ours["high"]["ttft_p99_ms"], vllm["high"]["ttft_p99_ms"]
-    low = ours["low"]
-    unexplained = low["failed"] - sum(n for kind, n in (low.get("failed_by_kind") or {}).items()
-                                      if kind in ("429", "503"))
-    stats = flood_section.get("router_stats") or {}
-    refused_wait = (stats.get("classes") or {}).get("low", {}).get("refused_wait_max_s")
-    deadline = flood_section["classes"]["low"]["queue_deadline_s"]
-    return [
-        {"name": "flood: high-class TTFT p99 (ms)", "measured": high_p99, "goal": "<= 250",
-         "met": high_p99 is not None and high_p99 <= 250},
-        {"name": "flood: high-class TTFT p99, ours / vllm serve --scheduling-policy priority",
-         "measured": None if None in (high_p99, vllm_high_p99) else round(high_p99 / vllm_high_p99, 3),
-         "goal": "<= 0.6", "met": None not in (high_p99, vllm_high_p99) and high_p99 / vllm_high_p99 <= 0.6},
-        {"name": "flood: low requests neither hung nor failed other than 429/503",
-         "measured": {"hung": ours["hung"], "other_failures": unexplained}, "goal": "none",
-         "met": not ours["hung"] and unexplained == 0},
-        {"name": "flood: longest wait of a refused low request (s) within its queue deadline",
-         "measured": refused_wait, "goal": f"<= {deadline}", "met": refused_wait is not None and refused_wait <= deadline},
-        {"name": "flood: served output tok/s / saturated", "measured": round(ours.get("served_vs_saturated", 0), 3),
-         "goal": ">= 0.9", "met": ours.get("served_vs_saturated", 0) >= 0.9},
-    ]
-
-
 def stop_servers(args: argparse.Namespace) -> None:
     for server in json.loads((args.out / "servers.json").read_text()).values():
-        stop(server["pid"])
+        stop_detached(server["pid"])
 
 
 def main() -> int:

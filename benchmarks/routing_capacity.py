@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -31,11 +30,9 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from serve_app.bench.stand_in_replica import StandInReplica  # noqa: E402
-from serve_app.config import parse_config  # noqa: E402
-from serve_app.policy.recent_latency import nearest_rank_percentile  # noqa: E402
+from serve_app.bench.stand_in_replica import StandInReplica
+from serve_app.config import parse_config
+from serve_app.statistics import mean, percentile, rounded_ms
 
 APP = "llmserve"
 BODY = {"model": "stand-in", "prompt": "routing capacity", "max_tokens": 4}
@@ -63,8 +60,8 @@ def deploy(app_config) -> str:
 
 
 def percentiles_ms(values: list[float]) -> dict[str, float | None]:
-    return {f"p{int(q * 100)}_ms": (None if not values else round(1000 * nearest_rank_percentile(values, q), 2))
-            for q in (0.5, 0.9, 0.99)}
+    """{"p50_ms", "p90_ms", "p99_ms"} of `values` in seconds."""
+    return rounded_ms({f"p{q}": percentile(values, q) for q in (50, 90, 99)})
 
 
 async def first_event_s(client: httpx.AsyncClient, url: str) -> float:
@@ -127,7 +124,7 @@ async def overhead(url: str, requests: int) -> dict:
             await first_event_s(client, url)
         ttfts = [await first_event_s(client, url) for _ in range(requests)]
     return {"requests": requests, "client_first_event": percentiles_ms(ttfts),
-            "client_first_event_mean_ms": round(1000 * statistics.fmean(ttfts), 2)}
+            "client_first_event_mean_ms": rounded_ms({"mean": mean(ttfts)})["mean_ms"]}
 
 
 async def closed_loop(url: str, concurrency: int, seconds: float) -> dict:

@@ -12,27 +12,14 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
-import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import (bench_serve_command, gpu_name, log, run_bench, start_server, stop_server,  # noqa: E402
-                      summary, wait_healthy)
-
-SERVED_NAME = "llama2-7b-awq"
-ENGINE = {"max_model_len": 2048, "gpu_memory_utilization": 0.9}
-
-
-def ensure_checkpoint(model_dir: Path, shape: str) -> None:
-    if (model_dir / "synthetic_shape.json").exists():
-        return
-    from serve_app.synthetic_model import make_model
-
-    started = time.monotonic()
-    make_model(shape, model_dir)
-    log(f"made synthetic {shape} in {time.monotonic() - started:.0f}s")
+from autoscaling.bench.host import gpu_name, log
+from autoscaling.bench.servers import start_server, stop_server, wait_healthy
+from autoscaling.bench.vllm_bench import bench_serve_command, headline, run_bench
+from autoscaling.bench.vllm_reference import (ENGINE, SERVED_NAME, ensure_checkpoint, ours_serve_command,
+                                              vllm_serve_command)
+from autoscaling.bench.vs_vllm_goals import THROUGHPUT_RATIO_GOAL, throughput_ratio
 
 
 def run_ours(model_dir: Path, out: Path, port: int, load: dict) -> dict:
@@ -41,19 +28,8 @@ def run_ours(model_dir: Path, out: Path, port: int, load: dict) -> dict:
               "engine": {**ENGINE, "enable_prefix_caching": True, "batch_size_policy": "vllm_default"},
               "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4},
               "http": {"host": "127.0.0.1", "port": port}}
-    config_path = out / "ours_config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)]
+    command = ours_serve_command(config, out / "ours_config.yaml")
     return serve_and_bench("ours", command, model_dir, out, port, load)
-
-
-def vllm_serve_command(model_dir: Path, port: int, extra: list[str] | None = None) -> list[str]:
-    """`vllm serve` with the engine settings our config gives its replicas."""
-    return [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(model_dir),
-            "--served-model-name", SERVED_NAME, "--port", str(port), "--host", "127.0.0.1",
-            "--max-model-len", str(ENGINE["max_model_len"]),
-            "--gpu-memory-utilization", str(ENGINE["gpu_memory_utilization"]),
-            "--dtype", "float16", "--scheduling-policy", "priority", "--enable-prefix-caching", *(extra or [])]
 
 
 def run_vllm(model_dir: Path, out: Path, port: int, load: dict) -> dict:
@@ -91,17 +67,17 @@ def main() -> int:
     results = {}
     if args.only in (None, "ours"):
         results["ours"] = run_ours(args.model_dir, args.out, 8000, load)
-        log(f"ours: {json.dumps(summary(results['ours']))}")
+        log(f"ours: {json.dumps(headline(results['ours']))}")
     if args.only in (None, "vllm"):
         results["vllm"] = run_vllm(args.model_dir, args.out, 8001, load)
-        log(f"vllm: {json.dumps(summary(results['vllm']))}")
+        log(f"vllm: {json.dumps(headline(results['vllm']))}")
     report = {"benchmark": "serving_vs_vllm", "gpu": gpu_name(), "shape": args.shape, "load": load,
               "script": "python benchmarks/serving_vs_vllm.py " + shlex.join(sys.argv[1:]),
-              **{name: {"summary": summary(r), "bench_command": r["command"], "server_command": r["server_command"],
+              **{name: {"summary": headline(r), "bench_command": r["command"], "server_command": r["server_command"],
                         "server_ready_s": r["server_ready_s"]} for name, r in results.items()}}
     if len(results) == 2:
-        report["output_throughput_ratio"] = results["ours"]["output_throughput"] / results["vllm"]["output_throughput"]
-        log(f"ours / vllm output tok/s = {report['output_throughput_ratio']:.3f} (goal >= 0.97)")
+        report["output_throughput_ratio"] = throughput_ratio(results["ours"], results["vllm"])
+        log(f"ours / vllm output tok/s = {report['output_throughput_ratio']:.3f} (goal >= {THROUGHPUT_RATIO_GOAL})")
     (args.out / f"serving_vs_vllm{'_' + args.only if args.only else ''}.json").write_text(json.dumps(report, indent=2))
     return 0
 

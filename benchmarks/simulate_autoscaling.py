@@ -22,17 +22,16 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[1]  # the default --out and the profile's path are relative to it
 
-from autoscaling.loadtest.lengths import Fixed  # noqa: E402
-from autoscaling.simulator.autoscalers import LLMPolicyAutoscaler, RayDefaultAutoscaler, RayDefaultSettings  # noqa: E402
-from autoscaling.simulator.cluster import Cluster, ClusterConfig  # noqa: E402
-from autoscaling.simulator.fit import PROFILE  # noqa: E402
-from autoscaling.simulator.report import all_stats, series  # noqa: E402
-from autoscaling.simulator.step_model import StepModel  # noqa: E402
-from autoscaling.simulator.workload import ClassLoad, PiecewiseLinearArrivals, generate  # noqa: E402
-from serve_app.policy.priority_classes import PriorityClass, PriorityClasses  # noqa: E402
+from autoscaling.loadtest.lengths import Fixed
+from autoscaling.simulator.autoscalers import LLMPolicyAutoscaler, RayDefaultAutoscaler, RayDefaultSettings
+from autoscaling.simulator.cluster import Cluster, ClusterConfig
+from autoscaling.simulator.fit import PROFILE
+from autoscaling.simulator.report import all_stats, series
+from autoscaling.simulator.step_model import StepModel
+from autoscaling.simulator.workload import ClassLoad, PiecewiseLinearArrivals, generate
+from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
 
 CLASSES = PriorityClasses([PriorityClass("interactive", 0, ttft_slo_s=0.5, tpot_slo_s=0.1, queue_deadline_s=5.0),
                            PriorityClass("batch", 1, ttft_slo_s=30.0, tpot_slo_s=0.2, queue_deadline_s=60.0)])

@@ -1,18 +1,17 @@
-"""The pure parts of the GPU benchmark scripts, on results shaped like `vllm bench serve`'s saved JSON."""
+"""The pure parts of the benchmark package (autoscaling/bench), on results shaped like `vllm bench serve`'s saved JSON."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-import bench_summaries as bs  # noqa: E402
-import priority_report as pr  # noqa: E402
-import priority_vs_vllm as pv  # noqa: E402
-import server_metrics as sm  # noqa: E402
+from autoscaling.bench import host
+from autoscaling.bench import priority_load as pv
+from autoscaling.bench import priority_report as pr
+from autoscaling.bench import prometheus_metrics as pm
+from autoscaling.bench import result_summaries as bs
+from autoscaling.bench.samplers import PeakSampler
 
 
 def bench_json(num_prompts=10, request_rate="inf", duration=20.0, errors=None, ttfts=None, goodput=None,
@@ -115,16 +114,27 @@ vllm:num_preemptions_created{engine="0",model_name="m"} 1.7e9
 
 
 def test_metric_samples_read_labelled_samples_and_skip_longer_names():
-    assert sm.metric_samples(METRICS, "vllm:kv_cache_usage_perc") == [0.25]
-    assert sm.kv_cache_usage(METRICS) == 0.25
-    assert sm.preemptions_total(METRICS) == 7
-    assert sm.kv_cache_usage("vllm:gpu_cache_usage_perc 0.5\n") == 0.5  # the older gauge name
-    assert sm.kv_cache_usage("") is None and sm.preemptions_total("") is None
+    assert pm.metric_samples(METRICS, "vllm:kv_cache_usage_perc") == [0.25]
+    assert pm.kv_cache_usage(METRICS) == 0.25
+    assert pm.preemptions_total(METRICS) == 7
+    assert pm.kv_cache_usage("vllm:gpu_cache_usage_perc 0.5\n") == 0.5  # the older gauge name
+    assert pm.kv_cache_usage("") is None and pm.preemptions_total("") is None
+
+
+def test_a_scrape_that_is_not_exposition_text_gives_what_came_before_it():
+    assert pm.samples_by_name("vllm:num_requests_running 2\n<html>502 Bad Gateway</html>\n") == \
+        {"vllm:num_requests_running": [2.0]}
+    assert pm.kv_cache_usage("<html>502 Bad Gateway</html>") is None
+
+
+def test_metrics_url_from_a_base_url_or_itself():
+    assert pm.metrics_url("http://h:8000/") == "http://h:8000/metrics"
+    assert pm.metrics_url("http://h:8000/metrics") == "http://h:8000/metrics"
 
 
 def test_gpu_memory_is_the_first_gpu_line():
-    assert sm.first_gpu_memory_used_mib("74213\n512\n") == 74213.0
-    assert sm.first_gpu_memory_used_mib("No devices were found\n") is None
+    assert host.first_gpu_memory_used_mib("74213\n512\n") == 74213.0
+    assert host.first_gpu_memory_used_mib("No devices were found\n") is None
 
 
 def test_peak_sampler_keeps_the_largest_value_read():
@@ -136,7 +146,7 @@ def test_peak_sampler_keeps_the_largest_value_read():
         seen.append(value)
         return value
 
-    with sm.PeakSampler(read, interval_s=0.0) as sampler:
+    with PeakSampler(read, interval_s=0.0) as sampler:
         pass
     assert sampler.peak == max(v for v in seen if v is not None)
 

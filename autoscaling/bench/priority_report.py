@@ -2,12 +2,12 @@
 side, a compact text table. Pure: takes and returns the dicts priority_vs_vllm.py writes."""
 from __future__ import annotations
 
-from bench_summaries import concurrent_output_tok_s
+from autoscaling.bench.result_summaries import concurrent_output_tok_s
 
 # The issue's goals for the mixed run.
 HIGH_TTFT_P99_GOAL_MS = 250.0
 SERVED_VS_SATURATED_GOAL = 0.9
-# Failure kinds (bench_summaries.error_kind) that are a clean refusal rather than a broken request.
+# Failure kinds (result_summaries.error_kind) that are a clean refusal rather than a broken request.
 REFUSALS = ("429", "503")
 
 
@@ -125,7 +125,7 @@ TIMELINE_HEADERS = ("t (s)", "phase", "queued", "running", "window", "high TTFT 
 
 
 def timeline_rows(timeline: list[dict]) -> list[tuple[str, ...]]:
-    """Router-stats snapshots (bench_summaries.stats_timeline): where high-priority first tokens waited."""
+    """Router-stats snapshots (result_summaries.stats_timeline): where high-priority first tokens waited."""
     return [(f"{row['t_s']:g}", row["phase"] or "-", _num(row["queue_depth"]), _num(row["running"]),
              "/".join(_num(w) for w in row["windows"]) or "-",
              f"{_num(row['ingress_ttft_p50_ms'])} / {_num(row['ingress_ttft_p99_ms'])}",

@@ -2,8 +2,8 @@
 
 All start at once, or a lead process first and the others once its arrivals have begun (its log
 says so). Either way a bench spends its first ~30 s importing vLLM and making prompts, so what a
-class met is read from the per-request start times (bench_summaries.ttft_by_flood_phase). A process past its deadline is killed and marked timed out:
-that is how a hang shows in the results.
+class met is read from the per-request start times (result_summaries.ttft_by_flood_phase). A process
+past its deadline is killed and marked timed out: that is how a hang shows in the results.
 """
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _harness import log, start_bench, stop_server
+from autoscaling.bench.host import log
+from autoscaling.bench.servers import stop_server
+from autoscaling.bench.vllm_bench import start_bench
 
 # What `vllm bench serve` prints as its arrivals begin (older versions: "Initial test run
 # completed. Starting main benchmark run...").

@@ -1,4 +1,4 @@
-"""The batch-size sweep over `vllm serve` + `vllm bench serve` (batch_size_sweep.py --server vllm).
+"""The batch-size sweep over `vllm serve` + `vllm bench serve` (benchmarks/batch_size_sweep.py --server vllm).
 
 One server whose max_num_seqs is the largest batch; for each batch size B one benchmark at
 --max-concurrency B, request rate inf, max(2B, 8) prompts, so the engine's batch is B throughout.
@@ -13,10 +13,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from _harness import bench_serve_command, gpu_name, log, run_bench, running_server
-from bench_summaries import prompts_for_batch, sweep_point
-from server_metrics import (PeakSampler, fetch_metrics_text, kv_cache_usage, preemptions_total,
-                            read_gpu_memory_used_mib)
+from autoscaling.bench.host import gpu_name, log, read_gpu_memory_used_mib
+from autoscaling.bench.prometheus_metrics import fetch_metrics_text, kv_cache_usage, preemptions_total
+from autoscaling.bench.result_summaries import prompts_for_batch, sweep_point
+from autoscaling.bench.samplers import PeakSampler
+from autoscaling.bench.servers import running_server
+from autoscaling.bench.vllm_bench import bench_serve_command, run_bench
 from serve_app.memory.batch_profile import BatchProfile
 
 BENCH_TIMEOUT_S = 240  # the largest batch runs ~20 s on an H100; a bench past this has hung
