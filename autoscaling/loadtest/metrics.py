@@ -11,12 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from serve_app import statistics
 from serve_app.statistics import meets_slo, summary, tpot_s
 
 Outcome = Literal["completed", "refused", "failed"]
-# Deprecated alias: benchmarks/bench_summaries.py imports it from here until it moves to serve_app.statistics.
-percentile = statistics.percentile
 
 
 @dataclass

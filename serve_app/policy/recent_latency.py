@@ -6,19 +6,9 @@ arrives). No Ray or vLLM import; the caller passes its clock's `now`.
 """
 from __future__ import annotations
 
-import warnings
 from collections import deque
-from collections.abc import Iterable
 
 from serve_app.statistics import percentile
-
-
-def nearest_rank_percentile(values: Iterable[float], q: float) -> float | None:
-    """Deprecated: `serve_app.statistics.percentile(values, 100 * q)`, which it now returns (linear,
-    no longer nearest rank). Kept only while benchmarks/routing_capacity.py imports it."""
-    warnings.warn("nearest_rank_percentile is deprecated: use serve_app.statistics.percentile (q in 0-100)",
-                  DeprecationWarning, stacklevel=2)
-    return percentile(values, 100 * q)
 
 
 class RecentLatencies:

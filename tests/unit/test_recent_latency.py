@@ -1,15 +1,7 @@
 import pytest
 
-from serve_app.policy.recent_latency import RecentLatencies, nearest_rank_percentile
+from serve_app.policy.recent_latency import RecentLatencies
 from serve_app.statistics import percentile
-
-
-def test_deprecated_nearest_rank_name_returns_the_shared_percentile():
-    values = [5.0, 1.0, 4.0, 2.0, 3.0]
-    with pytest.deprecated_call():
-        assert nearest_rank_percentile(values, 0.99) == percentile(values, 99)
-    with pytest.deprecated_call():
-        assert nearest_rank_percentile([], 0.5) is None
 
 
 def test_only_samples_within_the_horizon_count():
