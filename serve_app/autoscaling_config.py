@@ -6,16 +6,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from serve_app.strict_model import StrictModel
 
 LLM_POLICY = "autoscaling.ray_policy:LLMAutoscalingPolicy"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LLMPolicyKnobs(_Strict):
+class LLMPolicyKnobs(StrictModel):
     """When the `llm` policy adds a replica although ongoing requests look fine."""
 
     top_classes: list[str] = Field(
@@ -39,7 +37,7 @@ class LLMPolicyKnobs(_Strict):
         return self
 
 
-class AutoscalingSettings(_Strict):
+class AutoscalingSettings(StrictModel):
     """LLMReplica autoscaling. Delays: LLM replicas take minutes to start, so scale up fast, down slowly."""
 
     enabled: bool = Field(False, description="Autoscale LLMReplica; off: `replicas.num_replicas` fixed.")

@@ -69,7 +69,7 @@ class Dispatcher:
         self._controller = controller
         self._clock = clock
         self._callers = {caller.name: caller for caller in self._config.api_key_registry().callers}
-        self._core = RouterCore(self._config.policy_classes(), self._config.router.policy(), random.Random())
+        self._core = RouterCore(self._config.policy_classes(), self._config.router, random.Random())
         self._waiters: dict[str, asyncio.Future] = {}
         self._background: list[asyncio.Task] = []
         self._controller_answered_at = -1e18
