@@ -69,7 +69,8 @@ class FixedRatioTuning(StrictModel):
     """Knobs of `fixed_ratio`."""
 
     kind: Literal["fixed_ratio"] = Field("fixed_ratio", description="The controller these knobs are for.")
-    increase: float = Field(1.5, gt=1, description="Factor on the window when latency is under `increase_below` x target.")
+    increase: float = Field(1.5, gt=1, description="Factor on the window when latency is under "
+                            "`increase_below` x target.")
     decrease: float = Field(0.7, gt=0, lt=1, description="Factor on the window when latency is over target.")
     increase_below: float = Field(0.8, gt=0, le=1, description="Latency / target under which the window grows.")
 
