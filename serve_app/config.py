@@ -13,12 +13,12 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from serve_app.autoscaling_config import AutoscalingSettings
 from serve_app.memory.presets import INTERACTIVE, get_preset
+from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
 from serve_app.policy.router_settings import RouterSettings
 from serve_app.strict_model import StrictModel
 
 if TYPE_CHECKING:
     from serve_app.policy.api_keys import ApiKeyRegistry
-    from serve_app.policy.priority_classes import PriorityClasses
 
 DEFAULT_MODEL_CACHE = Path.home() / ".cache" / "llmserve" / "models"
 
@@ -250,13 +250,9 @@ class AppConfig(StrictModel):
 
     @field_validator("priority_classes")
     @classmethod
-    def _unique_nonempty_classes(cls, classes: list[PriorityClassSettings]) -> list[PriorityClassSettings]:
-        if not classes:
-            raise ValueError("at least one priority class is required")
-        names = [c.name for c in classes]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate priority class names: {duplicates}")
+    def _a_valid_class_set(cls, classes: list[PriorityClassSettings]) -> list[PriorityClassSettings]:
+        """The router's own checks (at least one class, unique names), run at load to name the field."""
+        _policy_classes(classes)
         return classes
 
     @model_validator(mode="after")
@@ -281,10 +277,7 @@ class AppConfig(StrictModel):
 
     def policy_classes(self) -> PriorityClasses:
         """The configured classes as the router's policy sees them (rank = position, 0 highest)."""
-        from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
-
-        return PriorityClasses(PriorityClass(c.name, rank, c.ttft_slo_s, c.tpot_slo_s, c.queue_deadline_s)
-                               for rank, c in enumerate(self.priority_classes))
+        return _policy_classes(self.priority_classes)
 
     def api_key_registry(self) -> ApiKeyRegistry:
         """Callers by key digest; reads `auth.keys_file` / `auth.keys_env`. Raises ConfigError."""
@@ -311,6 +304,11 @@ class AppConfig(StrictModel):
         if name not in names:
             raise ValueError(f"unknown priority class {name!r}; known: {names}")
         return names.index(name)
+
+
+def _policy_classes(classes: list[PriorityClassSettings]) -> PriorityClasses:
+    return PriorityClasses(PriorityClass(c.name, rank, c.ttft_slo_s, c.tpot_slo_s, c.queue_deadline_s)
+                           for rank, c in enumerate(classes))
 
 
 def _describe(error: ValidationError) -> str:
