@@ -20,7 +20,7 @@ class RouterSettings(StrictModel):
     window_tuning: WindowTuning = Field(
         default_factory=window_tuning, description="Adaptive batching: how each replica's in-flight window "
         "follows latency feedback. Written as `window_controller: <name>` (`aimd`: additive increase / "
-        "multiplicative decrease with slow start; `fixed_ratio`: x1.5 under 0.8 x target, x0.7 over target) "
+        "multiplicative decrease with slow start; `fixed_ratio`: one factor up under target, one down over it) "
         "and `window_tuning: {knob: value}` (e.g. beta, increase_every, cooldown_s; unset knobs keep the "
         "controller's defaults), or as `window_tuning: {kind: <name>, ...}`. A knob the controller does not "
         "take fails at load. Empty: `aimd` with its defaults.",
