@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
+from serve_app.autoscaling_config import DOWNSCALE_DELAY_S, AutoscalingSettings
+
 Percentile = Literal["mean", "p50", "p90", "p99"]  # serve_app.statistics.SUMMARY_KEYS (a test holds them equal)
 
 
@@ -235,8 +237,8 @@ def derive_autoscaling(estimate: CapacityEstimate, peak_rate_rps: float, min_rep
     target = max(0.1, round(estimate.mean_in_flight * (1 - headroom), 2))
     target_rps = round(usable_rate, 2)
     mean_e2e = estimate.mean_e2e_s or 0.0
-    up = upscale_delay_s if upscale_delay_s is not None else 10.0
-    down = downscale_delay_s if downscale_delay_s is not None else max(300.0, 3 * replica_start_s)
+    up = upscale_delay_s if upscale_delay_s is not None else AutoscalingSettings.model_fields["upscale_delay_s"].default
+    down = downscale_delay_s if downscale_delay_s is not None else max(DOWNSCALE_DELAY_S, 3 * replica_start_s)
     look_back = look_back_period_s if look_back_period_s is not None else max(30.0, round(3 * mean_e2e, 1))
     reasons = (
         f"capacity {estimate.max_rate_rps:.3g} req/s per replica within the SLO ({_slo_text(estimate.slo)}), "
@@ -250,7 +252,8 @@ def derive_autoscaling(estimate: CapacityEstimate, peak_rate_rps: float, min_rep
         + (f", raised to min_replicas {min_replicas}" if max_replicas > needed else ""),
         f"upscale_delay_s = {up:g}: a replica needs ~{replica_start_s:g}s to start; waiting longer only adds "
         "to that. upscale smoothing 1.0: go straight to the count the load needs",
-        f"downscale_delay_s = {down:g} (>= 3 x start time): a lull shorter than that is cheaper to ride out "
+        f"downscale_delay_s = {down:g} (the default {DOWNSCALE_DELAY_S:g}, or 3 x start time if longer): a lull "
+        "shorter than that is cheaper to ride out "
         "than a replica restart; downscale smoothing 0.5: shed half the surplus per decision",
         f"look_back_period_s = {look_back:g}: several request lifetimes (mean e2e {mean_e2e:.3g}s) so the "
         "in-flight average is not one request's noise",

@@ -17,25 +17,33 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
+from serve_app.autoscaling_config import AutoscalingSettings, LLMPolicyKnobs
+
+_SCALING = AutoscalingSettings.model_fields
+_KNOBS = LLMPolicyKnobs.model_fields
+
 
 @dataclass(frozen=True)
 class LLMPolicySettings:
-    min_replicas: int = 1
-    max_replicas: int = 1
-    target_ongoing_requests: float = 2.0
-    upscale_delay_s: float = 10.0
-    downscale_delay_s: float = 300.0
+    """The config's `autoscaling:` values the policy reads (`AutoscalingSettings.serve_autoscaling_config`
+    passes them); defaults are the config's, stated there once."""
+
+    min_replicas: int = _SCALING["min_replicas"].default
+    max_replicas: int = _SCALING["max_replicas"].default
+    target_ongoing_requests: float = _SCALING["target_ongoing_requests"].default
+    upscale_delay_s: float = _SCALING["upscale_delay_s"].default
+    downscale_delay_s: float = _SCALING["downscale_delay_s"].default
     top_classes: Sequence[str] = ()  # the classes whose queueing and SLO misses trigger a scale-up
-    queue_depth_per_replica: float = 1.0  # top-class requests queued in the router per replica: pressure above
-    slo_attainment_min: float = 0.9  # share of a top class's recent requests meeting its SLO: pressure below
-    slo_min_samples: int = 5  # fewer recent requests than this: attainment is not judged
-    kv_cache_high: float = 0.9  # mean KV usage ratio: pressure above
-    kv_cache_low: float = 0.6  # ... and calm only below
+    queue_depth_per_replica: float = _KNOBS["queue_depth_per_replica"].default
+    slo_attainment_min: float = _KNOBS["slo_attainment_min"].default
+    slo_min_samples: int = _KNOBS["slo_min_samples"].default
+    kv_cache_high: float = _KNOBS["kv_cache_high"].default
+    kv_cache_low: float = _KNOBS["kv_cache_low"].default
     refused_share_max: float = 0.01  # share of arrivals refused for capacity: pressure above (as the capacity SLO)
     refusal_scale_max: float = 4.0  # at most this factor on the load per decision when most arrivals are refused
     # Requests/s one replica serves within the SLO, less headroom (the capacity model's figure); 0: unknown.
     # Known, the arrival rate sizes the deployment directly and refusals are only a backstop.
-    target_rps_per_replica: float = 0.0
+    target_rps_per_replica: float = _SCALING["target_rps_per_replica"].default
 
 
 @dataclass(frozen=True)

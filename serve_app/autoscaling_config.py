@@ -6,16 +6,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from serve_app.strict_model import StrictModel
 
 LLM_POLICY = "autoscaling.ray_policy:LLMAutoscalingPolicy"
 
+# Calm must last this long before a replica goes: 600 s, not 300, because it is Ray Serve's own default
+# (AutoscalingConfig.downscale_delay_s), so the `default` and `llm` policies and the simulator's Ray
+# baseline wait alike, and because an LLM replica takes minutes to start (weights, compile, CUDA
+# graphs): a lull shorter than ten minutes is cheaper to ride out than a restart. The `llm` policy,
+# the simulator and `llmserve autoscale` read it from here.
+DOWNSCALE_DELAY_S = 600.0
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class LLMPolicyKnobs(_Strict):
+class LLMPolicyKnobs(StrictModel):
     """When the `llm` policy adds a replica although ongoing requests look fine."""
 
     top_classes: list[str] = Field(
@@ -39,7 +44,7 @@ class LLMPolicyKnobs(_Strict):
         return self
 
 
-class AutoscalingSettings(_Strict):
+class AutoscalingSettings(StrictModel):
     """LLMReplica autoscaling. Delays: LLM replicas take minutes to start, so scale up fast, down slowly."""
 
     enabled: bool = Field(False, description="Autoscale LLMReplica; off: `replicas.num_replicas` fixed.")
@@ -53,7 +58,8 @@ class AutoscalingSettings(_Strict):
         "`llmserve autoscale`); the router's arrival rate over it is the replicas the load needs, refused "
         "requests included. 0: unknown (the policy then infers the turned-away load from the refused share).")
     upscale_delay_s: float = Field(10.0, ge=0, description="Pressure must last this long before adding replicas.")
-    downscale_delay_s: float = Field(600.0, ge=0, description="Calm must last this long before removing one.")
+    downscale_delay_s: float = Field(DOWNSCALE_DELAY_S, ge=0, description="Calm must last this long before "
+                                     "removing one.")
     upscale_smoothing_factor: float = Field(
         1.0, gt=0, description="Share of the gap to the wanted count closed per scale-up (Serve's upscaling_factor).")
     downscale_smoothing_factor: float = Field(

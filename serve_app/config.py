@@ -9,14 +9,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from serve_app.autoscaling_config import AutoscalingSettings
+from serve_app.memory.presets import INTERACTIVE, get_preset
+from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
+from serve_app.policy.router_settings import RouterSettings
+from serve_app.strict_model import StrictModel
 
 if TYPE_CHECKING:
     from serve_app.policy.api_keys import ApiKeyRegistry
-    from serve_app.policy.priority_classes import PriorityClasses
-    from serve_app.policy.router_core import RouterPolicy
 
 DEFAULT_MODEL_CACHE = Path.home() / ".cache" / "llmserve" / "models"
 
@@ -25,11 +27,7 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names the offending field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSettings(_Strict):
+class ModelSettings(StrictModel):
     path: str | None = Field(
         None,
         description="Directory of an AWQ (or fp16) Hugging Face checkpoint. Empty: a synthetic "
@@ -49,7 +47,7 @@ class ModelSettings(_Strict):
         return Path(self.cache_dir) / self.synthetic_shape
 
 
-class EngineSettings(_Strict):
+class EngineSettings(StrictModel):
     max_model_len: int = Field(512, gt=0, description="Context length (prompt + output tokens).")
     max_num_seqs: int | None = Field(None, gt=0, description="vLLM batch size; empty: the controller's choice or vLLM's default.")
     max_num_batched_tokens: int | None = Field(None, gt=0, description="Tokens per engine step (chunked prefill).")
@@ -77,13 +75,11 @@ class EngineSettings(_Strict):
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, name: str) -> str:
-        from serve_app.memory.presets import get_preset
-
         get_preset(name)
         return name
 
 
-class ReplicaSettings(_Strict):
+class ReplicaSettings(StrictModel):
     num_replicas: int = Field(1, ge=1, description="vLLM replicas (one per GPU) when autoscaling is off.")
     num_gpus: float = Field(0, ge=0, description="GPUs per replica; 0 runs vLLM on the CPU build.")
     num_cpus: float = Field(1, gt=0, description="CPUs reserved per replica.")
@@ -91,7 +87,7 @@ class ReplicaSettings(_Strict):
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables for the replica process.")
 
 
-class PriorityClassSettings(_Strict):
+class PriorityClassSettings(StrictModel):
     name: str = Field(description="Class name sent as `priority` in the body or `x-priority` header.")
     ttft_slo_s: float = Field(gt=0, description="Time-to-first-token target, seconds.")
     tpot_slo_s: float = Field(gt=0, description="Time-per-output-token target, seconds.")
@@ -105,86 +101,14 @@ class PriorityClassSettings(_Strict):
 
 def default_priority_classes() -> list[PriorityClassSettings]:
     return [
-        PriorityClassSettings(name="interactive", ttft_slo_s=0.5, tpot_slo_s=0.1, queue_deadline_s=2.0),
+        PriorityClassSettings(name="interactive", ttft_slo_s=INTERACTIVE.ttft_s, tpot_slo_s=INTERACTIVE.tpot_s,
+                              queue_deadline_s=2.0),
         PriorityClassSettings(name="standard", ttft_slo_s=2.0, tpot_slo_s=0.2, queue_deadline_s=10.0),
         PriorityClassSettings(name="batch", ttft_slo_s=30.0, tpot_slo_s=1.0, queue_deadline_s=60.0),
     ]
 
 
-class RouterSettings(_Strict):
-    routing: Literal["least_outstanding_tokens"] = Field(
-        "least_outstanding_tokens", description="Replica choice policy, by name."
-    )
-    stats_period_s: float = Field(0.5, gt=0, description="How often replicas report engine stats to routers.")
-    window_controller: Literal["aimd", "fixed_ratio"] = Field(
-        "aimd", description="Adaptive batching: how each replica's in-flight window follows latency feedback. "
-        "`aimd`: additive increase / multiplicative decrease (with slow start); `fixed_ratio`: x1.5 under 0.8 x "
-        "target, x0.7 over target.",
-    )
-    window_tuning: dict[str, Any] | None = Field(
-        None, description="Keyword arguments of the window controller (e.g. beta, increase_every, cooldown_s); "
-        "checked against the chosen controller when the config loads. Empty: `aimd` with slow start, or the "
-        "controller's own defaults.",
-    )
-    initial_window: int | None = Field(
-        None, ge=1, description="A new replica's window before any feedback; empty: its memory-derived cap "
-        "(the KV cache holds that many at the observed lengths, so start there and cut on SLO misses).",
-    )
-    max_queue_size: int = Field(10_000, ge=1, description="Requests the global queue holds; beyond it: 429.")
-    aging_interval_s: float | None = Field(
-        30.0, gt=0, description="A queued request rises one class per this many seconds (no starvation); "
-        "empty: strict priority only.",
-    )
-    initial_service_rate_rps: float = Field(
-        4.0, gt=0, description="Completions per second assumed before any are measured (admission's prior).",
-    )
-    admission_warmup_completions: int = Field(
-        16, ge=0, description="Completions measured before admission refuses on predicted wait (until then "
-        "the queue deadline alone bounds waiting).",
-    )
-    headroom_fraction: float = Field(
-        0.1, ge=0, le=1, description="Share of a replica's window the highest class may use on top of it, "
-        "so its requests start at once on a full replica.",
-    )
-    prefix_affinity: bool = Field(False, description="Send prompts sharing a first KV block to one replica "
-                                  "(prefix caching) while it is at most `affinity_load_bound` x the mean load.")
-    affinity_load_bound: float = Field(1.25, ge=1)
-    stale_replica_s: float = Field(10.0, gt=0, description="A replica silent this long is no longer routed to.")
-
-    @model_validator(mode="after")
-    def _tuning_fits_the_controller(self) -> RouterSettings:
-        """A knob the controller does not take would fail inside the router's refresh loop, after start."""
-        import inspect
-
-        from serve_app.policy.window_controller import WINDOW_CONTROLLERS
-
-        parameters = inspect.signature(WINDOW_CONTROLLERS[self.window_controller]).parameters
-        knobs = sorted(name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY)
-        unknown = sorted(set(self.tuning()) - set(knobs))
-        if unknown:
-            raise ValueError(f"window_tuning {unknown} are not knobs of the {self.window_controller!r} window "
-                             f"controller; it takes {knobs}")
-        return self
-
-    def tuning(self) -> dict[str, Any]:
-        if self.window_tuning is None:
-            return {"slow_start": True} if self.window_controller == "aimd" else {}
-        return dict(self.window_tuning)
-
-    def policy(self) -> RouterPolicy:
-        from serve_app.policy.router_core import RouterPolicy
-
-        return RouterPolicy(
-            window_controller=self.window_controller, window_tuning=self.tuning(),
-            initial_window=self.initial_window, max_queue_size=self.max_queue_size,
-            aging_interval_s=self.aging_interval_s, initial_service_rate_rps=self.initial_service_rate_rps,
-            admission_warmup_completions=self.admission_warmup_completions,
-            headroom_fraction=self.headroom_fraction, prefix_affinity=self.prefix_affinity,
-            affinity_load_bound=self.affinity_load_bound,
-        )
-
-
-class ApiKeySettings(_Strict):
+class ApiKeySettings(StrictModel):
     name: str = Field(min_length=1, description="Who the key belongs to (shown in stats and logs, never the key).")
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$",
                         description="SHA-256 hex digest of the key (`llmserve hash-key`); the key itself is never stored.")
@@ -193,7 +117,7 @@ class ApiKeySettings(_Strict):
     burst: float = Field(10, ge=1, description="Requests the key may send at once above its rate.")
 
 
-class AuthSettings(_Strict):
+class AuthSettings(StrictModel):
     keys: list[ApiKeySettings] = Field(default_factory=list, description="API keys, by digest.")
     keys_file: str | None = Field(None, description="YAML/JSON file with more keys (a list shaped like `keys`).")
     keys_env: str | None = Field(None, description="Environment variable holding more keys (YAML/JSON list).")
@@ -230,7 +154,7 @@ class AuthSettings(_Strict):
         return keys
 
 
-class HttpSettings(_Strict):
+class HttpSettings(StrictModel):
     host: str = Field("127.0.0.1", description="Address Ray Serve's HTTP proxy binds.")
     port: int = Field(8000, gt=0, lt=65536, description="HTTP port.")
     max_body_bytes: int = Field(1_000_000, gt=0, description="Largest accepted request body.")
@@ -266,7 +190,7 @@ class HttpSettings(_Strict):
     )
 
 
-class TelemetrySettings(_Strict):
+class TelemetrySettings(StrictModel):
     tracing_exporter: Literal["none", "otlp", "console", "memory"] = Field(
         "none", description="Where request traces go: `otlp` (HTTP; endpoint below or OTEL_EXPORTER_OTLP_ENDPOINT), "
         "`console`, `memory` (kept in each process for tests), or `none`.",
@@ -280,7 +204,7 @@ class TelemetrySettings(_Strict):
     )
 
 
-class ProcessSettings(_Strict):
+class ProcessSettings(StrictModel):
     freeze_gc_after_start: bool = Field(
         True, description="Each ingress, router and replica process freezes the Python heap built at its start "
         "(gc.freeze, as vLLM's own server does), so full garbage collections no longer walk it and pause "
@@ -306,7 +230,7 @@ class ProcessSettings(_Strict):
         return self
 
 
-class AppConfig(_Strict):
+class AppConfig(StrictModel):
     model: ModelSettings = Field(default_factory=ModelSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     replicas: ReplicaSettings = Field(default_factory=ReplicaSettings)
@@ -326,13 +250,9 @@ class AppConfig(_Strict):
 
     @field_validator("priority_classes")
     @classmethod
-    def _unique_nonempty_classes(cls, classes: list[PriorityClassSettings]) -> list[PriorityClassSettings]:
-        if not classes:
-            raise ValueError("at least one priority class is required")
-        names = [c.name for c in classes]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate priority class names: {duplicates}")
+    def _a_valid_class_set(cls, classes: list[PriorityClassSettings]) -> list[PriorityClassSettings]:
+        """The router's own checks (at least one class, unique names), run at load to name the field."""
+        _policy_classes(classes)
         return classes
 
     @model_validator(mode="after")
@@ -357,10 +277,7 @@ class AppConfig(_Strict):
 
     def policy_classes(self) -> PriorityClasses:
         """The configured classes as the router's policy sees them (rank = position, 0 highest)."""
-        from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
-
-        return PriorityClasses(PriorityClass(c.name, rank, c.ttft_slo_s, c.tpot_slo_s, c.queue_deadline_s)
-                               for rank, c in enumerate(self.priority_classes))
+        return _policy_classes(self.priority_classes)
 
     def api_key_registry(self) -> ApiKeyRegistry:
         """Callers by key digest; reads `auth.keys_file` / `auth.keys_env`. Raises ConfigError."""
@@ -387,6 +304,11 @@ class AppConfig(_Strict):
         if name not in names:
             raise ValueError(f"unknown priority class {name!r}; known: {names}")
         return names.index(name)
+
+
+def _policy_classes(classes: list[PriorityClassSettings]) -> PriorityClasses:
+    return PriorityClasses(PriorityClass(c.name, rank, c.ttft_slo_s, c.tpot_slo_s, c.queue_deadline_s)
+                           for rank, c in enumerate(classes))
 
 
 def _describe(error: ValidationError) -> str:

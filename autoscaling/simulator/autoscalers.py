@@ -14,19 +14,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from autoscaling.simulator.signals import ClusterSignals
+from serve_app.autoscaling_config import DOWNSCALE_DELAY_S
 
 _DELAY_ELAPSED_EPS_S = 1e-6  # as Ray's
 
 
 @dataclass(frozen=True)
 class RayDefaultSettings:
-    """The `autoscaling_config` fields the default policy reads (Ray's defaults)."""
+    """The `autoscaling_config` fields the default policy reads (Ray's defaults; the scale-down delay is
+    ours, which is Ray's too)."""
 
     min_replicas: int = 1
     max_replicas: int = 1
     target_ongoing_requests: float = 2.0
     upscale_delay_s: float = 30.0
-    downscale_delay_s: float = 600.0
+    downscale_delay_s: float = DOWNSCALE_DELAY_S
     downscale_to_zero_delay_s: float | None = None
     upscaling_factor: float = 1.0  # Ray: upscaling_factor or upscale_smoothing_factor or smoothing_factor
     downscaling_factor: float = 1.0

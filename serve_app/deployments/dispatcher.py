@@ -56,7 +56,7 @@ class Dispatcher:
         self._clock = clock
         self._callers = {caller.name: caller for caller in self._config.api_key_registry().callers}
         self.classes = self._config.policy_classes()
-        self._core = RouterCore(self.classes, self._config.router.policy(), random.Random())
+        self._core = RouterCore(self.classes, self._config.router, random.Random())
         self._waiters: dict[str, asyncio.Future] = {}
         self._background: list[asyncio.Task] = []
         self._controller_answered_at = self._refreshed_at = -1e18

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from serve_app.strict_model import StrictModel
 
 
 class ManifestError(ValueError):
     """A config or setting that cannot be turned into a working RayService; the message says why."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelStorage(_Strict):
+class ModelStorage(StrictModel):
     """Where the model's files come from inside the worker pods (the head reads none)."""
 
     kind: Literal["pvc", "object_store", "synthetic"] = Field(
@@ -54,7 +52,7 @@ def _default_tolerations() -> list[dict[str, Any]]:
     return [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
-class ClusterSettings(_Strict):
+class ClusterSettings(StrictModel):
     """Pod shapes of the RayCluster; defaults are the GPU production shape."""
 
     accelerator: Literal["gpu", "cpu"] = Field(

@@ -9,18 +9,25 @@ from serve_app.policy.priority_queue import PriorityRequestQueue, QueuedRequest,
 from serve_app.policy.rate_limit import RateLimiter
 from serve_app.policy.replica_choice import ReplicaLoad, choose_replica, prefix_key_of, rendezvous_replica
 from serve_app.policy.window_controller import (
+    WINDOW_CONTROLLERS,
     AIMDController,
+    AIMDTuning,
     FixedRatioController,
+    FixedRatioTuning,
     WindowController,
     create_window_controller,
     reserved_headroom,
+    window_tuning,
 )
 
 __all__ = [
+    "WINDOW_CONTROLLERS",
     "AIMDController",
+    "AIMDTuning",
     "AdmissionController",
     "AdmissionDecision",
     "FixedRatioController",
+    "FixedRatioTuning",
     "PriorityClass",
     "PriorityClasses",
     "PriorityRequestQueue",
@@ -35,4 +42,5 @@ __all__ = [
     "prefix_key_of",
     "reserved_headroom",
     "rendezvous_replica",
+    "window_tuning",
 ]

@@ -21,6 +21,7 @@ from serve_app.policy.priority_queue import PriorityRequestQueue, QueueFull
 from serve_app.policy.recent_latency import RecentLatencies
 from serve_app.policy.rate_limit import RateLimiter
 from serve_app.policy.replica_choice import ReplicaLoad, choose_replica
+from serve_app.policy.router_settings import RouterSettings
 from serve_app.policy.window_controller import WindowController, create_window_controller, reserved_headroom
 from serve_app.statistics import percentile
 
@@ -41,21 +42,9 @@ class Dispatch:
     replica_id: str
 
 
-@dataclass(frozen=True)
-class RouterPolicy:
-    """Tuning of the router's decisions (the config's `router` section maps onto this)."""
-
-    window_controller: str = "aimd"
-    window_tuning: Mapping[str, Any] = field(default_factory=lambda: {"slow_start": True})
-    initial_window: int | None = None  # None: start at the cap
-    max_queue_size: int = 10_000
-    aging_interval_s: float | None = 30.0
-    initial_service_rate_rps: float = 4.0
-    admission_warmup_completions: int = 16
-    headroom_fraction: float = 0.1
-    prefix_affinity: bool = False
-    affinity_load_bound: float = 1.25
-    latency_samples: int = 1024
+# The router's tuning is the config's validated `router:` section itself (no copy of its fields, each
+# default stated once there); the name stays for the router shell, the simulator and tests.
+RouterPolicy = RouterSettings
 
 
 @dataclass
@@ -137,8 +126,7 @@ class RouterCore:
             if replica is None:
                 ttft, tpot = self._targets()
                 initial = min(self._policy.initial_window or window_cap, window_cap)
-                window = create_window_controller(self._policy.window_controller, initial, window_cap, ttft, tpot,
-                                                  **dict(self._policy.window_tuning))
+                window = create_window_controller(self._policy.window_tuning, initial, window_cap, ttft, tpot)
                 replica = self._replicas[replica_id] = _Replica(window)
             else:
                 replica.window.set_cap(window_cap)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Literal, NamedTuple, Union
+
+from pydantic import Field, TypeAdapter
+
+from serve_app.strict_model import StrictModel
 
 
 class WindowController(ABC):
@@ -62,33 +65,44 @@ class WindowController(ABC):
         return min(float(self._cap), max(1.0, size))
 
 
-class FixedRatioController(WindowController):
-    """Baseline: multiply by `increase` below 0.8 x target, by `decrease` above target."""
+class FixedRatioTuning(StrictModel):
+    """Knobs of `fixed_ratio`."""
 
-    def __init__(
-        self,
-        initial: int,
-        cap: int,
-        ttft_target_s: float,
-        tpot_target_s: float,
-        *,
-        increase: float = 1.5,
-        decrease: float = 0.7,
-        increase_below: float = 0.8,
-    ) -> None:
+    kind: Literal["fixed_ratio"] = Field("fixed_ratio", description="The controller these knobs are for.")
+    increase: float = Field(1.5, gt=1, description="Factor on the window when latency is under "
+                            "`increase_below` x target.")
+    decrease: float = Field(0.7, gt=0, lt=1, description="Factor on the window when latency is over target.")
+    increase_below: float = Field(0.8, gt=0, le=1, description="Latency / target under which the window grows.")
+
+
+class FixedRatioController(WindowController):
+    """Baseline: multiply by `increase` below `increase_below` x target, by `decrease` above target."""
+
+    def __init__(self, initial: int, cap: int, ttft_target_s: float, tpot_target_s: float,
+                 tuning: FixedRatioTuning = FixedRatioTuning()) -> None:
         super().__init__(initial, cap, ttft_target_s, tpot_target_s)
-        self._increase = increase
-        self._decrease = decrease
-        self._increase_below = increase_below
+        self._tuning = tuning
 
     def observe(self, ttft_s: float | None, tpot_s: float | None, now: float) -> None:
         ratio = self._latency_ratio(ttft_s, tpot_s)
         if ratio is None:
             return
         if ratio > 1.0:
-            self._size = self._clamped(self._size * self._decrease)
-        elif ratio < self._increase_below:
-            self._size = self._clamped(self._size * self._increase)
+            self._size = self._clamped(self._size * self._tuning.decrease)
+        elif ratio < self._tuning.increase_below:
+            self._size = self._clamped(self._size * self._tuning.increase)
+
+
+class AIMDTuning(StrictModel):
+    """Knobs of `aimd`."""
+
+    kind: Literal["aimd"] = Field("aimd", description="The controller these knobs are for.")
+    beta: float = Field(0.5, gt=0, lt=1, description="Factor on the window when either EWMA is over target.")
+    increase_every: int = Field(8, ge=1, description="Consecutive on-target observations per +1 (after slow start).")
+    cooldown_s: float = Field(2.0, ge=0, description="No further cut or increase this long after a cut.")
+    ewma_alpha: float = Field(0.3, gt=0, le=1, description="Weight of a new sample in the TTFT and TPOT EWMAs.")
+    slow_start: bool = Field(True, description="+1 per on-target observation until the first cut, so a cold "
+                             "replica reaches its knee in seconds.")
 
 
 class AIMDController(WindowController):
@@ -101,37 +115,15 @@ class AIMDController(WindowController):
     in seconds instead of minutes.
     """
 
-    def __init__(
-        self,
-        initial: int,
-        cap: int,
-        ttft_target_s: float,
-        tpot_target_s: float,
-        *,
-        beta: float = 0.5,
-        increase_every: int = 8,
-        cooldown_s: float = 2.0,
-        ewma_alpha: float = 0.3,
-        slow_start: bool = False,
-    ) -> None:
+    def __init__(self, initial: int, cap: int, ttft_target_s: float, tpot_target_s: float,
+                 tuning: AIMDTuning = AIMDTuning()) -> None:
         super().__init__(initial, cap, ttft_target_s, tpot_target_s)
-        if not 0 < beta < 1:
-            raise ValueError(f"beta must be in (0, 1), got {beta}")
-        if increase_every < 1:
-            raise ValueError(f"increase_every must be >= 1, got {increase_every}")
-        if not 0 < ewma_alpha <= 1:
-            raise ValueError(f"ewma_alpha must be in (0, 1], got {ewma_alpha}")
-        if cooldown_s < 0:
-            raise ValueError(f"cooldown_s must be >= 0, got {cooldown_s}")
-        self._beta = beta
-        self._increase_every = increase_every
-        self._cooldown_s = cooldown_s
-        self._alpha = ewma_alpha
+        self._tuning = tuning
         self._ttft_ewma_s: float | None = None
         self._tpot_ewma_s: float | None = None
         self._on_target_streak = 0
         self._cooldown_until_s = -math.inf
-        self._in_slow_start = slow_start
+        self._in_slow_start = tuning.slow_start
 
     def observe(self, ttft_s: float | None, tpot_s: float | None, now: float) -> None:
         self._ttft_ewma_s = self._ewma(self._ttft_ewma_s, ttft_s)
@@ -145,41 +137,53 @@ class AIMDController(WindowController):
         if ratio is None:
             return
         if ratio > 1.0:
-            self._size = self._clamped(self._size * self._beta)
-            self._cooldown_until_s = now + self._cooldown_s
+            self._size = self._clamped(self._size * self._tuning.beta)
+            self._cooldown_until_s = now + self._tuning.cooldown_s
             self._on_target_streak = 0
             self._in_slow_start = False
             return
         self._on_target_streak += 1
-        if self._in_slow_start or self._on_target_streak >= self._increase_every:
+        if self._in_slow_start or self._on_target_streak >= self._tuning.increase_every:
             self._size = self._clamped(self._size + 1.0)
             self._on_target_streak = 0
 
     def _ewma(self, mean: float | None, sample: float | None) -> float | None:
         if sample is None:
             return mean
-        return sample if mean is None else mean + self._alpha * (sample - mean)
+        return sample if mean is None else mean + self._tuning.ewma_alpha * (sample - mean)
 
 
-WINDOW_CONTROLLERS: dict[str, Callable[..., WindowController]] = {
-    "fixed_ratio": FixedRatioController,
-    "aimd": AIMDController,
+class WindowControllerChoice(NamedTuple):
+    tuning: type[StrictModel]
+    controller: type[WindowController]
+
+
+# The one registry: the config's allowed `window_controller` names and each one's typed tuning come from
+# here; adding a controller is adding a (tuning, class) pair whose tuning's `kind` is its name.
+WINDOW_CONTROLLERS: dict[str, WindowControllerChoice] = {
+    "fixed_ratio": WindowControllerChoice(FixedRatioTuning, FixedRatioController),
+    "aimd": WindowControllerChoice(AIMDTuning, AIMDController),
 }
+DEFAULT_WINDOW_CONTROLLER = "aimd"
+
+# A tuning of any registered controller, told apart by `kind` (the controller's name).
+WindowTuning = Annotated[Union[tuple(choice.tuning for choice in WINDOW_CONTROLLERS.values())],  # type: ignore[misc]
+                         Field(discriminator="kind")]
+_WINDOW_TUNING: TypeAdapter[Any] = TypeAdapter(WindowTuning)
 
 
-def create_window_controller(
-    name: str,
-    initial: int,
-    cap: int,
-    ttft_target_s: float,
-    tpot_target_s: float,
-    **tuning: Any,
-) -> WindowController:
-    """Build a controller by config name; `tuning` passes controller-specific knobs."""
-    controller_type = WINDOW_CONTROLLERS.get(name)
-    if controller_type is None:
+def window_tuning(name: str = DEFAULT_WINDOW_CONTROLLER, **knobs: Any) -> WindowTuning:
+    """The validated tuning of controller `name` (defaults for knobs not given); pydantic's
+    ValidationError (a ValueError) names a knob the controller does not take or a value out of bounds."""
+    if name not in WINDOW_CONTROLLERS:
         raise ValueError(f"unknown window controller {name!r}; known: {', '.join(WINDOW_CONTROLLERS)}")
-    return controller_type(initial, cap, ttft_target_s, tpot_target_s, **tuning)
+    return _WINDOW_TUNING.validate_python({**knobs, "kind": name})
+
+
+def create_window_controller(tuning: WindowTuning, initial: int, cap: int, ttft_target_s: float,
+                             tpot_target_s: float) -> WindowController:
+    """The controller that `tuning` names (its `kind`), built with it (vLLM's create_request_queue)."""
+    return WINDOW_CONTROLLERS[tuning.kind].controller(initial, cap, ttft_target_s, tpot_target_s, tuning)
 
 
 def reserved_headroom(class_rank: int, window: int, fraction: float = 0.1) -> int:

@@ -8,6 +8,8 @@ import pytest
 
 from autoscaling.capacity import (CapacityError, Percentile, SloChoice, derive_autoscaling, estimate_capacity,
                                   sweep_table)
+from autoscaling.llm_policy import LLMPolicySettings
+from serve_app.autoscaling_config import DOWNSCALE_DELAY_S, AutoscalingSettings
 from serve_app.statistics import SUMMARY_KEYS, summary
 
 
@@ -128,6 +130,13 @@ def test_derived_autoscaling_follows_the_formulas():
                                        "upscale_delay_s", "downscale_delay_s", "look_back_period_s"}
     assert len(derived.reasons) >= 5
 
+
+
+def test_derived_downscale_delay_is_the_configs_default_or_three_starts_if_longer():
+    est = estimate_capacity(sweep(run(1, 0.1, 0.05), run(2, 0.3, 0.05)), INTERACTIVE)
+    assert derive_autoscaling(est, peak_rate_rps=4, replica_start_s=120).downscale_delay_s == DOWNSCALE_DELAY_S
+    assert derive_autoscaling(est, peak_rate_rps=4, replica_start_s=300).downscale_delay_s == 900
+    assert AutoscalingSettings().downscale_delay_s == LLMPolicySettings().downscale_delay_s == DOWNSCALE_DELAY_S
 
 def test_max_replicas_never_below_min_and_exact_fits_do_not_round_up():
     est = estimate_capacity(sweep(run(5, 0.1, 0.05)), INTERACTIVE)

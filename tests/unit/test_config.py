@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 from serve_app.config import ConfigError, ModelSettings, load_config, parse_config
+from serve_app.memory.presets import get_preset
+from serve_app.policy.window_controller import FixedRatioTuning
 from serve_app.synthetic_model import SHAPES
 
 CLASSES = """
@@ -129,9 +131,40 @@ def test_resolved_path_prefers_explicit_path(tmp_path):
 
 def test_window_tuning_is_checked_against_the_chosen_controller():
     """Once a valid-looking config that stopped routing: the default tuning (slow start) made the
-    fixed-ratio controller raise TypeError inside the router's refresh loop, after start."""
-    fixed = parse_config({"router": {"window_controller": "fixed_ratio"}})
-    assert fixed.router.policy().window_tuning == {}
-    assert parse_config({}).router.policy().window_tuning == {"slow_start": True}
-    with pytest.raises(ConfigError, match=r"\['slow_start'\] are not knobs of the 'fixed_ratio'"):
+    fixed-ratio controller raise TypeError inside the router's refresh loop, after start. Now each
+    controller's knobs are a typed model, checked at load with the field named."""
+    fixed = parse_config({"router": {"window_controller": "fixed_ratio"}}).router
+    assert (fixed.window_controller, fixed.window_tuning) == ("fixed_ratio", FixedRatioTuning())
+    default = parse_config({}).router
+    assert (default.window_controller, default.window_tuning.slow_start) == ("aimd", True)
+    with pytest.raises(ConfigError, match=r"router\.window_tuning\.fixed_ratio\.slow_start: Extra inputs"):
         parse_config({"router": {"window_controller": "fixed_ratio", "window_tuning": {"slow_start": True}}})
+
+
+@pytest.mark.parametrize(("router", "message"), [
+    ({"window_controller": "aimd", "window_tuning": {"beta": 1.5}}, r"router\.window_tuning\.aimd\.beta: Input "
+     r"should be less than 1"),
+    ({"window_controller": "pid"}, r"router: Value error, window_controller: 'pid' is not one of"),
+    ({"window_controller": "aimd", "window_tuning": {"kind": "fixed_ratio"}},
+     r"window_tuning\.kind 'fixed_ratio' is not the window_controller 'aimd'"),
+])
+def test_bad_window_controller_or_knob_fails_at_load_naming_the_field(router, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"router": router})
+
+
+@pytest.mark.parametrize("router", [
+    {}, {"window_controller": "aimd", "window_tuning": {"beta": 0.7}}, {"window_tuning": {"increase_every": 2}},
+    {"window_controller": "fixed_ratio", "window_tuning": None}, {"window_tuning": {"kind": "fixed_ratio"}},
+])
+def test_window_settings_in_either_spelling_round_trip_through_the_rendered_form(router):
+    """The rendered config (manifests) carries `window_tuning: {kind: ...}` and `window_controller`."""
+    config = parse_config({"router": router})
+    assert parse_config(config.model_dump(mode="json")) == config
+    assert config.router.window_controller == config.router.window_tuning.kind
+
+
+def test_the_interactive_class_promises_what_the_interactive_preset_sizes_for():
+    interactive = next(c for c in parse_config({}).priority_classes if c.name == "interactive")
+    preset = get_preset("interactive")
+    assert (interactive.ttft_slo_s, interactive.tpot_slo_s) == (preset.ttft_s, preset.tpot_s)

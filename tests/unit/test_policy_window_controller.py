@@ -4,12 +4,17 @@ from dataclasses import dataclass
 
 import pytest
 
+from pydantic import ValidationError
+
 from serve_app.policy.window_controller import (
+    WINDOW_CONTROLLERS,
     AIMDController,
+    AIMDTuning,
     FixedRatioController,
     WindowController,
     create_window_controller,
     reserved_headroom,
+    window_tuning,
 )
 
 TTFT_TARGET_S = 0.5
@@ -20,8 +25,15 @@ BAD_TPOT = (0.25, 0.06)
 BETWEEN = (0.45, 0.02)  # 0.9 x target: neither increase nor decrease for fixed_ratio
 
 
+def tuned(name: str, **knobs):
+    """`name`'s tuning; these tests study aimd's steady state, so slow start is off unless asked for."""
+    if name == "aimd":
+        knobs.setdefault("slow_start", False)
+    return window_tuning(name, **knobs)
+
+
 def make(name: str, initial: int = 4, cap: int = 32, **tuning) -> WindowController:
-    return create_window_controller(name, initial, cap, TTFT_TARGET_S, TPOT_TARGET_S, **tuning)
+    return create_window_controller(tuned(name, **tuning), initial, cap, TTFT_TARGET_S, TPOT_TARGET_S)
 
 
 def feed(controller: WindowController, samples, start_s: float = 0.0, step_s: float = 0.1) -> float:
@@ -53,8 +65,21 @@ def test_factory_passes_tuning():
 
 
 def test_factory_rejects_unknown_tuning():
-    with pytest.raises(TypeError):
+    with pytest.raises(ValidationError, match=r"fixed_ratio\.beta\n  Extra inputs are not permitted"):
         make("fixed_ratio", beta=0.5)
+
+
+def test_registry_names_are_their_tunings_kinds():
+    for name, choice in WINDOW_CONTROLLERS.items():
+        assert window_tuning(name) == choice.tuning() and choice.tuning().kind == name
+        assert isinstance(create_window_controller(window_tuning(name), 4, 8, 1.0, 1.0), choice.controller)
+
+
+def test_aimd_starts_slow_by_default():
+    assert window_tuning("aimd") == AIMDTuning(slow_start=True)
+    controller = create_window_controller(window_tuning("aimd"), 4, 32, TTFT_TARGET_S, TPOT_TARGET_S)
+    feed(controller, [GOOD] * 3)
+    assert controller.window == 7  # +1 per on-target observation until the first cut
 
 
 @pytest.mark.parametrize("name", ["fixed_ratio", "aimd"])
@@ -70,9 +95,9 @@ def test_invalid_cap_and_targets(name):
     with pytest.raises(ValueError):
         make(name, cap=0)
     with pytest.raises(ValueError):
-        create_window_controller(name, 4, 8, 0.0, TPOT_TARGET_S)
+        create_window_controller(tuned(name), 4, 8, 0.0, TPOT_TARGET_S)
     with pytest.raises(ValueError):
-        create_window_controller(name, 4, 8, TTFT_TARGET_S, -1.0)
+        create_window_controller(tuned(name), 4, 8, TTFT_TARGET_S, -1.0)
     controller = make(name)
     with pytest.raises(ValueError):
         controller.set_cap(0)
@@ -261,7 +286,7 @@ def fake_replica_latency(window: int, rng: random.Random) -> tuple[float, float]
 def simulate(name: str, *, initial: int = 4, lag_ticks: int = 3, seed: int = 7, **tuning) -> SimResult:
     """One observation per 0.1 s tick, reflecting the window in force `lag_ticks` ago."""
     rng = random.Random(seed)
-    controller = create_window_controller(name, initial, 64, TTFT_TARGET_S, TPOT_TARGET_S, **tuning)
+    controller = create_window_controller(tuned(name, **tuning), initial, 64, TTFT_TARGET_S, TPOT_TARGET_S)
     windows_in_force = collections.deque([controller.window] * lag_ticks, maxlen=lag_ticks)
     steps, warmup = 3000, 600
     windows: list[int] = []

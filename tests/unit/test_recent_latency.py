@@ -1,7 +1,6 @@
 import pytest
 
 from serve_app.policy.recent_latency import RecentLatencies
-from serve_app.statistics import percentile
 
 
 def test_only_samples_within_the_horizon_count():

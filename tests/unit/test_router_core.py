@@ -7,7 +7,7 @@ import pytest
 
 from serve_app.policy.api_keys import Caller
 from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
-from serve_app.policy.router_core import RouterCore, RouterPolicy
+from serve_app.policy.router_core import Dispatch, RouterCore, RouterPolicy
 
 CLASSES = PriorityClasses([
     PriorityClass("interactive", 0, ttft_slo_s=0.5, tpot_slo_s=0.1, queue_deadline_s=2.0),
@@ -18,7 +18,8 @@ ANYONE = Caller("anyone", "interactive")
 
 def make_core(**policy) -> RouterCore:
     defaults = {"initial_window": 2, "aging_interval_s": None, "initial_service_rate_rps": 1.0,
-                "headroom_fraction": 0.1, "window_tuning": {}, "admission_warmup_completions": 0}
+                "headroom_fraction": 0.1, "window_tuning": {"slow_start": False},
+                "admission_warmup_completions": 0}
     return RouterCore(CLASSES, RouterPolicy(**{**defaults, **policy}), random.Random(0))
 
 
@@ -145,7 +146,7 @@ def test_windows_grow_on_target_and_shrink_over_target_within_the_cap():
 
 
 def test_window_follows_the_tightest_active_class():
-    core = make_core(initial_window=4, headroom_fraction=0.0, window_tuning={"cooldown_s": 0})
+    core = make_core(initial_window=4, headroom_fraction=0.0, window_tuning={"slow_start": False, "cooldown_s": 0})
     core.set_replicas({"r1": 10})
     admit(core, "i1", "interactive", 0.0)
     admit(core, "b1", "batch", 0.0)
@@ -240,7 +241,7 @@ def test_admission_admits_a_cold_burst_until_it_has_measured_completions():
 
 
 def test_top_class_starts_at_once_right_after_a_window_cut():
-    core = make_core(initial_window=10, headroom_fraction=0.1, window_tuning={"cooldown_s": 0})
+    core = make_core(initial_window=10, headroom_fraction=0.1, window_tuning={"slow_start": False, "cooldown_s": 0})
     core.set_replicas({"r1": 20})
     for i in range(11):
         admit(core, f"b{i}", "batch", 0.0)
@@ -326,3 +327,15 @@ def test_admission_preview_says_how_many_more_admit_would_take_without_counting_
     core.record_door_refusals({"batch": 5})
     stats = core.stats()["classes"]["batch"]
     assert stats["admitted"] == 11 and stats["refused_overload"] == 1 + 5
+
+
+def test_fixed_ratio_with_no_tuning_builds_a_working_core():
+    """Once broken: RouterPolicy's default tuning (slow start, an aimd knob) made `fixed_ratio` raise
+    TypeError when the first replica appeared, inside the router's refresh loop."""
+    core = RouterCore(CLASSES, RouterPolicy(window_controller="fixed_ratio", initial_window=2,
+                                            admission_warmup_completions=0), random.Random(0))
+    core.set_replicas({"r1": 10})
+    assert admit(core, "i1", "interactive", 0.0) is None
+    assert core.take_dispatches(0.0) == [Dispatch("i1", "r1")]
+    core.finish("i1", 0.2, ok=True, ttft_s=0.1, tpot_s=0.01)
+    assert core.stats()["replicas"]["r1"]["window"] == 3  # x1.5 on target
