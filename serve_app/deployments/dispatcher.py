@@ -23,7 +23,8 @@ from serve_app.config import AppConfig
 from serve_app.deployments.door import LocalDoor
 from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
 from serve_app.generation import GenerationRequest, RunSummary
-from serve_app.policy.router_core import Refusal, RouterCore
+from serve_app.policy.router_contract import Refusal, RouterContract
+from serve_app.policy.router_core import RouterCore
 from serve_app.telemetry.tracing import RequestSpan
 
 logger = logging.getLogger("serve_app.router")
@@ -69,7 +70,8 @@ class Dispatcher:
         self._controller = controller
         self._clock = clock
         self._callers = {caller.name: caller for caller in self._config.api_key_registry().callers}
-        self._core = RouterCore(self._config.policy_classes(), self._config.router.policy(), random.Random())
+        self._core: RouterContract = RouterCore(self._config.policy_classes(), self._config.router.policy(),
+                                                random.Random())
         self._waiters: dict[str, asyncio.Future] = {}
         self._background: list[asyncio.Task] = []
         self._controller_answered_at = -1e18
