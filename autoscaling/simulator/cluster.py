@@ -1,6 +1,7 @@
 """Discrete-event simulation of N replicas behind our real router policy, with an autoscaler.
 
-Drives `serve_app.policy.router_core.RouterCore` the way `serve_app/deployments/dispatcher.py` does
+Drives `serve_app.policy.router_core.RouterCore`, through its public contract
+(`serve_app.policy.router_contract`), the way `serve_app/deployments/dispatcher.py` does
 (admit -> take_dispatches on arrival; finish -> take_dispatches on completion; expire every
 50 ms), feeds window caps the way the controller does (`next_window_cap` every 2 s), and calls
 an autoscaler every `control_period_s`. New replicas are routable after `startup_delay_s`; a
@@ -17,10 +18,10 @@ from dataclasses import dataclass, field
 from serve_app.policy.api_keys import Caller
 from serve_app.policy.batch_controller import LengthWindow, WindowCapState, next_window_cap
 from serve_app.policy.priority_classes import PriorityClasses
-from serve_app.policy.router_core import RouterPolicy
+from serve_app.policy.router_contract import RouterContract
+from serve_app.policy.router_core import RouterCore, RouterPolicy
 from serve_app.statistics import meets_slo, tpot_s
 
-from autoscaling.simulator.fast_router import FastRouterCore
 from autoscaling.simulator.replica import EngineConfig, EngineRequest, Replica
 from autoscaling.simulator.signals import Autoscaler, ClusterSignals, LookBack, WindowCounts
 from autoscaling.simulator.step_model import StepModel
@@ -83,7 +84,7 @@ class Cluster:
         self._config = config
         self._model = model
         self._autoscaler = autoscaler
-        self._core = FastRouterCore(config.classes, config.router, random.Random(config.seed))
+        self._core: RouterContract = RouterCore(config.classes, config.router, random.Random(config.seed))
         self._callers = {c.name: Caller(c.name, c.name) for c in config.classes}
         self._levels = {c.name: config.classes.level_of(c.name) for c in config.classes}
         self._nodes: dict[str, _Node] = {}
@@ -250,6 +251,10 @@ class Cluster:
 
     def _sync_router(self) -> None:
         self._core.set_replicas({rid: n.cap.cap for rid, n in self._nodes.items() if n.state == "running"})
+
+    def router_stats(self) -> dict:
+        """The router core's own counts (`RouterContract.stats`), e.g. to check them against the outcomes."""
+        return self._core.stats(self._now)
 
     def _on_controller(self) -> None:
         """The controller's window caps from observed lengths and preemptions (serve_app's rule)."""

@@ -24,7 +24,8 @@ from serve_app.deployments.door import LocalDoor
 from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
 from serve_app.deployments.supervision import start_supervised
 from serve_app.generation import GenerationRequest, RunSummary
-from serve_app.policy.router_core import Refusal, RouterCore
+from serve_app.policy.router_contract import Refusal, RouterContract
+from serve_app.policy.router_core import RouterCore
 from serve_app.statistics import tpot_s
 from serve_app.telemetry.tracing import RequestSpan
 
@@ -56,7 +57,7 @@ class Dispatcher:
         self._clock = clock
         self._callers = {caller.name: caller for caller in self._config.api_key_registry().callers}
         self.classes = self._config.policy_classes()
-        self._core = RouterCore(self.classes, self._config.router, random.Random())
+        self._core: RouterContract = RouterCore(self.classes, self._config.router, random.Random())
         self._waiters: dict[str, asyncio.Future] = {}
         self._background: list[asyncio.Task] = []
         self._controller_answered_at = self._refreshed_at = -1e18

@@ -3,7 +3,8 @@ windows (adaptive batching) and replica choice.
 
 Pure and single-threaded: the router deployment calls it with `now` and acts on what it returns
 (`Refusal`s to answer, `Dispatch`es to send). Every request that `admit` accepts ends in exactly
-one of `take_dispatches` + `finish`/`cancel`, `expire`, or `cancel` while queued.
+one of `take_dispatches` + `finish`/`cancel`, `expire`, or `cancel` while queued. Callers hold it as
+a `serve_app.policy.router_contract.RouterContract`: its public methods are all they use.
 """
 from __future__ import annotations
 
@@ -22,24 +23,10 @@ from serve_app.policy.recent_latency import RecentLatencies
 from serve_app.policy.rate_limit import RateLimiter
 from serve_app.policy.replica_choice import ReplicaLoad, choose_replica
 from serve_app.policy.router_settings import RouterSettings
+# Refusal and Dispatch are the contract's; imported here too for callers that import them from this module.
+from serve_app.policy.router_contract import Dispatch, Refusal, RouterContract
 from serve_app.policy.window_controller import WindowController, create_window_controller, reserved_headroom
 from serve_app.statistics import percentile
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A request the router will not serve now; `retry_after_s` becomes the Retry-After header."""
-
-    status: int  # 429: refused at the door; 503: waited past its class's queue deadline
-    code: str
-    message: str
-    retry_after_s: int
-
-
-@dataclass(frozen=True)
-class Dispatch:
-    request_id: str
-    replica_id: str
 
 
 # The router's tuning is the config's validated `router:` section itself (no copy of its fields, each
@@ -87,9 +74,13 @@ class ClassCounters:
     queue_waits_s: deque = field(default_factory=lambda: deque(maxlen=1024))
 
 
-class RouterCore:
+class RouterCore(RouterContract):
+    """The router's decisions; also what the autoscaling simulator runs at hundreds of replicas and
+    thousands of requests per second, so per-event work must not grow with the requests held."""
+
     def __init__(self, classes: PriorityClasses, policy: RouterPolicy, rng: random.Random) -> None:
         self._classes = classes
+        self._levels = {name: classes.level_of(name) for name in classes.names}
         self._policy = policy
         self._rng = rng
         self._queue = PriorityRequestQueue(classes, policy.max_queue_size, policy.aging_interval_s)
@@ -103,6 +94,8 @@ class RouterCore:
         self._queued: dict[str, _Queued] = {}
         self._shed: list[tuple[str, Refusal]] = []
         self._running: dict[str, _Running] = {}
+        # Kept as requests start and end, so the window targets need no scan of every running request.
+        self._running_by_class = dict.fromkeys(classes.names, 0)
         self._counters = {c.name: ClassCounters(queue_waits_s=deque(maxlen=policy.latency_samples))
                           for c in classes.by_rank()}
         # TTFT as the replicas measured it (engine queue + prefill), booked when the request ends; a
@@ -208,9 +201,14 @@ class RouterCore:
 
     def _limit(self, class_name: str, replica: _Replica) -> int:
         """In-flight requests on `replica` below which a request of `class_name` may start there."""
-        level = self._classes.level_of(class_name)
-        headroom = reserved_headroom(level, replica.window.window, self._policy.headroom_fraction)
-        limit = replica.window.window + headroom
+        level = self._levels[class_name]
+        window = replica.window.window
+        if level:
+            # No reserved headroom below the top class (`reserved_headroom`); returning early matters
+            # because this runs for every replica on each admission and dispatch.
+            return window
+        headroom = reserved_headroom(level, window, self._policy.headroom_fraction)
+        limit = window + headroom
         if headroom:
             # The top class's headroom is its own budget: right after a window cut, in_flight is
             # above the new window, and the top class must still start at once (within the engine's cap).
@@ -242,11 +240,23 @@ class RouterCore:
 
     def _choose(self, request_id: str) -> str | None:
         queued = self._queued[request_id]
-        loads = [ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, self._limit(queued.class_name, r),
-                             dispatched_total=r.dispatched_total)
-                 for rid, r in self._replicas.items()]
-        return choose_replica(loads, self._rng, prefix_key=queued.prefix_key if self._policy.prefix_affinity else None,
-                              affinity_load_bound=self._policy.affinity_load_bound)
+        name = queued.class_name
+        if self._policy.prefix_affinity:
+            # Affinity hashes over every replica, full ones included, so it needs them all.
+            loads = [ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, self._limit(name, r),
+                                 dispatched_total=r.dispatched_total)
+                     for rid, r in self._replicas.items()]
+            return choose_replica(loads, self._rng, prefix_key=queued.prefix_key,
+                                  affinity_load_bound=self._policy.affinity_load_bound)
+        # Only replicas with room: the list `choose_replica` would filter to, in the same order, so
+        # the seeded draw is the same, without a load object per full replica (most, under load).
+        loads = []
+        for rid, r in self._replicas.items():
+            limit = self._limit(name, r)
+            if r.in_flight < limit:
+                loads.append(ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, limit,
+                                         dispatched_total=r.dispatched_total))
+        return choose_replica(loads, self._rng)
 
     def _start(self, request_id: str, replica_id: str, waited_s: float) -> Dispatch:
         queued = self._queued.pop(request_id)
@@ -256,6 +266,7 @@ class RouterCore:
         replica.top_class_in_flight += self._is_top(queued.class_name)
         replica.outstanding_tokens += queued.cost_tokens
         self._running[request_id] = _Running(replica_id, queued.class_name, queued.cost_tokens)
+        self._running_by_class[queued.class_name] += 1
         counters = self._counters[queued.class_name]
         counters.dispatched += 1
         counters.queue_waits_s.append(waited_s)
@@ -322,6 +333,8 @@ class RouterCore:
             self._admission.set_busy(now, bool(self._running))
 
     def _release(self, running: _Running) -> _Replica | None:
+        """Undo `_start` for a request just taken out of `_running`."""
+        self._running_by_class[running.class_name] -= 1
         replica = self._replicas.get(running.replica_id)
         if replica is not None:
             replica.in_flight = max(0, replica.in_flight - 1)
@@ -330,12 +343,14 @@ class RouterCore:
         return replica
 
     def _is_top(self, class_name: str) -> int:
-        return int(self._classes.level_of(class_name) == 0)
+        return int(self._levels[class_name] == 0)
 
     def _targets(self) -> tuple[float, float]:
         """The tightest TTFT and TPOT SLOs among classes with queued or running requests."""
-        active = {q.class_name for q in self._queued.values()} | {r.class_name for r in self._running.values()}
-        names = active or set(self._classes.names)
+        # From counts per class: this runs on every completion, with thousands held in a simulation.
+        depth = self._queue.depth_by_class()
+        active = [name for name, running in self._running_by_class.items() if running or depth[name]]
+        names = active or self._classes.names
         return self._classes.tightest_ttft_slo(names), self._classes.tightest_tpot_slo(names)
 
     # ---- observability -------------------------------------------------------------------------
@@ -347,13 +362,14 @@ class RouterCore:
     def routable_count(self) -> int:
         return len(self._replicas)
 
+    def queue_depth_by_class(self) -> dict[str, int]:
+        return self._queue.depth_by_class()
+
     def stats(self, now: float | None = None) -> dict[str, Any]:
         """Counters per class and replica; with `now`, also each class's replica-measured TTFT over
         the last seconds (`replica_ttft_recent`)."""
         depth = self._queue.depth_by_class()
-        running_by_class: dict[str, int] = {name: 0 for name in depth}
-        for running in self._running.values():
-            running_by_class[running.class_name] += 1
+        running_by_class = self._running_by_class
         classes = {}
         for name, c in self._counters.items():
             waits = list(c.queue_waits_s)

@@ -339,3 +339,55 @@ def test_fixed_ratio_with_no_tuning_builds_a_working_core():
     assert core.take_dispatches(0.0) == [Dispatch("i1", "r1")]
     core.finish("i1", 0.2, ok=True, ttft_s=0.1, tpot_s=0.01)
     assert core.stats()["replicas"]["r1"]["window"] == 3  # x1.5 on target
+
+
+def test_queued_and_running_counts_per_class_follow_every_way_a_request_starts_and_ends():
+    # The core counts running requests per class as they start and end (the window targets read the
+    # counts); here they are checked against the test's own ledger after every step.
+    rng = random.Random(11)
+    core = make_core(initial_window=3, initial_service_rate_rps=4.0, max_queue_size=25)
+    core.set_replicas({"r1": 8, "r2": 8, "r3": 4})
+    queued: dict[str, str] = {}  # request id -> class
+    running: dict[str, str] = {}
+    now = 0.0
+    for step in range(3000):
+        now += rng.expovariate(20.0)
+        action = rng.random()
+        if action < 0.45:
+            rid, cls = f"q{step}", rng.choice(CLASSES.names)
+            if admit(core, rid, cls, now, cost=rng.randint(1, 500)) is None:
+                queued[rid] = cls
+        elif action < 0.7 and running:
+            rid = rng.choice(sorted(running))
+            del running[rid]
+            core.finish(rid, now, ok=rng.random() < 0.9, ttft_s=rng.uniform(0.01, 2.0), tpot_s=rng.uniform(0.01, 0.3))
+        elif action < 0.8 and (queued or running):
+            rid = rng.choice(sorted(queued) + sorted(running))
+            queued.pop(rid, None) or running.pop(rid)
+            core.cancel(rid, now if rng.random() < 0.5 else None)
+        elif action < 0.85:
+            core.replica_failed(rng.choice(["r1", "r2", "r3"]))
+        elif action < 0.9:
+            core.set_replicas({rid: rng.randint(1, 12) for rid in ("r1", "r2", "r3", f"r{step}") if rng.random() < 0.7})
+        for rid, _ in core.expire(now, ahead_s=rng.choice([0.0, 0.05])):  # deadlines and shed requests
+            del queued[rid]
+        for dispatch in core.take_dispatches(now):
+            running[dispatch.request_id] = queued.pop(dispatch.request_id)
+        classes = core.stats()["classes"]
+        for name in CLASSES.names:
+            assert classes[name]["queued"] == sum(1 for c in queued.values() if c == name), step
+            assert classes[name]["running"] == sum(1 for c in running.values() if c == name), step
+    assert core.running_count == len(running)
+    assert all(classes[name]["cancelled"] and classes[name]["served"] and classes[name]["expired"]
+               for name in CLASSES.names)  # the sequence took every path
+
+
+def test_window_stops_following_a_class_whose_last_request_was_cancelled():
+    core = make_core(initial_window=4, headroom_fraction=0.0, window_tuning={"cooldown_s": 0, "slow_start": False})
+    core.set_replicas({"r1": 10})
+    for rid, cls in [("i1", "interactive"), ("b1", "batch"), ("b2", "batch")]:
+        admit(core, rid, cls, 0.0)
+    assert {d.request_id for d in core.take_dispatches(0.0)} == {"i1", "b1", "b2"}
+    core.cancel("i1", 1.0)  # interactive's client left: only batch's 30 s TTFT target applies now
+    core.finish("b1", 3.0, ok=True, ttft_s=2.0, tpot_s=0.05)  # meets batch's 30 s target
+    assert core.stats()["replicas"]["r1"]["window"] == 4

@@ -1,7 +1,8 @@
-"""Cluster simulation: the fast router decides as RouterCore does, the Ray default autoscaler
-matches Ray's own functions, and the default policy scales up under a step load."""
+"""Cluster simulation: outcomes match the router core's counts, the Ray default autoscaler matches
+Ray's own functions, and the default policy scales up under a step load."""
 import math
 import random
+from collections import Counter
 
 import pytest
 
@@ -9,48 +10,34 @@ from autoscaling.loadtest.arrivals import step
 from autoscaling.loadtest.lengths import Fixed
 from autoscaling.simulator.autoscalers import RayDefaultAutoscaler, RayDefaultSettings
 from autoscaling.simulator.cluster import Cluster, ClusterConfig
-from autoscaling.simulator.fast_router import FastRouterCore
 from autoscaling.simulator.signals import ClusterSignals
 from autoscaling.simulator.step_model import StepModel
 from autoscaling.simulator.fit import PROFILE
 from autoscaling.simulator.workload import ClassLoad, generate
-from serve_app.policy.api_keys import Caller
 from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
-from serve_app.policy.router_core import RouterCore, RouterPolicy
 
 CLASSES = PriorityClasses([PriorityClass("interactive", 0, 0.5, 0.1, 2.0), PriorityClass("batch", 1, 30.0, 1.0, 20.0)])
 
 
-def test_fast_router_makes_the_same_decisions_as_router_core():
-    policy = RouterPolicy(initial_service_rate_rps=5.0, admission_warmup_completions=4)
-    real, fast = RouterCore(CLASSES, policy, random.Random(7)), FastRouterCore(CLASSES, policy, random.Random(7))
-    ops = random.Random(3)
-    running: list[str] = []
-    now = 0.0
-    for core in (real, fast):
-        core.set_replicas({"a": 8, "b": 5, "c": 12})
-    for i in range(3000):
-        now += ops.expovariate(40.0)
-        kind = ops.random()
-        if kind < 0.5:
-            cls = ops.choice(CLASSES.names)
-            args = (f"q{i}", cls, Caller(cls, cls), ops.randint(10, 900), now)
-            assert real.admit(*args) == fast.admit(*args)
-        elif kind < 0.8 and running:
-            rid = running.pop(ops.randrange(len(running)))
-            ttft, tpot = ops.uniform(0.05, 1.5), ops.uniform(0.01, 0.2)
-            real.finish(rid, now, ok=True, ttft_s=ttft, tpot_s=tpot)
-            fast.finish(rid, now, ok=True, ttft_s=ttft, tpot_s=tpot)
-        elif kind < 0.85:
-            caps = {"a": ops.randint(1, 12), "c": ops.randint(1, 12)}
-            real.set_replicas(caps)
-            fast.set_replicas(caps)
-        else:
-            assert [e[0] for e in real.expire(now)] == [e[0] for e in fast.expire(now)]
-        dispatched = real.take_dispatches(now)
-        assert dispatched == fast.take_dispatches(now)
-        running += [d.request_id for d in dispatched]
-    assert real.stats() == fast.stats()
+def test_every_simulated_outcome_matches_the_router_cores_own_count():
+    # One replica and no autoscaler under several times its load: the router refuses at the door
+    # (429), lets requests wait past their deadline (503) and serves the rest; the simulator must turn
+    # each of its decisions into exactly one client outcome.
+    model = StepModel.load(PROFILE)
+    workload = {"interactive": ClassLoad(0.3, Fixed(256), Fixed(64)), "batch": ClassLoad(0.7, Fixed(256), Fixed(128))}
+    requests = list(generate(step([(5, 5.0), (20, 300.0)]), workload, seed=2))
+    cluster = Cluster(ClusterConfig(CLASSES, initial_replicas=1, seed=3), model)
+    result = cluster.run(requests, until_s=300)
+    assert len(result.outcomes) == len(requests)
+    counts = cluster.router_stats()["classes"]
+    for name, c in counts.items():
+        statuses = Counter(o.status for o in result.outcomes if o.request.class_name == name)
+        assert statuses[200] == c["served"] and statuses[500] == c["failed"] == 0, name
+        assert statuses[429] == c["refused_overload"] + c["refused_rate_limit"] + c["refused_queue_full"], name
+        assert statuses[503] == c["expired"] + c["shed"], name
+        assert statuses[0] == c["queued"] == c["running"] == 0, name  # every request ended
+    assert all(counts[name]["refused_overload"] and counts[name]["served"] for name in CLASSES.names)
+    assert sum(c["expired"] for c in counts.values()) > 0
 
 
 def _ray_decision(settings: RayDefaultSettings, total: float, current: int, target: int, state: dict, now: float):
