@@ -1,0 +1,31 @@
+"""Where a replica's start goes, read from a server's log: vLLM's own phase lines (weights, Dynamo,
+compilation, memory profiling, CUDA graphs, engine init) and ours (engine ready). Pure: text in,
+seconds out; a phase the log does not mention is absent (e.g. no compilation with `enforce_eager`)."""
+from __future__ import annotations
+
+import re
+
+# vLLM 0.26-0.32 wording; each pattern's group is seconds. Summed where a phase repeats (one line per
+# compiled shape range, one per engine-core process).
+PHASE_PATTERNS: dict[str, str] = {
+    "weights_load_s": r"Loading weights took ([\d.]+) seconds",
+    "model_load_s": r"Model loading took [\d.]+ GiB(?: memory)? and ([\d.]+) seconds",
+    "dynamo_transform_s": r"Dynamo bytecode transform time: ([\d.]+) s",
+    "graph_compile_s": r"Compiling a graph for (?:dynamic shape|compile range [^ ]*|general shape) takes ([\d.]+) s",
+    "torch_compile_total_s": r"torch\.compile takes ([\d.]+) s in total",
+    "memory_profiling_s": r"Memory profiling takes ([\d.]+) seconds",
+    "cuda_graph_capture_s": r"Graph capturing finished in ([\d.]+) secs",
+    "engine_init_s": r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s",
+    "replica_engine_ready_s": r"engine ready in ([\d.]+)s",
+}
+CACHE_HIT_PATTERN = r"Directly load the compiled graph"
+
+
+def start_phases(log_text: str) -> dict[str, float | bool]:
+    phases: dict[str, float | bool] = {}
+    for name, pattern in PHASE_PATTERNS.items():
+        values = [float(value) for value in re.findall(pattern, log_text)]
+        if values:
+            phases[name] = round(sum(values), 2)
+    phases["compile_cache_hit"] = re.search(CACHE_HIT_PATTERN, log_text) is not None
+    return phases

@@ -1,0 +1,126 @@
+"""Issue 20: how long one LLM replica takes to become healthy on a GPU, and where the time goes.
+
+    run --out DIR --scenarios cold,warm   starts the app once per scenario, one after the other, and
+                                          writes DIR/start_<scenario>.json (+ the server's log)
+    summarize --out DIR                   DIR/summary.json from every start_*.json there
+
+Scenarios (the model: synthetic Llama-2-7B AWQ, 2,048 context, one H200):
+    cold        an empty vLLM cache (VLLM_CACHE_ROOT=DIR/vllm_cache): Dynamo, Inductor and CUDA graphs from scratch
+    warm        the same cache again: compiled graphs loaded (what a persisted cache volume gives a new pod)
+    eager       `engine.enforce_eager`: no compilation and no CUDA graphs (a slower decode, measured elsewhere)
+    warm_fewer_graphs  warm, and CUDA graphs captured for 13 batch sizes instead of vLLM's default list
+Each start is timed from the process start (`llmserve run`: local Ray, Serve, controller, replica) to
+`/health` 200 and one completion answered; vLLM's own phase lines are read from the log.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from autoscaling.bench.host import gpu_name, log
+from autoscaling.bench.servers import release_gpu, start_server, stop_server, wait_healthy
+from autoscaling.bench.start_phases import start_phases
+from autoscaling.bench.vllm_reference import ENGINE, SERVED_NAME, ensure_checkpoint, ours_serve_command
+
+PORT = 8000
+WARM_START_GOAL_S = 60.0
+FEWER_CAPTURE_SIZES = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
+SCENARIOS = {
+    "cold": {"fresh_cache": True, "engine": {}},
+    "warm": {"fresh_cache": False, "engine": {}},
+    "eager": {"fresh_cache": False, "engine": {"enforce_eager": True}},
+    "warm_fewer_graphs": {"fresh_cache": False,
+                          "engine": {"extra": {"compilation_config": {"cudagraph_capture_sizes": FEWER_CAPTURE_SIZES}}}},
+}
+
+
+def app_config(model_dir: Path, engine: dict) -> dict:
+    return {"model": {"path": str(model_dir), "served_name": SERVED_NAME},
+            "engine": {**ENGINE, **engine},
+            "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4},
+            "http": {"host": "127.0.0.1", "port": PORT}}
+
+
+def first_completion_s(base_url: str) -> float:
+    started = time.monotonic()
+    response = httpx.post(f"{base_url}/v1/completions", timeout=120,
+                          json={"model": SERVED_NAME, "prompt": "Hello", "max_tokens": 16, "ignore_eos": True})
+    response.raise_for_status()
+    return time.monotonic() - started
+
+
+def one_start(name: str, args: argparse.Namespace) -> dict:
+    scenario = SCENARIOS[name]
+    cache = args.out / "vllm_cache"
+    if scenario["fresh_cache"] and cache.exists():
+        shutil.rmtree(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    command = ours_serve_command(app_config(args.model_dir, scenario["engine"]), args.out / f"config_{name}.yaml")
+    log_path = args.out / f"server_{name}.log"
+    started = time.monotonic()
+    server = start_server(command, log_path, env={"VLLM_CACHE_ROOT": str(cache), "CUDA_VISIBLE_DEVICES": "0"})
+    try:
+        healthy_s = wait_healthy(f"http://127.0.0.1:{PORT}/health", server, args.timeout_s, log_path)
+        first_s = first_completion_s(f"http://127.0.0.1:{PORT}")
+    finally:
+        stop_server(server)
+        release_gpu()
+    result = {"scenario": name, "command": shlex.join(command), "env": {"VLLM_CACHE_ROOT": str(cache)},
+              "engine": scenario["engine"], "healthy_s": round(healthy_s, 1),
+              "first_completion_s": round(first_s, 2), "wall_s": round(time.monotonic() - started, 1),
+              "phases": start_phases(log_path.read_text(errors="replace"))}
+    log(f"{name}: healthy after {healthy_s:.1f}s; phases {result['phases']}")
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    args.out.mkdir(parents=True, exist_ok=True)
+    ensure_checkpoint(args.model_dir, "llama2-7b")
+    for name in args.scenarios.split(","):
+        result = one_start(name, args)
+        result["recipe"] = shlex.join([sys.executable, *sys.argv])
+        (args.out / f"start_{name}.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def summarize(args: argparse.Namespace) -> int:
+    starts = {json.loads(p.read_text())["scenario"]: json.loads(p.read_text()) for p in sorted(args.out.glob("start_*.json"))}
+    warm, cold = starts.get("warm"), starts.get("cold")
+    goals = [
+        {"name": "a replica with warm caches healthy within 60 s (process start to /health 200)",
+         "measured": warm and warm["healthy_s"], "goal": f"<= {WARM_START_GOAL_S:g} s",
+         "met": bool(warm) and warm["healthy_s"] <= WARM_START_GOAL_S},
+        {"name": "cold start reported", "measured": cold and cold["healthy_s"], "goal": "reported",
+         "met": bool(cold)},
+    ]
+    summary = {"gpu": gpu_name() if args.gpu is None else args.gpu,
+               "commands": sorted({s["recipe"] for s in starts.values()} | {s["command"] for s in starts.values()}),
+               "starts": {name: {k: s[k] for k in ("healthy_s", "first_completion_s", "engine", "phases")}
+                          for name, s in starts.items()},
+               "goals": goals}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("phase", choices=["run", "summarize"])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/llama2-7b-awq"))
+    parser.add_argument("--scenarios", default="cold,warm", help=f"comma-separated, of {', '.join(SCENARIOS)}")
+    parser.add_argument("--timeout-s", type=float, default=420)
+    parser.add_argument("--gpu", help="the GPU's name for summary.json (default: nvidia-smi's)")
+    args = parser.parse_args()
+    return run(args) if args.phase == "run" else summarize(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
