@@ -10,6 +10,7 @@ from typing import Any, Callable
 import httpx
 
 from serve_app.config import AppConfig, ConfigError
+from serve_app.engine_processes import RaySession, end_processes, raylet_of, session_engine_pids
 from serve_app.ray_env import ray_serve_env
 from serve_app.shared_memory import remove_orphaned_segments, vllm_segments
 from serve_app.synthetic_model import ensure_model
@@ -17,8 +18,11 @@ from serve_app.synthetic_model import ensure_model
 logger = logging.getLogger("serve_app.local")
 APP_NAME = "llmserve"
 SHM_RELEASE_WAIT_S = 15.0  # engine processes may still be exiting when Ray's shutdown returns
+ENGINE_EXIT_GRACE_S = 10.0  # a SIGTERMed vLLM engine shuts down in seconds; then SIGKILL
 # /dev/shm segments that existed before this process started Ray: not ours to remove at stop.
 _segments_before_start: set | None = None
+# The local Ray session this process started: its engines are ours to end at stop, no others.
+_ray_session: RaySession | None = None
 
 
 def prepare_model(config: AppConfig) -> None:
@@ -35,7 +39,7 @@ def start_local(config: AppConfig, *, engine_overrides: dict[str, Any] | None = 
 
     from serve_app.app import build_app
 
-    global _segments_before_start
+    global _segments_before_start, _ray_session
     prepare_model(config)
     if _segments_before_start is None:
         _segments_before_start = vllm_segments()
@@ -50,6 +54,7 @@ def start_local(config: AppConfig, *, engine_overrides: dict[str, Any] | None = 
         ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
                  **({"_metrics_export_port": metrics_port} if metrics_port else {}))
+        _ray_session = raylet_of(os.getpid())
     serve.start(http_options={"host": config.http.host, "port": config.http.port})
     serve.run(build_app(config, engine_overrides), name=APP_NAME, route_prefix="/", blocking=False)
     base_url = f"http://{config.http.host}:{direct_port or config.http.port}"
@@ -127,11 +132,26 @@ def stop_local() -> None:
     import ray
     from ray import serve
 
-    if ray.is_initialized():
-        serve.shutdown()
-        ray.shutdown()
-    if _segments_before_start is not None:
-        _remove_engine_shared_memory(_segments_before_start)
+    try:
+        if ray.is_initialized():
+            try:
+                serve.shutdown()
+            finally:  # also after a second Ctrl-C: Ray must not outlive us
+                ray.shutdown()
+    finally:
+        _end_leftover_engines()
+        if _segments_before_start is not None:
+            _remove_engine_shared_memory(_segments_before_start)
+
+
+def _end_leftover_engines() -> None:
+    """Engines of this session still running once Ray is down (their replica never shut them down)."""
+    if _ray_session is None:
+        return
+    leftover = session_engine_pids(_ray_session)
+    if leftover:
+        logger.warning("ending %d vLLM engine processes left running by stopped replicas: %s", len(leftover), leftover)
+        end_processes(leftover, ENGINE_EXIT_GRACE_S)
 
 
 def _remove_engine_shared_memory(existed_before: set) -> None:

@@ -25,6 +25,7 @@ from serve_app.engine_stats import EngineSnapshot, snapshot_logger_factory
 from serve_app.delivery import Outbox
 from serve_app.deployments.controller import LOAD_REPORT_PERIOD_S
 from serve_app.generation import GenerationRequest, Headers, ResponsePart, RunSummary
+from serve_app.shared_memory import remove_orphaned_segments, vllm_segments
 from serve_app.telemetry import tracing
 from serve_app.telemetry.gc_pauses import prepare_process_for_serving
 from serve_app.telemetry.tracing import RequestSpan
@@ -93,6 +94,7 @@ class LLMReplica:
             from serve_app.telemetry.metrics import ReplicaMetrics
             self._metrics = ReplicaMetrics(self._replica_id)
         started = time.monotonic()
+        self._shm_before = vllm_segments()  # the engine's own, removed at stop (`__del__`) once unused
         overrides = {**await self._planned_engine_args(), **(engine_overrides or {})}
         engine_args = engine_args_from_config(self._config, overrides)
         self._engine = AsyncLLM.from_engine_args(
@@ -352,3 +354,5 @@ class LLMReplica:
         engine = getattr(self, "_engine", None)
         if engine is not None:
             engine.shutdown()
+            # vLLM kills an engine process that does not exit in time; its /dev/shm segments stay.
+            remove_orphaned_segments(self._shm_before)
