@@ -41,6 +41,7 @@ from serve_app.policy.request_limits import RequestLimits
 from serve_app.policy.router_core import Refusal
 from serve_app.telemetry import tracing
 from serve_app.telemetry.gc_pauses import prepare_process_for_serving
+from serve_app.telemetry.log_filters import quiet_routine_calls
 from serve_app.telemetry.tracing import RequestSpan, SpanKind
 
 logger = logging.getLogger("serve_app.ingress")
@@ -164,6 +165,7 @@ async def _internal_error(request: Request, error: Exception) -> JSONResponse:
 @serve.ingress(http_app)
 class Ingress:
     async def __init__(self, replicas: DeploymentHandle, controller: DeploymentHandle, config: dict):
+        quiet_routine_calls()  # no access-log line per internal call (ping, run, deliver)
         self._config = parse_config(config)
         self._inbox = Inbox()
         self._replica_id = serve.get_replica_context().replica_id.unique_id

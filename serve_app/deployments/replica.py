@@ -28,6 +28,7 @@ from serve_app.generation import GenerationRequest, Headers, ResponsePart, RunSu
 from serve_app.shared_memory import remove_orphaned_segments, vllm_segments
 from serve_app.telemetry import tracing
 from serve_app.telemetry.gc_pauses import prepare_process_for_serving
+from serve_app.telemetry.log_filters import quiet_routine_calls
 from serve_app.telemetry.tracing import RequestSpan
 from serve_app.vllm_frontend import CURRENT_TALLY, RequestTally, build_server_app, server_namespace, tap_engine
 
@@ -80,6 +81,7 @@ class LLMReplica:
 
     async def __init__(self, config: dict, engine_overrides: dict[str, Any] | None = None,
                        ingress_name: str = "Ingress", controller: Any = None):
+        quiet_routine_calls()  # no access-log line per internal call (ping, run, deliver)
         self._config = parse_config(config)
         self._replica_id = self._own_replica_id()
         self._snapshot = EngineSnapshot()
