@@ -14,8 +14,10 @@ install: $(VENV)/.installed
 run: install
 	$(VENV)/bin/llmserve run --sample
 
+# A line per test file as it runs (not -q: nothing would show for many minutes), the slowest tests at the end.
 test: install
-	$(PY) -m pytest tests -q -W ignore::DeprecationWarning
+	@echo "make test: unit tests (about 1 minute), then the real app on the CPU (about 30 minutes)"
+	$(PY) -m pytest tests -W ignore::DeprecationWarning --durations=15
 
 unit: install
 	$(PY) -m pytest tests/unit -q

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-ongoing-requests", type=float, default=2)
     parser.add_argument("--upscale-delay-s", type=float, default=3)
     parser.add_argument("--downscale-delay-s", type=float, default=20)
-    parser.add_argument("--look-back-period-s", type=float, default=5)
+    parser.add_argument("--look-back-period-s", type=float, default=15, help="above Serve's 10 s metrics push")
     parser.add_argument("--metrics-push-s", type=float, default=1, help="replicas' autoscaling metrics push period")
     args = parser.parse_args(argv)
 

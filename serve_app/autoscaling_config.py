@@ -11,6 +11,10 @@ from pydantic import Field, model_validator
 from serve_app.strict_model import StrictModel
 
 LLM_POLICY = "autoscaling.ray_policy:LLMAutoscalingPolicy"
+# Ray Serve 2.60's `AutoscalingConfig.metrics_interval_s` default (`DEFAULT_METRICS_INTERVAL_S`), which we
+# never set: replicas push their autoscaling metrics this often, whatever
+# RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S says (2.60 defines that variable but reads it nowhere).
+SERVE_METRICS_INTERVAL_S = 10.0
 
 # Calm must last this long before a replica goes: 600 s, not 300, because it is Ray Serve's own default
 # (AutoscalingConfig.downscale_delay_s), so the `default` and `llm` policies and the simulator's Ray
@@ -64,7 +68,9 @@ class AutoscalingSettings(StrictModel):
         1.0, gt=0, description="Share of the gap to the wanted count closed per scale-up (Serve's upscaling_factor).")
     downscale_smoothing_factor: float = Field(
         0.5, gt=0, description="Share of the surplus removed per scale-down (Serve's downscaling_factor).")
-    look_back_period_s: float = Field(30.0, gt=0, description="Window Serve averages the replicas' metrics over.")
+    look_back_period_s: float = Field(
+        30.0, gt=SERVE_METRICS_INTERVAL_S, description="Window Serve averages the replicas' metrics over; above "
+        f"Serve's metrics push interval ({SERVE_METRICS_INTERVAL_S:g} s), or a window may hold no report at all.")
     drain_timeout_s: float = Field(
         120.0, gt=0, description="A replica being removed finishes the requests it holds for at most this long "
         "(Serve's graceful_shutdown_timeout_s); longer generations are cut.")

@@ -18,6 +18,12 @@ from serve_app.config import ConfigError, load_config
 COMMANDS_GROUP = "llmserve.commands"
 
 
+STARTING_NOTE = (
+    "llmserve: starting local Ray, Ray Serve and the vLLM engine: about 2 minutes on CPU (the first run also "
+    "writes the synthetic model), several on a GPU. Expected and harmless meanwhile: vLLM's CPU build warns "
+    "about Triton and LD_PRELOAD, Ray about token authentication, and at stop vLLM 'force killing' its engine.")
+
+
 def _interrupt(*_) -> None:
     raise KeyboardInterrupt
 
@@ -29,6 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # TERM (a benchmark harness, a pod) is Ctrl-C, also while starting: either way the local Ray
     # cluster goes down with us, not left holding the GPU for the next server.
     signal.signal(signal.SIGTERM, _interrupt)
+    print(STARTING_NOTE, flush=True)
     try:
         base_url = start_local(config)
         signal.signal(signal.SIGTERM, _interrupt)  # ray.init installed its own, which crashes the driver

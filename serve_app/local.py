@@ -11,7 +11,7 @@ import httpx
 
 from serve_app.config import AppConfig, ConfigError
 from serve_app.engine_processes import RaySession, end_processes, raylet_of, session_engine_pids
-from serve_app.ray_env import ray_serve_env
+from serve_app.ray_env import QUIET_RAY_ENV, ray_serve_env
 from serve_app.shared_memory import remove_orphaned_segments, vllm_segments
 from serve_app.synthetic_model import ensure_model
 
@@ -50,6 +50,8 @@ def start_local(config: AppConfig, *, engine_overrides: dict[str, Any] | None = 
     if not ray.is_initialized():
         # Read by Ray Serve's controller, proxy and replicas, which inherit this process's environment.
         os.environ.update(ray_serve_env(config.http))
+        for name, value in QUIET_RAY_ENV.items():  # what the user set wins
+            os.environ.setdefault(name, value)
         metrics_port = config.telemetry.metrics_export_port
         ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},

@@ -9,6 +9,15 @@ from __future__ import annotations
 from serve_app.config import HttpSettings
 
 DIRECT_INGRESS_PORT_SPAN = 99  # ports a direct ingress may take above the first (replicas, restarts)
+# Ray's periodic debug dumps into the session logs: each process's event-loop stats every minute
+# (gcs_server.out, raylet.out, every python-core-worker log) and the autoscaler's cluster status every
+# 5 s (monitor.log), about 1,400 lines a minute from an idle local service. `ray status` still answers.
+# Event stats hourly, not never: Ray 2.60's GCS takes -1 ("disable" in Ray's docs) as a zero period and
+# writes its stats in a tight loop (24 GB of gcs_server.out in five minutes).
+# And Serve's "replicas have taken more than 30s to initialize", repeated every 30 s while an engine
+# starts, which takes minutes by design (weights, compilation): said once the start is really slow.
+QUIET_RAY_ENV = {"RAY_event_stats_print_interval_ms": "3600000", "RAY_ENABLE_CLUSTER_STATUS_LOG": "0",
+                 "RAY_SERVE_SLOW_STARTUP_WARNING_S": "300"}
 
 
 def direct_ingress_env(first_port: int) -> dict[str, str]:

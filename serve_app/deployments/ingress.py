@@ -36,6 +36,7 @@ from serve_app.openapi_schema import CHAT_COMPLETION_SCHEMA, COMPLETION_SCHEMA, 
 from serve_app.policy.request_limits import RequestLimits
 from serve_app.telemetry import tracing
 from serve_app.telemetry.gc_pauses import prepare_process_for_serving
+from serve_app.telemetry.log_filters import quiet_routine_calls
 from serve_app.telemetry.request_telemetry import RequestTelemetry
 from serve_app.telemetry.tracing import RequestSpan
 
@@ -49,6 +50,7 @@ PASSTHROUGH_TIMEOUT_S = 10.0
 @serve.ingress(http_app)
 class Ingress:
     async def __init__(self, replicas: DeploymentHandle, controller: DeploymentHandle, config: dict):
+        quiet_routine_calls()  # no access-log line per internal call (ping, run, deliver)
         self._config = parse_config(config)
         self._inbox = Inbox()
         self._replica_id = serve.get_replica_context().replica_id.unique_id

@@ -26,8 +26,10 @@ from serve_app.deployments.supervision import start_supervised
 from serve_app.generation import GenerationRequest, Headers, RunSummary
 from serve_app.replica_ledger import ReplicaLedger, RequestOutcome
 from serve_app.response_relay import ResponseRelay
+from serve_app.shared_memory import remove_orphaned_segments, vllm_segments
 from serve_app.telemetry import tracing
 from serve_app.telemetry.gc_pauses import prepare_process_for_serving
+from serve_app.telemetry.log_filters import quiet_routine_calls
 from serve_app.telemetry.autoscaling_signals import replica_stats
 from serve_app.telemetry.tracing import RequestSpan
 from serve_app.vllm_frontend import CURRENT_TALLY, RequestTally, build_server_app, server_namespace, tap_engine
@@ -40,6 +42,7 @@ class LLMReplica:
 
     async def __init__(self, config: dict, engine_overrides: dict[str, Any] | None = None,
                        ingress_name: str = "Ingress", controller: Any = None):
+        quiet_routine_calls()  # no access-log line per internal call (ping, run, deliver)
         self._config = parse_config(config)
         self._replica_id = self._own_replica_id()
         self._snapshot = EngineSnapshot()
@@ -53,6 +56,7 @@ class LLMReplica:
             from serve_app.telemetry.metrics import ReplicaMetrics
             self._metrics = ReplicaMetrics(self._replica_id)
         started = time.monotonic()
+        self._shm_before = vllm_segments()  # the engine's own, removed at stop (`__del__`) once unused
         planned = await self._controller.planned_engine_args() if self._controller else {}
         overrides = {**planned, **(engine_overrides or {})}
         engine_args = engine_args_from_config(self._config, overrides)
@@ -230,3 +234,5 @@ class LLMReplica:
         engine = getattr(self, "_engine", None)
         if engine is not None:
             engine.shutdown()
+            # vLLM kills an engine process that does not exit in time; its /dev/shm segments stay.
+            remove_orphaned_segments(self._shm_before)

@@ -27,10 +27,11 @@ def side_url(app_config, base_url):
     data = app_config.model_dump(mode="json")
     data["autoscaling"] = {
         "enabled": True, "policy": "llm", "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2,
-        "upscale_delay_s": 3, "downscale_delay_s": DOWNSCALE_DELAY_S, "look_back_period_s": 5,
+        "upscale_delay_s": 3, "downscale_delay_s": DOWNSCALE_DELAY_S, "look_back_period_s": 15,
         "drain_timeout_s": 120, "llm": {"top_classes": ["interactive", "standard"], "slo_min_samples": 3},
     }
-    # Replicas push their autoscaling metrics every second instead of Serve's default 10 s.
+    # Meant to make replicas push their autoscaling metrics every second; Ray Serve 2.60 defines the
+    # variable but still pushes every `metrics_interval_s` (10 s), hence the 15 s look-back above.
     data["replicas"]["env"] = {**data["replicas"].get("env", {}),
                                "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1"}
     url = deploy_side_app(parse_config(data), APP)

@@ -99,3 +99,40 @@ def test_the_controllers_routine_calls_write_no_access_log_lines(base_url):
     time.sleep(3)  # several lease refreshes and a load report, in every app of this session
     hits = _found_in_logs(_logs_dirs(), {"lease": "CALL lease_windows", "load report": "CALL report_load"})
     assert hits == {"lease": [], "load report": []}, hits
+
+
+IDLE_WINDOW_S = 65  # longer than Ray's once-a-minute debug dumps
+PROBE_PERIOD_S = 5  # a Kubernetes-like readiness probe
+# Each probe's own access line (~12 a minute) and a few stray lines. Before: ~1,400 lines a minute of
+# Ray's debug dumps (event-loop stats of every process, the autoscaler's status every 5 s), and a
+# `CALL ping OK` line in the LLM replica's log beside each probe's `GET /health`.
+MAX_IDLE_LINES_PER_MINUTE = 60
+
+
+def _line_counts(logs_dirs: list[Path]) -> dict[Path, int]:
+    counts = {}
+    for path in (p for logs in logs_dirs for p in logs.rglob("*")):
+        try:
+            if path.is_file():
+                counts[path] = path.read_bytes().count(b"\n")
+        except OSError:
+            continue
+    return counts
+
+
+def test_an_idle_service_probed_for_health_writes_few_log_lines(base_url):
+    logs = _logs_dirs()
+    httpx.get(f"{base_url}/health", timeout=30)
+    time.sleep(3)
+    before = _line_counts(logs)
+    started = time.monotonic()
+    while time.monotonic() - started < IDLE_WINDOW_S:
+        assert httpx.get(f"{base_url}/health", timeout=30).status_code == 200
+        time.sleep(PROBE_PERIOD_S)
+    elapsed = time.monotonic() - started
+    time.sleep(3)  # log files are written asynchronously
+    grown = {str(path): n - before.get(path, 0) for path, n in _line_counts(logs).items() if n > before.get(path, 0)}
+    per_minute = sum(grown.values()) * 60 / elapsed
+    print(f"idle service: {per_minute:.0f} log lines a minute; by file: {grown}")
+    assert per_minute <= MAX_IDLE_LINES_PER_MINUTE, sorted(grown.items(), key=lambda kv: -kv[1])[:8]
+    assert _found_in_logs(logs, {"ping": "CALL ping OK"}) == {"ping": []}
