@@ -12,6 +12,7 @@ from serve_app.config import AppConfig, load_config, parse_config
 from serve_app.deployments.controller import Controller
 from serve_app.deployments.ingress import Ingress
 from serve_app.deployments.replica import LLMReplica
+from serve_app.replica_options import replica_actor_options
 
 INGRESS_NAME = "Ingress"
 # Ray Serve notices a dead replica at its next health check; ingress and controller hold no
@@ -21,12 +22,6 @@ TARGETED_ROUTER = "serve_app.routing.targeted.TargetedRequestRouter"
 ROUTING_POLICIES = {
     "least_outstanding_tokens": "serve_app.routing.least_outstanding_tokens.LeastOutstandingTokensRouter",
 }
-
-
-def replica_actor_options(config: AppConfig) -> dict[str, Any]:
-    replicas = config.replicas
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1", **replicas.env} if replicas.num_gpus == 0 else dict(replicas.env)
-    return {"num_cpus": replicas.num_cpus, "num_gpus": replicas.num_gpus, "runtime_env": {"env_vars": env}}
 
 
 def build_app(config: AppConfig, engine_overrides: dict[str, Any] | None = None) -> Application:

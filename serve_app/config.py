@@ -55,6 +55,12 @@ class EngineSettings(StrictModel):
     dtype: Literal["auto", "float16", "bfloat16"] = Field("float16", description="Activation dtype (AWQ needs float16).")
     kv_cache_dtype: Literal["auto", "fp8"] = Field("auto", description="KV cache dtype.")
     enforce_eager: bool = Field(False, description="Skip CUDA graphs / torch.compile (faster start, slower steps).")
+    compile_cache_dir: str | None = Field(
+        None, description="Directory for every compile cache the engine fills (vLLM's torch.compile graphs, "
+        "FlashInfer's and Triton's JIT kernels; `serve_app.compile_cache`): a replica started with a warm one "
+        "skips compilation. On KubeRay a volume shared by the worker pods is mounted here. Empty: each "
+        "library's default under $HOME (cold on every new pod).",
+    )
     enable_prefix_caching: bool = Field(True, description="vLLM automatic prefix caching.")
     extra: dict[str, Any] = Field(default_factory=dict, description="Any other vLLM engine argument, passed as is.")
     frontend: dict[str, Any] = Field(

@@ -23,6 +23,7 @@ SERVICE_NAME = "llmserve"
 GPU_IMAGE = "llmserve:0.1.0"  # `docker build -t llmserve:0.1.0 .`
 CPU_IMAGE = "llmserve:0.1.0-cpu"  # the same Dockerfile with the CPU build args (see Dockerfile)
 GPU_CLAIM = "llmserve-models"
+COMPILE_CACHE_SIZE = "20Gi"  # a 7B model's graphs and kernels take about 1 GiB per engine setting
 PROD_NAMESPACE = "llmserve"
 DEV_NAMESPACE = "llmserve-dev"
 DEV_CLUSTER = ClusterSettings(accelerator="cpu", worker_group="cpu-workers", node_selector={}, tolerations=[],
@@ -67,6 +68,14 @@ def gpu_storage(config: AppConfig) -> ModelStorage:
     return ModelStorage(kind="pvc", claim_name=GPU_CLAIM, sub_path=path.rsplit("/", 1)[-1], mount_path=path)
 
 
+def compile_cache_claim(size: str = COMPILE_CACHE_SIZE) -> dict[str, Any]:
+    """The worker pods' shared compile caches (`serve_app.compile_cache`): written by the first replica
+    on each GPU type and engine setting, read by every later one, so ReadWriteMany."""
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": ClusterSettings().compile_cache_claim},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": size}}}}
+
+
 def render_files(inputs: Inputs) -> dict[str, str]:
     """Every manifest file, path relative to the manifests dir -> exact text."""
     base = render_rayservice(inputs.gpu_config, name=SERVICE_NAME, image=GPU_IMAGE,
@@ -74,8 +83,14 @@ def render_files(inputs: Inputs) -> dict[str, str]:
                              model_hf_config=inputs.gpu_model_config)
     dev = render_rayservice(inputs.dev_config, name=SERVICE_NAME, image=CPU_IMAGE, model_storage=DEV_STORAGE,
                             cluster=DEV_CLUSTER)
+    base_resources = ["rayservice.yaml"]
+    files = {}
+    if inputs.gpu_config.engine.compile_cache_dir:
+        base_resources.append("compile-cache-pvc.yaml")
+        files["base/compile-cache-pvc.yaml"] = _header(inputs.gpu_source) + dump_yaml(compile_cache_claim())
     return {
-        "base/kustomization.yaml": _kustomization(["rayservice.yaml"], None, None),
+        **files,
+        "base/kustomization.yaml": _kustomization(base_resources, None, None),
         "base/rayservice.yaml": _header(inputs.gpu_source) + dump_yaml(base),
         "overlays/gpu-prod/kustomization.yaml": _kustomization(["../../base"], PROD_NAMESPACE, "gpu-prod"),
         "overlays/dev-cpu/kustomization.yaml": _kustomization(["rayservice.yaml"], DEV_NAMESPACE, "dev-cpu"),

@@ -13,6 +13,7 @@ from serve_app.kuberay.settings import ClusterSettings, ModelStorage
 HEAD_CONTAINER = "ray-head"
 WORKER_CONTAINER = "ray-worker"
 MODEL_VOLUME = "model"
+COMPILE_CACHE_VOLUME = "compile-cache"
 SHM_VOLUME = "shared-mem"  # KubeRay's own name for it, so it does not add a second /dev/shm
 HEALTH_PATH = "/health"
 
@@ -111,8 +112,9 @@ def head_template(*, image: str, cluster: ClusterSettings, port: int,
 
 def worker_template(*, image: str, cluster: ClusterSettings, storage: ModelStorage, model_size: str,
                     shape: str, port: int, cpu: str, memory: str, gpus: int,
-                    env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Worker pod: the replica's GPUs, the weights, and a readiness probe on the Serve /health route."""
+                    env: dict[str, str] | None = None, compile_cache_dir: str | None = None) -> dict[str, Any]:
+    """Worker pod: the replica's GPUs, the weights, the compile caches' shared volume (when the config
+    names a directory for them), and a readiness probe on the Serve /health route."""
     container = {
         "name": WORKER_CONTAINER,
         "image": image,
@@ -131,6 +133,10 @@ def worker_template(*, image: str, cluster: ClusterSettings, storage: ModelStora
         container["env"] = container_env(env)
     init = model_init_containers(storage, app_image=image, shape=shape, pull_policy=cluster.image_pull_policy)
     volumes = [shm_volume(cluster.worker_shm), model_volume(storage, model_size)]
+    if compile_cache_dir:
+        container["volumeMounts"].append({"name": COMPILE_CACHE_VOLUME, "mountPath": compile_cache_dir})
+        volumes.append({"name": COMPILE_CACHE_VOLUME,
+                        "persistentVolumeClaim": {"claimName": cluster.compile_cache_claim}})
     extra: dict[str, Any] = {}
     if cluster.accelerator == "gpu":
         if cluster.node_selector:

@@ -66,7 +66,8 @@ def render_rayservice(config: AppConfig, *, name: str, image: str, namespace: st
         "rayStartParams": {"object-store-memory": object_store_bytes(cluster.worker_shm)},
         "template": worker_template(image=image, cluster=cluster, storage=model_storage, model_size=model_size,
                                     shape=synthetic, port=port, cpu=shape.cpu, memory=shape.memory,
-                                    gpus=shape.gpus, env=ray_serve_env(config.http)),
+                                    gpus=shape.gpus, env=ray_serve_env(config.http),
+                                    compile_cache_dir=config.engine.compile_cache_dir),
     }
     metadata: dict[str, Any] = {"name": name}
     if namespace is not None:

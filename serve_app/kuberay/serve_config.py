@@ -10,6 +10,7 @@ from typing import Any
 
 from serve_app.config import AppConfig
 from serve_app.kuberay.settings import ManifestError, ModelStorage
+from serve_app.replica_options import replica_actor_options
 
 APP_NAME = "llmserve"
 IMPORT_PATH = "serve_app.app:app_builder"
@@ -44,13 +45,6 @@ def pod_model_config(config: AppConfig, storage: ModelStorage) -> dict[str, Any]
         data["model"]["cache_dir"] = POD_CACHE_DIR
     data["http"]["host"] = "0.0.0.0"  # what http_options binds in the pods (the app itself ignores it there)
     return data
-
-
-def replica_actor_options(config: AppConfig) -> dict[str, Any]:
-    """Same as serve_app.app.replica_actor_options: a config override replaces the code's options whole."""
-    replicas = config.replicas
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1", **replicas.env} if replicas.num_gpus == 0 else dict(replicas.env)
-    return {"num_cpus": replicas.num_cpus, "num_gpus": replicas.num_gpus, "runtime_env": {"env_vars": env}}
 
 
 def _count(autoscaling: dict[str, Any], key: str, default: int | None) -> int | None:

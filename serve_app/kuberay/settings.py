@@ -79,3 +79,8 @@ class ClusterSettings(StrictModel):
     worker_memory: str | None = Field(None, description="Worker memory; empty: from the model's weights.")
     autoscaler_idle_timeout_s: int = Field(300, ge=0, description="Idle seconds before a worker is removed.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    compile_cache_claim: str = Field(
+        "llmserve-compile-cache", description="PersistentVolumeClaim (ReadWriteMany) mounted in every worker "
+        "pod at engine.compile_cache_dir, when the config sets it: compiled graphs and kernels shared, so a "
+        "replica that autoscaling adds on a new node starts warm.",
+    )

@@ -1,7 +1,6 @@
 """RayService manifests (serve_app/kuberay): CRD schema, Ray Serve schema, drift, sizing, errors."""
 from __future__ import annotations
 
-import ast
 import copy
 import json
 import math
@@ -166,11 +165,17 @@ def test_crd_validator_rejects_broken_documents(crd, breakage, expected):
 
 @pytest.mark.parametrize("layout", ["base", "overlays/gpu-prod", "overlays/dev-cpu"])
 def test_committed_manifests_validate_against_crd_and_serve_schema(crd, layout):
-    docs = kustomize(MANIFESTS / layout)
-    assert [d["kind"] for d in docs] == ["RayService"]
-    assert_valid(crd, docs[0])
+    docs = {d["kind"]: d for d in kustomize(MANIFESTS / layout)}
+    gpu = layout != "overlays/dev-cpu"  # the GPU config names a compile cache directory; dev-cpu does not
+    assert sorted(docs) == (["PersistentVolumeClaim", "RayService"] if gpu else ["RayService"])
+    service = docs["RayService"]
+    assert_valid(crd, service)
     if layout.startswith("overlays/"):
-        assert docs[0]["metadata"]["namespace"]
+        assert all(d["metadata"]["namespace"] for d in docs.values())
+    if gpu:  # the workers mount the very claim the layout creates
+        worker_spec = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in worker_spec["volumes"] if "persistentVolumeClaim" in v]
+        assert docs["PersistentVolumeClaim"]["metadata"]["name"] in claims
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (built-in kustomize) not installed")
@@ -178,9 +183,9 @@ def test_committed_manifests_validate_against_crd_and_serve_schema(crd, layout):
 def test_real_kustomize_build_matches_helper_and_validates(crd, overlay):
     built = subprocess.run(["kubectl", "kustomize", str(MANIFESTS / "overlays" / overlay)],
                            capture_output=True, text=True, check=True).stdout
-    docs = list(yaml.safe_load_all(built))
-    assert docs == kustomize(MANIFESTS / "overlays" / overlay)
-    assert_valid(crd, docs[0])
+    docs = {d["kind"]: d for d in yaml.safe_load_all(built)}  # kubectl orders by kind, the helper by resource
+    assert docs == {d["kind"]: d for d in kustomize(MANIFESTS / "overlays" / overlay)}
+    assert_valid(crd, docs["RayService"])
 
 
 def test_committed_manifests_are_rendered_from_committed_configs():
@@ -229,17 +234,21 @@ def test_serve_config_is_the_llmserve_app_with_the_pod_model_path():
     assert replica["ray_actor_options"]["num_gpus"] == 1
 
 
-def test_replica_actor_options_match_the_apps():
-    """A config override replaces the code's ray_actor_options whole, so they must be identical."""
-    tree = ast.parse((ROOT / "serve_app" / "app.py").read_text())
-    (func,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "replica_actor_options"]
-    namespace: dict[str, Any] = {"Any": Any, "AppConfig": AppConfig}
-    exec(compile(ast.Module(body=[func], type_ignores=[]), "app.py", "exec"), namespace)
-    for replicas, cluster in [({"num_gpus": 1, "env": {"A": "1"}}, ClusterSettings()),
-                              ({"num_gpus": 0, "num_cpus": 2}, ClusterSettings(accelerator="cpu"))]:
-        config = parse_config({"model": {"path": "/m"}, "replicas": replicas})
-        rs = render(config, cluster=cluster)
-        assert llm_replica(rs)["ray_actor_options"] == namespace["replica_actor_options"](config)
+def test_replica_actor_options_are_the_apps_with_the_compile_cache_env():
+    """One function builds them for the app and the manifest (a config override replaces the code's
+    ray_actor_options whole); the compile caches' directory reaches the replica's environment, and the
+    config's own replicas.env wins."""
+    from serve_app.replica_options import replica_actor_options
+
+    config = parse_config({"model": {"path": "/m"}, "engine": {"compile_cache_dir": "/compile-cache"},
+                           "replicas": {"num_gpus": 1, "env": {"TRITON_CACHE_DIR": "/mine"}}})
+    options = llm_replica(render(config))["ray_actor_options"]
+    assert options == replica_actor_options(config)
+    assert options["runtime_env"]["env_vars"] == {"VLLM_CACHE_ROOT": "/compile-cache/vllm",
+                                                  "FLASHINFER_WORKSPACE_BASE": "/compile-cache/flashinfer",
+                                                  "TRITON_CACHE_DIR": "/mine"}
+    cpu = parse_config({"model": {"path": "/m"}, "replicas": {"num_gpus": 0, "num_cpus": 2}})
+    assert replica_actor_options(cpu)["runtime_env"]["env_vars"] == {"VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
 def test_http_port_drives_serve_container_port_and_probe(crd):
