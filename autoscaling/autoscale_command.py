@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from autoscaling.capacity import SloChoice, derive_autoscaling, estimate_capacity, sweep_table
+from autoscaling.capacity import MEASURED_REPLICA_START_S, SloChoice, derive_autoscaling, estimate_capacity, sweep_table
 from serve_app.statistics import SUMMARY_KEYS
 
 _TOP_LEVEL_KEY = re.compile(r"^[A-Za-z_][\w-]*\s*:")
@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peak-rps", type=float, required=True, help="peak request rate to provision for")
     parser.add_argument("--min-replicas", type=int, default=1)
     parser.add_argument("--headroom", type=float, default=0.2, help="share of capacity kept free (default 0.2)")
-    parser.add_argument("--replica-start-s", type=float, default=120.0,
-                        help="seconds a new replica takes to serve (sets the downscale delay)")
+    parser.add_argument("--replica-start-s", type=float, default=MEASURED_REPLICA_START_S,
+                        help="seconds a new replica takes to serve (sets the downscale delay); default: the "
+                        "slowest warm-cache start measured on an H200")
     parser.add_argument("--policy", choices=["default", "llm"], help="autoscaling policy; default: keep the config's")
     parser.add_argument("--config", help="YAML config to write the section into (with --write)")
     parser.add_argument("--write", action="store_true", help="write the section into --config")

@@ -215,8 +215,15 @@ class DerivedAutoscaling:
         return {key: value for key, value in self.__dict__.items() if key != "reasons"}
 
 
+# A replica's start as Serve sees it (added -> ready), with the compile caches on the workers' shared
+# volume (engine.compile_cache_dir, as the manifests mount it): the slowest warm start measured on an H200,
+# benchmarks/results/autoscaling_h200/replica_start/summary.json (a test holds them equal). With an empty
+# cache the same replica took 206 s.
+MEASURED_REPLICA_START_S = 66.2
+
+
 def derive_autoscaling(estimate: CapacityEstimate, peak_rate_rps: float, min_replicas: int = 1,
-                       headroom: float = 0.2, *, replica_start_s: float = 120.0,
+                       headroom: float = 0.2, *, replica_start_s: float = MEASURED_REPLICA_START_S,
                        upscale_delay_s: float | None = None, downscale_delay_s: float | None = None,
                        look_back_period_s: float | None = None) -> DerivedAutoscaling:
     """Serve autoscaling values for a peak load, keeping `headroom` of each replica's capacity free.

@@ -108,14 +108,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summarize(args: argparse.Namespace) -> int:
-    starts = {json.loads(p.read_text())["scenario"]: json.loads(p.read_text()) for p in sorted(args.out.glob("start_*.json"))}
-    warm, cold = starts.get("warm"), starts.get("cold")
-    warm_start = warm and warm["phases"].get("replica_added_to_ready_s")
+    """Every start_*.json in DIR and one level below (repeats: `<folder>/<scenario>`)."""
+    starts = {}
+    for path in sorted([*args.out.glob("start_*.json"), *args.out.glob("*/start_*.json")]):
+        start = json.loads(path.read_text())
+        folder = path.parent.relative_to(args.out)
+        starts[start["scenario"] if folder == Path(".") else f"{folder}/{start['scenario']}"] = start
+    # The same cache directory again (a shared volume mounted at one path); a cache copied elsewhere is
+    # reported beside them, not counted as warm.
+    warm = [s["phases"].get("replica_added_to_ready_s") for name, s in starts.items()
+            if s["scenario"] == "warm" and not name.startswith("cache_moved/")]
+    cold = starts.get("cold")
     goals = [
-        {"name": "a replica with warm caches ready within 60 s (Serve adds the replica -> application ready; "
-                 "process start to /health 200 in `starts`)",
-         "measured": warm_start, "goal": f"<= {WARM_START_GOAL_S:g} s",
-         "met": warm_start is not None and warm_start <= WARM_START_GOAL_S},
+        {"name": "a replica with warm caches ready within 60 s (Serve adds the replica -> application ready), "
+                 "every warm start",
+         "measured": warm, "goal": f"<= {WARM_START_GOAL_S:g} s each",
+         "met": bool(warm) and all(w is not None and w <= WARM_START_GOAL_S for w in warm)},
         {"name": "cold start reported", "measured": cold and cold["phases"].get("replica_added_to_ready_s"),
          "goal": "reported", "met": bool(cold)},
     ]

@@ -180,3 +180,14 @@ def test_runs_that_do_not_record_their_arrival_window_are_judged_without_a_backl
 
 def test_percentile_choices_are_the_keys_of_the_shared_summary():
     assert get_args(Percentile) == SUMMARY_KEYS == tuple(summary([1.0]))
+
+
+def test_the_start_time_assumption_is_the_measured_slowest_warm_start():
+    import json
+    from pathlib import Path
+
+    from autoscaling.capacity import MEASURED_REPLICA_START_S
+
+    summary = Path(__file__).parents[2] / "benchmarks/results/autoscaling_h200/replica_start/summary.json"
+    (warm_goal,) = [g for g in json.loads(summary.read_text())["goals"] if "warm" in g["name"]]
+    assert MEASURED_REPLICA_START_S == max(warm_goal["measured"])
