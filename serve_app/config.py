@@ -12,7 +12,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from serve_app.autoscaling_config import AutoscalingSettings
-from serve_app.memory.presets import INTERACTIVE, get_preset
+from serve_app.memory.presets import BATCH, INTERACTIVE, get_preset
 from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
 from serve_app.policy.router_settings import RouterSettings
 from serve_app.strict_model import StrictModel
@@ -110,7 +110,7 @@ def default_priority_classes() -> list[PriorityClassSettings]:
         PriorityClassSettings(name="interactive", ttft_slo_s=INTERACTIVE.ttft_s, tpot_slo_s=INTERACTIVE.tpot_s,
                               queue_deadline_s=2.0),
         PriorityClassSettings(name="standard", ttft_slo_s=2.0, tpot_slo_s=0.2, queue_deadline_s=10.0),
-        PriorityClassSettings(name="batch", ttft_slo_s=30.0, tpot_slo_s=1.0, queue_deadline_s=60.0),
+        PriorityClassSettings(name="batch", ttft_slo_s=BATCH.ttft_s, tpot_slo_s=BATCH.tpot_s, queue_deadline_s=60.0),
     ]
 
 

@@ -164,7 +164,9 @@ def test_window_settings_in_either_spelling_round_trip_through_the_rendered_form
     assert config.router.window_controller == config.router.window_tuning.kind
 
 
-def test_the_interactive_class_promises_what_the_interactive_preset_sizes_for():
-    interactive = next(c for c in parse_config({}).priority_classes if c.name == "interactive")
-    preset = get_preset("interactive")
-    assert (interactive.ttft_slo_s, interactive.tpot_slo_s) == (preset.ttft_s, preset.tpot_s)
+@pytest.mark.parametrize("name", ["interactive", "batch"])
+def test_a_default_class_promises_what_its_preset_sizes_for(name):
+    """Once two definitions: interactive TPOT 0.1 s here vs 0.05 s in the preset, batch 1.0 s vs 0.25 s."""
+    klass = next(c for c in parse_config({}).priority_classes if c.name == name)
+    preset = get_preset(name)
+    assert (klass.ttft_slo_s, klass.tpot_slo_s) == (preset.ttft_s, preset.tpot_s)
