@@ -104,13 +104,17 @@ class Controller:
         entry = self._replicas.setdefault(replica_id, {"lengths": LengthWindow(), "predicted_kv_tokens": 0})
         if plan is not None and device is not None and "plan" not in entry:
             entry.update(_plan_record(device, plan))
-        result = reconcile(entry.get("predicted_kv_tokens", 0), num_blocks, block_size)
         entry.update(actual_kv_tokens=num_blocks * block_size, block_size=block_size, max_num_seqs=max_num_seqs,
-                     relative_error=result.relative_error, last_report_s=self._clock(),
-                     window=WindowCapState(cap=max_num_seqs))
+                     last_report_s=self._clock(), window=WindowCapState(cap=max_num_seqs))
+        predicted = entry.get("predicted_kv_tokens", 0)
+        if not predicted:  # batch size pinned by the config: nothing was predicted, nothing to check
+            entry["relative_error"] = None
+            return {"relative_error": None, "within_tolerance": None}
+        result = reconcile(predicted, num_blocks, block_size)
+        entry["relative_error"] = result.relative_error
         if not result.within_tolerance(RECONCILE_TOLERANCE):
             logger.warning("replica %s: predicted %d KV tokens, vLLM allocated %d (%+.1f%%)", replica_id,
-                           entry.get("predicted_kv_tokens", 0), num_blocks * block_size, 100 * result.relative_error)
+                           predicted, num_blocks * block_size, 100 * result.relative_error)
         return {"relative_error": result.relative_error,
                 "within_tolerance": result.within_tolerance(RECONCILE_TOLERANCE)}
 

@@ -120,3 +120,17 @@ def test_an_unreadable_profile_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="engine.batch_profile"):
         Controller({"engine": {"batch_profile": str(tmp_path / "missing.json")}})
+
+
+def test_a_pinned_batch_size_is_not_reported_as_a_prediction_miss(caplog):
+    """Once logged on an H200 as 'predicted 0 KV tokens, vLLM allocated 248128 (-100.0%)': a replica whose
+    config pins the batch size asks for no plan, so there is no prediction to compare."""
+    import asyncio
+
+    from serve_app.deployments.controller import Controller
+
+    controller = Controller({})
+    answer = asyncio.run(controller.report_allocation("r1", num_blocks=15_508, block_size=16, max_num_seqs=256))
+    assert answer == {"relative_error": None, "within_tolerance": None}
+    assert "predicted" not in caplog.text
+    assert asyncio.run(controller.status())["r1"]["actual_kv_tokens"] == 248_128
