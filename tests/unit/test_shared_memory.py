@@ -116,6 +116,11 @@ def test_stop_local_ends_engines_its_session_left_running(monkeypatch):
         assert session_engine_pids(session) == [engine.pid]
         monkeypatch.setattr(local, "_ray_session", session, raising=False)
         monkeypatch.setattr(local, "_segments_before_start", None)
+        # `make test` runs the unit tests in the process that still holds the integration tests' Ray:
+        # this test must not shut that down (the app fixtures' teardown needs it).
+        import ray
+
+        monkeypatch.setattr(ray, "is_initialized", lambda: False)
         local.stop_local()
         assert engine.wait(timeout=5) == -15  # SIGTERM
     finally:
