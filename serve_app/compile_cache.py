@@ -2,7 +2,7 @@
 
 A replica's first start on a machine compiles: vLLM's torch.compile graphs (`VLLM_CACHE_ROOT`),
 FlashInfer's JIT kernels and Triton's kernels (each in its own place under $HOME by default). Measured
-on an H200 (benchmarks/results/autoscaling_h200/replica_start): 228 s to healthy with nothing cached,
+on an H200 (benchmarks/results/autoscaling_h200): 228 s to healthy with nothing cached,
 101 s with everything cached. Pointing all of them at one directory lets a volume shared by the
 worker pods carry them, so a replica that autoscaling adds on a fresh node starts warm.
 """

@@ -188,6 +188,6 @@ def test_the_start_time_assumption_is_the_measured_slowest_warm_start():
 
     from autoscaling.capacity import MEASURED_REPLICA_START_S
 
-    summary = Path(__file__).parents[2] / "benchmarks/results/autoscaling_h200/replica_start/summary.json"
+    summary = Path(__file__).parents[2] / "benchmarks/results/autoscaling_h200/summary.json"
     (warm_goal,) = [g for g in json.loads(summary.read_text())["goals"] if "warm" in g["name"]]
     assert MEASURED_REPLICA_START_S == max(warm_goal["measured"])
