@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from fault_helpers import engine_stats, kill_replica, replica_ids, running_replicas, stream, until, wait_for_routable
+from router_helpers import router_stats
 
 pytestmark = pytest.mark.integration
 STREAMS = 16
@@ -53,6 +54,12 @@ async def _watch_health(client: httpx.AsyncClient, url: str, killed_at: float) -
         await asyncio.sleep(HEALTH_PERIOD_S)
 
 
+def _ingress_replica_with_streams(url: str) -> str | None:
+    """The id of an ingress replica routing streams now (the proxy picks which one answers)."""
+    stats = router_stats(url)
+    return stats["ingress"]["replica"] if stats["running"] > 0 else None
+
+
 async def _kill_under_load(url: str, model: str, deployment: str) -> KillRun:
     llm_ids = replica_ids("LLMReplica")
     assert len(llm_ids) == 2, llm_ids
@@ -60,9 +67,12 @@ async def _kill_under_load(url: str, model: str, deployment: str) -> KillRun:
         streams = [asyncio.create_task(stream(client, url, model, LONG_OUTPUT)) for _ in range(STREAMS)]
         await until(lambda: all(s["engine_unfinished_requests"] > 0 for s in _all_engines(llm_ids).values()), 120)
         await asyncio.sleep(1.0)  # streams well under way on both replicas
+        # Killing an ingress replica tests its streams only if it holds some: the proxy need not have
+        # spread 16 streams over both, and on a busy machine they may be ending.
+        victim = await until(lambda: _ingress_replica_with_streams(url), 30) if deployment == "Ingress" else None
         engine_before = await asyncio.to_thread(_all_engines, llm_ids)
         killed_at = time.monotonic()
-        await asyncio.to_thread(kill_replica, deployment)
+        await asyncio.to_thread(kill_replica, deployment, victim)
         health = asyncio.create_task(_watch_health(client, url, killed_at))
         await asyncio.sleep(max(0.0, killed_at + ABORT_WITHIN_S - time.monotonic()))
         abort_sample_s = time.monotonic() - killed_at
