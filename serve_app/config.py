@@ -121,6 +121,9 @@ class ApiKeySettings(StrictModel):
     ceiling: str | None = Field(None, description="Highest priority class the key may use; empty: the highest.")
     rate_limit_rps: float | None = Field(None, gt=0, description="Requests per second; empty: unlimited.")
     burst: float = Field(10, ge=1, description="Requests the key may send at once above its rate.")
+    weight: float = Field(1.0, gt=0, description=(
+        "Share of its priority class when keys compete in it: queued requests of one class are served in "
+        "proportion to their keys' weights, and admission refuses the key over its share first."))
 
 
 class AuthSettings(StrictModel):
@@ -131,6 +134,7 @@ class AuthSettings(StrictModel):
     anonymous_ceiling: str | None = Field(None, description="Highest class for anonymous requests; empty: the highest.")
     anonymous_rate_limit_rps: float | None = Field(None, gt=0, description="Anonymous requests per second (all together).")
     anonymous_burst: float = Field(10, ge=1)
+    anonymous_weight: float = Field(1.0, gt=0, description="Fair-share weight of anonymous requests (all together).")
 
     def all_keys(self) -> list[ApiKeySettings]:
         """Inline keys plus those from `keys_file` and `keys_env`."""
@@ -297,9 +301,11 @@ class AppConfig(StrictModel):
         anonymous = None
         if self.auth.allow_anonymous:
             anonymous = Caller(ANONYMOUS, self.auth.anonymous_ceiling or names[0],
-                               self.auth.anonymous_rate_limit_rps, self.auth.anonymous_burst)
+                               self.auth.anonymous_rate_limit_rps, self.auth.anonymous_burst,
+                               self.auth.anonymous_weight)
         try:
-            return ApiKeyRegistry(((k.sha256, Caller(k.name, k.ceiling or names[0], k.rate_limit_rps, k.burst))
+            return ApiKeyRegistry(((k.sha256, Caller(k.name, k.ceiling or names[0], k.rate_limit_rps, k.burst,
+                                                        k.weight))
                                    for k in keys), anonymous)
         except ValueError as error:
             raise ConfigError(f"auth: {error}") from None

@@ -39,7 +39,9 @@ class LocalDoor:
                        headers={"Retry-After": str(refusal.retry_after_s)})
 
     def router_refused(self, class_name: str, message: str, retry_after_s: int) -> None:
-        self._door.router_refused(class_name, message, retry_after_s, time.monotonic())
+        preview = self._preview().get(class_name)
+        self._door.router_refused(class_name, message, retry_after_s, time.monotonic(),
+                                  room_for_new_caller=1 if preview is None else preview.room)
 
     def router_admitted(self, class_name: str) -> None:
         self._door.router_admitted(class_name)

@@ -10,7 +10,9 @@ ask the router in the background how many more requests of each class it would a
 the door until the closure's next question. So a burst reaches the router only as far as it has
 room, and no client waits for the question. An unanswered question (after another `hold_s`)
 opens the door: a router gone quiet never keeps it shut. A request of a class the router admitted
-and served opens the door for that class and the classes above it.
+and served opens the door for that class and the classes above it. The door does not know callers, so
+it closes only when the router would refuse even a caller with nothing queued: a caller over its fair
+share of a class is refused by the router alone, and the others still pass.
 
 The router still counts every refusal: the ingress reports door refusals back in batches
 (`take_refusal_counts`), so arrivals and capacity refusals seen by autoscaling are unchanged.
@@ -52,8 +54,14 @@ class AdmissionDoor:
         self._query_due = False
         self._query_sent_at: float | None = None
 
-    def router_refused(self, class_name: str, message: str, retry_after_s: int, now: float) -> None:
-        """The router refused a `class_name` request for overload (predicted wait past its deadline)."""
+    def router_refused(self, class_name: str, message: str, retry_after_s: int, now: float,
+                       room_for_new_caller: int = 0) -> None:
+        """The router refused a `class_name` request for overload (predicted wait past its deadline).
+        `room_for_new_caller`: what the router would still admit from a caller with nothing queued (its
+        preview's room); the door closes only when that is 0, since a caller refused for being over its
+        fair share of the class says nothing about the others."""
+        if room_for_new_caller > 0:
+            return
         self._closed[self._classes.level_of(class_name)] = _Closure(
             now + self._hold_s, DoorRefusal(class_name, message, retry_after_s))
 

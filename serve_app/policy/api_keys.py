@@ -1,4 +1,4 @@
-"""Callers identified by API key: each key has a priority ceiling and a rate limit.
+"""Callers identified by API key: each key has a priority ceiling, a rate limit and a fair-share weight.
 
 Keys are kept only as SHA-256 hex digests, so a leaked config or log never holds a usable key.
 """
@@ -25,12 +25,15 @@ class Caller:
     ceiling: str  # the highest priority class this caller may use
     rate_limit_rps: float | None = None  # None: unlimited
     burst: float = 1.0
+    weight: float = 1.0  # share of its priority class against other callers queued in it
 
     def __post_init__(self) -> None:
         if self.rate_limit_rps is not None and not self.rate_limit_rps > 0:
             raise ValueError(f"caller {self.name!r}: rate_limit_rps must be > 0, got {self.rate_limit_rps}")
         if not self.burst >= 1:
             raise ValueError(f"caller {self.name!r}: burst must be >= 1, got {self.burst}")
+        if not self.weight > 0:
+            raise ValueError(f"caller {self.name!r}: weight must be > 0, got {self.weight}")
 
 
 class AuthenticationFailed(ValueError):

@@ -23,6 +23,7 @@ from serve_app.policy.recent_latency import RecentLatencies
 from serve_app.policy.rate_limit import RateLimiter
 from serve_app.policy.replica_choice import ReplicaLoad, choose_replica
 from serve_app.policy.router_settings import RouterSettings
+from serve_app.policy.tenant_ledger import TenantLedger
 # Refusal and Dispatch are the contract's; imported here too for callers that import them from this module.
 from serve_app.policy.router_contract import Dispatch, Refusal, RouterContract
 from serve_app.policy.window_controller import WindowController, create_window_controller, reserved_headroom
@@ -101,6 +102,8 @@ class RouterCore(RouterContract):
         # TTFT as the replicas measured it (engine queue + prefill), booked when the request ends; a
         # benchmark polling stats compares it with the ingress's to see where first tokens waited.
         self._recent_replica_ttft = RecentLatencies()
+        self._tenants = TenantLedger()
+        self._heaviest_weight = 1.0  # a new caller's share is previewed at the largest weight seen
 
     # ---- replicas --------------------------------------------------------------------------
     def set_replicas(self, caps: Mapping[str, int]) -> None:
@@ -136,12 +139,15 @@ class RouterCore(RouterContract):
               prefix_key: int | None = None) -> Refusal | None:
         """Queue the request, or say why not (rate limit, predicted wait past the deadline, full queue)."""
         counters = self._counters[self._classes.get(class_name).name]
+        self._heaviest_weight = max(self._heaviest_weight, caller.weight)
         refusal = self._rate_limited(caller, now)
         if refusal is None:
-            decision = self._admission.decide(class_name, self._queue.depth_at_or_above(class_name),
+            # What fair shares serve before this caller's request, so the caller over its share is refused first.
+            decision = self._admission.decide(class_name, self._queue.ahead_of(class_name, caller.name, caller.weight),
                                               self._free_slots(class_name), now)
             if not decision.admitted:
                 counters.refused_overload += 1
+                self._tenants.refused_overload(caller.name, class_name)
                 refusal = Refusal(429, "overloaded", f"the service is at capacity for priority class "
                                   f"{class_name!r}: {decision.reason}", decision.retry_after_s)
         else:
@@ -149,26 +155,30 @@ class RouterCore(RouterContract):
         if refusal is not None:
             return refusal
         try:
-            self._queue.push(request_id, class_name, now, cost_tokens)
+            self._queue.push(request_id, class_name, now, cost_tokens, caller.name, caller.weight)
         except QueueFull as full:
             # A full queue of lower classes must not turn higher classes away: shed the newest of the
-            # lowest class instead (answered 503 at the next `expire`).
+            # lowest class's caller most over its fair share instead (answered 503 at the next `expire`).
             victim = self._queue.newest_below(class_name)
             if victim is None:
                 counters.refused_queue_full += 1
                 return Refusal(429, "queue_full", str(full), self._retry_after(len(self._queue)))
             self._shed_for(victim, class_name, now)
-            self._queue.push(request_id, class_name, now, cost_tokens)
+            self._queue.push(request_id, class_name, now, cost_tokens, caller.name, caller.weight)
         self._queued[request_id] = _Queued(class_name, cost_tokens, prefix_key)
         counters.admitted += 1
+        self._tenants.admitted(request_id, caller.name, class_name)
         return None
 
     def admission_preview(self, now: float) -> dict[str, AdmissionPreview | None]:
         """Per class, how many more requests `admit` would take now before refusing for overload (None:
-        no limit yet); for the ingress's door (`serve_app.policy.admission_door`), counting nothing."""
+        no limit yet); for the ingress's door (`serve_app.policy.admission_door`), counting nothing.
+        Answered for a caller with nothing queued: the door, which does not know callers, must not refuse
+        a light caller because a heavy one is over its fair share."""
         preview: dict[str, AdmissionPreview | None] = {}
         for class_name in self._classes.names:
-            queued_ahead, free_slots = self._queue.depth_at_or_above(class_name), self._free_slots(class_name)
+            queued_ahead = self._queue.ahead_of(class_name, None, self._heaviest_weight)
+            free_slots = self._free_slots(class_name)
             room = self._admission.room(class_name, queued_ahead, free_slots)
             if room is None:
                 preview[class_name] = None
@@ -232,7 +242,7 @@ class RouterCore(RouterContract):
                 replica_id = self._choose(entry.request_id) if entry is not None else None
                 if replica_id is None:
                     break
-            self._queue.remove(entry.request_id)
+            self._queue.take(entry.request_id)
             dispatches.append(self._start(entry.request_id, replica_id, now - entry.arrival_s))
         if dispatches:
             self._admission.set_busy(now, True)
@@ -275,6 +285,7 @@ class RouterCore(RouterContract):
     def _shed_for(self, victim, class_name: str, now: float) -> None:
         self._queue.remove(victim.request_id)
         queued = self._queued.pop(victim.request_id)
+        self._tenants.dropped(victim.request_id)
         self._counters[queued.class_name].shed += 1
         self._shed.append((victim.request_id, Refusal(
             503, "shed_for_higher_priority", f"the router's queue is full and a priority class {class_name!r} "
@@ -287,6 +298,7 @@ class RouterCore(RouterContract):
         expired, self._shed = self._shed, []
         for entry in self._queue.expired(now, ahead_s):
             queued = self._queued.pop(entry.request_id)
+            self._tenants.dropped(entry.request_id)
             counters = self._counters[queued.class_name]
             counters.expired += 1
             counters.refused_wait_max_s = max(counters.refused_wait_max_s, entry.waited_s(now))
@@ -305,6 +317,7 @@ class RouterCore(RouterContract):
         if running is None:
             return
         counters = self._counters[running.class_name]
+        self._tenants.ended(request_id, running.class_name, served=ok)
         if ok:
             counters.served += 1
         else:
@@ -321,6 +334,7 @@ class RouterCore(RouterContract):
     def cancel(self, request_id: str, now: float | None = None) -> None:
         """The client left: drop the request from the queue, or free its slot if it was dispatched
         (`now`, when known, ends the admission's busy time once nothing runs)."""
+        self._tenants.dropped(request_id)
         if self._queue.remove(request_id):
             self._counters[self._queued.pop(request_id).class_name].cancelled += 1
             return
@@ -388,6 +402,7 @@ class RouterCore(RouterContract):
                           "outstanding_tokens": r.outstanding_tokens} for rid, r in self._replicas.items()}
         stats = {"classes": classes, "replicas": replicas, "queue_depth": len(self._queue),
                  "running": len(self._running), "service_rate_rps": self._admission.service_rate_rps}
+        stats["tenants"] = self._tenants.stats(self._queue.depth_by_tenant())
         if now is not None:
             stats["replica_ttft_recent"] = self._recent_replica_ttft.summary(now)
         return stats

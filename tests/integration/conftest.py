@@ -10,11 +10,14 @@ from ports import free_port
 from serve_app.config import parse_config
 from serve_app.policy.api_keys import hash_api_key
 
-# Test callers: key -> (name, ceiling, requests/s). Only digests reach the app's config.
+# Test callers: key -> (name, ceiling, requests/s, fair-share weight). Only digests reach the app's config.
 API_KEYS = {
-    "key-gold": ("gold", "interactive", None),
-    "key-bronze": ("bronze", "batch", None),
-    "key-limited": ("limited", "batch", 1.0),
+    "key-gold": ("gold", "interactive", None, 1.0),
+    "key-bronze": ("bronze", "batch", None, 1.0),
+    "key-limited": ("limited", "batch", 1.0, 1.0),
+    # Two callers sharing classes (tests/integration/test_tenant_fairness.py); the light one weighs more.
+    "key-heavy": ("heavy", "standard", None, 1.0),
+    "key-light": ("light", "standard", None, 2.0),
 }
 
 
@@ -40,7 +43,8 @@ def app_config(tmp_path_factory):
         # A small starting window so a flood the CPU can drive still queues in the router.
         "router": {"initial_window": 4},
         "auth": {"keys": [{"name": name, "sha256": hash_api_key(key), "ceiling": ceiling, "rate_limit_rps": rate,
-                           "burst": 2} for key, (name, ceiling, rate) in API_KEYS.items()],
+                           "burst": 2, "weight": weight}
+                          for key, (name, ceiling, rate, weight) in API_KEYS.items()],
                  "anonymous_ceiling": "standard"},
     })
 

@@ -319,14 +319,17 @@ def test_admission_preview_says_how_many_more_admit_would_take_without_counting_
     preview = core.admission_preview(0.0)
     # Interactive: nothing of its class queued; the free slot, then 2 s of completions at 1/s.
     assert preview["interactive"].room == 3
-    assert preview["batch"].room == 3 and "'batch'" in preview["batch"].message
-    for i in range(8, 11):
+    # Batch, for a caller with nothing queued: fair shares serve one of the 8 before its first request,
+    # so the free slot and 10 s at 1/s leave room for 10.
+    assert preview["batch"].room == 10 and "'batch'" in preview["batch"].message
+    for i in range(8, 11):  # the caller that queued the 8 has 8 ahead: 3 more
         assert admit(core, f"b{i}", "batch", 0.0) is None
     refusal = admit(core, "b11", "batch", 0.0)
     assert refusal is not None and refusal.retry_after_s == preview["batch"].retry_after_s
+    assert admit(core, "o1", "batch", 0.0, Caller("other", "batch")) is None
     core.record_door_refusals({"batch": 5})
     stats = core.stats()["classes"]["batch"]
-    assert stats["admitted"] == 11 and stats["refused_overload"] == 1 + 5
+    assert stats["admitted"] == 12 and stats["refused_overload"] == 1 + 5
 
 
 def test_fixed_ratio_with_no_tuning_builds_a_working_core():
