@@ -27,10 +27,33 @@ def bench_serve_command(base_url: str, model: str, tokenizer: str, result_dir: P
                         seed: int = 0, extra: list[str] | None = None) -> list[str]:
     """Random prompts of fixed lengths (--ignore-eos) against /v1/completions, TTFT/TPOT/ITL/E2E at
     p50/p90/p99, saved to result_dir/result_name."""
+    dataset = ["--dataset-name", "random", "--random-input-len", str(input_len),
+               "--random-output-len", str(output_len)]
+    return _bench_command(base_url, model, tokenizer, result_dir, result_name, dataset, num_prompts=num_prompts,
+                          request_rate=request_rate, seed=seed, extra=extra)
+
+
+def prefix_repetition_command(base_url: str, model: str, tokenizer: str, result_dir: Path, result_name: str,
+                              *, prefix_len: int, suffix_len: int, num_prefixes: int, output_len: int,
+                              num_prompts: int, request_rate: str, seed: int = 0,
+                              extra: list[str] | None = None) -> list[str]:
+    """vLLM's own shared-prefix load: `num_prefixes` random prefixes, num_prompts // num_prefixes
+    prompts each (prefix + a random suffix), shuffled. Flags as in vllm/benchmarks/datasets (0.10.1 on);
+    that dataset does not turn --ignore-eos on by itself, so it is given here."""
+    dataset = ["--dataset-name", "prefix_repetition", "--prefix-repetition-prefix-len", str(prefix_len),
+               "--prefix-repetition-suffix-len", str(suffix_len),
+               "--prefix-repetition-num-prefixes", str(num_prefixes),
+               "--prefix-repetition-output-len", str(output_len)]
+    return _bench_command(base_url, model, tokenizer, result_dir, result_name, dataset, num_prompts=num_prompts,
+                          request_rate=request_rate, seed=seed, extra=extra)
+
+
+def _bench_command(base_url: str, model: str, tokenizer: str, result_dir: Path, result_name: str,
+                   dataset: list[str], *, num_prompts: int, request_rate: str, seed: int,
+                   extra: list[str] | None) -> list[str]:
     return [*VLLM_BENCH_SERVE,
             "--backend", "openai", "--base-url", base_url, "--endpoint", "/v1/completions",
-            "--model", model, "--tokenizer", tokenizer, "--dataset-name", "random",
-            "--random-input-len", str(input_len), "--random-output-len", str(output_len), "--ignore-eos",
+            "--model", model, "--tokenizer", tokenizer, *dataset, "--ignore-eos",
             "--num-prompts", str(num_prompts), "--request-rate", request_rate, "--seed", str(seed),
             "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
             "--save-result", "--result-dir", str(result_dir), "--result-filename", result_name,

@@ -14,6 +14,7 @@ from autoscaling.loadtest.client import ClientOptions
 from autoscaling.loadtest.metrics import Slo
 from autoscaling.loadtest.report import summary_table, write_report
 from autoscaling.loadtest.runner import run_load
+from autoscaling.loadtest.shared_prefix import SharedPrefixSpec, parse_tenant_keys, parse_tenant_rates
 from autoscaling.loadtest.sweep import run_sweep
 from autoscaling.loadtest.workload import (SpecError, WorkloadSpec, parse_arrival, parse_length, parse_mix,
                                            parse_output_length, parse_slo)
@@ -43,6 +44,18 @@ def _load_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=0, help="uncounted sequential requests before the run")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--out", help="write the result JSON here")
+    shared = parser.add_argument_group("shared-prefix workload (--workload shared-prefix)")
+    shared.add_argument("--workload", choices=("classes", "shared-prefix"), default="classes",
+                        help="classes: random prompts by --prompt-len; shared-prefix: tenants each reusing a prefix")
+    shared.add_argument("--tenants", type=int, default=4, help="tenants, each with its own prefix")
+    shared.add_argument("--prefix-len", type=int, default=1024, help="words (= tokens) of each tenant's prefix")
+    shared.add_argument("--suffix-len", type=int, default=128, help="words of each conversation's suffix")
+    shared.add_argument("--conversations", default="8",
+                        help="suffixes per tenant, each reused when drawn; `none`: a new suffix per request")
+    shared.add_argument("--tenant-rates", default="equal",
+                        help="each tenant's share of the rate: equal | W1,W2,... | zipf:S")
+    shared.add_argument("--tenant-key", action="append", default=[],
+                        help="API keys, one per tenant in order: KEY1,KEY2,... or @FILE (one a line); repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,13 +95,32 @@ def api_keys_from_args(values: list[str]) -> dict[str, str]:
     return keys
 
 
-def spec_from_args(args: argparse.Namespace) -> WorkloadSpec:
+def spec_from_args(args: argparse.Namespace) -> WorkloadSpec | SharedPrefixSpec:
+    if args.workload == "shared-prefix":
+        return shared_prefix_spec_from_args(args)
     prompt_len = parse_length(args.prompt_len)
     return WorkloadSpec(arrival=parse_arrival(args.arrival),
                         class_mix=parse_mix(args.mix) if args.mix else {DEFAULT_CLASS: 1.0},
                         prompt_len=prompt_len, output_len=parse_output_length(args.output_len, prompt_len),
                         duration_s=args.duration, num_requests=args.num_requests,
                         max_concurrency=args.max_concurrency, seed=args.seed)
+
+
+def shared_prefix_spec_from_args(args: argparse.Namespace) -> SharedPrefixSpec:
+    mix = parse_mix(args.mix) if args.mix else {DEFAULT_CLASS: 1.0}
+    if len(mix) != 1:
+        raise SpecError("--workload shared-prefix sends one class: give --mix one class name")
+    try:
+        conversations = None if args.conversations == "none" else int(args.conversations)
+    except ValueError:
+        raise SpecError(f"--conversations {args.conversations!r}: expected a number or none") from None
+    return SharedPrefixSpec(arrival=parse_arrival(args.arrival), tenants=args.tenants, prefix_len=args.prefix_len,
+                            suffix_len=args.suffix_len, output_len=parse_length(args.output_len),
+                            conversations=conversations,
+                            tenant_weights=parse_tenant_rates(args.tenant_rates, args.tenants),
+                            api_keys=parse_tenant_keys(args.tenant_key, args.tenants), class_name=next(iter(mix)),
+                            duration_s=args.duration, num_requests=args.num_requests,
+                            max_concurrency=args.max_concurrency, seed=args.seed)
 
 
 def options_from_args(args: argparse.Namespace) -> ClientOptions:

@@ -30,10 +30,11 @@ class ClientOptions:
     send_priority: bool = True                  # False for servers that know no priority classes
     timeout_s: float = 600.0
 
-    def headers(self, class_name: str) -> dict[str, str]:
+    def headers(self, class_name: str, api_key: str | None = None) -> dict[str, str]:
+        """`api_key` (a tenant's own) wins over the per-class keys."""
         headers = {"content-type": "application/json"}
         keys = self.api_keys or {}
-        key = keys.get(class_name, keys.get("*"))
+        key = api_key or keys.get(class_name, keys.get("*"))
         if key:
             headers["authorization"] = f"Bearer {key}"
         if self.send_priority and self.priority_header:
@@ -74,7 +75,7 @@ async def send(http: httpx.AsyncClient, options: ClientOptions, planned: Planned
     """Send one request now and follow its stream to the end; never raises for server or network trouble."""
     now = lambda: time.perf_counter() - clock_zero  # noqa: E731
     record = RequestRecord(planned.index, planned.class_name, send_s=now(), end_s=0.0, outcome="failed",
-                           prompt_tokens=planned.prompt_len)
+                           prompt_tokens=planned.prompt_len, tenant=planned.tenant)
     try:
         async with asyncio.timeout(options.timeout_s):
             await _exchange(http, options, planned, record, now)
@@ -91,8 +92,8 @@ async def send(http: httpx.AsyncClient, options: ClientOptions, planned: Planned
 async def _exchange(http: httpx.AsyncClient, options: ClientOptions, planned: PlannedRequest,
                     record: RequestRecord, now) -> None:
     url = f"{options.base_url.rstrip('/')}/v1/completions"
-    async with http.stream("POST", url, json=options.body(planned), headers=options.headers(planned.class_name)) \
-            as response:
+    headers = options.headers(planned.class_name, planned.api_key)
+    async with http.stream("POST", url, json=options.body(planned), headers=headers) as response:
         record.status = response.status_code
         if response.status_code != 200:
             content = await response.aread()

@@ -33,6 +33,7 @@ class RequestRecord:
     error: str | None = None
     error_code: str | None = None
     retry_after_s: float | None = None
+    tenant: str | None = None
 
     @property
     def ttft_s(self) -> float | None:
@@ -101,8 +102,15 @@ def mean_in_flight(records: Iterable[RequestRecord], duration_s: float) -> float
 
 
 def all_stats(records: list[RequestRecord], duration_s: float, slos: Mapping[str, Slo]) -> dict[str, Any]:
-    """`{"overall": ClassStats, "classes": {name: ClassStats}}`, classes in order of first appearance."""
+    """`{"overall": ClassStats, "classes": {name: ClassStats}}`, classes in order of first appearance;
+    with `"tenants": {tenant: ClassStats}` too when the requests name their tenants."""
     names = list(dict.fromkeys(r.class_name for r in records))
-    return {"overall": class_stats(records, duration_s, slos),
-            "classes": {name: class_stats([r for r in records if r.class_name == name], duration_s, slos,
-                                          slos.get(name, Slo())) for name in names}}
+    stats = {"overall": class_stats(records, duration_s, slos),
+             "classes": {name: class_stats([r for r in records if r.class_name == name], duration_s, slos,
+                                           slos.get(name, Slo())) for name in names}}
+    tenants = list(dict.fromkeys(r.tenant for r in records if r.tenant is not None))
+    if tenants:
+        # Tenants are judged by their requests' classes' SLOs, as in the class rows.
+        stats["tenants"] = {tenant: class_stats([r for r in records if r.tenant == tenant], duration_s, slos)
+                            for tenant in tenants}
+    return stats

@@ -22,14 +22,16 @@ def _ms(value: float | None) -> str:
 
 
 def summary_table(result: dict[str, Any]) -> str:
-    """One line per run and class: counts, TTFT/TPOT/e2e p50/p99 (ms), throughputs and goodput."""
+    """One line per run and class (and tenant): counts, TTFT/TPOT/e2e p50/p99 (ms), throughputs and goodput."""
     header = (f"{'offered':>8} {'class':<12} {'sent':>5} {'ok':>5} {'429':>4} {'503':>4} {'fail':>4} "
               f"{'ttft p50/p99 ms':>16} {'tpot p50/p99 ms':>16} {'e2e p50/p99 ms':>16} {'req/s':>7} "
               f"{'out tok/s':>9} {'goodput':>7}")
     lines = [header, "-" * len(header)]
     for run in runs_of(result):
         offered = run.get("offered_rate_rps")
-        rows = [*run["classes"].items(), ("(all)", run["overall"])]
+        # Tenants (multi-tenant workloads) as `@name` rows below the classes.
+        tenants = [(f"@{name}", stats) for name, stats in (run.get("tenants") or {}).items()]
+        rows = [*run["classes"].items(), *tenants, ("(all)", run["overall"])]
         for name, s in rows:
             pct = lambda key: f"{_ms(s[key]['p50'])}/{_ms(s[key]['p99'])}"  # noqa: E731
             lines.append(f"{'-' if offered is None else f'{offered:.2f}':>8} {name:<12} {s['sent']:>5} "

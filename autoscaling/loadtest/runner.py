@@ -15,7 +15,10 @@ from tqdm import tqdm
 
 from autoscaling.loadtest.client import ClientOptions, new_http_client, send
 from autoscaling.loadtest.metrics import RequestRecord, Slo, all_stats, mean_in_flight
-from autoscaling.loadtest.workload import PlannedRequest, WorkloadSpec, plan_requests
+from autoscaling.loadtest.shared_prefix import DEFAULT_BLOCK_SIZE, SharedPrefixSpec, planned_ideal_hit_rate
+from autoscaling.loadtest.workload import PlannedRequest, WorkloadSpec
+
+Workload = WorkloadSpec | SharedPrefixSpec
 
 
 @dataclass
@@ -30,25 +33,33 @@ class LoadTestResult:
     overall: dict[str, Any]
     classes: dict[str, dict[str, Any]]
     records: list[RequestRecord] = field(default_factory=list, repr=False)
+    tenants: dict[str, dict[str, Any]] | None = None
 
     @classmethod
-    def from_records(cls, records: list[RequestRecord], spec: WorkloadSpec, slos: Mapping[str, Slo], *,
-                     command: str, base_url: str, model: str) -> LoadTestResult:
+    def from_records(cls, records: list[RequestRecord], spec: Workload, slos: Mapping[str, Slo], *,
+                     command: str, base_url: str, model: str,
+                     planned: list[PlannedRequest] | None = None) -> LoadTestResult:
         """Duration runs from the schedule's start (the earliest possible send, as `vllm bench serve`
         measures it) to the last response; the offered rate is requests sent over the send window."""
         duration = max((r.end_s for r in records), default=0.0)
         window = max((r.send_s for r in records), default=0.0)
         offered = len(records) / window if window > 0 else None
         stats = all_stats(records, duration, slos)
-        return cls(command, base_url, model, spec.to_dict(), offered, duration, mean_in_flight(records, duration),
-                   stats["overall"], stats["classes"], sorted(records, key=lambda r: r.index))
+        workload = spec.to_dict()
+        if planned and any(p.token_ids is not None for p in planned):
+            workload["ideal_prefix_hit_rate"] = planned_ideal_hit_rate(planned)
+            workload["ideal_prefix_hit_block_size"] = DEFAULT_BLOCK_SIZE
+        return cls(command, base_url, model, workload, offered, duration, mean_in_flight(records, duration),
+                   stats["overall"], stats["classes"], sorted(records, key=lambda r: r.index), stats.get("tenants"))
 
     def to_dict(self, include_requests: bool = False) -> dict[str, Any]:
         out = {"kind": "load_test", "command": self.command, "base_url": self.base_url, "model": self.model,
                "workload": self.workload, "offered_rate_rps": self.offered_rate_rps, "duration_s": self.duration_s,
                "mean_in_flight": self.mean_in_flight, "overall": self.overall, "classes": self.classes}
+        if self.tenants is not None:
+            out["tenants"] = self.tenants
         if include_requests:
-            out["requests"] = [{"index": r.index, "class": r.class_name, "status": r.status, "outcome": r.outcome,
+            out["requests"] = [{"index": r.index, "class": r.class_name, "tenant": r.tenant, "status": r.status, "outcome": r.outcome,
                                 "send_s": r.send_s, "ttft_s": r.ttft_s, "e2e_s": r.e2e_s, "end_s": r.end_s,
                                 "output_tokens": r.output_tokens, "prompt_tokens": r.prompt_tokens,
                                 "token_events": len(r.token_times_s), "error": r.error, "error_code": r.error_code,
@@ -76,17 +87,17 @@ class _Progress:
         self._bar.close()
 
 
-async def run_load(spec: WorkloadSpec, options: ClientOptions, *, slos: Mapping[str, Slo] | None = None,
+async def run_load(spec: Workload, options: ClientOptions, *, slos: Mapping[str, Slo] | None = None,
                    progress: bool = True, command: str = "", warmup_requests: int = 0) -> LoadTestResult:
     """Send the workload's planned requests and measure them. `warmup_requests` sequential requests
     (the first planned one, repeated) go first and are not counted."""
-    planned = plan_requests(spec)
+    planned = spec.plan()
     async with new_http_client(options.timeout_s) as http:
         for _ in range(warmup_requests if planned else 0):
             await send(http, options, planned[0], time.perf_counter())
         records = await _send_all(http, options, planned, spec.max_concurrency, progress)
     return LoadTestResult.from_records(records, spec, slos or {}, command=command, base_url=options.base_url,
-                                       model=options.model)
+                                       model=options.model, planned=planned)
 
 
 async def _send_all(http, options: ClientOptions, planned: list[PlannedRequest], max_concurrency: int | None,

@@ -30,6 +30,9 @@ class PlannedRequest:
     prompt: tuple[int, ...] | str  # token ids, or a trace's text
     prompt_len: int | None          # None for text prompts (the server's usage tells)
     max_tokens: int
+    tenant: str | None = None       # who sends it (multi-tenant workloads); stats are kept per tenant
+    api_key: str | None = None      # the tenant's bearer token; None: the client's per-class keys
+    token_ids: tuple[int, ...] | None = None  # a text prompt's words as token ids (prefix-hit maths)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class WorkloadSpec:
         if not 0 <= lo < hi:
             raise SpecError(f"token_id_range must be 0 <= lo < hi, got {self.token_id_range}")
         normalized_mix(self.class_mix)
+
+    def plan(self) -> list[PlannedRequest]:
+        return plan_requests(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {"arrival": self.arrival.to_dict(), "duration_s": self.duration_s, "num_requests": self.num_requests,
