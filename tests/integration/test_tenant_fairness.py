@@ -1,5 +1,5 @@
 """Fair shares between API keys inside one priority class (issue 17), through the real app (Ray Serve + the
-vLLM CPU engine, one replica): a heavy key ten times the light one's rate does not starve it."""
+vLLM CPU engine, one replica): a heavy key thirty times the light one's rate does not starve it."""
 from __future__ import annotations
 
 import asyncio
@@ -10,21 +10,29 @@ import httpx
 import pytest
 from router_helpers import Outcome, auth, completion, fresh_side_app, router_stats, wait_until_idle
 
+from serve_app.config import parse_config
+
 pytestmark = pytest.mark.integration
 
 WARMUP_REQUESTS = 20  # admission refuses on predicted wait only once it has measured completions
-OVERLOAD_SECONDS = 5.0
-HEAVY_REQUESTS = 150  # 30 requests/s of 32 tokens: several times what one CPU replica serves
-LIGHT_REQUESTS = 15  # a tenth of the heavy key's rate
+# The engine runs at most this many sequences, so the router's window stays small and requests queue in
+# the router (with the default plan, this CPU replica ran a 40/s flood of 64-token requests all at once).
+MAX_NUM_SEQS = 4
+OVERLOAD_SECONDS = 8.0
+HEAVY_REQUESTS = 240  # 30/s of 32 tokens: several times what 4 sequences at a time serve
+LIGHT_REQUESTS = 8  # 1/s: a thirtieth of the heavy key's rate, well under its fair share
 MAX_TOKENS = 32
 
 
 @pytest.fixture(scope="module")
 def fair_url(app_config, base_url):  # base_url: the shared app runs Ray Serve on its HTTP port
-    """A fresh app: its windows and admission state owe nothing to the tests that ran before."""
+    """A fresh app (its windows and admission state owe nothing to the tests that ran before) with a small
+    engine batch, so that the CPU replica's capacity is what the keys compete for."""
     if os.environ.get("LLMSERVE_TEST_URL"):
         pytest.skip("needs a fresh app of its own")
-    yield from fresh_side_app(app_config, "fair")
+    data = app_config.model_dump(mode="json")
+    data["engine"] = {**data["engine"], "max_num_seqs": MAX_NUM_SEQS}
+    yield from fresh_side_app(parse_config(data), "fair")
 
 
 async def _post(http: httpx.AsyncClient, url: str, model: str, key: str, priority: str, delay_s: float, i: int,
@@ -54,7 +62,7 @@ async def _warm_up(http: httpx.AsyncClient, url: str, model: str) -> None:
 
 
 def test_the_light_key_is_served_while_the_heavy_key_gets_the_429s(fair_url, model_name):
-    """Both keys in `batch` (4 s queue deadline) at 10:1, together several times the replica's capacity:
+    """Both keys in `batch` (4 s queue deadline) at 30:1, together several times the replica's capacity:
     admission refuses the key over its fair share, and the door stays open for the other."""
     url = f"{fair_url}/v1/completions"
     wait_until_idle(fair_url)
