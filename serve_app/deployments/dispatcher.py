@@ -20,12 +20,14 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.telemetry.autoscaling_signals import capacity_counts
 from serve_app.config import AppConfig
+from serve_app.deployments.cache_events_link import CacheEventsLink
 from serve_app.deployments.door import LocalDoor
 from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
 from serve_app.deployments.supervision import start_supervised
 from serve_app.generation import GenerationRequest, RunSummary
 from serve_app.policy.router_contract import Refusal, RouterContract
 from serve_app.policy.router_core import RouterCore
+from serve_app.prompt_blocks import PromptBlockKeys
 from serve_app.statistics import tpot_s
 from serve_app.telemetry.tracing import RequestSpan
 
@@ -68,11 +70,24 @@ class Dispatcher:
             self._metrics = RouterMetrics()
         self.door = LocalDoor(self.classes, lambda: self._core.admission_preview(self._clock()),
                               self._core.record_door_refusals)
+        routing = self._config.router.routing
+        # Cache-aware routing needs each prompt's tokens, as the engines will cache them.
+        self._prompt_blocks = (PromptBlockKeys(self._config.model.resolved_path())
+                               if routing in ("approximate_prefix", "precise_prefix") else None)
+        self._cache_events = (CacheEventsLink(replicas, self._core.apply_cache_events, self._set_block_size)
+                              if routing == "precise_prefix" else None)
+        self._leased: list[str] = []
+
+    def _set_block_size(self, block_size: int) -> None:
+        if self._prompt_blocks is not None:
+            self._prompt_blocks.block_size = block_size
 
     def start(self) -> None:
         """Start the expiry and lease-refresh loops (needs the running event loop)."""
         if not self._background:
             self._background = [start_supervised(self._expire_forever), start_supervised(self._refresh_replicas_forever)]
+            if self._cache_events is not None:
+                self._background.append(start_supervised(lambda: self._cache_events.pull_forever(lambda: self._leased)))
 
     @property
     def in_flight(self) -> int:
@@ -81,11 +96,13 @@ class Dispatcher:
     async def submit(self, request: GenerationRequest) -> RunSummary | Refusal:
         """Run `request` on a replica (its response parts come back to this ingress replica), or refuse it."""
         caller = self._callers[request.caller]
-        prefix_key = request.prefix_key if self._config.router.prefix_affinity else None
+        prefix_key = request.prefix_key if self._config.router.routing == "first_block_affinity" else None
+        blocks = (await asyncio.to_thread(self._prompt_blocks.keys, request.path, request.body)
+                  if self._prompt_blocks is not None else ())
         queued = RequestSpan("router.queue_wait", parent=request.trace_context,
                              attributes={"llm.priority_class": request.priority_class, "llm.caller": request.caller})
         refusal = self._core.admit(request.request_id, request.priority_class, caller, request.cost_tokens,
-                                   self._clock(), prefix_key)
+                                   self._clock(), prefix_key, prefix_blocks=blocks)
         if refusal is not None:
             queued.fail(refusal.message, llm__outcome="refused", http__response__status_code=refusal.status)
             queued.end()
@@ -182,6 +199,7 @@ class Dispatcher:
         try:
             if leases is not None:  # None: a restarted controller still re-learning the replicas
                 self._core.set_replicas(leases)
+                self._leased = list(leases)
             self._pump()
         except Exception as error:  # the loop is restarted (`_supervised`); health says why it is not current
             self._refresh_failure = f"the leases could not be applied ({type(error).__name__}: {error})"
