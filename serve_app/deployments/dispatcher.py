@@ -81,11 +81,11 @@ class Dispatcher:
     async def submit(self, request: GenerationRequest) -> RunSummary | Refusal:
         """Run `request` on a replica (its response parts come back to this ingress replica), or refuse it."""
         caller = self._callers[request.caller]
-        prefix_key = request.prefix_key if self._config.router.prefix_affinity else None
+        prefix_key = request.prefix_key if self._config.router.routing == "first_block_affinity" else None
         queued = RequestSpan("router.queue_wait", parent=request.trace_context,
                              attributes={"llm.priority_class": request.priority_class, "llm.caller": request.caller})
         refusal = self._core.admit(request.request_id, request.priority_class, caller, request.cost_tokens,
-                                   self._clock(), prefix_key)
+                                   self._clock(), prefix_key, prompt_tokens=request.estimated_prompt_tokens)
         if refusal is not None:
             queued.fail(refusal.message, llm__outcome="refused", http__response__status_code=refusal.status)
             queued.end()

@@ -11,18 +11,20 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from serve_app.policy.admission import AdmissionController, AdmissionPreview
 from serve_app.policy.api_keys import Caller
+from serve_app.policy.prefix_cache_index import CacheEvent
+from serve_app.policy.prefix_routing import PrefixRouting
 from serve_app.policy.priority_classes import PriorityClasses
 from serve_app.policy.priority_queue import PriorityRequestQueue, QueueFull
 from serve_app.policy.recent_latency import RecentLatencies
 from serve_app.policy.rate_limit import RateLimiter
 from serve_app.policy.replica_choice import ReplicaLoad, choose_replica
-from serve_app.policy.router_settings import RouterSettings
+from serve_app.policy.router_settings import CACHE_INDEX_ROUTINGS, RouterSettings
 # Refusal and Dispatch are the contract's; imported here too for callers that import them from this module.
 from serve_app.policy.router_contract import Dispatch, Refusal, RouterContract
 from serve_app.policy.window_controller import WindowController, create_window_controller, reserved_headroom
@@ -49,6 +51,8 @@ class _Queued:
     class_name: str
     cost_tokens: int
     prefix_key: int | None
+    prefix_blocks: tuple[int, ...] = ()
+    prompt_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class RouterCore(RouterContract):
         # TTFT as the replicas measured it (engine queue + prefill), booked when the request ends; a
         # benchmark polling stats compares it with the ingress's to see where first tokens waited.
         self._recent_replica_ttft = RecentLatencies()
+        self._first_block_affinity = policy.routing == "first_block_affinity"
+        self._prefix = PrefixRouting(policy, classes.names) if policy.routing in CACHE_INDEX_ROUTINGS else None
 
     # ---- replicas --------------------------------------------------------------------------
     def set_replicas(self, caps: Mapping[str, int]) -> None:
@@ -108,6 +114,7 @@ class RouterCore(RouterContract):
         for replica_id in list(self._replicas):
             if replica_id not in caps:
                 del self._replicas[replica_id]
+                self._forget_cache(replica_id)
         self._dead &= set(caps)  # once the controller has dropped it too, nothing to remember
         for replica_id, cap in caps.items():
             if replica_id in self._dead:
@@ -130,11 +137,28 @@ class RouterCore(RouterContract):
         running requests still end through `finish`."""
         self._replicas.pop(replica_id, None)
         self._dead.add(replica_id)
+        self._forget_cache(replica_id)
+
+    def apply_cache_events(self, replica_id: str, events: Iterable[CacheEvent]) -> None:
+        """A replica's KV cache events, in the order it emitted them (kept by `routing: precise_prefix`)."""
+        if self._prefix is not None and replica_id not in self._dead:
+            self._prefix.apply_events(replica_id, events)
+
+    def set_cache_capacity(self, replica_id: str, blocks: int, block_size: int) -> None:
+        """A replica's KV cache size (vLLM's num_gpu_blocks and block_size): bounds its part of the index."""
+        if self._prefix is not None:
+            self._prefix.set_capacity(replica_id, blocks, block_size)
+
+    def _forget_cache(self, replica_id: str) -> None:
+        if self._prefix is not None:
+            self._prefix.remove_replica(replica_id)
 
     # ---- admission ---------------------------------------------------------------------------
     def admit(self, request_id: str, class_name: str, caller: Caller, cost_tokens: int, now: float,
-              prefix_key: int | None = None) -> Refusal | None:
-        """Queue the request, or say why not (rate limit, predicted wait past the deadline, full queue)."""
+              prefix_key: int | None = None, prefix_blocks: tuple[int, ...] = (),
+              prompt_tokens: int | None = None) -> Refusal | None:
+        """Queue the request, or say why not (rate limit, predicted wait past the deadline, full queue).
+        `prefix_blocks`: the prompt's block keys (`prefix_blocks.block_keys`) for cache-aware routing."""
         counters = self._counters[self._classes.get(class_name).name]
         refusal = self._rate_limited(caller, now)
         if refusal is None:
@@ -159,7 +183,7 @@ class RouterCore(RouterContract):
                 return Refusal(429, "queue_full", str(full), self._retry_after(len(self._queue)))
             self._shed_for(victim, class_name, now)
             self._queue.push(request_id, class_name, now, cost_tokens)
-        self._queued[request_id] = _Queued(class_name, cost_tokens, prefix_key)
+        self._queued[request_id] = _Queued(class_name, cost_tokens, prefix_key, prefix_blocks, prompt_tokens)
         counters.admitted += 1
         return None
 
@@ -225,23 +249,23 @@ class RouterCore(RouterContract):
         dispatches: list[Dispatch] = []
         while len(self._queue):
             entry = self._queue.peek_next(now)
-            replica_id = self._choose(entry.request_id)
+            replica_id = self._choose(entry.request_id, now)
             if replica_id is None:
                 # The head does not fit; the top class may still start within its reserved headroom.
                 entry = self._queue.peek_class(self._classes.names[0])
-                replica_id = self._choose(entry.request_id) if entry is not None else None
+                replica_id = self._choose(entry.request_id, now) if entry is not None else None
                 if replica_id is None:
                     break
             self._queue.remove(entry.request_id)
-            dispatches.append(self._start(entry.request_id, replica_id, now - entry.arrival_s))
+            dispatches.append(self._start(entry.request_id, replica_id, now - entry.arrival_s, now))
         if dispatches:
             self._admission.set_busy(now, True)
         return dispatches
 
-    def _choose(self, request_id: str) -> str | None:
+    def _choose(self, request_id: str, now: float) -> str | None:
         queued = self._queued[request_id]
         name = queued.class_name
-        if self._policy.prefix_affinity:
+        if self._first_block_affinity:
             # Affinity hashes over every replica, full ones included, so it needs them all.
             loads = [ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, self._limit(name, r),
                                  dispatched_total=r.dispatched_total)
@@ -256,9 +280,11 @@ class RouterCore(RouterContract):
             if r.in_flight < limit:
                 loads.append(ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, limit,
                                          dispatched_total=r.dispatched_total))
+        if self._prefix is not None and queued.prefix_blocks:
+            return self._prefix.choose(loads, queued.prefix_blocks, queued.prompt_tokens, self._rng, now)
         return choose_replica(loads, self._rng)
 
-    def _start(self, request_id: str, replica_id: str, waited_s: float) -> Dispatch:
+    def _start(self, request_id: str, replica_id: str, waited_s: float, now: float) -> Dispatch:
         queued = self._queued.pop(request_id)
         replica = self._replicas[replica_id]
         replica.in_flight += 1
@@ -270,6 +296,9 @@ class RouterCore(RouterContract):
         counters = self._counters[queued.class_name]
         counters.dispatched += 1
         counters.queue_waits_s.append(waited_s)
+        if self._prefix is not None:
+            self._prefix.record_dispatch(replica_id, queued.class_name, queued.prefix_blocks, queued.prompt_tokens,
+                                         now)
         return Dispatch(request_id, replica_id)
 
     def _shed_for(self, victim, class_name: str, now: float) -> None:
@@ -390,4 +419,6 @@ class RouterCore(RouterContract):
                  "running": len(self._running), "service_rate_rps": self._admission.service_rate_rps}
         if now is not None:
             stats["replica_ttft_recent"] = self._recent_replica_ttft.summary(now)
+        if self._prefix is not None:
+            self._prefix.add_stats(stats)
         return stats
