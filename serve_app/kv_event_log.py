@@ -25,12 +25,14 @@ class KvEventPage:
     events: list[CacheEvent]
     next_seq: int
     block_size: int | None = None
+    capacity_blocks: int | None = None  # the engine's KV cache size, which bounds the index's part for it
 
 
 @dataclass
 class KvEventLog:
     kept: int = DEFAULT_KEPT_EVENTS
     block_size: int | None = None
+    capacity_blocks: int | None = None
     _events: deque = field(default_factory=deque)
     _first_seq: int = 0  # the number of the oldest event kept
 
@@ -56,4 +58,4 @@ class KvEventLog:
             events = list(islice(self._events, seq - self._first_seq, None))
         else:
             events = [AllCleared(), *self._events]
-        return KvEventPage(events, self.next_seq, self.block_size)
+        return KvEventPage(events, self.next_seq, self.block_size, self.capacity_blocks)

@@ -28,16 +28,22 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _in_device_cache(event: Any) -> bool:
+    # An offload tier's blocks are not what the engine computes from; LoRA blocks match only requests of
+    # that adapter, which the router's keys (token ids alone) cannot tell apart.
+    return getattr(event, "medium", None) in DEVICE_MEDIA and getattr(event, "lora_id", None) is None
+
+
 def plain_events(batch: Any) -> list[CacheEvent]:
-    """vLLM's `KVEventBatch` as the router's events; blocks of an offload tier are not the engine's cache."""
+    """vLLM's `KVEventBatch` as the router's events."""
     from vllm.distributed.kv_events import AllBlocksCleared, BlockRemoved, BlockStored
 
     events: list[CacheEvent] = []
     for event in batch.events:
-        if isinstance(event, BlockStored) and getattr(event, "medium", None) in DEVICE_MEDIA:
+        if isinstance(event, BlockStored) and _in_device_cache(event):
             events.append(BlocksStored(list(event.block_hashes), event.parent_block_hash, list(event.token_ids),
                                        event.block_size))
-        elif isinstance(event, BlockRemoved) and getattr(event, "medium", None) in DEVICE_MEDIA:
+        elif isinstance(event, BlockRemoved) and _in_device_cache(event):
             events.append(BlocksRemoved(list(event.block_hashes)))
         elif isinstance(event, AllBlocksCleared):
             events.append(AllCleared())
@@ -69,6 +75,10 @@ class EngineKvEvents:
         self._thread.start()
         ready.wait(5)
 
+    def engine_ready(self, block_size: int, capacity_blocks: int | None) -> None:
+        with self._lock:
+            self._log.block_size, self._log.capacity_blocks = block_size, capacity_blocks
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -98,9 +108,6 @@ class EngineKvEvents:
                     logger.warning("undecodable KV event batch skipped: %s", error)
                     continue
                 with self._lock:
-                    for event in events:
-                        if isinstance(event, BlocksStored):
-                            self._log.block_size = event.block_size
                     self._log.append(events)
                 self.received_batches += 1
         finally:

@@ -61,8 +61,9 @@ class PromptBlockKeys:
             return tokenizer.encode(prompt, add_special_tokens=request.get("add_special_tokens", True))
         return None
 
-    def keys(self, path: str, body: bytes) -> tuple[int, ...]:
-        """The prompt's block keys; none (routing by load alone) where its tokens cannot be known here."""
+    def keys(self, path: str, body: bytes, estimated_tokens: int) -> tuple[tuple[int, ...], int]:
+        """The prompt's block keys and its length in tokens; no keys (routing by load alone) and the
+        estimate where its tokens cannot be known here."""
         try:
             tokens = self.token_ids(path, body)
         except Exception as error:  # e.g. no tokenizer files on this node: route, but say why once
@@ -70,5 +71,5 @@ class PromptBlockKeys:
                 logger.warning("prompts are not tokenized for cache-aware routing (%s: %s); routing by load",
                                type(error).__name__, error)
                 self._failed = True
-            return ()
-        return block_keys(tokens, self.block_size) if tokens else ()
+            return (), estimated_tokens
+        return (block_keys(tokens, self.block_size), len(tokens)) if tokens else ((), estimated_tokens)

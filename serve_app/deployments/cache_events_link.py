@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterable
 
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.policy.prefix_cache_index import CacheEvent
+from serve_app.policy.router_contract import RouterContract
+from serve_app.prompt_blocks import PromptBlockKeys
 
 logger = logging.getLogger("serve_app.router")
 PULL_PERIOD_S = 0.1  # a prefix stored a step ago attracts its followers from the next pull on
@@ -16,11 +17,10 @@ PULL_TIMEOUT_S = 2.0
 
 
 class CacheEventsLink:
-    def __init__(self, replicas: DeploymentHandle, apply: Callable[[str, list[CacheEvent]], None],
-                 on_block_size: Callable[[int], None]):
+    def __init__(self, replicas: DeploymentHandle, core: RouterContract, prompt_blocks: PromptBlockKeys):
         self._replicas = replicas
-        self._apply = apply
-        self._on_block_size = on_block_size
+        self._core = core
+        self._prompt_blocks = prompt_blocks
         self._cursors: dict[str, int] = {}
         self.failures = 0
 
@@ -45,6 +45,9 @@ class CacheEventsLink:
         if page is None:
             return
         if page.block_size:
-            self._on_block_size(page.block_size)
-        self._apply(replica_id, page.events)
+            # Prompts are keyed in the engines' own block size, once they have said it.
+            self._prompt_blocks.block_size = page.block_size
+            if page.capacity_blocks:
+                self._core.set_cache_capacity(replica_id, page.capacity_blocks, page.block_size)
+        self._core.apply_cache_events(replica_id, page.events)
         self._cursors[replica_id] = page.next_seq

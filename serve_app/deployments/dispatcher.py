@@ -74,13 +74,9 @@ class Dispatcher:
         # Cache-aware routing needs each prompt's tokens, as the engines will cache them.
         self._prompt_blocks = (PromptBlockKeys(self._config.model.resolved_path())
                                if routing in ("approximate_prefix", "precise_prefix") else None)
-        self._cache_events = (CacheEventsLink(replicas, self._core.apply_cache_events, self._set_block_size)
-                              if routing == "precise_prefix" else None)
+        self._cache_events = (CacheEventsLink(replicas, self._core, self._prompt_blocks)
+                              if self._prompt_blocks is not None and routing == "precise_prefix" else None)
         self._leased: list[str] = []
-
-    def _set_block_size(self, block_size: int) -> None:
-        if self._prompt_blocks is not None:
-            self._prompt_blocks.block_size = block_size
 
     def start(self) -> None:
         """Start the expiry and lease-refresh loops (needs the running event loop)."""
@@ -97,12 +93,13 @@ class Dispatcher:
         """Run `request` on a replica (its response parts come back to this ingress replica), or refuse it."""
         caller = self._callers[request.caller]
         prefix_key = request.prefix_key if self._config.router.routing == "first_block_affinity" else None
-        blocks = (await asyncio.to_thread(self._prompt_blocks.keys, request.path, request.body)
-                  if self._prompt_blocks is not None else ())
+        blocks, prompt_tokens = ((), request.estimated_prompt_tokens) if self._prompt_blocks is None else \
+            await asyncio.to_thread(self._prompt_blocks.keys, request.path, request.body, request.estimated_prompt_tokens)
         queued = RequestSpan("router.queue_wait", parent=request.trace_context,
                              attributes={"llm.priority_class": request.priority_class, "llm.caller": request.caller})
         refusal = self._core.admit(request.request_id, request.priority_class, caller, request.cost_tokens,
-                                   self._clock(), prefix_key, prefix_blocks=blocks)
+                                   self._clock(), prefix_key, prefix_blocks=blocks,
+                                   prompt_tokens=prompt_tokens)
         if refusal is not None:
             queued.fail(refusal.message, llm__outcome="refused", http__response__status_code=refusal.status)
             queued.end()
@@ -151,7 +148,9 @@ class Dispatcher:
         finally:
             span.end()
             ttft, tpot = _latencies(summary) if summary is not None else (None, None)
-            self._core.finish(request.request_id, self._clock(), ok=_served(summary), ttft_s=ttft, tpot_s=tpot)
+            self._core.finish(request.request_id, self._clock(), ok=_served(summary), ttft_s=ttft, tpot_s=tpot,
+                              prompt_tokens=summary.num_prompt_tokens if summary is not None else 0,
+                              cached_prompt_tokens=summary.num_cached_prompt_tokens if summary is not None else 0)
             self._pump()
 
     def _pump(self) -> None:

@@ -82,6 +82,8 @@ class LLMReplica:
         self._outbox = outbox_to_ingress(ingress_name, on_abandoned=self._abandon)
         self._stats_task: asyncio.Task | None = None
         cache = self._engine.vllm_config.cache_config
+        if self._kv_events is not None:
+            self._kv_events.engine_ready(cache.block_size, cache.num_gpu_blocks)
         logger.info("replica %s: engine ready in %.1fs, %s KV blocks of %s", self._replica_id, self._startup_s,
                     cache.num_gpu_blocks, cache.block_size)
         if self._controller is not None:
