@@ -19,9 +19,9 @@ INGRESS_NAME = "Ingress"
 # engine, so check them often and a killed one is replaced within seconds, not the default ~10.
 LIGHT_PROCESS_HEALTH = {"health_check_period_s": 2, "health_check_timeout_s": 10}
 TARGETED_ROUTER = "serve_app.routing.targeted.TargetedRequestRouter"
-ROUTING_POLICIES = {
-    "least_outstanding_tokens": "serve_app.routing.least_outstanding_tokens.LeastOutstandingTokensRouter",
-}
+# Serve's router for calls to LLM replicas: a call naming `target_replica` (the ingress's router core
+# chose it, whatever `router.routing` is) goes there; others (stats, passthrough) by outstanding tokens.
+LLM_REPLICA_ROUTER = "serve_app.routing.least_outstanding_tokens.LeastOutstandingTokensRouter"
 
 
 def build_app(config: AppConfig, engine_overrides: dict[str, Any] | None = None) -> Application:
@@ -41,7 +41,7 @@ def build_app(config: AppConfig, engine_overrides: dict[str, Any] | None = None)
         health_check_timeout_s=60,
         graceful_shutdown_timeout_s=config.autoscaling.drain_timeout_s if autoscaling else 30,
         request_router_config=RequestRouterConfig(
-            request_router_class=ROUTING_POLICIES[config.router.routing],
+            request_router_class=LLM_REPLICA_ROUTER,
             request_routing_stats_period_s=config.router.stats_period_s,
             request_routing_stats_timeout_s=5,
         ),

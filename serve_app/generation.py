@@ -62,6 +62,7 @@ class RunSummary:
 
     replica_id: str
     num_prompt_tokens: int = 0
+    num_cached_prompt_tokens: int = 0  # prompt tokens the engine found in its prefix cache
     num_generated: int = 0
     finish_reason: str | None = None
     ttft_s: float | None = None

@@ -24,6 +24,7 @@ class RequestOutcome:
     # The response reached its end and someone was still reading it: a request whose client left (or
     # whose ingress died) may still show a finish reason for the choices that ended before the abort.
     delivered_whole: bool
+    cached_prompt_tokens: int = 0  # found in the engine's prefix cache
 
     @property
     def served(self) -> bool:
@@ -39,6 +40,7 @@ class ReplicaLedger:
         self._outstanding_tokens: dict[str, int] = {}
         self._served_lengths: list[tuple[int, int]] = []
         self.completed = 0
+        self.prompt_tokens = self.cached_prompt_tokens = 0  # the engine's prefix cache hit rate is their ratio
 
     def start(self, request_id: str, cost_tokens: int) -> None:
         self._outstanding_tokens[request_id] = cost_tokens
@@ -46,6 +48,8 @@ class ReplicaLedger:
     def finish(self, request_id: str, outcome: RequestOutcome, now: float) -> None:
         self._outstanding_tokens.pop(request_id, None)
         self.completed += 1
+        self.prompt_tokens += outcome.prompt_tokens
+        self.cached_prompt_tokens += outcome.cached_prompt_tokens
         if not outcome.served:  # a request cut short says nothing about lengths or latency
             return
         self._served_lengths.append((outcome.prompt_tokens, outcome.generated_tokens))

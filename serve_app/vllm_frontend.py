@@ -41,6 +41,7 @@ class RequestTally:
     max_output_tokens: int | None = None
     started: float = field(default_factory=time.monotonic)
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  # of the prompt, found in the engine's prefix cache
     generated_tokens: int = 0
     first_token_s: float | None = None
     first_token_at: float | None = None  # time.monotonic() of the first token
@@ -58,6 +59,7 @@ class RequestTally:
     def observe(self, request_id: str, output: Any, cumulative: bool) -> None:
         if output.prompt_token_ids is not None:
             self.prompt_tokens = max(self.prompt_tokens, len(output.prompt_token_ids))
+        self.cached_prompt_tokens = max(self.cached_prompt_tokens, getattr(output, "num_cached_tokens", None) or 0)
         for completion in output.outputs:
             key = (request_id, completion.index)
             count = len(completion.token_ids)

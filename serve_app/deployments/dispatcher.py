@@ -20,12 +20,14 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.telemetry.autoscaling_signals import capacity_counts
 from serve_app.config import AppConfig
+from serve_app.deployments.cache_events_link import CacheEventsLink
 from serve_app.deployments.door import LocalDoor
 from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
 from serve_app.deployments.supervision import start_supervised
 from serve_app.generation import GenerationRequest, RunSummary
 from serve_app.policy.router_contract import Refusal, RouterContract
 from serve_app.policy.router_core import RouterCore
+from serve_app.prompt_blocks import PromptBlockKeys
 from serve_app.statistics import tpot_s
 from serve_app.telemetry.tracing import RequestSpan
 
@@ -68,11 +70,20 @@ class Dispatcher:
             self._metrics = RouterMetrics()
         self.door = LocalDoor(self.classes, lambda: self._core.admission_preview(self._clock()),
                               self._core.record_door_refusals)
+        routing = self._config.router.routing
+        # Cache-aware routing needs each prompt's tokens, as the engines will cache them.
+        self._prompt_blocks = (PromptBlockKeys(self._config.model.resolved_path())
+                               if routing in ("approximate_prefix", "precise_prefix") else None)
+        self._cache_events = (CacheEventsLink(replicas, self._core, self._prompt_blocks)
+                              if self._prompt_blocks is not None and routing == "precise_prefix" else None)
+        self._leased: list[str] = []
 
     def start(self) -> None:
         """Start the expiry and lease-refresh loops (needs the running event loop)."""
         if not self._background:
             self._background = [start_supervised(self._expire_forever), start_supervised(self._refresh_replicas_forever)]
+            if self._cache_events is not None:
+                self._background.append(start_supervised(lambda: self._cache_events.pull_forever(lambda: self._leased)))
 
     @property
     def in_flight(self) -> int:
@@ -81,11 +92,14 @@ class Dispatcher:
     async def submit(self, request: GenerationRequest) -> RunSummary | Refusal:
         """Run `request` on a replica (its response parts come back to this ingress replica), or refuse it."""
         caller = self._callers[request.caller]
-        prefix_key = request.prefix_key if self._config.router.prefix_affinity else None
+        prefix_key = request.prefix_key if self._config.router.routing == "first_block_affinity" else None
+        blocks, prompt_tokens = ((), request.estimated_prompt_tokens) if self._prompt_blocks is None else \
+            await asyncio.to_thread(self._prompt_blocks.keys, request.path, request.body, request.estimated_prompt_tokens)
         queued = RequestSpan("router.queue_wait", parent=request.trace_context,
                              attributes={"llm.priority_class": request.priority_class, "llm.caller": request.caller})
         refusal = self._core.admit(request.request_id, request.priority_class, caller, request.cost_tokens,
-                                   self._clock(), prefix_key)
+                                   self._clock(), prefix_key, prefix_blocks=blocks,
+                                   prompt_tokens=prompt_tokens)
         if refusal is not None:
             queued.fail(refusal.message, llm__outcome="refused", http__response__status_code=refusal.status)
             queued.end()
@@ -134,7 +148,9 @@ class Dispatcher:
         finally:
             span.end()
             ttft, tpot = _latencies(summary) if summary is not None else (None, None)
-            self._core.finish(request.request_id, self._clock(), ok=_served(summary), ttft_s=ttft, tpot_s=tpot)
+            self._core.finish(request.request_id, self._clock(), ok=_served(summary), ttft_s=ttft, tpot_s=tpot,
+                              prompt_tokens=summary.num_prompt_tokens if summary is not None else 0,
+                              cached_prompt_tokens=summary.num_cached_prompt_tokens if summary is not None else 0)
             self._pump()
 
     def _pump(self) -> None:
@@ -182,6 +198,7 @@ class Dispatcher:
         try:
             if leases is not None:  # None: a restarted controller still re-learning the replicas
                 self._core.set_replicas(leases)
+                self._leased = list(leases)
             self._pump()
         except Exception as error:  # the loop is restarted (`_supervised`); health says why it is not current
             self._refresh_failure = f"the leases could not be applied ({type(error).__name__}: {error})"

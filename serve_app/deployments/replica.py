@@ -24,6 +24,8 @@ from serve_app.deployments.controller_link import ControllerLink
 from serve_app.deployments.ingress_link import outbox_to_ingress
 from serve_app.deployments.supervision import start_supervised
 from serve_app.generation import GenerationRequest, Headers, RunSummary
+from serve_app.kv_event_log import KvEventPage
+from serve_app.kv_events import EngineKvEvents
 from serve_app.replica_ledger import ReplicaLedger, RequestOutcome
 from serve_app.response_relay import ResponseRelay
 from serve_app.shared_memory import remove_orphaned_segments, vllm_segments
@@ -59,6 +61,11 @@ class LLMReplica:
         self._shm_before = vllm_segments()  # the engine's own, removed at stop (`__del__`) once unused
         planned = await self._controller.planned_engine_args() if self._controller else {}
         overrides = {**planned, **(engine_overrides or {})}
+        # Routing by what each engine caches needs the engine's KV events (`serve_app.kv_events`).
+        self._kv_events = EngineKvEvents() if self._config.router.routing == "precise_prefix" else None
+        if self._kv_events is not None:
+            self._kv_events.start()
+            overrides["kv_events_config"] = self._kv_events.engine_config()
         engine_args = engine_args_from_config(self._config, overrides)
         self._engine = AsyncLLM.from_engine_args(
             engine_args,
@@ -75,6 +82,8 @@ class LLMReplica:
         self._outbox = outbox_to_ingress(ingress_name, on_abandoned=self._abandon)
         self._stats_task: asyncio.Task | None = None
         cache = self._engine.vllm_config.cache_config
+        if self._kv_events is not None:
+            self._kv_events.engine_ready(cache.block_size, cache.num_gpu_blocks)
         logger.info("replica %s: engine ready in %.1fs, %s KV blocks of %s", self._replica_id, self._startup_s,
                     cache.num_gpu_blocks, cache.block_size)
         if self._controller is not None:
@@ -131,6 +140,7 @@ class LLMReplica:
         finally:
             summary.status = relay.status
             summary.num_prompt_tokens, summary.num_generated = tally.prompt_tokens, tally.generated_tokens
+            summary.num_cached_prompt_tokens = tally.cached_prompt_tokens
             summary.finish_reason, summary.ttft_s = tally.finish_reason, tally.first_token_s
             summary.duration_s = time.monotonic() - started
             span.set(llm__prompt_tokens=tally.prompt_tokens, llm__completion_tokens=tally.generated_tokens,
@@ -141,7 +151,8 @@ class LLMReplica:
             self._client_gone.pop(request.request_id, None)
             self._ledger.finish(request.request_id, RequestOutcome(
                 request.priority_class, summary.finish_reason, tally.prompt_tokens, tally.generated_tokens,
-                summary.ttft_s, summary.duration_s, delivered_whole=completed and not client_gone.is_set()),
+                summary.ttft_s, summary.duration_s, delivered_whole=completed and not client_gone.is_set(),
+                cached_prompt_tokens=tally.cached_prompt_tokens),
                 time.monotonic())
         return summary
 
@@ -211,6 +222,10 @@ class LLMReplica:
         return replica_stats(self._ledger.in_flight, self._snapshot.kv_cache_usage, queue,
                              self._ledger.slo_attainment(time.monotonic()), rates)
 
+    async def kv_cache_events(self, since_seq: int, target_replica: str | None = None) -> KvEventPage | None:
+        """This engine's KV cache events after an ingress's cursor (None: published only when routing by them)."""
+        return self._kv_events.page(since_seq) if self._kv_events is not None else None
+
     async def engine_stats(self, target_replica: str | None = None) -> dict[str, Any]:
         """Engine and delivery counters (`target_replica` picks the replica, as in `run`)."""
         cache = self._engine.vllm_config.cache_config
@@ -223,6 +238,8 @@ class LLMReplica:
             "max_num_batched_tokens": self._engine.vllm_config.scheduler_config.max_num_batched_tokens,
             "reconciliation": self._controller.reconciliation if self._controller else None,
             "completed": self._ledger.completed,
+            "prompt_tokens": self._ledger.prompt_tokens,
+            "cached_prompt_tokens": self._ledger.cached_prompt_tokens,
             "delivery_batches": self._outbox.batches_sent,
             "delivery_chunks": self._outbox.chunks_sent,
             "aborted_abandoned": self.aborted_abandoned,

@@ -9,12 +9,13 @@ the contract is its own file and the implementation depends on it, not the other
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from serve_app.policy.admission import AdmissionPreview
 from serve_app.policy.api_keys import Caller
+from serve_app.policy.prefix_cache_index import CacheEvent
 
 __all__ = ["AdmissionPreview", "Dispatch", "Refusal", "RouterContract"]
 
@@ -51,11 +52,21 @@ class RouterContract(ABC):
     def replica_failed(self, replica_id: str) -> None:
         """Stop sending to a replica at once and for good; its running requests still end through `finish`."""
 
+    @abstractmethod
+    def apply_cache_events(self, replica_id: str, events: Iterable[CacheEvent]) -> None:
+        """A replica's KV cache events, in the order it emitted them (kept by `routing: precise_prefix`)."""
+
+    @abstractmethod
+    def set_cache_capacity(self, replica_id: str, blocks: int, block_size: int) -> None:
+        """A replica's KV cache size (vLLM's num_gpu_blocks and block_size): bounds its part of the index."""
+
     # ---- admission ----
     @abstractmethod
     def admit(self, request_id: str, class_name: str, caller: Caller, cost_tokens: int, now: float,
-              prefix_key: int | None = None) -> Refusal | None:
-        """Queue the request, or say why not."""
+              prefix_key: int | None = None, prefix_blocks: tuple[int, ...] = (),
+              prompt_tokens: int | None = None) -> Refusal | None:
+        """Queue the request, or say why not. `prefix_key`: the first block's hash (`first_block_affinity`);
+        `prefix_blocks`: the prompt's chained block keys (`prefix_blocks.block_keys`; the cache-index routings)."""
 
     @abstractmethod
     def admission_preview(self, now: float) -> dict[str, AdmissionPreview | None]:
@@ -77,8 +88,9 @@ class RouterContract(ABC):
     # ---- completion ----
     @abstractmethod
     def finish(self, request_id: str, now: float, *, ok: bool, ttft_s: float | None = None,
-               tpot_s: float | None = None) -> None:
-        """A dispatched request ended; its latencies (as the replica measured them) steer the window."""
+               tpot_s: float | None = None, prompt_tokens: int = 0, cached_prompt_tokens: int = 0) -> None:
+        """A dispatched request ended; its latencies (as the replica measured them) steer the window, and
+        its prompt tokens found in the engine's prefix cache count towards the measured hit rate."""
 
     @abstractmethod
     def cancel(self, request_id: str, now: float | None = None) -> None:

@@ -11,18 +11,20 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from serve_app.policy.admission import AdmissionController, AdmissionPreview
 from serve_app.policy.api_keys import Caller
+from serve_app.policy.prefix_cache_index import CacheEvent
+from serve_app.policy.prefix_routing import HitBook, PrefixRouting
 from serve_app.policy.priority_classes import PriorityClasses
 from serve_app.policy.priority_queue import PriorityRequestQueue, QueueFull
 from serve_app.policy.recent_latency import RecentLatencies
 from serve_app.policy.rate_limit import RateLimiter
 from serve_app.policy.replica_choice import ReplicaLoad, choose_replica
-from serve_app.policy.router_settings import RouterSettings
+from serve_app.policy.router_settings import CACHE_INDEX_ROUTINGS, RouterSettings
 from serve_app.policy.tenant_ledger import TenantLedger
 # Refusal and Dispatch are the contract's; imported here too for callers that import them from this module.
 from serve_app.policy.router_contract import Dispatch, Refusal, RouterContract
@@ -50,6 +52,8 @@ class _Queued:
     class_name: str
     cost_tokens: int
     prefix_key: int | None
+    prefix_blocks: tuple[int, ...] = ()
+    prompt_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,10 @@ class RouterCore(RouterContract):
         self._recent_replica_ttft = RecentLatencies()
         self._tenants = TenantLedger()
         self._heaviest_weight = 1.0  # a new caller's share is previewed at the largest weight seen
+        self._first_block_affinity = policy.routing == "first_block_affinity"
+        # vLLM's own count of prompt tokens served from its prefix cache, whatever the routing.
+        self._measured_hits = HitBook(classes.names)
+        self._prefix = PrefixRouting(policy, classes.names) if policy.routing in CACHE_INDEX_ROUTINGS else None
 
     # ---- replicas --------------------------------------------------------------------------
     def set_replicas(self, caps: Mapping[str, int]) -> None:
@@ -111,6 +119,7 @@ class RouterCore(RouterContract):
         for replica_id in list(self._replicas):
             if replica_id not in caps:
                 del self._replicas[replica_id]
+                self._forget_cache(replica_id)
         self._dead &= set(caps)  # once the controller has dropped it too, nothing to remember
         for replica_id, cap in caps.items():
             if replica_id in self._dead:
@@ -133,11 +142,29 @@ class RouterCore(RouterContract):
         running requests still end through `finish`."""
         self._replicas.pop(replica_id, None)
         self._dead.add(replica_id)
+        self._forget_cache(replica_id)
+
+    def apply_cache_events(self, replica_id: str, events: Iterable[CacheEvent]) -> None:
+        """A replica's KV cache events, in the order it emitted them (kept by `routing: precise_prefix`)."""
+        if self._prefix is not None and replica_id not in self._dead:
+            self._prefix.apply_events(replica_id, events)
+
+    def set_cache_capacity(self, replica_id: str, blocks: int, block_size: int) -> None:
+        """A replica's KV cache size (vLLM's num_gpu_blocks and block_size): bounds its part of the index."""
+        if self._prefix is not None:
+            self._prefix.set_capacity(replica_id, blocks, block_size)
+
+    def _forget_cache(self, replica_id: str) -> None:
+        self._measured_hits.forget(replica_id)
+        if self._prefix is not None:
+            self._prefix.remove_replica(replica_id)
 
     # ---- admission ---------------------------------------------------------------------------
     def admit(self, request_id: str, class_name: str, caller: Caller, cost_tokens: int, now: float,
-              prefix_key: int | None = None) -> Refusal | None:
-        """Queue the request, or say why not (rate limit, predicted wait past the deadline, full queue)."""
+              prefix_key: int | None = None, prefix_blocks: tuple[int, ...] = (),
+              prompt_tokens: int | None = None) -> Refusal | None:
+        """Queue the request, or say why not (rate limit, predicted wait past the deadline, full queue).
+        `prefix_blocks`: the prompt's block keys (`prefix_blocks.block_keys`) for cache-aware routing."""
         counters = self._counters[self._classes.get(class_name).name]
         self._heaviest_weight = max(self._heaviest_weight, caller.weight)
         refusal = self._rate_limited(caller, now)
@@ -165,7 +192,7 @@ class RouterCore(RouterContract):
                 return Refusal(429, "queue_full", str(full), self._retry_after(len(self._queue)))
             self._shed_for(victim, class_name, now)
             self._queue.push(request_id, class_name, now, cost_tokens, caller.name, caller.weight)
-        self._queued[request_id] = _Queued(class_name, cost_tokens, prefix_key)
+        self._queued[request_id] = _Queued(class_name, cost_tokens, prefix_key, prefix_blocks, prompt_tokens)
         counters.admitted += 1
         self._tenants.admitted(request_id, caller.name, class_name)
         return None
@@ -235,23 +262,23 @@ class RouterCore(RouterContract):
         dispatches: list[Dispatch] = []
         while len(self._queue):
             entry = self._queue.peek_next(now)
-            replica_id = self._choose(entry.request_id)
+            replica_id = self._choose(entry.request_id, now)
             if replica_id is None:
                 # The head does not fit; the top class may still start within its reserved headroom.
                 entry = self._queue.peek_class(self._classes.names[0])
-                replica_id = self._choose(entry.request_id) if entry is not None else None
+                replica_id = self._choose(entry.request_id, now) if entry is not None else None
                 if replica_id is None:
                     break
             self._queue.take(entry.request_id)
-            dispatches.append(self._start(entry.request_id, replica_id, now - entry.arrival_s))
+            dispatches.append(self._start(entry.request_id, replica_id, now - entry.arrival_s, now))
         if dispatches:
             self._admission.set_busy(now, True)
         return dispatches
 
-    def _choose(self, request_id: str) -> str | None:
+    def _choose(self, request_id: str, now: float) -> str | None:
         queued = self._queued[request_id]
         name = queued.class_name
-        if self._policy.prefix_affinity:
+        if self._first_block_affinity:
             # Affinity hashes over every replica, full ones included, so it needs them all.
             loads = [ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, self._limit(name, r),
                                  dispatched_total=r.dispatched_total)
@@ -266,9 +293,11 @@ class RouterCore(RouterContract):
             if r.in_flight < limit:
                 loads.append(ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, limit,
                                          dispatched_total=r.dispatched_total))
+        if self._prefix is not None and queued.prefix_blocks:
+            return self._prefix.choose(loads, queued.prefix_blocks, queued.prompt_tokens, self._rng, now)
         return choose_replica(loads, self._rng)
 
-    def _start(self, request_id: str, replica_id: str, waited_s: float) -> Dispatch:
+    def _start(self, request_id: str, replica_id: str, waited_s: float, now: float) -> Dispatch:
         queued = self._queued.pop(request_id)
         replica = self._replicas[replica_id]
         replica.in_flight += 1
@@ -280,6 +309,9 @@ class RouterCore(RouterContract):
         counters = self._counters[queued.class_name]
         counters.dispatched += 1
         counters.queue_waits_s.append(waited_s)
+        if self._prefix is not None:
+            self._prefix.record_dispatch(replica_id, queued.class_name, queued.prefix_blocks, queued.prompt_tokens,
+                                         now)
         return Dispatch(request_id, replica_id)
 
     def _shed_for(self, victim, class_name: str, now: float) -> None:
@@ -311,11 +343,14 @@ class RouterCore(RouterContract):
 
     # ---- completion ----------------------------------------------------------------------------
     def finish(self, request_id: str, now: float, *, ok: bool, ttft_s: float | None = None,
-               tpot_s: float | None = None) -> None:
-        """A dispatched request ended: free its slot and feed its latencies to the replica's window."""
+               tpot_s: float | None = None, prompt_tokens: int = 0, cached_prompt_tokens: int = 0) -> None:
+        """A dispatched request ended: free its slot and feed its latencies to the replica's window;
+        `cached_prompt_tokens` of its `prompt_tokens` were found in the engine's prefix cache."""
         running = self._running.pop(request_id, None)
         if running is None:
             return
+        if prompt_tokens:
+            self._measured_hits.book(running.replica_id, running.class_name, cached_prompt_tokens, prompt_tokens)
         counters = self._counters[running.class_name]
         self._tenants.ended(request_id, running.class_name, served=ok)
         if ok:
@@ -405,4 +440,7 @@ class RouterCore(RouterContract):
         stats["tenants"] = self._tenants.stats(self._queue.depth_by_tenant())
         if now is not None:
             stats["replica_ttft_recent"] = self._recent_replica_ttft.summary(now)
+        self._measured_hits.add_stats(stats, "prefix_cache_hit_rate", ("prefix_cache_hits", "prefix_cache_queries"))
+        if self._prefix is not None:
+            self._prefix.add_stats(stats)
         return stats

@@ -11,10 +11,19 @@ from serve_app.policy.window_controller import (DEFAULT_WINDOW_CONTROLLER, WINDO
                                                 window_tuning)
 from serve_app.strict_model import StrictModel
 
+Routing = Literal["least_outstanding_tokens", "first_block_affinity", "approximate_prefix", "precise_prefix"]
+# The routings that score replicas by a cache index (`serve_app.policy.cache_aware_choice`).
+CACHE_INDEX_ROUTINGS = ("approximate_prefix", "precise_prefix")
+
 
 class RouterSettings(StrictModel):
-    routing: Literal["least_outstanding_tokens"] = Field(
-        "least_outstanding_tokens", description="Replica choice policy, by name."
+    routing: Routing = Field(
+        "least_outstanding_tokens", description="Replica choice policy, by name: `least_outstanding_tokens` "
+        "(power of two choices on outstanding tokens, the baseline); `first_block_affinity` (a prompt's first "
+        "KV block picks a replica by rendezvous hashing, within `affinity_load_bound`; the old "
+        "`prefix_affinity: true`); `precise_prefix` (replicas' KV cache events say which blocks each holds; "
+        "cached prefix weighed against load, `cache_weight`/`load_weight`); `approximate_prefix` (the same "
+        "scoring over a record of which prompts were sent where, for engines without cache events).",
     )
     stats_period_s: float = Field(0.5, gt=0, description="How often replicas report engine stats to routers.")
     window_tuning: WindowTuning = Field(
@@ -45,9 +54,20 @@ class RouterSettings(StrictModel):
         0.1, ge=0, le=1, description="Share of a replica's window the highest class may use on top of it, "
         "so its requests start at once on a full replica.",
     )
-    prefix_affinity: bool = Field(False, description="Send prompts sharing a first KV block to one replica "
-                                  "(prefix caching) while it is at most `affinity_load_bound` x the mean load.")
-    affinity_load_bound: float = Field(1.25, ge=1)
+    affinity_load_bound: float = Field(
+        1.25, ge=1, description="Cache-driven routing (every `routing` but the baseline) sends a request to a "
+        "replica for its cache only while that replica's outstanding tokens are at most this x the mean "
+        "(bounded-load consistent hashing): no hot spot on a popular prefix.")
+    # llm-d's default scheduling profile weighs its prefix-cache scorer 3 against its queue scorer 2.
+    # Here too: a whole prompt cached (3) outweighs the full load range (2), so a holder wins unless it is
+    # the busiest replica with under 2/3 of the prompt cached; `affinity_load_bound` caps the rest.
+    cache_weight: float = Field(3.0, ge=0, description="`precise_prefix`/`approximate_prefix`: weight of "
+                                "the share of the prompt a replica has cached.")
+    load_weight: float = Field(2.0, ge=0, description="`precise_prefix`/`approximate_prefix`: weight of a "
+                               "replica's outstanding tokens relative to the busiest candidate's.")
+    approximate_cache_ttl_s: float = Field(
+        300.0, gt=0, description="`approximate_prefix`: a prompt sent to a replica counts as cached there "
+        "this long at most (within the replica's KV cache size, least recently sent forgotten first).")
     stale_replica_s: float = Field(10.0, gt=0, description="A replica silent this long is no longer routed to.")
     latency_samples: int = Field(1024, ge=1, description="Queue waits kept per class for the stats' percentiles.")
 
@@ -73,6 +93,22 @@ class RouterSettings(StrictModel):
         if name is not None and kind != name:
             raise ValueError(f"window_tuning.kind {kind!r} is not the window_controller {name!r}")
         data["window_tuning"] = tuning
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_prefix_affinity_is_routing(cls, data: Any) -> Any:
+        """`prefix_affinity: true` (before `routing` named every policy) is `routing: first_block_affinity`;
+        `false` said nothing beyond the default."""
+        if not isinstance(data, Mapping) or "prefix_affinity" not in data:
+            return data
+        data = dict(data)
+        if data.pop("prefix_affinity"):
+            routing = data.get("routing", "least_outstanding_tokens")
+            if routing not in ("least_outstanding_tokens", "first_block_affinity"):
+                raise ValueError(f"prefix_affinity: true (now routing: first_block_affinity) contradicts "
+                                 f"routing: {routing!r}")
+            data["routing"] = "first_block_affinity"
         return data
 
     @computed_field(description="The window controller's name (`window_tuning.kind`).")  # type: ignore[prop-decorator]

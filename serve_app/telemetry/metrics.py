@@ -39,6 +39,14 @@ def count_increments(previous: Mapping[str, Mapping[str, int]], current: Mapping
     return increments
 
 
+# Prompt tokens of requests this ingress sent to a replica, and those vLLM found in its prefix cache:
+# their rates' ratio is the replica's measured hit rate for routed traffic, summed over ingress replicas.
+PREFIX_CACHE_COUNTS = {
+    "prefix_cache_queries": "Prompt tokens of requests routed to the replica (ended)",
+    "prefix_cache_hits": "Of those, tokens vLLM served from its prefix cache",
+}
+
+
 class RouterMetrics:
     def __init__(self) -> None:
         self._counters = {name: Counter(name, description=f"Router: {name.removeprefix('llmserve_router_')}",
@@ -54,7 +62,14 @@ class RouterMetrics:
                              tag_keys=("replica",))
         self._in_flight = Gauge("llmserve_router_replica_in_flight_requests", description="Requests the router "
                                 "has on a replica", tag_keys=("replica",))
+        self._prefix_tokens = {key: Counter(f"llmserve_router_{key}_tokens_total", description=description,
+                                            tag_keys=("replica",))
+                               for key, description in PREFIX_CACHE_COUNTS.items()}
+        self._predicted_hit_rate = Gauge("llmserve_router_predicted_prefix_hit_rate", description="Share of "
+                                         "dispatched prompt tokens the router expected cached where it sent them "
+                                         "(cache-aware routing)", tag_keys=("priority_class",))
         self._previous: dict[str, dict[str, int]] = {}
+        self._previous_prefix: dict[str, dict[str, int]] = {}
 
     def observe_queue_wait(self, class_name: str, seconds: float) -> None:
         self._queue_wait.observe(seconds, tags={"priority_class": class_name})
@@ -71,6 +86,13 @@ class RouterMetrics:
         for replica, r in stats["replicas"].items():
             self._window.set(r["window"], tags={"replica": replica})
             self._in_flight.set(r["in_flight"], tags={"replica": replica})
+        for replica, key, grown in count_increments(self._previous_prefix, stats["replicas"], list(PREFIX_CACHE_COUNTS)):
+            self._prefix_tokens[key].inc(grown, tags={"replica": replica})
+        self._previous_prefix = {rid: {key: int(r.get(key, 0)) for key in PREFIX_CACHE_COUNTS}
+                                 for rid, r in stats["replicas"].items()}
+        for class_name, c in classes.items():
+            if c.get("predicted_prefix_hit_rate") is not None:
+                self._predicted_hit_rate.set(c["predicted_prefix_hit_rate"], tags={"priority_class": class_name})
 
 
 class RequestMetrics:
