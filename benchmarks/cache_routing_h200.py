@@ -14,8 +14,8 @@ Parts, in this order (routing-least_outstanding_tokens first: its capacity sets 
       prefix_repetition cross-check at the same rate.
   fairness   one replica: capacity; heavy:light 10:1 at twice it; light alone; gold:silver weights 2:1.
 
-Each mode is its own server start: the routing policy is the LLM deployment's request router and the
-config reaches every deployment as constructor arguments, so changing `router.routing` restarts the
+Each mode is its own server start: the config reaches every deployment as constructor arguments (and
+`precise_prefix` turns on the engines' KV event publisher), so changing `router.routing` restarts the
 engines (Ray Serve keeps replicas only when just `user_config` changes). Each part's start and measure
 each fit one 10-minute device call. KV caches are sized so the tenants' prefixes fit two replicas but
 not one (`kv_cache_tokens`).

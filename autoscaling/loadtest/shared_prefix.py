@@ -17,7 +17,7 @@ from typing import Any
 
 from autoscaling.loadtest.arrivals import ArrivalSchedule
 from autoscaling.loadtest.lengths import LengthDistribution
-from autoscaling.loadtest.workload import PlannedRequest, SpecError, normalized_mix
+from autoscaling.loadtest.workload import PlannedRequest, SpecError, check_run_shape, normalized_mix
 from serve_app.synthetic_model import token_word
 
 # vLLM's default KV block on GPUs: prefix caching reuses whole blocks only.
@@ -63,13 +63,7 @@ class SharedPrefixSpec:
             raise SpecError(f"tenant keys: {len(self.api_keys)} given for {self.tenants} tenants")
         if self.names and len(self.names) != self.tenants:
             raise SpecError(f"tenant names: {len(self.names)} given for {self.tenants} tenants")
-        if self.duration_s is None and self.num_requests is None and self.arrival.natural_duration_s() is None:
-            raise SpecError("give a duration or a number of requests (or a step/ramp schedule)")
-        if self.max_concurrency is not None and self.max_concurrency < 1:
-            raise SpecError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
-        lo, hi = self.token_id_range
-        if not 0 <= lo < hi:
-            raise SpecError(f"token_id_range must be 0 <= lo < hi, got {self.token_id_range}")
+        check_run_shape(self)
 
     def tenant_names(self) -> list[str]:
         return list(self.names) if self.names else [f"tenant-{i}" for i in range(self.tenants)]

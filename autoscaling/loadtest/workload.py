@@ -48,13 +48,7 @@ class WorkloadSpec:
     token_id_range: tuple[int, int] = (10, 1000)  # low ids are special tokens in most vocabularies
 
     def __post_init__(self) -> None:
-        if self.duration_s is None and self.num_requests is None and self.arrival.natural_duration_s() is None:
-            raise SpecError("give a duration or a number of requests (or a step/ramp schedule)")
-        if self.max_concurrency is not None and self.max_concurrency < 1:
-            raise SpecError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
-        lo, hi = self.token_id_range
-        if not 0 <= lo < hi:
-            raise SpecError(f"token_id_range must be 0 <= lo < hi, got {self.token_id_range}")
+        check_run_shape(self)
         normalized_mix(self.class_mix)
 
     def plan(self) -> list[PlannedRequest]:
@@ -64,6 +58,17 @@ class WorkloadSpec:
         return {"arrival": self.arrival.to_dict(), "duration_s": self.duration_s, "num_requests": self.num_requests,
                 "max_concurrency": self.max_concurrency, "class_mix": dict(self.class_mix),
                 "prompt_len": self.prompt_len.to_dict(), "output_len": self.output_len.to_dict(), "seed": self.seed}
+
+
+def check_run_shape(spec: Any) -> None:
+    """What every workload spec needs: an end, a sane concurrency cap and token id range."""
+    if spec.duration_s is None and spec.num_requests is None and spec.arrival.natural_duration_s() is None:
+        raise SpecError("give a duration or a number of requests (or a step/ramp schedule)")
+    if spec.max_concurrency is not None and spec.max_concurrency < 1:
+        raise SpecError(f"max_concurrency must be >= 1, got {spec.max_concurrency}")
+    lo, hi = spec.token_id_range
+    if not 0 <= lo < hi:
+        raise SpecError(f"token_id_range must be 0 <= lo < hi, got {spec.token_id_range}")
 
 
 def normalized_mix(mix: dict[str, float]) -> dict[str, float]:

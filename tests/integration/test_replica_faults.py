@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from fault_helpers import kill_replica, running_replicas, stream, wait_for_routable
+from fault_helpers import engine_stats, kill_replica, replica_ids, running_replicas, stream, until, wait_for_routable
 from router_helpers import router_stats
 
 pytestmark = pytest.mark.integration
@@ -16,19 +16,20 @@ STREAMS = 16
 LONG_OUTPUT = 300
 
 
+def _both_running(ids: list[str]) -> dict[str, dict] | None:
+    engines = {replica_id: engine_stats(replica_id) for replica_id in ids}
+    return engines if all(e["engine_unfinished_requests"] > 0 for e in engines.values()) else None
+
+
 async def _load_with_a_kill(url: str, model: str) -> tuple[list[dict], list[dict], str]:
     async with httpx.AsyncClient(timeout=httpx.Timeout(180)) as client:
         streams = [asyncio.create_task(stream(client, url, model, LONG_OUTPUT)) for _ in range(STREAMS)]
-        deadline = time.monotonic() + 120
-        while True:  # kill a replica while both run streams
-            replicas = router_stats(url)["replicas"]
-            busy = sorted(replicas, key=lambda r: -replicas[r]["in_flight"])
-            if len(busy) == 2 and all(replicas[r]["in_flight"] > 0 for r in busy):
-                break
-            assert time.monotonic() < deadline, f"load never reached both replicas: {replicas}"
-            await asyncio.sleep(0.2)
+        # Kill a replica while both run streams, as their engines count them (one ingress replica's
+        # router stats show only the streams it routed, and each may have routed its own to one replica).
+        ids = replica_ids("LLMReplica")
+        engines = await until(lambda: _both_running(ids), 120)
         await asyncio.sleep(1.0)  # let streams get well under way
-        victim = kill_replica("LLMReplica", busy[0])
+        victim = kill_replica("LLMReplica", max(ids, key=lambda r: engines[r]["engine_unfinished_requests"]))
         # Sent after the kill, one at a time, in the top class: each starts at once on the survivor
         # (its reserved headroom; the standard streams still queued for it would otherwise hold them
         # past their queue deadline on a CPU replica), never on the dead one.
