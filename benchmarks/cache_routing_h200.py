@@ -101,7 +101,7 @@ def load(args: argparse.Namespace, name: str, spec: SharedPrefixSpec, keys: dict
     """One load-test run, its full result saved under DIR/raw/; the part keeps `run_entry` of it."""
     if keys:
         spec = dataclasses.replace(spec, api_keys=tuple(keys[n] for n in spec.tenant_names()))
-    options = ClientOptions(base_url(args), SERVED_NAME, send_priority=False, timeout_s=args.request_timeout_s)
+    options = ClientOptions(base_url(args), args.served_name, send_priority=False, timeout_s=args.request_timeout_s)
     before = router_stats(base_url(args), quiet=True)
     result = asyncio.run(run_load(spec, options, slos=SLOS, progress=False, command=f"{args.part}:{name}"))
     after = router_stats(base_url(args), quiet=True)
@@ -151,7 +151,7 @@ def measure_routing(args: argparse.Namespace, part: dict) -> None:
 def cross_check(args: argparse.Namespace, shape: bench.RoutingWorkload, rate: float, ours: dict) -> dict:
     """`vllm bench serve`'s prefix_repetition load at the same rate and lengths, beside our driver's run."""
     prompts = max(shape.tenants, round(rate * args.cross_check_s) // shape.tenants * shape.tenants)
-    command = prefix_repetition_command(base_url(args), SERVED_NAME, str(args.model_dir), args.out / "raw",
+    command = prefix_repetition_command(base_url(args), args.served_name, str(args.model_dir), args.out / "raw",
                                         f"{args.part}_vllm_bench_prefix_repetition.json",
                                         prefix_len=shape.prefix_len, suffix_len=shape.suffix_len,
                                         num_prefixes=shape.tenants, output_len=shape.output_len,
@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/models/llama2-7b"))
     parser.add_argument("--shape", default="llama2-7b")
     parser.add_argument("--base-url", help="measure a server already running there (no start/stop; a dry run)")
+    parser.add_argument("--served-name", default=SERVED_NAME, help="the model name requests ask for")
     parser.add_argument("--ready-timeout-s", type=float, default=500)
     parser.add_argument("--request-timeout-s", type=float, default=120)
     defaults = bench.RoutingWorkload()
