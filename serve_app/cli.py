@@ -141,7 +141,7 @@ def build_parser(plugins: Iterable[EntryPoint] | None = None) -> argparse.Argume
     run.set_defaults(func=_cmd_run)
 
     make = commands.add_parser("make-model", help="write a synthetic random-weight AWQ checkpoint")
-    make.add_argument("shape", help="tiny, llama2-7b or llama3-8b")
+    make.add_argument("shape", help="tiny, llama2-7b, llama3-8b or llama2-7b-draft (a speculative draft for llama2-7b)")
     make.add_argument("--out", required=True, help="output directory")
     make.add_argument("--seed", type=int, default=0)
     make.set_defaults(func=_cmd_make_model)

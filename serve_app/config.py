@@ -15,6 +15,7 @@ from serve_app.autoscaling_config import AutoscalingSettings
 from serve_app.memory.presets import BATCH, INTERACTIVE, get_preset
 from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
 from serve_app.policy.router_settings import RouterSettings
+from serve_app.speculative_settings import SpeculativeSettings
 from serve_app.strict_model import StrictModel
 
 if TYPE_CHECKING:
@@ -62,6 +63,9 @@ class EngineSettings(StrictModel):
         "library's default under $HOME (cold on every new pod).",
     )
     enable_prefix_caching: bool = Field(True, description="vLLM automatic prefix caching.")
+    speculative: SpeculativeSettings | None = Field(
+        None, description="Speculative decoding (vLLM's `speculative_config`); empty: off. Acceptance is in "
+        "each replica's engine stats (`spec_acceptance_rate`).")
     extra: dict[str, Any] = Field(default_factory=dict, description="Any other vLLM engine argument, passed as is.")
     frontend: dict[str, Any] = Field(
         default_factory=dict, description="`vllm serve`'s own server options for its OpenAI app on each replica, "

@@ -32,6 +32,8 @@ def engine_args_from_config(config: AppConfig, overrides: dict[str, Any] | None 
         args["max_num_seqs"] = engine.max_num_seqs
     if engine.max_num_batched_tokens is not None:
         args["max_num_batched_tokens"] = engine.max_num_batched_tokens
+    if engine.speculative is not None:
+        args["speculative_config"] = engine.speculative.vllm_config(config.model.cache_dir)
     args.update(engine.extra)
     args.update(overrides or {})
     return AsyncEngineArgs(**args)

@@ -13,9 +13,19 @@ class EngineSnapshot:
     kv_cache_usage: float = 0.0
     num_preemptions_total: int = 0
     num_generation_tokens_total: int = 0
+    # Speculative decoding since start (0 when off): drafts (one per sequence and step), their tokens, and
+    # the tokens the target accepted.
+    spec_drafts: int = 0
+    spec_drafted_tokens: int = 0
+    spec_accepted_tokens: int = 0
+
+    @property
+    def spec_acceptance_rate(self) -> float | None:
+        """Accepted / drafted tokens, as vLLM's own spec-decode log computes it; None before any draft."""
+        return self.spec_accepted_tokens / self.spec_drafted_tokens if self.spec_drafted_tokens else None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "spec_acceptance_rate": self.spec_acceptance_rate}
 
 
 class SnapshotStatLogger(StatLoggerBase):
@@ -30,6 +40,12 @@ class SnapshotStatLogger(StatLoggerBase):
             self.snapshot.num_running = scheduler_stats.num_running_reqs
             self.snapshot.num_waiting = scheduler_stats.num_waiting_reqs
             self.snapshot.kv_cache_usage = scheduler_stats.kv_cache_usage
+            # One step's counts (vllm/v1/spec_decode/metrics.py SpecDecodingStats); None without speculation.
+            spec = getattr(scheduler_stats, "spec_decoding_stats", None)
+            if spec is not None:
+                self.snapshot.spec_drafts += spec.num_drafts
+                self.snapshot.spec_drafted_tokens += spec.num_draft_tokens
+                self.snapshot.spec_accepted_tokens += spec.num_accepted_tokens
         if iteration_stats is not None:
             self.snapshot.num_preemptions_total += iteration_stats.num_preempted_reqs
             self.snapshot.num_generation_tokens_total += iteration_stats.num_generation_tokens

@@ -13,7 +13,7 @@ from serve_app.config import AppConfig, ConfigError
 from serve_app.engine_processes import RaySession, end_processes, raylet_of, session_engine_pids
 from serve_app.ray_env import QUIET_RAY_ENV, ray_serve_env
 from serve_app.shared_memory import remove_orphaned_segments, vllm_segments
-from serve_app.synthetic_model import ensure_model
+from serve_app.synthetic_model import check_draft_shape, ensure_model
 
 logger = logging.getLogger("serve_app.local")
 APP_NAME = "llmserve"
@@ -26,9 +26,17 @@ _ray_session: RaySession | None = None
 
 
 def prepare_model(config: AppConfig) -> None:
-    """Generate the synthetic checkpoint when the config names none."""
+    """Generate the synthetic checkpoints (the model's, a speculative draft's) the config names no path for."""
     if not config.model.path:
         ensure_model(config.model.synthetic_shape, config.model.resolved_path())
+    speculative = config.engine.speculative
+    if speculative is not None and speculative.synthetic_shape is not None:
+        if not config.model.path:
+            try:
+                check_draft_shape(config.model.synthetic_shape, speculative.synthetic_shape)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
+        ensure_model(speculative.synthetic_shape, speculative.draft_path(config.model.cache_dir))
 
 
 def start_local(config: AppConfig, *, engine_overrides: dict[str, Any] | None = None,

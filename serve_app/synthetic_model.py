@@ -51,6 +51,9 @@ SHAPES: dict[str, ModelShape] = {
     "tiny": ModelShape(256, 512, 2, 4, 2, 2048, 2048),
     "llama2-7b": ModelShape(4096, 11008, 32, 32, 32, 32000, 4096),
     "llama3-8b": ModelShape(4096, 14336, 32, 32, 8, 128256, 8192),
+    # "tiny"'s layers with llama2-7b's vocabulary: the same tokenizer (it is written from the vocabulary
+    # size alone), so it can serve as llama2-7b's speculative draft model.
+    "llama2-7b-draft": ModelShape(256, 512, 2, 4, 2, 32000, 4096),
 }
 
 
@@ -58,6 +61,14 @@ def shape_named(name: str) -> ModelShape:
     if name not in SHAPES:
         raise ValueError(f"unknown synthetic shape {name!r}; known: {sorted(SHAPES)}")
     return SHAPES[name]
+
+
+def check_draft_shape(target: str, draft: str) -> None:
+    """A draft model proposes token ids of the target's vocabulary: the two must share it."""
+    target_vocab, draft_vocab = shape_named(target).vocab_size, shape_named(draft).vocab_size
+    if target_vocab != draft_vocab:
+        raise ValueError(f"engine.speculative.synthetic_shape: draft {draft!r} has {draft_vocab} tokens, the target "
+                         f"{target!r} {target_vocab}; a draft needs the target's vocabulary")
 
 
 def token_word(token_id: int, vocab_size: int | None = None) -> str:

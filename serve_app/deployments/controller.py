@@ -18,7 +18,8 @@ from serve_app.deployments.serve_states import stopping_replica_ids
 from serve_app.memory.batch_profile import BatchProfile
 from serve_app.memory import ModelShape, get_preset
 from serve_app.policy.batch_controller import (DeviceInfo, EnginePlan, LengthWindow, WindowCapState,
-                                               apply_profile, next_window_cap, plan_engine, reconcile)
+                                               apply_profile, next_window_cap, plan_engine, reconcile,
+                                               speculation_cost)
 from serve_app.policy.window_leases import share_windows
 
 logger = logging.getLogger("serve_app.controller")
@@ -78,15 +79,18 @@ class Controller:
         self._stopping: tuple[set[str], float] = (set(), -1e18)
         self._app_name = _own_app_name()
         self._started_at = clock()
+        self._speculation_kv_tokens = speculation_cost(self._config.engine.speculative).extra_kv_tokens_per_sequence
 
-    async def plan(self, replica_id: str, device: DeviceInfo, hf_config: dict) -> EnginePlan:
+    async def plan(self, replica_id: str, device: DeviceInfo, hf_config: dict,
+                   draft_hf_config: dict | None = None) -> EnginePlan:
+        """`draft_hf_config`: the speculative draft model's config.json (`engine.speculative.method: draft_model`)."""
         engine = self._config.engine
         preset = get_preset(engine.preset)
         plan = plan_engine(
             ModelShape.from_hf_config(hf_config), device, preset,
             max_model_len=engine.max_model_len, gpu_memory_utilization=engine.gpu_memory_utilization,
             max_num_batched_tokens=engine.max_num_batched_tokens or DEFAULT_MAX_NUM_BATCHED_TOKENS,
-            kv_cache_dtype=engine.kv_cache_dtype,
+            kv_cache_dtype=engine.kv_cache_dtype, speculation=speculation_cost(engine.speculative, draft_hf_config),
         )
         if self._profile is not None:
             plan = apply_profile(plan, self._profile, preset)
@@ -134,7 +138,8 @@ class Controller:
         entry["window"] = next_window_cap(entry["window"], kv_tokens=entry["actual_kv_tokens"],
                                           block_size=entry["block_size"], lengths=entry["lengths"],
                                           preemptions_total=preemptions_total,
-                                          max_num_seqs=entry["max_num_seqs"])
+                                          max_num_seqs=entry["max_num_seqs"],
+                                          extra_kv_tokens_per_seq=self._speculation_kv_tokens)
         return entry["window"].cap
 
     async def routable_replicas(self) -> dict[str, int] | None:

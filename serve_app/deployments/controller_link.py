@@ -29,8 +29,10 @@ class ControllerLink:
         if engine.batch_size_policy != "memory_budget":
             return {}
         hf_config = json.loads((self._config.model.resolved_path() / "config.json").read_text())
+        draft_path = engine.speculative.draft_path(self._config.model.cache_dir) if engine.speculative else None
+        draft_hf_config = json.loads((draft_path / "config.json").read_text()) if draft_path else None
         self.device = detect_device()
-        self.plan = await self._controller.plan.remote(self._replica_id, self.device, hf_config)
+        self.plan = await self._controller.plan.remote(self._replica_id, self.device, hf_config, draft_hf_config)
         pinned = {"max_num_seqs": engine.max_num_seqs, "max_num_batched_tokens": engine.max_num_batched_tokens}
         return {key: value for key, value in self.plan.engine_args.items() if pinned.get(key) is None}
 

@@ -98,6 +98,7 @@ class LLMReplica:
         if self._metrics is not None:
             snap = self._snapshot
             self._metrics.observe(snap.kv_cache_usage, snap.num_running, snap.num_waiting, snap.num_preemptions_total)
+            self._metrics.observe_speculation(snap.spec_drafted_tokens, snap.spec_accepted_tokens)
 
     @staticmethod
     def _own_replica_id() -> str:

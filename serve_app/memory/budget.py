@@ -24,6 +24,7 @@ from serve_app.memory.estimates import (
     weight_bytes,
 )
 from serve_app.memory.shape import AwqConfig, ModelShape
+from serve_app.memory.speculation import NO_SPECULATION, SpeculationCost
 
 __all__ = [
     "AwqConfig",
@@ -31,6 +32,7 @@ __all__ = [
     "MemoryBudget",
     "ModelShape",
     "Reconciliation",
+    "SpeculationCost",
     "WeightBreakdown",
     "activation_bytes",
     "compare_with_vllm",
@@ -86,6 +88,9 @@ class MemoryBudget:
     max_num_batched_tokens: int
     max_num_seqs: int
     kv_cache_dtype: str
+    # Speculative decoding: its draft's weights are out of the KV cache, its KV is in kv_bytes_per_token.
+    speculation: SpeculationCost = NO_SPECULATION
+    draft_weights: int = 0
 
     @property
     def max_concurrency_at_max_len(self) -> float:
@@ -105,12 +110,16 @@ def plan_memory(
     measured_overheads: MeasuredOverheads | None = None,
     max_num_seqs: int = 1024,
     subtract_cuda_graphs: bool = False,
+    speculation: SpeculationCost = NO_SPECULATION,
 ) -> MemoryBudget:
     """Size the KV cache the way vLLM does: ceil(total x util) minus non-KV memory.
 
     ``subtract_cuda_graphs`` models VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS taking the graph
     pool out of the KV budget. vLLM 0.26.0 on an H100 did not (KV = requested - weights -
     activation - non-torch, to 0.01 GiB, for both shapes we measured), so it is off by default.
+
+    A draft model (``speculation.draft``) takes its weights out of the KV space and adds its own KV
+    to every token; its profile-run activations stay under the target's and are not counted.
     """
     if not 0.0 < gpu_memory_utilization <= 1.0:
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
@@ -126,9 +135,11 @@ def plan_memory(
     non_torch = m.non_torch if m.non_torch is not None else non_torch_bytes
     graphs = m.cuda_graph if m.cuda_graph is not None else cuda_graph_bytes(shape)
 
+    draft_weights = speculation.draft_weight_bytes()
     requested = math.ceil(gpu_total_bytes * gpu_memory_utilization)  # request_memory()
-    kv_cache = requested - weights - activation - non_torch - (graphs if subtract_cuda_graphs else 0)
-    per_token = kv_bytes_per_token(shape, kv_cache_dtype)
+    kv_cache = (requested - weights - draft_weights - activation - non_torch
+                - (graphs if subtract_cuda_graphs else 0))
+    per_token = kv_bytes_per_token(shape, kv_cache_dtype) + speculation.draft_kv_bytes_per_token(kv_cache_dtype)
     bytes_per_block = per_token * block_size  # sum of per-layer page_size_bytes
     num_blocks = max(kv_cache, 0) // bytes_per_block
     kv_tokens = num_blocks * block_size
@@ -156,6 +167,8 @@ def plan_memory(
         max_num_batched_tokens=max_num_batched_tokens,
         max_num_seqs=max_num_seqs,
         kv_cache_dtype=kv_cache_dtype,
+        speculation=speculation,
+        draft_weights=draft_weights,
     )
 
 

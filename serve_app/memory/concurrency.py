@@ -19,8 +19,10 @@ def max_num_seqs_without_preemption(
     output_len_mean: float,
     output_len_p95: int,
     block_size: int = 16,
+    extra_tokens_per_seq: int = 0,
 ) -> int:
-    """Most concurrent sequences that fit if every one grows to p95 prompt + p95 output.
+    """Most concurrent sequences that fit if every one grows to p95 prompt + p95 output
+    (+ `extra_tokens_per_seq`: KV slots speculative decoding holds per sequence).
 
     Means only sanity-check the inputs (a mean above its p95 is a mis-described workload).
     """
@@ -29,9 +31,9 @@ def max_num_seqs_without_preemption(
     # long; budgeting every sequence at p95 is the safety margin.
     _check_lengths("prompt_len", prompt_len_mean, prompt_len_p95)
     _check_lengths("output_len", output_len_mean, output_len_p95)
-    if block_size <= 0 or kv_tokens < 0:
-        raise ValueError("block_size must be positive and kv_tokens non-negative")
-    blocks_per_seq = math.ceil((prompt_len_p95 + output_len_p95) / block_size)
+    if block_size <= 0 or kv_tokens < 0 or extra_tokens_per_seq < 0:
+        raise ValueError("block_size must be positive, kv_tokens and extra_tokens_per_seq non-negative")
+    blocks_per_seq = math.ceil((prompt_len_p95 + output_len_p95 + extra_tokens_per_seq) / block_size)
     # BlockPool keeps one null block out of circulation (vllm/v1/core/block_pool.py).
     usable_blocks = max(kv_tokens // block_size - 1, 0)
     return usable_blocks // blocks_per_seq
@@ -47,16 +49,18 @@ def max_num_batched_tokens_for_chunked_prefill(
     kv_tokens: int,
     prefill_chunk_cap: int | None = None,
     multiple: int = TOKEN_BUDGET_MULTIPLE,
+    tokens_per_decode_step: int = 1,
 ) -> int:
-    """Per-step token budget: one decode token per running sequence plus one prefill chunk.
+    """Per-step token budget: `tokens_per_decode_step` per running sequence (1, or 1 + the drafts
+    speculative decoding verifies) plus one prefill chunk.
 
     The chunk is the p95 prompt (so most prompts prefill in one step, bounding
     TTFT) unless ``prefill_chunk_cap`` limits it to protect TPOT. Rounded up to
     ``multiple``, never below max_num_seqs (vLLM rejects that), capped by KV tokens.
     """
-    if max_num_seqs <= 0 or prompt_len_p95 <= 0 or multiple <= 0:
-        raise ValueError("max_num_seqs, prompt_len_p95 and multiple must be positive")
+    if max_num_seqs <= 0 or prompt_len_p95 <= 0 or multiple <= 0 or tokens_per_decode_step <= 0:
+        raise ValueError("max_num_seqs, prompt_len_p95, multiple and tokens_per_decode_step must be positive")
     chunk = prompt_len_p95 if prefill_chunk_cap is None else min(prompt_len_p95, prefill_chunk_cap)
-    budget = _round_up(max_num_seqs + chunk, multiple)
+    budget = _round_up(max_num_seqs * tokens_per_decode_step + chunk, multiple)
     kv_cap = kv_tokens // multiple * multiple
     return max(min(budget, kv_cap), max_num_seqs)

@@ -20,6 +20,7 @@ def engine_args_for(budget: MemoryBudget, preset: UseCasePreset) -> dict[str, An
             f"preset {preset.name!r} needs {preset.p95_sequence_len} tokens of context "
             f"(p95 prompt + p95 output) but max_model_len is {budget.max_model_len}"
         )
+    speculation = budget.speculation
     seqs = max_num_seqs_without_preemption(
         budget.kv_tokens,
         preset.prompt_len_mean,
@@ -27,18 +28,21 @@ def engine_args_for(budget: MemoryBudget, preset: UseCasePreset) -> dict[str, An
         preset.output_len_mean,
         preset.output_len_p95,
         budget.block_size,
+        extra_tokens_per_seq=speculation.extra_kv_tokens_per_sequence,
     )
     # The budget's sampler profile assumed budget.max_num_seqs rows; do not exceed it.
     seqs = min(seqs, preset.max_num_seqs_cap, budget.max_num_seqs)
     if seqs < 1:
         raise ValueError(f"KV cache ({budget.kv_tokens} tokens) cannot hold one p95 request")
     batched = max_num_batched_tokens_for_chunked_prefill(
-        seqs, preset.prompt_len_p95, budget.kv_tokens, preset.prefill_chunk_cap
+        seqs, preset.prompt_len_p95, budget.kv_tokens, preset.prefill_chunk_cap,
+        tokens_per_decode_step=speculation.tokens_per_decode_step,
     )
     # Activation memory was sized for budget.max_num_batched_tokens; more would eat KV.
     batched = min(batched, budget.max_num_batched_tokens)
     return {
-        "max_num_seqs": min(seqs, batched),
+        # Every running sequence's decode step (with its drafts) fits in one step's tokens.
+        "max_num_seqs": max(1, min(seqs, batched // speculation.tokens_per_decode_step)),
         "max_num_batched_tokens": batched,
         "gpu_memory_utilization": budget.gpu_memory_utilization,
         "max_model_len": budget.max_model_len,
@@ -57,6 +61,7 @@ def render_plan(budget: MemoryBudget, engine_args: dict[str, Any]) -> str:
         ("GPU total", _gib(budget.gpu_total_bytes)),
         (f"Requested (x {budget.gpu_memory_utilization:g})", _gib(budget.requested_bytes)),
         ("Weights", _gib(budget.weights)),
+        *([("Draft model weights", _gib(budget.draft_weights))] if budget.draft_weights else []),
         ("Peak activation", _gib(budget.activation)),
         ("Non-torch", _gib(budget.non_torch)),
         (f"CUDA graphs ({graphs_note})", _gib(budget.cuda_graph)),

@@ -121,6 +121,12 @@ class RequestMetrics:
         self._responses.inc(1, tags={**tags, "status": str(status)})
 
 
+SPEC_DECODE_COUNTS = {
+    "drafted": "Speculative decoding: tokens drafted (n-gram or draft model)",
+    "accepted": "Speculative decoding: drafted tokens the target model accepted",
+}
+
+
 class ReplicaMetrics:
     def __init__(self, replica_id: str) -> None:
         self._tags = {"replica": replica_id}
@@ -134,6 +140,22 @@ class ReplicaMetrics:
         self._preemptions = Counter("llmserve_replica_preemptions_total", description="Engine preemptions",
                                     tag_keys=tags)
         self._preemptions_seen = 0
+        self._spec_tokens = {key: Counter(f"llmserve_replica_spec_{key}_tokens_total", description=description,
+                                          tag_keys=tags)
+                             for key, description in SPEC_DECODE_COUNTS.items()}
+        self._spec_seen = dict.fromkeys(SPEC_DECODE_COUNTS, 0)
+        self._spec_acceptance = Gauge("llmserve_replica_spec_acceptance_ratio", description="Speculative decoding: "
+                                      "accepted / drafted tokens since the engine started", tag_keys=tags)
+
+    def observe_speculation(self, drafted_total: int, accepted_total: int) -> None:
+        """The engine's cumulative draft counts; nothing is exported before the first draft (speculation off)."""
+        if drafted_total <= 0:
+            return
+        for key, total in (("drafted", drafted_total), ("accepted", accepted_total)):
+            if total > self._spec_seen[key]:
+                self._spec_tokens[key].inc(total - self._spec_seen[key], tags=self._tags)
+                self._spec_seen[key] = total
+        self._spec_acceptance.set(accepted_total / drafted_total, tags=self._tags)
 
     def observe(self, kv_cache_usage: float, num_running: int, num_waiting: int, preemptions_total: int) -> None:
         self._kv_usage.set(kv_cache_usage, tags=self._tags)
