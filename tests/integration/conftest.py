@@ -15,7 +15,7 @@ API_KEYS = {
     "key-gold": ("gold", "interactive", None, 1.0),
     "key-bronze": ("bronze", "batch", None, 1.0),
     "key-limited": ("limited", "batch", 1.0, 1.0),
-    # Two callers sharing classes (tests/integration/test_tenant_fairness.py); the light one weighs more.
+    # Two callers sharing classes (tests/integration/test_fair_shares_through_the_app.py); the light one weighs more.
     "key-heavy": ("heavy", "standard", None, 1.0),
     "key-light": ("light", "standard", None, 2.0),
 }
