@@ -8,11 +8,13 @@ from collections.abc import Callable, Iterable
 
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.deployments.calls import answer_within
 from serve_app.policy.router_contract import RouterContract
 from serve_app.prompt_blocks import PromptBlockKeys
 
 logger = logging.getLogger("serve_app.router")
-PULL_PERIOD_S = 0.1  # a prefix stored a step ago attracts its followers from the next pull on
+PULL_PERIOD_S = 0.1  # while routing: a prefix stored a step ago attracts its followers from the next pull on
+IDLE_PULL_PERIOD_S = 1.0  # with no request routed lately: the log keeps what comes meanwhile
 PULL_TIMEOUT_S = 2.0
 
 
@@ -24,10 +26,11 @@ class CacheEventsLink:
         self._cursors: dict[str, int] = {}
         self.failures = 0
 
-    async def pull_forever(self, replica_ids: Callable[[], Iterable[str]]) -> None:
+    async def pull_forever(self, replica_ids: Callable[[], Iterable[str]], routing: Callable[[], bool]) -> None:
+        """Pull from the replicas `replica_ids` names, often while `routing` says requests are being routed."""
         while True:
             await self.pull_once(list(replica_ids()))
-            await asyncio.sleep(PULL_PERIOD_S)
+            await asyncio.sleep(PULL_PERIOD_S if routing() else IDLE_PULL_PERIOD_S)
 
     async def pull_once(self, replica_ids: list[str]) -> None:
         for gone in set(self._cursors) - set(replica_ids):
@@ -35,12 +38,11 @@ class CacheEventsLink:
         await asyncio.gather(*(self._pull(replica_id) for replica_id in replica_ids))
 
     async def _pull(self, replica_id: str) -> None:
-        try:
-            page = await asyncio.wait_for(self._replicas.kv_cache_events.remote(
-                self._cursors.get(replica_id, 0), target_replica=replica_id), PULL_TIMEOUT_S)
-        except Exception as error:  # a dying replica: routing goes on with what is known
+        page = await answer_within(self._replicas.kv_cache_events.remote(
+            self._cursors.get(replica_id, 0), target_replica=replica_id), PULL_TIMEOUT_S)
+        if isinstance(page, BaseException):  # a dying replica: routing goes on with what is known
             self.failures += 1
-            logger.debug("KV events of %s not pulled: %s", replica_id, type(error).__name__)
+            logger.debug("KV events of %s not pulled: %s", replica_id, type(page).__name__)
             return
         if page is None:
             return

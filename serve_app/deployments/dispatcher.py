@@ -35,6 +35,7 @@ logger = logging.getLogger("serve_app.router")
 EXPIRY_PERIOD_S = 0.05
 REPLICA_REFRESH_PERIOD_S = 0.5
 CONTROLLER_SILENCE_S = 3.0
+ROUTING_LATELY_S = 5.0  # a request admitted this recently: KV events are pulled at their fast pace
 
 
 def _latencies(summary: RunSummary) -> tuple[float | None, float | None]:
@@ -77,13 +78,15 @@ class Dispatcher:
         self._cache_events = (CacheEventsLink(replicas, self._core, self._prompt_blocks)
                               if self._prompt_blocks is not None and routing == "precise_prefix" else None)
         self._leased: list[str] = []
+        self._last_admitted_at = -1e18
 
     def start(self) -> None:
         """Start the expiry and lease-refresh loops (needs the running event loop)."""
         if not self._background:
             self._background = [start_supervised(self._expire_forever), start_supervised(self._refresh_replicas_forever)]
             if self._cache_events is not None:
-                self._background.append(start_supervised(lambda: self._cache_events.pull_forever(lambda: self._leased)))
+                self._background.append(start_supervised(lambda: self._cache_events.pull_forever(
+                    lambda: self._leased, lambda: self._clock() - self._last_admitted_at < ROUTING_LATELY_S)))
 
     @property
     def in_flight(self) -> int:
@@ -104,6 +107,7 @@ class Dispatcher:
             queued.fail(refusal.message, llm__outcome="refused", http__response__status_code=refusal.status)
             queued.end()
             return refusal
+        self._last_admitted_at = self._clock()
         waiter = asyncio.get_running_loop().create_future()
         self._waiters[request.request_id] = waiter
         self._pump()

@@ -51,7 +51,7 @@ def test_requests_sharing_a_prefix_land_on_the_replica_that_caches_it(faults_url
     for tag in ("alpha", "beta"):
         prefix = _prefix(tokenizer, tag, 300)  # two full blocks of the CPU engine's 128
         holder = _served_by(faults_url, model_name, prefix + " start", ids)
-        time.sleep(0.5)  # the holder's events reach both ingress replicas (pulled every 0.1 s)
+        time.sleep(1.5)  # the holder's events reach both ingress replicas (an idle one pulls every 1 s)
         landed = [_served_by(faults_url, model_name, f"{prefix} follower {i}", ids) for i in range(FOLLOWERS)]
         assert landed == [holder] * FOLLOWERS, (tag, holder, landed)
     # The engines found the routed prefixes in their caches: measured by vLLM, not the router's prediction.
