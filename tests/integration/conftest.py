@@ -64,7 +64,7 @@ def base_url(app_config):
 @pytest.fixture(scope="session")
 def faults_url(app_config, base_url):  # base_url: the shared app runs Ray Serve on its HTTP port
     """A side app with two LLM replicas and two ingress replicas, for the tests that kill processes
-    (test_process_faults, test_replica_faults) and route by cache (test_cache_routing); the shared app
+    (test_process_faults, test_replica_faults) and route by cache (test_routing_by_cache); the shared app
     stays untouched."""
     from fault_helpers import FAULTS_APP, wait_for_routable
 
@@ -75,7 +75,7 @@ def faults_url(app_config, base_url):  # base_url: the shared app runs Ray Serve
     data = app_config.model_dump(mode="json")
     data["replicas"] = {**data["replicas"], "num_replicas": 2}
     data["http"] = {**data["http"], "ingress_replicas": 2}
-    # Routing by the engines' KV cache events (test_cache_routing); the fault tests run with it on too.
+    # Routing by the engines' KV cache events (test_routing_by_cache); the fault tests run with it on too.
     data["router"] = {**data["router"], "routing": "precise_prefix"}
     url = deploy_side_app(parse_config(data), FAULTS_APP)
     wait_for_routable(url, 2)

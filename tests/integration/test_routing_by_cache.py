@@ -1,9 +1,11 @@
 """Precise cache-aware routing through the real app: the `faults` side app's two CPU replicas publish
 vLLM's KV cache events (`router.routing: precise_prefix`), each ingress replica indexes them, and
 requests sharing a prompt prefix land on the replica whose engine holds it, where vLLM's prefix cache
-serves the shared blocks; prompts sharing nothing still take turns."""
+serves the shared blocks; prompts sharing nothing spread by load. Runs after the fault tests, which
+create the faults app (it idles through fewer timing-sensitive tests that way)."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -34,14 +36,23 @@ def _served_by(url: str, model: str, prompt: str, ids: list[str]) -> str:
     return moved[0]
 
 
-def test_prompts_sharing_nothing_take_turns(faults_url, model_name):
-    """No cached prefix anywhere: the choice is load-only, and at one request at a time that alternates.
-    First in this file, on the fresh app: once cache routing has sent one replica more requests, the
-    load-only tie-break (fewer sent so far) rightly sends the next ones to the other until they even out."""
+def test_prompts_sharing_nothing_spread_by_load(faults_url, model_name):
+    """No cached prefix anywhere: the choice is load-only, and eight requests at once spread over both
+    replicas (each ingress replica sends the next to the one with fewer outstanding tokens)."""
     wait_for_routable(faults_url, 2)
     ids = replica_ids("LLMReplica")
-    landed = [_served_by(faults_url, model_name, f"unique {i} " * 3, ids) for i in range(8)]
-    assert 3 <= landed.count(ids[0]) <= 5, landed
+    before = {r: engine_stats(r)["completed"] for r in ids}
+
+    async def send_all() -> list[int]:
+        async with httpx.AsyncClient(timeout=60) as http:
+            responses = await asyncio.gather(*(http.post(f"{faults_url}/v1/completions", json={
+                "model": model_name, "prompt": f"unique {i} " * 3, "max_tokens": 16, "ignore_eos": True})
+                for i in range(8)))
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(send_all()) == [200] * 8
+    served = {r: engine_stats(r)["completed"] - before[r] for r in ids}
+    assert sum(served.values()) == 8 and min(served.values()) >= 2, served
 
 
 def test_requests_sharing_a_prefix_land_on_the_replica_that_caches_it(faults_url, model_name, tokenizer):
