@@ -27,6 +27,7 @@ from serve_app.deployments.supervision import start_supervised
 from serve_app.generation import GenerationRequest, RunSummary
 from serve_app.policy.router_contract import Refusal, RouterContract
 from serve_app.policy.router_core import RouterCore
+from serve_app.policy.router_settings import CACHE_INDEX_ROUTINGS
 from serve_app.prompt_blocks import PromptBlockKeys
 from serve_app.statistics import tpot_s
 from serve_app.telemetry.tracing import RequestSpan
@@ -74,7 +75,7 @@ class Dispatcher:
         routing = self._config.router.routing
         # Cache-aware routing needs each prompt's tokens, as the engines will cache them.
         self._prompt_blocks = (PromptBlockKeys(self._config.model.resolved_path())
-                               if routing in ("approximate_prefix", "precise_prefix") else None)
+                               if routing in CACHE_INDEX_ROUTINGS else None)
         self._cache_events = (CacheEventsLink(replicas, self._core, self._prompt_blocks)
                               if self._prompt_blocks is not None and routing == "precise_prefix" else None)
         self._leased: list[str] = []
