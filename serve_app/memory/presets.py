@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from statistics import NormalDist
+
+_Z95 = NormalDist().inv_cdf(0.95)
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,15 @@ class UseCasePreset:
             raise ValueError(f"{self.name}: need 0 < output mean <= p95")
         if self.max_num_seqs_cap <= 0:
             raise ValueError(f"{self.name}: max_num_seqs_cap must be positive")
+
+    @property
+    def prompt_sigma(self) -> float:
+        """Sigma of the log-normal prompt lengths with this mean and p95 (`lognormal_sigma`)."""
+        return lognormal_sigma(self.prompt_len_mean, self.prompt_len_p95)
+
+    @property
+    def output_sigma(self) -> float:
+        return lognormal_sigma(self.output_len_mean, self.output_len_p95)
 
     @property
     def p95_sequence_len(self) -> int:
@@ -73,3 +86,18 @@ def get_preset(name: str) -> UseCasePreset:
     if preset is None:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
     return preset
+
+
+def lognormal_sigma(mean: float, p95: float) -> float:
+    """Sigma of the log-normal whose mean is `mean` and whose 95th percentile is `p95`.
+
+    With mu = ln(mean) - sigma^2/2 (the parametrisation of the load driver's `LogNormal`),
+    p95 = exp(mu + z95 sigma) gives sigma^2/2 - z95 sigma + ln(p95/mean) = 0; the smaller root is
+    the one whose median lies below the mean. No log-normal has p95/mean above exp(z95^2/2) (~3.87).
+    """
+    if not 0 < mean <= p95:
+        raise ValueError(f"need 0 < mean <= p95, got mean={mean} p95={p95}")
+    discriminant = _Z95 * _Z95 - 2 * math.log(p95 / mean)
+    if discriminant < 0:
+        raise ValueError(f"no log-normal has mean {mean} and p95 {p95} (p95/mean above {math.exp(_Z95**2 / 2):.2f})")
+    return _Z95 - math.sqrt(discriminant)

@@ -1,5 +1,6 @@
 """Use-case presets."""
 
+import math
 from dataclasses import FrozenInstanceError
 
 import pytest
@@ -44,3 +45,25 @@ def test_invalid_preset_rejected_and_presets_frozen():
         UseCasePreset("x", 0.0, 0.1, 10, 50, 10, 20, 8)
     with pytest.raises(FrozenInstanceError):
         get_preset("batch").ttft_s = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("mean, p95", [(512, 1536), (256, 512), (2048, 4096), (100, 100)])
+def test_lognormal_sigma_gives_the_stated_mean_and_p95(mean, p95):
+    from statistics import NormalDist
+
+    from serve_app.memory.presets import lognormal_sigma
+
+    sigma = lognormal_sigma(mean, p95)
+    mu = math.log(mean) - sigma * sigma / 2
+    assert math.exp(mu + sigma * sigma / 2) == pytest.approx(mean)
+    assert math.exp(mu + NormalDist().inv_cdf(0.95) * sigma) == pytest.approx(p95)
+    assert math.exp(mu) <= mean  # the root whose median lies below the mean
+
+
+def test_lognormal_sigma_refuses_a_p95_no_lognormal_has():
+    from serve_app.memory.presets import lognormal_sigma
+
+    with pytest.raises(ValueError, match="no log-normal"):
+        lognormal_sigma(100, 400)
+    with pytest.raises(ValueError):
+        lognormal_sigma(200, 100)
