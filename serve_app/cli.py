@@ -28,17 +28,25 @@ def _interrupt(*_) -> None:
     raise KeyboardInterrupt
 
 
+def stop_on_signals() -> None:
+    """TERM (a benchmark harness, a pod) and INT both become KeyboardInterrupt. INT explicitly: a process
+    started in the background by a non-interactive shell (`setsid llmserve run &`) inherits SIGINT ignored,
+    and Python then installs no handler of its own, so Ctrl-C or `kill -INT` would do nothing."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from serve_app.local import start_local, stop_local
 
     config = load_config(args.config)
-    # TERM (a benchmark harness, a pod) is Ctrl-C, also while starting: either way the local Ray
-    # cluster goes down with us, not left holding the GPU for the next server.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Either signal, also while starting: the local Ray cluster goes down with us, not left holding the GPU
+    # for the next server.
+    stop_on_signals()
     print(STARTING_NOTE, flush=True)
     try:
         base_url = start_local(config)
-        signal.signal(signal.SIGTERM, _interrupt)  # ray.init installed its own, which crashes the driver
+        stop_on_signals()  # ray.init installed its own, which crashes the driver
         print(f"llmserve: serving {config.model.served_name!r} at {base_url}/v1", flush=True)
         if args.sample:
             _send_sample(base_url, config.model.served_name)
