@@ -12,6 +12,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from serve_app.autoscaling_config import AutoscalingSettings
+from serve_app.memory.occupancy import KvSizing
 from serve_app.memory.presets import BATCH, INTERACTIVE, get_preset
 from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
 from serve_app.policy.router_settings import RouterSettings
@@ -21,6 +22,8 @@ from serve_app.strict_model import StrictModel
 if TYPE_CHECKING:
     from serve_app.policy.api_keys import ApiKeyRegistry
 
+# engine.batch_size_policy -> how the controller sizes max_num_seqs; `vllm_default` plans nothing.
+KV_SIZING_BY_POLICY: dict[str, KvSizing] = {"memory_budget": "worst_case", "memory_occupancy": "occupancy"}
 DEFAULT_MODEL_CACHE = Path.home() / ".cache" / "llmserve" / "models"
 
 
@@ -71,9 +74,13 @@ class EngineSettings(StrictModel):
         default_factory=dict, description="`vllm serve`'s own server options for its OpenAI app on each replica, "
         "by argument name (e.g. `tool_call_parser: hermes`, `enable_auto_tool_choice: true`, `chat_template`, "
         "`reasoning_parser`); empty: `vllm serve`'s defaults.")
-    batch_size_policy: Literal["memory_budget", "vllm_default"] = Field(
+    batch_size_policy: Literal["memory_budget", "memory_occupancy", "vllm_default"] = Field(
         "memory_budget", description="`memory_budget`: the controller sets max_num_seqs / max_num_batched_tokens "
-        "from each replica's device memory and `preset` (values pinned above win); `vllm_default`: vLLM's own.",
+        "from each replica's device memory and `preset` (values pinned above win), every sequence sized at the "
+        "preset's p95 prompt + p95 output (no preemption possible); `memory_occupancy`: the same, but max_num_seqs "
+        "sized for sequences seen at random points of their decode (the preset's log-normal lengths), so that "
+        "together they overflow the KV cache with probability 0.01 (`serve_app.memory.occupancy`); "
+        "`vllm_default`: vLLM's own.",
     )
     preset: str = Field("mixed", description="Use-case preset for sizing: interactive, mixed, batch, long-form.")
     batch_profile: str | None = Field(
@@ -87,6 +94,11 @@ class EngineSettings(StrictModel):
     def _known_preset(cls, name: str) -> str:
         get_preset(name)
         return name
+
+    @property
+    def kv_sizing(self) -> KvSizing | None:
+        """How the controller sizes max_num_seqs (`serve_app.memory.occupancy`); None: it plans nothing."""
+        return KV_SIZING_BY_POLICY.get(self.batch_size_policy)
 
 
 class ReplicaSettings(StrictModel):

@@ -264,7 +264,8 @@ class Cluster:
                 node.cap = next_window_cap(node.cap, kv_tokens=engine.num_kv_blocks * engine.block_size,
                                            block_size=engine.block_size, lengths=node.lengths,
                                            preemptions_total=node.replica.preemptions_total,
-                                           max_num_seqs=engine.max_num_seqs)
+                                           max_num_seqs=engine.max_num_seqs,
+                                           kv_cache_usage=node.replica.kv_usage)
         self._sync_router()
         self._pump()
 

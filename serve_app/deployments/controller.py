@@ -56,7 +56,17 @@ def load_profile(path: str | None) -> BatchProfile | None:
 
 def _plan_record(device: DeviceInfo, plan: EnginePlan) -> dict[str, Any]:
     return {"device": device.name, "device_kind": device.kind, "plan": plan.engine_args,
-            "predicted_kv_tokens": plan.predicted_kv_tokens, "block_size": plan.block_size}
+            "predicted_kv_tokens": plan.predicted_kv_tokens, "block_size": plan.block_size,
+            "kv_sizing": plan.kv_sizing}
+
+
+def _status_record(entry: dict[str, Any]) -> dict[str, Any]:
+    record = {key: value for key, value in entry.items() if key not in ("lengths", "window")}
+    window = entry.get("window")
+    record["window"] = window.cap if isinstance(window, WindowCapState) else window
+    if isinstance(window, WindowCapState):
+        record["window_reason"] = window.reason
+    return record
 
 
 def _own_app_name() -> str | None:
@@ -91,6 +101,7 @@ class Controller:
             max_model_len=engine.max_model_len, gpu_memory_utilization=engine.gpu_memory_utilization,
             max_num_batched_tokens=engine.max_num_batched_tokens or DEFAULT_MAX_NUM_BATCHED_TOKENS,
             kv_cache_dtype=engine.kv_cache_dtype, speculation=speculation_cost(engine.speculative, draft_hf_config),
+            kv_sizing=engine.kv_sizing or "worst_case",
         )
         if self._profile is not None:
             plan = apply_profile(plan, self._profile, preset)
@@ -123,10 +134,11 @@ class Controller:
                 "within_tolerance": result.within_tolerance(RECONCILE_TOLERANCE)}
 
     async def report_load(self, replica_id: str, finished_lengths: list[tuple[int, int]],
-                          preemptions_total: int) -> int | None:
-        """Observed lengths and preemptions in, the replica's window cap for the router out; None for a
-        replica this controller does not know (it restarted, or a router reported the replica lost),
-        which then registers again with `report_allocation`."""
+                          preemptions_total: int, kv_cache_usage: float | None = None) -> int | None:
+        """Observed lengths, preemptions and KV usage (0..1; None: not sent, and the cap does not grow)
+        in, the replica's window cap for the router out; None for a replica this controller does not
+        know (it restarted, or a router reported the replica lost), which then registers again with
+        `report_allocation`."""
         entry = self._replicas.get(replica_id)
         if entry is None:
             return None
@@ -138,7 +150,7 @@ class Controller:
         entry["window"] = next_window_cap(entry["window"], kv_tokens=entry["actual_kv_tokens"],
                                           block_size=entry["block_size"], lengths=entry["lengths"],
                                           preemptions_total=preemptions_total,
-                                          max_num_seqs=entry["max_num_seqs"],
+                                          max_num_seqs=entry["max_num_seqs"], kv_cache_usage=kv_cache_usage,
                                           extra_kv_tokens_per_seq=self._speculation_kv_tokens)
         return entry["window"].cap
 
@@ -209,8 +221,5 @@ class Controller:
         return True
 
     async def status(self) -> dict[str, Any]:
-        return {
-            replica_id: {key: (value.cap if isinstance(value, WindowCapState) else value)
-                         for key, value in entry.items() if key != "lengths"}
-            for replica_id, entry in self._replicas.items()
-        }
+        """Per replica: its plan (with `kv_sizing`), allocation, window cap and what last moved it."""
+        return {replica_id: _status_record(entry) for replica_id, entry in self._replicas.items()}

@@ -26,7 +26,7 @@ class ControllerLink:
     async def planned_engine_args(self) -> dict[str, Any]:
         """The controller's batch size for this device, except where the config pins a value."""
         engine = self._config.engine
-        if engine.batch_size_policy != "memory_budget":
+        if engine.kv_sizing is None:
             return {}
         hf_config = json.loads((self._config.model.resolved_path() / "config.json").read_text())
         draft_path = engine.speculative.draft_path(self._config.model.cache_dir) if engine.speculative else None
@@ -45,6 +45,7 @@ class ControllerLink:
             self.plan, self.device)
 
     async def report_load_forever(self, vllm_config: Any, ledger: ReplicaLedger, preemptions: Callable[[], int],
+                                  kv_cache_usage: Callable[[], float | None] = lambda: None,
                                   each_period: Callable[[], None] = lambda: None,
                                   period_s: float = LOAD_REPORT_PERIOD_S) -> None:
         while True:
@@ -52,7 +53,7 @@ class ControllerLink:
             each_period()
             try:
                 cap = await self._controller.report_load.remote(self._replica_id, ledger.take_served_lengths(),
-                                                                preemptions())
+                                                                preemptions(), kv_cache_usage())
                 if cap is None:
                     logger.info("replica %s: the controller does not know this replica; registering again",
                                 self._replica_id)

@@ -90,7 +90,8 @@ class LLMReplica:
             await self._controller.register(self._engine.vllm_config)
             self._report_task = start_supervised(functools.partial(
                 self._controller.report_load_forever, self._engine.vllm_config, self._ledger,
-                lambda: self._snapshot.num_preemptions_total, self._observe_engine))
+                lambda: self._snapshot.num_preemptions_total, lambda: self._snapshot.kv_cache_usage,
+                self._observe_engine))
         # Last: the engine client's start-up objects are frozen with the rest.
         self._gc_pauses = prepare_process_for_serving(self._config.process, lambda: self._ledger.in_flight)
 

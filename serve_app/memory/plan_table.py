@@ -5,31 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from serve_app.memory.budget import MemoryBudget
-from serve_app.memory.concurrency import (
-    max_num_batched_tokens_for_chunked_prefill,
-    max_num_seqs_without_preemption,
-)
+from serve_app.memory.concurrency import max_num_batched_tokens_for_chunked_prefill
 from serve_app.memory.estimates import GiB
+from serve_app.memory.occupancy import KvSizing, planned_max_num_seqs
 from serve_app.memory.presets import UseCasePreset
 
 
-def engine_args_for(budget: MemoryBudget, preset: UseCasePreset) -> dict[str, Any]:
-    """vLLM scheduler/cache args that keep the preset's p95 requests free of preemption."""
+def engine_args_for(budget: MemoryBudget, preset: UseCasePreset, kv_sizing: KvSizing = "worst_case") -> dict[str, Any]:
+    """vLLM scheduler/cache args for the preset: `worst_case` keeps its p95 requests free of preemption,
+    `occupancy` lets them share the KV cache over time (`serve_app.memory.occupancy`)."""
     if preset.p95_sequence_len > budget.max_model_len:
         raise ValueError(
             f"preset {preset.name!r} needs {preset.p95_sequence_len} tokens of context "
             f"(p95 prompt + p95 output) but max_model_len is {budget.max_model_len}"
         )
     speculation = budget.speculation
-    seqs = max_num_seqs_without_preemption(
-        budget.kv_tokens,
-        preset.prompt_len_mean,
-        preset.prompt_len_p95,
-        preset.output_len_mean,
-        preset.output_len_p95,
-        budget.block_size,
-        extra_tokens_per_seq=speculation.extra_kv_tokens_per_sequence,
-    )
+    seqs = planned_max_num_seqs(budget.kv_tokens, budget.block_size, preset, kv_sizing,
+                                extra_tokens_per_seq=speculation.extra_kv_tokens_per_sequence)
     # The budget's sampler profile assumed budget.max_num_seqs rows; do not exceed it.
     seqs = min(seqs, preset.max_num_seqs_cap, budget.max_num_seqs)
     if seqs < 1:

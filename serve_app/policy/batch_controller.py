@@ -1,5 +1,5 @@
 """Batch-size decisions of the controller: engine args from the memory budget, reconciliation
-with what vLLM allocated, and a per-replica window cap from observed lengths and preemptions.
+with what vLLM allocated, and a per-replica window cap from observed lengths, preemptions and KV usage.
 
 Pure: the controller deployment (`serve_app/deployments/controller.py`) feeds it device facts
 and replica reports.
@@ -9,12 +9,15 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from serve_app.memory import ModelShape, compare_with_vllm, engine_args_for, plan_memory
 from serve_app.memory.batch_profile import BatchProfile, choose_batch_size
 from serve_app.memory.budget import Reconciliation
 from serve_app.memory.concurrency import max_num_seqs_without_preemption
 from serve_app.memory.estimates import kv_bytes_per_token
+from serve_app.memory.occupancy import (OVERFLOW_PROBABILITY, FootprintMoments, KvSizing,
+                                        max_concurrency_at_overflow, planned_max_num_seqs)
 from serve_app.memory.presets import UseCasePreset
 from serve_app.memory.speculation import NO_SPECULATION, SpeculationCost
 from serve_app.speculative_settings import SpeculativeSettings
@@ -42,6 +45,7 @@ class EnginePlan:
     engine_args: dict
     predicted_kv_tokens: int
     block_size: int
+    kv_sizing: KvSizing = "worst_case"
 
 
 def preset_within_context(preset: UseCasePreset, max_model_len: int) -> UseCasePreset:
@@ -58,8 +62,9 @@ def preset_within_context(preset: UseCasePreset, max_model_len: int) -> UseCaseP
 
 def plan_engine(shape: ModelShape, device: DeviceInfo, preset: UseCasePreset, *, max_model_len: int,
                 gpu_memory_utilization: float, max_num_batched_tokens: int, kv_cache_dtype: str,
-                speculation: SpeculationCost = NO_SPECULATION) -> EnginePlan:
-    """Engine args (batch size, tokens per step) for one replica's device and the predicted KV tokens."""
+                speculation: SpeculationCost = NO_SPECULATION, kv_sizing: KvSizing = "worst_case") -> EnginePlan:
+    """Engine args (batch size, tokens per step) for one replica's device and the predicted KV tokens;
+    `kv_sizing` chooses how max_num_seqs is sized (`serve_app.memory.occupancy`)."""
     if speculation.uses_draft_model and speculation.draft is None:
         raise ValueError("engine.speculative: the draft model's config.json is needed to size its memory")
     preset = preset_within_context(preset, max_model_len)
@@ -67,19 +72,18 @@ def plan_engine(shape: ModelShape, device: DeviceInfo, preset: UseCasePreset, *,
         # The CPU backend gets a fixed KV space instead of a share of device memory (draft weights aside).
         per_token = kv_bytes_per_token(shape, kv_cache_dtype) + speculation.draft_kv_bytes_per_token(kv_cache_dtype)
         kv_tokens = (device.cpu_kv_cache_bytes // (per_token * CPU_BLOCK_SIZE)) * CPU_BLOCK_SIZE
-        seqs = max_num_seqs_without_preemption(kv_tokens, preset.prompt_len_mean, preset.prompt_len_p95,
-                                               preset.output_len_mean, preset.output_len_p95, CPU_BLOCK_SIZE,
-                                               extra_tokens_per_seq=speculation.extra_kv_tokens_per_sequence)
+        seqs = planned_max_num_seqs(kv_tokens, CPU_BLOCK_SIZE, preset, kv_sizing,
+                                    extra_tokens_per_seq=speculation.extra_kv_tokens_per_sequence)
         seqs = max(1, min(seqs, preset.max_num_seqs_cap))
         step_tokens = seqs * speculation.tokens_per_decode_step
         args = {"max_num_seqs": seqs, "max_num_batched_tokens": max(max_num_batched_tokens, step_tokens)}
-        return EnginePlan(args, kv_tokens, CPU_BLOCK_SIZE)
+        return EnginePlan(args, kv_tokens, CPU_BLOCK_SIZE, kv_sizing)
     budget = plan_memory(shape, device.total_bytes, gpu_memory_utilization, max_model_len,
                          max_num_batched_tokens, kv_cache_dtype=kv_cache_dtype, block_size=GPU_BLOCK_SIZE,
                          speculation=speculation)
-    args = engine_args_for(budget, preset)
+    args = engine_args_for(budget, preset, kv_sizing)
     return EnginePlan({"max_num_seqs": args["max_num_seqs"], "max_num_batched_tokens": args["max_num_batched_tokens"]},
-                      budget.kv_tokens, GPU_BLOCK_SIZE)
+                      budget.kv_tokens, GPU_BLOCK_SIZE, kv_sizing)
 
 
 def speculation_cost(settings: SpeculativeSettings | None, draft_hf_config: dict | None = None) -> SpeculationCost:
@@ -96,51 +100,85 @@ def reconcile(predicted_tokens: int, reported_blocks: int, block_size: int) -> R
 
 
 class LengthWindow:
-    """The last `size` finished requests' prompt and output lengths."""
+    """The last `size` finished requests' (prompt, output) lengths, kept as pairs so that a request's
+    KV footprint comes from its own two lengths."""
 
     def __init__(self, size: int = 512):
-        self._prompts: deque[int] = deque(maxlen=size)
-        self._outputs: deque[int] = deque(maxlen=size)
+        self._pairs: deque[tuple[int, int]] = deque(maxlen=size)
 
     def observe(self, prompt_len: int, output_len: int) -> None:
-        self._prompts.append(max(1, prompt_len))
-        self._outputs.append(max(1, output_len))
+        self._pairs.append((max(1, prompt_len), max(1, output_len)))
 
     def __len__(self) -> int:
-        return len(self._prompts)
+        return len(self._pairs)
+
+    def pairs(self) -> tuple[tuple[int, int], ...]:
+        return tuple(self._pairs)
 
     def prompt_p95(self) -> int | None:
         """`serve_app.statistics.percentile_ceil` of the prompt lengths; None before any request."""
-        return percentile_ceil(self._prompts, 95)
+        return percentile_ceil((prompt for prompt, _ in self._pairs), 95)
 
     def output_p95(self) -> int | None:
-        return percentile_ceil(self._outputs, 95)
+        return percentile_ceil((output for _, output in self._pairs), 95)
+
+
+WindowCapReason = Literal["shrink", "grow", "hold", "clamp"]
 
 
 @dataclass
 class WindowCapState:
+    """`reason`: what the last report did to the cap: `shrink` (a preemption), `grow` (headroom),
+    `hold`, or `clamp` (brought down to the occupancy figure of the observed lengths)."""
+
     cap: int
     preemptions_seen: int = 0
+    reason: WindowCapReason = "hold"
+
+
+KV_USAGE_HIGH_WATER = 0.9  # vLLM's kv_cache_usage at or above which the window stops growing
+
+
+def observed_occupancy_cap(kv_tokens: int, block_size: int, lengths: LengthWindow,
+                           extra_kv_tokens_per_seq: int = 0) -> int:
+    """Requests in flight that overflow the KV cache with `OVERFLOW_PROBABILITY` at the observed
+    lengths; never below the p95 x p95 figure."""
+    prompt_p95, output_p95 = lengths.prompt_p95(), lengths.output_p95()
+    worst = max_num_seqs_without_preemption(kv_tokens, prompt_p95, prompt_p95, output_p95, output_p95, block_size,
+                                            extra_tokens_per_seq=extra_kv_tokens_per_seq)
+    moments = FootprintMoments.from_requests(lengths.pairs(), block_size, extra_kv_tokens_per_seq)
+    return max_concurrency_at_overflow(kv_tokens, block_size, moments, OVERFLOW_PROBABILITY, worst_case=worst)
 
 
 def next_window_cap(state: WindowCapState, *, kv_tokens: int, block_size: int, lengths: LengthWindow,
-                    preemptions_total: int, max_num_seqs: int, min_samples: int = 16,
-                    shrink: float = 0.8, extra_kv_tokens_per_seq: int = 0) -> WindowCapState:
-    """How many requests the router may keep in flight on a replica without KV preemption.
+                    preemptions_total: int, max_num_seqs: int, kv_cache_usage: float | None = None,
+                    min_samples: int = 16, shrink: float = 0.8, grow_fraction: float = 0.05,
+                    high_water: float = KV_USAGE_HIGH_WATER, extra_kv_tokens_per_seq: int = 0) -> WindowCapState:
+    """How many requests the router may keep in flight on a replica: AIMD on its load reports.
 
-    Sized from the observed p95 lengths once there are enough samples; a replica that still
-    preempted since the last report gets its cap cut by `shrink`. Never above max_num_seqs.
+    A preemption since the last report cuts the cap by `shrink`. Otherwise, once `min_samples` lengths
+    are known and the replica's KV usage (0..1) is below `high_water`, the cap grows by
+    `grow_fraction` of the occupancy figure of the observed lengths (`observed_occupancy_cap`), never
+    past it; it holds in between, or when the usage is not reported. Never above max_num_seqs.
     `extra_kv_tokens_per_seq`: what speculative decoding holds per sequence
     (`SpeculationCost.extra_kv_tokens_per_sequence`).
     """
+    if kv_cache_usage is not None and not 0 <= kv_cache_usage <= 1:
+        raise ValueError(f"kv_cache_usage must be in [0, 1], got {kv_cache_usage}")
+    enough = len(lengths) >= min_samples
+    ceiling = max_num_seqs
+    if enough:
+        ceiling = min(ceiling, observed_occupancy_cap(kv_tokens, block_size, lengths, extra_kv_tokens_per_seq))
+    preempted = preemptions_total > state.preemptions_seen
     cap = state.cap
-    if len(lengths) >= min_samples:
-        prompt_p95, output_p95 = lengths.prompt_p95(), lengths.output_p95()
-        cap = max_num_seqs_without_preemption(kv_tokens, prompt_p95, prompt_p95, output_p95, output_p95, block_size,
-                                              extra_tokens_per_seq=extra_kv_tokens_per_seq)
-    if preemptions_total > state.preemptions_seen:
-        cap = min(cap, math.floor(state.cap * shrink))
-    return WindowCapState(cap=max(1, min(cap, max_num_seqs)), preemptions_seen=preemptions_total)
+    if preempted:
+        cap = math.floor(cap * shrink)
+    elif enough and kv_cache_usage is not None and kv_cache_usage < high_water:
+        cap += max(1, math.ceil(ceiling * grow_fraction))
+    cap = max(1, min(cap, ceiling))
+    reason: WindowCapReason = ("shrink" if preempted else "grow" if cap > state.cap
+                               else "clamp" if cap < state.cap else "hold")
+    return WindowCapState(cap=cap, preemptions_seen=preemptions_total, reason=reason)
 
 
 def apply_profile(plan: EnginePlan, profile: BatchProfile, preset: UseCasePreset) -> EnginePlan:

@@ -7,7 +7,7 @@ import pytest
 
 from serve_app.memory import ModelShape, get_preset
 from serve_app.policy.batch_controller import (DeviceInfo, LengthWindow, WindowCapState, next_window_cap,
-                                               plan_engine, preset_within_context)
+                                               observed_occupancy_cap, plan_engine, preset_within_context)
 from serve_app.synthetic_model import SHAPES, hf_config
 
 GiB = 1024**3
@@ -76,10 +76,63 @@ def test_preemption_shrinks_the_cap_and_is_counted_once():
     observed = lengths([(100, 20)] * 20)
     first = next_window_cap(WindowCapState(cap=100), kv_tokens=16 * 1001, block_size=16, lengths=observed,
                             preemptions_total=3, max_num_seqs=256)
-    assert first == WindowCapState(cap=80, preemptions_seen=3)
+    assert first == WindowCapState(cap=80, preemptions_seen=3, reason="shrink")
     again = next_window_cap(first, kv_tokens=16 * 1001, block_size=16, lengths=observed,
                             preemptions_total=3, max_num_seqs=256)
-    assert again.cap == 125  # no new preemptions: back to the length-derived cap
+    # No new preemption, but no KV usage reported either: the cap holds (no growth without evidence).
+    assert again == WindowCapState(cap=80, preemptions_seen=3, reason="hold")
+
+
+def test_observed_occupancy_cap_from_each_request_s_own_lengths():
+    # (100, 20): mean 100 + 9.5 + 8 (half a block) = 117.5 tokens, std sqrt((399 + 256) / 12) = 7.39;
+    # 1000 usable blocks = 16,000 tokens: 134 x 117.5 + 2.326 sqrt(134) 7.39 = 15,944 fits, 135 does not.
+    assert observed_occupancy_cap(16 * 1001, 16, lengths([(100, 20)] * 20)) == 134
+    # The p95 x p95 figure (1000 // 8 blocks = 125) is below it; with one long request in the window
+    # the occupancy figure falls under the p95 one, which then is the floor.
+    assert observed_occupancy_cap(16 * 1001, 16, lengths([(100, 20)] * 19 + [(1000, 500)])) == 83
+
+
+def test_window_cap_adapts_to_preemptions_and_kv_headroom():
+    observed = lengths([(100, 20)] * 20)  # occupancy cap 134 (above); grow step ceil(0.05 x 134) = 7
+    state = WindowCapState(cap=100)
+
+    def report(preemptions: int, usage: float | None, max_num_seqs: int = 256) -> WindowCapState:
+        nonlocal state
+        state = next_window_cap(state, kv_tokens=16 * 1001, block_size=16, lengths=observed,
+                                preemptions_total=preemptions, max_num_seqs=max_num_seqs, kv_cache_usage=usage)
+        return state
+
+    assert report(2, 0.95) == WindowCapState(cap=80, preemptions_seen=2, reason="shrink")
+    assert report(2, 0.5) == WindowCapState(cap=87, preemptions_seen=2, reason="grow")
+    assert report(2, 0.92) == WindowCapState(cap=87, preemptions_seen=2, reason="hold")  # above the high-water mark
+    assert report(2, None).reason == "hold"
+    assert [report(2, 0.3).cap for _ in range(8)] == [94, 101, 108, 115, 122, 129, 134, 134]
+    assert state.reason == "hold"  # at the occupancy cap: nothing left to grow
+    assert report(3, 0.3) == WindowCapState(cap=107, preemptions_seen=3, reason="shrink")
+    assert report(3, 0.3, max_num_seqs=100) == WindowCapState(cap=100, preemptions_seen=3, reason="clamp")
+
+
+def test_window_cap_does_not_grow_before_enough_samples():
+    few = lengths([(100, 20)] * 15)
+    state = next_window_cap(WindowCapState(cap=40), kv_tokens=16 * 1001, block_size=16, lengths=few,
+                            preemptions_total=0, max_num_seqs=256, kv_cache_usage=0.1)
+    assert state == WindowCapState(cap=40, reason="hold")
+    shrunk = next_window_cap(state, kv_tokens=16 * 1001, block_size=16, lengths=few,
+                             preemptions_total=1, max_num_seqs=256, kv_cache_usage=0.1)
+    assert shrunk.cap == 32
+
+
+def test_an_initial_cap_above_the_occupancy_figure_is_clamped_to_it():
+    state = next_window_cap(WindowCapState(cap=256), kv_tokens=16 * 1001, block_size=16,
+                            lengths=lengths([(100, 20)] * 20), preemptions_total=0, max_num_seqs=256,
+                            kv_cache_usage=0.95)
+    assert state == WindowCapState(cap=134, reason="clamp")
+
+
+def test_kv_usage_outside_zero_to_one_is_refused():
+    with pytest.raises(ValueError, match="kv_cache_usage"):
+        next_window_cap(WindowCapState(cap=8), kv_tokens=16 * 1001, block_size=16, lengths=lengths([]),
+                        preemptions_total=0, max_num_seqs=8, kv_cache_usage=45.0)
 
 
 @pytest.mark.parametrize("cap", [0, 1])
@@ -134,3 +187,67 @@ def test_a_pinned_batch_size_is_not_reported_as_a_prediction_miss(caplog):
     assert answer == {"relative_error": None, "within_tolerance": None}
     assert "predicted" not in caplog.text
     assert asyncio.run(controller.status())["r1"]["actual_kv_tokens"] == 248_128
+
+
+def test_occupancy_sizing_plans_more_sequences_with_the_same_token_budget():
+    from serve_app.memory import engine_args_for, plan_memory
+    from serve_app.memory.gpus import gpu_memory_bytes
+    from serve_app.memory.occupancy import planned_max_num_seqs
+
+    preset = preset_within_context(get_preset("mixed"), 2048)
+    h200 = DeviceInfo("cuda", "NVIDIA H200", gpu_memory_bytes("H200"), 0)
+    common = dict(max_model_len=2048, gpu_memory_utilization=0.9, max_num_batched_tokens=8192, kv_cache_dtype="auto")
+    worst = plan_engine(shape("llama2-7b"), h200, preset, **common)
+    occupancy = plan_engine(shape("llama2-7b"), h200, preset, **common, kv_sizing="occupancy")
+    assert (worst.kv_sizing, occupancy.kv_sizing) == ("worst_case", "occupancy")
+    assert occupancy.predicted_kv_tokens == worst.predicted_kv_tokens
+    budget = plan_memory(shape("llama2-7b"), h200.total_bytes, 0.9, 2048, 8192, block_size=16)
+    seqs = min(planned_max_num_seqs(budget.kv_tokens, 16, preset, "occupancy"), preset.max_num_seqs_cap)
+    assert worst.engine_args["max_num_seqs"] < occupancy.engine_args["max_num_seqs"] == seqs
+    # Tokens per step as for any max_num_seqs: one per sequence plus the p95 prompt chunk, rounded to 256.
+    assert occupancy.engine_args == {k: v for k, v in engine_args_for(budget, preset, "occupancy").items()
+                                     if k in occupancy.engine_args}
+    assert occupancy.engine_args["max_num_batched_tokens"] == -(-(seqs + 1536) // 256) * 256
+
+
+def test_occupancy_on_cpu_counts_the_speculative_slots_and_the_preset_cap():
+    from serve_app.memory.speculation import SpeculationCost
+
+    cpu = DeviceInfo("cpu", "cpu", 0, 0, GiB // 16)  # 65,536 tokens of tiny's 1,024 B in blocks of 128
+    common = dict(max_model_len=2048, gpu_memory_utilization=0.9, max_num_batched_tokens=2048, kv_cache_dtype="auto")
+    preset = get_preset("long-form")
+    plain = plan_engine(shape("tiny"), cpu, preset, **common, kv_sizing="occupancy")
+    drafted = plan_engine(shape("tiny"), cpu, preset, **common, kv_sizing="occupancy",
+                          speculation=SpeculationCost(num_speculative_tokens=100))
+    worst = plan_engine(shape("tiny"), cpu, preset, **common)
+    assert worst.engine_args["max_num_seqs"] < drafted.engine_args["max_num_seqs"] < plain.engine_args["max_num_seqs"]
+    roomy = DeviceInfo("cpu", "cpu", 0, 0, 8 * GiB)
+    assert plan_engine(shape("tiny"), roomy, preset, **common, kv_sizing="occupancy").engine_args["max_num_seqs"] \
+        == preset.max_num_seqs_cap
+
+
+def test_the_controller_plans_by_the_configured_policy_and_grows_the_window_on_headroom():
+    import asyncio
+
+    from serve_app.config import parse_config
+    from serve_app.deployments.controller import Controller
+
+    assert parse_config({"engine": {"batch_size_policy": "memory_occupancy"}}).engine.kv_sizing == "occupancy"
+    assert parse_config({}).engine.kv_sizing == "worst_case"
+    assert parse_config({"engine": {"batch_size_policy": "vllm_default"}}).engine.kv_sizing is None
+    controller = Controller({"engine": {"batch_size_policy": "memory_occupancy", "max_model_len": 512,
+                                        "preset": "interactive"}})
+    cpu = DeviceInfo("cpu", "cpu", 0, 0, GiB // 64)
+    plan = asyncio.run(controller.plan("r1", cpu, hf_config(SHAPES["tiny"])))
+    assert plan.kv_sizing == "occupancy"
+    asyncio.run(controller.report_allocation("r1", num_blocks=128, block_size=128, max_num_seqs=100))
+    # 127 usable blocks of 128 = 16,256 tokens; (200, 100) holds 200 + 49.5 + 64 (half a block) = 313.5 on
+    # average, std sqrt((100^2 - 1 + 128^2) / 12) = 46.9: 49 x 313.5 + 2.326 x 7 x 46.9 = 16,125 fits, 50 not.
+    assert asyncio.run(controller.report_load("r1", [(200, 100)] * 20, 0)) == 49  # from max_num_seqs 100
+    assert asyncio.run(controller.status())["r1"]["window_reason"] == "clamp"
+    assert asyncio.run(controller.report_load("r1", [], 1, kv_cache_usage=0.5)) == 39  # 49 x 0.8
+    assert asyncio.run(controller.report_load("r1", [], 1)) == 39  # no usage sent: no growth
+    assert asyncio.run(controller.report_load("r1", [], 1, kv_cache_usage=0.5)) == 39 + 3  # ceil(0.05 x 49)
+    assert asyncio.run(controller.report_load("r1", [], 1, kv_cache_usage=0.95)) == 42
+    status = asyncio.run(controller.status())["r1"]
+    assert (status["kv_sizing"], status["window"], status["window_reason"]) == ("occupancy", 42, "hold")
