@@ -1,5 +1,6 @@
 """Speculative decoding (issue 19): an app whose engine drafts by n-gram lookup answers greedy requests
 with exactly the text the shared app (no speculation) gives, and its engine stats show the drafts.
+The same side app sizes its batch by KV occupancy (`engine.batch_size_policy: memory_occupancy`).
 
 One engine start (~60 s on 2 cores) for the side app; the requests themselves take seconds.
 """
@@ -31,7 +32,7 @@ def speculative_url(app_config, base_url):  # base_url: the shared app runs Ray 
     if os.environ.get("LLMSERVE_TEST_URL"):
         pytest.skip("needs an app of its own")
     data = app_config.model_dump(mode="json")
-    data["engine"] = {**data["engine"], "speculative": SPECULATIVE}
+    data["engine"] = {**data["engine"], "speculative": SPECULATIVE, "batch_size_policy": "memory_occupancy"}
     yield from fresh_side_app(parse_config(data), SIDE_APP)
 
 
@@ -64,3 +65,22 @@ def test_greedy_outputs_are_the_same_with_speculation(speculative_url, base_url,
     assert stats["spec_acceptance_rate"] == stats["spec_accepted_tokens"] / stats["spec_drafted_tokens"]
     # Each step verifies 1 + 3 tokens per sequence: the budget made room for them.
     assert stats["max_num_batched_tokens"] >= stats["max_num_seqs"] * (1 + SPECULATIVE["num_speculative_tokens"])
+
+
+def test_the_engine_runs_the_occupancy_plan(speculative_url, app_config):
+    from serve_app.memory.occupancy import planned_max_num_seqs
+    from serve_app.memory.presets import get_preset
+    from serve_app.policy.batch_controller import preset_within_context
+
+    (entry,) = httpx.get(f"{speculative_url}/v1/controller/status", timeout=30).json().values()
+    assert entry["kv_sizing"] == "occupancy"
+    assert entry["actual_kv_tokens"] == entry["predicted_kv_tokens"]
+    preset = preset_within_context(get_preset(app_config.engine.preset), app_config.engine.max_model_len)
+    # n-gram with k drafts holds k more KV slots per sequence (serve_app/memory/speculation.py)
+    occupancy = planned_max_num_seqs(entry["predicted_kv_tokens"], entry["block_size"], preset, "occupancy",
+                                     extra_tokens_per_seq=SPECULATIVE["num_speculative_tokens"])
+    worst_case = planned_max_num_seqs(entry["predicted_kv_tokens"], entry["block_size"], preset, "worst_case",
+                                      extra_tokens_per_seq=SPECULATIVE["num_speculative_tokens"])
+    assert occupancy >= worst_case
+    assert entry["plan"]["max_num_seqs"] == min(occupancy, preset.max_num_seqs_cap)
+    assert _engine_stats()["max_num_seqs"] == entry["plan"]["max_num_seqs"]
