@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, get_args
 
+from autoscaling.bench.priority_load import OursOptions, ours_config
 from autoscaling.bench.vs_vllm_goals import goal
 from serve_app.config import EngineSettings
 from serve_app.memory import ModelShape
@@ -93,15 +95,16 @@ def sweep_budgets(plans: Iterable[Plan], extra: Iterable[int] = ()) -> list[int]
 
 
 def settings_at_budget(budget: int, plans: Iterable[Plan], grid: Iterable[int] = MAX_NUM_SEQS_GRID) -> list[EngineSetting]:
-    """What one engine at `budget` measures: every grid max_num_seqs and each plan of that budget."""
+    """What one engine at `budget` measures: every grid max_num_seqs and each plan of that budget;
+    none above the budget (vLLM refuses max_num_seqs > max_num_batched_tokens)."""
     seqs = {*grid, *(p.setting.max_num_seqs for p in plans if p.setting.max_num_batched_tokens == budget)}
-    return [EngineSetting(budget, n) for n in sorted(seqs)]
+    return [EngineSetting(budget, n) for n in sorted(seqs) if n <= budget]
 
 
-def engine_max_num_seqs(plans: Iterable[Plan], grid: Iterable[int] = MAX_NUM_SEQS_GRID) -> int:
-    """The max_num_seqs every sweep engine starts with: the largest anything needs; a smaller one is the
-    load driver's concurrency cap (max_num_seqs emulated without a restart)."""
-    return max([*grid, *(p.setting.max_num_seqs for p in plans)])
+def engine_max_num_seqs(budget: int, plans: Iterable[Plan], grid: Iterable[int] = MAX_NUM_SEQS_GRID) -> int:
+    """The max_num_seqs an engine at `budget` starts with: the largest any setting needs (at most the
+    budget); a smaller one is the load driver's concurrency cap (max_num_seqs emulated, no restart)."""
+    return min(budget, max([*grid, *(p.setting.max_num_seqs for p in plans)]))
 
 
 # ---- one run's figures ------------------------------------------------------------------------------
@@ -219,3 +222,19 @@ def summary(presets: Mapping[str, Mapping[str, Any]], fp8: Mapping[str, Any] | N
                                 "front_budgets": front, "controller_budget_on_front": controller_budget in front
                                 if chunked_rows else None},
             "fp8_kv": (fp8 or {}).get("runs")}
+
+
+# ---- our app for the fp8-kv part --------------------------------------------------------------------
+def ours_kv_config(model_dir: Path, port: int, preset: UseCasePreset, *, kv_cache_dtype: str, policy: str,
+                   max_model_len: int, gpu_memory_utilization: float) -> dict[str, Any]:
+    """One replica whose controller plans the batch for `preset` under `policy` (nothing pinned), so
+    /v1/controller/status reports its predicted KV tokens beside vLLM's allocation; one class with the
+    preset's SLO, whose queue deadline outlasts the run (the engine's plan, not the router, decides)."""
+    config = ours_config(model_dir, port, OursOptions())
+    config["engine"].update(max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
+                            max_num_seqs=None, max_num_batched_tokens=None, kv_cache_dtype=kv_cache_dtype,
+                            batch_size_policy=policy, preset=preset.name, enable_prefix_caching=False)
+    config["priority_classes"] = [{"name": preset.name, "ttft_slo_s": preset.ttft_s, "tpot_slo_s": preset.tpot_s,
+                                   "queue_deadline_s": 600.0}]
+    config["default_priority"] = preset.name
+    return config

@@ -61,8 +61,14 @@ def test_the_sweep_measures_each_plans_budget_and_8192_with_every_grid_size_and_
     at_plan = bench.settings_at_budget(2304, plans, grid=(64, 128))
     assert [s.max_num_seqs for s in at_plan] == [64, 100, 128]
     assert [s.max_num_seqs for s in bench.settings_at_budget(8192, plans, grid=(64, 128))] == [64, 128, 1024]
-    assert bench.engine_max_num_seqs(plans, grid=(64, 128)) == 1024
-    assert bench.engine_max_num_seqs([plans[0]], grid=(64,)) == 100
+    assert bench.engine_max_num_seqs(8192, plans, grid=(64, 128)) == 1024
+    assert bench.engine_max_num_seqs(8192, [plans[0]], grid=(64,)) == 100
+
+
+def test_no_setting_has_more_sequences_than_its_token_budget():
+    plans = [bench.vllm_default_plan()]
+    assert [s.max_num_seqs for s in bench.settings_at_budget(512, plans)] == [32, 64, 128, 256, 512]
+    assert bench.engine_max_num_seqs(512, plans) == 512
 
 
 # ---- a run's figures --------------------------------------------------------------------------------
