@@ -156,3 +156,17 @@ def test_summary_marks_the_controllers_chunked_budget_and_misses_a_missing_fp8_p
     assert result["goals"][-1] == {"name": "KV capacity: fp8-kv part measured", "measured": False, "goal": True,
                                    "met": False}
     assert set(result) >= {"gpu", "commands", "goals"}
+
+
+def test_our_apps_fp8_config_lets_the_controller_plan_for_the_preset():
+    from pathlib import Path
+
+    from serve_app.config import parse_config
+
+    config = parse_config(bench.ours_kv_config(Path("/models/x"), 8000, get_preset("mixed"), kv_cache_dtype="fp8",
+                                               policy="memory_budget", max_model_len=8192,
+                                               gpu_memory_utilization=0.9))
+    assert (config.engine.max_num_seqs, config.engine.max_num_batched_tokens) == (None, None)
+    assert (config.engine.kv_cache_dtype, config.engine.preset, config.engine.batch_size_policy) == \
+        ("fp8", "mixed", "memory_budget")
+    assert [(c.name, c.ttft_slo_s, c.tpot_slo_s) for c in config.priority_classes] == [("mixed", 1.0, 0.08)]
