@@ -26,6 +26,10 @@ slot counts in TTFT as a wait in vLLM's queue would. Only the token budget needs
 Each run's timeout is the preset's SLO bound on end-to-end latency (TTFT + TPOT x longest output), so a
 request cut off could not have met its SLO. `measure` stops before --time-budget-s would be passed and
 a later call resumes where it stopped; each start and measure fits one 10-minute device call.
+
+A CPU dry run measures a server already running (our app on the tiny model serves every part) with
+`--base-url URL --served-name NAME --gpu cpu --shape tiny --model-dir DIR --max-model-len 512` and small
+`--window-s`, `--capacity-requests`, `--grid`; start and stop are then skipped.
 """
 from __future__ import annotations
 
@@ -62,6 +66,10 @@ PARTS = (*PRESET_PARTS, "chunked-prefill", "fp8-kv")
 CHUNKED_PRESET = "long-form"  # whose plan's budget the chunked-prefill part marks
 FP8_PRESET = "mixed"
 OURS_ENGINES = {"ours-fp16": "auto", "ours-fp8": "fp8"}
+# chunked-prefill: long prompts (few output tokens) arriving among decodes (short prompts, long outputs).
+LONG_PROMPT_RANGE = (2048, 4096)
+LONG_PROMPT_OUTPUT_LEN = 16
+DECODE_PROMPT_LEN = 128
 
 
 # ---- plans ------------------------------------------------------------------------------------------
@@ -275,6 +283,12 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: Clock) -> None:
         clock.done(since)
 
 
+def long_prompt_lengths(max_model_len: int) -> Uniform:
+    """2-4k tokens, or the upper half of what a shorter context leaves beside the output."""
+    hi = min(LONG_PROMPT_RANGE[1], max_model_len - LONG_PROMPT_OUTPUT_LEN)
+    return Uniform(min(LONG_PROMPT_RANGE[0], hi // 2), hi)
+
+
 def measure_chunked(args: argparse.Namespace, part: dict, clock: Clock) -> None:
     budget = engine_budget(args.engine)
     part.update(controller_budget=chunked_controller_budget(args), budgets=part_budgets(args, "chunked-prefill"))
@@ -283,10 +297,11 @@ def measure_chunked(args: argparse.Namespace, part: dict, clock: Clock) -> None:
         return
     since = time.monotonic()
     common = dict(duration_s=args.window_s, class_mix={"default": 1.0})
-    decodes = WorkloadSpec(GammaArrivals(args.decode_rate), prompt_len=Fixed(128), output_len=Fixed(args.decode_len),
-                           seed=2, **common)
-    prompts = WorkloadSpec(GammaArrivals(args.long_prompt_rate), prompt_len=Uniform(2048, 4096), output_len=Fixed(16),
-                           seed=3, **common)
+    decode_len = min(args.decode_len, args.max_model_len - DECODE_PROMPT_LEN)
+    decodes = WorkloadSpec(GammaArrivals(args.decode_rate), prompt_len=Fixed(DECODE_PROMPT_LEN),
+                           output_len=Fixed(decode_len), seed=2, **common)
+    prompts = WorkloadSpec(GammaArrivals(args.long_prompt_rate), prompt_len=long_prompt_lengths(args.max_model_len),
+                           output_len=Fixed(LONG_PROMPT_OUTPUT_LEN), seed=3, **common)
     # The long prompts start once the decodes run: they arrive among decodes, not into an empty engine.
     runs = load(args, f"chunked-prefill_{budget}", {"decodes": decodes, "prompts": prompts},
                 timeout_s=args.decode_len * 0.2 + 60, delays_s={"prompts": args.decode_lead_s})
@@ -312,9 +327,10 @@ def measure_fp8(args: argparse.Namespace, part: dict, clock: Clock) -> None:
                        max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=0)
         runs["capacity"] = figures(load(args, f"fp8-kv_{dtype}_capacity", {"run": spec}, slo_timeout_s(wl))["run"], wl)
         save_part(args, part)
-    mixed = read_part(args, f"preset-{FP8_PRESET}")
-    rate = args.rate or mixed.get("rate_rps") or args.load * part["runs"].get("fp16", runs)["capacity"]["request_throughput_rps"]
-    if "goodput" not in runs and clock.step_fits():
+    if "goodput" not in runs and "capacity" in runs and clock.step_fits():
+        capacity = part["runs"].get("fp16", runs).get("capacity", runs["capacity"])
+        rate = args.rate or read_part(args, f"preset-{FP8_PRESET}").get("rate_rps") or \
+            args.load * capacity["request_throughput_rps"]
         spec = wl.spec(GammaArrivals(rate), duration_s=args.window_s, seed=1)
         runs["goodput"] = {"rate_rps": rate, **figures(load(args, f"fp8-kv_{dtype}_goodput", {"run": spec},
                                                             slo_timeout_s(wl))["run"], wl)}
