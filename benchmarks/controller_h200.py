@@ -34,8 +34,6 @@ A CPU dry run measures a server already running (our app on the tiny model serve
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gzip
 import json
 import shlex
 import sys
@@ -45,6 +43,7 @@ from pathlib import Path
 import httpx
 
 from autoscaling.bench import controller_plans as bench
+from autoscaling.bench import controller_runs as bench_runs
 from autoscaling.bench.controller_plots import chunked_prefill, preset_pareto, table
 from autoscaling.bench.host import archive, gpu_name, log
 from autoscaling.bench.servers import DetachedServer, release_gpu, start_server, stop_detached, wait_healthy
@@ -53,7 +52,6 @@ from autoscaling.loadtest.arrivals import GammaArrivals
 from autoscaling.loadtest.client import ClientOptions
 from autoscaling.loadtest.lengths import Fixed, Uniform
 from autoscaling.loadtest.preset_workload import PresetWorkload, preset_workload
-from autoscaling.loadtest.runner import run_load
 from autoscaling.loadtest.workload import WorkloadSpec
 from serve_app.memory import ModelShape
 from serve_app.memory.gpus import gpu_memory_bytes
@@ -193,38 +191,10 @@ def wait_for_engine(args: argparse.Namespace) -> dict | None:
 
 
 # ---- runs -------------------------------------------------------------------------------------------
-def load(args: argparse.Namespace, name: str, specs: dict[str, WorkloadSpec], timeout_s: float, *,
-         latency_from_arrival: bool = False, delays_s: dict[str, float] | None = None) -> dict[str, dict]:
-    """Runs the specs at once (each its own stream, `delays_s` after the start); saves each run's
-    requests gzipped under DIR/raw/ and returns the load driver's results with their requests."""
+def load(args: argparse.Namespace, name: str, specs: dict[str, WorkloadSpec], timeout_s: float,
+         **how) -> dict[str, dict]:
     options = ClientOptions(base_url(args), args.served_name, send_priority=False, timeout_s=timeout_s)
-
-    async def one(key: str, spec: WorkloadSpec) -> dict:
-        await asyncio.sleep((delays_s or {}).get(key, 0.0))
-        result = await run_load(spec, options, progress=False, command=f"{name}:{key}",
-                                latency_from_arrival=latency_from_arrival)
-        return result.to_dict(include_requests=True)
-
-    async def all_of() -> list[dict]:
-        return await asyncio.gather(*(one(key, spec) for key, spec in specs.items()))
-
-    started = time.monotonic()
-    results = dict(zip(specs, asyncio.run(all_of())))
-    (args.out / "raw").mkdir(exist_ok=True)
-    with gzip.open(args.out / "raw" / f"{name}.json.gz", "wt") as handle:
-        json.dump(results, handle)
-    counts = ", ".join(f"{key} {r['overall']['completed']}/{r['overall']['sent']}" for key, r in results.items())
-    log(f"{name}: {counts} completed in {time.monotonic() - started:.0f}s")
-    return results
-
-
-def slo_timeout_s(wl: PresetWorkload) -> float:
-    """The longest end-to-end latency within the SLO (TTFT + TPOT x (longest output - 1)), and a margin."""
-    return wl.preset.ttft_s + wl.preset.tpot_s * (wl.output_len.max - 1) + 5.0
-
-
-def figures(result: dict, wl: PresetWorkload) -> dict:
-    return bench.run_row(result["requests"], result["duration_s"], wl.preset.ttft_s, wl.preset.tpot_s)
+    return bench_runs.load(options, args.out / "raw", name, specs, **how)
 
 
 def read_part(args: argparse.Namespace, part: str) -> dict:
@@ -236,20 +206,7 @@ def save_part(args: argparse.Namespace, part: dict) -> None:
     (args.out / f"{part['part']}.json").write_text(json.dumps(part, indent=2))
 
 
-class Clock:
-    """Stops a measure call before its time budget: a step starts only if one more like the longest so far fits."""
-
-    def __init__(self, budget_s: float):
-        self.started, self.budget_s, self.longest_s = time.monotonic(), budget_s, 0.0
-
-    def step_fits(self) -> bool:
-        return time.monotonic() - self.started + self.longest_s <= self.budget_s
-
-    def done(self, since: float) -> None:
-        self.longest_s = max(self.longest_s, time.monotonic() - since)
-
-
-def measure_preset(args: argparse.Namespace, part: dict, clock: Clock) -> None:
+def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -> None:
     name = PRESET_PARTS[part["part"]]
     wl, budget = workload(args, name), engine_budget(args.engine)
     part.update(preset=name, workload=wl.to_dict(), plans=[p.to_dict() for p in plans(args, name)],
@@ -262,7 +219,8 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: Clock) -> None:
         if args.rate is None:
             spec = wl.spec(GammaArrivals(float("inf")), num_requests=args.capacity_requests,
                            max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=0)
-            part["capacity"] = figures(load(args, f"{part['part']}_capacity", {"run": spec}, slo_timeout_s(wl))["run"], wl)
+            run = load(args, f"{part['part']}_capacity", {"run": spec}, bench_runs.slo_timeout_s(wl))["run"]
+            part["capacity"] = bench_runs.figures(run, wl)
         part["rate_rps"] = args.rate or args.load * part["capacity"]["request_throughput_rps"]
         save_part(args, part)
     done = {(r["max_num_batched_tokens"], r["max_num_seqs"]) for r in part["rows"]}
@@ -276,9 +234,9 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: Clock) -> None:
         since = time.monotonic()
         spec = wl.spec(GammaArrivals(part["rate_rps"]), duration_s=args.window_s, max_concurrency=setting.max_num_seqs,
                        seed=1)  # the same requests at every setting
-        run = load(args, f"{part['part']}_{budget}_{setting.max_num_seqs}", {"run": spec}, slo_timeout_s(wl),
+        run = load(args, f"{part['part']}_{budget}_{setting.max_num_seqs}", {"run": spec}, bench_runs.slo_timeout_s(wl),
                    latency_from_arrival=True)["run"]
-        part["rows"].append({**setting.to_dict(), "rate_rps": part["rate_rps"], **figures(run, wl)})
+        part["rows"].append({**setting.to_dict(), "rate_rps": part["rate_rps"], **bench_runs.figures(run, wl)})
         save_part(args, part)
         clock.done(since)
 
@@ -289,7 +247,7 @@ def long_prompt_lengths(max_model_len: int) -> Uniform:
     return Uniform(min(LONG_PROMPT_RANGE[0], hi // 2), hi)
 
 
-def measure_chunked(args: argparse.Namespace, part: dict, clock: Clock) -> None:
+def measure_chunked(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -> None:
     budget = engine_budget(args.engine)
     part.update(controller_budget=chunked_controller_budget(args), budgets=part_budgets(args, "chunked-prefill"))
     part.setdefault("rows", [])
@@ -314,7 +272,7 @@ def measure_chunked(args: argparse.Namespace, part: dict, clock: Clock) -> None:
     clock.done(since)
 
 
-def measure_fp8(args: argparse.Namespace, part: dict, clock: Clock) -> None:
+def measure_fp8(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -> None:
     dtype = "fp8" if args.engine == "ours-fp8" else "fp16"
     wl = workload(args, FP8_PRESET)
     status = httpx.get(f"{base_url(args)}/v1/controller/status", timeout=30).json()
@@ -325,21 +283,22 @@ def measure_fp8(args: argparse.Namespace, part: dict, clock: Clock) -> None:
     if "capacity" not in runs and clock.step_fits():
         spec = wl.spec(GammaArrivals(float("inf")), num_requests=args.capacity_requests,
                        max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=0)
-        runs["capacity"] = figures(load(args, f"fp8-kv_{dtype}_capacity", {"run": spec}, slo_timeout_s(wl))["run"], wl)
+        run = load(args, f"fp8-kv_{dtype}_capacity", {"run": spec}, bench_runs.slo_timeout_s(wl))["run"]
+        runs["capacity"] = bench_runs.figures(run, wl)
         save_part(args, part)
     if "goodput" not in runs and "capacity" in runs and clock.step_fits():
         capacity = part["runs"].get("fp16", runs).get("capacity", runs["capacity"])
         rate = args.rate or read_part(args, f"preset-{FP8_PRESET}").get("rate_rps") or \
             args.load * capacity["request_throughput_rps"]
         spec = wl.spec(GammaArrivals(rate), duration_s=args.window_s, seed=1)
-        runs["goodput"] = {"rate_rps": rate, **figures(load(args, f"fp8-kv_{dtype}_goodput", {"run": spec},
-                                                            slo_timeout_s(wl))["run"], wl)}
+        run = load(args, f"fp8-kv_{dtype}_goodput", {"run": spec}, bench_runs.slo_timeout_s(wl))["run"]
+        runs["goodput"] = {"rate_rps": rate, **bench_runs.figures(run, wl)}
         save_part(args, part)
 
 
 def measure(args: argparse.Namespace) -> None:
     state = wait_for_engine(args)
-    clock = Clock(args.time_budget_s)
+    clock = bench_runs.Clock(args.time_budget_s)
     for name in args.parts.split(","):
         if name not in PARTS:
             raise SystemExit(f"part {name!r}: expected one of {', '.join(PARTS)}")
