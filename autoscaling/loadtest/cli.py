@@ -12,6 +12,7 @@ import httpx
 
 from autoscaling.loadtest.client import ClientOptions
 from autoscaling.loadtest.metrics import Slo
+from autoscaling.loadtest.preset_workload import PresetWorkload, preset_workload
 from autoscaling.loadtest.report import summary_table, write_report
 from autoscaling.loadtest.runner import run_load
 from autoscaling.loadtest.shared_prefix import SharedPrefixSpec, parse_tenant_keys, parse_tenant_rates
@@ -20,6 +21,7 @@ from autoscaling.loadtest.workload import (SpecError, WorkloadSpec, parse_arriva
                                            parse_output_length, parse_slo)
 
 DEFAULT_CLASS = "default"  # the one class of a run without --mix; no priority is sent then
+DEFAULT_LENGTH = "fixed:256"
 
 
 def _load_args(parser: argparse.ArgumentParser) -> None:
@@ -32,21 +34,26 @@ def _load_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mix", help="class mix, e.g. interactive=0.2,batch=0.8 (default: no priority sent)")
     parser.add_argument("--priority-field", choices=("body", "header", "none"), default="body",
                         help="send the class as the body's `priority`, the x-priority header, or not at all")
-    parser.add_argument("--prompt-len", default="fixed:256",
-                        help="fixed:N | uniform:LO:HI | lognormal:MEAN:SIGMA[:min=N][:max=N] | trace:PATH.jsonl")
-    parser.add_argument("--output-len", default="fixed:256", help="as --prompt-len; `trace` reuses the prompt trace")
+    parser.add_argument("--prompt-len", help="fixed:N | uniform:LO:HI | lognormal:MEAN:SIGMA[:min=N][:max=N] | "
+                                             f"trace:PATH.jsonl (default {DEFAULT_LENGTH})")
+    parser.add_argument("--output-len", help="as --prompt-len; `trace` reuses the prompt trace")
     parser.add_argument("--api-key", action="append", default=[], help="KEY for all classes, or CLASS=KEY (repeat)")
     parser.add_argument("--slo", action="append", default=[], help="CLASS=TTFT_S,TPOT_S (repeat; - for none)")
     parser.add_argument("--slo-from-config", help="app config YAML whose priority_classes give the SLOs")
     parser.add_argument("--max-concurrency", type=int, help="closed loop: at most this many requests open")
+    parser.add_argument("--latency-from-arrival", action="store_true",
+                        help="with --max-concurrency: TTFT, end-to-end latency and the request timeout count from "
+                             "each request's scheduled arrival, so the wait for a free slot counts (as it would in "
+                             "a server's queue); default: from when it is sent, as `vllm bench serve` does")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=600.0, help="per-request timeout, seconds")
     parser.add_argument("--warmup", type=int, default=0, help="uncounted sequential requests before the run")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--out", help="write the result JSON here")
     shared = parser.add_argument_group("shared-prefix workload (--workload shared-prefix)")
-    shared.add_argument("--workload", choices=("classes", "shared-prefix"), default="classes",
-                        help="classes: random prompts by --prompt-len; shared-prefix: tenants each reusing a prefix")
+    shared.add_argument("--workload", choices=("classes", "shared-prefix", "preset"), default="classes",
+                        help="classes: random prompts by --prompt-len; shared-prefix: tenants each reusing a prefix; "
+                             "preset: a use-case preset's lengths and SLO (--preset)")
     shared.add_argument("--tenants", type=int, default=4, help="tenants, each with its own prefix")
     shared.add_argument("--prefix-len", type=int, default=1024, help="words (= tokens) of each tenant's prefix")
     shared.add_argument("--suffix-len", type=int, default=128, help="words of each conversation's suffix")
@@ -56,6 +63,12 @@ def _load_args(parser: argparse.ArgumentParser) -> None:
                         help="each tenant's share of the rate: equal | W1,W2,... | zipf:S")
     shared.add_argument("--tenant-key", action="append", default=[],
                         help="API keys, one per tenant in order: KEY1,KEY2,... or @FILE (one a line); repeatable")
+    preset = parser.add_argument_group("preset workload (--workload preset)")
+    preset.add_argument("--preset", help="interactive | mixed | batch | long-form: log-normal lengths with the "
+                                         "preset's mean and p95, its TTFT/TPOT as the SLO (one class, the preset's name)")
+    preset.add_argument("--max-model-len", type=int, default=4096,
+                        help="the server's context: the preset's lengths are scaled down to fit it, each request "
+                             "clipped to it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +94,9 @@ def slos_from_args(args: argparse.Namespace) -> dict[str, Slo]:
 
         for c in load_config(args.slo_from_config).priority_classes:
             slos[c.name] = Slo(c.ttft_slo_s, c.tpot_slo_s)
+    if args.workload == "preset":
+        workload = preset_workload_from_args(args)
+        slos[workload.class_name] = workload.slo
     for text in args.slo:
         name, ttft, tpot = parse_slo(text)
         slos[name] = Slo(ttft, tpot)
@@ -95,13 +111,26 @@ def api_keys_from_args(values: list[str]) -> dict[str, str]:
     return keys
 
 
+def preset_workload_from_args(args: argparse.Namespace) -> PresetWorkload:
+    if not args.preset:
+        raise SpecError("--workload preset needs --preset NAME")
+    if args.mix or args.prompt_len or args.output_len:
+        raise SpecError("--workload preset takes its class and lengths from --preset: drop --mix/--prompt-len/--output-len")
+    return preset_workload(args.preset, args.max_model_len)
+
+
 def spec_from_args(args: argparse.Namespace) -> WorkloadSpec | SharedPrefixSpec:
     if args.workload == "shared-prefix":
         return shared_prefix_spec_from_args(args)
-    prompt_len = parse_length(args.prompt_len)
+    if args.workload == "preset":
+        return preset_workload_from_args(args).spec(parse_arrival(args.arrival), duration_s=args.duration,
+                                                    num_requests=args.num_requests,
+                                                    max_concurrency=args.max_concurrency, seed=args.seed)
+    prompt_len = parse_length(args.prompt_len or DEFAULT_LENGTH)
     return WorkloadSpec(arrival=parse_arrival(args.arrival),
                         class_mix=parse_mix(args.mix) if args.mix else {DEFAULT_CLASS: 1.0},
-                        prompt_len=prompt_len, output_len=parse_output_length(args.output_len, prompt_len),
+                        prompt_len=prompt_len, output_len=parse_output_length(args.output_len or DEFAULT_LENGTH,
+                                                                              prompt_len),
                         duration_s=args.duration, num_requests=args.num_requests,
                         max_concurrency=args.max_concurrency, seed=args.seed)
 
@@ -115,7 +144,7 @@ def shared_prefix_spec_from_args(args: argparse.Namespace) -> SharedPrefixSpec:
     except ValueError:
         raise SpecError(f"--conversations {args.conversations!r}: expected a number or none") from None
     return SharedPrefixSpec(arrival=parse_arrival(args.arrival), tenants=args.tenants, prefix_len=args.prefix_len,
-                            suffix_len=args.suffix_len, output_len=parse_length(args.output_len),
+                            suffix_len=args.suffix_len, output_len=parse_length(args.output_len or DEFAULT_LENGTH),
                             conversations=conversations,
                             tenant_weights=parse_tenant_rates(args.tenant_rates, args.tenants),
                             api_keys=parse_tenant_keys(args.tenant_key, args.tenants), class_name=next(iter(mix)),
@@ -156,12 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         spec, options, slos = spec_from_args(args), options_from_args(args), slos_from_args(args)
         if args.command == "run":
             run = asyncio.run(run_load(spec, options, slos=slos, progress=not args.no_progress, command=command,
-                                       warmup_requests=args.warmup))
+                                       warmup_requests=args.warmup, latency_from_arrival=args.latency_from_arrival))
             result = run.to_dict(include_requests=args.save_requests)
         else:
             rates = [float(r) for r in args.rates.split(",") if r.strip()]
             result = asyncio.run(run_sweep(spec, rates, options, slos=slos, progress=not args.no_progress,
-                                           command=command, warmup_requests=args.warmup))
+                                           command=command, warmup_requests=args.warmup,
+                                           latency_from_arrival=args.latency_from_arrival))
             if args.report_dir:
                 write_report(result, args.report_dir)
     except (SpecError, ValueError) as error:

@@ -71,10 +71,13 @@ def _error_fields(payload: Any) -> tuple[str | None, str | None]:
 
 
 async def send(http: httpx.AsyncClient, options: ClientOptions, planned: PlannedRequest,
-               clock_zero: float) -> RequestRecord:
-    """Send one request now and follow its stream to the end; never raises for server or network trouble."""
+               clock_zero: float, arrival_s: float | None = None) -> RequestRecord:
+    """Send one request now and follow its stream to the end; never raises for server or network trouble.
+    `arrival_s`: when it arrived (seconds from `clock_zero`), if it waited before being sent; its
+    latencies count from then."""
     now = lambda: time.perf_counter() - clock_zero  # noqa: E731
-    record = RequestRecord(planned.index, planned.class_name, send_s=now(), end_s=0.0, outcome="failed",
+    send_s = now() if arrival_s is None else arrival_s
+    record = RequestRecord(planned.index, planned.class_name, send_s=send_s, end_s=0.0, outcome="failed",
                            prompt_tokens=planned.prompt_len, tenant=planned.tenant)
     try:
         async with asyncio.timeout(options.timeout_s):

@@ -1,9 +1,15 @@
 """Runs a workload against a server: open loop (every request sent at its planned time, whatever the
 server does) or, with `max_concurrency`, at most that many open at once (as `vllm bench serve
---max-concurrency`: arrivals still follow the schedule, a request waits for a free slot)."""
+--max-concurrency`: arrivals still follow the schedule, a request waits for a free slot).
+
+By default a request's latencies count from when it is sent, after any wait for a slot, as `vllm bench
+serve` measures them. With `latency_from_arrival` they count from its scheduled arrival, and so does its
+timeout: the client's slots then stand for a server's batch limit (`max_num_seqs`), whose queue wait a
+user would see in TTFT."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -88,20 +94,21 @@ class _Progress:
 
 
 async def run_load(spec: Workload, options: ClientOptions, *, slos: Mapping[str, Slo] | None = None,
-                   progress: bool = True, command: str = "", warmup_requests: int = 0) -> LoadTestResult:
+                   progress: bool = True, command: str = "", warmup_requests: int = 0,
+                   latency_from_arrival: bool = False) -> LoadTestResult:
     """Send the workload's planned requests and measure them. `warmup_requests` sequential requests
     (the first planned one, repeated) go first and are not counted."""
     planned = spec.plan()
     async with new_http_client(options.timeout_s) as http:
         for _ in range(warmup_requests if planned else 0):
             await send(http, options, planned[0], time.perf_counter())
-        records = await _send_all(http, options, planned, spec.max_concurrency, progress)
+        records = await _send_all(http, options, planned, spec.max_concurrency, progress, latency_from_arrival)
     return LoadTestResult.from_records(records, spec, slos or {}, command=command, base_url=options.base_url,
                                        model=options.model, planned=planned)
 
 
 async def _send_all(http, options: ClientOptions, planned: list[PlannedRequest], max_concurrency: int | None,
-                    progress: bool) -> list[RequestRecord]:
+                    progress: bool, latency_from_arrival: bool = False) -> list[RequestRecord]:
     bar = _Progress(len(planned), progress)
     slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
     zero = time.perf_counter()
@@ -109,6 +116,8 @@ async def _send_all(http, options: ClientOptions, planned: list[PlannedRequest],
     async def one(request: PlannedRequest) -> RequestRecord:
         if slots is None:
             record = await send(http, options, request, zero)
+        elif latency_from_arrival:
+            record = await _send_when_free(http, options, request, zero, slots)
         else:
             async with slots:
                 record = await send(http, options, request, zero)
@@ -127,3 +136,24 @@ async def _send_all(http, options: ClientOptions, planned: list[PlannedRequest],
         for task in tasks:
             task.cancel()
         bar.close()
+
+
+async def _send_when_free(http, options: ClientOptions, request: PlannedRequest, zero: float,
+                          slots: asyncio.Semaphore) -> RequestRecord:
+    """`send` once a slot is free, timed from the scheduled arrival; the timeout counts from it too."""
+    arrival = zero + request.send_offset_s
+    try:
+        async with asyncio.timeout_at(asyncio.get_running_loop().time() + options.timeout_s
+                                      - (time.perf_counter() - arrival)):
+            await slots.acquire()
+    except TimeoutError:
+        ended = time.perf_counter() - zero
+        return RequestRecord(request.index, request.class_name, send_s=request.send_offset_s, end_s=ended,
+                             outcome="failed", prompt_tokens=request.prompt_len, tenant=request.tenant,
+                             error=f"no free slot within {options.timeout_s}s of its arrival", error_code="timeout")
+    try:
+        waited_s = time.perf_counter() - arrival
+        sent = dataclasses.replace(options, timeout_s=max(1e-3, options.timeout_s - waited_s))
+        return await send(http, sent, request, zero, arrival_s=request.send_offset_s)
+    finally:
+        slots.release()

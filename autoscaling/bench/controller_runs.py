@@ -1,0 +1,64 @@
+"""benchmarks/controller_h200.py's runs: load-driver runs side by side with their requests saved
+gzipped, a preset run's figures and timeout, and the clock that keeps a measure call within its budget."""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import time
+from pathlib import Path
+
+from autoscaling.bench.controller_plans import run_row
+from autoscaling.bench.host import log
+from autoscaling.loadtest.client import ClientOptions
+from autoscaling.loadtest.preset_workload import PresetWorkload
+from autoscaling.loadtest.runner import run_load
+from autoscaling.loadtest.workload import WorkloadSpec
+
+
+def load(options: ClientOptions, raw_dir: Path, name: str, specs: dict[str, WorkloadSpec], *,
+         latency_from_arrival: bool = False, delays_s: dict[str, float] | None = None) -> dict[str, dict]:
+    """Runs the specs at once (each its own stream, `delays_s` after the start); saves each run's
+    requests gzipped as raw_dir/<name>.json.gz and returns the load driver's results with their requests."""
+
+    async def one(key: str, spec: WorkloadSpec) -> dict:
+        await asyncio.sleep((delays_s or {}).get(key, 0.0))
+        result = await run_load(spec, options, progress=False, command=f"{name}:{key}",
+                                latency_from_arrival=latency_from_arrival)
+        return result.to_dict(include_requests=True)
+
+    async def all_of() -> list[dict]:
+        return await asyncio.gather(*(one(key, spec) for key, spec in specs.items()))
+
+    started = time.monotonic()
+    results = dict(zip(specs, asyncio.run(all_of())))
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    with gzip.open(raw_dir / f"{name}.json.gz", "wt") as handle:
+        json.dump(results, handle)
+    counts = ", ".join(f"{key} {r['overall']['completed']}/{r['overall']['sent']}" for key, r in results.items())
+    log(f"{name}: {counts} completed in {time.monotonic() - started:.0f}s")
+    return results
+
+
+def slo_timeout_s(wl: PresetWorkload) -> float:
+    """The longest end-to-end latency within the SLO (TTFT + TPOT x (longest output - 1)), and a margin:
+    a request cut off there could not have met its SLO."""
+    return wl.preset.ttft_s + wl.preset.tpot_s * (wl.output_len.max - 1) + 5.0
+
+
+def figures(result: dict, wl: PresetWorkload) -> dict:
+    """`run_row` of a load-driver result against the preset's SLO."""
+    return run_row(result["requests"], result["duration_s"], wl.preset.ttft_s, wl.preset.tpot_s)
+
+
+class Clock:
+    """Stops a measure call before its time budget: a step starts only if one more like the longest so far fits."""
+
+    def __init__(self, budget_s: float):
+        self.started, self.budget_s, self.longest_s = time.monotonic(), budget_s, 0.0
+
+    def step_fits(self) -> bool:
+        return time.monotonic() - self.started + self.longest_s <= self.budget_s
+
+    def done(self, since: float) -> None:
+        self.longest_s = max(self.longest_s, time.monotonic() - since)

@@ -1,0 +1,386 @@
+"""Issue 19 on one H200: the controller's batch-size plans against vLLM's defaults and a sweep, chunked
+prefill's token budget, FP8 KV. Pure parts: autoscaling/bench/controller_plans.py (plans, goodput, goals).
+
+    plan --out DIR                          the plans per preset and the engines to start (no GPU)
+    start --out DIR --engine E              starts engine E in the background (first stopping any other
+                                            engine this DIR started: one GPU)
+    measure --out DIR --engine E --parts P,...   waits for E, measures what parts P need of it, writes DIR/P.json
+    stop --out DIR                          stops the engine this DIR started
+    summarize --out DIR                     summary.json, Pareto plots, summary.md from the part files
+
+Engines: `vllm-<B>` is `vllm serve` with max_num_batched_tokens B; `ours-fp16` / `ours-fp8` our app (one
+replica, the controller planning the batch for the mixed preset), KV cache in FP16 / FP8.
+Parts: `preset-<name>` (interactive, mixed, batch, long-form): the preset's workload (log-normal lengths,
+its TTFT/TPOT SLO); on vllm-8192 first a closed-loop capacity run with vLLM's defaults sets the part's
+open-loop Poisson rate (--load x capacity); then, on each engine of the part's budgets (each plan's and
+8192), one open-loop run per max_num_seqs of the grid and of the plans. `chunked-prefill`: long prompts
+(2-4k) arriving among long decodes, on each engine of CHUNKED_PREFILL_BUDGETS and the long-form plan's
+budget: the prompts' TTFT p99 and the decodes' TPOT p99. `fp8-kv`: on ours-fp16 and ours-fp8, capacity
+and goodput of the mixed workload at preset-mixed's rate, predicted vs allocated KV from
+/v1/controller/status.
+
+How max_num_seqs is swept without restarts: every vllm-<B> engine starts with the largest max_num_seqs
+any setting needs (at most B), and a smaller max_num_seqs is emulated by the load driver's concurrency
+cap, with each request's latency (and timeout) counted from its scheduled arrival, so a wait for a free
+slot counts in TTFT as a wait in vLLM's queue would. Only the token budget needs an engine of its own.
+Each run's timeout is the preset's SLO bound on end-to-end latency (TTFT + TPOT x longest output), so a
+request cut off could not have met its SLO. `measure` stops before --time-budget-s would be passed and
+a later call resumes where it stopped; each start and measure fits one 10-minute device call.
+
+A CPU dry run measures a server already running (our app on the tiny model serves every part) with
+`--base-url URL --served-name NAME --gpu cpu --shape tiny --model-dir DIR --max-model-len 512` and small
+`--window-s`, `--capacity-requests`, `--grid`; start and stop are then skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from autoscaling.bench import controller_plans as bench
+from autoscaling.bench import controller_runs as bench_runs
+from autoscaling.bench.controller_plots import chunked_prefill, preset_pareto, table
+from autoscaling.bench.host import archive, gpu_name, log
+from autoscaling.bench.servers import DetachedServer, release_gpu, start_server, stop_detached, wait_healthy
+from autoscaling.bench.vllm_reference import SERVED_NAME, ensure_checkpoint, ours_serve_command, vllm_serve_command
+from autoscaling.loadtest.arrivals import GammaArrivals
+from autoscaling.loadtest.client import ClientOptions
+from autoscaling.loadtest.lengths import Fixed, Uniform
+from autoscaling.loadtest.preset_workload import PresetWorkload, preset_workload
+from autoscaling.loadtest.workload import WorkloadSpec
+from serve_app.memory import ModelShape
+from serve_app.memory.gpus import gpu_memory_bytes
+from serve_app.memory.presets import PRESETS, get_preset
+from serve_app.policy.batch_controller import DeviceInfo
+
+PORT = 8000
+PRESET_PARTS = {f"preset-{name}": name for name in PRESETS}
+PARTS = (*PRESET_PARTS, "chunked-prefill", "fp8-kv")
+CHUNKED_PRESET = "long-form"  # whose plan's budget the chunked-prefill part marks
+FP8_PRESET = "mixed"
+OURS_ENGINES = {"ours-fp16": "auto", "ours-fp8": "fp8"}
+# chunked-prefill: long prompts (few output tokens) arriving among decodes (short prompts, long outputs).
+LONG_PROMPT_RANGE = (2048, 4096)
+LONG_PROMPT_OUTPUT_LEN = 16
+DECODE_PROMPT_LEN = 128
+
+
+# ---- plans ------------------------------------------------------------------------------------------
+def device(args: argparse.Namespace) -> DeviceInfo:
+    if args.gpu == "cpu":  # a dry run: the CPU backend's KV space, as the replica reports it
+        return DeviceInfo("cpu", "cpu", 0, 0, int(args.cpu_kv_gib * 1024**3))
+    total = gpu_memory_bytes(args.gpu)
+    return DeviceInfo("cuda", args.gpu, total, total)
+
+
+def model_shape(args: argparse.Namespace) -> ModelShape:
+    """From the checkpoint's config.json, or the synthetic shape's before the checkpoint is made."""
+    path = args.model_dir / "config.json"
+    if path.exists():
+        return ModelShape.from_hf_config(json.loads(path.read_text()))
+    from serve_app.synthetic_model import hf_config, shape_named
+
+    return ModelShape.from_hf_config(hf_config(shape_named(args.shape)))
+
+
+def plans(args: argparse.Namespace, preset: str, kv_cache_dtype: str = "auto") -> list[bench.Plan]:
+    controller = [bench.controller_plan(policy, model_shape(args), device(args), get_preset(preset),
+                                        max_model_len=args.max_model_len, kv_cache_dtype=kv_cache_dtype,
+                                        gpu_memory_utilization=args.gpu_memory_utilization)
+                  for policy in bench.available_policies(args.policies.split(","))]
+    return [*controller, bench.vllm_default_plan()]
+
+
+def part_budgets(args: argparse.Namespace, part: str) -> list[int]:
+    if part in PRESET_PARTS:
+        return bench.sweep_budgets(plans(args, PRESET_PARTS[part]), args.extra_budgets)
+    if part == "chunked-prefill":
+        return sorted({*bench.CHUNKED_PREFILL_BUDGETS, chunked_controller_budget(args)})
+    return []
+
+
+def chunked_controller_budget(args: argparse.Namespace) -> int:
+    return plans(args, CHUNKED_PRESET)[0].setting.max_num_batched_tokens
+
+
+def all_plans(args: argparse.Namespace) -> list[bench.Plan]:
+    return [p for name in PRESETS for p in plans(args, name)]
+
+
+def workload(args: argparse.Namespace, preset: str) -> PresetWorkload:
+    return preset_workload(preset, args.max_model_len)
+
+
+def show_plan(args: argparse.Namespace) -> dict:
+    engines = sorted({b for part in PARTS for b in part_budgets(args, part)})
+    shown = {"presets": {name: [p.to_dict() for p in plans(args, name)] for name in PRESETS},
+             "engines": {f"vllm-{b}": {"max_num_batched_tokens": b,
+                                       "max_num_seqs": bench.engine_max_num_seqs(b, all_plans(args)),
+                                       "parts": [p for p in PARTS if b in part_budgets(args, p)]} for b in engines}}
+    shown["engines"].update({name: {"kv_cache_dtype": dtype, "parts": ["fp8-kv"]} for name, dtype in OURS_ENGINES.items()})
+    return shown
+
+
+# ---- engines ----------------------------------------------------------------------------------------
+def base_url(args: argparse.Namespace) -> str:
+    return args.base_url or f"http://127.0.0.1:{PORT}"
+
+
+def engine_command(args: argparse.Namespace, engine: str) -> list[str]:
+    if engine in OURS_ENGINES:
+        config = bench.ours_kv_config(args.model_dir, PORT, get_preset(FP8_PRESET), kv_cache_dtype=OURS_ENGINES[engine],
+                                      policy=args.policies.split(",")[0], max_model_len=args.max_model_len,
+                                      gpu_memory_utilization=args.gpu_memory_utilization)
+        return ours_serve_command(config, args.out / f"{engine}_config.yaml")
+    budget = engine_budget(engine)
+    # Later flags win over vllm_serve_command's own (its context is the other benchmarks').
+    return vllm_serve_command(args.model_dir, PORT, [
+        "--max-model-len", str(args.max_model_len), "--gpu-memory-utilization", str(args.gpu_memory_utilization),
+        "--max-num-batched-tokens", str(budget),
+        "--max-num-seqs", str(bench.engine_max_num_seqs(budget, all_plans(args))), "--no-enable-prefix-caching"])
+
+
+def engine_budget(engine: str) -> int:
+    if not engine.startswith("vllm-") or not engine[5:].isdigit():
+        raise SystemExit(f"engine {engine!r}: expected vllm-<budget>, ours-fp16 or ours-fp8")
+    return int(engine[5:])
+
+
+def server_files(out: Path) -> list[Path]:
+    return sorted(out.glob("*_server.json"))
+
+
+def start(args: argparse.Namespace) -> None:
+    stop(args)
+    ensure_checkpoint(args.model_dir, args.shape)
+    command = engine_command(args, args.engine)
+    server = start_server(command, args.out / f"{args.engine}_server.log")
+    state = {"engine": args.engine, "pid": server.pid, "command": shlex.join(command), "started": time.time()}
+    (args.out / f"{args.engine}_server.json").write_text(json.dumps(state, indent=2))
+
+
+def stop(args: argparse.Namespace) -> None:
+    for path in server_files(args.out):
+        state = json.loads(path.read_text())
+        if DetachedServer(state["pid"]).poll() is None:
+            log(f"stopping {state['engine']} (pid {state['pid']})")
+            stop_detached(state["pid"])
+            release_gpu()
+        path.rename(path.with_name(f"{state['engine']}_stopped.json"))
+
+
+def wait_for_engine(args: argparse.Namespace) -> dict | None:
+    if args.base_url:
+        return None
+    path = args.out / f"{args.engine}_server.json"
+    if not path.exists():
+        raise SystemExit(f"{args.engine} was not started in {args.out} (run start first)")
+    state = json.loads(path.read_text())
+    if "healthy_after_s" not in state:
+        wait_healthy(f"{base_url(args)}/health", DetachedServer(state["pid"]), args.ready_timeout_s,
+                     args.out / f"{args.engine}_server.log")
+        state["healthy_after_s"] = round(time.time() - state["started"], 1)
+        path.write_text(json.dumps(state, indent=2))
+    log(f"{args.engine}: healthy {state['healthy_after_s']:.0f}s after its start")
+    return state
+
+
+# ---- runs -------------------------------------------------------------------------------------------
+def load(args: argparse.Namespace, name: str, specs: dict[str, WorkloadSpec], timeout_s: float,
+         **how) -> dict[str, dict]:
+    options = ClientOptions(base_url(args), args.served_name, send_priority=False, timeout_s=timeout_s)
+    return bench_runs.load(options, args.out / "raw", name, specs, **how)
+
+
+def read_part(args: argparse.Namespace, part: str) -> dict:
+    path = args.out / f"{part}.json"
+    return json.loads(path.read_text()) if path.exists() else {"part": part, "gpu": gpu_name(), "commands": []}
+
+
+def save_part(args: argparse.Namespace, part: dict) -> None:
+    (args.out / f"{part['part']}.json").write_text(json.dumps(part, indent=2))
+
+
+def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -> None:
+    name = PRESET_PARTS[part["part"]]
+    wl, budget = workload(args, name), engine_budget(args.engine)
+    part.update(preset=name, workload=wl.to_dict(), plans=[p.to_dict() for p in plans(args, name)],
+                budgets=part_budgets(args, part["part"]))
+    part.setdefault("rows", [])
+    if "rate_rps" not in part:
+        if args.rate is None and budget != bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS:
+            raise SystemExit(f"{part['part']}: measure it on vllm-{bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS} first "
+                             "(its capacity run sets the rate), or give --rate")
+        if args.rate is None:
+            spec = wl.spec(GammaArrivals(float("inf")), num_requests=args.capacity_requests,
+                           max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=0)
+            run = load(args, f"{part['part']}_capacity", {"run": spec}, bench_runs.slo_timeout_s(wl))["run"]
+            part["capacity"] = bench_runs.figures(run, wl)
+        part["rate_rps"] = args.rate or args.load * part["capacity"]["request_throughput_rps"]
+        save_part(args, part)
+    done = {(r["max_num_batched_tokens"], r["max_num_seqs"]) for r in part["rows"]}
+    for setting in bench.settings_at_budget(budget, [bench.Plan(p["label"], bench.EngineSetting(
+            p["max_num_batched_tokens"], p["max_num_seqs"])) for p in part["plans"]], args.grid):
+        if (budget, setting.max_num_seqs) in done:
+            continue
+        if not clock.step_fits():
+            log(f"{part['part']}: time budget used; measure again to go on")
+            return
+        since = time.monotonic()
+        spec = wl.spec(GammaArrivals(part["rate_rps"]), duration_s=args.window_s, max_concurrency=setting.max_num_seqs,
+                       seed=1)  # the same requests at every setting
+        run = load(args, f"{part['part']}_{budget}_{setting.max_num_seqs}", {"run": spec}, bench_runs.slo_timeout_s(wl),
+                   latency_from_arrival=True)["run"]
+        part["rows"].append({**setting.to_dict(), "rate_rps": part["rate_rps"], **bench_runs.figures(run, wl)})
+        save_part(args, part)
+        clock.done(since)
+
+
+def long_prompt_lengths(max_model_len: int) -> Uniform:
+    """2-4k tokens, or the upper half of what a shorter context leaves beside the output."""
+    hi = min(LONG_PROMPT_RANGE[1], max_model_len - LONG_PROMPT_OUTPUT_LEN)
+    return Uniform(min(LONG_PROMPT_RANGE[0], hi // 2), hi)
+
+
+def measure_chunked(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -> None:
+    budget = engine_budget(args.engine)
+    part.update(controller_budget=chunked_controller_budget(args), budgets=part_budgets(args, "chunked-prefill"))
+    part.setdefault("rows", [])
+    if any(r["max_num_batched_tokens"] == budget for r in part["rows"]) or not clock.step_fits():
+        return
+    since = time.monotonic()
+    common = dict(duration_s=args.window_s, class_mix={"default": 1.0})
+    decode_len = min(args.decode_len, args.max_model_len - DECODE_PROMPT_LEN)
+    decodes = WorkloadSpec(GammaArrivals(args.decode_rate), prompt_len=Fixed(DECODE_PROMPT_LEN),
+                           output_len=Fixed(decode_len), seed=2, **common)
+    prompts = WorkloadSpec(GammaArrivals(args.long_prompt_rate), prompt_len=long_prompt_lengths(args.max_model_len),
+                           output_len=Fixed(LONG_PROMPT_OUTPUT_LEN), seed=3, **common)
+    # The long prompts start once the decodes run: they arrive among decodes, not into an empty engine.
+    runs = load(args, f"chunked-prefill_{budget}", {"decodes": decodes, "prompts": prompts},
+                timeout_s=args.decode_len * 0.2 + 60, delays_s={"prompts": args.decode_lead_s})
+    decode_row = bench.run_row(runs["decodes"]["requests"], runs["decodes"]["duration_s"], None, None)
+    prompt_row = bench.run_row(runs["prompts"]["requests"], runs["prompts"]["duration_s"], None, None)
+    part["rows"].append({"max_num_batched_tokens": budget, "prefill_ttft_p99_s": prompt_row["ttft_p99_s"],
+                         "prefill_ttft_p50_s": prompt_row["ttft_p50_s"], "decode_tpot_p99_s": decode_row["tpot_p99_s"],
+                         "decode_tpot_p50_s": decode_row["tpot_p50_s"], "decodes": decode_row, "prompts": prompt_row})
+    save_part(args, part)
+    clock.done(since)
+
+
+def measure_fp8(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -> None:
+    dtype = "fp8" if args.engine == "ours-fp8" else "fp16"
+    wl = workload(args, FP8_PRESET)
+    status = httpx.get(f"{base_url(args)}/v1/controller/status", timeout=30).json()
+    part.setdefault("status", {})[dtype] = status
+    part["predicted"] = {d: [p.to_dict() for p in plans(args, FP8_PRESET, k)] for d, k in (("fp16", "auto"), ("fp8", "fp8"))}
+    runs = part.setdefault("runs", {}).setdefault(dtype, {})
+    save_part(args, part)
+    if "capacity" not in runs and clock.step_fits():
+        spec = wl.spec(GammaArrivals(float("inf")), num_requests=args.capacity_requests,
+                       max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=0)
+        run = load(args, f"fp8-kv_{dtype}_capacity", {"run": spec}, bench_runs.slo_timeout_s(wl))["run"]
+        runs["capacity"] = bench_runs.figures(run, wl)
+        save_part(args, part)
+    if "goodput" not in runs and "capacity" in runs and clock.step_fits():
+        capacity = part["runs"].get("fp16", runs).get("capacity", runs["capacity"])
+        rate = args.rate or read_part(args, f"preset-{FP8_PRESET}").get("rate_rps") or \
+            args.load * capacity["request_throughput_rps"]
+        spec = wl.spec(GammaArrivals(rate), duration_s=args.window_s, seed=1)
+        run = load(args, f"fp8-kv_{dtype}_goodput", {"run": spec}, bench_runs.slo_timeout_s(wl))["run"]
+        runs["goodput"] = {"rate_rps": rate, **bench_runs.figures(run, wl)}
+        save_part(args, part)
+
+
+def measure(args: argparse.Namespace) -> None:
+    state = wait_for_engine(args)
+    clock = bench_runs.Clock(args.time_budget_s)
+    for name in args.parts.split(","):
+        if name not in PARTS:
+            raise SystemExit(f"part {name!r}: expected one of {', '.join(PARTS)}")
+        part = read_part(args, name)
+        for command in (shlex.join(["python", *sys.argv]), state and state["command"]):
+            if command and command not in part["commands"]:
+                part["commands"].append(command)
+        if name == "fp8-kv":
+            if args.engine not in OURS_ENGINES:
+                raise SystemExit("fp8-kv is measured on ours-fp16 and ours-fp8")
+            measure_fp8(args, part, clock)
+        elif args.engine in OURS_ENGINES:
+            raise SystemExit(f"{name} is measured on vllm-<budget> engines")
+        elif engine_budget(args.engine) in part_budgets(args, name):
+            (measure_preset if name in PRESET_PARTS else measure_chunked)(args, part, clock)
+        else:
+            log(f"{name} has nothing to measure on {args.engine} (its budgets: {part_budgets(args, name)})")
+        save_part(args, part)
+
+
+def summarize(args: argparse.Namespace) -> dict:
+    parts = {name: json.loads((args.out / f"{name}.json").read_text()) for name in PARTS
+             if (args.out / f"{name}.json").exists()}
+    presets = {PRESET_PARTS[n]: p for n, p in parts.items() if n in PRESET_PARTS}
+    commands = list(dict.fromkeys(c for p in parts.values() for c in p.get("commands", [])))
+    gpu = next((p["gpu"] for p in parts.values()), "unknown")
+    result = bench.summary(presets, parts.get("fp8-kv"), parts.get("chunked-prefill"), commands, gpu)
+    result["plots"] = [preset_pareto(name, part, args.out).name for name, part in presets.items()]
+    if "chunked-prefill" in parts:
+        result["plots"].append(chunked_prefill(parts["chunked-prefill"], args.out).name)
+    result["table"] = table(presets, args.out).name
+    (args.out / "summary.json").write_text(json.dumps(result, indent=2))
+    if (args.out / "raw").exists():
+        archive(args.out / "raw", args.out / "raw.tgz")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("phase", choices=["plan", "start", "measure", "stop", "summarize"])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--engine", help="vllm-<budget> | ours-fp16 | ours-fp8 (see `plan`)")
+    parser.add_argument("--parts", help=f"comma-separated: {', '.join(PARTS)}")
+    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/models/llama3-8b"))
+    parser.add_argument("--shape", default="llama3-8b", help="synthetic checkpoint made at --model-dir if missing")
+    parser.add_argument("--max-model-len", type=int, default=8192)
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    parser.add_argument("--gpu", default="H200", help="GPU the plans are made for (serve_app.memory.gpus), or cpu")
+    parser.add_argument("--cpu-kv-gib", type=float, default=1.0, help="--gpu cpu: VLLM_CPU_KVCACHE_SPACE")
+    parser.add_argument("--policies", default=",".join(bench.CONTROLLER_POLICIES),
+                        help="controller batch-size policies compared (those the config knows)")
+    parser.add_argument("--grid", type=lambda s: [int(v) for v in s.split(",")], default=list(bench.MAX_NUM_SEQS_GRID))
+    parser.add_argument("--extra-budgets", type=lambda s: [int(v) for v in s.split(",") if v],
+                        default=[bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS], help="budgets beside the plans'")
+    parser.add_argument("--base-url", help="measure a server already running there (no start/stop; a dry run)")
+    parser.add_argument("--served-name", default=SERVED_NAME)
+    parser.add_argument("--ready-timeout-s", type=float, default=540)
+    parser.add_argument("--time-budget-s", type=float, default=540, help="a measure call stops before this")
+    parser.add_argument("--capacity-requests", type=int, default=400)
+    parser.add_argument("--load", type=float, default=0.8, help="open-loop rate over vLLM's defaults' capacity")
+    parser.add_argument("--rate", type=float, help="open-loop rate (default: from the capacity run)")
+    parser.add_argument("--window-s", type=float, default=45, help="each open-loop run's arrival window")
+    parser.add_argument("--decode-rate", type=float, default=4.0, help="chunked-prefill: decodes per second")
+    parser.add_argument("--decode-len", type=int, default=1024, help="chunked-prefill: each decode's output tokens")
+    parser.add_argument("--long-prompt-rate", type=float, default=1.0, help="chunked-prefill: long prompts per second")
+    parser.add_argument("--decode-lead-s", type=float, default=5.0, help="chunked-prefill: decodes' head start")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.phase == "plan":
+        print(json.dumps(show_plan(args), indent=2))
+    elif args.phase == "summarize":
+        print(json.dumps(summarize(args)["goals"], indent=2))
+    elif args.phase == "stop":
+        stop(args)
+    elif args.engine is None or (args.phase == "measure" and not args.parts):
+        parser.error(f"{args.phase} needs --engine" + (" and --parts" if args.phase == "measure" else ""))
+    elif args.phase == "start":
+        start(args)
+    else:
+        measure(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The controller benchmark's pure parts: plans, sweep, a run's goodput, Pareto fronts and goals, on
+made-up rows."""
+from __future__ import annotations
+
+import pytest
+
+from autoscaling.bench import controller_plans as bench
+from serve_app.memory import ModelShape
+from serve_app.memory.gpus import gpu_memory_bytes
+from serve_app.memory.presets import get_preset
+from serve_app.policy.batch_controller import DeviceInfo, plan_engine
+from serve_app.synthetic_model import hf_config, shape_named
+
+LLAMA3_8B = ModelShape.from_hf_config(hf_config(shape_named("llama3-8b")))
+H200 = DeviceInfo("cuda", "NVIDIA H200", gpu_memory_bytes("H200"), gpu_memory_bytes("H200"))
+
+
+def request(ttft: float | None, e2e: float | None, tokens: int | None, outcome: str = "completed") -> dict:
+    return {"outcome": outcome, "ttft_s": ttft, "e2e_s": e2e, "output_tokens": tokens}
+
+
+def row(seqs: int, budget: int, goodput: float, **figures) -> dict:
+    return {"max_num_seqs": seqs, "max_num_batched_tokens": budget, "goodput_rps": goodput, **figures}
+
+
+# ---- plans and sweep ------------------------------------------------------------------------------
+def test_the_controllers_plan_is_plan_engines_for_the_device_and_preset():
+    shape = LLAMA3_8B
+    plan = bench.controller_plan("memory_budget", shape, H200, get_preset("mixed"), max_model_len=8192,
+                                 gpu_memory_utilization=0.9)
+    direct = plan_engine(shape, H200, get_preset("mixed"), max_model_len=8192, gpu_memory_utilization=0.9,
+                         max_num_batched_tokens=8192, kv_cache_dtype="auto")
+    assert plan.label == "controller:memory_budget"
+    assert plan.setting.to_dict() == direct.engine_args
+    assert plan.predicted_kv_tokens == direct.predicted_kv_tokens
+    fp8 = bench.controller_plan("memory_budget", shape, H200, get_preset("mixed"), max_model_len=8192,
+                                gpu_memory_utilization=0.9, kv_cache_dtype="fp8")
+    assert fp8.predicted_kv_tokens > 1.9 * plan.predicted_kv_tokens
+
+
+def test_policies_are_those_the_config_accepts_without_vllms_default():
+    assert "memory_budget" in bench.available_policies()
+    assert bench.available_policies(["vllm_default", "memory_budget", "no_such_policy"]) == ("memory_budget",)
+
+
+def test_every_available_policy_plans():
+    for policy in bench.available_policies():
+        plan = bench.controller_plan(policy, LLAMA3_8B, H200, get_preset("interactive"),
+                                     max_model_len=8192, gpu_memory_utilization=0.9)
+        assert 1 <= plan.setting.max_num_seqs <= get_preset("interactive").max_num_seqs_cap
+
+
+def test_vllm_defaults_on_an_h200():
+    assert bench.vllm_default_plan().setting == bench.EngineSetting(8192, 1024)
+
+
+def test_the_sweep_measures_each_plans_budget_and_8192_with_every_grid_size_and_the_plans_own():
+    plans = [bench.Plan("controller:memory_budget", bench.EngineSetting(2304, 100)), bench.vllm_default_plan()]
+    assert bench.sweep_budgets(plans) == [2304, 8192]
+    assert bench.sweep_budgets(plans, [4096, 8192]) == [2304, 4096, 8192]
+    at_plan = bench.settings_at_budget(2304, plans, grid=(64, 128))
+    assert [s.max_num_seqs for s in at_plan] == [64, 100, 128]
+    assert [s.max_num_seqs for s in bench.settings_at_budget(8192, plans, grid=(64, 128))] == [64, 128, 1024]
+    assert bench.engine_max_num_seqs(8192, plans, grid=(64, 128)) == 1024
+    assert bench.engine_max_num_seqs(8192, [plans[0]], grid=(64,)) == 100
+
+
+def test_no_setting_has_more_sequences_than_its_token_budget():
+    plans = [bench.vllm_default_plan()]
+    assert [s.max_num_seqs for s in bench.settings_at_budget(512, plans)] == [32, 64, 128, 256, 512]
+    assert bench.engine_max_num_seqs(512, plans) == 512
+
+
+# ---- a run's figures --------------------------------------------------------------------------------
+def test_goodput_counts_completed_requests_within_both_slos_per_second_of_the_run():
+    requests = [request(0.1, 1.1, 11),   # TPOT 0.1: met
+                request(0.1, 2.1, 11),   # TPOT 0.2: misses TPOT
+                request(0.6, 0.6, 1),    # one token, TTFT misses
+                request(0.2, 0.2, 1),    # one token: judged on TTFT alone, met
+                request(None, None, None, outcome="failed")]
+    figures = bench.run_row(requests, duration_s=4.0, ttft_slo_s=0.5, tpot_slo_s=0.15)
+    assert figures["goodput_rps"] == pytest.approx(2 / 4)
+    assert figures["slo_attainment"] == pytest.approx(2 / 5)
+    assert figures["request_throughput_rps"] == pytest.approx(4 / 4)
+    assert figures["output_token_throughput_tps"] == pytest.approx(24 / 4)
+    assert (figures["sent"], figures["completed"], figures["failed"]) == (5, 4, 1)
+    assert figures["tpot_p99_s"] == pytest.approx(0.1 + 0.99 * 0.1)  # numpy linear, of 0.1 and 0.2
+    assert figures["ttft_p50_s"] == pytest.approx(0.15)
+
+
+def test_a_run_with_nothing_completed_has_no_latencies_and_no_goodput():
+    figures = bench.run_row([request(None, None, None, "failed")], 10.0, 0.5, 0.1)
+    assert figures["goodput_rps"] == 0 and figures["ttft_p99_s"] is None
+
+
+# ---- Pareto fronts ----------------------------------------------------------------------------------
+def test_pareto_front_keeps_the_rows_no_other_beats_on_throughput_and_p99_ttft():
+    rows = [row(32, 8192, 1, output_token_throughput_tps=100, ttft_p99_s=0.2),
+            row(64, 8192, 1, output_token_throughput_tps=200, ttft_p99_s=0.3),
+            row(128, 8192, 1, output_token_throughput_tps=150, ttft_p99_s=0.4),  # beaten by 64
+            row(256, 8192, 1, output_token_throughput_tps=300, ttft_p99_s=0.9),
+            row(512, 8192, 1, output_token_throughput_tps=300, ttft_p99_s=1.0),  # tie on x, worse y
+            row(1024, 8192, 1, output_token_throughput_tps=None, ttft_p99_s=None)]
+    assert [r["max_num_seqs"] for r in bench.pareto_front(rows)] == [32, 64, 256]
+
+
+def test_chunked_prefill_front_minimises_both_latencies():
+    rows = [{"max_num_batched_tokens": b, "prefill_ttft_p99_s": ttft, "decode_tpot_p99_s": tpot}
+            for b, ttft, tpot in ((512, 3.0, 0.02), (1024, 1.5, 0.025), (2048, 1.6, 0.03), (8192, 0.5, 0.06))]
+    assert [r["max_num_batched_tokens"] for r in bench.chunked_prefill_front(rows)] == [8192, 1024, 512]
+
+
+# ---- goals ------------------------------------------------------------------------------------------
+PLANS = [{"label": "controller:memory_budget", "max_num_seqs": 64, "max_num_batched_tokens": 2304},
+         {"label": "vllm_default", "max_num_seqs": 1024, "max_num_batched_tokens": 8192}]
+
+
+def goals_for(ours: float, best: float, default: float) -> list[dict]:
+    rows = [row(64, 2304, ours), row(256, 2304, best), row(1024, 8192, default), row(32, 8192, 0.1)]
+    return bench.preset_goals("mixed", {"plans": PLANS, "rows": rows})
+
+
+def test_the_plan_meets_its_goals_within_5_percent_of_the_best_and_above_vllms_defaults():
+    goals = goals_for(ours=9.6, best=10.0, default=9.0)
+    assert [g["met"] for g in goals] == [True, True]
+    assert goals[0]["measured"] == pytest.approx(0.96)
+    assert "max_num_seqs 256, budget 2304" in goals[0]["name"]
+
+
+def test_the_plan_misses_below_95_percent_of_the_best_or_below_vllms_defaults():
+    assert [g["met"] for g in goals_for(ours=9.0, best=10.0, default=8.0)] == [False, True]
+    assert [g["met"] for g in goals_for(ours=9.8, best=10.0, default=9.9)] == [True, False]
+
+
+def test_a_plan_not_measured_is_an_unmet_goal():
+    goals = bench.preset_goals("batch", {"plans": PLANS, "rows": [row(1024, 8192, 3.0)]})
+    assert [g["met"] for g in goals] == [False]
+
+
+def test_kv_capacity_within_3_percent_of_vllms_allocation():
+    statuses = {"fp16": {"r1": {"predicted_kv_tokens": 102_000, "actual_kv_tokens": 100_000}},
+                "fp8": {"r1": {"predicted_kv_tokens": 190_000, "actual_kv_tokens": 200_000}},
+                "fp8-missing": {}}
+    goals = bench.kv_capacity_goals(statuses)
+    assert [g["met"] for g in goals] == [True, False, False]
+    assert goals[1]["measured"] == pytest.approx(-0.05)
+
+
+def test_summary_marks_the_controllers_chunked_budget_and_misses_a_missing_fp8_part():
+    chunked = {"controller_budget": 1024,
+               "rows": [{"max_num_batched_tokens": 1024, "prefill_ttft_p99_s": 1.0, "decode_tpot_p99_s": 0.02},
+                        {"max_num_batched_tokens": 8192, "prefill_ttft_p99_s": 1.2, "decode_tpot_p99_s": 0.05}]}
+    result = bench.summary({"mixed": {"plans": PLANS, "rows": []}}, None, chunked, ["cmd"], "H200")
+    assert result["chunked_prefill"]["controller_budget_on_front"] is True
+    assert result["chunked_prefill"]["front_budgets"] == [1024]
+    assert result["goals"][-1] == {"name": "KV capacity: fp8-kv part measured", "measured": False, "goal": True,
+                                   "met": False}
+    assert set(result) >= {"gpu", "commands", "goals"}
+
+
+def test_our_apps_fp8_config_lets_the_controller_plan_for_the_preset():
+    from pathlib import Path
+
+    from serve_app.config import parse_config
+
+    config = parse_config(bench.ours_kv_config(Path("/models/x"), 8000, get_preset("mixed"), kv_cache_dtype="fp8",
+                                               policy="memory_budget", max_model_len=8192,
+                                               gpu_memory_utilization=0.9))
+    assert (config.engine.max_num_seqs, config.engine.max_num_batched_tokens) == (None, None)
+    assert (config.engine.kv_cache_dtype, config.engine.preset, config.engine.batch_size_policy) == \
+        ("fp8", "mixed", "memory_budget")
+    assert [(c.name, c.ttft_slo_s, c.tpot_slo_s) for c in config.priority_classes] == [("mixed", 1.0, 0.08)]
