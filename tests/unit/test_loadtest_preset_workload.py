@@ -131,12 +131,14 @@ def test_with_one_slot_the_wait_for_it_counts_in_ttft_from_the_arrival():
     records = _ttfts(latency_from_arrival=True)
     # Served one after the other: the third waited two services before its own.
     assert [r.send_s for r in records] == [0.0, 0.0, 0.0]
-    assert [round(r.ttft_s / SERVICE_S) for r in records] == [1, 2, 3]
+    # Lower bounds only: each request also pays the client's own overhead, which a busy machine stretches.
+    for waited_services, record in enumerate(records):
+        assert record.ttft_s >= (waited_services + 1) * SERVICE_S * 0.95
 
 
 def test_by_default_latency_counts_from_the_send_as_vllm_bench_does():
     records = _ttfts(latency_from_arrival=False)
-    assert [round(r.ttft_s / SERVICE_S) for r in records] == [1, 1, 1]
+    assert all(SERVICE_S * 0.95 <= r.ttft_s < SERVICE_S * 1.9 for r in records)
     assert round(records[-1].send_s / SERVICE_S) == 2
 
 
