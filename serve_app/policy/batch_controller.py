@@ -52,12 +52,14 @@ def preset_within_context(preset: UseCasePreset, max_model_len: int) -> UseCaseP
     """Scale a preset's lengths down proportionally when its p95 request exceeds the context."""
     if preset.p95_sequence_len <= max_model_len:
         return preset
+    # Means shrink by the same factor as the p95s: the shape of the distribution (its p95/mean) is kept,
+    # which occupancy sizing and the load driver's preset workloads read, instead of collapsing to fixed lengths.
     scale = max_model_len / preset.p95_sequence_len
     shrink = lambda n: max(1, math.floor(n * scale))  # noqa: E731
     prompt_p95, output_p95 = shrink(preset.prompt_len_p95), shrink(preset.output_len_p95)
     return replace(preset, prompt_len_p95=prompt_p95, output_len_p95=output_p95,
-                   prompt_len_mean=min(preset.prompt_len_mean, prompt_p95),
-                   output_len_mean=min(preset.output_len_mean, output_p95))
+                   prompt_len_mean=min(shrink(preset.prompt_len_mean), prompt_p95),
+                   output_len_mean=min(shrink(preset.output_len_mean), output_p95))
 
 
 def plan_engine(shape: ModelShape, device: DeviceInfo, preset: UseCasePreset, *, max_model_len: int,

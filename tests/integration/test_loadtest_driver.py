@@ -20,6 +20,8 @@ from autoscaling.loadtest.runner import run_load
 from autoscaling.loadtest.workload import WorkloadSpec, plan_requests
 from router_helpers import wait_until_idle
 
+from serve_app.memory.presets import get_preset
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ("interactive", "standard", "batch")
@@ -114,3 +116,28 @@ def test_cross_check_against_vllm_bench_serve(base_url, model_name, app_config, 
         assert abs(row["rel_diff"]) <= 0.05, (name, row)
     assert done.returncode == 0, done.stdout[-3000:]
     assert "vllm" in report["commands"]["vllm_bench"] and "autoscaling.loadtest" in report["commands"]["loadtest"]
+
+
+def test_preset_workload_through_the_cli_counts_the_slot_wait(base_url, model_name, app_config, tmp_path):
+    """`--workload preset`: the preset's lengths scaled to the app's context, its SLO, and with
+    `--latency-from-arrival` under `--max-concurrency` the wait for a free slot is part of each TTFT."""
+    out = tmp_path / "preset.json"
+    context = app_config.engine.max_model_len
+    command = [sys.executable, "-m", "autoscaling.loadtest", "run", "--base-url", base_url, "--model", model_name,
+               "--workload", "preset", "--preset", "interactive", "--max-model-len", str(context),
+               "--arrival", "poisson:inf", "--num-requests", "6", "--max-concurrency", "2", "--latency-from-arrival",
+               "--api-key", "key-gold", "--priority-field", "none", "--seed", "5", "--save-requests", "--no-progress",
+               "--timeout", "300", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    (stats,) = result["classes"].values()
+    assert stats["sent"] == stats["completed"] == 6, stats
+    records = sorted(result["requests"], key=lambda r: r["end_s"])
+    assert all(r["prompt_tokens"] + r["output_tokens"] <= context for r in records)
+    assert len({r["prompt_tokens"] for r in records}) > 1  # log-normal lengths, not one fixed length
+    # All six arrive at once and two run at a time: the last pair waited for two others to finish.
+    first_done = records[0]["e2e_s"]
+    assert all(r["ttft_s"] >= first_done for r in records[2:]), [(r["ttft_s"], r["e2e_s"]) for r in records]
+    preset = get_preset("interactive")
+    assert stats["slo"] == Slo(preset.ttft_s, preset.tpot_s).to_dict()

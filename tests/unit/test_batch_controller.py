@@ -213,7 +213,7 @@ def test_occupancy_sizing_plans_more_sequences_with_the_same_token_budget():
 def test_occupancy_on_cpu_counts_the_speculative_slots_and_the_preset_cap():
     from serve_app.memory.speculation import SpeculationCost
 
-    cpu = DeviceInfo("cpu", "cpu", 0, 0, GiB // 16)  # 65,536 tokens of tiny's 1,024 B in blocks of 128
+    cpu = DeviceInfo("cpu", "cpu", 0, 0, GiB // 32)  # 32,768 tokens of tiny's 1,024 B in blocks of 128
     common = dict(max_model_len=2048, gpu_memory_utilization=0.9, max_num_batched_tokens=2048, kv_cache_dtype="auto")
     preset = get_preset("long-form")
     plain = plan_engine(shape("tiny"), cpu, preset, **common, kv_sizing="occupancy")

@@ -49,7 +49,10 @@ def test_a_short_context_scales_the_lengths_down_and_no_request_exceeds_it():
     assert max(p + o for p, o in zip(prompts, outputs)) <= 4096
     assert max(prompts) == workload.prompt_len.max and max(outputs) == workload.output_len.max  # tails clipped
     assert percentile(outputs, 95) <= workload.preset.output_len_p95 + 1
-    assert percentile(outputs, 50) > 1500  # still long outputs, not collapsed to the clip
+    # The means shrink by the same factor (4,096 / 7,168): the shape is kept, not collapsed to the clip.
+    assert workload.preset.output_len_mean == 2048 * 4096 // 7168
+    assert sum(outputs) / len(outputs) == pytest.approx(workload.preset.output_len_mean, rel=0.1)
+    assert percentile(outputs, 50) < percentile(outputs, 95) / 1.5
 
 
 def test_the_context_split_follows_the_p95s_and_adds_up_to_the_context():
