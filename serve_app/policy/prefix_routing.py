@@ -18,6 +18,12 @@ from serve_app.policy.router_settings import RouterSettings
 
 # vLLM's default KV block size, until a replica reports its own (`set_capacity`).
 DEFAULT_BLOCK_SIZE = 16
+# `precise_prefix`: how long a prompt just sent counts as cached on its replica before the replica's own
+# events say so. Events reach the router a pull period (0.1 s) after vLLM stores the blocks, which is
+# after the prompt's prefill: without this, a burst sharing a new prefix would be spread over replicas
+# that all look empty. Long enough for a prefill under load, short enough that an eviction the events
+# report is believed soon.
+IN_FLIGHT_TTL_S = 5.0
 
 
 @dataclass
@@ -72,9 +78,11 @@ class PrefixRouting:
         self._settings = settings
         self._events: PrefixCacheIndex | None = None
         self._dispatched: DispatchedPrefixIndex | None = None
+        self._in_flight: DispatchedPrefixIndex | None = None  # precise: sent, not yet confirmed by events
         if settings.routing == "precise_prefix":
             self._events = PrefixCacheIndex()
             self._index: PrefixIndex = self._events
+            self._in_flight = DispatchedPrefixIndex(IN_FLIGHT_TTL_S)
         elif settings.routing == "approximate_prefix":
             self._dispatched = DispatchedPrefixIndex(settings.approximate_cache_ttl_s)
             self._index = self._dispatched
@@ -94,15 +102,21 @@ class PrefixRouting:
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         self._index.set_capacity(replica_id, blocks)
+        if self._in_flight is not None:
+            self._in_flight.set_capacity(replica_id, blocks)
         self._block_size = int(block_size)
 
     def remove_replica(self, replica_id: str) -> None:
         self._index.remove_replica(replica_id)
+        if self._in_flight is not None:
+            self._in_flight.remove_replica(replica_id)
         self._predicted.forget(replica_id)
 
     # ---- choice and dispatch ----
     def cached_tokens(self, replica_id: str, keys: Sequence[int], now: float) -> int:
         blocks = self._index.cached_blocks(replica_id, keys, now)
+        if self._in_flight is not None:
+            blocks = max(blocks, self._in_flight.cached_blocks(replica_id, keys, now))
         return blocks * self._block_size
 
     def _prompt_tokens(self, keys: Sequence[int], prompt_tokens: int | None) -> int:
@@ -120,12 +134,14 @@ class PrefixRouting:
 
     def record_dispatch(self, replica_id: str, class_name: str, keys: Sequence[int], prompt_tokens: int | None,
                         now: float) -> None:
-        """Book the predicted hit of a request just sent; approximate routing also records where it went."""
+        """Book the predicted hit of a request just sent, and record where it went (approximate routing's
+        index; precise routing's in-flight overlay, until the replica's events cover it)."""
         prompt = self._prompt_tokens(keys, prompt_tokens)
         hit = min(self.cached_tokens(replica_id, keys, now), prompt) if keys else 0
         self._predicted.book(replica_id, class_name, hit, prompt)
-        if self._dispatched is not None and keys:
-            self._dispatched.record_dispatch(replica_id, keys, now)
+        sent_to = self._dispatched if self._dispatched is not None else self._in_flight
+        if sent_to is not None and keys:
+            sent_to.record_dispatch(replica_id, keys, now)
 
     # ---- observability ----
     def add_stats(self, stats: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from serve_app.config import load_config
 from serve_app.policy.api_keys import Caller
 from serve_app.policy.prefix_blocks import block_keys
 from serve_app.policy.prefix_cache_index import AllCleared, BlocksRemoved, BlocksStored
+from serve_app.policy.prefix_routing import IN_FLIGHT_TTL_S
 from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
 from serve_app.policy.replica_choice import rendezvous_replica
 from serve_app.policy.router_core import RouterCore, RouterPolicy
@@ -77,10 +78,30 @@ def test_removed_or_cleared_blocks_stop_attracting():
         core, baseline = make_core("precise_prefix"), make_core("least_outstanding_tokens")
         core.apply_cache_events("r2", [holds(4)])
         core.apply_cache_events("r2", events)
+        # Spaced beyond the in-flight overlay's TTL, so only the events could attract them.
+        spacing = IN_FLIGHT_TTL_S + 1
         for i in range(20):
             tokens = prompt(i)
-            assert send(core, f"q{i}", tokens, 0.01 * i) == send(baseline, f"q{i}", tokens, 0.01 * i)
+            assert send(core, f"q{i}", tokens, spacing * i) == send(baseline, f"q{i}", tokens, spacing * i)
         assert core.stats()["classes"]["interactive"]["predicted_prefix_hit_rate"] == 0.0
+
+
+def test_a_burst_sharing_a_new_prefix_follows_its_first_request_before_any_event():
+    """No replica's events show the prefix yet (they come after the first prefill): the requests just
+    sent count as cached where they went, so a burst gathers on one replica (within the load bound)."""
+    core, baseline = make_core("precise_prefix"), make_core("least_outstanding_tokens")
+    for i in range(30):  # background: every replica busy with prompts of their own
+        unrelated = [5000 + i * 100 + j for j in range(3 * BLOCK)]
+        assert send(core, f"bg{i}", unrelated, 0.0) == send(baseline, f"bg{i}", unrelated, 0.0)
+    first = send(core, "q0", prompt(0), now=0.0)
+    assert [send(core, f"q{i}", prompt(i), now=0.01 * i) for i in range(1, 4)] == [first] * 3
+    assert core.stats()["classes"]["interactive"]["predicted_prefix_hit_rate"] > 0
+    # Unconfirmed by events past the TTL, no longer believed: the next one is booked with no predicted hit.
+    booked_tokens = 30 * 3 * BLOCK + 4 * len(prompt(0))
+    rate = core.stats()["classes"]["interactive"]["predicted_prefix_hit_rate"]
+    send(core, "q4", prompt(4), now=IN_FLIGHT_TTL_S + 1)
+    after = core.stats()["classes"]["interactive"]["predicted_prefix_hit_rate"]
+    assert after == pytest.approx(rate * booked_tokens / (booked_tokens + len(prompt(4))))
 
 
 @pytest.mark.parametrize("routing", ["precise_prefix", "approximate_prefix"])
