@@ -35,7 +35,7 @@ from autoscaling.bench import cache_routing as bench
 from autoscaling.bench.cache_routing_plots import tenant_goodput, ttft_cdf
 from autoscaling.bench.host import gpu_name, log
 from autoscaling.bench.priority_load import router_stats
-from autoscaling.bench.servers import DetachedServer, release_gpu, start_server, stop_detached, wait_healthy
+from autoscaling.bench.servers import release_gpu, start_server, stop_detached, wait_for_detached
 from autoscaling.bench.vllm_bench import headline, prefix_repetition_command, run_bench
 from autoscaling.bench.vllm_reference import SERVED_NAME, ensure_checkpoint, ours_serve_command
 from autoscaling.loadtest.arrivals import GammaArrivals
@@ -86,15 +86,8 @@ def start(args: argparse.Namespace) -> int:
 
 
 def wait_for_server(args: argparse.Namespace) -> dict:
-    path = args.out / f"{args.part}_server.json"
-    state = json.loads(path.read_text())
-    if "healthy_after_s" not in state:
-        wait_healthy(f"{base_url(args)}/health", DetachedServer(state["pid"]), args.ready_timeout_s,
-                     args.out / f"{args.part}_server.log")
-        state["healthy_after_s"] = round(time.time() - state["started"], 1)
-        path.write_text(json.dumps(state, indent=2))
-    log(f"{args.part}: healthy {state['healthy_after_s']:.0f}s after its start")
-    return state
+    return wait_for_detached(args.out / f"{args.part}_server.json", f"{base_url(args)}/health", args.ready_timeout_s,
+                             args.out / f"{args.part}_server.log", args.part)
 
 
 def load(args: argparse.Namespace, name: str, spec: SharedPrefixSpec, keys: dict[str, str] | None = None) -> dict:

@@ -46,7 +46,7 @@ from autoscaling.bench import controller_plans as bench
 from autoscaling.bench import controller_runs as bench_runs
 from autoscaling.bench.controller_plots import chunked_prefill, preset_pareto, table
 from autoscaling.bench.host import archive, gpu_name, log
-from autoscaling.bench.servers import DetachedServer, release_gpu, start_server, stop_detached, wait_healthy
+from autoscaling.bench.servers import DetachedServer, release_gpu, start_server, stop_detached, wait_for_detached
 from autoscaling.bench.vllm_reference import SERVED_NAME, ensure_checkpoint, ours_serve_command, vllm_serve_command
 from autoscaling.loadtest.arrivals import GammaArrivals
 from autoscaling.loadtest.client import ClientOptions
@@ -180,14 +180,8 @@ def wait_for_engine(args: argparse.Namespace) -> dict | None:
     path = args.out / f"{args.engine}_server.json"
     if not path.exists():
         raise SystemExit(f"{args.engine} was not started in {args.out} (run start first)")
-    state = json.loads(path.read_text())
-    if "healthy_after_s" not in state:
-        wait_healthy(f"{base_url(args)}/health", DetachedServer(state["pid"]), args.ready_timeout_s,
-                     args.out / f"{args.engine}_server.log")
-        state["healthy_after_s"] = round(time.time() - state["started"], 1)
-        path.write_text(json.dumps(state, indent=2))
-    log(f"{args.engine}: healthy {state['healthy_after_s']:.0f}s after its start")
-    return state
+    return wait_for_detached(path, f"{base_url(args)}/health", args.ready_timeout_s,
+                             args.out / f"{args.engine}_server.log", args.engine)
 
 
 # ---- runs -------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 group, make sure the GPU is free for the next one; and servers left running by an earlier call."""
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -139,3 +140,15 @@ def stop_detached(pid: int) -> None:
             if DetachedServer(pid).poll() is not None:
                 return
             time.sleep(1)
+
+
+def wait_for_detached(state_path: Path, health_url: str, timeout_s: float, log_path: Path, name: str) -> dict:
+    """The state a recipe's `start` phase wrote for a detached server (`pid`, `started`), once the server is
+    healthy; the first wait records `healthy_after_s` in it, so a later measure call does not wait again."""
+    state = json.loads(state_path.read_text())
+    if "healthy_after_s" not in state:
+        wait_healthy(health_url, DetachedServer(state["pid"]), timeout_s, log_path)
+        state["healthy_after_s"] = round(time.time() - state["started"], 1)
+        state_path.write_text(json.dumps(state, indent=2))
+    log(f"{name}: healthy {state['healthy_after_s']:.0f}s after its start")
+    return state
