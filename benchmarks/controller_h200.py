@@ -213,7 +213,8 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
         if args.rate is None:
             spec = wl.spec(GammaArrivals(float("inf")), num_requests=args.capacity_requests,
                            max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=0)
-            run = load(args, f"{part['part']}_capacity", {"run": spec}, bench_runs.slo_timeout_s(wl))["run"]
+            run = load(args, f"{part['part']}_capacity", {"run": spec}, bench_runs.slo_timeout_s(wl),
+                       slos=bench_runs.preset_slos(wl))["run"]
             part["capacity"] = bench_runs.figures(run, wl)
         part["rate_rps"] = args.rate or args.load * part["capacity"]["request_throughput_rps"]
         save_part(args, part)
@@ -229,7 +230,7 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
         spec = wl.spec(GammaArrivals(part["rate_rps"]), duration_s=args.window_s, max_concurrency=setting.max_num_seqs,
                        seed=1)  # the same requests at every setting
         run = load(args, f"{part['part']}_{budget}_{setting.max_num_seqs}", {"run": spec}, bench_runs.slo_timeout_s(wl),
-                   latency_from_arrival=True)["run"]
+                   latency_from_arrival=True, slos=bench_runs.preset_slos(wl))["run"]
         part["rows"].append({**setting.to_dict(), "rate_rps": part["rate_rps"], **bench_runs.figures(run, wl)})
         save_part(args, part)
         clock.done(since)
@@ -257,8 +258,8 @@ def measure_chunked(args: argparse.Namespace, part: dict, clock: bench_runs.Cloc
     # The long prompts start once the decodes run: they arrive among decodes, not into an empty engine.
     runs = load(args, f"chunked-prefill_{budget}", {"decodes": decodes, "prompts": prompts},
                 timeout_s=args.decode_len * 0.2 + 60, delays_s={"prompts": args.decode_lead_s})
-    decode_row = bench.run_row(runs["decodes"]["requests"], runs["decodes"]["duration_s"], None, None)
-    prompt_row = bench.run_row(runs["prompts"]["requests"], runs["prompts"]["duration_s"], None, None)
+    decode_row = bench.run_row(runs["decodes"]["overall"], runs["decodes"]["duration_s"])
+    prompt_row = bench.run_row(runs["prompts"]["overall"], runs["prompts"]["duration_s"])
     part["rows"].append({"max_num_batched_tokens": budget, "prefill_ttft_p99_s": prompt_row["ttft_p99_s"],
                          "prefill_ttft_p50_s": prompt_row["ttft_p50_s"], "decode_tpot_p99_s": decode_row["tpot_p99_s"],
                          "decode_tpot_p50_s": decode_row["tpot_p50_s"], "decodes": decode_row, "prompts": prompt_row})
@@ -277,7 +278,8 @@ def measure_fp8(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -
     if "capacity" not in runs and clock.step_fits():
         spec = wl.spec(GammaArrivals(float("inf")), num_requests=args.capacity_requests,
                        max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=0)
-        run = load(args, f"fp8-kv_{dtype}_capacity", {"run": spec}, bench_runs.slo_timeout_s(wl))["run"]
+        run = load(args, f"fp8-kv_{dtype}_capacity", {"run": spec}, bench_runs.slo_timeout_s(wl),
+                   slos=bench_runs.preset_slos(wl))["run"]
         runs["capacity"] = bench_runs.figures(run, wl)
         save_part(args, part)
     if "goodput" not in runs and "capacity" in runs and clock.step_fits():
@@ -285,7 +287,8 @@ def measure_fp8(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -
         rate = args.rate or read_part(args, f"preset-{FP8_PRESET}").get("rate_rps") or \
             args.load * capacity["request_throughput_rps"]
         spec = wl.spec(GammaArrivals(rate), duration_s=args.window_s, seed=1)
-        run = load(args, f"fp8-kv_{dtype}_goodput", {"run": spec}, bench_runs.slo_timeout_s(wl))["run"]
+        run = load(args, f"fp8-kv_{dtype}_goodput", {"run": spec}, bench_runs.slo_timeout_s(wl),
+                   slos=bench_runs.preset_slos(wl))["run"]
         runs["goodput"] = {"rate_rps": rate, **bench_runs.figures(run, wl)}
         save_part(args, part)
 

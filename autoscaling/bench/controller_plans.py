@@ -1,7 +1,7 @@
 """Issue 19's controller benchmark, its pure parts: the engine settings compared per preset (the
 controller's plan for each batch-size policy, vLLM's defaults, a max_num_seqs x max_num_batched_tokens
-sweep), a run's figures from its requests (goodput: requests within both of the preset's SLOs per
-second of the run), the Pareto front (throughput vs p99 TTFT) and the goals summary.json judges.
+sweep), a run's figures from the load driver's stats of it (goodput: requests within both of the
+preset's SLOs per second of the run), the Pareto front (throughput vs p99 TTFT) and the goals summary.json judges.
 benchmarks/controller_h200.py does the I/O.
 """
 from __future__ import annotations
@@ -9,19 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from autoscaling.bench.priority_load import OursOptions, ours_config
 from autoscaling.bench.vs_vllm_goals import goal
-from serve_app.config import EngineSettings
+from serve_app.config import KV_SIZING_BY_POLICY
 from serve_app.memory import ModelShape
 from serve_app.memory.presets import UseCasePreset
 from serve_app.policy.batch_controller import DeviceInfo, plan_engine
-from serve_app.statistics import attainment, meets_slo, percentile, tpot_s
 
-# The controller's batch-size policies compared, by their `engine.batch_size_policy` names; those this
-# checkout's config does not know yet are left out (`available_policies`).
-CONTROLLER_POLICIES: tuple[str, ...] = ("memory_budget", "memory_occupancy")
+# The controller's batch-size policies compared: every `engine.batch_size_policy` that plans.
+CONTROLLER_POLICIES: tuple[str, ...] = tuple(KV_SIZING_BY_POLICY)
 VLLM_DEFAULT = "vllm_default"
 # vLLM's defaults for its OpenAI server on a GPU of >= 70 GiB that is no A100 (H100, H200), as
 # `EngineArgs._set_default_args` sets them (vLLM 0.10 to 0.32 at least).
@@ -58,19 +56,8 @@ class Plan:
 
 
 def available_policies(wanted: Iterable[str] = CONTROLLER_POLICIES) -> tuple[str, ...]:
-    """The wanted policies this checkout's `engine.batch_size_policy` accepts."""
-    accepted = get_args(EngineSettings.model_fields["batch_size_policy"].annotation)
-    return tuple(name for name in wanted if name in accepted and name != VLLM_DEFAULT)
-
-
-def _sizing_arguments(policy: str) -> dict[str, Any]:
-    """plan_engine's keyword arguments for a policy: the worst case is its default; the others name
-    their KV sizing as the config maps them (`serve_app.config.KV_SIZING_BY_POLICY`)."""
-    if policy == "memory_budget":
-        return {}
-    from serve_app.config import KV_SIZING_BY_POLICY  # arrives with memory_occupancy
-
-    return {"kv_sizing": KV_SIZING_BY_POLICY[policy]}
+    """The wanted policies that the controller plans by (vLLM's default plans nothing)."""
+    return tuple(name for name in wanted if name in KV_SIZING_BY_POLICY)
 
 
 def controller_plan(policy: str, shape: ModelShape, device: DeviceInfo, preset: UseCasePreset, *,
@@ -79,7 +66,7 @@ def controller_plan(policy: str, shape: ModelShape, device: DeviceInfo, preset: 
     plan = plan_engine(shape, device, preset, max_model_len=max_model_len,
                        gpu_memory_utilization=gpu_memory_utilization,
                        max_num_batched_tokens=PLANNING_MAX_NUM_BATCHED_TOKENS, kv_cache_dtype=kv_cache_dtype,
-                       **_sizing_arguments(policy))
+                       kv_sizing=KV_SIZING_BY_POLICY[policy])
     args = plan.engine_args
     return Plan(f"controller:{policy}", EngineSetting(args["max_num_batched_tokens"], args["max_num_seqs"]),
                 plan.predicted_kv_tokens)
@@ -108,24 +95,18 @@ def engine_max_num_seqs(budget: int, plans: Iterable[Plan], grid: Iterable[int] 
 
 
 # ---- one run's figures ------------------------------------------------------------------------------
-def run_row(requests: Sequence[Mapping[str, Any]], duration_s: float, ttft_slo_s: float | None,
-            tpot_slo_s: float | None) -> dict[str, Any]:
-    """A run's figures from its requests (the load driver's saved records). Goodput: completed requests
-    within both SLOs (`serve_app.statistics.meets_slo`) per second of the run; latencies of completed
-    requests."""
-    done = [r for r in requests if r["outcome"] == "completed"]
-    ttfts = [r["ttft_s"] for r in done if r["ttft_s"] is not None]
-    tpots = [t for t in (tpot_s(r["e2e_s"], r["ttft_s"], r["output_tokens"] or 0) for r in done) if t is not None]
-    met = [meets_slo(r["ttft_s"], tpot_s(r["e2e_s"], r["ttft_s"], r["output_tokens"] or 0), ttft_slo_s, tpot_slo_s)
-           for r in done]
-    per_s = 1.0 / duration_s if duration_s > 0 else 0.0
-    return {"sent": len(requests), "completed": len(done), "failed": len(requests) - len(done),
-            "duration_s": duration_s, "goodput_rps": sum(met) * per_s,
-            "slo_attainment": attainment([*met, *[False] * (len(requests) - len(done))]),
-            "request_throughput_rps": len(done) * per_s,
-            "output_token_throughput_tps": sum(r["output_tokens"] or 0 for r in done) * per_s,
-            "ttft_p50_s": percentile(ttfts, 50), "ttft_p99_s": percentile(ttfts, 99),
-            "tpot_p50_s": percentile(tpots, 50), "tpot_p99_s": percentile(tpots, 99)}
+def run_row(stats: Mapping[str, Any], duration_s: float) -> dict[str, Any]:
+    """A run's figures from the load driver's stats of it (`autoscaling.loadtest.metrics.class_stats`,
+    whose goodput judges each completed request against the SLO the run was given)."""
+    sent, completed = stats["sent"], stats["completed"]
+    met = stats["goodput_rps"] * duration_s
+    return {"sent": sent, "completed": completed, "failed": sent - completed,
+            "duration_s": duration_s, "goodput_rps": stats["goodput_rps"],
+            "slo_attainment": met / sent if sent else None,
+            "request_throughput_rps": stats["request_throughput_rps"],
+            "output_token_throughput_tps": stats["output_token_throughput_tps"],
+            "ttft_p50_s": stats["ttft_s"]["p50"], "ttft_p99_s": stats["ttft_s"]["p99"],
+            "tpot_p50_s": stats["tpot_s"]["p50"], "tpot_p99_s": stats["tpot_s"]["p99"]}
 
 
 def pareto_front(rows: Sequence[Mapping[str, Any]], x: str = "output_token_throughput_tps",

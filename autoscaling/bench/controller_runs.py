@@ -11,19 +11,22 @@ from pathlib import Path
 from autoscaling.bench.controller_plans import run_row
 from autoscaling.bench.host import log
 from autoscaling.loadtest.client import ClientOptions
+from autoscaling.loadtest.metrics import Slo
 from autoscaling.loadtest.preset_workload import PresetWorkload
 from autoscaling.loadtest.runner import run_load
 from autoscaling.loadtest.workload import WorkloadSpec
 
 
 def load(options: ClientOptions, raw_dir: Path, name: str, specs: dict[str, WorkloadSpec], *,
-         latency_from_arrival: bool = False, delays_s: dict[str, float] | None = None) -> dict[str, dict]:
-    """Runs the specs at once (each its own stream, `delays_s` after the start); saves each run's
-    requests gzipped as raw_dir/<name>.json.gz and returns the load driver's results with their requests."""
+         latency_from_arrival: bool = False, delays_s: dict[str, float] | None = None,
+         slos: dict[str, Slo] | None = None) -> dict[str, dict]:
+    """Runs the specs at once (each its own stream, `delays_s` after the start), the driver judging
+    goodput by `slos` per class; saves each run's requests gzipped as raw_dir/<name>.json.gz and returns
+    the load driver's results with their requests."""
 
     async def one(key: str, spec: WorkloadSpec) -> dict:
         await asyncio.sleep((delays_s or {}).get(key, 0.0))
-        result = await run_load(spec, options, progress=False, command=f"{name}:{key}",
+        result = await run_load(spec, options, slos=slos, progress=False, command=f"{name}:{key}",
                                 latency_from_arrival=latency_from_arrival)
         return result.to_dict(include_requests=True)
 
@@ -46,9 +49,17 @@ def slo_timeout_s(wl: PresetWorkload) -> float:
     return wl.preset.ttft_s + wl.preset.tpot_s * (wl.output_len.max - 1) + 5.0
 
 
+def preset_slos(wl: PresetWorkload) -> dict[str, Slo]:
+    """What `load` judges a preset's runs by: the preset's SLO for its one class."""
+    return {wl.class_name: wl.slo}
+
+
 def figures(result: dict, wl: PresetWorkload) -> dict:
-    """`run_row` of a load-driver result against the preset's SLO."""
-    return run_row(result["requests"], result["duration_s"], wl.preset.ttft_s, wl.preset.tpot_s)
+    """`run_row` of a preset run's stats, which `load` judged against the preset's SLO (`preset_slos`)."""
+    stats = result["classes"][wl.class_name]
+    if stats["slo"] != wl.slo.to_dict():
+        raise ValueError(f"{result['command']}: judged against {stats['slo']}, not the preset's SLO")
+    return run_row(stats, result["duration_s"])
 
 
 class Clock:

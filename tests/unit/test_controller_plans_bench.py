@@ -2,9 +2,12 @@
 made-up rows."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from autoscaling.bench import controller_plans as bench
+from autoscaling.loadtest.metrics import RequestRecord, Slo, class_stats
 from serve_app.memory import ModelShape
 from serve_app.memory.gpus import gpu_memory_bytes
 from serve_app.memory.presets import get_preset
@@ -15,8 +18,15 @@ LLAMA3_8B = ModelShape.from_hf_config(hf_config(shape_named("llama3-8b")))
 H200 = DeviceInfo("cuda", "NVIDIA H200", gpu_memory_bytes("H200"), gpu_memory_bytes("H200"))
 
 
-def request(ttft: float | None, e2e: float | None, tokens: int | None, outcome: str = "completed") -> dict:
-    return {"outcome": outcome, "ttft_s": ttft, "e2e_s": e2e, "output_tokens": tokens}
+def request(ttft: float | None, e2e: float | None, tokens: int | None, outcome: str = "completed") -> RequestRecord:
+    return RequestRecord(0, "preset", send_s=0.0, end_s=e2e or 0.0, outcome=outcome, first_token_s=ttft,
+                         token_times_s=[e2e] if e2e is not None else [], output_tokens=tokens)
+
+
+def run_row(requests: list[RequestRecord], duration_s: float, ttft_slo_s: float, tpot_slo_s: float) -> dict:
+    """The figures of a run the load driver judged against this SLO."""
+    stats = class_stats(requests, duration_s, {"preset": Slo(ttft_slo_s, tpot_slo_s)})
+    return bench.run_row(stats, duration_s)
 
 
 def row(seqs: int, budget: int, goodput: float, **figures) -> dict:
@@ -78,7 +88,7 @@ def test_goodput_counts_completed_requests_within_both_slos_per_second_of_the_ru
                 request(0.6, 0.6, 1),    # one token, TTFT misses
                 request(0.2, 0.2, 1),    # one token: judged on TTFT alone, met
                 request(None, None, None, outcome="failed")]
-    figures = bench.run_row(requests, duration_s=4.0, ttft_slo_s=0.5, tpot_slo_s=0.15)
+    figures = run_row(requests, duration_s=4.0, ttft_slo_s=0.5, tpot_slo_s=0.15)
     assert figures["goodput_rps"] == pytest.approx(2 / 4)
     assert figures["slo_attainment"] == pytest.approx(2 / 5)
     assert figures["request_throughput_rps"] == pytest.approx(4 / 4)
@@ -89,7 +99,7 @@ def test_goodput_counts_completed_requests_within_both_slos_per_second_of_the_ru
 
 
 def test_a_run_with_nothing_completed_has_no_latencies_and_no_goodput():
-    figures = bench.run_row([request(None, None, None, "failed")], 10.0, 0.5, 0.1)
+    figures = run_row([request(None, None, None, "failed")], 10.0, 0.5, 0.1)
     assert figures["goodput_rps"] == 0 and figures["ttft_p99_s"] is None
 
 
@@ -170,3 +180,20 @@ def test_our_apps_fp8_config_lets_the_controller_plan_for_the_preset():
     assert (config.engine.kv_cache_dtype, config.engine.preset, config.engine.batch_size_policy) == \
         ("fp8", "mixed", "memory_budget")
     assert [(c.name, c.ttft_slo_s, c.tpot_slo_s) for c in config.priority_classes] == [("mixed", 1.0, 0.08)]
+
+
+def test_a_preset_runs_figures_come_from_the_drivers_stats_judged_against_the_presets_slo():
+    from autoscaling.bench.controller_runs import figures, preset_slos
+    from autoscaling.loadtest.metrics import all_stats
+    from autoscaling.loadtest.preset_workload import preset_workload
+
+    wl = preset_workload("interactive", 2048)
+    requests = [dataclasses.replace(request(0.1, 1.1, 11), class_name=wl.class_name),   # met
+                dataclasses.replace(request(0.9, 1.9, 11), class_name=wl.class_name)]   # TTFT misses 0.5 s
+
+    def result(slos: dict) -> dict:
+        return {"command": "test", "duration_s": 2.0, **all_stats(requests, 2.0, slos)}
+
+    assert figures(result(preset_slos(wl)), wl)["goodput_rps"] == pytest.approx(1 / 2)
+    with pytest.raises(ValueError, match="not the preset's SLO"):
+        figures(result({}), wl)  # a run the driver judged by no SLO would count every completion as good
