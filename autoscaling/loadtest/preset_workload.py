@@ -63,8 +63,6 @@ def preset_workload(name: str, max_model_len: int) -> PresetWorkload:
         preset = get_preset(name)
     except ValueError as error:
         raise SpecError(str(error)) from None
-    if max_model_len < 2:
-        raise SpecError(f"max_model_len must be >= 2 (a prompt token and an output token), got {max_model_len}")
     fitted = preset_within_context(preset, max_model_len)
     prompt_max, output_max = context_split(fitted, max_model_len)
     return PresetWorkload(fitted, max_model_len,

@@ -34,9 +34,13 @@ def max_num_seqs_without_preemption(
     if block_size <= 0 or kv_tokens < 0 or extra_tokens_per_seq < 0:
         raise ValueError("block_size must be positive, kv_tokens and extra_tokens_per_seq non-negative")
     blocks_per_seq = math.ceil((prompt_len_p95 + output_len_p95 + extra_tokens_per_seq) / block_size)
-    # BlockPool keeps one null block out of circulation (vllm/v1/core/block_pool.py).
-    usable_blocks = max(kv_tokens // block_size - 1, 0)
-    return usable_blocks // blocks_per_seq
+    return usable_kv_blocks(kv_tokens, block_size) // blocks_per_seq
+
+
+def usable_kv_blocks(kv_tokens: int, block_size: int) -> int:
+    """Blocks that sequences can hold: BlockPool keeps one null block out of circulation
+    (vllm/v1/core/block_pool.py)."""
+    return max(kv_tokens // block_size - 1, 0)
 
 
 def _round_up(x: int, multiple: int) -> int:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Iterable, Literal
+from typing import Iterable, Literal, get_args
 
-from serve_app.memory.concurrency import max_num_seqs_without_preemption
+from serve_app.memory.concurrency import max_num_seqs_without_preemption, usable_kv_blocks
 from serve_app.memory.presets import UseCasePreset
 
 # How the engine's max_num_seqs is sized: every sequence at p95 lengths, or by occupancy.
 KvSizing = Literal["worst_case", "occupancy"]
-KV_SIZINGS: tuple[KvSizing, ...] = ("worst_case", "occupancy")
+KV_SIZINGS: tuple[KvSizing, ...] = get_args(KvSizing)
 # The chance that N sequences at random instants together need more KV than there is, i.e. that
 # vLLM preempts; the router's window (`next_window_cap`) corrects the rest at run time.
 OVERFLOW_PROBABILITY = 0.01
@@ -94,8 +94,7 @@ def max_concurrency_at_overflow(kv_tokens: int, block_size: int, moments: Footpr
         raise ValueError("block_size must be positive and kv_tokens non-negative")
     if not 0 < overflow_probability <= 0.5:
         raise ValueError(f"overflow_probability must be in (0, 0.5], got {overflow_probability}")
-    # BlockPool keeps one null block out of circulation (vllm/v1/core/block_pool.py), as in concurrency.py.
-    usable_blocks = max(kv_tokens // block_size - 1, 0)
+    usable_blocks = usable_kv_blocks(kv_tokens, block_size)
     usable = usable_blocks * block_size
     z = NormalDist().inv_cdf(1 - overflow_probability)
     mean, std = moments.mean_tokens, moments.std_tokens
