@@ -77,15 +77,15 @@ class PrefixRouting:
     def __init__(self, settings: RouterSettings, class_names: Sequence[str]) -> None:
         self._settings = settings
         self._events: PrefixCacheIndex | None = None
-        self._dispatched: DispatchedPrefixIndex | None = None
-        self._in_flight: DispatchedPrefixIndex | None = None  # precise: sent, not yet confirmed by events
+        # Where prompts were sent: approximate routing's whole index; precise routing's belief in what
+        # the events do not show yet (`IN_FLIGHT_TTL_S`), beside the events' index.
         if settings.routing == "precise_prefix":
             self._events = PrefixCacheIndex()
             self._index: PrefixIndex = self._events
-            self._in_flight = DispatchedPrefixIndex(IN_FLIGHT_TTL_S)
+            self._sent = DispatchedPrefixIndex(IN_FLIGHT_TTL_S)
         elif settings.routing == "approximate_prefix":
-            self._dispatched = DispatchedPrefixIndex(settings.approximate_cache_ttl_s)
-            self._index = self._dispatched
+            self._sent = DispatchedPrefixIndex(settings.approximate_cache_ttl_s)
+            self._index = self._sent
         else:
             raise ValueError(f"routing {settings.routing!r} keeps no prefix cache index")
         # One engine config behind the router: every replica has the block size the last one reported.
@@ -102,21 +102,19 @@ class PrefixRouting:
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         self._index.set_capacity(replica_id, blocks)
-        if self._in_flight is not None:
-            self._in_flight.set_capacity(replica_id, blocks)
+        self._sent.set_capacity(replica_id, blocks)  # the same index under approximate routing: idempotent
         self._block_size = int(block_size)
 
     def remove_replica(self, replica_id: str) -> None:
         self._index.remove_replica(replica_id)
-        if self._in_flight is not None:
-            self._in_flight.remove_replica(replica_id)
+        self._sent.remove_replica(replica_id)
         self._predicted.forget(replica_id)
 
     # ---- choice and dispatch ----
     def cached_tokens(self, replica_id: str, keys: Sequence[int], now: float) -> int:
         blocks = self._index.cached_blocks(replica_id, keys, now)
-        if self._in_flight is not None:
-            blocks = max(blocks, self._in_flight.cached_blocks(replica_id, keys, now))
+        if self._sent is not self._index:
+            blocks = max(blocks, self._sent.cached_blocks(replica_id, keys, now))
         return blocks * self._block_size
 
     def _prompt_tokens(self, keys: Sequence[int], prompt_tokens: int | None) -> int:
@@ -134,14 +132,12 @@ class PrefixRouting:
 
     def record_dispatch(self, replica_id: str, class_name: str, keys: Sequence[int], prompt_tokens: int | None,
                         now: float) -> None:
-        """Book the predicted hit of a request just sent, and record where it went (approximate routing's
-        index; precise routing's in-flight overlay, until the replica's events cover it)."""
+        """Book the predicted hit of a request just sent, and record where it went."""
         prompt = self._prompt_tokens(keys, prompt_tokens)
         hit = min(self.cached_tokens(replica_id, keys, now), prompt) if keys else 0
         self._predicted.book(replica_id, class_name, hit, prompt)
-        sent_to = self._dispatched if self._dispatched is not None else self._in_flight
-        if sent_to is not None and keys:
-            sent_to.record_dispatch(replica_id, keys, now)
+        if keys:
+            self._sent.record_dispatch(replica_id, keys, now)
 
     # ---- observability ----
     def add_stats(self, stats: dict[str, Any]) -> None:
