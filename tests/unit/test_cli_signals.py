@@ -10,8 +10,8 @@ WAITS_FOR_A_SIGNAL = """
 import time
 from serve_app.cli import stop_on_signals
 stop_on_signals()
-print("ready", flush=True)
-try:
+try:  # "ready" inside: the signal may come as soon as the line is out, before the next statement
+    print("ready", flush=True)
     time.sleep(30)
 except KeyboardInterrupt:
     print("stopped", flush=True)
