@@ -11,6 +11,8 @@ what a shared volume gives a new pod) can make a start warm; what a start leaves
     warm        the same directory again
     eager       `engine.enforce_eager`: no compilation and no CUDA graphs (a slower decode, measured elsewhere)
     warm_fewer_graphs  warm, and CUDA graphs captured for 13 batch sizes instead of vLLM's default list
+    warm_spawn  warm, the engine process spawned as vLLM does in Ray actors (`replicas.engine_process_start`)
+    warm_preload_more  warm, the engine fork server also importing the worker and model modules
 Each start is timed from the process start (`llmserve run`: local Ray, Serve, controller, replica) to
 `/health` 200 and one completion answered; vLLM's own phase lines are read from the log.
 """
@@ -30,9 +32,12 @@ from autoscaling.bench.host import gpu_name, log
 from autoscaling.bench.servers import release_gpu, start_server, stop_server, wait_healthy
 from autoscaling.bench.start_phases import start_phases
 from autoscaling.bench.vllm_reference import ENGINE, SERVED_NAME, ensure_checkpoint, ours_serve_command
+from serve_app.engine_preload import EXTRA_ENV as PRELOAD_EXTRA_ENV
 
 PORT = 8000
 WARM_START_GOAL_S = 60.0
+MORE_ENGINE_MODULES = ("vllm.v1.worker.gpu_worker", "vllm.model_executor.model_loader",
+                       "vllm.model_executor.models.llama")
 FEWER_CAPTURE_SIZES = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
 SCENARIOS = {
     "cold": {"fresh_cache": True, "engine": {}},
@@ -40,13 +45,19 @@ SCENARIOS = {
     "eager": {"fresh_cache": False, "engine": {"enforce_eager": True}},
     "warm_fewer_graphs": {"fresh_cache": False,
                           "engine": {"extra": {"compilation_config": {"cudagraph_capture_sizes": FEWER_CAPTURE_SIZES}}}},
+    # The engine process spawned (a fresh interpreter importing torch and vLLM after the replica did), as
+    # vLLM does inside Ray actors, instead of forked from the fork server that imported them meanwhile.
+    "warm_spawn": {"fresh_cache": False, "engine": {}, "replicas": {"engine_process_start": "spawn"}},
+    # The fork server also imports the engine's worker and model-loading modules.
+    "warm_preload_more": {"fresh_cache": False, "engine": {},
+                          "replicas": {"env": {PRELOAD_EXTRA_ENV: ",".join(MORE_ENGINE_MODULES)}}},
 }
 
 
-def app_config(model_dir: Path, engine: dict) -> dict:
+def app_config(model_dir: Path, engine: dict, replicas: dict | None = None) -> dict:
     return {"model": {"path": str(model_dir), "served_name": SERVED_NAME},
             "engine": {**ENGINE, **engine},
-            "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4},
+            "replicas": {"num_replicas": 1, "num_gpus": 1, "num_cpus": 4, **(replicas or {})},
             "http": {"host": "127.0.0.1", "port": PORT}}
 
 
@@ -78,7 +89,8 @@ def one_start(name: str, args: argparse.Namespace) -> dict:
     for place in default_cache_places():
         shutil.rmtree(place, ignore_errors=True)
     engine = {**scenario["engine"], "compile_cache_dir": str(cache)}
-    command = ours_serve_command(app_config(args.model_dir, engine), args.out / f"config_{name}.yaml")
+    command = ours_serve_command(app_config(args.model_dir, engine, scenario.get("replicas")),
+                                 args.out / f"config_{name}.yaml")
     log_path = args.out / f"server_{name}.log"
     started = time.monotonic()
     server = start_server(command, log_path, env={"CUDA_VISIBLE_DEVICES": "0"})
@@ -88,7 +100,8 @@ def one_start(name: str, args: argparse.Namespace) -> dict:
     finally:
         stop_server(server)
         release_gpu()
-    result = {"scenario": name, "command": shlex.join(command), "engine": engine, "healthy_s": round(healthy_s, 1),
+    result = {"scenario": name, "command": shlex.join(command), "engine": engine,
+              "replicas": scenario.get("replicas", {}), "healthy_s": round(healthy_s, 1),
               "compile_cache_mb": {p.name: megabytes(p) for p in sorted(cache.iterdir())},
               "left_outside_cache_mb": {str(p): megabytes(p) for p in default_cache_places() if p.exists()},
               "first_completion_s": round(first_s, 2), "wall_s": round(time.monotonic() - started, 1),

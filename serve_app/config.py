@@ -107,6 +107,11 @@ class ReplicaSettings(StrictModel):
     num_cpus: float = Field(1, gt=0, description="CPUs reserved per replica.")
     max_ongoing_requests: int = Field(1024, gt=0, description="Ray Serve's cap on requests a replica holds.")
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables for the replica process.")
+    engine_process_start: Literal["forkserver", "spawn"] = Field(
+        "forkserver", description="How a replica starts its vLLM engine process. `forkserver`: forked from a "
+        "server that imports torch and vLLM while the replica imports its own (`serve_app.engine_forkserver`), "
+        "instead of a fresh interpreter importing them after it; `spawn`: vLLM's own choice inside Ray actors.",
+    )
 
 
 class PriorityClassSettings(StrictModel):

@@ -13,8 +13,12 @@ import time
 import uuid
 from typing import Any
 
-from vllm.usage.usage_lib import UsageContext
-from vllm.v1.engine.async_llm import AsyncLLM
+from serve_app import engine_forkserver
+
+engine_forkserver.prestart_if_requested()  # first: the fork server imports vLLM while the lines below do
+
+from vllm.usage.usage_lib import UsageContext  # noqa: E402
+from vllm.v1.engine.async_llm import AsyncLLM  # noqa: E402
 
 from serve_app.asgi_call import HttpCall, call_app
 from serve_app.config import parse_config
@@ -67,6 +71,8 @@ class LLMReplica:
             self._kv_events.start()
             overrides["kv_events_config"] = self._kv_events.engine_config()
         engine_args = engine_args_from_config(self._config, overrides)
+        if engine_forkserver.requested():
+            engine_forkserver.use_for_engine()
         self._engine = AsyncLLM.from_engine_args(
             engine_args,
             # The API server's usage context gives the same batch defaults as `vllm serve`.

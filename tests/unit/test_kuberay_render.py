@@ -246,8 +246,9 @@ def test_replica_actor_options_are_the_apps_with_the_compile_cache_env():
     assert options == replica_actor_options(config)
     assert options["runtime_env"]["env_vars"] == {"VLLM_CACHE_ROOT": "/compile-cache/vllm",
                                                   "FLASHINFER_WORKSPACE_BASE": "/compile-cache/flashinfer",
-                                                  "TRITON_CACHE_DIR": "/mine"}
-    cpu = parse_config({"model": {"path": "/m"}, "replicas": {"num_gpus": 0, "num_cpus": 2}})
+                                                  "TRITON_CACHE_DIR": "/mine", "LLMSERVE_ENGINE_FORKSERVER": "1"}
+    cpu = parse_config({"model": {"path": "/m"}, "replicas": {"num_gpus": 0, "num_cpus": 2,
+                                                             "engine_process_start": "spawn"}})
     assert replica_actor_options(cpu)["runtime_env"]["env_vars"] == {"VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
