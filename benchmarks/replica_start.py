@@ -124,6 +124,8 @@ def summarize(args: argparse.Namespace) -> int:
     """Every start_*.json in DIR and one level below (repeats: `<folder>/<scenario>`)."""
     starts = {}
     for path in sorted([*args.out.glob("start_*.json"), *args.out.glob("*/start_*.json")]):
+        if path.parent.name.startswith("history"):  # an earlier version of the code, kept for comparison
+            continue
         start = json.loads(path.read_text())
         folder = path.parent.relative_to(args.out)
         starts[start["scenario"] if folder == Path(".") else f"{folder}/{start['scenario']}"] = start
