@@ -18,24 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+from autoscaling.bench.ramp_settings import POLICIES, config_for
 from autoscaling.ramp import Phase, RampResult, run_ramp
-from serve_app.config import AppConfig, load_config, parse_config
+from serve_app.config import load_config
 from serve_app.statistics import mean, percentile
-
-POLICIES = ("default", "llm")
-
-
-def config_for(base: AppConfig, policy: str, args: argparse.Namespace) -> AppConfig:
-    data = base.model_dump(mode="json")
-    data["autoscaling"] = {
-        **data["autoscaling"], "enabled": True, "policy": policy, "min_replicas": args.min_replicas,
-        "max_replicas": args.max_replicas, "target_ongoing_requests": args.target_ongoing_requests,
-        "upscale_delay_s": args.upscale_delay_s, "downscale_delay_s": args.downscale_delay_s,
-        "look_back_period_s": args.look_back_period_s,
-    }
-    env = {"RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": str(args.metrics_push_s)}
-    data["replicas"]["env"] = {**data["replicas"].get("env", {}), **env}
-    return parse_config(data)
 
 
 def summarize(result: RampResult) -> dict:

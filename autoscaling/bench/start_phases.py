@@ -42,3 +42,12 @@ def start_phases(log_text: str) -> dict[str, float | bool]:
 
 def _when(stamp: str) -> datetime:
     return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")
+
+
+KV_CACHE_TOKENS = r"GPU KV cache size: ([\d,]+) tokens"
+
+
+def kv_cache_tokens(log_text: str) -> int | None:
+    """The KV cache vLLM allocated (tokens), as its first replica reported it."""
+    found = re.search(KV_CACHE_TOKENS, log_text)
+    return int(found.group(1).replace(",", "")) if found else None
