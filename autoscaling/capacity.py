@@ -217,9 +217,9 @@ class DerivedAutoscaling:
 
 # A replica's start as Serve sees it (added -> ready), with the compile caches on the workers' shared
 # volume (engine.compile_cache_dir, as the manifests mount it): the slowest warm start measured on an H200,
-# benchmarks/results/autoscaling_h200/summary.json (a test holds them equal). With an empty
-# cache the same replica took 206 s.
-MEASURED_REPLICA_START_S = 66.2
+# benchmarks/results/autoscaling_h200/summary.json (a test holds them equal; the engine process forked from
+# the replica's fork server). With an empty cache the same replica took 167 s.
+MEASURED_REPLICA_START_S = 40.1
 
 
 def derive_autoscaling(estimate: CapacityEstimate, peak_rate_rps: float, min_replicas: int = 1,
