@@ -23,6 +23,8 @@ import multiprocessing.forkserver
 import os
 import sys
 
+from serve_app.engine_processes import record_engine_process
+
 logger = logging.getLogger("serve_app.engine_forkserver")
 
 ENV_FLAG = "LLMSERVE_ENGINE_FORKSERVER"
@@ -56,6 +58,10 @@ class EnvironmentCarryingProcess(multiprocessing.context.ForkServerProcess):
         _init_process_title()
         os.environ.clear()
         os.environ.update(self._start_environ)
+        try:
+            record_engine_process(os.getpid(), self._start_environ)
+        except Exception as error:  # noqa: BLE001 - the left-over cleanup then misses this engine; serving must not
+            logger.warning("engine process %d could not record itself: %s", os.getpid(), error)
         threads = os.environ.get("OMP_NUM_THREADS", "")
         if threads.isdigit() and "torch" in sys.modules:  # torch read it when the server imported it
             sys.modules["torch"].set_num_threads(int(threads))

@@ -5,11 +5,14 @@ an engine whose replica did not shut it down (a second Ctrl-C, a force-killed re
 re-parented, holding memory, /dev/shm segments and on a GPU the device; `ray stop` does not match
 vLLM's process titles. Engines inherit their worker's environment, whose `RAY_RAYLET_PID` names the
 session; the raylet's start time rules out a recycled pid, so another service's engines are never ours.
+vLLM's process title overwrites the environment /proc shows, so an engine forked from the replica's fork
+server (`serve_app.engine_forkserver`) records itself under its session at start (ENGINE_RECORDS).
 """
 from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Callable
 PROC = Path("/proc")
 ENGINE_TITLE_PREFIX = b"VLLM::"
 SESSION_ENV = "RAY_RAYLET_PID"
+ENGINE_RECORDS = Path(tempfile.gettempdir()) / "llmserve-engines"
 
 
 @dataclass(frozen=True)
@@ -61,16 +65,51 @@ def raylet_of(parent_pid: int, proc_dir: Path = PROC) -> RaySession | None:
     return None
 
 
-def session_engine_pids(session: RaySession, proc_dir: Path = PROC) -> list[int]:
-    """Live vLLM engine processes started under `session`."""
+def _records_of(session: RaySession, records_dir: Path) -> Path:
+    return records_dir / f"{session.raylet_pid}-{session.raylet_start_ticks}"
+
+
+def record_engine_process(pid: int, environ: dict[str, str], proc_dir: Path = PROC,
+                          records_dir: Path = ENGINE_RECORDS) -> Path | None:
+    """An engine process notes itself under its Ray session (from its environment's raylet pid): vLLM's
+    process title overwrites /proc/<pid>/environ, so the session cannot be read from there afterwards."""
+    raylet = environ.get(SESSION_ENV, "")
+    if not raylet.isdigit():
+        return None
+    raylet_ticks, own_ticks = start_ticks(int(raylet), proc_dir), start_ticks(pid, proc_dir)
+    if raylet_ticks is None or own_ticks is None:
+        return None
+    record = _records_of(RaySession(int(raylet), raylet_ticks), records_dir) / str(pid)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(str(own_ticks))
+    return record
+
+
+def _recorded_pids(session: RaySession, proc_dir: Path, records_dir: Path) -> set[int]:
+    pids = set()
+    for record in _records_of(session, records_dir).glob("[0-9]*"):
+        pid = int(record.name)
+        try:
+            recorded_ticks = int(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if start_ticks(pid, proc_dir) == recorded_ticks:  # not a later process that got the same pid
+            pids.add(pid)
+    return pids
+
+
+def session_engine_pids(session: RaySession, proc_dir: Path = PROC, records_dir: Path = ENGINE_RECORDS) -> list[int]:
+    """Live vLLM engine processes started under `session`: those that recorded themselves
+    (`record_engine_process`) and those whose environment still names the session."""
     wanted = f"{SESSION_ENV}={session.raylet_pid}".encode()
+    recorded = _recorded_pids(session, proc_dir, records_dir)
     pids = []
     for pid_dir in proc_dir.glob("[0-9]*"):
         pid = int(pid_dir.name)
         try:
             if not (pid_dir / "cmdline").read_bytes().startswith(ENGINE_TITLE_PREFIX):
                 continue
-            if wanted not in (pid_dir / "environ").read_bytes().split(b"\0"):
+            if pid not in recorded and wanted not in (pid_dir / "environ").read_bytes().split(b"\0"):
                 continue
         except OSError:  # ended while we looked, or not ours to read
             continue

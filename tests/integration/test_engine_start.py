@@ -1,10 +1,13 @@
 """The replica's vLLM engine process is forked from its fork server (`serve_app.engine_forkserver`), which
-a replica starts before it imports vLLM, and it serves."""
+a replica starts before it imports vLLM, and it serves; the session's left-over engine cleanup finds it."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
+
+from serve_app.engine_processes import raylet_of, session_engine_pids
 
 
 def _cmdline(pid: int) -> str:
@@ -36,3 +39,8 @@ def test_engine_process_is_forked_from_the_preloaded_fork_server(base_url, model
         assert "multiprocessing.forkserver" in _cmdline(server) and "serve_app.engine_preload" in _cmdline(server)
         replica = _ppid(server)
         assert "LLMReplica" in _cmdline(replica), _cmdline(replica)
+    # What `llmserve run` ends if a replica leaves its engine behind: found by its record, since vLLM's
+    # process title has overwritten the environment /proc shows.
+    session = raylet_of(os.getpid())
+    if session is not None:  # None: the app was started by another process (LLMSERVE_TEST_URL)
+        assert set(engines) <= set(session_engine_pids(session))

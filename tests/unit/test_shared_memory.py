@@ -34,7 +34,8 @@ def test_a_segment_this_process_maps_counts_as_in_use():
 
 # Leftover engine processes, on a fake /proc: only this session's, only vLLM's.
 
-from serve_app.engine_processes import RaySession, end_processes, raylet_of, session_engine_pids  # noqa: E402
+from serve_app.engine_processes import (  # noqa: E402
+    RaySession, end_processes, raylet_of, record_engine_process, session_engine_pids)
 
 RAYLET_PID, RAYLET_START = 500, 1_000
 
@@ -150,3 +151,18 @@ def test_a_stopped_replica_removes_the_segments_its_killed_engine_left(tmp_path:
     finally:
         replica._engine = None  # no second shutdown when the object is collected
         left.unlink(missing_ok=True)
+
+
+def test_an_engine_whose_title_hid_its_environment_is_found_by_its_record(tmp_path: Path):
+    """vLLM's setproctitle zeroes /proc/<pid>/environ; the engine recorded its session at start instead."""
+    proc, records = tmp_path / "proc", tmp_path / "records"
+    fake_process(proc, RAYLET_PID, b"raylet", start=RAYLET_START)
+    fake_process(proc, 800, b"VLLM::EngineCore", env={})  # environ unreadable as a session
+    fake_process(proc, 801, b"VLLM::EngineCore", env={}, start=RAYLET_START + 20)  # recorded, then pid reused
+    session = RaySession(RAYLET_PID, RAYLET_START)
+    assert record_engine_process(800, ours(), proc_dir=proc, records_dir=records) is not None
+    (records / f"{RAYLET_PID}-{RAYLET_START}" / "801").write_text(str(RAYLET_START + 15))
+    assert record_engine_process(802, ours(), proc_dir=proc, records_dir=records) is None  # no such process
+    assert record_engine_process(800, {}, proc_dir=proc, records_dir=records) is None  # outside Ray
+    assert session_engine_pids(session, proc, records) == [800]
+    assert session_engine_pids(RaySession(RAYLET_PID, RAYLET_START + 1), proc, records) == []
