@@ -1,9 +1,13 @@
-"""Streaming OpenAI completions client for the load driver (httpx, asyncio).
+"""Streaming OpenAI completions client for the load driver (aiohttp, asyncio).
 
 One POST /v1/completions per planned request with `stream: true` and usage in the stream; records
 when each token event arrived. 429/503 are refusals (with Retry-After), any other non-2xx, an error
 event inside the stream, a stream without tokens or a transport error is a failure. A per-request
 timeout bounds every request, so a run never hangs.
+
+aiohttp, as `vllm bench serve` uses: httpx's connection pool walks every open connection (a socket
+poll each) whenever a request starts or ends, so an open-loop run with hundreds of streams in flight
+spent its time there, its clock stamps late and its sampler starved.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from autoscaling.loadtest.metrics import RequestRecord
 from autoscaling.loadtest.workload import PlannedRequest
@@ -50,10 +54,11 @@ class ClientOptions:
         return body
 
 
-def new_http_client(timeout_s: float) -> httpx.AsyncClient:
-    """No connection cap: an open-loop run must never queue requests inside the client."""
-    return httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=min(30.0, timeout_s)),
-                             limits=httpx.Limits(max_connections=None, max_keepalive_connections=None))
+def new_http_client(timeout_s: float) -> aiohttp.ClientSession:
+    """No connection cap: an open-loop run must never queue requests inside the client. The whole
+    request's deadline is `send`'s own (`asyncio.timeout`); here only the connect has one."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+                                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(30.0, timeout_s)))
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -70,7 +75,7 @@ def _error_fields(payload: Any) -> tuple[str | None, str | None]:
     return (str(error) if error is not None else None), None
 
 
-async def send(http: httpx.AsyncClient, options: ClientOptions, planned: PlannedRequest,
+async def send(http: aiohttp.ClientSession, options: ClientOptions, planned: PlannedRequest,
                clock_zero: float, arrival_s: float | None = None) -> RequestRecord:
     """Send one request now and follow its stream to the end; never raises for server or network trouble.
     `arrival_s`: when it arrived (seconds from `clock_zero`), if it waited before being sent; its
@@ -82,34 +87,35 @@ async def send(http: httpx.AsyncClient, options: ClientOptions, planned: Planned
     try:
         async with asyncio.timeout(options.timeout_s):
             await _exchange(http, options, planned, record, now)
+    except aiohttp.ClientError as error:  # first: aiohttp's connect timeouts are TimeoutErrors too
+        record.outcome, record.error, record.error_code = "failed", f"{type(error).__name__}: {error}", "transport"
     except TimeoutError:
         record.outcome, record.error, record.error_code = "failed", f"no answer within {options.timeout_s}s", "timeout"
-    except httpx.HTTPError as error:
-        record.outcome, record.error, record.error_code = "failed", f"{type(error).__name__}: {error}", "transport"
     except ValueError as error:  # an event that is not JSON
         record.outcome, record.error, record.error_code = "failed", f"malformed stream: {error}", "bad_stream"
     record.end_s = now()
     return record
 
 
-async def _exchange(http: httpx.AsyncClient, options: ClientOptions, planned: PlannedRequest,
+async def _exchange(http: aiohttp.ClientSession, options: ClientOptions, planned: PlannedRequest,
                     record: RequestRecord, now) -> None:
     url = f"{options.base_url.rstrip('/')}/v1/completions"
     headers = options.headers(planned.class_name, planned.api_key)
-    async with http.stream("POST", url, json=options.body(planned), headers=headers) as response:
-        record.status = response.status_code
-        if response.status_code != 200:
-            content = await response.aread()
+    async with http.post(url, json=options.body(planned), headers=headers) as response:
+        record.status = response.status
+        if response.status != 200:
+            content = await response.read()
             try:
                 record.error, record.error_code = _error_fields(json.loads(content))
             except (json.JSONDecodeError, UnicodeDecodeError):
                 record.error = content[:500].decode(errors="replace")
-            if response.status_code in REFUSAL_STATUSES:
+            if response.status in REFUSAL_STATUSES:
                 record.outcome = "refused"
                 record.retry_after_s = _retry_after(response.headers.get("retry-after"))
             return
         done = False
-        async for line in response.aiter_lines():
+        async for raw in response.content:
+            line = raw.decode().strip()
             if not line.startswith("data:"):
                 continue  # blank separators and SSE comments (pings)
             data = line[5:].strip()

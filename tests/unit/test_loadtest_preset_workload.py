@@ -3,14 +3,16 @@ context), their command line, and latencies counted from the scheduled arrival u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
-import httpx
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from autoscaling.loadtest.arrivals import GammaArrivals
 from autoscaling.loadtest.cli import build_parser, slos_from_args, spec_from_args
-from autoscaling.loadtest.client import ClientOptions
+from autoscaling.loadtest.client import ClientOptions, new_http_client
 from autoscaling.loadtest.metrics import Slo
 from autoscaling.loadtest.preset_workload import context_split, preset_workload
 from autoscaling.loadtest.runner import _send_all
@@ -105,16 +107,21 @@ def test_classes_workload_keeps_its_default_lengths():
 SERVICE_S = 0.2
 
 
-def _stream_server() -> httpx.AsyncClient:
-    """Answers every completion after SERVICE_S with one token event, usage and [DONE]."""
+@contextlib.asynccontextmanager
+async def _stream_server():
+    """A local HTTP server answering every completion after SERVICE_S with one token event, usage and
+    [DONE]; yields the driver's own client and the server's root URL."""
 
-    async def handler(request: httpx.Request) -> httpx.Response:
+    async def handler(request: web.Request) -> web.Response:
         await asyncio.sleep(SERVICE_S)
         events = [{"choices": [{"text": "x"}]}, {"choices": [], "usage": {"completion_tokens": 1, "prompt_tokens": 1}}]
         body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
-        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+        return web.Response(text=body, content_type="text/event-stream")
 
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    app = web.Application()
+    app.router.add_post("/v1/completions", handler)
+    async with TestServer(app, host="127.0.0.1") as server, new_http_client(30.0) as http:
+        yield http, str(server.make_url("")).rstrip("/")
 
 
 def _three_at_once() -> list[PlannedRequest]:
@@ -123,8 +130,8 @@ def _three_at_once() -> list[PlannedRequest]:
 
 def _ttfts(latency_from_arrival: bool, timeout_s: float = 30.0) -> list:
     async def go():
-        async with _stream_server() as http:
-            options = ClientOptions("http://test", "m", send_priority=False, timeout_s=timeout_s)
+        async with _stream_server() as (http, base_url):
+            options = ClientOptions(base_url, "m", send_priority=False, timeout_s=timeout_s)
             return await _send_all(http, options, _three_at_once(), 1, False, latency_from_arrival)
 
     return sorted(asyncio.run(go()), key=lambda r: r.end_s)
