@@ -253,6 +253,12 @@ class ProcessSettings(StrictModel):
         120.0, gt=0, description="Longest time without a full collection, quiet or not (bounds the garbage "
         "cycles that outlive young collections).",
     )
+    loop_stall_warning_s: float = Field(
+        5.0, ge=0, description="An ingress or replica process whose asyncio loop runs nothing for longer than "
+        "this logs a warning with the loop thread's Python stack and every other thread's (at most one dump a "
+        "minute), then how long the loop was stopped; counts in `/v1/router/stats` (`loop_stalls`). A loop "
+        "stopped for three 10 s health checks gets its replica killed by Serve. 0: no watchdog.",
+    )
 
     @model_validator(mode="after")
     def _intervals_ordered(self) -> ProcessSettings:

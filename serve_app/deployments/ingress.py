@@ -69,8 +69,8 @@ class Ingress:
                                         {c.name: c.stream_coalesce_s for c in self._config.priority_classes},
                                         self._telemetry.first_token)
         self._dispatcher.start()
-        self._gc_pauses = prepare_process_for_serving(self._config.process,
-                                                      lambda: len(self._inbox) + self._dispatcher.in_flight)
+        self._process = prepare_process_for_serving(self._config.process,
+                                                    lambda: len(self._inbox) + self._dispatcher.in_flight)
 
     # ---- routes --------------------------------------------------------------------------------
     @http_app.post("/v1/completions", **generation_route(api.CompletionRequest, COMPLETION_SCHEMA))
@@ -174,10 +174,11 @@ class Ingress:
     async def router_stats(self):
         """This ingress replica's router: per class, queue depth, waits, admitted/refused/expired/served
         counts; per replica, window (this ingress's lease); recent TTFT as the replicas and as this
-        ingress replica measured it; this process's garbage-collector pauses."""
+        ingress replica measured it; this process's garbage-collector pauses and event-loop stalls."""
         stats = self._dispatcher.stats()
         stats["ingress"] = {"replica": self._replica_id, "ttft_recent": self._telemetry.recent_ttft.summary(time.monotonic()),
-                            "gc_pauses": self._gc_pauses.summary(), "gc_frozen_objects": gc.get_freeze_count()}
+                            "gc_pauses": self._process.gc_pauses.summary(), "gc_frozen_objects": gc.get_freeze_count(),
+                            "loop_stalls": self._process.loop_stalls()}
         return stats
 
     @http_app.get("/health", responses={503: {"description": "A request would not be served now; `error` says why.",

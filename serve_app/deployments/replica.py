@@ -99,7 +99,7 @@ class LLMReplica:
                 lambda: self._snapshot.num_preemptions_total, lambda: self._snapshot.kv_cache_usage,
                 self._observe_engine))
         # Last: the engine client's start-up objects are frozen with the rest.
-        self._gc_pauses = prepare_process_for_serving(self._config.process, lambda: self._ledger.in_flight)
+        self._process = prepare_process_for_serving(self._config.process, lambda: self._ledger.in_flight)
 
     def _observe_engine(self) -> None:
         if self._metrics is not None:
@@ -251,7 +251,8 @@ class LLMReplica:
             "delivery_batches": self._outbox.batches_sent,
             "delivery_chunks": self._outbox.chunks_sent,
             "aborted_abandoned": self.aborted_abandoned,
-            "gc_pauses": self._gc_pauses.summary(),
+            "gc_pauses": self._process.gc_pauses.summary(),
+            "loop_stalls": self._process.loop_stalls(),
             **self.record_routing_stats(),
         }
 

@@ -13,10 +13,12 @@ import gc
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from serve_app.policy.gc_schedule import FullCollectionPolicy, FullCollectionSchedule
 from serve_app.policy.recent_latency import RecentLatencies
+from serve_app.telemetry.loop_watchdog import LoopWatchdog, watch_running_loop
 
 if TYPE_CHECKING:
     from serve_app.config import ProcessSettings
@@ -124,9 +126,19 @@ def schedule_full_collections(policy: FullCollectionPolicy, in_flight: Callable[
     return thread
 
 
-def prepare_process_for_serving(settings: ProcessSettings, in_flight: Callable[[], int]) -> GcPauses:
-    """Called at the end of a deployment's start: record pauses from now on, freeze the start-up
-    heap if asked (that first collection is recorded too), and schedule full collections if asked.
+@dataclass(frozen=True)
+class ServingProcessTelemetry:
+    gc_pauses: GcPauses
+    loop_watchdog: LoopWatchdog | None  # None: `loop_stall_warning_s` is 0, or no loop ran at the start
+
+    def loop_stalls(self) -> dict | None:
+        return self.loop_watchdog.summary() if self.loop_watchdog is not None else None
+
+
+def prepare_process_for_serving(settings: ProcessSettings, in_flight: Callable[[], int]) -> ServingProcessTelemetry:
+    """Called at the end of a deployment's (async) start: record pauses from now on, freeze the start-up
+    heap if asked (that first collection is recorded too), schedule full collections if asked, and
+    watch the running event loop for stalls.
     `in_flight`: the process's requests in flight now (called from another thread: a plain read)."""
     pauses = process_gc_pauses()
     if settings.freeze_gc_after_start:
@@ -135,4 +147,4 @@ def prepare_process_for_serving(settings: ProcessSettings, in_flight: Callable[[
         schedule_full_collections(FullCollectionPolicy(settings.full_gc_quiet_in_flight,
                                                        settings.full_gc_min_interval_s,
                                                        settings.full_gc_max_interval_s), in_flight)
-    return pauses
+    return ServingProcessTelemetry(pauses, watch_running_loop(settings.loop_stall_warning_s))

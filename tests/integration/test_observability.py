@@ -162,6 +162,12 @@ def test_router_stats_split_recent_ttft_between_ingress_and_replica(base_url, mo
     assert client_ttft >= ingress["p50_s"] >= replica["p50_s"] > 0, (client_ttft, ingress, replica)
 
 
+def test_router_stats_carry_the_ingress_event_loop_stalls(base_url):
+    loop_stalls = httpx.get(f"{base_url}/v1/router/stats", timeout=30).json()["ingress"]["loop_stalls"]
+    # process.loop_stall_warning_s (default 5 s): the watchdog runs in the ingress process.
+    assert loop_stalls["threshold_s"] > 0 and loop_stalls["stalls"] >= loop_stalls["unseen_stalls"] >= 0
+
+
 def test_router_stats_carry_gc_pauses_of_the_frozen_ingress(base_url):
     stats = httpx.get(f"{base_url}/v1/router/stats", timeout=30).json()
     ingress = stats["ingress"]

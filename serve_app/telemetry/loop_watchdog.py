@@ -1,0 +1,148 @@
+"""Says in the process's log what its asyncio loop was doing when it stops.
+
+A Serve replica whose loop stops answers no health check, and Serve kills it after three misses,
+leaving nothing that says why. Here a task on the loop beats every `period_s`; a daemon thread
+("loop-watchdog") feeds those beats to a `StallDetector` and, on a stall, logs the loop thread's
+Python stack and every other thread's (the loop may be waiting for the GIL another thread holds).
+The loop itself only stores a timestamp: it takes no lock, so a watchdog stuck in a log handler
+cannot stop it. No Ray or vLLM import.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import Future
+
+from serve_app.policy.loop_stall import FinishedStall, StallDetector, StallReport
+
+logger = logging.getLogger("serve_app.loop_watchdog")
+
+WATCHDOG_THREAD_NAME = "loop-watchdog"
+
+
+def thread_stacks(loop_thread_ident: int | None, skip_ident: int) -> str:
+    """The loop thread's Python stack first, then every other thread's but `skip_ident`'s.
+
+    `sys._current_frames` copies the frame pointers under the GIL only; formatting reads source
+    lines through `linecache` outside any lock the loop could need."""
+    frames = sys._current_frames()
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+
+    def stack(ident: int) -> str:
+        return "".join(traceback.format_stack(frames[ident]))
+
+    parts = []
+    if loop_thread_ident in frames:
+        parts.append(f"stack of the event loop's thread {names.get(loop_thread_ident, loop_thread_ident)!r}:\n"
+                     f"{stack(loop_thread_ident)}")
+    else:
+        parts.append("the event loop's thread is not known yet (no beat so far)\n")
+    for ident in sorted(frames, key=lambda i: str(names.get(i, i))):
+        if ident not in (loop_thread_ident, skip_ident):
+            parts.append(f"--- thread {names.get(ident, ident)!r} ({ident}):\n{stack(ident)}")
+    return "".join(parts)
+
+
+class LoopWatchdog:
+    def __init__(self, loop: asyncio.AbstractEventLoop, threshold_s: float, period_s: float,
+                 log: logging.Logger, stack_dump_interval_s: float = 60.0) -> None:
+        if not 0 < period_s < threshold_s:
+            raise ValueError(f"need 0 < period_s < threshold_s, got {period_s}, {threshold_s}")
+        self.loop = loop
+        self._period_s = period_s
+        self._log = log
+        self._detector = StallDetector(threshold_s, time.monotonic(), stack_dump_interval_s)
+        self._last_beat_at: float | None = None  # written by the loop, read by the watchdog thread
+        self._loop_thread_ident: int | None = None
+        self._stop = threading.Event()
+        self._beats: Future | None = None
+        self._thread = threading.Thread(target=self._watch, name=WATCHDOG_THREAD_NAME, daemon=True)
+
+    def start(self) -> LoopWatchdog:
+        self._beats = asyncio.run_coroutine_threadsafe(self._beat_forever(), self.loop)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._beats is not None:
+            self._beats.cancel()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5 * self._period_s)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and not self._stop.is_set()
+
+    def summary(self) -> dict:
+        """Totals since start: `stalls`, `unseen_stalls`, `max_stall_s`, `last_stall_s`, and `threshold_s`."""
+        return {**dataclasses.asdict(self._detector.totals), "threshold_s": self._detector.threshold_s}
+
+    async def _beat_forever(self) -> None:
+        self._loop_thread_ident = threading.get_ident()
+        while True:
+            self._last_beat_at = time.monotonic()
+            await asyncio.sleep(self._period_s)
+
+    def _watch(self) -> None:
+        seen_beat_at = None
+        while not self._stop.wait(self._period_s):
+            if self.loop.is_closed():
+                return
+            beat_at = self._last_beat_at
+            try:
+                if beat_at is not None and beat_at != seen_beat_at:
+                    seen_beat_at = beat_at
+                    finished = self._detector.beat(beat_at)
+                    if finished is not None:
+                        self._log_finished(finished)
+                report = self._detector.check(time.monotonic())
+                if report is not None:
+                    self._log_stall(report)
+            except Exception:  # a failed dump must not end the watch
+                self._log.exception("loop watchdog: reporting a stall failed")
+
+    def _log_stall(self, report: StallReport) -> None:
+        head = (f"event loop stalled: no heartbeat for {report.stopped_for_s:.2f} s "
+                f"(threshold {self._detector.threshold_s:g} s)")
+        if not report.dump_stacks:
+            self._log.warning("%s; stacks not dumped again within the rate limit", head)
+            return
+        self._log.warning("%s; %s", head, thread_stacks(self._loop_thread_ident, threading.get_ident()))
+
+    def _log_finished(self, finished: FinishedStall) -> None:
+        unseen = "" if finished.seen_while_stopped else (
+            " (the watchdog did not run while it lasted: a thread held the GIL, so no stack)")
+        self._log.warning("event loop was stopped for %.2f s%s", finished.length_s, unseen)
+
+
+def watch_event_loop(loop: asyncio.AbstractEventLoop, threshold_s: float = 5.0, period_s: float = 0.5,
+                     log: logging.Logger = logger) -> LoopWatchdog:
+    """Starts watching `loop` (callable from any thread); `stop()` ends it."""
+    return LoopWatchdog(loop, threshold_s, period_s, log).start()
+
+
+_process_watchdog: LoopWatchdog | None = None
+
+
+def watch_running_loop(threshold_s: float) -> LoopWatchdog | None:
+    """The one watchdog of the running loop in this process (deployments sharing a process share
+    it); None when `threshold_s` is 0 or no loop is running here."""
+    global _process_watchdog
+    if threshold_s <= 0:
+        return None
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    if _process_watchdog is None or _process_watchdog.loop is not loop or not _process_watchdog.running:
+        if _process_watchdog is not None:
+            _process_watchdog.stop()
+        # The beat must come well within the threshold, or a busy but healthy loop reads as stalled.
+        _process_watchdog = watch_event_loop(loop, threshold_s, period_s=min(0.5, threshold_s / 4))
+    return _process_watchdog
