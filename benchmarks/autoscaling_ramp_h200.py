@@ -11,6 +11,11 @@ ramp_simulation.py (the simulated ramp).
                                     the open-loop ramp (default 45 s low, 240 s high, 180 s low again);
                                     every request and a replica sample per second go to DIR as they
                                     come; stops the server at the end
+    saturate --out DIR --policy P   closed loop with --saturate-concurrency clients (enough to fill two
+                                    replicas' batches) for --saturate-s: the policy scales 1 -> 2 on its
+                                    own; output tok/s with two running vs one (issue 20's 1.9x goal).
+                                    Run it after `ramp --keep-server` (one replica again by then, and
+                                    DIR/capacity.json there); stops the server unless --keep-server
     wait --out DIR --policy P       waits until a started server is healthy (after `start --no-wait`,
                                     or a start call cut off while the checkpoint was being made)
     stop --out DIR --policy P       stops a policy's server (after a ramp call was cut off)
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shlex
 import sys
@@ -34,7 +40,7 @@ from pathlib import Path
 from autoscaling.bench import ramp_comparison as compare
 from autoscaling.bench.host import gpu_name, log
 from autoscaling.bench.priority_load import router_stats
-from autoscaling.bench.ramp_driver import drive
+from autoscaling.bench.ramp_driver import drive, drive_closed
 from autoscaling.bench.ramp_load import MAX_NUM_SEQS, RampShape, base_config, class_slos
 from autoscaling.bench.ramp_plots import goodput_over_time, replicas_over_time
 from autoscaling.bench.ramp_settings import POLICIES, config_for
@@ -139,6 +145,22 @@ def replica_sampler(args: argparse.Namespace):
     return sample
 
 
+@contextlib.contextmanager
+def recording(prefix: Path):
+    """Callbacks writing each finished request and each replica sample to PREFIX_requests.jsonl and
+    PREFIX_timeline.jsonl as they come (a call cut off at its time limit keeps what had finished)."""
+    with open(f"{prefix}_requests.jsonl", "w") as requests, open(f"{prefix}_timeline.jsonl", "w") as timeline:
+        def on_record(request, record) -> None:
+            requests.write(json.dumps(compare.from_record(record, request.max_tokens).to_dict()) + "\n")
+            requests.flush()
+
+        def on_sample(sample: dict) -> None:
+            timeline.write(json.dumps(sample) + "\n")
+            timeline.flush()
+
+        yield on_record, on_sample
+
+
 def ramp(args: argparse.Namespace) -> int:
     state = None if args.base_url else wait_for_server(args)
     try:
@@ -156,15 +178,7 @@ def ramp(args: argparse.Namespace) -> int:
         Path(f"{prefix}_schedule.json").write_text(json.dumps(schedule))
         log(f"{args.policy}: ramp of {len(planned)} requests over {ramp_shape.duration_s():.0f} s at "
             f"{args.low_load}x / {args.high_load}x of {capacity['capacity_rps']:.2f} req/s")
-        with open(f"{prefix}_requests.jsonl", "w") as requests, open(f"{prefix}_timeline.jsonl", "w") as timeline:
-            def on_record(request, record) -> None:
-                requests.write(json.dumps(compare.from_record(record, request.max_tokens).to_dict()) + "\n")
-                requests.flush()
-
-            def on_sample(sample: dict) -> None:
-                timeline.write(json.dumps(sample) + "\n")
-                timeline.flush()
-
+        with recording(prefix) as (on_record, on_sample):
             unfinished = asyncio.run(drive(planned, options(args), on_record, replica_sampler(args), on_sample,
                                            tail_timeout_s=args.tail_timeout_s))
         run.update(finished=True, unfinished=[p.index for p in unfinished])
@@ -176,18 +190,65 @@ def ramp(args: argparse.Namespace) -> int:
     return 0
 
 
+def saturate(args: argparse.Namespace) -> int:
+    state = None if args.base_url else wait_for_server(args)
+    try:
+        capacity = saved_capacity(args) or {}
+        # Enough requests for the clients to keep sending at twice the probed rate (and more) to the end.
+        enough = args.saturate_concurrency + int(3 * (capacity.get("capacity_rps") or 20.0) * args.saturate_s)
+        planned = shape(args).probe(args.saturate_concurrency, enough).plan()
+        prefix = args.out / f"saturate_{args.policy}"
+        run = {"policy": args.policy, "gpu": gpu_name(), "script": shlex.join([sys.executable, *sys.argv]),
+               "server_command": state and state["command"], "concurrency": args.saturate_concurrency,
+               "duration_s": args.saturate_s, "finished": False}
+        Path(f"{prefix}.json").write_text(json.dumps(run, indent=2))
+        log(f"{args.policy}: closed loop, {args.saturate_concurrency} clients for {args.saturate_s:.0f} s")
+        with recording(prefix) as (on_record, on_sample):
+            cancelled = asyncio.run(drive_closed(planned, args.saturate_concurrency, args.saturate_s, options(args),
+                                                 on_record, replica_sampler(args), on_sample,
+                                                 tail_timeout_s=args.tail_timeout_s))
+        run.update(finished=True, cancelled=cancelled)
+        Path(f"{prefix}.json").write_text(json.dumps(run, indent=2))
+        log(f"{args.policy}: saturation done, {cancelled} requests still open at the end (cancelled)")
+    finally:
+        if state is not None and not args.keep_server:
+            stop(args)
+    return 0
+
+
+def read_requests(path: Path) -> list[compare.RampRequest]:
+    return [compare.RampRequest.from_dict(json.loads(line)) for line in path.read_text().splitlines() if line]
+
+
+def read_timeline(path: Path) -> list[tuple[float, int, int]]:
+    """(t_s, running, total) samples; with no Serve status (a dry run), the router's replicas for both."""
+    timeline = [json.loads(line) for line in path.read_text().splitlines() if line]
+    return [(s["t_s"], s["running"], s["total"]) if s.get("running") is not None
+            else (s["t_s"], s["router_replicas"], s["router_replicas"])
+            for s in timeline if s.get("running") is not None or s.get("router_replicas") is not None]
+
+
+def load_saturation(args: argparse.Namespace, capacity: dict | None) -> dict | None:
+    prefix = args.out / "saturate_llm"
+    if not Path(f"{prefix}.json").exists():
+        return None
+    run = json.loads(Path(f"{prefix}.json").read_text())
+    requests = read_requests(Path(f"{prefix}_requests.jsonl"))
+    figures = compare.saturated_scaling(requests, read_timeline(Path(f"{prefix}_timeline.jsonl")), run["duration_s"],
+                                        probe_tok_s=(capacity or {}).get("output_tok_s"))
+    return {**figures, "requests": len(requests), "served": sum(r.kind == "served" for r in requests),
+            "concurrency": run["concurrency"], "finished": run["finished"], "script": run["script"]}
+
+
 # ---- summarize ----------------------------------------------------------------------------------------
 def load_run(args: argparse.Namespace, policy: str) -> dict | None:
     out = args.out
     if not (out / f"{policy}.json").exists() or not (out / f"{policy}_requests.jsonl").exists():
         return None
     run = json.loads((out / f"{policy}.json").read_text())
-    run["requests"] = [compare.RampRequest.from_dict(json.loads(line))
-                       for line in (out / f"{policy}_requests.jsonl").read_text().splitlines() if line]
+    run["requests"] = read_requests(out / f"{policy}_requests.jsonl")
     timeline = [json.loads(line) for line in (out / f"{policy}_timeline.jsonl").read_text().splitlines() if line]
-    run["samples"] = [(s["t_s"], s["running"], s["total"]) if s.get("running") is not None
-                      else (s["t_s"], s["router_replicas"], s["router_replicas"])
-                      for s in timeline if s.get("running") is not None or s.get("router_replicas") is not None]
+    run["samples"] = read_timeline(out / f"{policy}_timeline.jsonl")
     run["queue"] = [(s["t_s"], s["queue_depth"]) for s in timeline if s.get("queue_depth") is not None]
     run["schedule"] = json.loads((out / f"{policy}_schedule.json").read_text())
     config_path = out / f"{policy}_config.yaml"
@@ -235,9 +296,11 @@ def summarize(args: argparse.Namespace) -> dict:
         simulated_figures[policy] = compare.run_figures(s.requests, s.samples, slos, phases, s.queue)
         errors[policy] = compare.simulator_error(figures[policy], simulated_figures[policy], run["samples"], s.samples,
                                                  phases[-1][2])
+    saturation = load_saturation(args, capacity)
     commands = [c for run in runs.values() for c in (run.get("script"), run.get("server_command")) if c]
+    commands += [saturation["script"]] if saturation else []
     summary = {"gpu": next((r["gpu"] for r in runs.values()), "unknown"), "commands": commands,
-               "goals": compare.goals(figures, errors),
+               "goals": compare.goals(figures, errors, saturation), "saturation": saturation,
                "capacity": capacity and {k: v for k, v in capacity.items() if k != "lengths"},
                "measured": figures, "simulated": simulated_figures, "simulator_error": errors, "simulation": simulation}
     if runs and slos:
@@ -251,7 +314,7 @@ def summarize(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["start", "wait", "ramp", "stop", "summarize"])
+    parser.add_argument("phase", choices=["start", "wait", "ramp", "saturate", "stop", "summarize"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--policy", choices=POLICIES)
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/models/llama2-7b"))
@@ -291,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--downscale-delay-s", type=float, default=45, help="short, so the scale-down falls in the run")
     parser.add_argument("--look-back-period-s", type=float, default=15, help="above Serve's 10 s metrics push")
     parser.add_argument("--metrics-push-s", type=float, default=1, help="replicas' autoscaling metrics push period")
+    parser.add_argument("--saturate-concurrency", type=int, default=5 * MAX_NUM_SEQS // 2,
+                        help="saturate: closed-loop clients (more than two replicas' batches hold)")
+    parser.add_argument("--saturate-s", type=float, default=150, help="saturate: how long the clients send")
     parser.add_argument("--sim-startup-s", type=float, default=60, help="simulated replica start when the run shows none")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -307,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase == "wait":
         wait_for_server(args)
         return 0
+    if args.phase == "saturate":
+        return saturate(args)
     return ramp(args)
 
 

@@ -5,12 +5,16 @@ leaving nothing that says why. Here a task on the loop beats every `period_s`; a
 ("loop-watchdog") feeds those beats to a `StallDetector` and, on a stall, logs the loop thread's
 Python stack and every other thread's (the loop may be waiting for the GIL another thread holds).
 The loop itself only stores a timestamp: it takes no lock, so a watchdog stuck in a log handler
-cannot stop it. No Ray or vLLM import.
+cannot stop it. A thread that holds the GIL for the whole stall (a long C call) stops the watchdog
+thread too; for that, each beat also re-arms Python's own C-level timer (`faulthandler`), which
+prints every thread's stack to stderr (the replica's log) once the loop has not beaten for
+`backstop_s`. No Ray or vLLM import.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import faulthandler
 import logging
 import sys
 import threading
@@ -50,7 +54,8 @@ def thread_stacks(loop_thread_ident: int | None, skip_ident: int) -> str:
 
 class LoopWatchdog:
     def __init__(self, loop: asyncio.AbstractEventLoop, threshold_s: float, period_s: float,
-                 log: logging.Logger, stack_dump_interval_s: float = 60.0) -> None:
+                 log: logging.Logger, stack_dump_interval_s: float = 60.0, backstop_s: float | None = None,
+                 backstop_file=None) -> None:
         if not 0 < period_s < threshold_s:
             raise ValueError(f"need 0 < period_s < threshold_s, got {period_s}, {threshold_s}")
         self.loop = loop
@@ -62,6 +67,8 @@ class LoopWatchdog:
         self._stop = threading.Event()
         self._beats: Future | None = None
         self._thread = threading.Thread(target=self._watch, name=WATCHDOG_THREAD_NAME, daemon=True)
+        # Process-wide (faulthandler keeps one timer): only the process's own watchdog sets it.
+        self._backstop_s, self._backstop_file = backstop_s, backstop_file
 
     def start(self) -> LoopWatchdog:
         self._beats = asyncio.run_coroutine_threadsafe(self._beat_forever(), self.loop)
@@ -72,6 +79,8 @@ class LoopWatchdog:
         self._stop.set()
         if self._beats is not None:
             self._beats.cancel()
+        if self._backstop_s is not None:
+            faulthandler.cancel_dump_traceback_later()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=5 * self._period_s)
 
@@ -87,6 +96,8 @@ class LoopWatchdog:
         self._loop_thread_ident = threading.get_ident()
         while True:
             self._last_beat_at = time.monotonic()
+            if self._backstop_s is not None and not self._stop.is_set():
+                faulthandler.dump_traceback_later(self._backstop_s, file=self._backstop_file or sys.stderr)
             await asyncio.sleep(self._period_s)
 
     def _watch(self) -> None:
@@ -122,9 +133,11 @@ class LoopWatchdog:
 
 
 def watch_event_loop(loop: asyncio.AbstractEventLoop, threshold_s: float = 5.0, period_s: float = 0.5,
-                     log: logging.Logger = logger) -> LoopWatchdog:
-    """Starts watching `loop` (callable from any thread); `stop()` ends it."""
-    return LoopWatchdog(loop, threshold_s, period_s, log).start()
+                     log: logging.Logger = logger, backstop_s: float | None = None, backstop_file=None) -> LoopWatchdog:
+    """Starts watching `loop` (callable from any thread); `stop()` ends it. `backstop_s`: also arm
+    faulthandler's process-wide timer (for stalls with the GIL held), writing to `backstop_file`
+    (default stderr)."""
+    return LoopWatchdog(loop, threshold_s, period_s, log, backstop_s=backstop_s, backstop_file=backstop_file).start()
 
 
 _process_watchdog: LoopWatchdog | None = None
@@ -144,5 +157,8 @@ def watch_running_loop(threshold_s: float) -> LoopWatchdog | None:
         if _process_watchdog is not None:
             _process_watchdog.stop()
         # The beat must come well within the threshold, or a busy but healthy loop reads as stalled.
-        _process_watchdog = watch_event_loop(loop, threshold_s, period_s=min(0.5, threshold_s / 4))
+        # The C-level backstop fires later than the watchdog thread would, so it speaks only when that
+        # thread could not (the GIL held throughout).
+        _process_watchdog = watch_event_loop(loop, threshold_s, period_s=min(0.5, threshold_s / 4),
+                                             backstop_s=2 * threshold_s)
     return _process_watchdog

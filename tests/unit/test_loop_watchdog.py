@@ -152,3 +152,28 @@ def test_a_serving_process_is_watched_as_its_settings_say():
     assert on.loop_stalls() == {"stalls": 0, "unseen_stalls": 0, "max_stall_s": 0.0, "last_stall_s": None,
                                 "threshold_s": 3.0}
     assert prepared(3.0).loop_watchdog is None  # started outside a loop: skipped quietly
+
+
+async def hold_the_gil_in_one_c_call() -> None:
+    # One C call with no bytecode boundary inside: the interpreter never hands the GIL to the
+    # watchdog thread until it returns (about 1 s here).
+    sum(range(8 * 10**7))
+
+
+def test_a_stall_with_the_gil_held_still_prints_every_stack_through_faulthandler(loop_in_thread, captured, tmp_path):
+    backstop = (tmp_path / "stderr").open("w+")
+    watchdog = watch_event_loop(loop_in_thread, threshold_s=0.1, period_s=0.02, log=captured.log, backstop_s=0.2,
+                                backstop_file=backstop)
+    try:
+        wait_for_beats(loop_in_thread)
+        asyncio.run_coroutine_threadsafe(hold_the_gil_in_one_c_call(), loop_in_thread).result(timeout=30)
+        captured.wait_for(r"event loop was stopped for")
+    finally:
+        watchdog.stop()
+    backstop.seek(0)
+    printed = backstop.read()
+    assert "Timeout (0:00:00.2" in printed and "hold_the_gil_in_one_c_call" in printed
+    # Disarmed with the watchdog: nothing more is printed afterwards.
+    time.sleep(0.3)
+    backstop.seek(0)
+    assert backstop.read() == printed

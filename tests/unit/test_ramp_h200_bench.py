@@ -169,6 +169,10 @@ def figures(interactive_goodput, replica_s, lost=0, downs=(33.0,), ratio=1.95):
                         "windows": {}}}
 
 
+RAMP_SCALING_GOAL = "two replicas vs one saturated, output tok/s (llm policy's scaling, ramp's high phase)"
+CLOSED_LOOP_SCALING_GOAL = "two replicas vs one saturated, output tok/s (llm policy's scaling, closed loop)"
+
+
 def by_name(goals):
     return {g["name"]: g for g in goals}
 
@@ -178,17 +182,44 @@ def test_goals_met_and_not():
     met = by_name(compare.goals({"default": figures(5.0, 700.0), "llm": figures(6.5, 690.0)}, errors))
     assert met["llm policy: interactive goodput vs default, at <= replica-seconds"]["met"]
     assert met["nothing lost in scale-down"]["met"]
-    assert met["two replicas vs one saturated, output tok/s (llm policy's scaling)"]["met"]
+    assert met[RAMP_SCALING_GOAL]["met"]
     assert met["simulator: replicas over time (llm)"]["met"] and met["simulator: interactive goodput (llm)"]["met"]
     assert not met["simulator: batch goodput (default)"]["met"]
     costly = by_name(compare.goals({"default": figures(5.0, 700.0), "llm": figures(6.5, 710.0, lost=1, ratio=1.5)}, {}))
     assert not costly["llm policy: interactive goodput vs default, at <= replica-seconds"]["met"]
     assert not costly["nothing lost in scale-down"]["met"]
-    assert not costly["two replicas vs one saturated, output tok/s (llm policy's scaling)"]["met"]
+    assert not costly[RAMP_SCALING_GOAL]["met"]
     assert not costly["simulator vs measured (llm)"]["met"]
     no_scale_down = by_name(compare.goals({"default": figures(5.0, 700.0, downs=()), "llm": figures(6.5, 690.0)}, {}))
     assert not no_scale_down["nothing lost in scale-down"]["met"]
     assert not by_name(compare.goals({"llm": figures(6.5, 690.0)}, {}))["llm policy: interactive goodput vs default"]["met"]
+
+
+def test_the_closed_loop_saturation_judges_two_replicas_when_measured():
+    runs = {"default": figures(5.0, 700.0), "llm": figures(6.5, 690.0, ratio=1.2)}
+    saturated = {"ratio": 1.93, "ratio_to_probe": 1.7}
+    goals = by_name(compare.goals(runs, {}, saturated))
+    assert goals[CLOSED_LOOP_SCALING_GOAL]["met"] and RAMP_SCALING_GOAL not in goals
+    assert not by_name(compare.goals(runs, {}, {"ratio": 1.8, "ratio_to_probe": 2.0}))[CLOSED_LOOP_SCALING_GOAL]["met"]
+    # Began with two running: the probe's one-replica throughput is the only yardstick left.
+    assert by_name(compare.goals(runs, {}, {"ratio": None, "ratio_to_probe": 1.95}))[CLOSED_LOOP_SCALING_GOAL]["met"]
+    assert not by_name(compare.goals(runs, {}, {"ratio": None, "ratio_to_probe": None}))[CLOSED_LOOP_SCALING_GOAL]["met"]
+
+
+def test_saturated_scaling_compares_the_two_replica_window_with_the_one_replica_window():
+    timeline = [(0.0, 1, 1), (20.0, 1, 2), (40.0, 2, 2)]
+    one = [served(i, sent=float(i), ttft=0.0, end=i + 1.0, tokens=100) for i in range(40)]   # 100 tok/s to 40 s
+    two = [served(100 + i, sent=40.0 + i / 2, ttft=0.0, end=40.5 + i / 2, tokens=100) for i in range(80)]  # 200 tok/s
+    scaling = compare.saturated_scaling(one + two, timeline, end_s=80.0, settle_s=5.0, probe_tok_s=125.0)
+    assert scaling["windows"] == {"one": (5.0, 40.0), "two": (45.0, 80.0)}
+    assert scaling["one_replica_tok_s"] == pytest.approx(100.0) and scaling["two_replicas_tok_s"] == pytest.approx(200.0)
+    assert scaling["ratio"] == pytest.approx(2.0) and scaling["ratio_to_probe"] == pytest.approx(1.6)
+    assert scaling["two_running_at_s"] == 40.0
+    never = compare.saturated_scaling(one, [(0.0, 1, 1)], end_s=80.0, probe_tok_s=125.0)
+    assert never["ratio"] is None and never["ratio_to_probe"] is None and never["windows"] == {"one": None, "two": None}
+    from_two = compare.saturated_scaling(two, [(0.0, 2, 2)], end_s=80.0, settle_s=5.0, probe_tok_s=100.0)
+    assert from_two["windows"]["one"] is None and from_two["ratio"] is None
+    assert from_two["ratio_to_probe"] == pytest.approx(from_two["two_replicas_tok_s"] / 100.0)
 
 
 # ---- the simulated ramp --------------------------------------------------------------------------------------------
@@ -253,3 +284,32 @@ def test_the_driver_hands_over_each_request_as_it_ends_samples_and_cancels_the_t
     assert [p.index for p in still_open] == [hang]
     assert len(samples) >= 5 and all(s["running"] == 1 for s in samples)
     assert [s["t_s"] for s in samples] == sorted(s["t_s"] for s in samples)
+
+
+def test_the_closed_loop_driver_keeps_its_clients_busy_until_the_end_and_cancels_the_tail(monkeypatch):
+    planned = RampShape(seed=3).probe(concurrency=3, requests=500).plan()
+    open_now, most_open, hang = [0], [0], planned[7].index
+
+    async def fake_send(http, options, request, zero):
+        open_now[0] += 1
+        most_open[0] = max(most_open[0], open_now[0])
+        try:
+            await asyncio.sleep(10.0 if request.index == hang else 0.02)
+        finally:
+            open_now[0] -= 1
+        return RequestRecord(request.index, request.class_name, send_s=0.0, end_s=0.0, outcome="completed",
+                             output_tokens=request.max_tokens)
+
+    monkeypatch.setattr(ramp_driver, "send", fake_send)
+    records, samples = [], []
+    cancelled = asyncio.run(ramp_driver.drive_closed(planned, 3, 0.5, ClientOptions("http://fake", "m"),
+                                                     lambda request, record: records.append(record.index),
+                                                     lambda: {"running": 2}, samples.append, poll_s=0.05,
+                                                     tail_timeout_s=0.2))
+    assert cancelled == 1 and hang not in records
+    assert most_open[0] == 3
+    # Two clients kept sending for the whole 0.5 s, one request at a time each, in plan order.
+    assert 10 <= len(records) <= 55 and records == sorted(records)
+    assert len(samples) >= 8
+    with pytest.raises(ValueError):
+        asyncio.run(ramp_driver.drive_closed(planned, 0, 1.0, ClientOptions("http://fake", "m"), None, None, None))
