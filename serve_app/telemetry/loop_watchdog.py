@@ -24,7 +24,8 @@ from concurrent.futures import Future
 
 from serve_app.policy.loop_stall import FinishedStall, StallDetector, StallReport
 
-logger = logging.getLogger("serve_app.loop_watchdog")
+# Under Ray Serve's logger: its handlers stamp the time and replica and write the replica's own log file.
+logger = logging.getLogger("ray.serve.llmserve.loop_watchdog")
 
 WATCHDOG_THREAD_NAME = "loop-watchdog"
 
