@@ -161,9 +161,24 @@ def recording(prefix: Path):
         yield on_record, on_sample
 
 
-def ramp(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def healthy_server(args: argparse.Namespace):
+    """The started server's state once healthy (None in a dry run against --base-url); stopped at the
+    end unless --keep-server."""
     state = None if args.base_url else wait_for_server(args)
     try:
+        yield state
+    finally:
+        if state is not None and not args.keep_server:
+            stop(args)
+
+
+def save_run(prefix: Path, run: dict) -> None:
+    Path(f"{prefix}.json").write_text(json.dumps(run, indent=2))
+
+
+def ramp(args: argparse.Namespace) -> int:
+    with healthy_server(args) as state:
         capacity = ({"capacity_rps": args.capacity_rps, "given": True} if args.capacity_rps
                     else saved_capacity(args) or probe_capacity(args))
         ramp_shape = shape(args)
@@ -174,25 +189,20 @@ def ramp(args: argparse.Namespace) -> int:
                "server_command": state and state["command"], "healthy_after_s": state and state["healthy_after_s"],
                "capacity_rps": capacity["capacity_rps"], "shape": ramp_shape.to_dict(), "phases": ramp_shape.phases(),
                "requests_planned": len(planned), "finished": False}
-        Path(f"{prefix}.json").write_text(json.dumps(run, indent=2))
+        save_run(prefix, run)
         Path(f"{prefix}_schedule.json").write_text(json.dumps(schedule))
         log(f"{args.policy}: ramp of {len(planned)} requests over {ramp_shape.duration_s():.0f} s at "
             f"{args.low_load}x / {args.high_load}x of {capacity['capacity_rps']:.2f} req/s")
         with recording(prefix) as (on_record, on_sample):
             unfinished = asyncio.run(drive(planned, options(args), on_record, replica_sampler(args), on_sample,
                                            tail_timeout_s=args.tail_timeout_s))
-        run.update(finished=True, unfinished=[p.index for p in unfinished])
-        Path(f"{prefix}.json").write_text(json.dumps(run, indent=2))
+        save_run(prefix, {**run, "finished": True, "unfinished": [p.index for p in unfinished]})
         log(f"{args.policy}: ramp done, {len(unfinished)} requests still open at the end (cancelled)")
-    finally:
-        if state is not None and not args.keep_server:
-            stop(args)
     return 0
 
 
 def saturate(args: argparse.Namespace) -> int:
-    state = None if args.base_url else wait_for_server(args)
-    try:
+    with healthy_server(args) as state:
         capacity = saved_capacity(args) or {}
         # Enough requests for the clients to keep sending at twice the probed rate (and more) to the end.
         enough = args.saturate_concurrency + int(3 * (capacity.get("capacity_rps") or 20.0) * args.saturate_s)
@@ -201,18 +211,14 @@ def saturate(args: argparse.Namespace) -> int:
         run = {"policy": args.policy, "gpu": gpu_name(), "script": shlex.join([sys.executable, *sys.argv]),
                "server_command": state and state["command"], "concurrency": args.saturate_concurrency,
                "duration_s": args.saturate_s, "finished": False}
-        Path(f"{prefix}.json").write_text(json.dumps(run, indent=2))
+        save_run(prefix, run)
         log(f"{args.policy}: closed loop, {args.saturate_concurrency} clients for {args.saturate_s:.0f} s")
         with recording(prefix) as (on_record, on_sample):
             cancelled = asyncio.run(drive_closed(planned, args.saturate_concurrency, args.saturate_s, options(args),
                                                  on_record, replica_sampler(args), on_sample,
                                                  tail_timeout_s=args.tail_timeout_s))
-        run.update(finished=True, cancelled=cancelled)
-        Path(f"{prefix}.json").write_text(json.dumps(run, indent=2))
+        save_run(prefix, {**run, "finished": True, "cancelled": cancelled})
         log(f"{args.policy}: saturation done, {cancelled} requests still open at the end (cancelled)")
-    finally:
-        if state is not None and not args.keep_server:
-            stop(args)
     return 0
 
 
