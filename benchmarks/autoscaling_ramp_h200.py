@@ -138,9 +138,16 @@ def replica_sampler(args: argparse.Namespace):
 
     def sample() -> dict:
         running, total = running_replicas(APP_NAME) if args.replicas_from == "serve" else (None, None)
+        asked = time.perf_counter()
         stats = router_stats(base_url(args), quiet=True) or {}
+        answered_s = round(time.perf_counter() - asked, 3)
+        # The ingress's event loop: how late its watchdog's beats woke lately, and stalls so far (a loop
+        # falling behind shows as growing lag; one blocked outright as a stall, with its stack in the log).
+        loop = (stats.get("ingress") or {}).get("loop_stalls") or {}
         return {"running": running, "total": total, "queue_depth": stats.get("queue_depth"),
-                "router_replicas": len(stats["replicas"]) if "replicas" in stats else None}
+                "router_replicas": len(stats["replicas"]) if "replicas" in stats else None,
+                "ingress_loop_lag_max_s": (loop.get("lag_recent") or {}).get("max_s"),
+                "ingress_loop_stalls": loop.get("stalls"), "stats_answered_s": answered_s}
 
     return sample
 

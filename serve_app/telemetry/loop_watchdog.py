@@ -23,6 +23,7 @@ import traceback
 from concurrent.futures import Future
 
 from serve_app.policy.loop_stall import FinishedStall, StallDetector, StallReport
+from serve_app.policy.recent_latency import RecentLatencies
 
 # Under Ray Serve's logger: its handlers stamp the time and replica and write the replica's own log file.
 logger = logging.getLogger("ray.serve.llmserve.loop_watchdog")
@@ -64,6 +65,9 @@ class LoopWatchdog:
         self._log = log
         self._detector = StallDetector(threshold_s, time.monotonic(), stack_dump_interval_s)
         self._last_beat_at: float | None = None  # written by the loop, read by the watchdog thread
+        # How late each beat woke, on the loop thread only (written by beats, read by `summary` there):
+        # a loop falling behind its ready callbacks shows here long before it stalls outright.
+        self._lags = RecentLatencies(horizon_s=10.0)
         self._loop_thread_ident: int | None = None
         self._stop = threading.Event()
         self._beats: Future | None = None
@@ -90,13 +94,19 @@ class LoopWatchdog:
         return self._thread.is_alive() and not self._stop.is_set()
 
     def summary(self) -> dict:
-        """Totals since start: `stalls`, `unseen_stalls`, `max_stall_s`, `last_stall_s`, and `threshold_s`."""
-        return {**dataclasses.asdict(self._detector.totals), "threshold_s": self._detector.threshold_s}
+        """Totals since start: `stalls`, `unseen_stalls`, `max_stall_s`, `last_stall_s`, `threshold_s`; and
+        `lag_recent`, how late the beats woke over the last 10 s (n, p50_s, p99_s, max_s). Call it on the loop."""
+        lag = self._lags.summary(time.monotonic()).get("lag", {"n": 0, "p50_s": None, "p99_s": None, "max_s": None})
+        return {**dataclasses.asdict(self._detector.totals), "threshold_s": self._detector.threshold_s,
+                "lag_recent": lag}
 
     async def _beat_forever(self) -> None:
         self._loop_thread_ident = threading.get_ident()
         while True:
-            self._last_beat_at = time.monotonic()
+            now = time.monotonic()
+            if self._last_beat_at is not None:
+                self._lags.add("lag", now, max(0.0, now - self._last_beat_at - self._period_s))
+            self._last_beat_at = now
             if self._backstop_s is not None and not self._stop.is_set():
                 faulthandler.dump_traceback_later(self._backstop_s, file=self._backstop_file or sys.stderr)
             await asyncio.sleep(self._period_s)

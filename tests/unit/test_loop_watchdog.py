@@ -150,7 +150,7 @@ def test_a_serving_process_is_watched_as_its_settings_say():
     off, on = asyncio.run(inside_a_loop())
     assert off.loop_watchdog is None and off.loop_stalls() is None
     assert on.loop_stalls() == {"stalls": 0, "unseen_stalls": 0, "max_stall_s": 0.0, "last_stall_s": None,
-                                "threshold_s": 3.0}
+                                "threshold_s": 3.0, "lag_recent": {"n": 0, "p50_s": None, "p99_s": None, "max_s": None}}
     assert prepared(3.0).loop_watchdog is None  # started outside a loop: skipped quietly
 
 
@@ -177,3 +177,24 @@ def test_a_stall_with_the_gil_held_still_prints_every_stack_through_faulthandler
     time.sleep(0.3)
     backstop.seek(0)
     assert backstop.read() == printed
+
+
+def test_a_loop_running_late_shows_its_lag_before_any_stall(loop_in_thread, captured):
+    watchdog = watch_event_loop(loop_in_thread, threshold_s=1.0, period_s=0.02, log=captured.log)
+
+    async def late_for_a_moment() -> None:
+        time.sleep(0.3)  # under the stall threshold: no stall, a late beat
+
+    async def summary_on_the_loop() -> dict:
+        await asyncio.sleep(0.1)  # a few beats after the late one
+        return watchdog.summary()
+
+    try:
+        wait_for_beats(loop_in_thread)
+        asyncio.run_coroutine_threadsafe(late_for_a_moment(), loop_in_thread).result(timeout=5)
+        summary = asyncio.run_coroutine_threadsafe(summary_on_the_loop(), loop_in_thread).result(timeout=5)
+    finally:
+        watchdog.stop()
+    assert summary["stalls"] == 0
+    lag = summary["lag_recent"]
+    assert lag["n"] >= 3 and 0.25 <= lag["max_s"] < 1.0 and lag["p50_s"] < 0.1
