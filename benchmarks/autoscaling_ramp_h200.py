@@ -8,7 +8,7 @@ ramp_simulation.py (the simulated ramp).
                                     waits until it is healthy (cold ~200 s, warm ~60 s)
     ramp --out DIR --policy P       a closed-loop probe of one replica's capacity first (only if
                                     DIR/capacity.json is missing: the second policy reuses it), then
-                                    the open-loop ramp (default 45 s low, 240 s high, 180 s low again);
+                                    the open-loop ramp (default 30 s low, 180 s high, 120 s low again);
                                     every request and a replica sample per second go to DIR as they
                                     come; stops the server at the end
     saturate --out DIR --policy P   closed loop with --saturate-concurrency clients (enough to fill two

@@ -26,9 +26,10 @@ MAX_NUM_BATCHED_TOKENS = 8192
 class RampShape:
     """Phase lengths, rates as multiples of one replica's capacity, class mix and lengths."""
 
-    low_s: float = 45.0
-    high_s: float = 240.0
-    low_again_s: float = 180.0
+    # 330 s in all: with the probe and the tail, one ramp fits a 10-minute device call with time to spare.
+    low_s: float = 30.0
+    high_s: float = 180.0
+    low_again_s: float = 120.0
     low_load: float = 0.5    # one replica serves it
     high_load: float = 1.6   # needs two
     interactive_share: float = 0.3
