@@ -233,9 +233,12 @@ def read_requests(path: Path) -> list[compare.RampRequest]:
     return [compare.RampRequest.from_dict(json.loads(line)) for line in path.read_text().splitlines() if line]
 
 
-def read_timeline(path: Path) -> list[tuple[float, int, int]]:
+def read_timeline(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def replica_samples(timeline: list[dict]) -> list[tuple[float, int, int]]:
     """(t_s, running, total) samples; with no Serve status (a dry run), the router's replicas for both."""
-    timeline = [json.loads(line) for line in path.read_text().splitlines() if line]
     return [(s["t_s"], s["running"], s["total"]) if s.get("running") is not None
             else (s["t_s"], s["router_replicas"], s["router_replicas"])
             for s in timeline if s.get("running") is not None or s.get("router_replicas") is not None]
@@ -247,7 +250,7 @@ def load_saturation(args: argparse.Namespace, capacity: dict | None) -> dict | N
         return None
     run = json.loads(Path(f"{prefix}.json").read_text())
     requests = read_requests(Path(f"{prefix}_requests.jsonl"))
-    figures = compare.saturated_scaling(requests, read_timeline(Path(f"{prefix}_timeline.jsonl")), run["duration_s"],
+    figures = compare.saturated_scaling(requests, replica_samples(read_timeline(Path(f"{prefix}_timeline.jsonl"))), run["duration_s"],
                                         probe_tok_s=(capacity or {}).get("output_tok_s"))
     return {**figures, "requests": len(requests), "served": sum(r.kind == "served" for r in requests),
             "concurrency": run["concurrency"], "finished": run["finished"], "script": run["script"]}
@@ -260,8 +263,8 @@ def load_run(args: argparse.Namespace, policy: str) -> dict | None:
         return None
     run = json.loads((out / f"{policy}.json").read_text())
     run["requests"] = read_requests(out / f"{policy}_requests.jsonl")
-    timeline = [json.loads(line) for line in (out / f"{policy}_timeline.jsonl").read_text().splitlines() if line]
-    run["samples"] = read_timeline(out / f"{policy}_timeline.jsonl")
+    timeline = read_timeline(out / f"{policy}_timeline.jsonl")
+    run["samples"] = replica_samples(timeline)
     run["queue"] = [(s["t_s"], s["queue_depth"]) for s in timeline if s.get("queue_depth") is not None]
     run["schedule"] = json.loads((out / f"{policy}_schedule.json").read_text())
     config_path = out / f"{policy}_config.yaml"

@@ -190,9 +190,17 @@ def scaling_throughput(requests: Sequence[RampRequest], samples: Sequence[Sample
                        queue: Sequence[QueueSample] | None = None) -> dict[str, Any]:
     """Output tok/s with one replica saturated vs with two saturated, both in the high phase."""
     windows = saturation_windows(samples, high, settle_s, queue)
-    rates = {name: None if w is None else output_tokens_in(requests, w) / (w[1] - w[0]) for name, w in windows.items()}
-    ratio = rates["two"] / rates["one"] if rates["one"] and rates["two"] is not None else None
-    return {"windows": windows, "one_replica_tok_s": rates["one"], "two_replicas_tok_s": rates["two"], "ratio": ratio}
+    rates = _output_tok_s(requests, windows)
+    return {"windows": windows, "one_replica_tok_s": rates["one"], "two_replicas_tok_s": rates["two"],
+            "ratio": _ratio(rates["two"], rates["one"])}
+
+
+def _output_tok_s(requests: Sequence[RampRequest], windows: Mapping[str, Window | None]) -> dict[str, float | None]:
+    return {name: None if w is None else output_tokens_in(requests, w) / (w[1] - w[0]) for name, w in windows.items()}
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if denominator and numerator is not None else None
 
 
 def saturated_scaling(requests: Sequence[RampRequest], samples: Sequence[Sample], end_s: float,
@@ -204,13 +212,10 @@ def saturated_scaling(requests: Sequence[RampRequest], samples: Sequence[Sample]
     two_at = first_time_running(samples, 2)
     one = (settle_s, two_at) if two_at is not None and two_at - settle_s > settle_s else None
     two = (two_at + settle_s, end_s) if two_at is not None and end_s - two_at > 3 * settle_s else None
-    rates = {name: None if w is None else output_tokens_in(requests, w) / (w[1] - w[0])
-             for name, w in {"one": one, "two": two}.items()}
-    ratio = rates["two"] / rates["one"] if rates["one"] and rates["two"] is not None else None
-    ratio_to_probe = rates["two"] / probe_tok_s if probe_tok_s and rates["two"] is not None else None
+    rates = _output_tok_s(requests, {"one": one, "two": two})
     return {"two_running_at_s": two_at, "windows": {"one": one, "two": two}, "one_replica_tok_s": rates["one"],
-            "two_replicas_tok_s": rates["two"], "probe_one_replica_tok_s": probe_tok_s, "ratio": ratio,
-            "ratio_to_probe": ratio_to_probe}
+            "two_replicas_tok_s": rates["two"], "probe_one_replica_tok_s": probe_tok_s,
+            "ratio": _ratio(rates["two"], rates["one"]), "ratio_to_probe": _ratio(rates["two"], probe_tok_s)}
 
 
 def timeline_error(measured: Sequence[Sample], simulated: Sequence[Sample], end_s: float, step_s: float = 1.0) -> float | None:
