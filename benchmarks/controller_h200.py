@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-kv-gib", type=float, default=1.0, help="--gpu cpu: VLLM_CPU_KVCACHE_SPACE")
     parser.add_argument("--policies", default=",".join(bench.CONTROLLER_POLICIES),
                         help="controller batch-size policies compared (those the config knows)")
-    parser.add_argument("--grid", type=lambda s: [int(v) for v in s.split(",")], default=list(bench.MAX_NUM_SEQS_GRID))
+    parser.add_argument("--grid", type=lambda s: [int(v) for v in s.split(",") if v], default=list(bench.MAX_NUM_SEQS_GRID),
+                        help="max_num_seqs swept at each budget beside the plans' own (empty: the plans' only)")
     parser.add_argument("--extra-budgets", type=lambda s: [int(v) for v in s.split(",") if v],
                         default=[bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS], help="budgets beside the plans'")
     parser.add_argument("--base-url", help="measure a server already running there (no start/stop; a dry run)")
