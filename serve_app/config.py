@@ -56,7 +56,11 @@ class EngineSettings(StrictModel):
     max_num_seqs: int | None = Field(None, gt=0, description="vLLM batch size; empty: the controller's choice or vLLM's default.")
     max_num_batched_tokens: int | None = Field(None, gt=0, description="Tokens per engine step (chunked prefill).")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of the GPU's memory vLLM may use.")
-    dtype: Literal["auto", "float16", "bfloat16"] = Field("float16", description="Activation dtype (AWQ needs float16).")
+    dtype: Literal["auto", "float16", "bfloat16"] | None = Field(
+        None, description="Activation dtype; empty: float16 (the AWQ checkpoints'), but bfloat16 for a GPU "
+        "replica with an FP8 KV cache, because FlashAttention 3 (Hopper) attends in FP8 only with bfloat16 output "
+        "and the engine fails at warm-up with float16 (seen on an H200, vLLM 0.26).",
+    )
     kv_cache_dtype: Literal["auto", "fp8"] = Field("auto", description="KV cache dtype.")
     enforce_eager: bool = Field(False, description="Skip CUDA graphs / torch.compile (faster start, slower steps).")
     compile_cache_dir: str | None = Field(
@@ -94,6 +98,12 @@ class EngineSettings(StrictModel):
     def _known_preset(cls, name: str) -> str:
         get_preset(name)
         return name
+
+    def activation_dtype(self, on_gpu: bool) -> str:
+        """The dtype the engine runs in: the pinned one, else float16 or, for an FP8 KV cache on a GPU, bfloat16."""
+        if self.dtype is not None:
+            return self.dtype
+        return "bfloat16" if on_gpu and self.kv_cache_dtype == "fp8" else "float16"
 
     @property
     def kv_sizing(self) -> KvSizing | None:

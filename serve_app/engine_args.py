@@ -15,7 +15,7 @@ def engine_args_from_config(config: AppConfig, overrides: dict[str, Any] | None 
         "model": str(config.model.resolved_path()),
         "served_model_name": config.model.served_name,
         "quantization": None if config.model.quantization in ("auto", "none") else config.model.quantization,
-        "dtype": engine.dtype,
+        "dtype": engine.activation_dtype(on_gpu=config.replicas.num_gpus > 0),
         "max_model_len": engine.max_model_len,
         "gpu_memory_utilization": engine.gpu_memory_utilization,
         "kv_cache_dtype": engine.kv_cache_dtype,

@@ -170,3 +170,17 @@ def test_a_default_class_promises_what_its_preset_sizes_for(name):
     klass = next(c for c in parse_config({}).priority_classes if c.name == name)
     preset = get_preset(name)
     assert (klass.ttft_slo_s, klass.tpot_slo_s) == (preset.ttft_s, preset.tpot_s)
+
+
+@pytest.mark.parametrize(("engine", "num_gpus", "dtype"), [
+    ({}, 1, "float16"),
+    ({"kv_cache_dtype": "fp8"}, 1, "bfloat16"),  # FlashAttention 3 attends in FP8 only with bfloat16 output
+    ({"kv_cache_dtype": "fp8"}, 0, "float16"),  # the CPU build has no such kernel constraint
+    ({"kv_cache_dtype": "fp8", "dtype": "float16"}, 1, "float16"),  # a pinned dtype wins
+    ({"dtype": "auto"}, 1, "auto"),
+])
+def test_engine_runs_in_bfloat16_only_for_an_fp8_kv_cache_on_a_gpu(tmp_path, engine, num_gpus, dtype):
+    from serve_app.engine_args import engine_args_from_config
+
+    config = parse_config({"model": {"cache_dir": str(tmp_path)}, "engine": engine, "replicas": {"num_gpus": num_gpus}})
+    assert engine_args_from_config(config).dtype == dtype
