@@ -11,13 +11,15 @@ prefill's token budget, FP8 KV. Pure parts: autoscaling/bench/controller_plans.p
 Engines: `vllm-<B>` is `vllm serve` with max_num_batched_tokens B; `ours-fp16` / `ours-fp8` our app (one
 replica, the controller planning the batch for the mixed preset), KV cache in FP16 / FP8.
 Parts: `preset-<name>` (interactive, mixed, batch, long-form): the preset's workload (log-normal lengths,
-its TTFT/TPOT SLO); on vllm-8192 first a closed-loop capacity run with vLLM's defaults sets the part's
-open-loop Poisson rate (--load x capacity); then, on each engine of the part's budgets (each plan's and
+its TTFT/TPOT SLO); on vllm-8192 first a closed-loop capacity run with vLLM's defaults (1,024 clients)
+sets the part's open-loop Poisson rate (--load x its completions per second while every client was busy);
+then, on each engine of the part's budgets (each plan's and
 8192), one open-loop run per max_num_seqs of the grid and of the plans. `chunked-prefill`: long prompts
 (2-4k) arriving among long decodes, on each engine of CHUNKED_PREFILL_BUDGETS and the long-form plan's
 budget: the prompts' TTFT p99 and the decodes' TPOT p99. `fp8-kv`: on ours-fp16 and ours-fp8, capacity
 and goodput of the mixed workload at preset-mixed's rate, predicted vs allocated KV from
-/v1/controller/status.
+/v1/controller/status. `summarize` also reads vLLM's KV allocation from every engine's log (each
+`vllm-<B>` in FP16, our app's replicas in their dtype) against the controller's prediction for it.
 
 How max_num_seqs is swept without restarts: every vllm-<B> engine starts with the largest max_num_seqs
 any setting needs (at most B), and a smaller max_num_seqs is emulated by the load driver's concurrency
@@ -160,7 +162,8 @@ def start(args: argparse.Namespace) -> None:
     ensure_checkpoint(args.model_dir, args.shape)
     command = engine_command(args, args.engine)
     server = start_server(command, args.out / f"{args.engine}_server.log")
-    state = {"engine": args.engine, "pid": server.pid, "command": shlex.join(command), "started": time.time()}
+    state = {"engine": args.engine, "pid": server.pid, "command": shlex.join(command), "started": time.time(),
+             "recipe": shlex.join(["python", *sys.argv])}
     (args.out / f"{args.engine}_server.json").write_text(json.dumps(state, indent=2))
 
 
@@ -215,8 +218,8 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
                            max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=0)
             run = load(args, f"{part['part']}_capacity", {"run": spec}, bench_runs.slo_timeout_s(wl),
                        slos=bench_runs.preset_slos(wl))["run"]
-            part["capacity"] = bench_runs.figures(run, wl)
-        part["rate_rps"] = args.rate or args.load * part["capacity"]["request_throughput_rps"]
+            part["capacity"] = capacity_figures(run, wl)
+        part["rate_rps"] = args.rate or args.load * capacity_rps(part["capacity"])
         save_part(args, part)
     done = {(r["max_num_batched_tokens"], r["max_num_seqs"]) for r in part["rows"]}
     for setting in bench.settings_at_budget(budget, [bench.Plan(p["label"], bench.EngineSetting(
@@ -234,6 +237,16 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
         part["rows"].append({**setting.to_dict(), "rate_rps": part["rate_rps"], **bench_runs.figures(run, wl)})
         save_part(args, part)
         clock.done(since)
+
+
+def capacity_figures(run: dict, wl: PresetWorkload) -> dict:
+    """A closed-loop run's figures and its steady rate (while every client was busy)."""
+    ends = [r["end_s"] for r in run["requests"] if r["outcome"] == "completed"]
+    return {**bench_runs.figures(run, wl), "steady_request_rps": bench.steady_request_rate(ends)}
+
+
+def capacity_rps(capacity: dict) -> float:
+    return capacity.get("steady_request_rps") or capacity["request_throughput_rps"]
 
 
 def long_prompt_lengths(max_model_len: int) -> Uniform:
@@ -280,12 +293,12 @@ def measure_fp8(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -
                        max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=0)
         run = load(args, f"fp8-kv_{dtype}_capacity", {"run": spec}, bench_runs.slo_timeout_s(wl),
                    slos=bench_runs.preset_slos(wl))["run"]
-        runs["capacity"] = bench_runs.figures(run, wl)
+        runs["capacity"] = capacity_figures(run, wl)
         save_part(args, part)
     if "goodput" not in runs and "capacity" in runs and clock.step_fits():
         capacity = part["runs"].get("fp16", runs).get("capacity", runs["capacity"])
         rate = args.rate or read_part(args, f"preset-{FP8_PRESET}").get("rate_rps") or \
-            args.load * capacity["request_throughput_rps"]
+            args.load * capacity_rps(capacity)
         spec = wl.spec(GammaArrivals(rate), duration_s=args.window_s, seed=1)
         run = load(args, f"fp8-kv_{dtype}_goodput", {"run": spec}, bench_runs.slo_timeout_s(wl),
                    slos=bench_runs.preset_slos(wl))["run"]
@@ -316,13 +329,38 @@ def measure(args: argparse.Namespace) -> None:
         save_part(args, part)
 
 
+def kv_checks(args: argparse.Namespace, fp8_part: dict | None) -> list[bench.KvCheck]:
+    """The controller's KV prediction against vLLM's allocation: from our app's status where the fp8-kv
+    part read it, else from each engine's log (a `vllm serve` at a budget, or our app's replica)."""
+    checks = [c for dtype, status in ((fp8_part or {}).get("status") or {}).items()
+              for c in bench.status_kv_checks(f"ours-{dtype}", dtype, status)]
+    for path in sorted(args.out.glob("*_server.log")):
+        engine = path.name.removesuffix("_server.log")
+        allocated = bench.allocated_kv_tokens(path.read_text(errors="replace"))
+        if allocated is None or any(c.engine == engine for c in checks):
+            continue
+        if engine in OURS_ENGINES:
+            kv_dtype = OURS_ENGINES[engine]
+            predicted = plans(args, FP8_PRESET, kv_dtype)[0].predicted_kv_tokens
+        else:
+            kv_dtype, predicted = "auto", bench.predicted_kv_tokens(
+                model_shape(args), device(args), max_num_batched_tokens=engine_budget(engine), kv_cache_dtype="auto",
+                max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization)
+        checks.append(bench.KvCheck(engine, "fp8" if kv_dtype == "fp8" else "fp16", predicted, allocated,
+                                    f"{path.name}: 'GPU KV cache size'"))
+    return checks
+
+
 def summarize(args: argparse.Namespace) -> dict:
     parts = {name: json.loads((args.out / f"{name}.json").read_text()) for name in PARTS
              if (args.out / f"{name}.json").exists()}
     presets = {PRESET_PARTS[n]: p for n, p in parts.items() if n in PRESET_PARTS}
-    commands = list(dict.fromkeys(c for p in parts.values() for c in p.get("commands", [])))
+    engines = [command for path in sorted(args.out.glob("*_s*.json")) if path.name.endswith(("_server.json", "_stopped.json"))
+               for command in (json.loads(path.read_text()).get("recipe"), json.loads(path.read_text())["command"]) if command]
+    commands = list(dict.fromkeys([*(c for p in parts.values() for c in p.get("commands", [])), *engines]))
     gpu = next((p["gpu"] for p in parts.values()), "unknown")
-    result = bench.summary(presets, parts.get("fp8-kv"), parts.get("chunked-prefill"), commands, gpu)
+    result = bench.summary(presets, parts.get("fp8-kv"), parts.get("chunked-prefill"), commands, gpu,
+                           kv_checks(args, parts.get("fp8-kv")))
     result["plots"] = [preset_pareto(name, part, args.out).name for name, part in presets.items()]
     if "chunked-prefill" in parts:
         result["plots"].append(chunked_prefill(parts["chunked-prefill"], args.out).name)
@@ -355,8 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--served-name", default=SERVED_NAME)
     parser.add_argument("--ready-timeout-s", type=float, default=540)
     parser.add_argument("--time-budget-s", type=float, default=540, help="a measure call stops before this")
-    parser.add_argument("--capacity-requests", type=int, default=400)
-    parser.add_argument("--load", type=float, default=0.8, help="open-loop rate over vLLM's defaults' capacity")
+    parser.add_argument("--capacity-requests", type=int, default=2048,
+                        help="closed-loop capacity run's requests (its rate is taken while all clients are busy)")
+    parser.add_argument("--load", type=float, default=0.9, help="open-loop rate over vLLM's defaults' capacity")
     parser.add_argument("--rate", type=float, help="open-loop rate (default: from the capacity run)")
     parser.add_argument("--window-s", type=float, default=45, help="each open-loop run's arrival window")
     parser.add_argument("--decode-rate", type=float, default=4.0, help="chunked-prefill: decodes per second")

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from autoscaling.bench.controller_plans import VLLM_DEFAULT, chunked_prefill_front, pareto_front, row_for
+from autoscaling.bench.controller_plans import VLLM_DEFAULT, chunked_prefill_front, goodput, pareto_front, row_for
 
 
 def _pyplot():
@@ -86,11 +86,12 @@ def table(presets: Mapping[str, Mapping[str, Any]], out_dir: Path) -> Path:
     for name, part in presets.items():
         plans = part.get("plans") or []
         lines += [f"## {name} at {part.get('rate_rps') or 0:.3f} req/s", "",
-                  "| max_num_seqs | budget | plan | goodput req/s | req/s | out tok/s | TTFT p99 s | TPOT p99 s | failed |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| max_num_seqs | budget | plan | goodput req/s | SLO met | req/s | out tok/s | TTFT p99 s | TPOT p99 s | failed |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(part.get("rows") or [], key=lambda r: (r["max_num_batched_tokens"], r["max_num_seqs"])):
             labels = ", ".join(p["label"] for p in plans if row_for([r], p) is not None)
-            lines.append(f"| {r['max_num_seqs']} | {r['max_num_batched_tokens']} | {labels} | {_cell(r['goodput_rps'])} "
+            lines.append(f"| {r['max_num_seqs']} | {r['max_num_batched_tokens']} | {labels} | {_cell(goodput(r))} "
+                         f"| {_cell(r.get('slo_attainment'))} "
                          f"| {_cell(r['request_throughput_rps'])} | {_cell(r['output_token_throughput_tps'], 0)} "
                          f"| {_cell(r['ttft_p99_s'])} | {_cell(r['tpot_p99_s'], 4)} | {r['failed']} |")
         lines.append("")

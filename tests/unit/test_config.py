@@ -55,7 +55,7 @@ http: {port: 9001}
     assert cfg.priority_classes[0].ttft_slo_s == 0.2
     assert cfg.default_priority == "bronze"
     # Fields the file leaves out keep their defaults.
-    assert cfg.engine.dtype == "float16" and cfg.http.host == "127.0.0.1"
+    assert cfg.engine.activation_dtype(on_gpu=True) == "float16" and cfg.http.host == "127.0.0.1"
 
 
 def test_empty_file_gives_the_defaults(tmp_path):
