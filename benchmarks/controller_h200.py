@@ -219,6 +219,9 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
             run = load(args, f"{part['part']}_capacity", {"run": spec}, bench_runs.slo_timeout_s(wl),
                        slos=bench_runs.preset_slos(wl))["run"]
             part["capacity"] = capacity_figures(run, wl)
+            if not part["capacity"]["completed"]:
+                raise SystemExit(f"{part['part']}: the capacity run completed none of its {part['capacity']['sent']} "
+                                 f"requests (see {args.out / 'raw'}); is the engine serving?")
         part["rate_rps"] = args.rate or args.load * capacity_rps(part["capacity"])
         save_part(args, part)
     done = {(r["max_num_batched_tokens"], r["max_num_seqs"]) for r in part["rows"]}
