@@ -7,7 +7,10 @@ answers at once, so what a client waits for is our path alone.
 1. Breakdown: streamed requests one at a time; the client's time to first event and, from the
    traces, where it went: proxy and ingress before routing, routing (admission + queue), the Ray hop
    to the replica, the replica, the hop back with the first event, and the proxy's write to the client.
-2. Capacity: closed-loop clients (--concurrency) sending non-streamed requests for --seconds, with
+2. The same breakdown under a token load (--background-streams > 0): that many clients keep streaming
+   --background-tokens events each, one every --token-interval-s, as decoding requests would; the probes
+   then show which step of a first token grows with the tokens the path relays.
+3. Capacity: closed-loop clients (--concurrency) sending non-streamed requests for --seconds, with
    1 and 2 ingress replicas: completed requests/s and latency percentiles.
 
     python benchmarks/routing_capacity.py --out benchmarks/results/routing_capacity_cpu
@@ -28,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from serve_app.bench.stand_in_replica import StandInReplica
@@ -50,13 +54,13 @@ def config(ingress_replicas: int, replicas: int, tracing: bool, throughput_mode:
     })
 
 
-def deploy(app_config) -> str:
+def deploy(app_config, token_interval_s: float = 0.0) -> str:
     """Deploy the app with stand-in replicas on the running local Ray Serve; returns its URL."""
     import serve_app.app as app_module
     from serve_app.local import start_local
 
     app_module.LLMReplica = StandInReplica  # the replica deployment's class, whatever the commit's build_app
-    return start_local(app_config, ready_timeout_s=120)
+    return start_local(app_config, ready_timeout_s=120, engine_overrides={"stand_in_token_interval_s": token_interval_s})
 
 
 def percentiles_ms(values: list[float]) -> dict[str, float | None]:
@@ -64,7 +68,9 @@ def percentiles_ms(values: list[float]) -> dict[str, float | None]:
     return rounded_ms({f"p{q}": percentile(values, q) for q in (50, 90, 99)})
 
 
-async def first_event_s(client: httpx.AsyncClient, url: str) -> float:
+async def first_event_s(client: httpx.AsyncClient, url: str, request_ids: list[str] | None = None) -> float:
+    """Time to the first event of a streamed request; its request id (the completion's `cmpl-<id>`) is
+    appended to `request_ids`."""
     started = time.perf_counter()
     async with client.stream("POST", f"{url}/v1/completions", json={**BODY, "stream": True}) as response:
         response.raise_for_status()
@@ -72,6 +78,8 @@ async def first_event_s(client: httpx.AsyncClient, url: str) -> float:
         async for line in lines:
             if line.startswith("data: {"):
                 ttft = time.perf_counter() - started
+                if request_ids is not None:
+                    request_ids.append(json.loads(line[len("data: "):])["id"].removeprefix("cmpl-"))
                 break
         async for _ in lines:
             pass
@@ -118,13 +126,41 @@ def breakdown(traces: dict[str, list[dict]]) -> dict[str, dict]:
     return {step: {"n": len(values), **percentiles_ms(values)} for step, values in steps.items()}
 
 
-async def overhead(url: str, requests: int) -> dict:
+async def overhead(url: str, requests: int, request_ids: list[str] | None = None) -> dict:
     async with httpx.AsyncClient(timeout=30) as client:
         for _ in range(10):  # warm connections and code paths
             await first_event_s(client, url)
-        ttfts = [await first_event_s(client, url) for _ in range(requests)]
+        ttfts = [await first_event_s(client, url, request_ids) for _ in range(requests)]
     return {"requests": requests, "client_first_event": percentiles_ms(ttfts),
             "client_first_event_mean_ms": rounded_ms({"mean": mean(ttfts)})["mean_ms"]}
+
+
+async def overhead_under_streams(url: str, requests: int, streams: int, tokens: int, request_ids: list[str]) -> dict:
+    """`overhead` while `streams` clients keep streaming `tokens`-event responses; the events/s they
+    received during the probes is the token load the path relayed. The probes' ids go to `request_ids`."""
+    stop = asyncio.Event()
+    events = 0
+
+    async def stream_forever(client: aiohttp.ClientSession) -> None:
+        nonlocal events
+        body = {**BODY, "stream": True, "max_tokens": tokens}
+        while not stop.is_set():
+            async with client.post(f"{url}/v1/completions", json=body) as response:
+                async for line in response.content:
+                    events += line.startswith(b"data: {")
+
+    # aiohttp, not httpx: httpx's pool polls every open connection whenever a request starts or ends,
+    # which at hundreds of streams slows the client more than the server (the load driver's lesson).
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as client:
+        background = [asyncio.create_task(stream_forever(client)) for _ in range(streams)]
+        await asyncio.sleep(3)  # the streams' first requests are under way
+        started, events_before = time.perf_counter(), events
+        result = await overhead(url, requests, request_ids)
+        result["background"] = {"streams": streams, "tokens_per_stream": tokens,
+                                "events_per_s": round((events - events_before) / (time.perf_counter() - started))}
+        stop.set()
+        await asyncio.gather(*background, return_exceptions=True)
+    return result
 
 
 async def closed_loop(url: str, concurrency: int, seconds: float) -> dict:
@@ -188,6 +224,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--replicas", type=int, default=2, help="stand-in replicas")
     parser.add_argument("--ingress", type=int, nargs="+", default=[1, 2], help="ingress replica counts to measure")
+    parser.add_argument("--background-streams", type=int, default=0,
+                        help="breakdown again while this many clients keep streaming (0: skip)")
+    parser.add_argument("--background-tokens", type=int, default=256, help="events per background stream")
+    parser.add_argument("--token-interval-s", type=float, default=0.01,
+                        help="the stand-in's time between a stream's events (a decode step)")
     parser.add_argument("--throughput-mode", choices=["on", "off"], default="on",
                         help="http.ray_serve_throughput_optimized (Ray Serve's throughput-optimized data plane)")
     args = parser.parse_args()
@@ -204,6 +245,18 @@ def main() -> int:
     report["overhead"] = asyncio.run(overhead(url, args.requests))
     report["breakdown"] = breakdown(spans_by_trace())
     print(json.dumps({"overhead": report["overhead"], "breakdown": report["breakdown"]}, indent=2), flush=True)
+    if args.background_streams:
+        serve.delete(APP)
+        url = deploy(config(1, args.replicas, tracing=True, throughput_mode=mode), args.token_interval_s)
+        probe_ids: list[str] = []
+        loaded = asyncio.run(overhead_under_streams(url, args.requests, args.background_streams,
+                                                    args.background_tokens, probe_ids))
+        wanted = set(probe_ids)  # the probes' traces, not the background streams'
+        probes = {trace: spans for trace, spans in spans_by_trace().items()
+                  if any(s["name"] == "engine.generate" and s["attributes"].get("llm.request_id") in wanted
+                         for s in spans)}
+        report["under_streams"] = {"overhead": loaded, "breakdown": breakdown(probes)}
+        print(json.dumps(report["under_streams"], indent=2), flush=True)
     for ingress in args.ingress:
         serve.delete(APP)
         url = deploy(config(ingress, args.replicas, tracing=False, throughput_mode=mode))

@@ -9,11 +9,11 @@ is missing, so AWQ checkpoints run everywhere, slower. Weight layout as vLLM 0.3
 """
 from __future__ import annotations
 
-import logging
 
 import torch
+from serve_app.telemetry.log_names import service_logger
 
-logger = logging.getLogger("serve_app.cpu_awq_fallback")
+logger = service_logger("cpu_awq_fallback")
 BITS = 4
 PACK_FACTOR = 32 // BITS
 BLOCK_N = 16  # output channels per contiguous block in the CPU kernel's weight layout

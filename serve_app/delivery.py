@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 from collections import defaultdict
 from typing import Awaitable, Callable
 
 from serve_app.generation import ResponsePart
+from serve_app.telemetry.log_names import service_logger
 
-logger = logging.getLogger("serve_app.delivery")
+logger = service_logger("delivery")
 
 Batch = list[tuple[str, ResponsePart]]
 # Sends a batch to an ingress replica; returns the request ids it no longer holds (their caller left).

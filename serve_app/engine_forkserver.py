@@ -16,7 +16,6 @@ engine launcher at the server. Without the flag nothing changes (tests, the driv
 """
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
@@ -24,8 +23,9 @@ import os
 import sys
 
 from serve_app.engine_processes import record_engine_process
+from serve_app.telemetry.log_names import service_logger
 
-logger = logging.getLogger("serve_app.engine_forkserver")
+logger = service_logger("engine_forkserver")
 
 ENV_FLAG = "LLMSERVE_ENGINE_FORKSERVER"
 PRELOAD_MODULE = "serve_app.engine_preload"

@@ -8,15 +8,15 @@ replica needs a socket to every engine across the cluster, and one that starts l
 """
 from __future__ import annotations
 
-import logging
 import socket
 import threading
 from typing import Any
 
 from serve_app.kv_event_log import KvEventLog, KvEventPage
 from serve_app.policy.prefix_cache_index import AllCleared, BlocksRemoved, BlocksStored, CacheEvent
+from serve_app.telemetry.log_names import service_logger
 
-logger = logging.getLogger("serve_app.kv_events")
+logger = service_logger("kv_events")
 TOPIC = "llmserve-kv"
 POLL_MS = 200
 DEVICE_MEDIA = (None, "GPU", "gpu", "CPU", "cpu")  # where the engine's own cache lives; not an offload tier

@@ -1,7 +1,6 @@
 """Runs the application on a local Ray (started in-process): the embedded default and the tests."""
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -14,8 +13,9 @@ from serve_app.engine_processes import RaySession, end_processes, raylet_of, ses
 from serve_app.ray_env import QUIET_RAY_ENV, ray_serve_env
 from serve_app.shared_memory import remove_orphaned_segments, vllm_segments
 from serve_app.synthetic_model import check_draft_shape, ensure_model
+from serve_app.telemetry.log_names import service_logger
 
-logger = logging.getLogger("serve_app.local")
+logger = service_logger("local")
 APP_NAME = "llmserve"
 SHM_RELEASE_WAIT_S = 15.0  # engine processes may still be exiting when Ray's shutdown returns
 ENGINE_EXIT_GRACE_S = 10.0  # a SIGTERMed vLLM engine shuts down in seconds; then SIGKILL

@@ -9,13 +9,13 @@ so a small difference at a prompt's end never hides a shared prefix.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 from serve_app.policy.prefix_blocks import block_keys
+from serve_app.telemetry.log_names import service_logger
 
-logger = logging.getLogger("serve_app.prompt_blocks")
+logger = service_logger("prompt_blocks")
 DEFAULT_BLOCK_SIZE = 16  # vLLM's default on GPUs; the replicas' events say the real one
 
 

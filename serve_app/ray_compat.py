@@ -15,11 +15,12 @@ from typing import Callable
 import ray
 from ray.serve import context as serve_context
 from ray.serve.request_router import RequestRouter
+from serve_app.telemetry.log_names import service_logger
 
 CHECKED_RAY_VERSION = "2.60.0"  # pyproject.toml pins ray[serve]==2.60.0
 REPEAT_WARNING_INTERVAL_S = 300.0
 
-logger = logging.getLogger("serve_app.ray_compat")
+logger = service_logger("ray_compat")
 
 
 def check_ray_version(found: str | None = None) -> bool:

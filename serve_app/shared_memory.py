@@ -7,11 +7,11 @@ that appeared while it ran and that no live process maps any more.
 """
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
+from serve_app.telemetry.log_names import service_logger
 
-logger = logging.getLogger("serve_app.shared_memory")
+logger = service_logger("shared_memory")
 SHM_DIR = Path("/dev/shm")
 VLLM_SEGMENT_GLOB = "psm_*"  # Python's multiprocessing.shared_memory names, which vLLM uses
 

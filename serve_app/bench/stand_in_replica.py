@@ -3,7 +3,8 @@
 It speaks the replica's protocol (registers with the controller, reports load, takes `run` calls and
 sends response parts to the ingress replica that holds the request), so ingress, routing, controller,
 Ray hops and the HTTP proxy run as in production while generation costs nothing. A streamed request
-gets `STREAM_EVENTS` events, the first at once and the next every `token_interval_s`.
+gets one event per requested token (`max_tokens`, default `STREAM_EVENTS`), the first at once and the next
+every `token_interval_s`, so that background streams put a token load of their own on the path.
 """
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ class StandInReplica:
         span = RequestSpan("engine.generate", parent=request.trace_context,
                            attributes={"llm.replica": self._replica_id, "llm.request_id": request.request_id})
         try:
-            streamed = json.loads(request.body).get("stream", False)
+            body = json.loads(request.body)
+            streamed, events = body.get("stream", False), max(1, int(body.get("max_tokens") or STREAM_EVENTS))
             span.first_token()
             if not streamed:
                 body = json.dumps(_completion(request.request_id, "x", 1)).encode()
@@ -68,15 +70,15 @@ class StandInReplica:
                     body, status=200, headers=JSON_HEADERS, done=True, generated_tokens=1, since_first_token_s=0.0))
                 generated = 1
             else:
-                for index in range(STREAM_EVENTS):
+                for index in range(events):
                     if index:
                         await asyncio.sleep(self._token_interval_s)
                     event = f"data: {json.dumps(_completion(request.request_id, 'x', index + 1))}\n\n"
-                    last = index == STREAM_EVENTS - 1
+                    last = index == events - 1
                     seq = self._outbox.put(reply_to, request.request_id, ResponsePart(
                         (event + ("data: [DONE]\n\n" if last else "")).encode(), status=200 if index == 0 else None,
                         headers=SSE_HEADERS if index == 0 else None, done=last, generated_tokens=index + 1))
-                generated = STREAM_EVENTS
+                generated = events
             await self._outbox.wait_sent(reply_to, seq)
             self._completed += 1
             return RunSummary(self._replica_id, 1, generated, "length", 0.0, time.monotonic() - started, 200)

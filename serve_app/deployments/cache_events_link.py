@@ -3,7 +3,6 @@ its router core's cache index, for `router.routing: precise_prefix`."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterable
 
 from ray.serve.handle import DeploymentHandle
@@ -11,8 +10,9 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.deployments.calls import answer_within
 from serve_app.policy.router_contract import RouterContract
 from serve_app.prompt_blocks import PromptBlockKeys
+from serve_app.telemetry.log_names import service_logger
 
-logger = logging.getLogger("serve_app.router")
+logger = service_logger("router")
 PULL_PERIOD_S = 0.1  # while routing: a prefix stored a step ago attracts its followers from the next pull on
 IDLE_PULL_PERIOD_S = 1.0  # with no request routed lately: the log keeps what comes meanwhile
 PULL_TIMEOUT_S = 2.0

@@ -6,7 +6,6 @@ report their load every few seconds.
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,9 @@ from serve_app.policy.batch_controller import (DeviceInfo, EnginePlan, LengthWin
                                                apply_profile, next_window_cap, plan_engine, reconcile,
                                                speculation_cost)
 from serve_app.policy.window_leases import share_windows
+from serve_app.telemetry.log_names import service_logger
 
-logger = logging.getLogger("serve_app.controller")
+logger = service_logger("controller")
 RECONCILE_TOLERANCE = 0.03
 REPLICA_DEPLOYMENT = "LLMReplica"
 STOPPING_REFRESH_S = 1.0

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Any, Callable
 
 from serve_app.config import AppConfig
 from serve_app.deployments.controller import LOAD_REPORT_PERIOD_S
 from serve_app.engine_args import detect_device
 from serve_app.replica_ledger import ReplicaLedger
+from serve_app.telemetry.log_names import service_logger
 
-logger = logging.getLogger("serve_app.replica")
+logger = service_logger("replica")
 
 
 class ControllerLink:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import random
 import time
 from typing import Any, Callable
@@ -30,9 +29,10 @@ from serve_app.policy.router_core import RouterCore
 from serve_app.policy.router_settings import CACHE_INDEX_ROUTINGS
 from serve_app.prompt_blocks import PromptBlockKeys
 from serve_app.statistics import tpot_s
+from serve_app.telemetry.log_names import service_logger
 from serve_app.telemetry.tracing import RequestSpan
 
-logger = logging.getLogger("serve_app.router")
+logger = service_logger("router")
 EXPIRY_PERIOD_S = 0.05
 REPLICA_REFRESH_PERIOD_S = 0.5
 CONTROLLER_SILENCE_S = 3.0

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import gc
 import json
-import logging
 import time
 from typing import Any
 
@@ -36,11 +35,12 @@ from serve_app.openapi_schema import CHAT_COMPLETION_SCHEMA, COMPLETION_SCHEMA, 
 from serve_app.policy.request_limits import RequestLimits
 from serve_app.telemetry import tracing
 from serve_app.telemetry.gc_pauses import prepare_process_for_serving
-from serve_app.telemetry.log_filters import quiet_routine_calls
+from serve_app.telemetry.log_filters import install_prompt_flush, quiet_routine_calls
+from serve_app.telemetry.log_names import service_logger
 from serve_app.telemetry.request_telemetry import RequestTelemetry
 from serve_app.telemetry.tracing import RequestSpan
 
-logger = logging.getLogger("serve_app.ingress")
+logger = service_logger("ingress")
 http_app = FastAPI(title="llmserve", description="OpenAI-compatible LLM API over vLLM replicas on Ray Serve")
 install_error_handlers(http_app)
 HEALTH_PROBE_TIMEOUT_S = 2.0
@@ -51,6 +51,7 @@ PASSTHROUGH_TIMEOUT_S = 10.0
 class Ingress:
     async def __init__(self, replicas: DeploymentHandle, controller: DeploymentHandle, config: dict):
         quiet_routine_calls()  # no access-log line per internal call (ping, run, deliver)
+        install_prompt_flush()  # warnings and our lines reach the replica's log file at once
         self._config = parse_config(config)
         self._inbox = Inbox()
         self._replica_id = serve.get_replica_context().replica_id.unique_id

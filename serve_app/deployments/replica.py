@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import time
 import uuid
 from typing import Any
@@ -35,12 +34,13 @@ from serve_app.response_relay import ResponseRelay
 from serve_app.shared_memory import remove_orphaned_segments, vllm_segments
 from serve_app.telemetry import tracing
 from serve_app.telemetry.gc_pauses import prepare_process_for_serving
-from serve_app.telemetry.log_filters import quiet_routine_calls
+from serve_app.telemetry.log_filters import install_prompt_flush, quiet_routine_calls
 from serve_app.telemetry.autoscaling_signals import replica_stats
+from serve_app.telemetry.log_names import service_logger
 from serve_app.telemetry.tracing import RequestSpan
 from serve_app.vllm_frontend import CURRENT_TALLY, RequestTally, build_server_app, server_namespace, tap_engine
 
-logger = logging.getLogger("serve_app.replica")
+logger = service_logger("replica")
 
 
 class LLMReplica:
@@ -49,6 +49,7 @@ class LLMReplica:
     async def __init__(self, config: dict, engine_overrides: dict[str, Any] | None = None,
                        ingress_name: str = "Ingress", controller: Any = None):
         quiet_routine_calls()  # no access-log line per internal call (ping, run, deliver)
+        install_prompt_flush()  # warnings and our lines reach the replica's log file at once
         self._config = parse_config(config)
         self._replica_id = self._own_replica_id()
         self._snapshot = EngineSnapshot()

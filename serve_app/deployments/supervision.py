@@ -3,10 +3,10 @@ never left dead (a dead expiry, lease or load-report loop would stop routing wit
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Awaitable, Callable
+from serve_app.telemetry.log_names import service_logger
 
-logger = logging.getLogger("serve_app.supervision")
+logger = service_logger("supervision")
 
 
 async def supervised(loop: Callable[[], Awaitable[None]], restart_after_s: float = 1.0) -> None:

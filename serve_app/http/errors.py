@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -13,8 +12,9 @@ from serve_app import openai_api as api
 from serve_app.deployments.errors import ReplicaFailed
 from serve_app.openai_api import ApiError
 from serve_app.policy.router_core import Refusal
+from serve_app.telemetry.log_names import service_logger
 
-logger = logging.getLogger("serve_app.ingress")
+logger = service_logger("ingress")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-import logging
 from typing import AsyncIterator, Awaitable, Callable, Mapping
 
 from serve_app.delivery import Inbox
@@ -15,9 +14,10 @@ from serve_app.deployments.errors import ReplicaFailed
 from serve_app.generation import GenerationRequest, ResponsePart, RunSummary, merge_parts
 from serve_app.http.errors import describe_failure, refusal_error, stream_error_event
 from serve_app.policy.router_core import Refusal
+from serve_app.telemetry.log_names import service_logger
 from serve_app.telemetry.tracing import RequestSpan
 
-logger = logging.getLogger("serve_app.ingress")
+logger = service_logger("ingress")
 MAX_DISPATCH_ATTEMPTS = 3
 Submit = Callable[[GenerationRequest], Awaitable[RunSummary | Refusal]]
 

@@ -24,9 +24,9 @@ from concurrent.futures import Future
 
 from serve_app.policy.loop_stall import FinishedStall, StallDetector, StallReport
 from serve_app.policy.recent_latency import RecentLatencies
+from serve_app.telemetry.log_names import service_logger
 
-# Under Ray Serve's logger: its handlers stamp the time and replica and write the replica's own log file.
-logger = logging.getLogger("ray.serve.llmserve.loop_watchdog")
+logger = service_logger("loop_watchdog")
 
 WATCHDOG_THREAD_NAME = "loop-watchdog"
 

@@ -6,7 +6,6 @@ join the ingress's trace although they run in other processes.
 """
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any, Mapping
 
@@ -19,8 +18,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from serve_app.telemetry.log_names import service_logger
 
-logger = logging.getLogger("serve_app.tracing")
+logger = service_logger("tracing")
 TRACER_NAME = "llmserve"
 _propagator = TraceContextTextMapPropagator()
 _memory_exporter: InMemorySpanExporter | None = None

@@ -182,3 +182,19 @@ def test_router_stats_carry_gc_pauses_of_the_frozen_ingress(base_url):
     while httpx.get(f"{base_url}/v1/router/stats", timeout=30).json()["ingress"]["gc_pauses"]["gen2"]["count"] <= first:
         assert time.monotonic() < deadline, "no scheduled full collection in a quiet ingress within 30 s"
         time.sleep(1)
+
+
+def test_our_lines_are_stamped_in_the_replicas_own_log_file(base_url):
+    """Our loggers sit under Ray Serve's (`serve_app.telemetry.log_names`): a replica's line carries Serve's
+    level, time, deployment and replica, in that replica's log file."""
+    if os.environ.get("LLMSERVE_TEST_URL"):
+        pytest.skip("the app's Ray session is another process's")
+    from pathlib import Path
+
+    import ray
+
+    serve_logs = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+    text = "\n".join(path.read_text(errors="replace") for path in serve_logs.glob("replica_llmserve_LLMReplica_*.log"))
+    ready = [line for line in text.splitlines() if "engine ready in" in line]
+    assert ready, f"no replica said its engine was ready in {serve_logs}"
+    assert re.match(r"INFO \d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} llmserve_LLMReplica \w+ ", ready[0]), ready[0]

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from serve_app.telemetry.log_filters import RoutineCallFilter, quiet_routine_calls
+from serve_app.telemetry.log_filters import RoutineCallFilter, flush_promptly, install_prompt_flush, quiet_routine_calls
 
 
 def record(message: str, access_log: bool | None = True) -> logging.LogRecord:
@@ -48,3 +48,82 @@ def test_installed_once_on_serve_logger_and_applied_before_its_handlers():
     logger.info("CALL ping OK 1.0ms", extra={"serve_access_log": True})
     logger.info("GET /health 200 1.0ms", extra={"serve_access_log": True})
     assert seen == ["GET /health 200 1.0ms"]
+
+
+def test_serves_buffered_log_file_gets_warnings_and_our_lines_at_once_and_keeps_buffering_the_rest():
+    import logging.handlers
+
+    written: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            written.append(record.getMessage())
+
+    serve = logging.getLogger("test_flush.serve")
+    serve.propagate = False
+    serve.setLevel(logging.INFO)  # as Serve sets its logger in a replica
+    buffer = logging.handlers.MemoryHandler(capacity=1000, target=Collect(), flushLevel=logging.ERROR)
+    serve.addHandler(buffer)
+    try:
+        flush_promptly("test_flush.serve", own_prefix="test_flush.serve.ours")
+        flush_promptly("test_flush.serve", own_prefix="test_flush.serve.ours")  # once is enough: not wrapped twice
+        serve.info("GET /health 200")  # an access line: stays buffered
+        assert written == []
+        logging.getLogger("test_flush.serve.ours.replica").info("engine ready")
+        assert written == ["GET /health 200", "engine ready"]
+        serve.info("POST /v1/completions 200")
+        logging.getLogger("test_flush.serve.other").warning("slow health check")
+        assert written[-2:] == ["POST /v1/completions 200", "slow health check"]
+    finally:
+        serve.removeHandler(buffer)
+
+
+def test_a_handler_serve_puts_in_later_is_made_prompt_by_our_next_line():
+    import logging.handlers
+
+    written: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            written.append(record.getMessage())
+
+    serve = logging.getLogger("test_reapply.serve")
+    serve.propagate = False
+    serve.setLevel(logging.INFO)
+    ours = logging.getLogger("test_reapply.serve.ours")
+    install_prompt_flush("test_reapply.serve", own_prefix="test_reapply.serve.ours")
+    # Serve reconfigures: its handlers are replaced by a fresh buffering one.
+    replaced = logging.handlers.MemoryHandler(capacity=1000, target=Collect(), flushLevel=logging.ERROR)
+    serve.addHandler(replaced)
+    try:
+        serve.info("GET /health 200")
+        ours.getChild("replica").info("engine ready")
+        assert written == ["GET /health 200", "engine ready"]
+    finally:
+        serve.removeHandler(replaced)
+        ours.handlers.clear()
+
+
+def test_a_serve_file_handler_closed_under_serve_gets_its_file_back_at_our_next_line(tmp_path):
+    import logging.handlers
+
+    serve = logging.getLogger("test_reopen.serve")
+    serve.propagate = False
+    serve.setLevel(logging.INFO)
+    file_handler = logging.FileHandler(tmp_path / "replica.log")
+    buffer = logging.handlers.MemoryHandler(capacity=1000, target=file_handler, flushLevel=logging.ERROR)
+    serve.addHandler(buffer)
+    ours = logging.getLogger("test_reopen.serve.ours")
+    try:
+        install_prompt_flush("test_reopen.serve", own_prefix="test_reopen.serve.ours")
+        ours.info("engine starting")
+        buffer.close()  # what vLLM's logging dictConfig does to every handler when an engine is created
+        file_handler.close()
+        serve.info("GET /health 200")  # kept in the buffer while the file is gone
+        ours.info("engine ready")
+        assert (tmp_path / "replica.log").read_text().splitlines() == ["engine starting", "GET /health 200",
+                                                                       "engine ready"]
+    finally:
+        serve.removeHandler(buffer)
+        ours.handlers.clear()
+        file_handler.close()

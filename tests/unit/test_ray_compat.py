@@ -50,7 +50,7 @@ def test_the_pinned_version_is_the_checked_one_and_a_different_one_warns_once(mo
     assert ray_compat.check_ray_version(ray_compat.CHECKED_RAY_VERSION)
     assert not caplog.records
     monkeypatch.setattr(ray, "__version__", "2.61.0")
-    with caplog.at_level(logging.WARNING, logger="serve_app.ray_compat"):
+    with caplog.at_level(logging.WARNING, logger="ray.serve.llmserve.ray_compat"):
         assert not ray_compat.check_ray_version()
     assert [r.getMessage() for r in caplog.records] == [
         "Ray 2.61.0 is installed but serve_app/ray_compat.py was checked against Ray 2.60.0: the private Ray APIs "
@@ -60,7 +60,7 @@ def test_the_pinned_version_is_the_checked_one_and_a_different_one_warns_once(mo
 def test_importing_ray_compat_checks_the_version(monkeypatch, caplog):
     monkeypatch.setattr(ray, "__version__", "9.9.9")
     try:
-        with caplog.at_level(logging.WARNING, logger="serve_app.ray_compat"):
+        with caplog.at_level(logging.WARNING, logger="ray.serve.llmserve.ray_compat"):
             importlib.reload(ray_compat)
         assert any("Ray 9.9.9 is installed" in r.getMessage() for r in caplog.records)
     finally:
@@ -71,7 +71,7 @@ def test_importing_ray_compat_checks_the_version(monkeypatch, caplog):
 def test_a_failing_controller_call_is_logged_with_its_error_and_returns_none(monkeypatch, caplog):
     _fresh_warnings(monkeypatch)
     _serve_fails(monkeypatch, RayServeException("There is no Serve instance running on this Ray cluster."))
-    with caplog.at_level(logging.WARNING, logger="serve_app.ray_compat"):
+    with caplog.at_level(logging.WARNING, logger="ray.serve.llmserve.ray_compat"):
         assert asyncio.run(ray_compat.deployment_replica_states("app", "LLMReplica")) is None
     (record,) = caplog.records
     assert record.levelno == logging.WARNING
