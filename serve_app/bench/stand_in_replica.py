@@ -81,7 +81,8 @@ class StandInReplica:
                 generated = events
             await self._outbox.wait_sent(reply_to, seq)
             self._completed += 1
-            return RunSummary(self._replica_id, 1, generated, "length", 0.0, time.monotonic() - started, 200)
+            return RunSummary(self._replica_id, num_prompt_tokens=1, num_generated=generated, finish_reason="length",
+                              ttft_s=0.0, duration_s=time.monotonic() - started, status=200)
         finally:
             span.end()
             self._in_flight -= 1
