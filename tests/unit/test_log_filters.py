@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
 
 import pytest
 
@@ -50,80 +51,69 @@ def test_installed_once_on_serve_logger_and_applied_before_its_handlers():
     assert seen == ["GET /health 200 1.0ms"]
 
 
-def test_serves_buffered_log_file_gets_warnings_and_our_lines_at_once_and_keeps_buffering_the_rest():
-    import logging.handlers
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[str] = []
 
-    written: list[str] = []
+    def emit(self, record: logging.LogRecord) -> None:
+        self.written.append(record.getMessage())
 
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            written.append(record.getMessage())
 
-    serve = logging.getLogger("test_flush.serve")
+@pytest.fixture()
+def serve_logger(request):
+    """A stand-in for Serve's logger in a replica: its own level, not propagating, a buffering handler
+    (added by each test) and our loggers beneath it."""
+    name = f"test_{request.node.name}.serve"
+    serve = logging.getLogger(name)
     serve.propagate = False
     serve.setLevel(logging.INFO)  # as Serve sets its logger in a replica
-    buffer = logging.handlers.MemoryHandler(capacity=1000, target=Collect(), flushLevel=logging.ERROR)
-    serve.addHandler(buffer)
-    try:
-        flush_promptly("test_flush.serve", own_prefix="test_flush.serve.ours")
-        flush_promptly("test_flush.serve", own_prefix="test_flush.serve.ours")  # once is enough: not wrapped twice
-        serve.info("GET /health 200")  # an access line: stays buffered
-        assert written == []
-        logging.getLogger("test_flush.serve.ours.replica").info("engine ready")
-        assert written == ["GET /health 200", "engine ready"]
-        serve.info("POST /v1/completions 200")
-        logging.getLogger("test_flush.serve.other").warning("slow health check")
-        assert written[-2:] == ["POST /v1/completions 200", "slow health check"]
-    finally:
-        serve.removeHandler(buffer)
+    yield serve
+    for handler in list(serve.handlers):
+        serve.removeHandler(handler)
+    logging.getLogger(f"{name}.ours").handlers.clear()
 
 
-def test_a_handler_serve_puts_in_later_is_made_prompt_by_our_next_line():
-    import logging.handlers
-
-    written: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            written.append(record.getMessage())
-
-    serve = logging.getLogger("test_reapply.serve")
-    serve.propagate = False
-    serve.setLevel(logging.INFO)
-    ours = logging.getLogger("test_reapply.serve.ours")
-    install_prompt_flush("test_reapply.serve", own_prefix="test_reapply.serve.ours")
-    # Serve reconfigures: its handlers are replaced by a fresh buffering one.
-    replaced = logging.handlers.MemoryHandler(capacity=1000, target=Collect(), flushLevel=logging.ERROR)
-    serve.addHandler(replaced)
-    try:
-        serve.info("GET /health 200")
-        ours.getChild("replica").info("engine ready")
-        assert written == ["GET /health 200", "engine ready"]
-    finally:
-        serve.removeHandler(replaced)
-        ours.handlers.clear()
+def buffering(target: logging.Handler) -> logging.handlers.MemoryHandler:
+    return logging.handlers.MemoryHandler(capacity=1000, target=target, flushLevel=logging.ERROR)
 
 
-def test_a_serve_file_handler_closed_under_serve_gets_its_file_back_at_our_next_line(tmp_path):
-    import logging.handlers
+def test_serves_buffered_log_file_gets_warnings_and_our_lines_at_once_and_keeps_buffering_the_rest(serve_logger):
+    collect = Collect()
+    serve_logger.addHandler(buffering(collect))
+    flush_promptly(serve_logger.name, own_prefix=f"{serve_logger.name}.ours")
+    flush_promptly(serve_logger.name, own_prefix=f"{serve_logger.name}.ours")  # once is enough: not wrapped twice
+    serve_logger.info("GET /health 200")  # an access line: stays buffered
+    assert collect.written == []
+    serve_logger.getChild("ours.replica").info("engine ready")
+    assert collect.written == ["GET /health 200", "engine ready"]
+    serve_logger.info("POST /v1/completions 200")
+    serve_logger.getChild("other").warning("slow health check")
+    assert collect.written[-2:] == ["POST /v1/completions 200", "slow health check"]
 
-    serve = logging.getLogger("test_reopen.serve")
-    serve.propagate = False
-    serve.setLevel(logging.INFO)
+
+def test_a_handler_serve_puts_in_later_is_made_prompt_by_our_next_line(serve_logger):
+    install_prompt_flush(serve_logger.name, own_prefix=f"{serve_logger.name}.ours")
+    collect = Collect()
+    serve_logger.addHandler(buffering(collect))  # Serve reconfigured: a fresh buffering handler
+    serve_logger.info("GET /health 200")
+    serve_logger.getChild("ours.replica").info("engine ready")
+    assert collect.written == ["GET /health 200", "engine ready"]
+
+
+def test_a_serve_file_handler_closed_under_serve_gets_its_file_back_at_our_next_line(serve_logger, tmp_path):
     file_handler = logging.FileHandler(tmp_path / "replica.log")
-    buffer = logging.handlers.MemoryHandler(capacity=1000, target=file_handler, flushLevel=logging.ERROR)
-    serve.addHandler(buffer)
-    ours = logging.getLogger("test_reopen.serve.ours")
+    buffer = buffering(file_handler)
+    serve_logger.addHandler(buffer)
+    ours = serve_logger.getChild("ours")
     try:
-        install_prompt_flush("test_reopen.serve", own_prefix="test_reopen.serve.ours")
+        install_prompt_flush(serve_logger.name, own_prefix=ours.name)
         ours.info("engine starting")
         buffer.close()  # what vLLM's logging dictConfig does to every handler when an engine is created
         file_handler.close()
-        serve.info("GET /health 200")  # kept in the buffer while the file is gone
+        serve_logger.info("GET /health 200")  # kept in the buffer while the file is gone
         ours.info("engine ready")
         assert (tmp_path / "replica.log").read_text().splitlines() == ["engine starting", "GET /health 200",
                                                                        "engine ready"]
     finally:
-        serve.removeHandler(buffer)
-        ours.handlers.clear()
         file_handler.close()
