@@ -9,8 +9,8 @@ is missing, so AWQ checkpoints run everywhere, slower. Weight layout as vLLM 0.3
 """
 from __future__ import annotations
 
-
 import torch
+
 from serve_app.telemetry.log_names import service_logger
 
 logger = service_logger("cpu_awq_fallback")

@@ -15,6 +15,7 @@ from typing import Callable
 import ray
 from ray.serve import context as serve_context
 from ray.serve.request_router import RequestRouter
+
 from serve_app.telemetry.log_names import service_logger
 
 CHECKED_RAY_VERSION = "2.60.0"  # pyproject.toml pins ray[serve]==2.60.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
 from serve_app.telemetry.log_names import service_logger
 
 logger = service_logger("shared_memory")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Awaitable, Callable
+
 from serve_app.telemetry.log_names import service_logger
 
 logger = service_logger("supervision")
