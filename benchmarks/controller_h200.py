@@ -358,8 +358,8 @@ def summarize(args: argparse.Namespace) -> dict:
     parts = {name: json.loads((args.out / f"{name}.json").read_text()) for name in PARTS
              if (args.out / f"{name}.json").exists()}
     presets = {PRESET_PARTS[n]: p for n, p in parts.items() if n in PRESET_PARTS}
-    engines = [command for path in sorted(args.out.glob("*_s*.json")) if path.name.endswith(("_server.json", "_stopped.json"))
-               for command in (json.loads(path.read_text()).get("recipe"), json.loads(path.read_text())["command"]) if command]
+    states = [json.loads(path.read_text()) for path in sorted([*server_files(args.out), *args.out.glob("*_stopped.json")])]
+    engines = [command for state in states for command in (state.get("recipe"), state["command"]) if command]
     commands = list(dict.fromkeys([*(c for p in parts.values() for c in p.get("commands", [])), *engines]))
     gpu = next((p["gpu"] for p in parts.values()), "unknown")
     result = bench.summary(presets, parts.get("fp8-kv"), parts.get("chunked-prefill"), commands, gpu,
@@ -372,6 +372,11 @@ def summarize(args: argparse.Namespace) -> dict:
     if (args.out / "raw").exists():
         archive(args.out / "raw", args.out / "raw.tgz")
     return result
+
+
+def int_list(text: str) -> list[int]:
+    """A comma-separated list of integers; empty gives none."""
+    return [int(v) for v in text.split(",") if v]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,9 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-kv-gib", type=float, default=1.0, help="--gpu cpu: VLLM_CPU_KVCACHE_SPACE")
     parser.add_argument("--policies", default=",".join(bench.CONTROLLER_POLICIES),
                         help="controller batch-size policies compared (those the config knows)")
-    parser.add_argument("--grid", type=lambda s: [int(v) for v in s.split(",") if v], default=list(bench.MAX_NUM_SEQS_GRID),
+    parser.add_argument("--grid", type=int_list, default=list(bench.MAX_NUM_SEQS_GRID),
                         help="max_num_seqs swept at each budget beside the plans' own (empty: the plans' only)")
-    parser.add_argument("--extra-budgets", type=lambda s: [int(v) for v in s.split(",") if v],
+    parser.add_argument("--extra-budgets", type=int_list,
                         default=[bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS], help="budgets beside the plans'")
     parser.add_argument("--base-url", help="measure a server already running there (no start/stop; a dry run)")
     parser.add_argument("--served-name", default=SERVED_NAME)

@@ -241,7 +241,8 @@ def allocated_kv_tokens(engine_log: str) -> int | None:
 
 def predicted_kv_tokens(shape: ModelShape, device: DeviceInfo, *, max_num_batched_tokens: int, kv_cache_dtype: str,
                         max_model_len: int, gpu_memory_utilization: float) -> int:
-    """The controller's KV tokens for an engine with this per-step budget (its activations scale with it)."""
+    """The controller's KV tokens for an engine with this per-step budget (its activations scale with it;
+    the preset shapes the batch, not the KV cache, so any one will do)."""
     return plan_engine(shape, device, get_preset("mixed"), max_model_len=max_model_len,
                        gpu_memory_utilization=gpu_memory_utilization, max_num_batched_tokens=max_num_batched_tokens,
                        kv_cache_dtype=kv_cache_dtype).predicted_kv_tokens

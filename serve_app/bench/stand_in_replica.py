@@ -61,8 +61,8 @@ class StandInReplica:
         span = RequestSpan("engine.generate", parent=request.trace_context,
                            attributes={"llm.replica": self._replica_id, "llm.request_id": request.request_id})
         try:
-            body = json.loads(request.body)
-            streamed, events = body.get("stream", False), max(1, int(body.get("max_tokens") or STREAM_EVENTS))
+            asked = json.loads(request.body)
+            streamed, events = asked.get("stream", False), max(1, int(asked.get("max_tokens") or STREAM_EVENTS))
             span.first_token()
             if not streamed:
                 body = json.dumps(_completion(request.request_id, "x", 1)).encode()
