@@ -79,7 +79,7 @@ class EngineSettings(StrictModel):
         "by argument name (e.g. `tool_call_parser: hermes`, `enable_auto_tool_choice: true`, `chat_template`, "
         "`reasoning_parser`); empty: `vllm serve`'s defaults.")
     batch_size_policy: Literal["memory_budget", "memory_occupancy", "vllm_default"] = Field(
-        "memory_budget", description="`memory_budget`: the controller sets max_num_seqs / max_num_batched_tokens "
+        "memory_occupancy", description="`memory_budget`: the controller sets max_num_seqs / max_num_batched_tokens "
         "from each replica's device memory and `preset` (values pinned above win), every sequence sized at the "
         "preset's p95 prompt + p95 output (no preemption possible); `memory_occupancy`: the same, but max_num_seqs "
         "sized for sequences seen at random points of their decode (the preset's log-normal lengths), so that "

@@ -13,8 +13,9 @@ _Z95 = NormalDist().inv_cdf(0.95)
 class UseCasePreset:
     """SLO targets and length distribution (mean/p95, in tokens) for one workload.
 
-    ``max_num_seqs_cap`` bounds decode batch size to protect TPOT and
-    ``prefill_chunk_cap`` bounds the prefill chunk per step (None = whole p95 prompt).
+    ``max_num_seqs_cap`` bounds the decode batch and ``prefill_chunk_cap`` the prefill chunk per step,
+    to protect TPOT; None (every built-in preset): the KV cache bounds the batch and a step holds the
+    tokens its activation memory was sized for, and the router's window guards TPOT at run time.
     """
 
     name: str
@@ -24,7 +25,7 @@ class UseCasePreset:
     prompt_len_p95: int
     output_len_mean: int
     output_len_p95: int
-    max_num_seqs_cap: int
+    max_num_seqs_cap: int | None = None
     prefill_chunk_cap: int | None = None
 
     def __post_init__(self) -> None:
@@ -34,8 +35,10 @@ class UseCasePreset:
             raise ValueError(f"{self.name}: need 0 < prompt mean <= p95")
         if not 0 < self.output_len_mean <= self.output_len_p95:
             raise ValueError(f"{self.name}: need 0 < output mean <= p95")
-        if self.max_num_seqs_cap <= 0:
+        if self.max_num_seqs_cap is not None and self.max_num_seqs_cap <= 0:
             raise ValueError(f"{self.name}: max_num_seqs_cap must be positive")
+        if self.prefill_chunk_cap is not None and self.prefill_chunk_cap <= 0:
+            raise ValueError(f"{self.name}: prefill_chunk_cap must be positive")
 
     @property
     def prompt_sigma(self) -> float:
@@ -59,22 +62,18 @@ class UseCasePreset:
 INTERACTIVE = UseCasePreset(
     name="interactive", ttft_s=0.5, tpot_s=0.1,
     prompt_len_mean=512, prompt_len_p95=1536, output_len_mean=256, output_len_p95=512,
-    max_num_seqs_cap=128, prefill_chunk_cap=2048,
 )
 MIXED = UseCasePreset(
     name="mixed", ttft_s=1.0, tpot_s=0.08,
     prompt_len_mean=1024, prompt_len_p95=3072, output_len_mean=384, output_len_p95=1024,
-    max_num_seqs_cap=256, prefill_chunk_cap=4096,
 )
 BATCH = UseCasePreset(
     name="batch", ttft_s=30.0, tpot_s=0.25,
     prompt_len_mean=1024, prompt_len_p95=3072, output_len_mean=512, output_len_p95=1024,
-    max_num_seqs_cap=1024, prefill_chunk_cap=None,
 )
 LONG_FORM = UseCasePreset(
     name="long-form", ttft_s=2.0, tpot_s=0.06,
     prompt_len_mean=1024, prompt_len_p95=3072, output_len_mean=2048, output_len_p95=4096,
-    max_num_seqs_cap=64, prefill_chunk_cap=2048,
 )
 
 PRESETS: dict[str, UseCasePreset] = {p.name: p for p in (INTERACTIVE, MIXED, BATCH, LONG_FORM)}

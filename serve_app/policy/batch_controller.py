@@ -25,6 +25,9 @@ from serve_app.statistics import percentile_ceil
 
 GiB = 1024**3
 CPU_BLOCK_SIZE = 128  # vLLM's CPU backend pages the KV cache in blocks of 128 tokens
+# vLLM's OpenAI server's own max_num_seqs on its CPU backend: the most a CPU replica runs at once when
+# no preset caps it (a GPU replica's ceiling is the 1,024 sampler rows plan_memory sizes activation for).
+CPU_MAX_NUM_SEQS = 128
 GPU_BLOCK_SIZE = 16
 
 
@@ -76,7 +79,7 @@ def plan_engine(shape: ModelShape, device: DeviceInfo, preset: UseCasePreset, *,
         kv_tokens = (device.cpu_kv_cache_bytes // (per_token * CPU_BLOCK_SIZE)) * CPU_BLOCK_SIZE
         seqs = planned_max_num_seqs(kv_tokens, CPU_BLOCK_SIZE, preset, kv_sizing,
                                     extra_tokens_per_seq=speculation.extra_kv_tokens_per_sequence)
-        seqs = max(1, min(seqs, preset.max_num_seqs_cap))
+        seqs = max(1, min(seqs, preset.max_num_seqs_cap or CPU_MAX_NUM_SEQS))
         step_tokens = seqs * speculation.tokens_per_decode_step
         args = {"max_num_seqs": seqs, "max_num_batched_tokens": max(max_num_batched_tokens, step_tokens)}
         return EnginePlan(args, kv_tokens, CPU_BLOCK_SIZE, kv_sizing)

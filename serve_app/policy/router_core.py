@@ -61,6 +61,7 @@ class _Running:
     replica_id: str
     class_name: str
     cost_tokens: int
+    started_s: float
 
 
 @dataclass
@@ -304,7 +305,7 @@ class RouterCore(RouterContract):
         replica.dispatched_total += 1
         replica.top_class_in_flight += self._is_top(queued.class_name)
         replica.outstanding_tokens += queued.cost_tokens
-        self._running[request_id] = _Running(replica_id, queued.class_name, queued.cost_tokens)
+        self._running[request_id] = _Running(replica_id, queued.class_name, queued.cost_tokens, now)
         self._running_by_class[queued.class_name] += 1
         counters = self._counters[queued.class_name]
         counters.dispatched += 1
@@ -364,7 +365,7 @@ class RouterCore(RouterContract):
         replica = self._release(running)
         if replica is not None and ok:
             replica.window.set_targets(*self._targets())
-            replica.window.observe(ttft_s, tpot_s, now)
+            replica.window.observe(ttft_s, tpot_s, now, started_s=running.started_s)
 
     def cancel(self, request_id: str, now: float | None = None) -> None:
         """The client left: drop the request from the queue, or free its slot if it was dispatched

@@ -25,6 +25,7 @@ class WindowController(ABC):
         self.set_targets(ttft_target_s, tpot_target_s)
         # Kept fractional so repeated small factors (x1.5 from 1) can still move the window.
         self._size = self._clamped(float(initial))
+        self._last_cut_s = -math.inf
 
     @property
     def window(self) -> int:
@@ -49,8 +50,21 @@ class WindowController(ABC):
         self._tpot_target_s = tpot_target_s
 
     @abstractmethod
-    def observe(self, ttft_s: float | None, tpot_s: float | None, now: float) -> None:
-        """Feed one request's latencies (None when not measured) observed at `now`."""
+    def observe(self, ttft_s: float | None, tpot_s: float | None, now: float,
+                started_s: float | None = None) -> None:
+        """Feed one request's latencies (None when not measured) observed at `now`, of a request
+        dispatched at `started_s` (None: unknown, taken as current)."""
+
+    def _from_before_the_last_cut(self, started_s: float | None) -> bool:
+        """A request dispatched before the last cut measured the window that was cut, not this one;
+        counting it cuts again for the same congestion (TCP cuts once per loss event for the same
+        reason). On an H200, 476 in flight fell to 2 in ~15 s this way under a burst of long prompts,
+        and +1 per 8 completions then took minutes to come back."""
+        return started_s is not None and started_s < self._last_cut_s
+
+    def _cut(self, factor: float, now: float) -> None:
+        self._size = self._clamped(self._size * factor)
+        self._last_cut_s = now
 
     def _latency_ratio(self, ttft_s: float | None, tpot_s: float | None) -> float | None:
         """Worst latency / target across the given metrics; None when nothing was measured."""
@@ -83,12 +97,13 @@ class FixedRatioController(WindowController):
         super().__init__(initial, cap, ttft_target_s, tpot_target_s)
         self._tuning = tuning
 
-    def observe(self, ttft_s: float | None, tpot_s: float | None, now: float) -> None:
+    def observe(self, ttft_s: float | None, tpot_s: float | None, now: float,
+                started_s: float | None = None) -> None:
         ratio = self._latency_ratio(ttft_s, tpot_s)
-        if ratio is None:
+        if ratio is None or self._from_before_the_last_cut(started_s):
             return
         if ratio > 1.0:
-            self._size = self._clamped(self._size * self._tuning.decrease)
+            self._cut(self._tuning.decrease, now)
         elif ratio < self._tuning.increase_below:
             self._size = self._clamped(self._size * self._tuning.increase)
 
@@ -125,19 +140,25 @@ class AIMDController(WindowController):
         self._cooldown_until_s = -math.inf
         self._in_slow_start = tuning.slow_start
 
-    def observe(self, ttft_s: float | None, tpot_s: float | None, now: float) -> None:
+    def observe(self, ttft_s: float | None, tpot_s: float | None, now: float,
+                started_s: float | None = None) -> None:
+        if self._from_before_the_last_cut(started_s):
+            return  # nor into the averages, which restarted at the cut
         self._ttft_ewma_s = self._ewma(self._ttft_ewma_s, ttft_s)
         self._tpot_ewma_s = self._ewma(self._tpot_ewma_s, tpot_s)
         if ttft_s is None and tpot_s is None:
             return  # nothing new measured: must not count towards an increase
-        # Samples during cooldown mostly reflect requests started under the old, larger window.
+        # Samples during cooldown mostly reflect requests started under the old, larger window
+        # (the rule for callers that do not say when a request was dispatched).
         if now < self._cooldown_until_s:
             return
         ratio = self._latency_ratio(self._ttft_ewma_s, self._tpot_ewma_s)
         if ratio is None:
             return
         if ratio > 1.0:
-            self._size = self._clamped(self._size * self._tuning.beta)
+            self._cut(self._tuning.beta, now)
+            if started_s is not None:  # later samples are all from after the cut: average those alone
+                self._ttft_ewma_s = self._tpot_ewma_s = None
             self._cooldown_until_s = now + self._tuning.cooldown_s
             self._on_target_streak = 0
             self._in_slow_start = False

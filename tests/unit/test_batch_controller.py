@@ -6,8 +6,9 @@ import math
 import pytest
 
 from serve_app.memory import ModelShape, get_preset
-from serve_app.policy.batch_controller import (DeviceInfo, LengthWindow, WindowCapState, next_window_cap,
-                                               observed_occupancy_cap, plan_engine, preset_within_context)
+from serve_app.policy.batch_controller import (CPU_MAX_NUM_SEQS, DeviceInfo, LengthWindow, WindowCapState,
+                                               next_window_cap, observed_occupancy_cap, plan_engine,
+                                               preset_within_context)
 from serve_app.synthetic_model import SHAPES, hf_config
 
 GiB = 1024**3
@@ -24,8 +25,9 @@ def test_cpu_plan_uses_the_fixed_kv_space():
     # tiny: 2 layers x 2 KV heads x 64 x 2 (K, V) x 2 bytes = 1,024 B/token -> 1 GiB = 1,048,576 tokens.
     assert plan.predicted_kv_tokens == 1_048_576
     assert plan.block_size == 128
-    # interactive clamped to 512 context: p95 fits in 4 blocks of 128; 8191 usable blocks / 4 = 2047 > cap 128.
-    assert plan.engine_args["max_num_seqs"] == 128
+    # interactive clamped to 512 context: p95 fits in 4 blocks of 128; 8191 usable blocks / 4 = 2047, above
+    # the 128 sequences vLLM's CPU backend runs by default.
+    assert plan.engine_args["max_num_seqs"] == CPU_MAX_NUM_SEQS == 128
 
 
 def test_gpu_plan_differs_by_gpu_memory():
@@ -202,15 +204,15 @@ def test_occupancy_sizing_plans_more_sequences_with_the_same_token_budget():
     assert (worst.kv_sizing, occupancy.kv_sizing) == ("worst_case", "occupancy")
     assert occupancy.predicted_kv_tokens == worst.predicted_kv_tokens
     budget = plan_memory(shape("llama2-7b"), h200.total_bytes, 0.9, 2048, 8192, block_size=16)
-    seqs = min(planned_max_num_seqs(budget.kv_tokens, 16, preset, "occupancy"), preset.max_num_seqs_cap)
+    seqs = min(planned_max_num_seqs(budget.kv_tokens, 16, preset, "occupancy"), budget.max_num_seqs)
     assert worst.engine_args["max_num_seqs"] < occupancy.engine_args["max_num_seqs"] == seqs
-    # Tokens per step as for any max_num_seqs: one per sequence plus the p95 prompt chunk, rounded to 256.
     assert occupancy.engine_args == {k: v for k, v in engine_args_for(budget, preset, "occupancy").items()
                                      if k in occupancy.engine_args}
-    assert occupancy.engine_args["max_num_batched_tokens"] == -(-(seqs + 1536) // 256) * 256
+    # Tokens per step, whatever max_num_seqs: the 8,192 the activation memory was sized for.
+    assert occupancy.engine_args["max_num_batched_tokens"] == worst.engine_args["max_num_batched_tokens"] == 8192
 
 
-def test_occupancy_on_cpu_counts_the_speculative_slots_and_the_preset_cap():
+def test_occupancy_on_cpu_counts_the_speculative_slots_and_vllms_cpu_default():
     from serve_app.memory.speculation import SpeculationCost
 
     cpu = DeviceInfo("cpu", "cpu", 0, 0, GiB // 32)  # 32,768 tokens of tiny's 1,024 B in blocks of 128
@@ -223,7 +225,7 @@ def test_occupancy_on_cpu_counts_the_speculative_slots_and_the_preset_cap():
     assert worst.engine_args["max_num_seqs"] < drafted.engine_args["max_num_seqs"] < plain.engine_args["max_num_seqs"]
     roomy = DeviceInfo("cpu", "cpu", 0, 0, 8 * GiB)
     assert plan_engine(shape("tiny"), roomy, preset, **common, kv_sizing="occupancy").engine_args["max_num_seqs"] \
-        == preset.max_num_seqs_cap
+        == CPU_MAX_NUM_SEQS
 
 
 def test_the_controller_plans_by_the_configured_policy_and_grows_the_window_on_headroom():
@@ -233,7 +235,8 @@ def test_the_controller_plans_by_the_configured_policy_and_grows_the_window_on_h
     from serve_app.deployments.controller import Controller
 
     assert parse_config({"engine": {"batch_size_policy": "memory_occupancy"}}).engine.kv_sizing == "occupancy"
-    assert parse_config({}).engine.kv_sizing == "worst_case"
+    assert parse_config({}).engine.kv_sizing == "occupancy"
+    assert parse_config({"engine": {"batch_size_policy": "memory_budget"}}).engine.kv_sizing == "worst_case"
     assert parse_config({"engine": {"batch_size_policy": "vllm_default"}}).engine.kv_sizing is None
     controller = Controller({"engine": {"batch_size_policy": "memory_occupancy", "max_model_len": 512,
                                         "preset": "interactive"}})

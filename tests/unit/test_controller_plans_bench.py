@@ -57,7 +57,8 @@ def test_every_available_policy_plans():
     for policy in bench.available_policies():
         plan = bench.controller_plan(policy, LLAMA3_8B, H200, get_preset("interactive"),
                                      max_model_len=8192, gpu_memory_utilization=0.9)
-        assert 1 <= plan.setting.max_num_seqs <= get_preset("interactive").max_num_seqs_cap
+        assert 1 <= plan.setting.max_num_seqs <= bench.VLLM_DEFAULT_MAX_NUM_SEQS
+        assert plan.setting.max_num_batched_tokens == bench.PLANNING_MAX_NUM_BATCHED_TOKENS
 
 
 def test_vllm_defaults_on_an_h200():
@@ -141,6 +142,20 @@ def test_goals_count_only_at_a_load_near_vllms_defaults_steady_capacity():
     assert [g["met"] for g in burst] == [False, False]
     assert "not compared with a steady capacity" in burst[0]["name"]
     assert "at 0.90x capacity:" in goals_for(ours=9.6, best=10.0, default=9.0)[0]["name"]
+
+
+def test_goals_do_not_count_where_every_setting_met_the_slo():
+    # 1 - 2e-16: a float sum's rounding, not a missed request
+    rows = [row(seqs, 8192, 9.0, rate_rps=9.0, slo_attainment=a) for seqs, a in ((64, 1.0), (256, 1 - 2e-16),
+                                                                                (1024, 0.995))]
+    plans = [{**PLANS[0], "max_num_batched_tokens": 8192}, PLANS[1]]
+    tied = bench.preset_goals("mixed", {"plans": plans, "rows": rows, **NEAR_CAPACITY})
+    assert [g["met"] for g in tied] == [False, False]
+    assert "where no setting fell short of the best by more than noise: not counted" in tied[0]["name"]
+    rows[2]["slo_attainment"] = 0.9  # vLLM's defaults now fall short: the load ranks, and the plan wins
+    assert bench.ranks_settings(rows)
+    assert [g["met"] for g in bench.preset_goals("mixed", {"plans": plans, "rows": rows, **NEAR_CAPACITY})] \
+        == [True, True]
 
 
 def test_the_plan_meets_its_goals_within_5_percent_of_the_best_and_above_vllms_defaults():

@@ -1,12 +1,12 @@
 """Engine args from a budget + preset, and the rendered table."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from serve_app.memory.budget import MeasuredOverheads, ModelShape, plan_memory
-from serve_app.memory.gpus import gpu_memory_bytes
 from serve_app.memory.plan_table import engine_args_for, render_plan
 from serve_app.memory.presets import get_preset
 
@@ -23,26 +23,29 @@ def llama2_awq_budget(max_model_len=2048, **kw):
 
 def test_engine_args_interactive_by_hand():
     args = engine_args_for(llama2_awq_budget(), get_preset("interactive"))
-    # KV allows 65 p95 sequences (8429 // 128) < interactive cap 128;
-    # batched = 65 + 1536 = 1601 -> 1792
+    # KV allows 65 p95 sequences (8429 // 128); a step holds the 8,192 tokens activation was sized for.
     assert args == {
         "max_num_seqs": 65,
-        "max_num_batched_tokens": 1792,
+        "max_num_batched_tokens": 8192,
         "gpu_memory_utilization": 0.9,
         "max_model_len": 2048,
         "kv_cache_dtype": "auto",
     }
 
 
-def test_preset_cap_and_profiled_limits_respected():
+def test_caps_and_profiled_limits_respected():
     # fp8: 65.86 GiB / (16 tok * 256 KiB) = 16,860 blocks, 16,859 usable.
     interactive = engine_args_for(llama2_awq_budget(kv_cache_dtype="fp8"), get_preset("interactive"))
-    assert interactive["max_num_seqs"] == 128  # KV allows 16859 // 128 = 131, preset caps 128
+    assert interactive["max_num_seqs"] == 131  # KV allows 16859 // 128 = 131; no preset cap
+    capped = replace(get_preset("interactive"), max_num_seqs_cap=100, prefill_chunk_cap=1024)
+    capped_args = engine_args_for(llama2_awq_budget(kv_cache_dtype="fp8"), capped)
+    # A preset's caps still bind: 100 sequences, and a step of 100 decodes + a 1,024-token chunk -> 1,280.
+    assert (capped_args["max_num_seqs"], capped_args["max_num_batched_tokens"]) == (100, 1280)
     budget = llama2_awq_budget(max_model_len=8192, kv_cache_dtype="fp8", max_num_seqs=32)
     long_form = engine_args_for(budget, get_preset("long-form"))
-    assert long_form["max_num_seqs"] == 32  # KV allows 16859 // 448 = 37, preset 64, profile 32
+    assert long_form["max_num_seqs"] == 32  # KV allows 16859 // 448 = 37, profile 32
     batch = engine_args_for(budget, get_preset("batch"))
-    assert batch["max_num_batched_tokens"] <= budget.max_num_batched_tokens
+    assert batch["max_num_batched_tokens"] == budget.max_num_batched_tokens
     assert batch["kv_cache_dtype"] == "fp8"
 
 
@@ -56,7 +59,7 @@ def test_render_plan_contains_key_figures_aligned():
     args = engine_args_for(budget, get_preset("interactive"))
     text = render_plan(budget, args)
     for needle in ("65.86 GiB", "134,880", "8,430", "3.74 GiB", "1.43 GiB", "0.22 GiB",
-                   "0.72 GiB", "71.25 GiB", "524,288", "not subtracted", "max_num_seqs", "1,792"):
+                   "0.72 GiB", "71.25 GiB", "524,288", "not subtracted", "max_num_seqs", "8,192"):
         assert needle in text, needle
     lines = text.splitlines()
     assert len({len(line) for line in lines}) == 1  # right-aligned values, fixed width

@@ -204,6 +204,36 @@ def test_aimd_cooldown_prevents_a_second_cut_from_one_burst():
     assert controller.window == 4
 
 
+@pytest.mark.parametrize("name", list(WINDOW_CONTROLLERS))
+def test_requests_dispatched_before_a_cut_do_not_cut_again(name):
+    """A burst's requests finish over many seconds, all slow: they measured the window that was cut."""
+    def wide():
+        return make(name, initial=400, cap=400, **({"ewma_alpha": 1.0} if name == "aimd" else {}))
+
+    controller = wide()
+    controller.observe(*BAD_TTFT, 1.0, started_s=0.0)
+    cut_to = controller.window
+    for k in range(200):  # dispatched at 0 with the first, ending up to 20 s later
+        controller.observe(*BAD_TTFT, 1.1 + 0.1 * k, started_s=0.0)
+    assert controller.window == cut_to < 400
+    controller.observe(*BAD_TTFT, 30.0, started_s=25.0)  # a request started after the cut is still slow
+    assert controller.window < cut_to
+    # Without dispatch times the cooldown alone holds it back (aimd) or nothing does (fixed_ratio).
+    unknown = wide()
+    feed(unknown, [BAD_TTFT] * 200, start_s=1.0)
+    assert unknown.window < cut_to
+
+
+def test_aimd_averages_only_requests_dispatched_after_its_cut():
+    controller = make("aimd", initial=100, cap=100, cooldown_s=0.0, ewma_alpha=0.3)
+    controller.observe(10.0, 0.02, 1.0, started_s=0.0)  # 20x the TTFT target
+    assert controller.window == 50
+    controller.observe(*GOOD, 2.0, started_s=1.5)  # the old average would still be 6x over target
+    assert controller.window == 50  # no cut; +1 only after increase_every on-target samples
+    feed(controller, [GOOD] * 8, start_s=2.1)
+    assert controller.window == 51
+
+
 def test_aimd_does_not_increase_during_cooldown():
     controller = make("aimd", initial=16, cooldown_s=2.0, increase_every=2, ewma_alpha=1.0)
     controller.observe(*BAD_TTFT, 0.0)

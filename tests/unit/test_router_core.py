@@ -145,6 +145,22 @@ def test_windows_grow_on_target_and_shrink_over_target_within_the_cap():
     assert core.stats()["replicas"]["r1"]["window"] == 3
 
 
+def test_a_burst_that_was_dispatched_together_cuts_the_window_once():
+    core = make_core(initial_window=64, headroom_fraction=0.0, window_tuning={"slow_start": False, "cooldown_s": 0})
+    core.set_replicas({"r1": 64})
+    for i in range(64):
+        admit(core, f"b{i}", "batch", 0.0)
+    burst = core.take_dispatches(0.0)
+    assert len(burst) == 64
+    for k, d in enumerate(burst):  # all far over the SLO, ending one by one long after the first cut
+        core.finish(d.request_id, 40.0 + k, ok=True, ttft_s=35.0, tpot_s=0.05)
+    assert core.stats()["replicas"]["r1"]["window"] == 32
+    admit(core, "late", "batch", 200.0)
+    [d] = core.take_dispatches(200.0)
+    core.finish(d.request_id, 240.0, ok=True, ttft_s=35.0, tpot_s=0.05)  # dispatched after the cut: counts
+    assert core.stats()["replicas"]["r1"]["window"] == 16
+
+
 def test_window_follows_the_tightest_active_class():
     core = make_core(initial_window=4, headroom_fraction=0.0, window_tuning={"slow_start": False, "cooldown_s": 0})
     core.set_replicas({"r1": 10})

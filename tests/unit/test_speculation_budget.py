@@ -3,6 +3,7 @@ sequence, and the drafts verified in every decode step."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -59,11 +60,15 @@ def test_every_decode_step_verifies_the_drafts_in_the_step_budget():
     budget = plan()
     usable_blocks = budget.kv_tokens // 16 - 1
     plain, ngram = engine_args_for(budget, preset), engine_args_for(plan(SpeculationCost(3)), preset)
-    # The KV cache, not the preset's cap of 128, bounds the batch; 3 draft slots need a 129th block.
+    # The KV cache bounds the batch; 3 draft slots need a 129th block.
     assert plain["max_num_seqs"] == usable_blocks // 128 == 121
     assert ngram["max_num_seqs"] == usable_blocks // 129 == 120
-    assert plain["max_num_batched_tokens"] == math.ceil((121 + 1536) / 256) * 256 == 1792
-    assert ngram["max_num_batched_tokens"] == math.ceil((120 * 4 + 1536) / 256) * 256 == 2048
+    assert plain["max_num_batched_tokens"] == ngram["max_num_batched_tokens"] == budget.max_num_batched_tokens
+    assert ngram["max_num_seqs"] * 4 <= ngram["max_num_batched_tokens"]
+    # A preset's chunk cap makes the step one decode with its drafts per sequence plus the chunk.
+    chunked = replace(preset, prefill_chunk_cap=1024)
+    assert engine_args_for(plan(SpeculationCost(3)), chunked)["max_num_batched_tokens"] \
+        == math.ceil((120 * 4 + 1024) / 256) * 256 == 1536
 
 
 def test_a_small_step_budget_runs_fewer_sequences_with_their_drafts():
