@@ -9,11 +9,12 @@ prefill's token budget, FP8 KV. Pure parts: autoscaling/bench/controller_plans.p
     summarize --out DIR                     summary.json, Pareto plots, summary.md from the part files
 
 Engines: `vllm-<B>` is `vllm serve` with max_num_batched_tokens B; `ours-fp16` / `ours-fp8` our app (one
-replica, the controller planning the batch for the mixed preset), KV cache in FP16 / FP8.
+replica, the controller planning the batch for the mixed preset by the default policy), KV cache in FP16 / FP8.
 Parts: `preset-<name>` (interactive, mixed, batch, long-form): the preset's workload (log-normal lengths,
-its TTFT/TPOT SLO); on vllm-8192 first a closed-loop capacity run with vLLM's defaults (1,024 clients)
-sets the part's open-loop Poisson rate (--load x its completions per second while every client was busy);
-then, on each engine of the part's budgets (each plan's and
+its TTFT/TPOT SLO); on vllm-8192 first a closed-loop capacity run with vLLM's defaults (1,024 clients),
+then open-loop probes of vLLM's defaults from --load x its completions per second while every client was
+busy, up by x1.25 until they meet the SLO for under 95% of requests: that rate is the part's open-loop
+Poisson rate; then, on each engine of the part's budgets (each plan's and
 8192), one open-loop run per max_num_seqs of the grid and of the plans. `chunked-prefill`: long prompts
 (2-4k) arriving among long decodes, on each engine of CHUNKED_PREFILL_BUDGETS and the long-form plan's
 budget: the prompts' TTFT p99 and the decodes' TPOT p99. `fp8-kv`: on ours-fp16 and ours-fp8, capacity
@@ -136,7 +137,7 @@ def base_url(args: argparse.Namespace) -> str:
 def engine_command(args: argparse.Namespace, engine: str) -> list[str]:
     if engine in OURS_ENGINES:
         config = bench.ours_kv_config(args.model_dir, PORT, get_preset(FP8_PRESET), kv_cache_dtype=OURS_ENGINES[engine],
-                                      policy=args.policies.split(",")[0], max_model_len=args.max_model_len,
+                                      policy=bench.DEFAULT_POLICY, max_model_len=args.max_model_len,
                                       gpu_memory_utilization=args.gpu_memory_utilization)
         return ours_serve_command(config, args.out / f"{engine}_config.yaml")
     budget = engine_budget(engine)
@@ -213,7 +214,7 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
         if args.rate is None and budget != bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS:
             raise SystemExit(f"{part['part']}: measure it on vllm-{bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS} first "
                              "(its capacity run sets the rate), or give --rate")
-        if args.rate is None:
+        if args.rate is None and "capacity" not in part:
             spec = wl.spec(GammaArrivals(float("inf")), num_requests=args.capacity_requests,
                            max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=0)
             run = load(args, f"{part['part']}_capacity", {"run": spec}, bench_runs.slo_timeout_s(wl),
@@ -222,7 +223,12 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
             if not part["capacity"]["completed"]:
                 raise SystemExit(f"{part['part']}: the capacity run completed none of its {part['capacity']['sent']} "
                                  f"requests (see {args.out / 'raw'}); is the engine serving?")
-        part["rate_rps"] = args.rate or args.load * capacity_rps(part["capacity"])
+            save_part(args, part)
+        rate = args.rate or search_rate(args, part, wl, clock)
+        if rate is None:
+            log(f"{part['part']}: time budget used in the rate search; measure again to go on")
+            return
+        part["rate_rps"] = rate
         save_part(args, part)
     done = {(r["max_num_batched_tokens"], r["max_num_seqs"]) for r in part["rows"]}
     for setting in bench.settings_at_budget(budget, [bench.Plan(p["label"], bench.EngineSetting(
@@ -240,6 +246,26 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
         part["rows"].append({**setting.to_dict(), "rate_rps": part["rate_rps"], **bench_runs.figures(run, wl)})
         save_part(args, part)
         clock.done(since)
+
+
+def search_rate(args: argparse.Namespace, part: dict, wl: PresetWorkload, clock: bench_runs.Clock) -> float | None:
+    """Open-loop probes on vLLM's defaults from --load x the closed-loop rate up (`bench.next_probe_rate`),
+    kept in the part so that a later call resumes; None when the time budget ran out first."""
+    probes = part.setdefault("rate_probes", [])
+    start_rps = args.load * capacity_rps(part["capacity"])
+    while (rate := bench.next_probe_rate(probes, start_rps, args.rate_probes)) is not None:
+        if not clock.step_fits():
+            return None
+        since = time.monotonic()
+        spec = wl.spec(GammaArrivals(rate), duration_s=args.window_s, max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS,
+                       seed=4)
+        run = load(args, f"{part['part']}_probe_{len(probes)}", {"run": spec}, bench_runs.slo_timeout_s(wl),
+                   latency_from_arrival=True, slos=bench_runs.preset_slos(wl))["run"]
+        probes.append({"rate_rps": rate, **bench_runs.figures(run, wl)})
+        log(f"{part['part']}: vLLM's defaults at {rate:.2f} req/s met the SLO for {probes[-1]['slo_attainment']:.0%}")
+        save_part(args, part)
+        clock.done(since)
+    return bench.searched_rate(probes) or start_rps
 
 
 def capacity_figures(run: dict, wl: PresetWorkload) -> dict:
@@ -404,7 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity-requests", type=int, default=2048,
                         help="closed-loop capacity run's requests (its rate is taken while all clients are busy)")
     parser.add_argument("--load", type=float, default=0.9, help="open-loop rate over vLLM's defaults' capacity")
-    parser.add_argument("--rate", type=float, help="open-loop rate (default: from the capacity run)")
+    parser.add_argument("--rate", type=float, help="open-loop rate (default: from the capacity run and the search)")
+    parser.add_argument("--rate-probes", type=int, default=5,
+                        help="open-loop probes of vLLM's defaults from --load x the closed-loop rate up, x1.25 while "
+                        "they meet the SLO for 95%% of requests (0: the closed-loop figure alone)")
     parser.add_argument("--window-s", type=float, default=45, help="each open-loop run's arrival window")
     parser.add_argument("--decode-rate", type=float, default=4.0, help="chunked-prefill: decodes per second")
     parser.add_argument("--decode-len", type=int, default=1024, help="chunked-prefill: each decode's output tokens")

@@ -14,7 +14,7 @@ from typing import Any
 
 from autoscaling.bench.priority_load import OursOptions, ours_config
 from autoscaling.bench.vs_vllm_goals import goal
-from serve_app.config import KV_SIZING_BY_POLICY
+from serve_app.config import KV_SIZING_BY_POLICY, EngineSettings
 from serve_app.memory import ModelShape
 from serve_app.memory.presets import UseCasePreset, get_preset
 from serve_app.policy.batch_controller import DeviceInfo, plan_engine
@@ -22,6 +22,8 @@ from serve_app.policy.batch_controller import DeviceInfo, plan_engine
 # The controller's batch-size policies compared: every `engine.batch_size_policy` that plans.
 CONTROLLER_POLICIES: tuple[str, ...] = tuple(KV_SIZING_BY_POLICY)
 VLLM_DEFAULT = "vllm_default"
+# The policy a replica plans by unless configured otherwise: what our app runs in the fp8-kv part.
+DEFAULT_POLICY: str = EngineSettings.model_fields["batch_size_policy"].default
 # vLLM's defaults for its OpenAI server on a GPU of >= 70 GiB that is no A100 (H100, H200), as
 # `EngineArgs._set_default_args` sets them (vLLM 0.10 to 0.32 at least).
 VLLM_DEFAULT_MAX_NUM_SEQS = 1024
@@ -40,6 +42,10 @@ GOODPUT_NOISE = 0.01
 MIN_LOAD_OF_CAPACITY = 0.85
 # The middle of a closed-loop run's completions, where every client is busy (not starting, not draining).
 STEADY_COMPLETIONS = (0.2, 0.8)
+# The open-loop rate search on vLLM's defaults: from the closed-loop figure up by this factor while
+# they keep this SLO attainment, so that the settings are compared where they can differ.
+RATE_SEARCH_STEP = 1.25
+RATE_SEARCH_ATTAINMENT = 0.95
 
 
 @dataclass(frozen=True, order=True)
@@ -153,6 +159,31 @@ def steady_request_rate(end_times_s: Sequence[float], share: tuple[float, float]
     if last <= first or ends[last] <= ends[first]:
         return None
     return (last - first) / (ends[last] - ends[first])
+
+
+def next_probe_rate(probes: Sequence[Mapping[str, Any]], start_rps: float, max_probes: int) -> float | None:
+    """The next open-loop rate to offer vLLM's defaults, or None when the search is over: their SLO
+    attainment fell below RATE_SEARCH_ATTAINMENT, or `max_probes` ran.
+
+    Why search: a closed loop of 1,024 clients can fill the KV cache of a long-prompt workload, and
+    its rate then understates what the engine serves open-loop (H200 run 2: the mixed workload at 0.9x
+    its closed-loop rate ran ~175 requests at 23% KV usage, every setting within the SLO).
+    """
+    if not probes:
+        return start_rps if max_probes > 0 else None
+    last = probes[-1]
+    if last["slo_attainment"] < RATE_SEARCH_ATTAINMENT or len(probes) >= max_probes:
+        return None
+    return last["rate_rps"] * RATE_SEARCH_STEP
+
+
+def searched_rate(probes: Sequence[Mapping[str, Any]]) -> float | None:
+    """The first probed rate at which vLLM's defaults fell short of RATE_SEARCH_ATTAINMENT (where the
+    settings rank), else the highest probed; None before any probe."""
+    if not probes:
+        return None
+    return next((p["rate_rps"] for p in probes if p["slo_attainment"] < RATE_SEARCH_ATTAINMENT),
+                probes[-1]["rate_rps"])
 
 
 def goodput(row: Mapping[str, Any]) -> float:
@@ -290,7 +321,7 @@ def summary(presets: Mapping[str, Mapping[str, Any]], fp8: Mapping[str, Any] | N
     goals = [g for name, part in presets.items() for g in preset_goals(name, part)]
     goals += kv_capacity_goals(kv_checks)
     table = {name: {"rate_rps": part.get("rate_rps"), "load_of_capacity": load_of_capacity(part),
-                    "capacity": part.get("capacity"), "plans": part.get("plans"),
+                    "capacity": part.get("capacity"), "rate_probes": part.get("rate_probes"), "plans": part.get("plans"),
                     "best": best_row(part.get("rows") or []),
                     "pareto": [_key(r).to_dict() for r in pareto_front(part.get("rows") or [])]}
              for name, part in presets.items()}

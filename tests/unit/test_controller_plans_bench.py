@@ -264,3 +264,28 @@ def test_a_preset_runs_figures_come_from_the_drivers_stats_judged_against_the_pr
     assert figures(result(preset_slos(wl)), wl)["goodput_rps"] == pytest.approx(1 / 2)
     with pytest.raises(ValueError, match="not the preset's SLO"):
         figures(result({}), wl)  # a run the driver judged by no SLO would count every completion as good
+
+
+# ---- open-loop rate search --------------------------------------------------------------------------
+def probe(rate: float, attainment: float) -> dict:
+    return {"rate_rps": rate, "slo_attainment": attainment}
+
+
+def test_the_rate_search_climbs_while_vllms_defaults_meet_the_slo_and_stops_where_they_fall_short():
+    probes: list[dict] = []
+    attainment = {20.0: 1.0, 25.0: 0.99, 31.25: 0.8}
+    while (rate := bench.next_probe_rate(probes, 20.0, max_probes=5)) is not None:
+        probes.append(probe(rate, attainment[rate]))
+    assert [p["rate_rps"] for p in probes] == [20.0, 25.0, 31.25]
+    assert bench.searched_rate(probes) == 31.25  # the first rate where the settings can differ
+
+
+def test_the_rate_search_is_bounded_and_can_be_turned_off():
+    assert bench.next_probe_rate([], 20.0, max_probes=0) is None
+    assert bench.searched_rate([]) is None
+    always_met = [probe(20.0 * 1.25**k, 1.0) for k in range(3)]
+    assert bench.next_probe_rate(always_met, 20.0, max_probes=3) is None
+    assert bench.searched_rate(always_met) == pytest.approx(31.25)  # the highest probed
+    overloaded = [probe(20.0, 0.6)]  # the closed-loop figure already overloads: keep it
+    assert bench.next_probe_rate(overloaded, 20.0, max_probes=5) is None
+    assert bench.searched_rate(overloaded) == 20.0
