@@ -141,8 +141,11 @@ def engine_command(args: argparse.Namespace, engine: str) -> list[str]:
                                       gpu_memory_utilization=args.gpu_memory_utilization)
         return ours_serve_command(config, args.out / f"{engine}_config.yaml")
     budget = engine_budget(engine)
-    # Later flags win over vllm_serve_command's own (its context is the other benchmarks').
+    # Later flags win over vllm_serve_command's own (its context and priority scheduling are the other
+    # benchmarks'): vLLM's defaults are first-come first-served (runs 1 and 2 had `priority`, every
+    # request at the same priority).
     return vllm_serve_command(args.model_dir, PORT, [
+        "--scheduling-policy", "fcfs",
         "--max-model-len", str(args.max_model_len), "--gpu-memory-utilization", str(args.gpu_memory_utilization),
         "--max-num-batched-tokens", str(budget),
         "--max-num-seqs", str(bench.engine_max_num_seqs(budget, all_plans(args))), "--no-enable-prefix-caching"])
