@@ -18,8 +18,8 @@ Poisson rate; then, on each engine of the part's budgets (each plan's and
 8192), one open-loop run per max_num_seqs of the grid and of the plans. `chunked-prefill`: long prompts
 (2-4k) arriving among long decodes, on each engine of CHUNKED_PREFILL_BUDGETS and the long-form plan's
 budget: the prompts' TTFT p99 and the decodes' TPOT p99. `fp8-kv`: on ours-fp16 and ours-fp8, capacity
-and goodput of the mixed workload at preset-mixed's rate, predicted vs allocated KV from
-/v1/controller/status. `summarize` also reads vLLM's KV allocation from every engine's log (each
+and goodput of the mixed workload at preset-mixed's rate (with the router's windows every 2 s),
+predicted vs allocated KV from /v1/controller/status. `summarize` also reads vLLM's KV allocation from every engine's log (each
 `vllm-<B>` in FP16, our app's replicas in their dtype) against the controller's prediction for it.
 
 How max_num_seqs is swept without restarts: every vllm-<B> engine starts with the largest max_num_seqs
@@ -324,8 +324,8 @@ def measure_fp8(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -
         spec = wl.spec(GammaArrivals(float("inf")), num_requests=args.capacity_requests,
                        max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=0)
         run = load(args, f"fp8-kv_{dtype}_capacity", {"run": spec}, bench_runs.slo_timeout_s(wl),
-                   slos=bench_runs.preset_slos(wl))["run"]
-        runs["capacity"] = capacity_figures(run, wl)
+                   slos=bench_runs.preset_slos(wl), sample_router_windows=True)["run"]
+        runs["capacity"] = {**capacity_figures(run, wl), "router_timeline": run["router_timeline"]}
         save_part(args, part)
     if "goodput" not in runs and "capacity" in runs and clock.step_fits():
         capacity = part["runs"].get("fp16", runs).get("capacity", runs["capacity"])
@@ -333,8 +333,8 @@ def measure_fp8(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -
             args.load * capacity_rps(capacity)
         spec = wl.spec(GammaArrivals(rate), duration_s=args.window_s, seed=1)
         run = load(args, f"fp8-kv_{dtype}_goodput", {"run": spec}, bench_runs.slo_timeout_s(wl),
-                   slos=bench_runs.preset_slos(wl))["run"]
-        runs["goodput"] = {"rate_rps": rate, **bench_runs.figures(run, wl)}
+                   slos=bench_runs.preset_slos(wl), sample_router_windows=True)["run"]
+        runs["goodput"] = {"rate_rps": rate, **bench_runs.figures(run, wl), "router_timeline": run["router_timeline"]}
         save_part(args, part)
 
 

@@ -8,6 +8,8 @@ import json
 import time
 from pathlib import Path
 
+import httpx
+
 from autoscaling.bench.controller_plans import run_row
 from autoscaling.bench.host import log
 from autoscaling.loadtest.client import ClientOptions
@@ -17,12 +19,41 @@ from autoscaling.loadtest.runner import run_load
 from autoscaling.loadtest.workload import WorkloadSpec
 
 
+SAMPLE_INTERVAL_S = 2.0
+
+
+def router_windows(stats: dict) -> dict:
+    """What a `/v1/router/stats` snapshot says of the adaptive windows: per replica its window, cap and
+    requests in flight, and the router's queue."""
+    return {"queue_depth": stats.get("queue_depth"),
+            "replicas": {rid: {k: r.get(k) for k in ("window", "window_cap", "in_flight")}
+                         for rid, r in (stats.get("replicas") or {}).items()}}
+
+
+async def sample_router(base_url: str, interval_s: float = SAMPLE_INTERVAL_S) -> list[dict]:
+    """`router_windows` every `interval_s` until cancelled; returns the samples taken (t from the start)."""
+    samples: list[dict] = []
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=interval_s * 5) as client:
+        try:
+            while True:
+                try:
+                    stats = (await client.get(f"{base_url}/v1/router/stats")).json()
+                    samples.append({"t_s": round(time.monotonic() - started, 2), **router_windows(stats)})
+                except (httpx.HTTPError, ValueError) as error:  # a sample lost is a gap, not a failed run
+                    samples.append({"t_s": round(time.monotonic() - started, 2), "error": type(error).__name__})
+                await asyncio.sleep(interval_s)
+        except asyncio.CancelledError:
+            return samples
+
+
 def load(options: ClientOptions, raw_dir: Path, name: str, specs: dict[str, WorkloadSpec], *,
          latency_from_arrival: bool = False, delays_s: dict[str, float] | None = None,
-         slos: dict[str, Slo] | None = None) -> dict[str, dict]:
+         slos: dict[str, Slo] | None = None, sample_router_windows: bool = False) -> dict[str, dict]:
     """Runs the specs at once (each its own stream, `delays_s` after the start), the driver judging
     goodput by `slos` per class; saves each run's requests gzipped as raw_dir/<name>.json.gz and returns
-    the load driver's results with their requests."""
+    the load driver's results with their requests. With `sample_router_windows` (our app), every
+    result also carries `router_timeline`: `sample_router`'s samples over the whole run."""
 
     async def one(key: str, spec: WorkloadSpec) -> dict:
         await asyncio.sleep((delays_s or {}).get(key, 0.0))
@@ -31,7 +62,17 @@ def load(options: ClientOptions, raw_dir: Path, name: str, specs: dict[str, Work
         return result.to_dict(include_requests=True)
 
     async def all_of() -> list[dict]:
-        return await asyncio.gather(*(one(key, spec) for key, spec in specs.items()))
+        sampler = asyncio.ensure_future(sample_router(options.base_url)) if sample_router_windows else None
+        try:
+            results = await asyncio.gather(*(one(key, spec) for key, spec in specs.items()))
+        finally:
+            if sampler is not None:
+                sampler.cancel()
+        if sampler is not None:
+            timeline = await sampler
+            for result in results:
+                result["router_timeline"] = timeline
+        return results
 
     started = time.monotonic()
     results = dict(zip(specs, asyncio.run(all_of())))

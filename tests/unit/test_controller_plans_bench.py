@@ -289,3 +289,14 @@ def test_the_rate_search_is_bounded_and_can_be_turned_off():
     overloaded = [probe(20.0, 0.6)]  # the closed-loop figure already overloads: keep it
     assert bench.next_probe_rate(overloaded, 20.0, max_probes=5) is None
     assert bench.searched_rate(overloaded) == 20.0
+
+
+def test_router_windows_keep_each_replicas_window_and_the_queue():
+    from autoscaling.bench.controller_runs import router_windows
+
+    stats = {"queue_depth": 7, "running": 3, "classes": {"mixed": {"queued": 7}},
+             "replicas": {"r1": {"window": 5, "window_cap": 476, "controller_cap": 524, "in_flight": 3,
+                                 "outstanding_tokens": 900}}}
+    assert router_windows(stats) == {"queue_depth": 7, "replicas": {"r1": {"window": 5, "window_cap": 476,
+                                                                             "in_flight": 3}}}
+    assert router_windows({}) == {"queue_depth": None, "replicas": {}}
