@@ -165,9 +165,10 @@ def next_probe_rate(probes: Sequence[Mapping[str, Any]], start_rps: float, max_p
     """The next open-loop rate to offer vLLM's defaults, or None when the search is over: their SLO
     attainment fell below RATE_SEARCH_ATTAINMENT, or `max_probes` ran.
 
-    Why search: a closed loop of 1,024 clients can fill the KV cache of a long-prompt workload, and
-    its rate then understates what the engine serves open-loop (H200 run 2: the mixed workload at 0.9x
-    its closed-loop rate ran ~175 requests at 23% KV usage, every setting within the SLO).
+    Why search: a batching engine's latency stays flat until it saturates, so below vLLM's defaults'
+    limit every setting with enough sequences meets the SLO and ties (H200 run 2: the mixed workload at
+    0.9x its closed-loop rate ran 160-200 requests at the closed loop's token rates, and every setting
+    from 238 sequences up met the SLO for every request).
     """
     if not probes:
         return start_rps if max_probes > 0 else None
@@ -213,8 +214,8 @@ def load_of_capacity(part: Mapping[str, Any]) -> float | None:
 
 def ranks_settings(rows: Sequence[Mapping[str, Any]]) -> bool:
     """Whether some setting's goodput fell short of the best by more than run-to-run noise: where none
-    did, the load ranks nothing (H200 run 2: the closed-loop capacity of the mixed and batch workloads,
-    KV-bound at 1,024 clients, set a rate that every setting served within its SLO)."""
+    did, the load ranks nothing (H200 run 2: at 0.9x the closed-loop rate of the mixed and batch
+    workloads every setting from 238 sequences up served every request within its SLO)."""
     best = best_row(rows)
     return best is not None and any(goodput(row) < (1 - GOODPUT_NOISE) * goodput(best) for row in rows)
 
