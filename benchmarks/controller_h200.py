@@ -213,6 +213,10 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
     part.update(preset=name, workload=wl.to_dict(), plans=[p.to_dict() for p in plans(args, name)],
                 budgets=part_budgets(args, part["part"]))
     part.setdefault("rows", [])
+    earlier = args.carry_from / f"{part['part']}.json" if args.carry_from else None
+    if "capacity" not in part and earlier is not None and earlier.exists():
+        part.update(bench.carried_over(json.loads(earlier.read_text())), carried_from=str(earlier))
+        log(f"{part['part']}: capacity and {len(part['rate_probes'])} probe(s) carried over from {earlier}")
     if "rate_rps" not in part:
         if args.rate is None and budget != bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS:
             raise SystemExit(f"{part['part']}: measure it on vllm-{bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS} first "
@@ -434,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="closed-loop capacity run's requests (its rate is taken while all clients are busy)")
     parser.add_argument("--load", type=float, default=0.9, help="open-loop rate over vLLM's defaults' capacity")
     parser.add_argument("--rate", type=float, help="open-loop rate (default: from the capacity run and the search)")
+    parser.add_argument("--carry-from", type=Path,
+                        help="an earlier run's DIR on the same GPU kind: each preset part takes its closed-loop "
+                        "capacity, probes and vLLM's defaults' row (as a probe) from there instead of measuring them")
     parser.add_argument("--rate-probes", type=int, default=5,
                         help="open-loop probes of vLLM's defaults from --load x the closed-loop rate up, x1.25 while "
                         "they meet the SLO for 95%% of requests (0: the closed-loop figure alone)")

@@ -178,6 +178,20 @@ def next_probe_rate(probes: Sequence[Mapping[str, Any]], start_rps: float, max_p
     return last["rate_rps"] * RATE_SEARCH_STEP
 
 
+def carried_over(earlier: Mapping[str, Any]) -> dict[str, Any]:
+    """What a preset part takes from an earlier run of the same workload on the same GPU kind: its
+    closed-loop capacity, its probes, and its row of vLLM's defaults as one more probe at its rate
+    (a run at vLLM's defaults on the same requests is what a probe is), so that a new machine spends
+    no device time on what is known."""
+    probes = list(earlier.get("rate_probes") or [])
+    default = row_for(earlier.get("rows") or [], vllm_default_plan().to_dict())
+    if default is not None and earlier.get("rate_rps") is not None and \
+            all(p["rate_rps"] != earlier["rate_rps"] for p in probes):
+        probes.append({**default, "rate_rps": earlier["rate_rps"]})
+    probes.sort(key=lambda p: p["rate_rps"])
+    return {"capacity": earlier["capacity"], "rate_probes": probes}
+
+
 def searched_rate(probes: Sequence[Mapping[str, Any]]) -> float | None:
     """The first probed rate at which vLLM's defaults fell short of RATE_SEARCH_ATTAINMENT (where the
     settings rank), else the highest probed; None before any probe."""

@@ -300,3 +300,16 @@ def test_router_windows_keep_each_replicas_window_and_the_queue():
     assert router_windows(stats) == {"queue_depth": 7, "replicas": {"r1": {"window": 5, "window_cap": 476,
                                                                              "in_flight": 3}}}
     assert router_windows({}) == {"queue_depth": None, "replicas": {}}
+
+
+def test_an_earlier_runs_capacity_and_default_row_carry_over_as_probes():
+    default_row = row(1024, 8192, 20.0, slo_attainment=1.0, ttft_p99_s=0.4)
+    earlier = {"capacity": {"steady_request_rps": 24.0}, "rate_rps": 21.6,
+               "rows": [row(238, 8192, 20.0, slo_attainment=1.0), default_row]}
+    carried = bench.carried_over(earlier)
+    assert carried["capacity"] == {"steady_request_rps": 24.0}
+    assert carried["rate_probes"] == [{**default_row, "rate_rps": 21.6}]
+    # The search goes on from there: 0.9 x 24 = 21.6 is known to meet the SLO.
+    assert bench.next_probe_rate(carried["rate_probes"], 21.6, max_probes=5) == pytest.approx(27.0)
+    probed = {**earlier, "rate_probes": [probe(21.6, 1.0), probe(27.0, 0.7)], "rate_rps": 27.0}
+    assert [p["rate_rps"] for p in bench.carried_over(probed)["rate_probes"]] == [21.6, 27.0]  # not twice
