@@ -161,9 +161,9 @@ def build_parser(plugins: Iterable[EntryPoint] | None = None) -> argparse.Argume
     plan.add_argument("--max-num-batched-tokens", type=int, default=8192)
     plan.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8"])
     plan.add_argument("--preset", default="mixed", help="interactive, mixed, batch, long-form")
-    plan.add_argument("--kv-sizing", default="worst_case", choices=["worst_case", "occupancy"],
-                      help="max_num_seqs with every sequence at p95 lengths, or by occupancy "
-                      "(engine.batch_size_policy memory_budget / memory_occupancy)")
+    plan.add_argument("--kv-sizing", default="occupancy", choices=["worst_case", "occupancy"],
+                      help="max_num_seqs with every sequence at p95 lengths, or by occupancy (the default, as "
+                      "engine.batch_size_policy's: memory_budget / memory_occupancy)")
     plan.add_argument("--json", action="store_true", help="also print the figures as JSON")
     plan.set_defaults(func=_cmd_plan)
 

@@ -64,3 +64,19 @@ def test_render_plan_contains_key_figures_aligned():
     lines = text.splitlines()
     assert len({len(line) for line in lines}) == 1  # right-aligned values, fixed width
     assert len(lines) == 10 + len(args)
+
+
+def test_llmserve_plan_sizes_by_occupancy_unless_told_worst_case(capsys):
+    import json as json_module
+
+    from serve_app.cli import main
+
+    def plan_args(*extra: str) -> dict:
+        assert main(["plan", "llama2-7b", "--gpu", "H200", "--max-model-len", "2048", "--json", *extra], plugins=[]) == 0
+        out = capsys.readouterr().out
+        return json_module.loads(out[out.index("\n{") + 1:])["engine_args"]
+
+    occupancy, worst = plan_args(), plan_args("--kv-sizing", "worst_case")
+    # As the controller plans by default (engine.batch_size_policy: memory_occupancy) and by memory_budget.
+    assert worst["max_num_seqs"] < occupancy["max_num_seqs"] <= 1024
+    assert occupancy["max_num_batched_tokens"] == worst["max_num_batched_tokens"] == 8192
