@@ -13,8 +13,8 @@ replica, the controller planning the batch for the mixed preset by the default p
 Parts: `preset-<name>` (interactive, mixed, batch, long-form): the preset's workload (log-normal lengths,
 its TTFT/TPOT SLO); on vllm-8192 first a closed-loop capacity run with vLLM's defaults (1,024 clients),
 then open-loop probes of vLLM's defaults from --load x its completions per second while every client was
-busy, up by x1.25 until they meet the SLO for under 95% of requests: that rate is the part's open-loop
-Poisson rate; then, on each engine of the part's budgets (each plan's and
+busy, up (or down) by x1.25 and once between, to the lowest rate at which they meet the SLO for under 95%
+of requests: the part's open-loop Poisson rate; then, on each engine of the part's budgets (each plan's and
 8192), one open-loop run per max_num_seqs of the grid and of the plans. `chunked-prefill`: long prompts
 (2-4k) arriving among long decodes, on each engine of CHUNKED_PREFILL_BUDGETS and the long-form plan's
 budget: the prompts' TTFT p99 and the decodes' TPOT p99. `fp8-kv`: on ours-fp16 and ours-fp8, capacity
@@ -442,8 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="an earlier run's DIR on the same GPU kind: each preset part takes its closed-loop "
                         "capacity, probes and vLLM's defaults' row (as a probe) from there instead of measuring them")
     parser.add_argument("--rate-probes", type=int, default=5,
-                        help="open-loop probes of vLLM's defaults from --load x the closed-loop rate up, x1.25 while "
-                        "they meet the SLO for 95%% of requests (0: the closed-loop figure alone)")
+                        help="most open-loop probes of vLLM's defaults in the search for the rate where they begin to "
+                        "miss the SLO (from --load x the closed-loop rate; 0: that figure alone)")
     parser.add_argument("--window-s", type=float, default=45, help="each open-loop run's arrival window")
     parser.add_argument("--decode-rate", type=float, default=4.0, help="chunked-prefill: decodes per second")
     parser.add_argument("--decode-len", type=int, default=1024, help="chunked-prefill: each decode's output tokens")

@@ -271,24 +271,31 @@ def probe(rate: float, attainment: float) -> dict:
     return {"rate_rps": rate, "slo_attainment": attainment}
 
 
-def test_the_rate_search_climbs_while_vllms_defaults_meet_the_slo_and_stops_where_they_fall_short():
+def search(attainment_at, start: float, max_probes: int = 6) -> list[dict]:
     probes: list[dict] = []
-    attainment = {20.0: 1.0, 25.0: 0.99, 31.25: 0.8}
-    while (rate := bench.next_probe_rate(probes, 20.0, max_probes=5)) is not None:
-        probes.append(probe(rate, attainment[rate]))
-    assert [p["rate_rps"] for p in probes] == [20.0, 25.0, 31.25]
-    assert bench.searched_rate(probes) == 31.25  # the first rate where the settings can differ
+    while (rate := bench.next_probe_rate(probes, start, max_probes)) is not None:
+        probes.append(probe(rate, attainment_at(rate)))
+    return probes
+
+
+def test_the_rate_search_climbs_then_bisects_the_step_where_vllms_defaults_fall_short():
+    probes = search(lambda rate: 1.0 if rate < 26 else 0.9 if rate < 30 else 0.8, start=20.0)
+    assert [round(p["rate_rps"], 2) for p in probes] == [20.0, 25.0, 31.25, 27.95]  # sqrt(25 x 31.25)
+    assert bench.searched_rate(probes) == pytest.approx(27.95, abs=0.01)  # the lowest that fell short
+
+
+def test_an_overloaded_start_searches_down():
+    probes = search(lambda rate: 1.0 if rate < 18 else 0.6, start=20.0)
+    assert [round(p["rate_rps"], 2) for p in probes] == [20.0, 16.0, 17.89]
+    assert bench.searched_rate(probes) == 20.0  # 17.89 still met the SLO
 
 
 def test_the_rate_search_is_bounded_and_can_be_turned_off():
     assert bench.next_probe_rate([], 20.0, max_probes=0) is None
     assert bench.searched_rate([]) is None
-    always_met = [probe(20.0 * 1.25**k, 1.0) for k in range(3)]
-    assert bench.next_probe_rate(always_met, 20.0, max_probes=3) is None
+    always_met = search(lambda rate: 1.0, start=20.0, max_probes=3)
+    assert len(always_met) == 3
     assert bench.searched_rate(always_met) == pytest.approx(31.25)  # the highest probed
-    overloaded = [probe(20.0, 0.6)]  # the closed-loop figure already overloads: keep it
-    assert bench.next_probe_rate(overloaded, 20.0, max_probes=5) is None
-    assert bench.searched_rate(overloaded) == 20.0
 
 
 def test_router_windows_keep_each_replicas_window_and_the_queue():
