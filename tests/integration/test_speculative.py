@@ -70,7 +70,7 @@ def test_greedy_outputs_are_the_same_with_speculation(speculative_url, base_url,
 def test_the_engine_runs_the_occupancy_plan(speculative_url, app_config):
     from serve_app.memory.occupancy import planned_max_num_seqs
     from serve_app.memory.presets import get_preset
-    from serve_app.policy.batch_controller import preset_within_context
+    from serve_app.policy.batch_controller import CPU_MAX_NUM_SEQS, preset_within_context
 
     (entry,) = httpx.get(f"{speculative_url}/v1/controller/status", timeout=30).json().values()
     assert entry["kv_sizing"] == "occupancy"
@@ -82,5 +82,5 @@ def test_the_engine_runs_the_occupancy_plan(speculative_url, app_config):
     worst_case = planned_max_num_seqs(entry["predicted_kv_tokens"], entry["block_size"], preset, "worst_case",
                                       extra_tokens_per_seq=SPECULATIVE["num_speculative_tokens"])
     assert occupancy >= worst_case
-    assert entry["plan"]["max_num_seqs"] == min(occupancy, preset.max_num_seqs_cap)
+    assert entry["plan"]["max_num_seqs"] == min(occupancy, CPU_MAX_NUM_SEQS)  # vLLM's own CPU default
     assert _engine_stats()["max_num_seqs"] == entry["plan"]["max_num_seqs"]
