@@ -236,6 +236,10 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
             log(f"{part['part']}: time budget used in the rate search; measure again to go on")
             return
         part["rate_rps"] = rate
+        default = bench.vllm_default_plan().setting
+        probe = next((p for p in part.get("rate_probes") or [] if p["rate_rps"] == rate and not p.get("carried")), None)
+        if probe is not None and budget == default.max_num_batched_tokens:
+            part["rows"].append({**default.to_dict(), **probe})  # the same run a row would be
         save_part(args, part)
     done = {(r["max_num_batched_tokens"], r["max_num_seqs"]) for r in part["rows"]}
     for setting in bench.settings_at_budget(budget, [bench.Plan(p["label"], bench.EngineSetting(
@@ -264,8 +268,9 @@ def search_rate(args: argparse.Namespace, part: dict, wl: PresetWorkload, clock:
         if not clock.step_fits():
             return None
         since = time.monotonic()
+        # The rows' requests (seed 1) at vLLM's defaults: the probe at the chosen rate is their row.
         spec = wl.spec(GammaArrivals(rate), duration_s=args.window_s, max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS,
-                       seed=4)
+                       seed=1)
         run = load(args, f"{part['part']}_probe_{len(probes)}", {"run": spec}, bench_runs.slo_timeout_s(wl),
                    latency_from_arrival=True, slos=bench_runs.preset_slos(wl))["run"]
         probes.append({"rate_rps": rate, **bench_runs.figures(run, wl)})
@@ -442,8 +447,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="an earlier run's DIR on the same GPU kind: each preset part takes its closed-loop "
                         "capacity, probes and vLLM's defaults' row (as a probe) from there instead of measuring them")
     parser.add_argument("--rate-probes", type=int, default=5,
-                        help="most open-loop probes of vLLM's defaults in the search for the rate where they begin to "
-                        "miss the SLO (from --load x the closed-loop rate; 0: that figure alone)")
+                        help="most open-loop probes of vLLM's defaults (carried ones included) in the search for the "
+                        "rate where they begin to miss the SLO (from --load x the closed-loop rate; 0: that figure "
+                        "alone); the probe at the rate chosen is vLLM's defaults' row")
     parser.add_argument("--window-s", type=float, default=45, help="each open-loop run's arrival window")
     parser.add_argument("--decode-rate", type=float, default=4.0, help="chunked-prefill: decodes per second")
     parser.add_argument("--decode-len", type=int, default=1024, help="chunked-prefill: each decode's output tokens")

@@ -208,7 +208,8 @@ def carried_over(earlier: Mapping[str, Any]) -> dict[str, Any]:
     if default is not None and earlier.get("rate_rps") is not None and \
             all(p["rate_rps"] != earlier["rate_rps"] for p in probes):
         probes.append({**default, "rate_rps": earlier["rate_rps"]})
-    probes.sort(key=lambda p: p["rate_rps"])
+    # Marked: guides the search, but is not taken as this run's row (another machine measured it).
+    probes = sorted(({**p, "carried": True} for p in probes), key=lambda p: p["rate_rps"])
     return {"capacity": earlier["capacity"], "rate_probes": probes}
 
 

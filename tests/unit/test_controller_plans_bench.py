@@ -315,7 +315,7 @@ def test_an_earlier_runs_capacity_and_default_row_carry_over_as_probes():
                "rows": [row(238, 8192, 20.0, slo_attainment=1.0), default_row]}
     carried = bench.carried_over(earlier)
     assert carried["capacity"] == {"steady_request_rps": 24.0}
-    assert carried["rate_probes"] == [{**default_row, "rate_rps": 21.6}]
+    assert carried["rate_probes"] == [{**default_row, "rate_rps": 21.6, "carried": True}]
     # The search goes on from there: 0.9 x 24 = 21.6 is known to meet the SLO.
     assert bench.next_probe_rate(carried["rate_probes"], 21.6, max_probes=5) == pytest.approx(27.0)
     probed = {**earlier, "rate_probes": [probe(21.6, 1.0), probe(27.0, 0.7)], "rate_rps": 27.0}
