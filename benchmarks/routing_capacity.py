@@ -9,7 +9,9 @@ answers at once, so what a client waits for is our path alone.
    to the replica, the replica, the hop back with the first event, and the proxy's write to the client.
 2. The same breakdown under a token load (--background-streams > 0): that many clients keep streaming
    --background-tokens events each, one every --token-interval-s, as decoding requests would; the probes
-   then show which step of a first token grows with the tokens the path relays.
+   then show which step of a first token grows with the tokens the path relays. With --profile-s, py-spy
+   samples the ingress and the stand-in replica meanwhile: the share of their samples in our code
+   (serve_app) and the top frames (`autoscaling.bench.stack_profile`), collapsed stacks in OUT.
 3. Capacity: closed-loop clients (--concurrency) sending non-streamed requests for --seconds, with
    1 and 2 ingress replicas: completed requests/s and latency percentiles.
 
@@ -135,9 +137,38 @@ async def overhead(url: str, requests: int, request_ids: list[str] | None = None
             "client_first_event_mean_ms": rounded_ms({"mean": mean(ttfts)})["mean_ms"]}
 
 
-async def overhead_under_streams(url: str, requests: int, streams: int, tokens: int, request_ids: list[str]) -> dict:
+PROFILED = {"ingress": "ServeReplica:llmserve:Ingress", "replica": "ServeReplica:llmserve:LLMReplica"}
+
+
+def start_profiles(out: Path, seconds: float) -> dict[str, tuple[subprocess.Popen, Path]]:
+    """py-spy on the first ingress and stand-in replica process for `seconds` (collapsed stacks)."""
+    spies = {}
+    for name, title in PROFILED.items():
+        pids = subprocess.run(["pgrep", "-f", title], capture_output=True, text=True).stdout.split()
+        if not pids:
+            continue
+        path = out / f"profile_{name}.txt"
+        spies[name] = (subprocess.Popen(["py-spy", "record", "-p", pids[0], "-d", str(int(seconds)), "-r", "200",
+                                         "--format", "raw", "--nonblocking", "-o", str(path)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path)
+    return spies
+
+
+def profile_shares(spies: dict[str, tuple[subprocess.Popen, Path]]) -> dict[str, dict]:
+    from autoscaling.bench.stack_profile import shares
+
+    result = {}
+    for name, (spy, path) in spies.items():
+        spy.wait()
+        result[name] = shares(path.read_text()) if path.exists() else {"error": f"py-spy wrote no {path.name}"}
+    return result
+
+
+async def overhead_under_streams(url: str, requests: int, streams: int, tokens: int, request_ids: list[str],
+                                 profile: tuple[Path, float] | None = None) -> dict:
     """`overhead` while `streams` clients keep streaming `tokens`-event responses; the events/s they
-    received during the probes is the token load the path relayed. The probes' ids go to `request_ids`."""
+    received during the probes is the token load the path relayed. The probes' ids go to `request_ids`.
+    `profile` (OUT, seconds): py-spy samples the processes on the path from the probes' start."""
     stop = asyncio.Event()
     events = 0
 
@@ -155,9 +186,12 @@ async def overhead_under_streams(url: str, requests: int, streams: int, tokens: 
         background = [asyncio.create_task(stream_forever(client)) for _ in range(streams)]
         await asyncio.sleep(3)  # the streams' first requests are under way
         started, events_before = time.perf_counter(), events
+        spies = start_profiles(*profile) if profile else {}
         result = await overhead(url, requests, request_ids)
         result["background"] = {"streams": streams, "tokens_per_stream": tokens,
                                 "events_per_s": round((events - events_before) / (time.perf_counter() - started))}
+        if spies:
+            result["profile"] = await asyncio.to_thread(profile_shares, spies)
         stop.set()
         await asyncio.gather(*background, return_exceptions=True)
     return result
@@ -229,6 +263,8 @@ def main() -> int:
     parser.add_argument("--background-tokens", type=int, default=256, help="events per background stream")
     parser.add_argument("--token-interval-s", type=float, default=0.01,
                         help="the stand-in's time between a stream's events (a decode step)")
+    parser.add_argument("--profile-s", type=float, default=0,
+                        help="under the token load, py-spy the ingress and the stand-in replica this long (0: not)")
     parser.add_argument("--throughput-mode", choices=["on", "off"], default="on",
                         help="http.ray_serve_throughput_optimized (Ray Serve's throughput-optimized data plane)")
     args = parser.parse_args()
@@ -250,7 +286,8 @@ def main() -> int:
         url = deploy(config(1, args.replicas, tracing=True, throughput_mode=mode), args.token_interval_s)
         probe_ids: list[str] = []
         loaded = asyncio.run(overhead_under_streams(url, args.requests, args.background_streams,
-                                                    args.background_tokens, probe_ids))
+                                                    args.background_tokens, probe_ids,
+                                                    (args.out, args.profile_s) if args.profile_s else None))
         wanted = set(probe_ids)  # the probes' traces, not the background streams'
         probes = {trace: spans for trace, spans in spans_by_trace().items()
                   if any(s["name"] == "engine.generate" and s["attributes"].get("llm.request_id") in wanted
