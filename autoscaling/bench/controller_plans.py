@@ -265,7 +265,7 @@ def preset_goals(preset: str, part: Mapping[str, Any]) -> list[dict]:
     load = load_of_capacity(part)
     near_capacity = load is not None and load >= MIN_LOAD_OF_CAPACITY and ranks_settings(rows)
     at_load = ("at a load not compared with a steady capacity: not counted" if load is None else
-               f"at {load:.2f}x capacity" + (
+               f"at {load:.2f}x the closed-loop rate" + (
                    f", below {MIN_LOAD_OF_CAPACITY:g}x: not counted" if load < MIN_LOAD_OF_CAPACITY else
                    "" if near_capacity else ", where no setting fell short of the best by more than noise: not counted"))
     goals = []

@@ -137,11 +137,11 @@ def goals_for(ours: float, best: float, default: float, **part) -> list[dict]:
 def test_goals_count_only_at_a_load_near_vllms_defaults_steady_capacity():
     light = goals_for(ours=9.6, best=10.0, default=9.0, rate_rps=5.0, capacity={"steady_request_rps": 10.0})
     assert [g["met"] for g in light] == [False, False]
-    assert "at 0.50x capacity, below 0.85x: not counted" in light[0]["name"]
+    assert "at 0.50x the closed-loop rate, below 0.85x: not counted" in light[0]["name"]
     burst = goals_for(ours=9.6, best=10.0, default=9.0, rate_rps=5.0, capacity={"request_throughput_rps": 6.0})
     assert [g["met"] for g in burst] == [False, False]
     assert "not compared with a steady capacity" in burst[0]["name"]
-    assert "at 0.90x capacity:" in goals_for(ours=9.6, best=10.0, default=9.0)[0]["name"]
+    assert "at 0.90x the closed-loop rate:" in goals_for(ours=9.6, best=10.0, default=9.0)[0]["name"]
 
 
 def test_goals_do_not_count_where_every_setting_met_the_slo():
