@@ -9,7 +9,8 @@ prefill's token budget, FP8 KV. Pure parts: autoscaling/bench/controller_plans.p
     summarize --out DIR                     summary.json, Pareto plots, summary.md from the part files
 
 Engines: `vllm-<B>` is `vllm serve` with max_num_batched_tokens B; `ours-fp16` / `ours-fp8` our app (one
-replica, the controller planning the batch for the mixed preset by the default policy), KV cache in FP16 / FP8.
+replica, the controller planning the batch for the mixed preset by the default policy), KV cache in FP16 /
+FP8.
 Parts: `preset-<name>` (interactive, mixed, batch, long-form): the preset's workload (log-normal lengths,
 its TTFT/TPOT SLO); on vllm-8192 first a closed-loop capacity run with vLLM's defaults (1,024 clients),
 then open-loop probes of vLLM's defaults from --load x its completions per second while every client was
@@ -19,8 +20,9 @@ of requests: the part's open-loop Poisson rate; then, on each engine of the part
 (2-4k) arriving among long decodes, on each engine of CHUNKED_PREFILL_BUDGETS and the long-form plan's
 budget: the prompts' TTFT p99 and the decodes' TPOT p99. `fp8-kv`: on ours-fp16 and ours-fp8, capacity
 and goodput of the mixed workload at preset-mixed's rate (with the router's windows every 2 s),
-predicted vs allocated KV from /v1/controller/status. `summarize` also reads vLLM's KV allocation from every engine's log (each
-`vllm-<B>` in FP16, our app's replicas in their dtype) against the controller's prediction for it.
+predicted vs allocated KV from /v1/controller/status. `summarize` also reads vLLM's KV allocation from
+every engine's log (each `vllm-<B>` in FP16, our app's replicas in their dtype) against the controller's
+prediction for it.
 
 How max_num_seqs is swept without restarts: every vllm-<B> engine starts with the largest max_num_seqs
 any setting needs (at most B), and a smaller max_num_seqs is emulated by the load driver's concurrency

@@ -7,7 +7,6 @@ benchmarks/controller_h200.py does the I/O.
 from __future__ import annotations
 
 import math
-
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -357,7 +356,8 @@ def summary(presets: Mapping[str, Mapping[str, Any]], fp8: Mapping[str, Any] | N
     goals = [g for name, part in presets.items() for g in preset_goals(name, part)]
     goals += kv_capacity_goals(kv_checks)
     table = {name: {"rate_rps": part.get("rate_rps"), "load_of_capacity": load_of_capacity(part),
-                    "capacity": part.get("capacity"), "rate_probes": part.get("rate_probes"), "plans": part.get("plans"),
+                    "capacity": part.get("capacity"), "rate_probes": part.get("rate_probes"),
+                    "plans": part.get("plans"),
                     "best": best_row(part.get("rows") or []),
                     "pareto": [_key(r).to_dict() for r in pareto_front(part.get("rows") or [])]}
              for name, part in presets.items()}

@@ -8,10 +8,9 @@ import json
 import time
 from pathlib import Path
 
-import httpx
-
 from autoscaling.bench.controller_plans import run_row
 from autoscaling.bench.host import log
+from autoscaling.bench.priority_load import router_stats
 from autoscaling.loadtest.client import ClientOptions
 from autoscaling.loadtest.metrics import Slo
 from autoscaling.loadtest.preset_workload import PresetWorkload
@@ -31,20 +30,18 @@ def router_windows(stats: dict) -> dict:
 
 
 async def sample_router(base_url: str, interval_s: float = SAMPLE_INTERVAL_S) -> list[dict]:
-    """`router_windows` every `interval_s` until cancelled; returns the samples taken (t from the start)."""
+    """`router_windows` every `interval_s` until cancelled; returns the samples taken (t from the start).
+    A snapshot the server did not give is a gap in the timeline, not a failed run."""
     samples: list[dict] = []
     started = time.monotonic()
-    async with httpx.AsyncClient(timeout=interval_s * 5) as client:
-        try:
-            while True:
-                try:
-                    stats = (await client.get(f"{base_url}/v1/router/stats")).json()
-                    samples.append({"t_s": round(time.monotonic() - started, 2), **router_windows(stats)})
-                except (httpx.HTTPError, ValueError) as error:  # a sample lost is a gap, not a failed run
-                    samples.append({"t_s": round(time.monotonic() - started, 2), "error": type(error).__name__})
-                await asyncio.sleep(interval_s)
-        except asyncio.CancelledError:
-            return samples
+    try:
+        while True:
+            stats = await asyncio.to_thread(router_stats, base_url, True)
+            at = {"t_s": round(time.monotonic() - started, 2)}
+            samples.append({**at, **router_windows(stats)} if stats is not None else {**at, "error": "no answer"})
+            await asyncio.sleep(interval_s)
+    except asyncio.CancelledError:
+        return samples
 
 
 def load(options: ClientOptions, raw_dir: Path, name: str, specs: dict[str, WorkloadSpec], *,

@@ -320,3 +320,48 @@ def test_an_earlier_runs_capacity_and_default_row_carry_over_as_probes():
     assert bench.next_probe_rate(carried["rate_probes"], 21.6, max_probes=5) == pytest.approx(27.0)
     probed = {**earlier, "rate_probes": [probe(21.6, 1.0), probe(27.0, 0.7)], "rate_rps": 27.0}
     assert [p["rate_rps"] for p in bench.carried_over(probed)["rate_probes"]] == [21.6, 27.0]  # not twice
+
+
+def test_the_router_sampler_keeps_snapshots_and_gaps_until_cancelled():
+    import asyncio
+    import json as json_module
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from autoscaling.bench.controller_runs import sample_router
+
+    stats = {"queue_depth": 3, "replicas": {"r1": {"window": 8, "window_cap": 16, "in_flight": 8}}}
+    served: list[int] = []
+    second_answered = threading.Event()
+
+    class Stats(BaseHTTPRequestHandler):
+        """The first snapshot, then 503s (a server that stopped answering)."""
+
+        def do_GET(self):
+            first = not served
+            served.append(1)
+            self.send_response(200 if first else 503)
+            self.end_headers()
+            self.wfile.write(json_module.dumps(stats).encode() if first else b"unavailable")
+            if len(served) >= 2:
+                second_answered.set()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stats)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    async def until_a_gap() -> list[dict]:
+        sampler = asyncio.ensure_future(sample_router(f"http://127.0.0.1:{server.server_port}", interval_s=0.05))
+        await asyncio.to_thread(second_answered.wait, 10)
+        await asyncio.sleep(0.2)  # the second answer's sample is taken
+        sampler.cancel()
+        return await sampler
+
+    try:
+        samples = asyncio.run(until_a_gap())
+    finally:
+        server.shutdown()
+    assert samples[0] == {"t_s": samples[0]["t_s"], **stats}
+    assert {"t_s", "error"} <= set(samples[1])  # a gap, and sampling went on
