@@ -49,7 +49,7 @@ import httpx
 
 from autoscaling.bench import controller_plans as bench
 from autoscaling.bench import controller_runs as bench_runs
-from autoscaling.bench.controller_plots import chunked_prefill, preset_pareto, table
+from autoscaling.bench.controller_plots import chunked_prefill, preset_pareto, router_timeline, table
 from autoscaling.bench.host import archive, gpu_name, log
 from autoscaling.bench.servers import DetachedServer, release_gpu, start_server, stop_detached, wait_for_detached
 from autoscaling.bench.vllm_reference import SERVED_NAME, ensure_checkpoint, ours_serve_command, vllm_serve_command
@@ -407,7 +407,9 @@ def summarize(args: argparse.Namespace) -> dict:
     result["plots"] = [preset_pareto(name, part, args.out).name for name, part in presets.items()]
     if "chunked-prefill" in parts:
         result["plots"].append(chunked_prefill(parts["chunked-prefill"], args.out).name)
-    result["table"] = table(presets, args.out).name
+    if "fp8-kv" in parts:
+        result["plots"].append(router_timeline(parts["fp8-kv"], args.out).name)
+    result["table"] = table(presets, args.out, parts.get("fp8-kv"), FP8_PRESET).name
     (args.out / "summary.json").write_text(json.dumps(result, indent=2))
     if (args.out / "raw").exists():
         archive(args.out / "raw", args.out / "raw.tgz")

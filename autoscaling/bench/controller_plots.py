@@ -1,13 +1,21 @@
 """benchmarks/controller_h200.py's plots and table, from its part files alone: per preset, throughput
 against p99 TTFT of every engine setting measured (the Pareto front joined, the controller's picks and
-vLLM's defaults marked); the chunked-prefill budgets' TTFT p99 against TPOT p99."""
+vLLM's defaults marked); the chunked-prefill budgets' TTFT p99 against TPOT p99; the fp8-kv part's router
+windows over each run."""
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from autoscaling.bench.controller_plans import VLLM_DEFAULT, chunked_prefill_front, goodput, pareto_front, row_for
+from autoscaling.bench.controller_plans import (VLLM_DEFAULT, chunked_prefill_front, goodput, pareto_front, row_for,
+                                                vllm_default_plan)
+
+KV_DTYPES = ("fp16", "fp8")
+FP8_KV_RUNS = ("capacity", "goodput")
+# The fp8-kv goodput run and preset-mixed's run of vLLM's defaults are compared only at one offered rate:
+# both take it from preset-mixed's part, so it matches to the float's last digits.
+SAME_RATE_TOLERANCE = 1e-6
 
 
 def _pyplot():
@@ -76,17 +84,127 @@ def chunked_prefill(part: Mapping[str, Any], out_dir: Path) -> Path:
     return path
 
 
+def _kv_dtypes(by_dtype: Mapping[str, Any]) -> list[str]:
+    return [*(d for d in KV_DTYPES if d in by_dtype), *(d for d in by_dtype if d not in KV_DTYPES)]
+
+
+def _summed(sample: Mapping[str, Any], key: str) -> float:
+    """`key` summed over the sample's replicas; NaN (a break in the line) for a gap or no figure."""
+    values = [r.get(key) for r in (sample.get("replicas") or {}).values()]
+    values = [v for v in values if v is not None]
+    return float(sum(values)) if values else float("nan")
+
+
+def router_timeline(part: Mapping[str, Any], out_dir: Path) -> Path:
+    """The fp8-kv part's router samples per KV dtype and run: the replicas' windows, their caps, requests
+    in flight and the router's queue, over the run."""
+    plt = _pyplot()
+    runs_by_dtype = part.get("runs") or {}
+    dtypes = _kv_dtypes(runs_by_dtype) or list(KV_DTYPES)
+    fig, axes = plt.subplots(len(dtypes), len(FP8_KV_RUNS), figsize=(12, 3.8 * len(dtypes)), squeeze=False,
+                             sharex="col")
+    for row_axes, dtype in zip(axes, dtypes):
+        for ax, run in zip(row_axes, FP8_KV_RUNS):
+            measured = (runs_by_dtype.get(dtype) or {}).get(run)
+            offered = "closed loop" if not measured or measured.get("rate_rps") is None \
+                else f"{measured['rate_rps']:.2f} req/s"
+            samples = (measured or {}).get("router_timeline") or []
+            if not samples:
+                ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+            t = [s["t_s"] for s in samples]
+            for key, style in (("window", "-"), ("window_cap", "--"), ("in_flight", "-")):
+                ax.plot(t, [_summed(s, key) for s in samples], style, lw=1.2, label=key)
+            queue = [float("nan") if s.get("queue_depth") is None else s["queue_depth"] for s in samples]
+            ax.plot(t, queue, ":", lw=1.5, label="router queue_depth")
+            attainment = (measured or {}).get("slo_attainment")
+            attainment = "-" if attainment is None else f"{attainment:.0%}"
+            ax.set(title=f"{dtype} KV, {run} ({offered}): SLO met {attainment}", xlabel="t (s)", ylabel="requests")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.suptitle("router windows over each fp8-kv run (summed over replicas)")
+    fig.tight_layout()
+    path = out_dir / "router_timeline.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _cell(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def table(presets: Mapping[str, Mapping[str, Any]], out_dir: Path) -> Path:
-    """summary.md: every measured setting per preset, the plans' rows marked."""
+def _run_row(kv: str, run: str, offered: str, r: Mapping[str, Any]) -> str:
+    return (f"| {kv} | {run} | {offered} | {_cell(goodput(r))} | {_cell(r.get('slo_attainment'))} "
+            f"| {_cell(r.get('request_throughput_rps'))} | {_cell(r.get('output_token_throughput_tps'), 0)} "
+            f"| {_cell(r.get('ttft_p50_s'))} | {_cell(r.get('ttft_p99_s'))} | {_cell(r.get('tpot_p99_s'), 4)} "
+            f"| {_cell(r.get('failed'))} |")
+
+
+def _same_rate(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and abs(a - b) <= SAME_RATE_TOLERANCE * max(abs(a), abs(b))
+
+
+def vllm_default_at_rates(preset_part: Mapping[str, Any] | None, rates: list[float | None]) -> Mapping[str, Any] | None:
+    """The preset part's row of vLLM's defaults with its offered rate, where that is one of `rates`."""
+    if not preset_part:
+        return None
+    plans = preset_part.get("plans") or []
+    plan = next((p for p in plans if p["label"] == VLLM_DEFAULT), vllm_default_plan().to_dict())
+    default = row_for(preset_part.get("rows") or [], plan)
+    if default is None:
+        return None
+    rate = default.get("rate_rps", preset_part.get("rate_rps"))
+    return {**default, "rate_rps": rate} if any(_same_rate(rate, r) for r in rates) else None
+
+
+def _tokens(count: int | None) -> str:
+    return "-" if count is None else f"{count:,}"
+
+
+def _kv_line(dtype: str, replica_id: str, replica: Mapping[str, Any]) -> str:
+    plan = replica.get("plan") or {}
+    predicted, allocated = replica.get("predicted_kv_tokens"), replica.get("actual_kv_tokens")
+    error = f" ({predicted / allocated - 1:+.2%})" if predicted and allocated else ""
+    return (f"- {dtype} KV, replica {replica_id} (planned max_num_seqs {plan.get('max_num_seqs', '-')}, budget "
+            f"{plan.get('max_num_batched_tokens', '-')}): predicted {_tokens(predicted)} KV tokens, vLLM allocated "
+            f"{_tokens(allocated)}{error}")
+
+
+def fp8_kv_section(part: Mapping[str, Any], preset: str, preset_part: Mapping[str, Any] | None) -> list[str]:
+    """summary.md's fp8-kv lines: our app's runs per KV dtype, vLLM's defaults at the goodput runs' rate
+    where the preset part measured them there, and each replica's predicted against allocated KV tokens."""
+    lines = [f"## our app, FP16 vs FP8 KV ({preset} workload)", "",
+             "| KV | run | req/s offered | goodput req/s | SLO met | req/s | out tok/s | TTFT p50 s | TTFT p99 s "
+             "| TPOT p99 s | failed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    runs_by_dtype = part.get("runs") or {}
+    for dtype in _kv_dtypes(runs_by_dtype):
+        for run in FP8_KV_RUNS:
+            r = runs_by_dtype[dtype].get(run)
+            if r is not None:
+                offered = "closed loop" if r.get("rate_rps") is None else _cell(r["rate_rps"])
+                lines.append(_run_row(dtype, run, offered, r))
+    rates = [runs["goodput"].get("rate_rps") for runs in runs_by_dtype.values() if "goodput" in runs]
+    default = vllm_default_at_rates(preset_part, rates)
+    if default is not None:
+        lines.append(_run_row("fp16", "vllm serve, vLLM's defaults (same rate)", _cell(default["rate_rps"]), default))
+    lines.append("")
+    status = part.get("status") or {}
+    lines += [_kv_line(dtype, rid, replica) for dtype in _kv_dtypes(status) for rid, replica in status[dtype].items()]
+    lines.append("")
+    return lines
+
+
+def table(presets: Mapping[str, Mapping[str, Any]], out_dir: Path, fp8_kv: Mapping[str, Any] | None = None,
+          fp8_kv_preset: str = "mixed") -> Path:
+    """summary.md: every measured setting per preset, the plans' rows marked; then the fp8-kv part's runs,
+    if measured, beside vLLM's defaults on `fp8_kv_preset`."""
     lines = []
     for name, part in presets.items():
         plans = part.get("plans") or []
         lines += [f"## {name} at {part.get('rate_rps') or 0:.3f} req/s", "",
-                  "| max_num_seqs | budget | plan | goodput req/s | SLO met | req/s | out tok/s | TTFT p99 s | TPOT p99 s | failed |",
+                  "| max_num_seqs | budget | plan | goodput req/s | SLO met | req/s | out tok/s | TTFT p99 s "
+                  "| TPOT p99 s | failed |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(part.get("rows") or [], key=lambda r: (r["max_num_batched_tokens"], r["max_num_seqs"])):
             labels = ", ".join(p["label"] for p in plans if row_for([r], p) is not None)
@@ -95,6 +213,8 @@ def table(presets: Mapping[str, Mapping[str, Any]], out_dir: Path) -> Path:
                          f"| {_cell(r['request_throughput_rps'])} | {_cell(r['output_token_throughput_tps'], 0)} "
                          f"| {_cell(r['ttft_p99_s'])} | {_cell(r['tpot_p99_s'], 4)} | {r['failed']} |")
         lines.append("")
+    if fp8_kv is not None:
+        lines += fp8_kv_section(fp8_kv, fp8_kv_preset, presets.get(fp8_kv_preset))
     path = out_dir / "summary.md"
     path.write_text("\n".join(lines))
     return path

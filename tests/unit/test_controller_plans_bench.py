@@ -365,3 +365,112 @@ def test_the_router_sampler_keeps_snapshots_and_gaps_until_cancelled():
         server.shutdown()
     assert samples[0] == {"t_s": samples[0]["t_s"], **stats}
     assert {"t_s", "error"} <= set(samples[1])  # a gap, and sampling went on
+
+
+# ---- summary.md and plots: the fp8-kv part ----------------------------------------------------------
+RATE = 30.0
+
+
+def fp8_run(attainment: float, rate: float | None = None, **figures) -> dict:
+    """One fp8-kv run: closed loop where `rate` is None, else open loop at it; the router sampled twice
+    with a gap between."""
+    timeline = [{"t_s": 0.5, "queue_depth": 0, "replicas": {"r1": {"window": 400, "window_cap": 500, "in_flight": 0}}},
+                {"t_s": 2.5, "error": "no answer"},
+                {"t_s": 4.5, "queue_depth": 37, "replicas": {"r1": {"window": 300, "window_cap": 500,
+                                                                    "in_flight": 290}}}]
+    base = {"sent": 100, "completed": 99, "failed": 1, "duration_s": 10.0, "goodput_rps": 4.0,
+            "slo_attainment": attainment, "request_throughput_rps": 9.9, "output_token_throughput_tps": 3000.0,
+            "ttft_p50_s": 0.5, "ttft_p99_s": 2.0, "tpot_p50_s": 0.03, "tpot_p99_s": 0.05}
+    return {**base, **({} if rate is None else {"rate_rps": rate}), **figures, "router_timeline": timeline}
+
+
+def fp8_kv_part(goodput_rate: float = RATE) -> dict:
+    def replica(seqs: int, predicted: int, allocated: int) -> dict:
+        return {"plan": {"max_num_seqs": seqs, "max_num_batched_tokens": 8192}, "predicted_kv_tokens": predicted,
+                "actual_kv_tokens": allocated, "window": seqs}
+
+    return {"part": "fp8-kv", "gpu": "H200",
+            "status": {"fp8": {"r8": replica(1024, 2_020_000, 2_000_000)}, "fp16": {"r16": replica(649, 990_000,
+                                                                                                   1_000_000)}},
+            "runs": {"fp8": {"capacity": fp8_run(0.0, steady_request_rps=25.0),
+                             "goodput": fp8_run(0.25, goodput_rate, ttft_p50_s=3.9)},
+                     "fp16": {"capacity": fp8_run(0.0), "goodput": fp8_run(0.5, goodput_rate)}}}
+
+
+def mixed_part(rate: float = RATE) -> dict:
+    figures = {"sent": 100, "completed": 100, "failed": 0, "request_throughput_rps": 10.0,
+               "output_token_throughput_tps": 3100.0, "ttft_p50_s": 0.36, "ttft_p99_s": 0.82, "tpot_p99_s": 0.125}
+    return {"rate_rps": rate, "plans": PLANS,
+            "rows": [row(1024, 8192, 14.7, rate_rps=rate, slo_attainment=0.85, **figures),
+                     row(649, 8192, 14.2, rate_rps=rate, slo_attainment=0.8, **figures)]}
+
+
+def fp8_table(tmp_path, preset_rate: float = RATE, goodput_rate: float = RATE) -> dict[tuple[str, str], list[str]]:
+    """summary.md's fp8-kv rows by (KV, run), each row's cells from 'req/s offered' on."""
+    from autoscaling.bench.controller_plots import table
+
+    text = table({"mixed": mixed_part(preset_rate)}, tmp_path, fp8_kv_part(goodput_rate), "mixed").read_text()
+    section = text[text.index("## our app, FP16 vs FP8 KV (mixed workload)"):]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+             if line.startswith("| fp")]
+    return {(c[0], c[1]): c[2:] for c in cells}
+
+
+def test_summary_md_has_our_apps_runs_per_kv_dtype_beside_vllms_defaults_at_the_same_rate(tmp_path):
+    rows = fp8_table(tmp_path)
+    vllm = ("fp16", "vllm serve, vLLM's defaults (same rate)")
+    assert list(rows) == [("fp16", "capacity"), ("fp16", "goodput"), ("fp8", "capacity"), ("fp8", "goodput"), vllm]
+    # offered, goodput (rate x SLO met; the driver's where no rate), SLO met, req/s, out tok/s, TTFT p50, p99,
+    # TPOT p99, failed
+    assert rows[("fp8", "goodput")] == ["30.000", "7.500", "0.250", "9.900", "3000", "3.900", "2.000", "0.0500", "1"]
+    assert rows[("fp16", "goodput")][:3] == ["30.000", "15.000", "0.500"]
+    assert rows[("fp8", "capacity")][:3] == ["closed loop", "4.000", "0.000"]
+    assert rows[vllm] == ["30.000", "25.500", "0.850", "10.000", "3100", "0.360", "0.820", "0.1250", "0"]
+    text = (tmp_path / "summary.md").read_text()
+    assert text.index("## mixed at 30.000 req/s") < text.index("## our app, FP16 vs FP8 KV")
+    assert ("- fp16 KV, replica r16 (planned max_num_seqs 649, budget 8192): predicted 990,000 KV tokens, "
+            "vLLM allocated 1,000,000 (-1.00%)") in text
+    assert "- fp8 KV, replica r8 (planned max_num_seqs 1024, budget 8192): predicted 2,020,000" in text
+    assert text.index("- fp16 KV") < text.index("- fp8 KV")
+
+
+def test_vllms_defaults_are_compared_only_at_the_goodput_runs_rate(tmp_path):
+    vllm = ("fp16", "vllm serve, vLLM's defaults (same rate)")
+    assert vllm in fp8_table(tmp_path, goodput_rate=RATE * (1 + 1e-9))  # the same rate, read back from JSON
+    assert vllm not in fp8_table(tmp_path, goodput_rate=RATE * 1.01)
+    assert vllm not in fp8_table(tmp_path, preset_rate=RATE / 1.25)
+
+
+def test_summary_md_has_no_fp8_kv_section_without_the_part(tmp_path):
+    from autoscaling.bench.controller_plots import table
+
+    assert "FP8 KV" not in table({"mixed": mixed_part()}, tmp_path).read_text()
+    text = table({}, tmp_path, fp8_kv_part(), "mixed").read_text()  # no preset-mixed: our app's rows alone
+    assert "| fp8 | goodput | 30.000 |" in text and "vllm serve" not in text
+
+
+def test_the_router_timeline_plots_each_kv_dtype_and_run(tmp_path):
+    from autoscaling.bench.controller_plots import router_timeline
+
+    path = router_timeline(fp8_kv_part(), tmp_path)
+    assert path == tmp_path / "router_timeline.png" and path.stat().st_size > 10_000
+    part = fp8_kv_part()
+    del part["runs"]["fp8"]["goodput"]  # a run not measured yet
+    assert router_timeline(part, tmp_path).stat().st_size > 10_000
+
+
+def test_summarize_writes_the_fp8_kv_section_and_the_router_timeline(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "preset-mixed.json").write_text(json.dumps({"part": "preset-mixed", "gpu": "H200", **mixed_part()}))
+    (tmp_path / "fp8-kv.json").write_text(json.dumps(fp8_kv_part()))
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, str(root / "benchmarks" / "controller_h200.py"), "summarize", "--out",
+                    str(tmp_path)], check=True, cwd=root, capture_output=True)
+    assert json.loads((tmp_path / "summary.json").read_text())["plots"] == ["pareto_mixed.png", "router_timeline.png"]
+    assert (tmp_path / "router_timeline.png").stat().st_size > 0
+    assert "| fp16 | vllm serve, vLLM's defaults (same rate) | 30.000 | 25.500 |" in \
+        (tmp_path / "summary.md").read_text()
