@@ -112,7 +112,10 @@ class AIMDTuning(StrictModel):
     """Knobs of `aimd`."""
 
     kind: Literal["aimd"] = Field("aimd", description="The controller these knobs are for.")
-    beta: float = Field(0.5, gt=0, lt=1, description="Factor on the window when either EWMA is over target.")
+    beta: float = Field(0.5, gt=0, lt=1, description="Factor on the window when the TPOT EWMA is over target "
+                        "(the batch itself is too large).")
+    ttft_beta: float = Field(0.9, gt=0, lt=1, description="Factor on the window when only the TTFT EWMA is over "
+                             "target (requests wait inside the engine, for KV blocks or the step's token budget).")
     increase_every: int = Field(8, ge=1, description="Consecutive on-target observations per +1 (after slow start).")
     cooldown_s: float = Field(2.0, ge=0, description="No further cut or increase this long after a cut.")
     ewma_alpha: float = Field(0.3, gt=0, le=1, description="Weight of a new sample in the TTFT and TPOT EWMAs.")
@@ -156,7 +159,7 @@ class AIMDController(WindowController):
         if ratio is None:
             return
         if ratio > 1.0:
-            self._cut(self._tuning.beta, now)
+            self._cut(self._cut_factor(), now)
             if started_s is not None:  # later samples are all from after the cut: average those alone
                 self._ttft_ewma_s = self._tpot_ewma_s = None
             self._cooldown_until_s = now + self._tuning.cooldown_s
@@ -167,6 +170,15 @@ class AIMDController(WindowController):
         if self._in_slow_start or self._on_target_streak >= self._tuning.increase_every:
             self._size = self._clamped(self._size + 1.0)
             self._on_target_streak = 0
+
+    def _cut_factor(self) -> float:
+        """Halve for a slow batch; only trim for a long wait to start. A wait inside the engine means it
+        runs what its KV blocks hold, and halving the window then halves the batch it runs: on an H200
+        (mixed preset, 30 req/s) halving on TTFT cut the running batch from ~540 to ~120 and SLO
+        attainment to 53%, against 85% for `vllm serve` alone. Trimming moves the wait to the router,
+        where priorities and deadlines apply, and keeps the batch."""
+        tpot_over = self._tpot_ewma_s is not None and self._tpot_ewma_s > self._tpot_target_s
+        return self._tuning.beta if tpot_over else self._tuning.ttft_beta
 
     def _ewma(self, mean: float | None, sample: float | None) -> float | None:
         if sample is None:
