@@ -216,9 +216,15 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
                 budgets=part_budgets(args, part["part"]))
     part.setdefault("rows", [])
     earlier = args.carry_from / f"{part['part']}.json" if args.carry_from else None
+    if "window_s" not in part:  # a part begun before windows were recorded keeps the one its runs had
+        measured = part.get("rows") or any(not p.get("carried") for p in part.get("rate_probes") or [])
+        part["window_s"] = bench.part_window_s(part) if measured else bench.arrival_window_s(args.window_s,
+                                                                                             wl.preset.ttft_s)
+    window_s = part["window_s"]
     if "capacity" not in part and earlier is not None and earlier.exists():
-        part.update(bench.carried_over(json.loads(earlier.read_text())), carried_from=str(earlier))
-        log(f"{part['part']}: capacity and {len(part['rate_probes'])} probe(s) carried over from {earlier}")
+        part.update(bench.carried_over(json.loads(earlier.read_text()), window_s), carried_from=str(earlier))
+        log(f"{part['part']}: capacity and {len(part['rate_probes'])} probe(s) carried over from {earlier} "
+            f"(probes only from runs with the same {window_s:g} s arrival window)")
     if "rate_rps" not in part:
         if args.rate is None and budget != bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS:
             raise SystemExit(f"{part['part']}: measure it on vllm-{bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS} first "
@@ -233,7 +239,7 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
                 raise SystemExit(f"{part['part']}: the capacity run completed none of its {part['capacity']['sent']} "
                                  f"requests (see {args.out / 'raw'}); is the engine serving?")
             save_part(args, part)
-        rate = args.rate or search_rate(args, part, wl, clock)
+        rate = args.rate or search_rate(args, part, wl, clock, window_s)
         if rate is None:
             log(f"{part['part']}: time budget used in the rate search; measure again to go on")
             return
@@ -252,7 +258,7 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
             log(f"{part['part']}: time budget used; measure again to go on")
             return
         since = time.monotonic()
-        spec = wl.spec(GammaArrivals(part["rate_rps"]), duration_s=args.window_s, max_concurrency=setting.max_num_seqs,
+        spec = wl.spec(GammaArrivals(part["rate_rps"]), duration_s=window_s, max_concurrency=setting.max_num_seqs,
                        seed=1)  # the same requests at every setting
         run = load(args, f"{part['part']}_{budget}_{setting.max_num_seqs}", {"run": spec}, bench_runs.slo_timeout_s(wl),
                    latency_from_arrival=True, slos=bench_runs.preset_slos(wl))["run"]
@@ -261,7 +267,8 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
         clock.done(since)
 
 
-def search_rate(args: argparse.Namespace, part: dict, wl: PresetWorkload, clock: bench_runs.Clock) -> float | None:
+def search_rate(args: argparse.Namespace, part: dict, wl: PresetWorkload, clock: bench_runs.Clock,
+                window_s: float) -> float | None:
     """Open-loop probes on vLLM's defaults from --load x the closed-loop rate up (`bench.next_probe_rate`),
     kept in the part so that a later call resumes; None when the time budget ran out first."""
     probes = part.setdefault("rate_probes", [])
@@ -271,7 +278,7 @@ def search_rate(args: argparse.Namespace, part: dict, wl: PresetWorkload, clock:
             return None
         since = time.monotonic()
         # The rows' requests (seed 1) at vLLM's defaults: the probe at the chosen rate is their row.
-        spec = wl.spec(GammaArrivals(rate), duration_s=args.window_s, max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS,
+        spec = wl.spec(GammaArrivals(rate), duration_s=window_s, max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS,
                        seed=1)
         run = load(args, f"{part['part']}_probe_{len(probes)}", {"run": spec}, bench_runs.slo_timeout_s(wl),
                    latency_from_arrival=True, slos=bench_runs.preset_slos(wl))["run"]
@@ -342,16 +349,23 @@ def measure_fp8(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -
         capacity = part["runs"].get("fp16", runs).get("capacity", runs["capacity"])
         rate = args.rate or read_part(args, f"preset-{FP8_PRESET}").get("rate_rps") or \
             args.load * capacity_rps(capacity)
-        spec = wl.spec(GammaArrivals(rate), duration_s=args.window_s, seed=1)
+        spec = wl.spec(GammaArrivals(rate), duration_s=bench.arrival_window_s(args.window_s, wl.preset.ttft_s), seed=1)
         run = load(args, f"fp8-kv_{dtype}_goodput", {"run": spec}, bench_runs.slo_timeout_s(wl),
                    slos=bench_runs.preset_slos(wl), sample_router_windows=True)["run"]
         runs["goodput"] = {"rate_rps": rate, **bench_runs.figures(run, wl), "router_timeline": run["router_timeline"]}
         save_part(args, part)
 
 
+def longest_run_s(args: argparse.Namespace) -> float:
+    """A run lasts its arrival window and then its drain (up to 1.7x the window in run 3): twice the
+    longest window among the parts."""
+    presets = [PRESET_PARTS.get(name, FP8_PRESET) for name in args.parts.split(",")]
+    return 2 * max(bench.arrival_window_s(args.window_s, get_preset(p).ttft_s) for p in presets)
+
+
 def measure(args: argparse.Namespace) -> None:
+    clock = bench_runs.Clock(args.time_budget_s, min_step_s=longest_run_s(args))
     state = wait_for_engine(args)
-    clock = bench_runs.Clock(args.time_budget_s)
     for name in args.parts.split(","):
         if name not in PARTS:
             raise SystemExit(f"part {name!r}: expected one of {', '.join(PARTS)}")

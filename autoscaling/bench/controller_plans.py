@@ -15,7 +15,7 @@ from typing import Any
 
 from autoscaling.bench.priority_load import OursOptions, ours_config
 from autoscaling.bench.vs_vllm_goals import goal
-from serve_app.config import KV_SIZING_BY_POLICY, EngineSettings
+from serve_app.config import ADAPTIVE_POLICIES, KV_SIZING_BY_POLICY, EngineSettings
 from serve_app.memory import ModelShape
 from serve_app.memory.presets import UseCasePreset, get_preset
 from serve_app.policy.batch_controller import DeviceInfo, plan_engine
@@ -47,6 +47,29 @@ STEADY_COMPLETIONS = (0.2, 0.8)
 # they keep this SLO attainment, so that the settings are compared where they can differ.
 RATE_SEARCH_STEP = 1.25
 RATE_SEARCH_ATTAINMENT = 0.95
+# An open-loop run's arrivals last at least this many times the preset's TTFT SLO: a shorter run cannot
+# queue requests past a loose SLO however overloaded it is (run 3: batch's 30 s SLO held for every request
+# of 30 s of arrivals at 2.2x the closed-loop rate, so the search stopped at its probe limit).
+WINDOW_PER_TTFT_SLO = 2.0
+# The arrival window of parts measured before it was recorded in them (runs 1-3: `--window-s 30`; the
+# option's default then was 45).
+_WINDOW_OPTION = re.compile(r"--window-s[ =]([\d.]+)")
+UNRECORDED_WINDOW_S = 45.0
+
+
+def arrival_window_s(window_s: float, ttft_slo_s: float) -> float:
+    """A preset's open-loop arrival window: `window_s`, or WINDOW_PER_TTFT_SLO x its TTFT SLO if longer."""
+    return max(window_s, WINDOW_PER_TTFT_SLO * ttft_slo_s)
+
+
+def part_window_s(part: Mapping[str, Any]) -> float:
+    """The arrival window a part's open-loop runs used: recorded, else its measure command's --window-s."""
+    if part.get("window_s") is not None:
+        return float(part["window_s"])
+    for command in part.get("commands") or []:
+        if " measure " in f" {command} " and (match := _WINDOW_OPTION.search(command)):
+            return float(match.group(1))
+    return UNRECORDED_WINDOW_S
 
 
 @dataclass(frozen=True, order=True)
@@ -81,7 +104,7 @@ def controller_plan(policy: str, shape: ModelShape, device: DeviceInfo, preset: 
     plan = plan_engine(shape, device, preset, max_model_len=max_model_len,
                        gpu_memory_utilization=gpu_memory_utilization,
                        max_num_batched_tokens=PLANNING_MAX_NUM_BATCHED_TOKENS, kv_cache_dtype=kv_cache_dtype,
-                       kv_sizing=KV_SIZING_BY_POLICY[policy])
+                       kv_sizing=KV_SIZING_BY_POLICY[policy], engine_at_ceiling=policy in ADAPTIVE_POLICIES)
     args = plan.engine_args
     return Plan(f"controller:{policy}", EngineSetting(args["max_num_batched_tokens"], args["max_num_seqs"]),
                 plan.predicted_kv_tokens)
@@ -197,11 +220,14 @@ def next_probe_rate(probes: Sequence[Mapping[str, Any]], start_rps: float, max_p
     return math.sqrt(met * short) if short / met > RATE_SEARCH_STEP ** 0.5 * 1.001 else None
 
 
-def carried_over(earlier: Mapping[str, Any]) -> dict[str, Any]:
+def carried_over(earlier: Mapping[str, Any], window_s: float) -> dict[str, Any]:
     """What a preset part takes from an earlier run of the same workload on the same GPU kind: its
     closed-loop capacity, its probes, and its row of vLLM's defaults as one more probe at its rate
     (a run at vLLM's defaults on the same requests is what a probe is), so that a new machine spends
-    no device time on what is known."""
+    no device time on what is known. Probes only if they had the same arrival window (`window_s`):
+    attainment under overload depends on how long the overload lasts."""
+    if part_window_s(earlier) != window_s:
+        return {"capacity": earlier["capacity"], "rate_probes": []}
     probes = list(earlier.get("rate_probes") or [])
     default = row_for(earlier.get("rows") or [], vllm_default_plan().to_dict())
     if default is not None and earlier.get("rate_rps") is not None and \

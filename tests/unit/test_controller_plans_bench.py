@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from autoscaling.bench import controller_plans as bench
+from autoscaling.bench import controller_runs as bench_runs
 from autoscaling.loadtest.metrics import RequestRecord, Slo, class_stats
 from serve_app.memory import ModelShape
 from serve_app.memory.gpus import gpu_memory_bytes
@@ -313,13 +314,13 @@ def test_an_earlier_runs_capacity_and_default_row_carry_over_as_probes():
     default_row = row(1024, 8192, 20.0, slo_attainment=1.0, ttft_p99_s=0.4)
     earlier = {"capacity": {"steady_request_rps": 24.0}, "rate_rps": 21.6,
                "rows": [row(238, 8192, 20.0, slo_attainment=1.0), default_row]}
-    carried = bench.carried_over(earlier)
+    carried = bench.carried_over(earlier, bench.UNRECORDED_WINDOW_S)
     assert carried["capacity"] == {"steady_request_rps": 24.0}
     assert carried["rate_probes"] == [{**default_row, "rate_rps": 21.6, "carried": True}]
     # The search goes on from there: 0.9 x 24 = 21.6 is known to meet the SLO.
     assert bench.next_probe_rate(carried["rate_probes"], 21.6, max_probes=5) == pytest.approx(27.0)
     probed = {**earlier, "rate_probes": [probe(21.6, 1.0), probe(27.0, 0.7)], "rate_rps": 27.0}
-    assert [p["rate_rps"] for p in bench.carried_over(probed)["rate_probes"]] == [21.6, 27.0]  # not twice
+    assert [p["rate_rps"] for p in bench.carried_over(probed, 45)["rate_probes"]] == [21.6, 27.0]  # not twice
 
 
 def test_the_router_sampler_keeps_snapshots_and_gaps_until_cancelled():
@@ -474,3 +475,50 @@ def test_summarize_writes_the_fp8_kv_section_and_the_router_timeline(tmp_path):
     assert (tmp_path / "router_timeline.png").stat().st_size > 0
     assert "| fp16 | vllm serve, vLLM's defaults (same rate) | 30.000 | 25.500 |" in \
         (tmp_path / "summary.md").read_text()
+
+
+class SteppedClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_clock_counts_from_its_creation_and_assumes_a_step_of_at_least_min_step_s():
+    fake = SteppedClock()
+    clock = bench_runs.Clock(540, min_step_s=60, now=fake)
+    fake.t += 470  # the engine wait: before any run, the budget is already being spent
+    assert clock.step_fits()
+    fake.t += 20  # 490 s used: a 60 s run would end at 550 > 540
+    assert not clock.step_fits()
+
+
+def test_clock_learns_the_longest_step():
+    fake = SteppedClock()
+    clock = bench_runs.Clock(540, min_step_s=60, now=fake)
+    since = fake.t
+    fake.t += 82  # a batch run: window and drain
+    clock.done(since)
+    assert clock.longest_s == 82
+    fake.t = 100 + 459
+    assert not clock.step_fits()  # 459 + 82 > 540
+    fake.t = 100 + 450
+    assert clock.step_fits()
+
+
+def test_probes_carry_over_only_from_runs_with_the_same_arrival_window():
+    earlier = {"capacity": {"steady_request_rps": 18.0}, "rate_rps": 40.0, "rate_probes": [probe(20.0, 1.0)],
+               "commands": ["python benchmarks/controller_h200.py start --out /tmp/c19 --engine vllm-8192",
+                            "python benchmarks/controller_h200.py measure --out /tmp/c19 --window-s 30 --grid 256"]}
+    assert bench.part_window_s(earlier) == 30
+    assert [p["rate_rps"] for p in bench.carried_over(earlier, 30)["rate_probes"]] == [20.0]
+    longer = bench.carried_over(earlier, 60)
+    assert longer == {"capacity": {"steady_request_rps": 18.0}, "rate_probes": []}
+    assert bench.part_window_s({**earlier, "window_s": 60}) == 60
+    assert bench.part_window_s({"commands": []}) == bench.UNRECORDED_WINDOW_S
+
+
+@pytest.mark.parametrize("preset, window_s", [("interactive", 30), ("mixed", 30), ("long-form", 30), ("batch", 60)])
+def test_a_presets_arrival_window_outlasts_twice_its_ttft_slo(preset, window_s):
+    assert bench.arrival_window_s(30, get_preset(preset).ttft_s) == window_s
