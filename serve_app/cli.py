@@ -96,10 +96,20 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     from serve_app.policy.batch_controller import preset_within_context
 
-    engine_args = engine_args_for(budget, preset_within_context(preset, args.max_model_len), args.kv_sizing)
+    from serve_app.config import ADAPTIVE_POLICIES, KV_SIZING_BY_POLICY
+
+    engine_args = engine_args_for(budget, preset_within_context(preset, args.max_model_len),
+                                  KV_SIZING_BY_POLICY[args.policy])
+    first_window_cap = None
+    if args.policy in ADAPTIVE_POLICIES:  # the engine at the memory ceiling, the KV figure starts the window cap
+        first_window_cap = engine_args["max_num_seqs"]
+        engine_args["max_num_seqs"] = max(1, min(budget.max_num_seqs, engine_args["max_num_batched_tokens"]))
     print(render_plan(budget, engine_args))
+    if first_window_cap is not None:
+        print(f"router's first window cap (KV occupancy): {first_window_cap:,}; then it follows measured KV usage")
     if args.json:
-        print(json.dumps({"budget": budget.__dict__, "engine_args": engine_args}, indent=2, default=str))
+        print(json.dumps({"budget": budget.__dict__, "engine_args": engine_args, "first_window_cap": first_window_cap},
+                         indent=2, default=str))
     return 0
 
 
@@ -161,9 +171,10 @@ def build_parser(plugins: Iterable[EntryPoint] | None = None) -> argparse.Argume
     plan.add_argument("--max-num-batched-tokens", type=int, default=8192)
     plan.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8"])
     plan.add_argument("--preset", default="mixed", help="interactive, mixed, batch, long-form")
-    plan.add_argument("--kv-sizing", default="occupancy", choices=["worst_case", "occupancy"],
-                      help="max_num_seqs with every sequence at p95 lengths, or by occupancy (the default, as "
-                      "engine.batch_size_policy's: memory_budget / memory_occupancy)")
+    plan.add_argument("--policy", default="adaptive", choices=["adaptive", "memory_occupancy", "memory_budget"],
+                      help="as engine.batch_size_policy: max_num_seqs at the memory ceiling with the router's "
+                      "window cap starting at the occupancy figure (the default), by occupancy, or with every "
+                      "sequence at p95 lengths")
     plan.add_argument("--json", action="store_true", help="also print the figures as JSON")
     plan.set_defaults(func=_cmd_plan)
 

@@ -22,8 +22,13 @@ from serve_app.strict_model import StrictModel
 if TYPE_CHECKING:
     from serve_app.policy.api_keys import ApiKeyRegistry
 
-# engine.batch_size_policy -> how the controller sizes max_num_seqs; `vllm_default` plans nothing.
-KV_SIZING_BY_POLICY: dict[str, KvSizing] = {"memory_budget": "worst_case", "memory_occupancy": "occupancy"}
+# engine.batch_size_policy -> how the controller sizes max_num_seqs (under `adaptive`: the router's first window
+# cap, the engine's max_num_seqs being the memory ceiling); `vllm_default` plans nothing.
+KV_SIZING_BY_POLICY: dict[str, KvSizing] = {"memory_budget": "worst_case", "memory_occupancy": "occupancy",
+                                            "adaptive": "occupancy"}
+# Policies whose engine runs the most sequences its memory plan allows, the KV-sized figure starting the
+# router's window cap, which then follows the replica's measured KV usage and preemptions.
+ADAPTIVE_POLICIES = frozenset({"adaptive"})
 DEFAULT_MODEL_CACHE = Path.home() / ".cache" / "llmserve" / "models"
 
 
@@ -78,12 +83,15 @@ class EngineSettings(StrictModel):
         default_factory=dict, description="`vllm serve`'s own server options for its OpenAI app on each replica, "
         "by argument name (e.g. `tool_call_parser: hermes`, `enable_auto_tool_choice: true`, `chat_template`, "
         "`reasoning_parser`); empty: `vllm serve`'s defaults.")
-    batch_size_policy: Literal["memory_budget", "memory_occupancy", "vllm_default"] = Field(
-        "memory_occupancy", description="`memory_budget`: the controller sets max_num_seqs / max_num_batched_tokens "
+    batch_size_policy: Literal["adaptive", "memory_budget", "memory_occupancy", "vllm_default"] = Field(
+        "adaptive", description="`memory_budget`: the controller sets max_num_seqs / max_num_batched_tokens "
         "from each replica's device memory and `preset` (values pinned above win), every sequence sized at the "
         "preset's p95 prompt + p95 output (no preemption possible); `memory_occupancy`: the same, but max_num_seqs "
         "sized for sequences seen at random points of their decode (the preset's log-normal lengths), so that "
-        "together they overflow the KV cache with probability 0.01 (`serve_app.memory.occupancy`); "
+        "together they overflow the KV cache with probability 0.01 (`serve_app.memory.occupancy`); `adaptive`: "
+        "the engine runs as many sequences as its activation memory is sized for (1,024 on a GPU, vLLM's 128 on "
+        "a CPU) and the router's window cap starts at the `memory_occupancy` figure, then grows while the "
+        "replica's KV cache is under 90% used and shrinks on preemption (no restart to follow the load); "
         "`vllm_default`: vLLM's own.",
     )
     preset: str = Field("mixed", description="Use-case preset for sizing: interactive, mixed, batch, long-form.")
@@ -109,6 +117,11 @@ class EngineSettings(StrictModel):
     def kv_sizing(self) -> KvSizing | None:
         """How the controller sizes max_num_seqs (`serve_app.memory.occupancy`); None: it plans nothing."""
         return KV_SIZING_BY_POLICY.get(self.batch_size_policy)
+
+    @property
+    def engine_at_ceiling(self) -> bool:
+        """The engine's max_num_seqs is the memory ceiling and the KV-sized figure starts the window cap."""
+        return self.batch_size_policy in ADAPTIVE_POLICIES
 
 
 class ReplicaSettings(StrictModel):

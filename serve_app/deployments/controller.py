@@ -57,7 +57,7 @@ def load_profile(path: str | None) -> BatchProfile | None:
 def _plan_record(device: DeviceInfo, plan: EnginePlan) -> dict[str, Any]:
     return {"device": device.name, "device_kind": device.kind, "plan": plan.engine_args,
             "predicted_kv_tokens": plan.predicted_kv_tokens, "block_size": plan.block_size,
-            "kv_sizing": plan.kv_sizing}
+            "kv_sizing": plan.kv_sizing, "first_window_cap": plan.first_window_cap}
 
 
 def _status_record(entry: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +101,7 @@ class Controller:
             max_model_len=engine.max_model_len, gpu_memory_utilization=engine.gpu_memory_utilization,
             max_num_batched_tokens=engine.max_num_batched_tokens or DEFAULT_MAX_NUM_BATCHED_TOKENS,
             kv_cache_dtype=engine.kv_cache_dtype, speculation=speculation_cost(engine.speculative, draft_hf_config),
-            kv_sizing=engine.kv_sizing or "worst_case",
+            kv_sizing=engine.kv_sizing or "worst_case", engine_at_ceiling=engine.engine_at_ceiling,
         )
         if self._profile is not None:
             plan = apply_profile(plan, self._profile, preset)
@@ -119,8 +119,10 @@ class Controller:
         entry = self._replicas.setdefault(replica_id, {"lengths": LengthWindow(), "predicted_kv_tokens": 0})
         if plan is not None and device is not None and "plan" not in entry:
             entry.update(_plan_record(device, plan))
+        # The plan's first cap (the KV-sized figure under `adaptive`) unless the engine runs fewer.
+        first_cap = min(max_num_seqs, entry.get("first_window_cap") or max_num_seqs)
         entry.update(actual_kv_tokens=num_blocks * block_size, block_size=block_size, max_num_seqs=max_num_seqs,
-                     last_report_s=self._clock(), window=WindowCapState(cap=max_num_seqs))
+                     last_report_s=self._clock(), window=WindowCapState(cap=first_cap))
         predicted = entry.get("predicted_kv_tokens", 0)
         if not predicted:  # batch size pinned by the config: nothing was predicted, nothing to check
             entry["relative_error"] = None

@@ -49,6 +49,12 @@ class EnginePlan:
     predicted_kv_tokens: int
     block_size: int
     kv_sizing: KvSizing = "worst_case"
+    # The router's first window cap when it is not the engine's max_num_seqs (`engine_at_ceiling`).
+    window_cap_start: int | None = None
+
+    @property
+    def first_window_cap(self) -> int:
+        return self.window_cap_start or self.engine_args["max_num_seqs"]
 
 
 def preset_within_context(preset: UseCasePreset, max_model_len: int) -> UseCasePreset:
@@ -67,9 +73,14 @@ def preset_within_context(preset: UseCasePreset, max_model_len: int) -> UseCaseP
 
 def plan_engine(shape: ModelShape, device: DeviceInfo, preset: UseCasePreset, *, max_model_len: int,
                 gpu_memory_utilization: float, max_num_batched_tokens: int, kv_cache_dtype: str,
-                speculation: SpeculationCost = NO_SPECULATION, kv_sizing: KvSizing = "worst_case") -> EnginePlan:
+                speculation: SpeculationCost = NO_SPECULATION, kv_sizing: KvSizing = "worst_case",
+                engine_at_ceiling: bool = False) -> EnginePlan:
     """Engine args (batch size, tokens per step) for one replica's device and the predicted KV tokens;
-    `kv_sizing` chooses how max_num_seqs is sized (`serve_app.memory.occupancy`)."""
+    `kv_sizing` chooses how max_num_seqs is sized (`serve_app.memory.occupancy`). With `engine_at_ceiling`
+    the engine gets the most sequences its memory plan allows and the KV-sized figure becomes the router's
+    first window cap instead: on an H200 every preset measured so far met its SLO for more requests with
+    more sequences, up to vLLM's 1,024 (runs 2-3), and a cap in the engine cannot follow the load without
+    a restart, while the window cap follows measured KV usage and preemptions (`next_window_cap`)."""
     if speculation.uses_draft_model and speculation.draft is None:
         raise ValueError("engine.speculative: the draft model's config.json is needed to size its memory")
     preset = preset_within_context(preset, max_model_len)
@@ -77,18 +88,22 @@ def plan_engine(shape: ModelShape, device: DeviceInfo, preset: UseCasePreset, *,
         # The CPU backend gets a fixed KV space instead of a share of device memory (draft weights aside).
         per_token = kv_bytes_per_token(shape, kv_cache_dtype) + speculation.draft_kv_bytes_per_token(kv_cache_dtype)
         kv_tokens = (device.cpu_kv_cache_bytes // (per_token * CPU_BLOCK_SIZE)) * CPU_BLOCK_SIZE
-        seqs = planned_max_num_seqs(kv_tokens, CPU_BLOCK_SIZE, preset, kv_sizing,
-                                    extra_tokens_per_seq=speculation.extra_kv_tokens_per_sequence)
-        seqs = max(1, min(seqs, preset.max_num_seqs_cap or CPU_MAX_NUM_SEQS))
+        ceiling = preset.max_num_seqs_cap or CPU_MAX_NUM_SEQS
+        sized = max(1, min(ceiling, planned_max_num_seqs(kv_tokens, CPU_BLOCK_SIZE, preset, kv_sizing,
+                                                         extra_tokens_per_seq=speculation.extra_kv_tokens_per_sequence)))
+        seqs = ceiling if engine_at_ceiling else sized
         step_tokens = seqs * speculation.tokens_per_decode_step
         args = {"max_num_seqs": seqs, "max_num_batched_tokens": max(max_num_batched_tokens, step_tokens)}
-        return EnginePlan(args, kv_tokens, CPU_BLOCK_SIZE, kv_sizing)
+        return EnginePlan(args, kv_tokens, CPU_BLOCK_SIZE, kv_sizing, sized if engine_at_ceiling else None)
     budget = plan_memory(shape, device.total_bytes, gpu_memory_utilization, max_model_len,
                          max_num_batched_tokens, kv_cache_dtype=kv_cache_dtype, block_size=GPU_BLOCK_SIZE,
                          speculation=speculation)
     args = engine_args_for(budget, preset, kv_sizing)
-    return EnginePlan({"max_num_seqs": args["max_num_seqs"], "max_num_batched_tokens": args["max_num_batched_tokens"]},
-                      budget.kv_tokens, GPU_BLOCK_SIZE, kv_sizing)
+    sized, batched = args["max_num_seqs"], args["max_num_batched_tokens"]
+    seqs = max(1, min(budget.max_num_seqs, preset.max_num_seqs_cap or budget.max_num_seqs,
+                      batched // speculation.tokens_per_decode_step)) if engine_at_ceiling else sized
+    return EnginePlan({"max_num_seqs": seqs, "max_num_batched_tokens": batched}, budget.kv_tokens, GPU_BLOCK_SIZE,
+                      kv_sizing, sized if engine_at_ceiling else None)
 
 
 def speculation_cost(settings: SpeculativeSettings | None, draft_hf_config: dict | None = None) -> SpeculationCost:
@@ -162,24 +177,26 @@ def next_window_cap(state: WindowCapState, *, kv_tokens: int, block_size: int, l
     """How many requests the router may keep in flight on a replica: AIMD on its load reports.
 
     A preemption since the last report cuts the cap by `shrink`. Otherwise, once `min_samples` lengths
-    are known and the replica's KV usage (0..1) is below `high_water`, the cap grows by
-    `grow_fraction` of the occupancy figure of the observed lengths (`observed_occupancy_cap`), never
-    past it; it holds in between, or when the usage is not reported. Never above max_num_seqs.
+    are known and the replica's KV usage (0..1) is below `high_water`, the cap grows by `grow_fraction`
+    of the occupancy figure of the observed lengths (`observed_occupancy_cap`), up to max_num_seqs: the
+    measured room in the cache outranks the model, which sized 649 sequences for the mixed preset on an
+    H200 where vLLM ran 826-885 at 99.9% of its cache. With the cache at or above `high_water`, or its
+    usage not reported, the cap is held to the occupancy figure. Never above max_num_seqs.
     `extra_kv_tokens_per_seq`: what speculative decoding holds per sequence
     (`SpeculationCost.extra_kv_tokens_per_sequence`).
     """
     if kv_cache_usage is not None and not 0 <= kv_cache_usage <= 1:
         raise ValueError(f"kv_cache_usage must be in [0, 1], got {kv_cache_usage}")
-    enough = len(lengths) >= min_samples
-    ceiling = max_num_seqs
-    if enough:
-        ceiling = min(ceiling, observed_occupancy_cap(kv_tokens, block_size, lengths, extra_kv_tokens_per_seq))
+    occupancy = (observed_occupancy_cap(kv_tokens, block_size, lengths, extra_kv_tokens_per_seq)
+                 if len(lengths) >= min_samples else None)
+    room = kv_cache_usage is not None and kv_cache_usage < high_water
+    ceiling = max_num_seqs if room or occupancy is None else min(max_num_seqs, occupancy)
     preempted = preemptions_total > state.preemptions_seen
     cap = state.cap
     if preempted:
         cap = math.floor(cap * shrink)
-    elif enough and kv_cache_usage is not None and kv_cache_usage < high_water:
-        cap += max(1, math.ceil(ceiling * grow_fraction))
+    elif occupancy is not None and room:
+        cap += max(1, math.ceil(occupancy * grow_fraction))
     cap = max(1, min(cap, ceiling))
     reason: WindowCapReason = ("shrink" if preempted else "grow" if cap > state.cap
                                else "clamp" if cap < state.cap else "hold")
@@ -190,4 +207,5 @@ def apply_profile(plan: EnginePlan, profile: BatchProfile, preset: UseCasePreset
     """The memory plan with max_num_seqs cut to the largest measured batch meeting the preset's SLO."""
     memory_cap = plan.engine_args["max_num_seqs"]
     seqs = choose_batch_size(profile, preset.ttft_s, preset.tpot_s, memory_cap)
-    return replace(plan, engine_args={**plan.engine_args, "max_num_seqs": seqs})
+    start = min(plan.window_cap_start, seqs) if plan.window_cap_start is not None else None
+    return replace(plan, engine_args={**plan.engine_args, "max_num_seqs": seqs}, window_cap_start=start)

@@ -67,7 +67,7 @@ def test_greedy_outputs_are_the_same_with_speculation(speculative_url, base_url,
     assert stats["max_num_batched_tokens"] >= stats["max_num_seqs"] * (1 + SPECULATIVE["num_speculative_tokens"])
 
 
-def test_the_engine_runs_the_occupancy_plan(speculative_url, app_config):
+def test_the_engine_runs_the_adaptive_plan(speculative_url, app_config):
     from serve_app.memory.occupancy import planned_max_num_seqs
     from serve_app.memory.presets import get_preset
     from serve_app.policy.batch_controller import CPU_MAX_NUM_SEQS, preset_within_context
@@ -82,5 +82,8 @@ def test_the_engine_runs_the_occupancy_plan(speculative_url, app_config):
     worst_case = planned_max_num_seqs(entry["predicted_kv_tokens"], entry["block_size"], preset, "worst_case",
                                       extra_tokens_per_seq=SPECULATIVE["num_speculative_tokens"])
     assert occupancy >= worst_case
-    assert entry["plan"]["max_num_seqs"] == min(occupancy, CPU_MAX_NUM_SEQS)  # vLLM's own CPU default
+    # engine.batch_size_policy adaptive: the engine at vLLM's own CPU default, the occupancy figure (with the
+    # drafts' slots) starting the router's window cap.
+    assert entry["plan"]["max_num_seqs"] == CPU_MAX_NUM_SEQS
+    assert entry["first_window_cap"] == min(occupancy, CPU_MAX_NUM_SEQS)
     assert _engine_stats()["max_num_seqs"] == entry["plan"]["max_num_seqs"]

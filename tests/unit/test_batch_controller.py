@@ -108,10 +108,21 @@ def test_window_cap_adapts_to_preemptions_and_kv_headroom():
     assert report(2, 0.5) == WindowCapState(cap=87, preemptions_seen=2, reason="grow")
     assert report(2, 0.92) == WindowCapState(cap=87, preemptions_seen=2, reason="hold")  # above the high-water mark
     assert report(2, None).reason == "hold"
-    assert [report(2, 0.3).cap for _ in range(8)] == [94, 101, 108, 115, 122, 129, 134, 134]
-    assert state.reason == "hold"  # at the occupancy cap: nothing left to grow
+    # With room in the cache the cap grows past the occupancy figure (134), up to max_num_seqs.
+    assert [report(2, 0.3, max_num_seqs=150).cap for _ in range(9)] == [94, 101, 108, 115, 122, 129, 136, 143, 150]
+    assert report(2, 0.3, max_num_seqs=150).reason == "hold"  # at max_num_seqs: nothing left to grow
+    assert report(2, 0.95, max_num_seqs=150) == WindowCapState(cap=134, preemptions_seen=2, reason="clamp")
     assert report(3, 0.3) == WindowCapState(cap=107, preemptions_seen=3, reason="shrink")
     assert report(3, 0.3, max_num_seqs=100) == WindowCapState(cap=100, preemptions_seen=3, reason="clamp")
+
+
+def test_window_cap_is_held_to_the_occupancy_figure_without_measured_room():
+    observed = lengths([(100, 20)] * 20)  # occupancy figure 134
+    common = dict(kv_tokens=16 * 1001, block_size=16, lengths=observed, preemptions_total=0, max_num_seqs=256)
+    assert next_window_cap(WindowCapState(cap=200), **common, kv_cache_usage=None).cap == 134
+    assert next_window_cap(WindowCapState(cap=200), **common, kv_cache_usage=0.9).cap == 134
+    assert next_window_cap(WindowCapState(cap=200), **common, kv_cache_usage=0.89) == WindowCapState(
+        cap=207, reason="grow")
 
 
 def test_window_cap_does_not_grow_before_enough_samples():
@@ -228,6 +239,47 @@ def test_occupancy_on_cpu_counts_the_speculative_slots_and_vllms_cpu_default():
         == CPU_MAX_NUM_SEQS
 
 
+def test_adaptive_plan_runs_the_engine_at_its_memory_ceiling_and_starts_the_window_at_the_kv_figure():
+    from serve_app.memory.gpus import gpu_memory_bytes
+
+    h200 = DeviceInfo("cuda", "NVIDIA H200", gpu_memory_bytes("H200"), 0)
+    common = dict(max_model_len=8192, gpu_memory_utilization=0.9, max_num_batched_tokens=8192, kv_cache_dtype="auto",
+                  kv_sizing="occupancy")
+    for preset in ("interactive", "mixed", "batch", "long-form"):
+        sized = plan_engine(shape("llama3-8b"), h200, get_preset(preset), **common)
+        adaptive = plan_engine(shape("llama3-8b"), h200, get_preset(preset), **common, engine_at_ceiling=True)
+        assert adaptive.engine_args == {"max_num_seqs": 1024, "max_num_batched_tokens": 8192}
+        assert adaptive.window_cap_start == adaptive.first_window_cap == sized.engine_args["max_num_seqs"]
+        assert sized.window_cap_start is None and sized.first_window_cap == sized.engine_args["max_num_seqs"]
+        assert adaptive.predicted_kv_tokens == sized.predicted_kv_tokens
+    # mixed on the H200 of run 3: 649 sequences sized by occupancy, the engine at vLLM's own 1,024.
+    assert plan_engine(shape("llama3-8b"), h200, get_preset("mixed"), **common,
+                       engine_at_ceiling=True).window_cap_start == 649
+    cpu = DeviceInfo("cpu", "cpu", 0, 0, GiB // 32)
+    cpu_common = {**common, "max_model_len": 2048, "max_num_batched_tokens": 2048}
+    sized_cpu = plan_engine(shape("tiny"), cpu, get_preset("long-form"), **cpu_common)
+    adaptive_cpu = plan_engine(shape("tiny"), cpu, get_preset("long-form"), **cpu_common, engine_at_ceiling=True)
+    assert adaptive_cpu.engine_args["max_num_seqs"] == CPU_MAX_NUM_SEQS > sized_cpu.engine_args["max_num_seqs"]
+    assert adaptive_cpu.window_cap_start == sized_cpu.engine_args["max_num_seqs"]
+
+
+def test_the_adaptive_controller_starts_the_window_cap_at_the_plans_figure():
+    import asyncio
+
+    from serve_app.deployments.controller import Controller
+
+    controller = Controller({"engine": {"max_model_len": 2048, "preset": "long-form"}})  # adaptive by default
+    cpu = DeviceInfo("cpu", "cpu", 0, 0, GiB // 32)
+    plan = asyncio.run(controller.plan("r1", cpu, hf_config(SHAPES["tiny"])))
+    assert plan.engine_args["max_num_seqs"] == CPU_MAX_NUM_SEQS > plan.window_cap_start
+    asyncio.run(controller.report_allocation("r1", num_blocks=256, block_size=128, max_num_seqs=CPU_MAX_NUM_SEQS))
+    status = asyncio.run(controller.status())["r1"]
+    assert status["window"] == status["first_window_cap"] == plan.window_cap_start
+    # An engine running fewer than the plan's first cap (max_num_seqs pinned) bounds it.
+    asyncio.run(controller.report_allocation("r1", num_blocks=256, block_size=128, max_num_seqs=4))
+    assert asyncio.run(controller.status())["r1"]["window"] == 4
+
+
 def test_the_controller_plans_by_the_configured_policy_and_grows_the_window_on_headroom():
     import asyncio
 
@@ -236,6 +288,8 @@ def test_the_controller_plans_by_the_configured_policy_and_grows_the_window_on_h
 
     assert parse_config({"engine": {"batch_size_policy": "memory_occupancy"}}).engine.kv_sizing == "occupancy"
     assert parse_config({}).engine.kv_sizing == "occupancy"
+    assert parse_config({}).engine.engine_at_ceiling
+    assert not parse_config({"engine": {"batch_size_policy": "memory_occupancy"}}).engine.engine_at_ceiling
     assert parse_config({"engine": {"batch_size_policy": "memory_budget"}}).engine.kv_sizing == "worst_case"
     assert parse_config({"engine": {"batch_size_policy": "vllm_default"}}).engine.kv_sizing is None
     controller = Controller({"engine": {"batch_size_policy": "memory_occupancy", "max_model_len": 512,

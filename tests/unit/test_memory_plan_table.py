@@ -66,17 +66,20 @@ def test_render_plan_contains_key_figures_aligned():
     assert len(lines) == 10 + len(args)
 
 
-def test_llmserve_plan_sizes_by_occupancy_unless_told_worst_case(capsys):
+def test_llmserve_plan_by_policy(capsys):
     import json as json_module
 
     from serve_app.cli import main
 
-    def plan_args(*extra: str) -> dict:
+    def plan_of(*extra: str) -> dict:
         assert main(["plan", "llama2-7b", "--gpu", "H200", "--max-model-len", "2048", "--json", *extra], plugins=[]) == 0
         out = capsys.readouterr().out
-        return json_module.loads(out[out.index("\n{") + 1:])["engine_args"]
+        return json_module.loads(out[out.index("\n{") + 1:])
 
-    occupancy, worst = plan_args(), plan_args("--kv-sizing", "worst_case")
-    # As the controller plans by default (engine.batch_size_policy: memory_occupancy) and by memory_budget.
-    assert worst["max_num_seqs"] < occupancy["max_num_seqs"] <= 1024
-    assert occupancy["max_num_batched_tokens"] == worst["max_num_batched_tokens"] == 8192
+    adaptive, occupancy, worst = plan_of(), plan_of("--policy", "memory_occupancy"), plan_of("--policy", "memory_budget")
+    # As the controller plans by default (engine.batch_size_policy: adaptive), by memory_occupancy and memory_budget.
+    assert worst["engine_args"]["max_num_seqs"] < occupancy["engine_args"]["max_num_seqs"] < 1024
+    assert adaptive["engine_args"]["max_num_seqs"] == 1024
+    assert adaptive["first_window_cap"] == occupancy["engine_args"]["max_num_seqs"]
+    assert occupancy["first_window_cap"] is None
+    assert {p["engine_args"]["max_num_batched_tokens"] for p in (adaptive, occupancy, worst)} == {8192}
