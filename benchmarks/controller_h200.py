@@ -349,9 +349,12 @@ def measure_fp8(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -
         capacity = part["runs"].get("fp16", runs).get("capacity", runs["capacity"])
         rate = args.rate or read_part(args, f"preset-{FP8_PRESET}").get("rate_rps") or \
             args.load * capacity_rps(capacity)
-        spec = wl.spec(GammaArrivals(rate), duration_s=bench.arrival_window_s(args.window_s, wl.preset.ttft_s), seed=1)
+        # As preset-mixed's rows are sent and judged (client cap, latency from the scheduled arrival), so that
+        # its row of vLLM's defaults at this rate compares with ours request for request.
+        spec = wl.spec(GammaArrivals(rate), duration_s=bench.arrival_window_s(args.window_s, wl.preset.ttft_s),
+                       max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=1)
         run = load(args, f"fp8-kv_{dtype}_goodput", {"run": spec}, bench_runs.slo_timeout_s(wl),
-                   slos=bench_runs.preset_slos(wl), sample_router_windows=True)["run"]
+                   latency_from_arrival=True, slos=bench_runs.preset_slos(wl), sample_router_windows=True)["run"]
         runs["goodput"] = {"rate_rps": rate, **bench_runs.figures(run, wl), "router_timeline": run["router_timeline"]}
         save_part(args, part)
 
