@@ -97,13 +97,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from serve_app.policy.batch_controller import preset_within_context
 
     from serve_app.config import ADAPTIVE_POLICIES, KV_SIZING_BY_POLICY
+    from serve_app.memory.plan_table import max_num_seqs_ceiling
 
-    engine_args = engine_args_for(budget, preset_within_context(preset, args.max_model_len),
-                                  KV_SIZING_BY_POLICY[args.policy])
+    fitted = preset_within_context(preset, args.max_model_len)
+    engine_args = engine_args_for(budget, fitted, KV_SIZING_BY_POLICY[args.policy])
     first_window_cap = None
     if args.policy in ADAPTIVE_POLICIES:  # the engine at the memory ceiling, the KV figure starts the window cap
         first_window_cap = engine_args["max_num_seqs"]
-        engine_args["max_num_seqs"] = max(1, min(budget.max_num_seqs, engine_args["max_num_batched_tokens"]))
+        engine_args["max_num_seqs"] = max_num_seqs_ceiling(budget, fitted)
     print(render_plan(budget, engine_args))
     if first_window_cap is not None:
         print(f"router's first window cap (KV occupancy): {first_window_cap:,}; then it follows measured KV usage")

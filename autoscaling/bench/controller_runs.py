@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from autoscaling.bench.controller_plans import run_row
@@ -106,7 +107,7 @@ class Clock:
     a call that waited 3 min for the engine started a run 9 s before its budget ended and was killed at
     the device's 10-minute limit, losing its output. `now` is a monotonic clock (a fake one in tests)."""
 
-    def __init__(self, budget_s: float, min_step_s: float = 0.0, now=time.monotonic):
+    def __init__(self, budget_s: float, min_step_s: float = 0.0, now: Callable[[], float] = time.monotonic):
         self._now = now
         self.started, self.budget_s, self.longest_s = now(), budget_s, min_step_s
 

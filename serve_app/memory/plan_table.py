@@ -44,6 +44,15 @@ def engine_args_for(budget: MemoryBudget, preset: UseCasePreset, kv_sizing: KvSi
     }
 
 
+def max_num_seqs_ceiling(budget: MemoryBudget, preset: UseCasePreset) -> int:
+    """The most sequences the budget allows whatever their lengths: the sampler rows its activation memory
+    is sized for, every sequence's decode step (with its drafts) within one step's tokens, and the preset's
+    cap if it has one. vLLM's own admission then keeps them within the KV cache."""
+    batched = budget.max_num_batched_tokens
+    return max(1, min(budget.max_num_seqs, preset.max_num_seqs_cap or budget.max_num_seqs,
+                      batched // budget.speculation.tokens_per_decode_step))
+
+
 def _gib(n: int) -> str:
     return f"{n / GiB:.2f} GiB"
 

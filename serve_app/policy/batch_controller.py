@@ -18,6 +18,7 @@ from serve_app.memory.concurrency import max_num_seqs_without_preemption
 from serve_app.memory.estimates import kv_bytes_per_token
 from serve_app.memory.occupancy import (OVERFLOW_PROBABILITY, FootprintMoments, KvSizing,
                                         max_concurrency_at_overflow, planned_max_num_seqs)
+from serve_app.memory.plan_table import max_num_seqs_ceiling
 from serve_app.memory.presets import UseCasePreset
 from serve_app.memory.speculation import NO_SPECULATION, SpeculationCost
 from serve_app.speculative_settings import SpeculativeSettings
@@ -99,11 +100,10 @@ def plan_engine(shape: ModelShape, device: DeviceInfo, preset: UseCasePreset, *,
                          max_num_batched_tokens, kv_cache_dtype=kv_cache_dtype, block_size=GPU_BLOCK_SIZE,
                          speculation=speculation)
     args = engine_args_for(budget, preset, kv_sizing)
-    sized, batched = args["max_num_seqs"], args["max_num_batched_tokens"]
-    seqs = max(1, min(budget.max_num_seqs, preset.max_num_seqs_cap or budget.max_num_seqs,
-                      batched // speculation.tokens_per_decode_step)) if engine_at_ceiling else sized
-    return EnginePlan({"max_num_seqs": seqs, "max_num_batched_tokens": batched}, budget.kv_tokens, GPU_BLOCK_SIZE,
-                      kv_sizing, sized if engine_at_ceiling else None)
+    sized = args["max_num_seqs"]
+    seqs = max_num_seqs_ceiling(budget, preset) if engine_at_ceiling else sized
+    return EnginePlan({"max_num_seqs": seqs, "max_num_batched_tokens": args["max_num_batched_tokens"]},
+                      budget.kv_tokens, GPU_BLOCK_SIZE, kv_sizing, sized if engine_at_ceiling else None)
 
 
 def speculation_cost(settings: SpeculativeSettings | None, draft_hf_config: dict | None = None) -> SpeculationCost:

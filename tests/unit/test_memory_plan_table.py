@@ -83,3 +83,17 @@ def test_llmserve_plan_by_policy(capsys):
     assert adaptive["first_window_cap"] == occupancy["engine_args"]["max_num_seqs"]
     assert occupancy["first_window_cap"] is None
     assert {p["engine_args"]["max_num_batched_tokens"] for p in (adaptive, occupancy, worst)} == {8192}
+
+
+def test_the_max_num_seqs_ceiling_is_the_sampler_rows_within_one_steps_tokens_and_the_presets_cap():
+    from serve_app.memory.plan_table import max_num_seqs_ceiling
+    from serve_app.memory.speculation import SpeculationCost
+
+    mixed = get_preset("mixed")
+    assert max_num_seqs_ceiling(llama2_awq_budget(), mixed) == 1024  # 8,192 tokens per step
+    # Four tokens a sequence per step (three drafts): 2,048 tokens hold 512 decodes.
+    shape = ModelShape.from_hf_config(json.loads((CONFIGS / "llama-2-7b-awq.json").read_text()))
+    drafted = plan_memory(shape, round(79.17 * GiB), 0.9, 2048, 2048, measured_overheads=PUBLISHED,
+                          subtract_cuda_graphs=False, speculation=SpeculationCost(num_speculative_tokens=3))
+    assert max_num_seqs_ceiling(drafted, mixed) == 512
+    assert max_num_seqs_ceiling(llama2_awq_budget(), replace(mixed, max_num_seqs_cap=300)) == 300
