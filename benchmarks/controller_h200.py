@@ -218,8 +218,7 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
     earlier = args.carry_from / f"{part['part']}.json" if args.carry_from else None
     if "window_s" not in part:  # a part begun before windows were recorded keeps the one its runs had
         measured = part.get("rows") or any(not p.get("carried") for p in part.get("rate_probes") or [])
-        part["window_s"] = bench.part_window_s(part) if measured else bench.arrival_window_s(args.window_s,
-                                                                                             wl.preset.ttft_s)
+        part["window_s"] = bench.part_window_s(part) if measured else part_arrival_window_s(args, part["part"])
     window_s = part["window_s"]
     if "capacity" not in part and earlier is not None and earlier.exists():
         part.update(bench.carried_over(json.loads(earlier.read_text()), window_s), carried_from=str(earlier))
@@ -347,23 +346,30 @@ def measure_fp8(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -
         save_part(args, part)
     if "goodput" not in runs and "capacity" in runs and clock.step_fits():
         capacity = part["runs"].get("fp16", runs).get("capacity", runs["capacity"])
-        rate = args.rate or read_part(args, f"preset-{FP8_PRESET}").get("rate_rps") or \
-            args.load * capacity_rps(capacity)
-        # As preset-mixed's rows are sent and judged (client cap, latency from the scheduled arrival), so that
-        # its row of vLLM's defaults at this rate compares with ours request for request.
-        spec = wl.spec(GammaArrivals(rate), duration_s=bench.arrival_window_s(args.window_s, wl.preset.ttft_s),
-                       max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=1)
+        mixed = read_part(args, f"preset-{FP8_PRESET}")
+        rate = args.rate or mixed.get("rate_rps") or args.load * capacity_rps(capacity)
+        # As preset-mixed's rows are sent and judged (its arrival window, client cap, latency from the scheduled
+        # arrival), so that its row of vLLM's defaults at this rate compares with ours request for request.
+        window_s = bench.part_window_s(mixed) if mixed.get("rate_rps") else part_arrival_window_s(args, part["part"])
+        spec = wl.spec(GammaArrivals(rate), duration_s=window_s, max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS,
+                       seed=1)
         run = load(args, f"fp8-kv_{dtype}_goodput", {"run": spec}, bench_runs.slo_timeout_s(wl),
                    latency_from_arrival=True, slos=bench_runs.preset_slos(wl), sample_router_windows=True)["run"]
         runs["goodput"] = {"rate_rps": rate, **bench_runs.figures(run, wl), "router_timeline": run["router_timeline"]}
         save_part(args, part)
 
 
+def part_arrival_window_s(args: argparse.Namespace, name: str) -> float:
+    """A part's open-loop arrival window when it starts: a preset's (fp8-kv's is the mixed preset's) is at
+    least twice its TTFT SLO (`bench.arrival_window_s`); chunked-prefill's is --window-s."""
+    preset = FP8_PRESET if name == "fp8-kv" else PRESET_PARTS.get(name)
+    return bench.arrival_window_s(args.window_s, get_preset(preset).ttft_s) if preset else args.window_s
+
+
 def longest_run_s(args: argparse.Namespace) -> float:
     """A run lasts its arrival window and then its drain (up to 1.7x the window in run 3): twice the
     longest window among the parts."""
-    presets = [PRESET_PARTS.get(name, FP8_PRESET) for name in args.parts.split(",")]
-    return 2 * max(bench.arrival_window_s(args.window_s, get_preset(p).ttft_s) for p in presets)
+    return 2 * max(part_arrival_window_s(args, name) for name in args.parts.split(","))
 
 
 def measure(args: argparse.Namespace) -> None:
