@@ -365,7 +365,8 @@ class RouterCore(RouterContract):
         replica = self._release(running)
         if replica is not None and ok:
             replica.window.set_targets(*self._targets())
-            replica.window.observe(ttft_s, tpot_s, now, started_s=running.started_s)
+            replica.window.observe(ttft_s, tpot_s, now, started_s=running.started_s,
+                                   demand_waiting=len(self._queue) > 0)
 
     def cancel(self, request_id: str, now: float | None = None) -> None:
         """The client left: drop the request from the queue, or free its slot if it was dispatched

@@ -21,7 +21,7 @@ TTFT_TARGET_S = 0.5
 TPOT_TARGET_S = 0.04
 GOOD = (0.25, 0.02)  # half of both targets
 BAD_TTFT = (0.75, 0.02)
-BAD_TPOT = (0.25, 0.06)
+BAD_TPOT = (0.25, 0.1)  # 2.5x the TPOT target: cut by beta (target / EWMA would be deeper)
 BETWEEN = (0.45, 0.02)  # 0.9 x target: neither increase nor decrease for fixed_ratio
 
 
@@ -189,11 +189,38 @@ def test_aimd_adds_one_per_increase_every_on_target_observations():
     assert controller.window == 7
 
 
-@pytest.mark.parametrize("bad, window_after", [(BAD_TPOT, 5), (BAD_TTFT, 9), ((0.75, 0.06), 5)])
+@pytest.mark.parametrize("bad, window_after", [(BAD_TPOT, 5), (BAD_TTFT, 9), ((0.75, 0.1), 5)])
 def test_aimd_halves_for_a_slow_batch_and_trims_for_a_long_wait_to_start(bad, window_after):
     controller = make("aimd", initial=10, ewma_alpha=1.0)
     controller.observe(*bad, 0.0)
     assert controller.window == window_after  # 10 x beta 0.5 (TPOT over), 10 x ttft_beta 0.9 (TTFT alone)
+
+
+@pytest.mark.parametrize("tpot_s, window_after", [(0.05, 80), (0.08, 50), (0.2, 50)])
+def test_aimd_scales_a_slow_batch_to_the_tpot_target_at_most_by_beta(tpot_s, window_after):
+    controller = make("aimd", initial=100, cap=100, ewma_alpha=1.0)
+    controller.observe(0.25, tpot_s, 0.0)
+    assert controller.window == window_after  # 100 x max(0.5, 0.04 / tpot_s)
+
+
+def test_aimd_grows_by_one_per_observation_while_requests_wait_at_the_router():
+    controller = make("aimd", initial=10, cap=100, increase_every=8)
+    for k in range(8):
+        controller.observe(*GOOD, 0.1 * k, demand_waiting=True)
+    assert controller.window == 18
+    feed(controller, [GOOD] * 8, start_s=1.0)  # nobody waits: back to +1 per 8
+    assert controller.window == 19
+
+
+def test_aimd_waiting_demand_does_not_speed_growth_near_the_target():
+    controller = make("aimd", initial=10, cap=100, increase_every=8)
+    for k in range(8):
+        controller.observe(*BETWEEN, 0.1 * k, demand_waiting=True)  # 0.9x target: over 0.8x
+    assert controller.window == 11
+    off = make("aimd", initial=10, cap=100, increase_every=8, queued_increase_below=0.0)
+    for k in range(8):
+        off.observe(*GOOD, 0.1 * k, demand_waiting=True)
+    assert off.window == 11
 
 
 def test_aimd_ttft_beta_is_a_knob():
@@ -240,6 +267,20 @@ def test_aimd_averages_only_requests_dispatched_after_its_cut():
     assert controller.window == 91
 
 
+def test_aimd_counts_on_target_requests_from_before_a_cut_towards_growth_never_a_cut():
+    controller = make("aimd", initial=100, cap=200, ewma_alpha=1.0, increase_every=8, cooldown_s=2.0)
+    controller.observe(0.25, 0.05, 1.0, started_s=0.0)  # TPOT 1.25x target: 100 x 0.8
+    assert controller.window == 80
+    for k in range(8):  # dispatched before the cut, on target: the larger window was fine
+        controller.observe(*GOOD, 3.0 + 0.1 * k, started_s=0.5)
+    assert controller.window == 81
+    for k in range(8):
+        controller.observe(*GOOD, 4.0 + 0.1 * k, started_s=0.5, demand_waiting=True)
+    assert controller.window == 89
+    controller.observe(*BAD_TPOT, 5.0, started_s=0.5)  # slow, but it measured the window that was cut
+    assert controller.window == 89
+
+
 def test_aimd_does_not_increase_during_cooldown():
     controller = make("aimd", initial=16, cooldown_s=2.0, increase_every=2, ewma_alpha=1.0)
     controller.observe(*BAD_TPOT, 0.0)
@@ -275,13 +316,14 @@ def test_aimd_ttft_only_and_tpot_only_observations_share_one_decision():
     controller = make("aimd", initial=8, ewma_alpha=1.0, increase_every=1)
     controller.observe(0.25, None, 0.0)  # TTFT arrives first, TPOT unknown yet
     assert controller.window == 9
-    controller.observe(None, 0.06, 0.1)  # TPOT over; TTFT EWMA still on target
+    controller.observe(None, 0.1, 0.1)  # TPOT over; TTFT EWMA still on target
     assert controller.window == 4
 
 
 @pytest.mark.parametrize(
     "tuning",
-    [{"beta": 0.0}, {"beta": 1.0}, {"ttft_beta": 0.0}, {"ttft_beta": 1.0}, {"increase_every": 0}, {"ewma_alpha": 0.0}, {"ewma_alpha": 1.1}, {"cooldown_s": -1}],
+    [{"beta": 0.0}, {"beta": 1.0}, {"ttft_beta": 0.0}, {"ttft_beta": 1.0}, {"queued_increase_below": -0.1},
+     {"queued_increase_below": 1.1}, {"increase_every": 0}, {"ewma_alpha": 0.0}, {"ewma_alpha": 1.1}, {"cooldown_s": -1}],
 )
 def test_aimd_invalid_tuning(tuning):
     with pytest.raises(ValueError):
@@ -382,9 +424,9 @@ def test_simulation_cooldown_stops_delayed_feedback_collapsing_the_window():
     with_cooldown = simulate("aimd", lag_ticks=10)
     without_cooldown = simulate("aimd", lag_ticks=10, cooldown_s=0.0)
     assert with_cooldown.min_window == 16
-    assert without_cooldown.min_window == 1
+    assert without_cooldown.min_window == 5  # cut after cut by TPOT target / EWMA on stale samples
     assert with_cooldown.utilization == 1.0
-    assert without_cooldown.utilization == pytest.approx(0.672, abs=0.01)
+    assert without_cooldown.utilization == pytest.approx(0.748, abs=0.01)
 
 
 def test_simulation_larger_betas_sit_closer_to_capacity():

@@ -161,6 +161,24 @@ def test_a_burst_that_was_dispatched_together_cuts_the_window_once():
     assert core.stats()["replicas"]["r1"]["window"] == 51  # 57.6 x 0.9
 
 
+def test_window_grows_by_one_per_on_target_completion_while_requests_wait_at_the_router():
+    def window_after_eight_on_target_completions(queued_behind: int) -> int:
+        core = make_core(initial_window=4, headroom_fraction=0.0,
+                         window_tuning={"slow_start": False, "increase_every": 8})
+        core.set_replicas({"r1": 100})
+        for i in range(4 + queued_behind):
+            admit(core, f"b{i}", "batch", 0.0)
+        running = [d.request_id for d in core.take_dispatches(0.0)]
+        for k in range(8):
+            admit(core, f"n{k}", "batch", 1.0 + k)
+            running += [d.request_id for d in core.take_dispatches(1.0 + k)]
+            core.finish(running.pop(0), 1.5 + k, ok=True, ttft_s=1.0, tpot_s=0.1)  # within batch's 30 s / 1 s
+        return core.stats()["replicas"]["r1"]["window"]
+
+    assert window_after_eight_on_target_completions(queued_behind=0) == 5  # +1 per 8
+    assert window_after_eight_on_target_completions(queued_behind=100) == 12  # +1 each
+
+
 def test_window_follows_the_tightest_active_class():
     core = make_core(initial_window=4, headroom_fraction=0.0, window_tuning={"slow_start": False, "cooldown_s": 0})
     core.set_replicas({"r1": 10})
