@@ -67,7 +67,7 @@ PORT = 8000
 PRESET_PARTS = {f"preset-{name}": name for name in PRESETS}
 PARTS = (*PRESET_PARTS, "chunked-prefill", "fp8-kv")
 CHUNKED_PRESET = "long-form"  # whose plan's budget the chunked-prefill part marks
-FP8_PRESET = "mixed"
+FP8_PRESET = bench.FP8_KV_PRESET
 OURS_ENGINES = {"ours-fp16": "auto", "ours-fp8": "fp8"}
 # chunked-prefill: long prompts (few output tokens) arriving among decodes (short prompts, long outputs).
 LONG_PROMPT_RANGE = (2048, 4096)

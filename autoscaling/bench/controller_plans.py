@@ -25,6 +25,8 @@ CONTROLLER_POLICIES: tuple[str, ...] = tuple(KV_SIZING_BY_POLICY)
 VLLM_DEFAULT = "vllm_default"
 # The policy a replica plans by unless configured otherwise: what our app runs in the fp8-kv part.
 DEFAULT_POLICY: str = EngineSettings.model_fields["batch_size_policy"].default
+# The preset whose workload the fp8-kv part sends our app (FP16 and FP8 KV), at the rate of its sweep.
+FP8_KV_PRESET = "mixed"
 # vLLM's defaults for its OpenAI server on a GPU of >= 70 GiB that is no A100 (H100, H200), as
 # `EngineArgs._set_default_args` sets them (vLLM 0.10 to 0.32 at least).
 VLLM_DEFAULT_MAX_NUM_SEQS = 1024
@@ -280,38 +282,64 @@ def ranks_settings(rows: Sequence[Mapping[str, Any]]) -> bool:
     return best is not None and any(goodput(row) < (1 - GOODPUT_NOISE) * goodput(best) for row in rows)
 
 
-def preset_goals(preset: str, part: Mapping[str, Any]) -> list[dict]:
-    """Each controller plan's goodput against the sweep's best and against vLLM's defaults, counted only
-    at a load near capacity where some setting falls short: below it every setting with enough sequences
-    meets the SLO and ties."""
-    rows, plans = part.get("rows") or [], part.get("plans") or []
-    best = best_row(rows)
-    default = next((row_for(rows, p) for p in plans if p["label"] == VLLM_DEFAULT), None)
+def _at_load(part: Mapping[str, Any]) -> tuple[str, bool]:
+    """How the preset's load reads in a goal's name, and whether its goals count."""
     load = load_of_capacity(part)
-    near_capacity = load is not None and load >= MIN_LOAD_OF_CAPACITY and ranks_settings(rows)
-    at_load = ("at a load not compared with a steady capacity: not counted" if load is None else
-               f"at {load:.2f}x the closed-loop rate" + (
-                   f", below {MIN_LOAD_OF_CAPACITY:g}x: not counted" if load < MIN_LOAD_OF_CAPACITY else
-                   "" if near_capacity else ", where no setting fell short of the best by more than noise: not counted"))
-    goals = []
-    for plan in (p for p in plans if p["label"] != VLLM_DEFAULT):
-        ours = row_for(rows, plan)
-        name = (f"{preset} {at_load}: {plan['label']} (max_num_seqs {plan['max_num_seqs']}, "
-                f"budget {plan['max_num_batched_tokens']})")
-        if ours is None or best is None or default is None:
-            goals.append(goal(f"{name}: its, the sweep's and vLLM's defaults' runs measured", False, True, False))
-            continue
-        ours_good, best_good, default_good = goodput(ours), goodput(best), goodput(default)
-        of_best = ours_good / best_good if best_good > 0 else None
-        goals.append(goal(f"{name}: goodput over the sweep's best (max_num_seqs {best['max_num_seqs']}, budget "
-                          f"{best['max_num_batched_tokens']}: {best_good:.3f} req/s)", _rounded(of_best),
-                          f">= {GOODPUT_OF_BEST_GOAL:g}",
-                          near_capacity and of_best is not None and of_best >= GOODPUT_OF_BEST_GOAL))
-        floor = (1 - GOODPUT_NOISE) * default_good
-        goals.append(goal(f"{name}: goodput (req/s) against vLLM's defaults' {default_good:.3f} (at most "
-                          f"{GOODPUT_NOISE:.0%} below: run-to-run noise)", _rounded(ours_good), f">= {floor:.3f}",
-                          near_capacity and ours_good >= floor))
-    return goals
+    near_capacity = load is not None and load >= MIN_LOAD_OF_CAPACITY and ranks_settings(part.get("rows") or [])
+    return ("at a load not compared with a steady capacity: not counted" if load is None else
+            f"at {load:.2f}x the closed-loop rate" + (
+                f", below {MIN_LOAD_OF_CAPACITY:g}x: not counted" if load < MIN_LOAD_OF_CAPACITY else
+                "" if near_capacity else ", where no setting fell short of the best by more than noise: not counted")
+            ), near_capacity
+
+
+def _vllm_default_row(part: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    rows = part.get("rows") or []
+    return next((row_for(rows, p) for p in part.get("plans") or [] if p["label"] == VLLM_DEFAULT), None)
+
+
+def _against_best_and_default(name: str, ours: Mapping[str, Any] | None, part: Mapping[str, Any],
+                              counted: bool) -> list[dict]:
+    best, default = best_row(part.get("rows") or []), _vllm_default_row(part)
+    if ours is None or best is None or default is None:
+        return [goal(f"{name}: its, the sweep's and vLLM's defaults' runs measured", False, True, False)]
+    ours_good, best_good, default_good = goodput(ours), goodput(best), goodput(default)
+    of_best = ours_good / best_good if best_good > 0 else None
+    floor = (1 - GOODPUT_NOISE) * default_good
+    return [goal(f"{name}: goodput over the sweep's best (max_num_seqs {best['max_num_seqs']}, budget "
+                 f"{best['max_num_batched_tokens']}: {best_good:.3f} req/s)", _rounded(of_best),
+                 f">= {GOODPUT_OF_BEST_GOAL:g}", counted and of_best is not None and of_best >= GOODPUT_OF_BEST_GOAL),
+            goal(f"{name}: goodput (req/s) against vLLM's defaults' {default_good:.3f} (at most "
+                 f"{GOODPUT_NOISE:.0%} below: run-to-run noise)", _rounded(ours_good), f">= {floor:.3f}",
+                 counted and ours_good >= floor)]
+
+
+def _is_adaptive(label: str) -> bool:
+    return label.removeprefix("controller:") in ADAPTIVE_POLICIES
+
+
+def preset_goals(preset: str, part: Mapping[str, Any]) -> list[dict]:
+    """Each engine-only controller plan's goodput against the sweep's best and against vLLM's defaults,
+    counted only at a load near capacity where some setting falls short: below it every setting with
+    enough sequences meets the SLO and ties. An adaptive policy's engine runs vLLM's default sequences
+    and its router window decides the batch, so its row is our app's run (`app_goals`), not a sweep row."""
+    at_load, counted = _at_load(part)
+    return [g for plan in part.get("plans") or [] if plan["label"] != VLLM_DEFAULT and not _is_adaptive(plan["label"])
+            for g in _against_best_and_default(
+                f"{preset} {at_load}: {plan['label']} (max_num_seqs {plan['max_num_seqs']}, budget "
+                f"{plan['max_num_batched_tokens']})", row_for(part.get("rows") or [], plan), part, counted)]
+
+
+def app_goals(preset: str, part: Mapping[str, Any], app_run: Mapping[str, Any] | None) -> list[dict]:
+    """Our app (one replica, the default `adaptive` policy: the engine at its memory ceiling, the router's
+    window over it) on the preset's workload at the rate its sweep ran at, against the sweep's best and
+    vLLM's defaults; unmet where it was not run, or was run at another rate (not request for request)."""
+    at_load, counted = _at_load(part)
+    name = f"{preset} {at_load}: our app ({DEFAULT_POLICY} policy, FP16 KV)"
+    rate = part.get("rate_rps")
+    if app_run is not None and (rate is None or not math.isclose(app_run.get("rate_rps") or 0.0, rate, rel_tol=1e-6)):
+        return [goal(f"{name}: run at the sweep's rate ({rate} req/s)", app_run.get("rate_rps"), rate, False)]
+    return _against_best_and_default(name, app_run, part, counted)
 
 
 @dataclass(frozen=True)
@@ -379,7 +407,9 @@ def summary(presets: Mapping[str, Mapping[str, Any]], fp8: Mapping[str, Any] | N
             chunked: Mapping[str, Any] | None, commands: Sequence[str], gpu: str,
             kv_checks: Sequence[KvCheck] = ()) -> dict[str, Any]:
     """summary.json: the goals, and per preset its plans, best sweep point and Pareto front."""
-    goals = [g for name, part in presets.items() for g in preset_goals(name, part)]
+    app_runs = {FP8_KV_PRESET: (((fp8 or {}).get("runs") or {}).get("fp16") or {}).get("goodput")}
+    goals = [g for name, part in presets.items()
+             for g in (*preset_goals(name, part), *app_goals(name, part, app_runs.get(name)))]
     goals += kv_capacity_goals(kv_checks)
     table = {name: {"rate_rps": part.get("rate_rps"), "load_of_capacity": load_of_capacity(part),
                     "capacity": part.get("capacity"), "rate_probes": part.get("rate_probes"),

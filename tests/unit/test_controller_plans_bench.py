@@ -177,6 +177,41 @@ def test_a_plan_not_measured_is_an_unmet_goal():
     assert [g["met"] for g in goals] == [False]
 
 
+ADAPTIVE_PLAN = {"label": "controller:adaptive", "max_num_seqs": 1024, "max_num_batched_tokens": 8192}
+
+
+def sweep_at(rate: float) -> dict:
+    rows = [row(seqs, 8192, 0.0, rate_rps=rate, slo_attainment=a) for seqs, a in ((256, 0.34), (512, 0.73),
+                                                                                   (1024, 0.85))]
+    return {"plans": [ADAPTIVE_PLAN, PLANS[1]], "rows": rows, "rate_rps": rate,
+            "capacity": {"steady_request_rps": rate / 1.26}}
+
+
+def test_an_adaptive_plan_is_judged_by_our_apps_run_not_by_the_sweep_row_of_its_engine_settings():
+    part = sweep_at(30.0)
+    assert bench.preset_goals("mixed", part) == []  # its engine row is vLLM's defaults': no goal from it
+    goals = bench.app_goals("mixed", part, {"rate_rps": 30.0, "slo_attainment": 0.68})
+    assert [g["met"] for g in goals] == [False, False]
+    assert goals[0]["measured"] == pytest.approx(0.8)  # 0.68 / 0.85
+    assert "our app (adaptive policy, FP16 KV)" in goals[0]["name"]
+    assert [g["met"] for g in bench.app_goals("mixed", part, {"rate_rps": 30.0, "slo_attainment": 0.845})] \
+        == [True, True]
+
+
+def test_our_apps_run_missing_or_at_another_rate_is_an_unmet_goal():
+    part = sweep_at(30.0)
+    assert [g["met"] for g in bench.app_goals("mixed", part, None)] == [False]
+    [other_rate] = bench.app_goals("mixed", part, {"rate_rps": 25.0, "slo_attainment": 1.0})
+    assert not other_rate["met"] and "run at the sweep's rate" in other_rate["name"]
+
+
+def test_the_summary_judges_our_apps_fp16_run_of_the_fp8_kv_part_on_the_mixed_preset():
+    fp8 = {"runs": {"fp16": {"goodput": {"rate_rps": 30.0, "slo_attainment": 0.9}}}}
+    result = bench.summary({"mixed": sweep_at(30.0), "batch": sweep_at(40.0)}, fp8, None, ["cmd"], "H200")
+    ours = [g for g in result["goals"] if "our app" in g["name"]]
+    assert [g["met"] for g in ours] == [True, True, False]  # mixed: both goals; batch: not run
+
+
 def test_kv_capacity_within_3_percent_of_vllms_allocation_for_the_worst_engine_of_each_dtype():
     checks = [*bench.status_kv_checks("ours-fp16", "fp16", {"r1": {"predicted_kv_tokens": 102_000,
                                                                     "actual_kv_tokens": 100_000}}),
