@@ -39,9 +39,11 @@ A CPU dry run measures a server already running (our app on the tiny model serve
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import shlex
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -56,6 +58,7 @@ from autoscaling.bench.vllm_reference import SERVED_NAME, ensure_checkpoint, our
 from autoscaling.loadtest.arrivals import GammaArrivals
 from autoscaling.loadtest.client import ClientOptions
 from autoscaling.loadtest.lengths import Fixed, Uniform
+from autoscaling.loadtest.metrics import Slo
 from autoscaling.loadtest.preset_workload import PresetWorkload, preset_workload
 from autoscaling.loadtest.workload import WorkloadSpec
 from serve_app.memory import ModelShape
@@ -417,6 +420,25 @@ def kv_checks(args: argparse.Namespace, fp8_part: dict | None) -> list[bench.KvC
     return checks
 
 
+def saved_runs(out: Path) -> dict[str, dict]:
+    """Every run `load` saved under DIR/raw, or in DIR/raw.tgz once summarize archived them: name -> contents."""
+    if (out / "raw").is_dir():
+        return {p.name.removesuffix(".json.gz"): json.loads(gzip.open(p).read()) for p in (out / "raw").glob("*.json.gz")}
+    if not (out / "raw.tgz").exists():
+        return {}
+    with tarfile.open(out / "raw.tgz") as tar:
+        return {Path(m.name).name.removesuffix(".json.gz"): json.loads(gzip.decompress(tar.extractfile(m).read()))
+                for m in tar.getmembers() if m.isfile() and m.name.endswith(".json.gz")}
+
+
+def raw_run_slo(args: argparse.Namespace, name: str) -> Slo | None:
+    """The SLO a saved run is judged by: its preset's (fp8-kv's is the mixed preset's); chunked-prefill's
+    runs have none."""
+    part = name.split("_", 1)[0]
+    preset = FP8_PRESET if part == "fp8-kv" else PRESET_PARTS.get(part)
+    return workload(args, preset).slo if preset else None
+
+
 def summarize(args: argparse.Namespace) -> dict:
     parts = {name: json.loads((args.out / f"{name}.json").read_text()) for name in PARTS
              if (args.out / f"{name}.json").exists()}
@@ -432,7 +454,9 @@ def summarize(args: argparse.Namespace) -> dict:
         result["plots"].append(chunked_prefill(parts["chunked-prefill"], args.out).name)
     if "fp8-kv" in parts:
         result["plots"].append(router_timeline(parts["fp8-kv"], args.out).name)
-    result["table"] = table(presets, args.out, parts.get("fp8-kv"), FP8_PRESET).name
+    result["requests_by_outcome"] = bench_runs.saved_runs_by_outcome(saved_runs(args.out),
+                                                                    lambda name: raw_run_slo(args, name))
+    result["table"] = table(presets, args.out, parts.get("fp8-kv"), FP8_PRESET, result["requests_by_outcome"]).name
     (args.out / "summary.json").write_text(json.dumps(result, indent=2))
     if (args.out / "raw").exists():
         archive(args.out / "raw", args.out / "raw.tgz")

@@ -64,6 +64,15 @@ def meets_slo(ttft_s: float | None, tpot: float | None, ttft_slo_s: float | None
     return tpot_slo_s is None or tpot is None or tpot <= tpot_slo_s
 
 
+def missed_targets(ttft_s: float | None, tpot: float | None, ttft_slo_s: float | None,
+                   tpot_slo_s: float | None) -> tuple[bool, bool]:
+    """Which targets of its SLO a request missed, as `meets_slo` judges them: (first token late or never
+    came, decode slower than the TPOT target)."""
+    late = ttft_s is None or (ttft_slo_s is not None and ttft_s > ttft_slo_s)
+    slow = tpot_slo_s is not None and tpot is not None and tpot > tpot_slo_s
+    return late, slow
+
+
 def attainment(met: Iterable[bool]) -> float | None:
     """Share of requests that met their SLO; None when none were judged."""
     judged = list(met)

@@ -146,7 +146,9 @@ def run_row(stats: Mapping[str, Any], duration_s: float) -> dict[str, Any]:
             "request_throughput_rps": stats["request_throughput_rps"],
             "output_token_throughput_tps": stats["output_token_throughput_tps"],
             "ttft_p50_s": stats["ttft_s"]["p50"], "ttft_p99_s": stats["ttft_s"]["p99"],
-            "tpot_p50_s": stats["tpot_s"]["p50"], "tpot_p99_s": stats["tpot_s"]["p99"]}
+            "tpot_p50_s": stats["tpot_s"]["p50"], "tpot_p99_s": stats["tpot_s"]["p99"],
+            "slo_missed": ({kind: n / sent for kind, n in stats["slo_misses"].items()}
+                           if sent and "slo_misses" in stats else None)}
 
 
 def pareto_front(rows: Sequence[Mapping[str, Any]], x: str = "output_token_throughput_tps",

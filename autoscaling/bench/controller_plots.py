@@ -133,8 +133,15 @@ def _cell(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _missed(r: Mapping[str, Any]) -> str:
+    """Shares of the requests sent that missed the SLO on TTFT alone / TPOT alone / both ("-" for runs
+    measured before the load driver told them apart)."""
+    missed = r.get("slo_missed")
+    return "-" if not missed else " / ".join(f"{missed[k]:.3f}" for k in ("ttft_only", "tpot_only", "both"))
+
+
 def _run_row(kv: str, run: str, offered: str, r: Mapping[str, Any]) -> str:
-    return (f"| {kv} | {run} | {offered} | {_cell(goodput(r))} | {_cell(r.get('slo_attainment'))} "
+    return (f"| {kv} | {run} | {offered} | {_cell(goodput(r))} | {_cell(r.get('slo_attainment'))} | {_missed(r)} "
             f"| {_cell(r.get('request_throughput_rps'))} | {_cell(r.get('output_token_throughput_tps'), 0)} "
             f"| {_cell(r.get('ttft_p50_s'))} | {_cell(r.get('ttft_p99_s'))} | {_cell(r.get('tpot_p99_s'), 4)} "
             f"| {_cell(r.get('failed'))} |")
@@ -174,9 +181,9 @@ def fp8_kv_section(part: Mapping[str, Any], preset: str, preset_part: Mapping[st
     """summary.md's fp8-kv lines: our app's runs per KV dtype, vLLM's defaults at the goodput runs' rate
     where the preset part measured them there, and each replica's predicted against allocated KV tokens."""
     lines = [f"## our app, FP16 vs FP8 KV ({preset} workload)", "",
-             "| KV | run | req/s offered | goodput req/s | SLO met | req/s | out tok/s | TTFT p50 s | TTFT p99 s "
-             "| TPOT p99 s | failed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| KV | run | req/s offered | goodput req/s | SLO met | missed TTFT / TPOT / both | req/s | out tok/s "
+             "| TTFT p50 s | TTFT p99 s | TPOT p99 s | failed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     runs_by_dtype = part.get("runs") or {}
     for dtype in _kv_dtypes(runs_by_dtype):
         for run in FP8_KV_RUNS:
@@ -195,26 +202,38 @@ def fp8_kv_section(part: Mapping[str, Any], preset: str, preset_part: Mapping[st
     return lines
 
 
+def outcome_section(by_run: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """summary.md's lines on each saved run's requests: met, missed on TTFT alone / TPOT alone / both."""
+    lines = ["## each run's requests by outcome (from its saved requests)", "",
+             "| run | sent | met | missed TTFT only | missed TPOT only | missed both | not completed |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {r['sent']} | {r['met']:.3f} | {r['ttft_only']:.3f} | {r['tpot_only']:.3f} "
+              f"| {r['both']:.3f} | {r['not_completed']:.3f} |" for name, r in by_run.items()]
+    return [*lines, ""]
+
+
 def table(presets: Mapping[str, Mapping[str, Any]], out_dir: Path, fp8_kv: Mapping[str, Any] | None = None,
-          fp8_kv_preset: str = "mixed") -> Path:
+          fp8_kv_preset: str = "mixed", by_outcome: Mapping[str, Mapping[str, float]] | None = None) -> Path:
     """summary.md: every measured setting per preset, the plans' rows marked; then the fp8-kv part's runs,
-    if measured, beside vLLM's defaults on `fp8_kv_preset`."""
+    if measured, beside vLLM's defaults on `fp8_kv_preset`; then each saved run's requests by outcome."""
     lines = []
     for name, part in presets.items():
         plans = part.get("plans") or []
         lines += [f"## {name} at {part.get('rate_rps') or 0:.3f} req/s", "",
-                  "| max_num_seqs | budget | plan | goodput req/s | SLO met | req/s | out tok/s | TTFT p99 s "
-                  "| TPOT p99 s | failed |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| max_num_seqs | budget | plan | goodput req/s | SLO met | missed TTFT / TPOT / both | req/s "
+                  "| out tok/s | TTFT p99 s | TPOT p99 s | failed |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sorted(part.get("rows") or [], key=lambda r: (r["max_num_batched_tokens"], r["max_num_seqs"])):
             labels = ", ".join(p["label"] for p in plans if row_for([r], p) is not None)
             lines.append(f"| {r['max_num_seqs']} | {r['max_num_batched_tokens']} | {labels} | {_cell(goodput(r))} "
-                         f"| {_cell(r.get('slo_attainment'))} "
+                         f"| {_cell(r.get('slo_attainment'))} | {_missed(r)} "
                          f"| {_cell(r['request_throughput_rps'])} | {_cell(r['output_token_throughput_tps'], 0)} "
                          f"| {_cell(r['ttft_p99_s'])} | {_cell(r['tpot_p99_s'], 4)} | {r['failed']} |")
         lines.append("")
     if fp8_kv is not None:
         lines += fp8_kv_section(fp8_kv, fp8_kv_preset, presets.get(fp8_kv_preset))
+    if by_outcome:
+        lines += outcome_section(by_outcome)
     path = out_dir / "summary.md"
     path.write_text("\n".join(lines))
     return path

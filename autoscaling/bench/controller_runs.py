@@ -17,6 +17,7 @@ from autoscaling.loadtest.metrics import Slo
 from autoscaling.loadtest.preset_workload import PresetWorkload
 from autoscaling.loadtest.runner import run_load
 from autoscaling.loadtest.workload import WorkloadSpec
+from serve_app.statistics import missed_targets, tpot_s
 
 
 SAMPLE_INTERVAL_S = 2.0
@@ -99,6 +100,29 @@ def figures(result: dict, wl: PresetWorkload) -> dict:
     if stats["slo"] != wl.slo.to_dict():
         raise ValueError(f"{result['command']}: judged against {stats['slo']}, not the preset's SLO")
     return run_row(stats, result["duration_s"])
+
+
+def requests_by_outcome(requests: list[dict], slo: Slo) -> dict[str, float]:
+    """Shares of a saved run's requests (`load`'s raw file) that met the SLO, missed it on TTFT alone, on
+    TPOT alone or both, or did not complete; `met` is the run's SLO attainment."""
+    counts = dict.fromkeys(("met", "ttft_only", "tpot_only", "both", "not_completed"), 0)
+    for request in requests:
+        if request["outcome"] != "completed":
+            counts["not_completed"] += 1
+            continue
+        tpot = (tpot_s(request["e2e_s"], request["ttft_s"], request["output_tokens"] or 0)
+                if request["ttft_s"] is not None and request["e2e_s"] is not None else None)
+        late, slow = missed_targets(request["ttft_s"], tpot, slo.ttft_s, slo.tpot_s)
+        counts["both" if late and slow else "ttft_only" if late else "tpot_only" if slow else "met"] += 1
+    return {"sent": len(requests), **{k: v / len(requests) if requests else 0.0 for k, v in counts.items()}}
+
+
+def saved_runs_by_outcome(raw_files: dict[str, dict], slo_of: Callable[[str], Slo | None]) -> dict[str, dict]:
+    """`requests_by_outcome` of every saved run (raw file name -> its contents) whose name `slo_of` gives an
+    SLO for; runs measured before the load driver split the misses get the split this way."""
+    return {f"{name}:{key}": requests_by_outcome(result["requests"], slo)
+            for name, runs in sorted(raw_files.items()) if (slo := slo_of(name)) is not None
+            for key, result in runs.items() if result.get("requests") is not None}
 
 
 class Clock:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from serve_app.statistics import meets_slo, summary, tpot_s
+from serve_app.statistics import meets_slo, missed_targets, summary, tpot_s
 
 Outcome = Literal["completed", "refused", "failed"]
 
@@ -63,6 +63,10 @@ class Slo:
         """A completed request within both targets (`serve_app.statistics.meets_slo`)."""
         return record.outcome == "completed" and meets_slo(record.ttft_s, record.tpot_s, self.ttft_s, self.tpot_s)
 
+    def missed_by(self, record: RequestRecord) -> tuple[bool, bool]:
+        """Which targets a completed request missed: (TTFT, TPOT)."""
+        return missed_targets(record.ttft_s, record.tpot_s, self.ttft_s, self.tpot_s)
+
     def to_dict(self) -> dict[str, float | None]:
         return {"ttft_s": self.ttft_s, "tpot_s": self.tpot_s}
 
@@ -89,8 +93,21 @@ def class_stats(records: Iterable[RequestRecord], duration_s: float, slos: Mappi
         "output_token_throughput_tps": sum(r.output_tokens or 0 for r in done) * per_s,
         "input_token_throughput_tps": sum(r.prompt_tokens or 0 for r in done) * per_s,
         "goodput_rps": met * per_s,
+        "slo_misses": slo_misses(done, slos),
         "slo": (slo or Slo()).to_dict(),
     }
+
+
+def slo_misses(done: Iterable[RequestRecord], slos: Mapping[str, Slo]) -> dict[str, int]:
+    """Completed requests that missed their class's SLO, by target: the first token alone late, the
+    decode alone too slow, or both. Tells which way a batch size erred: too small a batch queues
+    prompts, too large a one slows every decode."""
+    misses = {"ttft_only": 0, "tpot_only": 0, "both": 0}
+    for record in done:
+        late, slow = slos.get(record.class_name, Slo()).missed_by(record)
+        if late or slow:
+            misses["both" if late and slow else "ttft_only" if late else "tpot_only"] += 1
+    return misses
 
 
 def mean_in_flight(records: Iterable[RequestRecord], duration_s: float) -> float:

@@ -98,6 +98,7 @@ def test_goodput_counts_completed_requests_within_both_slos_per_second_of_the_ru
     assert (figures["sent"], figures["completed"], figures["failed"]) == (5, 4, 1)
     assert figures["tpot_p99_s"] == pytest.approx(0.1 + 0.99 * 0.1)  # numpy linear, of 0.1 and 0.2
     assert figures["ttft_p50_s"] == pytest.approx(0.15)
+    assert figures["slo_missed"] == {"ttft_only": pytest.approx(1 / 5), "tpot_only": pytest.approx(1 / 5), "both": 0}
 
 
 def test_a_run_with_nothing_completed_has_no_latencies_and_no_goodput():
@@ -429,7 +430,8 @@ def fp8_kv_part(goodput_rate: float = RATE) -> dict:
             "status": {"fp8": {"r8": replica(1024, 2_020_000, 2_000_000)}, "fp16": {"r16": replica(649, 990_000,
                                                                                                    1_000_000)}},
             "runs": {"fp8": {"capacity": fp8_run(0.0, steady_request_rps=25.0),
-                             "goodput": fp8_run(0.25, goodput_rate, ttft_p50_s=3.9)},
+                             "goodput": fp8_run(0.25, goodput_rate, ttft_p50_s=3.9,
+                                                slo_missed={"ttft_only": 0.6, "tpot_only": 0.1, "both": 0.05})},
                      "fp16": {"capacity": fp8_run(0.0), "goodput": fp8_run(0.5, goodput_rate)}}}
 
 
@@ -456,12 +458,13 @@ def test_summary_md_has_our_apps_runs_per_kv_dtype_beside_vllms_defaults_at_the_
     rows = fp8_table(tmp_path)
     vllm = ("fp16", "vllm serve, vLLM's defaults (same rate)")
     assert list(rows) == [("fp16", "capacity"), ("fp16", "goodput"), ("fp8", "capacity"), ("fp8", "goodput"), vllm]
-    # offered, goodput (rate x SLO met; the driver's where no rate), SLO met, req/s, out tok/s, TTFT p50, p99,
-    # TPOT p99, failed
-    assert rows[("fp8", "goodput")] == ["30.000", "7.500", "0.250", "9.900", "3000", "3.900", "2.000", "0.0500", "1"]
+    # offered, goodput (rate x SLO met; the driver's where no rate), SLO met, missed (TTFT / TPOT / both), req/s,
+    # out tok/s, TTFT p50, p99, TPOT p99, failed
+    assert rows[("fp8", "goodput")] == ["30.000", "7.500", "0.250", "0.600 / 0.100 / 0.050", "9.900", "3000",
+                                        "3.900", "2.000", "0.0500", "1"]
     assert rows[("fp16", "goodput")][:3] == ["30.000", "15.000", "0.500"]
     assert rows[("fp8", "capacity")][:3] == ["closed loop", "4.000", "0.000"]
-    assert rows[vllm] == ["30.000", "25.500", "0.850", "10.000", "3100", "0.360", "0.820", "0.1250", "0"]
+    assert rows[vllm] == ["30.000", "25.500", "0.850", "-", "10.000", "3100", "0.360", "0.820", "0.1250", "0"]
     text = (tmp_path / "summary.md").read_text()
     assert text.index("## mixed at 30.000 req/s") < text.index("## our app, FP16 vs FP8 KV")
     assert ("- fp16 KV, replica r16 (planned max_num_seqs 649, budget 8192): predicted 990,000 KV tokens, "
@@ -557,3 +560,36 @@ def test_probes_carry_over_only_from_runs_with_the_same_arrival_window():
 @pytest.mark.parametrize("preset, window_s", [("interactive", 30), ("mixed", 30), ("long-form", 30), ("batch", 60)])
 def test_a_presets_arrival_window_outlasts_twice_its_ttft_slo(preset, window_s):
     assert bench.arrival_window_s(30, get_preset(preset).ttft_s) == window_s
+
+
+# ---- requests by outcome, from the saved runs ---------------------------------------------------------
+def saved(ttft_s, e2e_s, output_tokens, outcome="completed") -> dict:
+    return {"outcome": outcome, "ttft_s": ttft_s, "e2e_s": e2e_s, "output_tokens": output_tokens}
+
+
+SAVED = [saved(0.2, 1.2, 11),    # TPOT 0.1: met
+         saved(0.2, 2.2, 11),    # TPOT 0.2: slow only
+         saved(0.9, 1.9, 11),    # late only
+         saved(0.9, 2.9, 11),    # both
+         saved(None, None, None, outcome="refused")]
+
+
+def test_a_saved_runs_requests_split_by_which_target_they_missed():
+    split = bench_runs.requests_by_outcome(SAVED, Slo(0.5, 0.15))
+    assert split == {"sent": 5, "met": 0.2, "ttft_only": 0.2, "tpot_only": 0.2, "both": 0.2, "not_completed": 0.2}
+    # the same judgement as the load driver's: met is the run's SLO attainment
+    records = [RequestRecord(i, "c", 0.0, r["e2e_s"], "completed", 200, r["ttft_s"],
+                             [r["ttft_s"]] * 10 + [r["e2e_s"]], r["output_tokens"], 10) for i, r in enumerate(SAVED[:4])]
+    stats = class_stats(records, 1.0, {"c": Slo(0.5, 0.15)})
+    assert stats["goodput_rps"] / 5 == split["met"]
+    assert {k: v / 5 for k, v in stats["slo_misses"].items()} == {k: split[k] for k in ("ttft_only", "tpot_only", "both")}
+
+
+def test_only_runs_with_an_slo_are_split_and_the_split_shows_in_summary_md(tmp_path):
+    from autoscaling.bench.controller_plots import table
+
+    raw = {"preset-mixed_probe_1": {"run": {"requests": SAVED}}, "chunked-prefill_8192": {"prompts": {"requests": SAVED}}}
+    by_run = bench_runs.saved_runs_by_outcome(raw, lambda name: Slo(0.5, 0.15) if name.startswith("preset") else None)
+    assert list(by_run) == ["preset-mixed_probe_1:run"]
+    text = table({}, tmp_path, None, "mixed", by_run).read_text()
+    assert "| preset-mixed_probe_1:run | 5 | 0.200 | 0.200 | 0.200 | 0.200 | 0.200 |" in text

@@ -66,6 +66,17 @@ def test_class_stats_by_hand():
     assert list(stats["classes"]) == ["interactive", "batch"]
 
 
+def test_slo_misses_say_which_target_each_completed_request_missed():
+    assert all_stats(RECORDS, 4.0, SLOS)["overall"]["slo_misses"] == {"ttft_only": 0, "tpot_only": 0, "both": 1}
+    looser_ttft = {"interactive": Slo(0.6, 0.2), "batch": Slo(1.0, 1.0)}  # request 0 slow only; 3 late only
+    assert class_stats(RECORDS, 4.0, looser_ttft)["slo_misses"] == {"ttft_only": 1, "tpot_only": 1, "both": 0}
+    no_first_token = RequestRecord(6, "batch", 0.0, 1.0, "completed", 200, None, [1.0], 0, 10)
+    assert class_stats([no_first_token], 1.0, {})["slo_misses"]["ttft_only"] == 1  # as meets_slo judges it
+    for slos in (SLOS, looser_ttft, {}):  # every completed request either met its SLO or missed a target
+        stats = class_stats(RECORDS, 4.0, slos)
+        assert stats["goodput_rps"] * 4.0 + sum(stats["slo_misses"].values()) == stats["completed"]
+
+
 def test_goodput_without_slo_counts_every_completed_request():
     stats = class_stats(RECORDS, 4.0, {})
     assert stats["goodput_rps"] == stats["request_throughput_rps"] == pytest.approx(0.75)
@@ -98,7 +109,7 @@ def test_result_json_shape():
     assert out["workload"]["class_mix"] == {"interactive": 0.5, "batch": 0.5}
     assert set(out["overall"]) == {"sent", "completed", "refused_429", "refused_503", "failed", "ttft_s", "tpot_s",
                                    "itl_s", "e2e_s", "request_throughput_rps", "output_token_throughput_tps",
-                                   "input_token_throughput_tps", "goodput_rps", "slo"}
+                                   "input_token_throughput_tps", "goodput_rps", "slo_misses", "slo"}
     assert [r["outcome"] for r in out["requests"]] == ["completed", "completed", "refused", "completed", "failed",
                                                        "refused"]
     assert "requests" not in result.to_dict()
