@@ -1,0 +1,35 @@
+"""The window-against-the-engine-alone simulation: what it judges and how it splits the misses."""
+import pytest
+
+from autoscaling.bench.window_overload import OUTCOMES, Scenario, behind_our_router, by_outcome, engine_alone, scenario_requests
+from autoscaling.simulator.fit import PROFILE
+from autoscaling.simulator.replica import EngineConfig
+from autoscaling.simulator.step_model import StepModel
+
+ENGINE = EngineConfig(max_num_seqs=256, max_num_batched_tokens=8192, num_kv_blocks=8518)
+
+
+def test_misses_split_by_target_and_unserved_requests_count_as_misses():
+    split = by_outcome([(0.2, 0.05), (1.5, 0.05), (0.2, 0.2), (1.5, 0.2), None], ttft_slo_s=1.0, tpot_slo_s=0.08)
+    assert split == {"met": 0.2, "ttft_only": 0.2, "tpot_only": 0.2, "both": 0.2, "not_served": 0.2}
+    assert set(split) == set(OUTCOMES)
+
+
+def test_the_burst_arrives_at_once_and_the_judged_arrivals_after_the_gap():
+    requests = scenario_requests(Scenario(5.0, burst=20, gap_s=50.0, window_s=10.0))
+    burst = [r for r in requests if r.request_id.startswith("burst-")]
+    assert len(burst) == 20 and all(r.arrival_s == 0.0 for r in burst)
+    judged = [r for r in requests if not r.request_id.startswith("burst-")]
+    assert judged and all(50.0 <= r.arrival_s < 60.0 for r in judged)
+    assert [r.arrival_s - 50.0 for r in judged] == pytest.approx(
+        [r.arrival_s for r in scenario_requests(Scenario(5.0, window_s=10.0))])  # the same arrivals, shifted
+
+
+def test_below_capacity_our_router_serves_every_request_within_the_slo_as_the_engine_alone_does():
+    model = StepModel.load(PROFILE)
+    scenario = Scenario(2.0, window_s=10.0)
+    alone = engine_alone(scenario, model, ENGINE)
+    ours, timeline = behind_our_router(scenario, model, ENGINE)
+    assert alone["met"] == ours["met"] == pytest.approx(1.0)
+    assert timeline and all("windows" in sample for sample in timeline)
+    assert sum(ours.values()) == pytest.approx(1.0)
