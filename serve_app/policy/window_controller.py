@@ -16,12 +16,19 @@ from serve_app.strict_model import StrictModel
 
 
 class WindowController(ABC):
-    """In-flight window for one replica, always an integer within [1, cap]."""
+    """In-flight window for one replica, always an integer within [1, cap].
+
+    Two limits meet here: the latency-driven size this controller moves, and the cap the controller
+    deployment sets from the replica's KV cache. The window is the smaller; a lower cap does not erase
+    the size, so when the cap comes back the window returns to what latency last allowed. On the
+    calibrated simulator a burst filled the KV cache, the cap fell from 930 to 245 and recovered within
+    40 s, and a window clamped to it stayed at ~245 while requests queued at the router."""
 
     def __init__(self, initial: int, cap: int, ttft_target_s: float, tpot_target_s: float) -> None:
         if cap < 1:
             raise ValueError(f"cap must be >= 1, got {cap}")
         self._cap = cap
+        self._highest_cap = cap
         self.set_targets(ttft_target_s, tpot_target_s)
         # Kept fractional so repeated small factors (x1.5 from 1) can still move the window.
         self._size = self._clamped(float(initial))
@@ -29,18 +36,18 @@ class WindowController(ABC):
 
     @property
     def window(self) -> int:
-        return int(self._size)
+        return int(min(self._size, self._cap))
 
     @property
     def cap(self) -> int:
         return self._cap
 
     def set_cap(self, cap: int) -> None:
-        """Change the upper bound (e.g. the engine's max_num_seqs); clamps the current window."""
+        """Change the upper bound (e.g. the KV cache's figure); the window is at most it from now on."""
         if cap < 1:
             raise ValueError(f"cap must be >= 1, got {cap}")
         self._cap = cap
-        self._size = self._clamped(self._size)
+        self._highest_cap = max(self._highest_cap, cap)
 
     def set_targets(self, ttft_target_s: float, tpot_target_s: float) -> None:
         """Follow the tightest SLO among the classes currently active on the replica."""
@@ -64,8 +71,13 @@ class WindowController(ABC):
         return started_s is not None and started_s < self._last_cut_s
 
     def _cut(self, factor: float, now: float) -> None:
-        self._size = self._clamped(self._size * factor)
+        """Cut the window in force (latency measured it, not a size the cap held back)."""
+        self._size = self._clamped(min(self._size, self._cap) * factor)
         self._last_cut_s = now
+
+    def _grow_to(self, size: float) -> None:
+        """Grow, but not past the cap: a size the replica never ran at is not one latency allowed."""
+        self._size = min(self._clamped(size), max(self._size, float(self._cap)))
 
     def _latency_ratio(self, ttft_s: float | None, tpot_s: float | None) -> float | None:
         """Worst latency / target across the given metrics; None when nothing was measured."""
@@ -77,7 +89,7 @@ class WindowController(ABC):
         return max(ratios) if ratios else None
 
     def _clamped(self, size: float) -> float:
-        return min(float(self._cap), max(1.0, size))
+        return min(float(self._highest_cap), max(1.0, size))
 
 
 class FixedRatioTuning(StrictModel):
@@ -106,7 +118,7 @@ class FixedRatioController(WindowController):
         if ratio > 1.0:
             self._cut(self._tuning.decrease, now)
         elif ratio < self._tuning.increase_below:
-            self._size = self._clamped(self._size * self._tuning.increase)
+            self._grow_to(self._size * self._tuning.increase)
 
 
 class AIMDTuning(StrictModel):
@@ -180,7 +192,7 @@ class AIMDController(WindowController):
         self._on_target_streak += 1
         if (self._in_slow_start or self._on_target_streak >= self._tuning.increase_every
                 or self._window_holds_back_demand(demand_waiting, ratio)):
-            self._size = self._clamped(self._size + 1.0)
+            self._grow_to(self._size + 1.0)
             self._on_target_streak = 0
 
     def _count_from_before_the_cut(self, ttft_s: float | None, tpot_s: float | None, demand_waiting: bool) -> None:

@@ -104,12 +104,30 @@ def test_invalid_cap_and_targets(name):
 
 
 @pytest.mark.parametrize("name", ["fixed_ratio", "aimd"])
-def test_lowering_cap_below_window_clamps_it_and_raising_does_not_grow_it(name):
+def test_a_lower_cap_holds_the_window_down_and_a_restored_cap_gives_it_back(name):
     controller = make(name, initial=20, cap=32)
     controller.set_cap(6)
     assert controller.window == 6
     controller.set_cap(64)
+    assert controller.window == 20  # what latency last allowed; never above a size it ran at
+
+
+@pytest.mark.parametrize("name", ["fixed_ratio", "aimd"])
+def test_the_window_does_not_grow_while_the_cap_holds_it(name):
+    controller = make(name, initial=20, cap=32, **({"increase_every": 1} if name == "aimd" else {}))
+    controller.set_cap(6)
+    feed(controller, [GOOD] * 50)
     assert controller.window == 6
+    controller.set_cap(32)
+    assert controller.window == 20  # on-target samples at 6 in flight say nothing of 21
+
+
+def test_a_cut_while_the_cap_holds_the_window_cuts_the_window_in_force():
+    controller = make("aimd", initial=20, cap=32, ewma_alpha=1.0)
+    controller.set_cap(8)
+    controller.observe(*BAD_TPOT, 0.0)
+    controller.set_cap(32)
+    assert controller.window == 4  # 8 x beta, not 20 x beta
 
 
 @pytest.mark.parametrize("name", ["fixed_ratio", "aimd"])
