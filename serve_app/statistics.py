@@ -8,7 +8,7 @@ one `vllm bench serve` reports, so our figures and vLLM's compare directly. Pure
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -57,20 +57,19 @@ def meets_slo(ttft_s: float | None, tpot: float | None, ttft_slo_s: float | None
               tpot_slo_s: float | None) -> bool:
     """One request against its SLO. No first token misses; a request with one token (no TPOT) is
     judged on TTFT alone, as vLLM's goodput does; a None target is not checked."""
-    if ttft_slo_s is not None and (ttft_s is None or ttft_s > ttft_slo_s):
-        return False
-    if ttft_slo_s is None and ttft_s is None:
-        return False
-    return tpot_slo_s is None or tpot is None or tpot <= tpot_slo_s
+    return slo_outcome(ttft_s, tpot, ttft_slo_s, tpot_slo_s) == "met"
 
 
-def missed_targets(ttft_s: float | None, tpot: float | None, ttft_slo_s: float | None,
-                   tpot_slo_s: float | None) -> tuple[bool, bool]:
-    """Which targets of its SLO a request missed, as `meets_slo` judges them: (first token late or never
-    came, decode slower than the TPOT target)."""
+SloOutcome = Literal["met", "ttft_only", "tpot_only", "both"]
+
+
+def slo_outcome(ttft_s: float | None, tpot: float | None, ttft_slo_s: float | None,
+                tpot_slo_s: float | None) -> SloOutcome:
+    """Which targets of its SLO a request missed (`meets_slo`'s rules): none, the first token alone (late
+    or never came), the decode alone (slower than the TPOT target), or both."""
     late = ttft_s is None or (ttft_slo_s is not None and ttft_s > ttft_slo_s)
     slow = tpot_slo_s is not None and tpot is not None and tpot > tpot_slo_s
-    return late, slow
+    return "both" if late and slow else "ttft_only" if late else "tpot_only" if slow else "met"
 
 
 def attainment(met: Iterable[bool]) -> float | None:

@@ -17,7 +17,7 @@ from autoscaling.loadtest.metrics import Slo
 from autoscaling.loadtest.preset_workload import PresetWorkload
 from autoscaling.loadtest.runner import run_load
 from autoscaling.loadtest.workload import WorkloadSpec
-from serve_app.statistics import missed_targets, tpot_s
+from serve_app.statistics import slo_outcome, tpot_s
 
 
 SAMPLE_INTERVAL_S = 2.0
@@ -112,8 +112,7 @@ def requests_by_outcome(requests: list[dict], slo: Slo) -> dict[str, float]:
             continue
         tpot = (tpot_s(request["e2e_s"], request["ttft_s"], request["output_tokens"] or 0)
                 if request["ttft_s"] is not None and request["e2e_s"] is not None else None)
-        late, slow = missed_targets(request["ttft_s"], tpot, slo.ttft_s, slo.tpot_s)
-        counts["both" if late and slow else "ttft_only" if late else "tpot_only" if slow else "met"] += 1
+        counts[slo_outcome(request["ttft_s"], tpot, slo.ttft_s, slo.tpot_s)] += 1
     return {"sent": len(requests), **{k: v / len(requests) if requests else 0.0 for k, v in counts.items()}}
 
 

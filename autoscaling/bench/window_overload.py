@@ -20,7 +20,7 @@ from autoscaling.simulator.step_model import StepModel
 from autoscaling.simulator.workload import ClassLoad, SimRequest, generate
 from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
 from serve_app.policy.router_core import RouterPolicy
-from serve_app.statistics import missed_targets, tpot_s
+from serve_app.statistics import slo_outcome, tpot_s
 
 OUTCOMES = ("met", "ttft_only", "tpot_only", "both", "not_served")
 # A queue deadline no run reaches: the window, not the router's refusals, decides who waits.
@@ -65,8 +65,7 @@ def by_outcome(latencies: Iterable[tuple[float | None, float | None] | None], tt
         if pair is None:
             counts["not_served"] += 1
             continue
-        late, slow = missed_targets(pair[0], pair[1], ttft_slo_s, tpot_slo_s)
-        counts["both" if late and slow else "ttft_only" if late else "tpot_only" if slow else "met"] += 1
+        counts[slo_outcome(pair[0], pair[1], ttft_slo_s, tpot_slo_s)] += 1
     total = sum(counts.values())
     return {k: v / total if total else 0.0 for k, v in counts.items()}
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from serve_app.statistics import meets_slo, missed_targets, summary, tpot_s
+from serve_app.statistics import SloOutcome, meets_slo, slo_outcome, summary, tpot_s
 
 Outcome = Literal["completed", "refused", "failed"]
 
@@ -63,9 +63,9 @@ class Slo:
         """A completed request within both targets (`serve_app.statistics.meets_slo`)."""
         return record.outcome == "completed" and meets_slo(record.ttft_s, record.tpot_s, self.ttft_s, self.tpot_s)
 
-    def missed_by(self, record: RequestRecord) -> tuple[bool, bool]:
-        """Which targets a completed request missed: (TTFT, TPOT)."""
-        return missed_targets(record.ttft_s, record.tpot_s, self.ttft_s, self.tpot_s)
+    def outcome_of(self, record: RequestRecord) -> SloOutcome:
+        """Which targets a completed request missed (`serve_app.statistics.slo_outcome`)."""
+        return slo_outcome(record.ttft_s, record.tpot_s, self.ttft_s, self.tpot_s)
 
     def to_dict(self) -> dict[str, float | None]:
         return {"ttft_s": self.ttft_s, "tpot_s": self.tpot_s}
@@ -104,9 +104,9 @@ def slo_misses(done: Iterable[RequestRecord], slos: Mapping[str, Slo]) -> dict[s
     prompts, too large a one slows every decode."""
     misses = {"ttft_only": 0, "tpot_only": 0, "both": 0}
     for record in done:
-        late, slow = slos.get(record.class_name, Slo()).missed_by(record)
-        if late or slow:
-            misses["both" if late and slow else "ttft_only" if late else "tpot_only"] += 1
+        outcome = slos.get(record.class_name, Slo()).outcome_of(record)
+        if outcome != "met":
+            misses[outcome] += 1
     return misses
 
 
