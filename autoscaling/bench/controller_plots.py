@@ -9,13 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from autoscaling.bench.controller_plans import (VLLM_DEFAULT, chunked_prefill_front, goodput, pareto_front, row_for,
-                                                vllm_default_plan)
+                                                same_rate, vllm_default_plan)
 
 KV_DTYPES = ("fp16", "fp8")
 FP8_KV_RUNS = ("capacity", "goodput")
-# The fp8-kv goodput run and preset-mixed's run of vLLM's defaults are compared only at one offered rate:
-# both take it from preset-mixed's part, so it matches to the float's last digits.
-SAME_RATE_TOLERANCE = 1e-6
 
 
 def _pyplot():
@@ -147,10 +144,6 @@ def _run_row(kv: str, run: str, offered: str, r: Mapping[str, Any]) -> str:
             f"| {_cell(r.get('failed'))} |")
 
 
-def _same_rate(a: float | None, b: float | None) -> bool:
-    return a is not None and b is not None and abs(a - b) <= SAME_RATE_TOLERANCE * max(abs(a), abs(b))
-
-
 def vllm_default_at_rates(preset_part: Mapping[str, Any] | None, rates: list[float | None]) -> Mapping[str, Any] | None:
     """The preset part's row of vLLM's defaults with its offered rate, where that is one of `rates`."""
     if not preset_part:
@@ -161,7 +154,7 @@ def vllm_default_at_rates(preset_part: Mapping[str, Any] | None, rates: list[flo
     if default is None:
         return None
     rate = default.get("rate_rps", preset_part.get("rate_rps"))
-    return {**default, "rate_rps": rate} if any(_same_rate(rate, r) for r in rates) else None
+    return {**default, "rate_rps": rate} if any(same_rate(rate, r) for r in rates) else None
 
 
 def _tokens(count: int | None) -> str:
