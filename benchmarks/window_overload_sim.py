@@ -2,11 +2,14 @@
 
 One replica (`autoscaling/simulator/`, H100 llama2-7b AWQ step profile; max_num_seqs 1,024, 8,192 tokens per
 step, the KV cache of a synthetic Llama-3-8B AWQ on an H200 at an 8,192 context) and the mixed preset's
-workload and SLO. Per offered rate, two scenarios: a fresh app, and the same arrivals 80 s after a burst of
-1,024 requests (what the closed-loop capacity run does to the window before the open-loop run of
-`controller_h200.py`'s fp8-kv part). Each request is sent once straight into the engine (vLLM alone) and once
-through our `RouterCore`; the requests of the open-loop window are judged by the preset's SLO, split by which
-target they missed. Prints a table; writes JSON + PNG to benchmarks/results/simulated_window_overload/.
+workload and SLO. Per offered rate, three scenarios: a fresh app (30 s of Poisson arrivals), the same arrivals
+80 s after a burst of 1,024 requests (what the closed-loop capacity run does to the window before the
+open-loop run of `controller_h200.py`'s fp8-kv part), and a fresh app under 120 s of arrivals (a sustained
+overload: a request lives ~25 s, so 30 s show mostly the ramp to it). Each request is sent once straight into
+the engine (vLLM alone), once through our `RouterCore`, and once through it as it was before adaptive LIFO
+and the TPOT set-point (oldest first, TPOT average held at the target); the requests of the open-loop window
+are judged by the preset's SLO, split by which target they missed. Prints a table; writes JSON + PNG to
+benchmarks/results/simulated_window_overload/.
 
     python benchmarks/window_overload_sim.py
 """
@@ -20,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]  # the default --out and the profile's path are relative to it
 
-from autoscaling.bench.window_overload import Scenario, behind_our_router, engine_alone
+from autoscaling.bench.window_overload import BEFORE_LIFO_AND_SETPOINT, Scenario, behind_our_router, engine_alone
 from autoscaling.simulator.fit import PROFILE
 from autoscaling.simulator.replica import EngineConfig
 from autoscaling.simulator.step_model import StepModel
@@ -30,24 +33,34 @@ from autoscaling.simulator.step_model import StepModel
 H200_LLAMA3_8B_KV_BLOCKS = 975_232 // 16
 
 
+SCENARIOS = {  # name: (burst, judged window s)
+    "fresh": (0, 30.0),
+    "after_burst": (None, 30.0),  # None: --burst
+    "sustained": (0, 120.0),
+}
+ROUTERS = {"engine_alone": "vLLM alone", "our_router": "our router",
+           "our_router_before": "our router before (oldest first, TPOT at target)"}
+
+
 def plot(results: list[dict], timeline: list[dict], timeline_rate: float, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
-    for burst, style in ((0, "-"), (max(r["burst"] for r in results), "--")):
-        rows = [r for r in results if r["burst"] == burst]
-        label = "fresh app" if burst == 0 else f"after a {burst}-request burst"
-        # The engine alone drawn wide underneath, so that where the two coincide both show.
-        for who, color, width in (("engine_alone", "tab:gray", 5.0), ("our_router", "tab:blue", 1.5)):
-            left.plot([r["rate_rps"] for r in rows], [r[who]["met"] for r in rows], style, color=color, marker="o",
-                      linewidth=width, alpha=0.6 if who == "engine_alone" else 1.0,
-                      label=f"{'vLLM alone' if who == 'engine_alone' else 'our router'}, {label}")
-    left.set(xlabel="offered req/s (open loop, 30 s)", ylabel="requests within the mixed preset's SLO",
-             title="SLO attainment", ylim=(0, 1.05))
-    left.grid(alpha=0.3)
-    left.legend(fontsize=8)
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    titles = {"fresh": "fresh app, 30 s", "after_burst": "after a burst, 30 s", "sustained": "fresh app, 120 s"}
+    for ax, scenario in zip(axes.flat, SCENARIOS):
+        rows = [r for r in results if r["scenario"] == scenario]
+        for who, style in (("engine_alone", dict(color="tab:gray", linewidth=5.0, alpha=0.6)),
+                           ("our_router_before", dict(color="tab:orange", linewidth=1.5, linestyle="--")),
+                           ("our_router", dict(color="tab:blue", linewidth=1.5))):
+            ax.plot([r["rate_rps"] for r in rows], [r[who]["met"] for r in rows], marker="o", label=ROUTERS[who],
+                    **style)
+        ax.set(xlabel="offered req/s (open loop)", ylabel="requests within the mixed preset's SLO",
+               title=titles[scenario], ylim=(0, 1.05))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    right = axes.flat[3]
     ts = [s["t_s"] for s in timeline]
     windows = [sum(w["window"] for w in (s.get("windows") or {}).values()) for s in timeline]
     caps = [sum(w["window_cap"] for w in (s.get("windows") or {}).values()) for s in timeline]
@@ -55,7 +68,7 @@ def plot(results: list[dict], timeline: list[dict], timeline_rate: float, path: 
     right.plot(ts, caps, "--", label="window cap")
     right.plot(ts, [s["in_flight"] for s in timeline], label="in flight")
     right.plot(ts, [s["queued"] for s in timeline], ":", label="router queue")
-    right.set(xlabel="t (s)", ylabel="requests", title=f"our router after the burst, {timeline_rate:g} req/s from 80 s")
+    right.set(xlabel="t (s)", ylabel="requests", title=f"our router, sustained {timeline_rate:g} req/s")
     right.grid(alpha=0.3)
     right.legend(fontsize=8)
     fig.tight_layout()
@@ -65,32 +78,35 @@ def plot(results: list[dict], timeline: list[dict], timeline_rate: float, path: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", default="10,12,14,16,18,20", help="offered req/s, comma-separated")
+    parser.add_argument("--rates", default="10,12,14,16,18,20,22", help="offered req/s, comma-separated")
     parser.add_argument("--burst", type=int, default=1024, help="requests at t = 0 in the after-a-burst scenario")
-    parser.add_argument("--timeline-rate", type=float, default=16.0, help="the rate whose window timeline is plotted")
+    parser.add_argument("--timeline-rate", type=float, default=18.0, help="the sustained rate whose timeline is plotted")
     parser.add_argument("--window-tuning", type=json.loads, default={}, help="JSON: knobs of our router's window")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/simulated_window_overload")
     args = parser.parse_args(argv)
     model = StepModel.load(PROFILE)
     engine = EngineConfig(max_num_seqs=1024, max_num_batched_tokens=8192, num_kv_blocks=H200_LLAMA3_8B_KV_BLOCKS)
     results, timeline = [], []
-    print(f"{'req/s':>6} {'burst':>6} {'vLLM alone':>11} {'our router':>11}  ours missed TTFT / TPOT / both")
-    for burst in (0, args.burst):
+    print(f"{'scenario':>12} {'req/s':>6} {'vLLM alone':>11} {'ours before':>12} {'our router':>11}  "
+          f"ours missed TTFT / TPOT / both")
+    for name, (burst, window_s) in SCENARIOS.items():
         for rate in (float(r) for r in args.rates.split(",")):
-            scenario = Scenario(rate, burst)
+            scenario = Scenario(rate, args.burst if burst is None else burst, window_s=window_s)
             alone = engine_alone(scenario, model, engine)
             ours, ours_timeline = behind_our_router(scenario, model, engine, args.window_tuning)
-            if burst and rate == args.timeline_rate:
+            before, _ = behind_our_router(scenario, model, engine, args.window_tuning, BEFORE_LIFO_AND_SETPOINT)
+            if name == "sustained" and rate == args.timeline_rate:
                 timeline = ours_timeline
-            results.append({"rate_rps": rate, "burst": burst, "engine_alone": alone, "our_router": ours})
-            print(f"{rate:>6g} {burst:>6} {alone['met']:>11.3f} {ours['met']:>11.3f}  "
-                  f"{ours['ttft_only']:.3f} / {ours['tpot_only']:.3f} / {ours['both']:.3f}")
+            results.append({"scenario": name, "rate_rps": rate, "burst": scenario.burst, "window_s": window_s,
+                            "engine_alone": alone, "our_router": ours, "our_router_before": before})
+            print(f"{name:>12} {rate:>6g} {alone['met']:>11.3f} {before['met']:>12.3f} {ours['met']:>11.3f}  "
+                  f"{ours['ttft_only']:.3f} / {ours['tpot_only']:.3f} / {ours['both']:.3f}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "benchmarks/window_overload_sim.py", *(argv if argv is not None else sys.argv[1:])])
     (args.out / "window_overload.json").write_text(json.dumps(
         {"commands": [command], "profile": str(PROFILE.relative_to(REPO)), "engine": vars(engine),
-         "window_tuning": args.window_tuning, "results": results, "timeline_rate_rps": args.timeline_rate,
-         "timeline": timeline}, indent=1))
+         "window_tuning": args.window_tuning, "before": BEFORE_LIFO_AND_SETPOINT, "results": results,
+         "timeline_rate_rps": args.timeline_rate, "timeline": timeline}, indent=1))
     plot(results, timeline, args.timeline_rate, args.out / "window_overload.png")
     print(f"wrote {args.out}/window_overload.json and .png")
     return 0

@@ -1,7 +1,7 @@
 """Our router's adaptive window against the engine alone, one replica of the calibrated simulator under an
 open-loop overload, from a fresh app and after a burst (issue 19: on an H200 the window held our app to
 68% of the mixed preset's requests within the SLO where `vllm serve` alone met 85%, the window still cut
-from the closed-loop run before). The engine alone is vLLM's scheduler with every request admitted at
+from the closed-loop run before), and under a sustained overload, where a 30 s run shows only the ramp. The engine alone is vLLM's scheduler with every request admitted at
 once; ours is the real `RouterCore` in front of the same engine (`autoscaling.simulator.cluster`).
 benchmarks/window_overload_sim.py does the I/O and the plots.
 """
@@ -85,14 +85,23 @@ def engine_alone(scenario: Scenario, model: StepModel, engine: EngineConfig) -> 
     return by_outcome(judged, preset.ttft_s, preset.tpot_s)
 
 
+# Our router as it was before adaptive LIFO and the TPOT set-point: oldest first in a class, the window's TPOT
+# average held at the target itself.
+BEFORE_LIFO_AND_SETPOINT: dict[str, Any] = {"newest_first_after": None, "window_tuning": {"tpot_setpoint": 1.0}}
+
+
 def behind_our_router(scenario: Scenario, model: StepModel, engine: EngineConfig,
-                      window_tuning: Mapping[str, Any] | None = None) -> tuple[dict[str, float], list[dict]]:
+                      window_tuning: Mapping[str, Any] | None = None,
+                      router: Mapping[str, Any] | None = None) -> tuple[dict[str, float], list[dict]]:
     """The same requests through `RouterCore` (one class with the preset's SLO) to the same engine; the
-    outcome shares and the timeline, each sample with the replica's window and cap."""
+    outcome shares and the timeline, each sample with the replica's window and cap. `router`: settings
+    of the router's own (e.g. BEFORE_LIFO_AND_SETPOINT) under `window_tuning`'s knobs."""
     preset = preset_workload(scenario.preset, scenario.max_model_len).preset
     classes = PriorityClasses([PriorityClass(preset.name, 0, preset.ttft_s, preset.tpot_s, QUEUE_DEADLINE_S)])
+    settings = dict(router or {})
+    settings["window_tuning"] = {**settings.get("window_tuning", {}), **(window_tuning or {})}
     # Admission off (its warm-up never ends): a refusal at the door would hide what the window does.
-    policy = RouterPolicy(window_tuning=dict(window_tuning or {}), admission_warmup_completions=10**9)
+    policy = RouterPolicy(**settings, admission_warmup_completions=10**9)
     config = ClusterConfig(classes, engine=engine, router=policy, engine_priority=False, timeline_period_s=2.0)
     cluster = _WindowSampling(config, model)
     result = cluster.run(iter(scenario_requests(scenario)), until_s=scenario.judged_from_s + 3600)

@@ -89,7 +89,8 @@ class RouterCore(RouterContract):
         self._levels = {name: classes.level_of(name) for name in classes.names}
         self._policy = policy
         self._rng = rng
-        self._queue = PriorityRequestQueue(classes, policy.max_queue_size, policy.aging_interval_s)
+        self._queue = PriorityRequestQueue(classes, policy.max_queue_size, policy.aging_interval_s,
+                                            policy.newest_first_after)
         self._admission = AdmissionController(classes, policy.initial_service_rate_rps,
                                               warmup_completions=policy.admission_warmup_completions)
         self._limiters: dict[str, RateLimiter] = {}
@@ -185,9 +186,9 @@ class RouterCore(RouterContract):
         try:
             self._queue.push(request_id, class_name, now, cost_tokens, caller.name, caller.weight)
         except QueueFull as full:
-            # A full queue of lower classes must not turn higher classes away: shed the newest of the
-            # lowest class's caller most over its fair share instead (answered 503 at the next `expire`).
-            victim = self._queue.newest_below(class_name)
+            # A full queue of lower classes must not turn higher classes away: shed what the lowest class
+            # would serve last, of its caller most over its fair share (answered 503 at the next `expire`).
+            victim = self._queue.last_below(class_name, now)
             if victim is None:
                 counters.refused_queue_full += 1
                 return Refusal(429, "queue_full", str(full), self._retry_after(len(self._queue)))
@@ -266,7 +267,7 @@ class RouterCore(RouterContract):
             replica_id = self._choose(entry.request_id, now)
             if replica_id is None:
                 # The head does not fit; the top class may still start within its reserved headroom.
-                entry = self._queue.peek_class(self._classes.names[0])
+                entry = self._queue.peek_class(self._classes.names[0], now)
                 replica_id = self._choose(entry.request_id, now) if entry is not None else None
                 if replica_id is None:
                     break

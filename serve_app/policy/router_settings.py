@@ -43,6 +43,13 @@ class RouterSettings(StrictModel):
         30.0, gt=0, description="A queued request rises one class per this many seconds (no starvation); "
         "empty: strict priority only.",
     )
+    newest_first_after: float | None = Field(
+        1.0, gt=0, description="Once a caller's oldest queued request of a class has waited this many times the "
+        "class's TTFT SLO (it will miss that target whatever happens next), the caller's newest requests of the "
+        "class go first (adaptive LIFO): under a sustained overload the replicas keep serving requests within "
+        "their SLO, and the late ones are served when it passes or refused at the queue deadline. Empty: "
+        "oldest first always.",
+    )
     initial_service_rate_rps: float = Field(
         4.0, gt=0, description="Completions per second assumed before any are measured (admission's prior).",
     )

@@ -29,6 +29,7 @@ class WindowController(ABC):
             raise ValueError(f"cap must be >= 1, got {cap}")
         self._cap = cap
         self._highest_cap = cap
+        self._tpot_setpoint = 1.0  # the share of the TPOT target the latency signal is held under
         self.set_targets(ttft_target_s, tpot_target_s)
         # Kept fractional so repeated small factors (x1.5 from 1) can still move the window.
         self._size = self._clamped(float(initial))
@@ -85,8 +86,12 @@ class WindowController(ABC):
         if ttft_s is not None:
             ratios.append(ttft_s / self._ttft_target_s)
         if tpot_s is not None:
-            ratios.append(tpot_s / self._tpot_target_s)
+            ratios.append(tpot_s / self._tpot_goal_s)
         return max(ratios) if ratios else None
+
+    @property
+    def _tpot_goal_s(self) -> float:
+        return self._tpot_target_s * self._tpot_setpoint
 
     def _clamped(self, size: float) -> float:
         return min(float(self._highest_cap), max(1.0, size))
@@ -125,8 +130,8 @@ class AIMDTuning(StrictModel):
     """Knobs of `aimd`."""
 
     kind: Literal["aimd"] = Field("aimd", description="The controller these knobs are for.")
-    beta: float = Field(0.5, gt=0, lt=1, description="The deepest cut when the TPOT EWMA is over target (the "
-                        "batch itself is too large): the window is scaled by target / EWMA, at least by this.")
+    beta: float = Field(0.5, gt=0, lt=1, description="The deepest cut when the TPOT EWMA is over its set-point "
+                        "(the batch itself is too large): the window is scaled by set-point / EWMA, at least by this.")
     ttft_beta: float = Field(0.9, gt=0, lt=1, description="Factor on the window when only the TTFT EWMA is over "
                              "target (requests wait inside the engine, for KV blocks or the step's token budget).")
     increase_every: int = Field(8, ge=1, description="Consecutive on-target observations per +1 (after slow start).")
@@ -134,6 +139,10 @@ class AIMDTuning(StrictModel):
     ewma_alpha: float = Field(0.3, gt=0, le=1, description="Weight of a new sample in the TTFT and TPOT EWMAs.")
     slow_start: bool = Field(True, description="+1 per on-target observation until the first cut, so a cold "
                              "replica reaches its knee in seconds.")
+    tpot_setpoint: float = Field(0.8, gt=0, le=1, description="The TPOT EWMA the window keeps the batch under, "
+                                 "as a share of the TPOT target. A request's TPOT varies around the batch's mean "
+                                 "(prefills interleave), so a mean held at the target misses it for about half "
+                                 "of the requests.")
     queued_increase_below: float = Field(0.8, ge=0, le=1, description="While requests wait at the router for a "
                                          "slot, +1 per observation whose EWMAs are under this fraction of their "
                                          "targets (the window doubles per round of completions, as in slow "
@@ -143,8 +152,9 @@ class AIMDTuning(StrictModel):
 class AIMDController(WindowController):
     """Additive increase / multiplicative decrease driven by EWMA TTFT and TPOT.
 
-    +1 after `increase_every` consecutive on-target observations; x`beta` when either EWMA
-    is over target, then a `cooldown_s` pause so one burst cannot cut the window twice.
+    +1 after `increase_every` consecutive on-target observations; a cut when either EWMA is over
+    target (TPOT: over `tpot_setpoint` x target), then a `cooldown_s` pause so one burst cannot cut
+    the window twice.
     With `slow_start`, every on-target observation adds 1 until the first cut (TCP's slow
     start: the window doubles per round of completions), so a cold replica reaches its knee
     in seconds instead of minutes.
@@ -154,6 +164,7 @@ class AIMDController(WindowController):
                  tuning: AIMDTuning = AIMDTuning()) -> None:
         super().__init__(initial, cap, ttft_target_s, tpot_target_s)
         self._tuning = tuning
+        self._tpot_setpoint = tuning.tpot_setpoint
         self._ttft_ewma_s: float | None = None
         self._tpot_ewma_s: float | None = None
         self._on_target_streak = 0
@@ -205,7 +216,7 @@ class AIMDController(WindowController):
             self._count_on_target(ratio, demand_waiting)
 
     def _cut_factor(self) -> float:
-        """For a slow batch, scale the window by TPOT target / EWMA (a decode step's time grows about in
+        """For a slow batch, scale the window by the TPOT set-point / EWMA (a decode step's time grows about in
         proportion to its batch: the cut lands at the knee, not at half of it), by `beta` at least; only trim
         for a long wait to start. A late first token with a fast
         batch means prompts queue inside the engine (for the step's token budget, or for KV blocks), and
@@ -214,8 +225,8 @@ class AIMDController(WindowController):
         took our replica from ~540 requests in flight to ~120 within 20 s, and SLO attainment to 53%
         against 85% for `vllm serve` alone. Trimming moves part of the wait to the router, where
         priorities and deadlines apply, and keeps the batch."""
-        if self._tpot_ewma_s is not None and self._tpot_ewma_s > self._tpot_target_s:
-            return max(self._tuning.beta, self._tpot_target_s / self._tpot_ewma_s)
+        if self._tpot_ewma_s is not None and self._tpot_ewma_s > self._tpot_goal_s:
+            return max(self._tuning.beta, self._tpot_goal_s / self._tpot_ewma_s)
         return self._tuning.ttft_beta
 
     def _window_holds_back_demand(self, demand_waiting: bool, ratio: float) -> bool:

@@ -1,5 +1,6 @@
 """Fair shares between API keys inside one priority class (issue 17), through the real app (Ray Serve + the
-vLLM CPU engine, one replica): a heavy key 45 times the light one's rate does not starve it."""
+vLLM CPU engine, one replica): a heavy key 45 times the light one's rate does not starve it; and inside one
+key, newest first once its oldest queued request is past its TTFT target."""
 from __future__ import annotations
 
 import asyncio
@@ -130,6 +131,44 @@ def test_service_inside_a_class_alternates_between_keys(fair_url, model_name):
     heavy_after_light = sum(t > max(light_ended) for t in heavy_ended)
     print(f"heavy requests served after the light key's last: {heavy_after_light} of {heavy_count}")
     assert heavy_after_light >= backlog // 2
+
+
+def test_a_key_whose_oldest_request_is_late_is_served_newest_first(fair_url, model_name):
+    """One key queues a backlog in `standard` (2 s TTFT target, 30 s deadline: nothing refused); once its
+    oldest queued request has waited past the target, requests it sends next are served before the rest
+    of its backlog (adaptive LIFO: the late ones miss their target anyway, the new ones can still meet it)."""
+    url = f"{fair_url}/v1/completions"
+    wait_until_idle(fair_url)
+    # 48 tokens each: the backlog takes several seconds to drain at 4 sequences (16 tokens: under 3 s).
+    backlog_count, newcomer_count, max_tokens, late_after_s = 60, 3, 48, 2.0
+
+    async def run() -> tuple[list[float], list[float], int]:
+        async with _client(backlog_count + newcomer_count + 10) as http:
+            backlog = [asyncio.create_task(_post(http, url, model_name, "key-heavy", "standard", 0.0, i,
+                                                 max_tokens=max_tokens)) for i in range(backlog_count)]
+            await _until_queued(fair_url, "heavy", "standard", backlog_count // 2)
+            await asyncio.sleep(late_after_s + 0.5)  # the oldest queued request is now past its TTFT target
+            queued = await _queued(fair_url, "heavy", "standard")
+            newcomers = [_post(http, url, model_name, "key-heavy", "standard", 0.0, 3000 + i, max_tokens=max_tokens)
+                         for i in range(newcomer_count)]
+            newcomer_results = await asyncio.gather(*newcomers)
+            backlog_results = await asyncio.gather(*backlog)
+        assert all(o.status == 200 for o, _ in backlog_results + newcomer_results)
+        return [t for _, t in backlog_results], [t for _, t in newcomer_results], queued
+
+    backlog_ended, newcomers_ended, queued = asyncio.run(run())
+    # Oldest first would serve the newcomers after all `queued` (none of the backlog after them); newest
+    # first serves them at the next free slots.
+    backlog_after = sum(t > max(newcomers_ended) for t in backlog_ended)
+    print(f"backlog requests served after the newcomers' last: {backlog_after} of {queued} queued when they came")
+    assert queued >= 8, f"only {queued} requests queued: no backlog to jump"
+    assert backlog_after >= queued // 2
+
+
+async def _queued(base_url: str, tenant: str, class_name: str) -> int:
+    async with httpx.AsyncClient(timeout=30) as http:
+        tenants = (await http.get(f"{base_url}/v1/router/stats")).json().get("tenants", {})
+    return tenants.get(tenant, {}).get(class_name, {}).get("queued", 0)
 
 
 async def _until_queued(base_url: str, tenant: str, class_name: str, count: int, timeout_s: float = 60) -> None:

@@ -214,11 +214,19 @@ def test_aimd_halves_for_a_slow_batch_and_trims_for_a_long_wait_to_start(bad, wi
     assert controller.window == window_after  # 10 x beta 0.5 (TPOT over), 10 x ttft_beta 0.9 (TTFT alone)
 
 
-@pytest.mark.parametrize("tpot_s, window_after", [(0.05, 80), (0.08, 50), (0.2, 50)])
-def test_aimd_scales_a_slow_batch_to_the_tpot_target_at_most_by_beta(tpot_s, window_after):
+@pytest.mark.parametrize("tpot_s, window_after", [(0.036, 88), (0.05, 64), (0.08, 50), (0.2, 50)])
+def test_aimd_scales_a_slow_batch_to_the_tpot_setpoint_at_most_by_beta(tpot_s, window_after):
     controller = make("aimd", initial=100, cap=100, ewma_alpha=1.0)
     controller.observe(0.25, tpot_s, 0.0)
-    assert controller.window == window_after  # 100 x max(0.5, 0.04 / tpot_s)
+    assert controller.window == window_after  # 100 x max(0.5, 0.8 x 0.04 / tpot_s): 0.9x the target cuts too
+
+
+def test_aimd_tpot_setpoint_is_a_knob():
+    at_target = make("aimd", initial=100, cap=100, ewma_alpha=1.0, tpot_setpoint=1.0)
+    at_target.observe(0.25, 0.036, 0.0)  # 0.9x the target: under a set-point of 1, no cut
+    assert at_target.window == 100
+    at_target.observe(0.25, 0.05, 1.0)
+    assert at_target.window == 80  # 100 x 0.04 / 0.05
 
 
 def test_aimd_grows_by_one_per_observation_while_requests_wait_at_the_router():
@@ -287,16 +295,16 @@ def test_aimd_averages_only_requests_dispatched_after_its_cut():
 
 def test_aimd_counts_on_target_requests_from_before_a_cut_towards_growth_never_a_cut():
     controller = make("aimd", initial=100, cap=200, ewma_alpha=1.0, increase_every=8, cooldown_s=2.0)
-    controller.observe(0.25, 0.05, 1.0, started_s=0.0)  # TPOT 1.25x target: 100 x 0.8
-    assert controller.window == 80
+    controller.observe(0.25, 0.05, 1.0, started_s=0.0)  # TPOT 1.25x target: 100 x 0.8 x 0.04 / 0.05
+    assert controller.window == 64
     for k in range(8):  # dispatched before the cut, on target: the larger window was fine
         controller.observe(*GOOD, 3.0 + 0.1 * k, started_s=0.5)
-    assert controller.window == 81
+    assert controller.window == 65
     for k in range(8):
         controller.observe(*GOOD, 4.0 + 0.1 * k, started_s=0.5, demand_waiting=True)
-    assert controller.window == 89
+    assert controller.window == 73
     controller.observe(*BAD_TPOT, 5.0, started_s=0.5)  # slow, but it measured the window that was cut
-    assert controller.window == 89
+    assert controller.window == 73
 
 
 def test_aimd_does_not_increase_during_cooldown():
@@ -341,7 +349,7 @@ def test_aimd_ttft_only_and_tpot_only_observations_share_one_decision():
 @pytest.mark.parametrize(
     "tuning",
     [{"beta": 0.0}, {"beta": 1.0}, {"ttft_beta": 0.0}, {"ttft_beta": 1.0}, {"queued_increase_below": -0.1},
-     {"queued_increase_below": 1.1}, {"increase_every": 0}, {"ewma_alpha": 0.0}, {"ewma_alpha": 1.1}, {"cooldown_s": -1}],
+     {"queued_increase_below": 1.1}, {"tpot_setpoint": 0.0}, {"tpot_setpoint": 1.1}, {"increase_every": 0}, {"ewma_alpha": 0.0}, {"ewma_alpha": 1.1}, {"cooldown_s": -1}],
 )
 def test_aimd_invalid_tuning(tuning):
     with pytest.raises(ValueError):
@@ -380,7 +388,11 @@ def fake_replica_latency(window: int, rng: random.Random) -> tuple[float, float]
 
 
 def simulate(name: str, *, initial: int = 4, lag_ticks: int = 3, seed: int = 7, **tuning) -> SimResult:
-    """One observation per 0.1 s tick, reflecting the window in force `lag_ticks` ago."""
+    """One observation per 0.1 s tick, reflecting the window in force `lag_ticks` ago. aimd holds TPOT at
+    its target here unless told otherwise: each sample is the batch's mean with no spread across requests,
+    which is what the default set-point's margin is for."""
+    if name == "aimd":
+        tuning.setdefault("tpot_setpoint", 1.0)
     rng = random.Random(seed)
     controller = create_window_controller(tuned(name, **tuning), initial, 64, TTFT_TARGET_S, TPOT_TARGET_S)
     windows_in_force = collections.deque([controller.window] * lag_ticks, maxlen=lag_ticks)
@@ -411,6 +423,14 @@ def test_simulation_aimd_settles_just_past_the_knee_at_full_utilization():
     assert (result.min_window, result.max_window) == (17, 19)
     assert result.utilization == 1.0
     assert result.over_target_fraction == pytest.approx(0.177, abs=0.002)
+
+
+def test_simulation_a_tpot_setpoint_holds_the_batch_where_tpot_stays_under_it():
+    """Past capacity the toy's TPOT grows 10% per request: 0.8 x the target (0.032 s) is crossed at 17."""
+    result = simulate("aimd", tpot_setpoint=0.8)
+    assert (result.min_window, result.max_window) == (16, 18)
+    at_target = simulate("aimd")
+    assert result.over_target_fraction < at_target.over_target_fraction
 
 
 def test_simulation_halving_on_ttft_keeps_it_on_target_at_the_cost_of_a_fifth_of_the_throughput():

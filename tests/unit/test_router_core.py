@@ -37,18 +37,36 @@ def test_requests_queue_until_a_replica_is_known_then_dispatch_in_priority_order
     assert [d.request_id for d in core.take_dispatches(0.3)] == ["i1", "b1"]
 
 
+def dispatch_one_at_a_time(core: RouterCore, times: list[float]) -> list[str]:
+    order = []
+    for now in times:
+        dispatched = core.take_dispatches(now)
+        assert len(dispatched) == 1
+        order.append(dispatched[0].request_id)
+        core.finish(dispatched[0].request_id, now + 0.01, ok=True)
+    return order
+
+
 def test_fifo_within_a_class_and_strict_priority_between_classes():
-    core = make_core(initial_window=1, headroom_fraction=0.0)
+    core = make_core(initial_window=1, headroom_fraction=0.0, newest_first_after=None)
     core.set_replicas({"r1": 10})
     for i, (rid, cls) in enumerate([("b1", "batch"), ("b2", "batch"), ("i1", "interactive"), ("i2", "interactive")]):
         assert admit(core, rid, cls, float(i) * 0.01) is None
-    order = []
-    for step in range(4):
-        dispatched = core.take_dispatches(1.0 + step)
-        assert len(dispatched) == 1
-        order.append(dispatched[0].request_id)
-        core.finish(dispatched[0].request_id, 1.5 + step, ok=True)
-    assert order == ["i1", "i2", "b1", "b2"]
+    assert dispatch_one_at_a_time(core, [1.0, 2.0, 3.0, 4.0]) == ["i1", "i2", "b1", "b2"]
+
+
+def test_a_class_turns_newest_first_once_its_oldest_is_past_its_ttft_target():
+    core = make_core(initial_window=1, headroom_fraction=0.0, initial_service_rate_rps=10.0)
+    core.set_replicas({"r1": 10})
+    for i in range(4):
+        assert admit(core, f"i{i}", "interactive", float(i) * 0.1) is None
+    # At 0.45 s the oldest waited 0.45 s of its 0.5 s target: oldest first. At 1.0 s i1 waited 0.9 s and can
+    # no longer make it; i3 (0.7 s) cannot either but is the best bet left, then i2 and i1.
+    assert dispatch_one_at_a_time(core, [0.45, 1.0, 1.01, 1.02]) == ["i0", "i3", "i2", "i1"]
+    # The batch class's 30 s target is far: its order stays oldest first.
+    for i in range(3):
+        admit(core, f"b{i}", "batch", 2.0 + i)
+    assert dispatch_one_at_a_time(core, [10.0, 10.1, 10.2]) == ["b0", "b1", "b2"]
 
 
 def test_top_class_starts_in_reserved_headroom_when_windows_are_full():

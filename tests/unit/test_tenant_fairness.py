@@ -110,7 +110,7 @@ def test_a_full_queue_sheds_the_newest_of_the_tenant_most_over_its_share():
         queue.push(f"h{i}", "low", float(i), 1, tenant="heavy")
     for i in range(3):
         queue.push(f"l{i}", "low", 7.0 + i, 1, tenant="light")  # the newest arrivals overall
-    assert queue.newest_below("high").request_id == "h6"
+    assert queue.last_below("high", 9.0).request_id == "h6"
 
 
 def test_shedding_compares_shares_by_weight():
@@ -119,7 +119,7 @@ def test_shedding_compares_shares_by_weight():
         queue.push(f"g{i}", "low", 0.0, 1, tenant="gold", weight=4.0)  # 4 queued at weight 4: 1 round
     for i in range(2):
         queue.push(f"b{i}", "low", 0.0, 1, tenant="bronze", weight=1.0)  # 2 queued at weight 1: 2 rounds
-    assert queue.newest_below("high").request_id == "b1"
+    assert queue.last_below("high", 0.0).request_id == "b1"
 
 
 def test_ahead_of_counts_what_fair_shares_serve_first():
@@ -193,3 +193,70 @@ def test_simulated_light_tenant_is_served_nearly_as_much_as_alone():
     assert result["alone"].served > 30  # it measured something
     assert result["light_served_vs_alone"] >= 0.9
     assert result["light_served_vs_alone_one_fifo"] < 0.8  # what the issue was: one FIFO per class
+
+
+# --- adaptive LIFO: newest first once a tenant's oldest is past its class's TTFT target ------------------
+
+def make_lifo_queue(max_size: int = 1000) -> PriorityRequestQueue:
+    return PriorityRequestQueue(CLASSES, max_size=max_size, newest_first_after=1.0)
+
+
+def test_a_tenant_serves_oldest_first_until_its_oldest_is_past_the_ttft_target_then_newest_first():
+    queue = make_lifo_queue()
+    for i in range(5):
+        queue.push(f"r{i}", "high", 0.1 * i, 1)
+    assert queue.pop_next(0.5).request_id == "r0"  # waited exactly the 0.5 s target: still oldest first
+    assert queue.pop_next(0.61).request_id == "r4"  # r1 waited 0.51 s: it will miss; r4 (0.21 s) can still make it
+    assert queue.pop_next(0.61).request_id == "r3"
+    assert queue.pop_next(0.65).request_id == "r2"  # r1 was still late
+    queue.push("r5", "high", 0.7, 1)
+    assert [queue.pop_next(0.7).request_id for _ in range(2)] == ["r5", "r1"]
+    assert queue.pop_next(0.7) is None
+
+
+def test_newest_first_keeps_each_tenants_fair_share():
+    queue = make_lifo_queue()
+    for i in range(60):
+        queue.push(f"g{i}", "low", 0.0, 1, tenant="gold", weight=2.0)
+        queue.push(f"b{i}", "low", 0.0, 1, tenant="bronze", weight=1.0)
+    popped = [queue.pop_next(20.0) for _ in range(30)]  # all waited 20 s of a 10 s target: newest first
+    for window in range(0, 30, 3):  # 2:1 over every window of three, as oldest first
+        assert sorted(e.tenant for e in popped[window:window + 3]) == ["bronze", "gold", "gold"]
+    assert [e.request_id for e in popped if e.tenant == "bronze"][:3] == ["b59", "b58", "b57"]
+
+
+def test_a_late_tenant_does_not_change_the_order_of_one_on_time():
+    queue = make_lifo_queue()
+    for i in range(3):
+        queue.push(f"late{i}", "high", 0.0, 1, tenant="late")
+    for i in range(3):
+        queue.push(f"fresh{i}", "high", 0.9, 1, tenant="fresh")
+    assert [queue.pop_next(1.0).request_id for _ in range(6)] == [
+        "late2", "fresh0", "late1", "fresh1", "late0", "fresh2"]
+
+
+def test_a_full_queue_sheds_what_newest_first_would_serve_last_the_oldest():
+    queue = make_lifo_queue(max_size=10)
+    for i in range(7):
+        queue.push(f"h{i}", "low", float(i), 1, tenant="heavy")
+    assert queue.last_below("high", 9.0).request_id == "h6"  # h0 waited 9 s of 10: oldest first, shed the newest
+    assert queue.last_below("high", 10.5).request_id == "h0"  # h0 is late: newest first, shed the oldest
+
+
+def test_a_request_removed_unserved_gives_up_its_tenants_last_turn_not_a_credit():
+    queue = make_queue()
+    for i in range(3):
+        queue.push(f"a{i}", "low", 0.0, 1, tenant="a")
+        queue.push(f"b{i}", "low", 0.0, 1, tenant="b")
+    queue.remove("a0")  # a's two requests left keep its first two turns
+    assert [queue.pop_next(0.0).request_id for _ in range(4)] == ["b0", "a1", "b1", "a2"]  # ties: push order
+    queue.push("a3", "low", 0.0, 1, tenant="a")  # after its third turn: no credit for the removal
+    assert [queue.pop_next(0.0).request_id for _ in range(2)] == ["b2", "a3"]
+
+
+def test_newest_first_does_not_change_what_expires():
+    queue = make_lifo_queue()
+    for i in range(4):
+        queue.push(f"r{i}", "high", float(i), 1)
+    assert [e.request_id for e in queue.expired(6.5)] == ["r0", "r1"]  # the 5 s deadline, oldest first
+    assert queue.pop_next(6.5).request_id == "r3"
