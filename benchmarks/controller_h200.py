@@ -20,7 +20,9 @@ of requests: the part's open-loop Poisson rate; then, on each engine of the part
 (2-4k) arriving among long decodes, on each engine of CHUNKED_PREFILL_BUDGETS and the long-form plan's
 budget: the prompts' TTFT p99 and the decodes' TPOT p99. `fp8-kv`: on ours-fp16 and ours-fp8, capacity
 and goodput of the mixed workload at preset-mixed's rate (with the router's windows every 2 s),
-predicted vs allocated KV from /v1/controller/status. `summarize` also reads vLLM's KV allocation from
+predicted vs allocated KV from /v1/controller/status. `sustained`: on vllm-8192 (vLLM's defaults, as its
+rows) and on ours-fp16, the mixed workload at --sustained-loads x preset-mixed's rate for --sustained-s of
+arrivals (a request lives ~20 s: a 30-45 s run is mostly the ramp to the load). `summarize` also reads vLLM's KV allocation from
 every engine's log (each `vllm-<B>` in FP16, our app's replicas in their dtype) against the controller's
 prediction for it.
 
@@ -68,7 +70,7 @@ from serve_app.policy.batch_controller import DeviceInfo
 
 PORT = 8000
 PRESET_PARTS = {f"preset-{name}": name for name in PRESETS}
-PARTS = (*PRESET_PARTS, "chunked-prefill", "fp8-kv")
+PARTS = (*PRESET_PARTS, "chunked-prefill", "fp8-kv", "sustained")
 CHUNKED_PRESET = "long-form"  # whose plan's budget the chunked-prefill part marks
 FP8_PRESET = bench.FP8_KV_PRESET
 OURS_ENGINES = {"ours-fp16": "auto", "ours-fp8": "fp8"}
@@ -109,6 +111,8 @@ def part_budgets(args: argparse.Namespace, part: str) -> list[int]:
         return bench.sweep_budgets(plans(args, PRESET_PARTS[part]), args.extra_budgets)
     if part == "chunked-prefill":
         return sorted({*bench.CHUNKED_PREFILL_BUDGETS, chunked_controller_budget(args)})
+    if part == "sustained":  # vLLM's defaults' engine (and ours-fp16)
+        return [bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS]
     return []
 
 
@@ -130,7 +134,9 @@ def show_plan(args: argparse.Namespace) -> dict:
              "engines": {f"vllm-{b}": {"max_num_batched_tokens": b,
                                        "max_num_seqs": bench.engine_max_num_seqs(b, all_plans(args)),
                                        "parts": [p for p in PARTS if b in part_budgets(args, p)]} for b in engines}}
-    shown["engines"].update({name: {"kv_cache_dtype": dtype, "parts": ["fp8-kv"]} for name, dtype in OURS_ENGINES.items()})
+    shown["engines"].update({name: {"kv_cache_dtype": dtype,
+                                    "parts": ["fp8-kv", "sustained"] if name == "ours-fp16" else ["fp8-kv"]}
+                             for name, dtype in OURS_ENGINES.items()})
     return shown
 
 
@@ -362,9 +368,47 @@ def measure_fp8(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -
         save_part(args, part)
 
 
+def measure_sustained(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -> None:
+    if args.engine == "ours-fp16":
+        who = "ours-fp16"
+    elif args.engine not in OURS_ENGINES and engine_budget(args.engine) == bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS:
+        who = "vllm-defaults"
+    else:
+        raise SystemExit(f"sustained is measured on vllm-{bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS} and ours-fp16")
+    wl = workload(args, FP8_PRESET)
+    window_s = part.setdefault("window_s", args.sustained_s)
+    if "rates_rps" not in part:
+        base = args.rate or read_part(args, f"preset-{FP8_PRESET}").get("rate_rps")
+        if base is None:
+            raise SystemExit(f"sustained: measure preset-{FP8_PRESET} first (its rate), or give --rate")
+        part["rates_rps"] = [round(base * load, 4) for load in args.sustained_loads]
+    runs = part.setdefault("runs", {}).setdefault(who, {})
+    ours = who != "vllm-defaults"
+    for rate in part["rates_rps"]:
+        key = f"{rate:g}"
+        if key in runs:
+            continue
+        if not clock.step_fits():
+            log("sustained: time budget used; measure again to go on")
+            return
+        since = time.monotonic()
+        # As preset-mixed's rows are sent and judged (client cap, latency from the scheduled arrival, seed 1).
+        spec = wl.spec(GammaArrivals(rate), duration_s=window_s, max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=1)
+        run = load(args, f"sustained_{who}_{key}", {"run": spec}, bench_runs.slo_timeout_s(wl), latency_from_arrival=True,
+                   slos=bench_runs.preset_slos(wl), sample_router_windows=ours)["run"]
+        runs[key] = {"rate_rps": rate, **bench_runs.figures(run, wl),
+                     **({"router_timeline": run["router_timeline"]} if ours else {})}
+        log(f"sustained: {who} at {rate:g} req/s met the SLO for {runs[key]['slo_attainment']:.0%}")
+        save_part(args, part)
+        clock.done(since)
+
+
 def part_arrival_window_s(args: argparse.Namespace, name: str) -> float:
     """A part's open-loop arrival window when it starts: a preset's (fp8-kv's is the mixed preset's) is at
-    least twice its TTFT SLO (`bench.arrival_window_s`); chunked-prefill's is --window-s."""
+    least twice its TTFT SLO (`bench.arrival_window_s`); chunked-prefill's is --window-s; sustained's
+    --sustained-s."""
+    if name == "sustained":
+        return args.sustained_s
     preset = FP8_PRESET if name == "fp8-kv" else PRESET_PARTS.get(name)
     return bench.arrival_window_s(args.window_s, get_preset(preset).ttft_s) if preset else args.window_s
 
@@ -389,6 +433,8 @@ def measure(args: argparse.Namespace) -> None:
             if args.engine not in OURS_ENGINES:
                 raise SystemExit("fp8-kv is measured on ours-fp16 and ours-fp8")
             measure_fp8(args, part, clock)
+        elif name == "sustained":
+            measure_sustained(args, part, clock)
         elif args.engine in OURS_ENGINES:
             raise SystemExit(f"{name} is measured on vllm-<budget> engines")
         elif engine_budget(args.engine) in part_budgets(args, name):
@@ -432,10 +478,10 @@ def saved_runs(out: Path) -> dict[str, dict]:
 
 
 def raw_run_slo(args: argparse.Namespace, name: str) -> Slo | None:
-    """The SLO a saved run is judged by: its preset's (fp8-kv's is the mixed preset's); chunked-prefill's
-    runs have none."""
+    """The SLO a saved run is judged by: its preset's (fp8-kv's and sustained's are the mixed preset's);
+    chunked-prefill's runs have none."""
     part = name.split("_", 1)[0]
-    preset = FP8_PRESET if part == "fp8-kv" else PRESET_PARTS.get(part)
+    preset = FP8_PRESET if part in ("fp8-kv", "sustained") else PRESET_PARTS.get(part)
     return workload(args, preset).slo if preset else None
 
 
@@ -448,7 +494,7 @@ def summarize(args: argparse.Namespace) -> dict:
     commands = list(dict.fromkeys([*(c for p in parts.values() for c in p.get("commands", [])), *engines]))
     gpu = next((p["gpu"] for p in parts.values()), "unknown")
     result = bench.summary(presets, parts.get("fp8-kv"), parts.get("chunked-prefill"), commands, gpu,
-                           kv_checks(args, parts.get("fp8-kv")))
+                           kv_checks(args, parts.get("fp8-kv")), parts.get("sustained"))
     result["plots"] = [preset_pareto(name, part, args.out).name for name, part in presets.items()]
     if "chunked-prefill" in parts:
         result["plots"].append(chunked_prefill(parts["chunked-prefill"], args.out).name)
@@ -502,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
                         "rate where they begin to miss the SLO (from --load x the closed-loop rate; 0: that figure "
                         "alone); the probe at the rate chosen is vLLM's defaults' row")
     parser.add_argument("--window-s", type=float, default=45, help="each open-loop run's arrival window")
+    parser.add_argument("--sustained-s", type=float, default=120, help="sustained: each run's arrival window")
+    parser.add_argument("--sustained-loads", type=lambda text: [float(v) for v in text.split(",") if v],
+                        default=[1.0, 1.12], help="sustained: offered rates as multiples of preset-mixed's")
     parser.add_argument("--decode-rate", type=float, default=4.0, help="chunked-prefill: decodes per second")
     parser.add_argument("--decode-len", type=int, default=1024, help="chunked-prefill: each decode's output tokens")
     parser.add_argument("--long-prompt-rate", type=float, default=1.0, help="chunked-prefill: long prompts per second")

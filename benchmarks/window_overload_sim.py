@@ -5,7 +5,9 @@ step, the KV cache of a synthetic Llama-3-8B AWQ on an H200 at an 8,192 context)
 workload and SLO. Per offered rate, three scenarios: a fresh app (30 s of Poisson arrivals), the same arrivals
 80 s after a burst of 1,024 requests (what the closed-loop capacity run does to the window before the
 open-loop run of `controller_h200.py`'s fp8-kv part), and a fresh app under 120 s of arrivals (a sustained
-overload: a request lives ~25 s, so 30 s show mostly the ramp to it). Each request is sent once straight into
+overload: a request lives ~25 s, so 30 s show mostly the ramp to it), the last also with the router's
+admission control on and the default class's 10 s queue deadline (the JSON and the table split the unserved
+into refused at once and refused after waiting). Each request is sent once straight into
 the engine (vLLM alone), once through our `RouterCore`, and once through it as it was before adaptive LIFO
 and the TPOT set-point (oldest first, TPOT average held at the target); the requests of the open-loop window
 are judged by the preset's SLO, split by which target they missed. Prints a table; writes JSON + PNG to
@@ -33,10 +35,11 @@ from autoscaling.simulator.step_model import StepModel
 H200_LLAMA3_8B_KV_BLOCKS = 975_232 // 16
 
 
-SCENARIOS = {  # name: (burst, judged window s)
-    "fresh": (0, 30.0),
-    "after_burst": (None, 30.0),  # None: --burst
-    "sustained": (0, 120.0),
+SCENARIOS = {  # name: (burst, judged window s, queue deadline with admission on)
+    "fresh": (0, 30.0, None),
+    "after_burst": (None, 30.0, None),  # None: --burst
+    "sustained": (0, 120.0, None),
+    "sustained_admission": (0, 120.0, 10.0),  # the default class's deadline
 }
 ROUTERS = {"engine_alone": "vLLM alone", "our_router": "our router",
            "our_router_before": "our router before (oldest first, TPOT at target)"}
@@ -49,7 +52,8 @@ def plot(results: list[dict], timeline: list[dict], timeline_rate: float, path: 
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     titles = {"fresh": "fresh app, 30 s", "after_burst": "after a burst, 30 s", "sustained": "fresh app, 120 s"}
-    for ax, scenario in zip(axes.flat, SCENARIOS):
+    scenarios = list(titles)  # with admission on: in the JSON and the printed table
+    for ax, scenario in zip(axes.flat, scenarios):
         rows = [r for r in results if r["scenario"] == scenario]
         for who, style in (("engine_alone", dict(color="tab:gray", linewidth=5.0, alpha=0.6)),
                            ("our_router_before", dict(color="tab:orange", linewidth=1.5, linestyle="--")),
@@ -87,11 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     model = StepModel.load(PROFILE)
     engine = EngineConfig(max_num_seqs=1024, max_num_batched_tokens=8192, num_kv_blocks=H200_LLAMA3_8B_KV_BLOCKS)
     results, timeline = [], []
-    print(f"{'scenario':>12} {'req/s':>6} {'vLLM alone':>11} {'ours before':>12} {'our router':>11}  "
+    print(f"{'scenario':>19} {'req/s':>6} {'vLLM alone':>11} {'ours before':>12} {'our router':>11}  "
           f"ours missed TTFT / TPOT / both")
-    for name, (burst, window_s) in SCENARIOS.items():
+    for name, (burst, window_s, deadline_s) in SCENARIOS.items():
         for rate in (float(r) for r in args.rates.split(",")):
-            scenario = Scenario(rate, args.burst if burst is None else burst, window_s=window_s)
+            scenario = Scenario(rate, args.burst if burst is None else burst, window_s=window_s,
+                                queue_deadline_s=deadline_s)
             alone = engine_alone(scenario, model, engine)
             ours, ours_timeline = behind_our_router(scenario, model, engine, args.window_tuning)
             before, _ = behind_our_router(scenario, model, engine, args.window_tuning, BEFORE_LIFO_AND_SETPOINT)
@@ -99,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
                 timeline = ours_timeline
             results.append({"scenario": name, "rate_rps": rate, "burst": scenario.burst, "window_s": window_s,
                             "engine_alone": alone, "our_router": ours, "our_router_before": before})
-            print(f"{name:>12} {rate:>6g} {alone['met']:>11.3f} {before['met']:>12.3f} {ours['met']:>11.3f}  "
-                  f"{ours['ttft_only']:.3f} / {ours['tpot_only']:.3f} / {ours['both']:.3f}", flush=True)
+            refused = "".join(f"; refused at once / after waiting: {who} {r['refused_at_once']:.3f} / "
+                              f"{r['refused_after_waiting']:.3f}" for who, r in (("before", before), ("ours", ours))
+                              if "refused_at_once" in r)
+            print(f"{name:>19} {rate:>6g} {alone['met']:>11.3f} {before['met']:>12.3f} {ours['met']:>11.3f}  "
+                  f"{ours['ttft_only']:.3f} / {ours['tpot_only']:.3f} / {ours['both']:.3f}{refused}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "benchmarks/window_overload_sim.py", *(argv if argv is not None else sys.argv[1:])])
     (args.out / "window_overload.json").write_text(json.dumps(

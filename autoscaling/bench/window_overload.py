@@ -30,7 +30,9 @@ QUEUE_DEADLINE_S = 600.0
 @dataclass(frozen=True)
 class Scenario:
     """`burst` requests at t = 0 (a closed-loop run's worth of clients at once; 0: a fresh app), then
-    `window_s` of Poisson arrivals at `rate_rps` from `gap_s`; only these are judged."""
+    `window_s` of Poisson arrivals at `rate_rps` from `gap_s`; only these are judged. `queue_deadline_s`:
+    the class's queue deadline with the router's admission control on (None: off, and a deadline no run
+    reaches, so that the window, not refusals, decides who waits)."""
 
     rate_rps: float
     burst: int = 0
@@ -39,6 +41,7 @@ class Scenario:
     preset: str = "mixed"
     max_model_len: int = 8192
     seed: int = 1
+    queue_deadline_s: float | None = None
 
     @property
     def judged_from_s(self) -> float:
@@ -95,20 +98,29 @@ def behind_our_router(scenario: Scenario, model: StepModel, engine: EngineConfig
                       router: Mapping[str, Any] | None = None) -> tuple[dict[str, float], list[dict]]:
     """The same requests through `RouterCore` (one class with the preset's SLO) to the same engine; the
     outcome shares and the timeline, each sample with the replica's window and cap. `router`: settings
-    of the router's own (e.g. BEFORE_LIFO_AND_SETPOINT) under `window_tuning`'s knobs."""
+    of the router's own (e.g. BEFORE_LIFO_AND_SETPOINT) under `window_tuning`'s knobs. With admission on
+    (`scenario.queue_deadline_s`) the shares also split the unserved: refused at once (429) or after
+    waiting in the queue (503)."""
     preset = preset_workload(scenario.preset, scenario.max_model_len).preset
-    classes = PriorityClasses([PriorityClass(preset.name, 0, preset.ttft_s, preset.tpot_s, QUEUE_DEADLINE_S)])
+    admission = scenario.queue_deadline_s is not None
+    classes = PriorityClasses([PriorityClass(preset.name, 0, preset.ttft_s, preset.tpot_s,
+                                             scenario.queue_deadline_s if admission else QUEUE_DEADLINE_S)])
     settings = dict(router or {})
     settings["window_tuning"] = {**settings.get("window_tuning", {}), **(window_tuning or {})}
-    # Admission off (its warm-up never ends): a refusal at the door would hide what the window does.
-    policy = RouterPolicy(**settings, admission_warmup_completions=10**9)
+    if not admission:  # its warm-up never ends
+        settings["admission_warmup_completions"] = 10**9
+    policy = RouterPolicy(**settings)
     config = ClusterConfig(classes, engine=engine, router=policy, engine_priority=False, timeline_period_s=2.0)
     cluster = _WindowSampling(config, model)
     result = cluster.run(iter(scenario_requests(scenario)), until_s=scenario.judged_from_s + 3600)
+    outcomes = [o for o in result.outcomes if o.request.arrival_s >= scenario.judged_from_s]
     judged = [None if o.status != 200 else _latencies(o.request.arrival_s, o.first_token_s, o.finish_s,
-                                                       o.request.output_len)
-              for o in result.outcomes if o.request.arrival_s >= scenario.judged_from_s]
-    return by_outcome(judged, preset.ttft_s, preset.tpot_s), result.timeline
+                                                       o.request.output_len) for o in outcomes]
+    shares = by_outcome(judged, preset.ttft_s, preset.tpot_s)
+    if admission and outcomes:
+        shares["refused_at_once"] = sum(o.status == 429 for o in outcomes) / len(outcomes)
+        shares["refused_after_waiting"] = sum(o.status == 503 for o in outcomes) / len(outcomes)
+    return shares, result.timeline
 
 
 class _WindowSampling(Cluster):

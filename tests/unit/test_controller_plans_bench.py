@@ -506,10 +506,18 @@ def test_summarize_writes_the_fp8_kv_section_and_the_router_timeline(tmp_path):
 
     (tmp_path / "preset-mixed.json").write_text(json.dumps({"part": "preset-mixed", "gpu": "H200", **mixed_part()}))
     (tmp_path / "fp8-kv.json").write_text(json.dumps(fp8_kv_part()))
+    sustained_run = {"rate_rps": 30.0, "slo_attainment": 0.5}
+    (tmp_path / "sustained.json").write_text(json.dumps({"part": "sustained", "gpu": "H200", "window_s": 120,
+                                                         "rates_rps": [30.0], "runs": {"vllm-defaults": {
+                                                             "30": sustained_run}}}))
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, str(root / "benchmarks" / "controller_h200.py"), "summarize", "--out",
                     str(tmp_path)], check=True, cwd=root, capture_output=True)
-    assert json.loads((tmp_path / "summary.json").read_text())["plots"] == ["pareto_mixed.png", "router_timeline.png"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["plots"] == ["pareto_mixed.png", "router_timeline.png"]
+    assert summary["sustained"]["runs"]["vllm-defaults"]["30"] == sustained_run
+    sustained_goals = [g for g in summary["goals"] if g["name"].startswith("sustained")]
+    assert len(sustained_goals) == 1 and not sustained_goals[0]["met"]  # our app's run is missing
     assert (tmp_path / "router_timeline.png").stat().st_size > 0
     assert "| fp16 | vllm serve, vLLM's defaults (same rate) | 30.000 | 25.500 |" in \
         (tmp_path / "summary.md").read_text()
@@ -593,3 +601,20 @@ def test_only_runs_with_an_slo_are_split_and_the_split_shows_in_summary_md(tmp_p
     assert list(by_run) == ["preset-mixed_probe_1:run"]
     text = table({}, tmp_path, None, "mixed", by_run).read_text()
     assert "| preset-mixed_probe_1:run | 5 | 0.200 | 0.200 | 0.200 | 0.200 | 0.200 |" in text
+
+
+def test_sustained_goals_compare_our_app_with_vllms_defaults_rate_by_rate():
+    def row(rate: float, attained: float) -> dict:
+        return {"rate_rps": rate, "slo_attainment": attained}
+
+    part = {"window_s": 120, "rates_rps": [30.1, 33.7, 36.0], "runs": {
+        "vllm-defaults": {"30.1": row(30.1, 0.80), "33.7": row(33.7, 0.40), "36": row(36.0, 0.2)},
+        "ours-fp16": {"30.1": row(30.1, 0.70), "33.7": row(33.7, 0.60)}}}
+    goals = bench.sustained_goals(part)
+    assert [g["met"] for g in goals] == [False, True, False]
+    assert goals[0]["measured"] == pytest.approx(30.1 * 0.70, abs=1e-3)  # goodput: rate x attainment
+    assert "120 s of arrivals at 33.7 req/s" in goals[1]["name"]
+    assert "both measured" in goals[2]["name"]  # ours was not run at 36 req/s
+    summary = bench.summary({}, None, None, [], "H200", sustained=part)
+    assert [g["met"] for g in summary["goals"] if g["name"].startswith("sustained")] == [False, True, False]
+    assert summary["sustained"]["runs"] == part["runs"]

@@ -48,3 +48,16 @@ def test_under_a_sustained_overload_newest_first_and_the_tpot_setpoint_beat_the_
     assert alone["met"] < 0.3 and before["met"] < 0.3
     assert ours["met"] > 0.5
     assert ours["met"] > 2 * alone["met"]
+
+
+def test_with_admission_on_the_unserved_split_into_refused_at_once_and_after_waiting():
+    model = StepModel.load(PROFILE)
+    scenario = Scenario(14.0, window_s=60.0, queue_deadline_s=10.0)
+    ours, _ = behind_our_router(scenario, model, ENGINE)
+    before, _ = behind_our_router(scenario, model, ENGINE, router=BEFORE_LIFO_AND_SETPOINT)
+    for shares in (ours, before):
+        assert shares["refused_at_once"] + shares["refused_after_waiting"] == pytest.approx(shares["not_served"])
+        assert sum(shares[k] for k in OUTCOMES) == pytest.approx(1.0)
+    assert before["refused_at_once"] > 0  # an overload: admission refused
+    assert ours["met"] > before["met"]
+    assert "refused_at_once" not in behind_our_router(Scenario(14.0, window_s=10.0), model, ENGINE)[0]
