@@ -32,6 +32,7 @@ from autoscaling.simulator.report import all_stats, series
 from autoscaling.simulator.step_model import StepModel
 from autoscaling.simulator.workload import ClassLoad, PiecewiseLinearArrivals, generate
 from serve_app.policy.priority_classes import PriorityClass, PriorityClasses
+from serve_app.policy.router_core import RouterPolicy
 
 CLASSES = PriorityClasses([PriorityClass("interactive", 0, ttft_slo_s=0.5, tpot_slo_s=0.1, queue_deadline_s=5.0),
                            PriorityClass("batch", 1, ttft_slo_s=30.0, tpot_slo_s=0.2, queue_deadline_s=60.0)])
@@ -67,7 +68,7 @@ def run_one(name: str, make, args, model: StepModel) -> dict:
                                        (3 * t + args.peak_s + args.tail_s, args.low_rps)))
     end_s = arrival.natural_duration_s()
     config = ClusterConfig(CLASSES, initial_replicas=args.initial_replicas, startup_delay_s=args.startup_delay_s,
-                           control_period_s=1.0, look_back_s=30.0, seed=args.seed)
+                           control_period_s=1.0, look_back_s=30.0, seed=args.seed, router=RouterPolicy(**args.router))
     started = time.perf_counter()
     result = Cluster(config, model, make()).run(generate(arrival, WORKLOAD, seed=args.seed), until_s=end_s + 600)
     wall_s = time.perf_counter() - started
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="simulate the policies in this many processes")
     parser.add_argument("--plot-only", action="store_true", help="re-plot the JSON in --out (no simulation)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--router", type=json.loads, default={},
+                        help='JSON: the router\'s settings (the config\'s `router:`), e.g. {"newest_first_after": null}')
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/simulated_autoscaling")
     args = parser.parse_args(argv)
     if args.plot_only:

@@ -14,6 +14,8 @@ are judged by the preset's SLO, split by which target they missed. Prints a tabl
 benchmarks/results/simulated_window_overload/.
 
     python benchmarks/window_overload_sim.py
+    python benchmarks/window_overload_sim.py --window-tuning '{"tpot_setpoint": 1.0}' --out DIR  # newest first alone
+    python benchmarks/window_overload_sim.py --router '{"newest_first_after": null}' --out DIR  # the set-point alone
 """
 from __future__ import annotations
 
@@ -86,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=1024, help="requests at t = 0 in the after-a-burst scenario")
     parser.add_argument("--timeline-rate", type=float, default=18.0, help="the sustained rate whose timeline is plotted")
     parser.add_argument("--window-tuning", type=json.loads, default={}, help="JSON: knobs of our router's window")
+    parser.add_argument("--router", type=json.loads, default={},
+                        help='JSON: our router\'s settings (e.g. {"newest_first_after": null}: oldest first)')
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/simulated_window_overload")
     args = parser.parse_args(argv)
     model = StepModel.load(PROFILE)
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             scenario = Scenario(rate, args.burst if burst is None else burst, window_s=window_s,
                                 queue_deadline_s=deadline_s)
             alone = engine_alone(scenario, model, engine)
-            ours, ours_timeline = behind_our_router(scenario, model, engine, args.window_tuning)
+            ours, ours_timeline = behind_our_router(scenario, model, engine, args.window_tuning, args.router)
             before, _ = behind_our_router(scenario, model, engine, args.window_tuning, BEFORE_LIFO_AND_SETPOINT)
             if name == "sustained" and rate == args.timeline_rate:
                 timeline = ours_timeline
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "benchmarks/window_overload_sim.py", *(argv if argv is not None else sys.argv[1:])])
     (args.out / "window_overload.json").write_text(json.dumps(
         {"commands": [command], "profile": str(PROFILE.relative_to(REPO)), "engine": vars(engine),
-         "window_tuning": args.window_tuning, "before": BEFORE_LIFO_AND_SETPOINT, "results": results,
+         "window_tuning": args.window_tuning, "router": args.router, "before": BEFORE_LIFO_AND_SETPOINT, "results": results,
          "timeline_rate_rps": args.timeline_rate, "timeline": timeline}, indent=1))
     plot(results, timeline, args.timeline_rate, args.out / "window_overload.png")
     print(f"wrote {args.out}/window_overload.json and .png")

@@ -17,8 +17,9 @@ misses that target whatever happens next, while the tenant's newest can still me
 there hands every later request the same late start, so under a sustained overload FIFO meets the SLO for
 almost nobody; newest first keeps serving requests within their target at the replicas' rate, and the old
 ones are served once the overload passes or refused at their class's queue deadline, as before. On the
-calibrated simulator (one replica, mixed preset, 120 s of open-loop overload at 1.3-2x what it serves within
-the SLO) this took the share of requests within the SLO from 4-13% to 28-42% (vLLM alone: 0.4-10%).
+calibrated simulator (benchmarks/window_overload_sim.py: one replica, mixed preset, 120 s of arrivals at
+14-22 req/s, over what it serves within the SLO) this alone took the share of requests within the SLO from
+41-4% to 53-29% (vLLM alone: 45-2%), and with the window's TPOT set-point to 75-41%.
 
 Cost is one request, not `cost_tokens`: the issue's goal is goodput in requests, and `cost_tokens` is an
 estimate that prices a request without `max_tokens` at the whole context, which would charge the tenants

@@ -139,8 +139,8 @@ class AIMDTuning(StrictModel):
     ewma_alpha: float = Field(0.3, gt=0, le=1, description="Weight of a new sample in the TTFT and TPOT EWMAs.")
     slow_start: bool = Field(True, description="+1 per on-target observation until the first cut, so a cold "
                              "replica reaches its knee in seconds.")
-    tpot_setpoint: float = Field(0.8, gt=0, le=1, description="The TPOT EWMA the window keeps the batch under, "
-                                 "as a share of the TPOT target. A request's TPOT varies around the batch's mean "
+    tpot_setpoint: float = Field(0.8, gt=0, le=1, description="The share of the TPOT target that the window "
+                                 "holds the TPOT EWMA under. A request's TPOT varies around the batch's mean "
                                  "(prefills interleave), so a mean held at the target misses it for about half "
                                  "of the requests.")
     queued_increase_below: float = Field(0.8, ge=0, le=1, description="While requests wait at the router for a "
