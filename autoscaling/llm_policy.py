@@ -108,19 +108,24 @@ def load_replicas(signals: Signals, settings: LLMPolicySettings) -> int:
 
     Admission control keeps ongoing requests and the queue at their caps, where they no longer grow
     with the load, so the load the router turns away has to be counted too. With the capacity
-    model's `target_rps_per_replica`, from the arrival rate: it falls as soon as the load does; while
-    it asks for fewer replicas than there are, in-flight and queued requests beyond that are the
-    backlog of a load that has passed, which drains or expires long before a new replica could start,
-    so they add replicas only one at a time (`pressure_reasons`). Without it, from the refused share:
+    model's `target_rps_per_replica`, from the arrival rate alone: it falls as soon as the load does,
+    and in-flight and queued requests beyond it are a backlog that drains or expires long before a
+    new replica could start, so they add replicas only one at a time (`pressure_reasons`). Counting
+    them in full while the arrivals rose sized by the routers' windows instead of the load: with
+    ~240 requests in flight per replica at the peak (a window full to the replica's SLO concurrency)
+    over `target_ongoing_requests` 72.66, the simulated 100 -> 3000 -> 100 req/s ramp ran to the
+    200-replica cap where the arrivals asked for 127, and the 73 more came up after the peak: 30.1
+    replica-hours against 20.9, the same requests within their SLO. Without `target_rps_per_replica`,
+    from the refused share:
     when the router refuses more than `refused_share_max` of the arrivals for capacity, the running
     replicas serve only the admitted share, so the demand needs running / admitted share replicas (at
     most `refusal_scale_max` x running per decision). That share lags a load drop (requests queued at
     the peak expire after it), which overshoots after a peak.
     """
-    by_ongoing = ongoing_replicas(signals, settings)
     by_arrivals = arrival_replicas(signals, settings)
     if by_arrivals is not None:
-        return by_arrivals if by_arrivals < signals.target_replicas else max(by_ongoing, by_arrivals)
+        return by_arrivals
+    by_ongoing = ongoing_replicas(signals, settings)
     share = refused_share(signals)
     if share <= settings.refused_share_max:
         return by_ongoing
@@ -144,9 +149,9 @@ def pressure_reasons(signals: Signals, settings: LLMPolicySettings) -> list[str]
     # With the arrival rate known, refusals while it asks for fewer replicas than there are come from
     # a load that has already passed (expiries lag their arrivals): no reason to add more.
     refusals_count = by_arrivals is None or by_arrivals >= signals.target_replicas
-    if by_arrivals is not None and not refusals_count:
-        # ... but in-flight requests beyond the replicas there are may also mean the capacity model
-        # overstated a replica (longer outputs than in the load test): one more at a time.
+    if by_arrivals is not None:
+        # In-flight requests beyond the replicas there are may mean the capacity model overstated a
+        # replica (longer outputs than in the load test), or a backlog: one more at a time.
         by_ongoing = ongoing_replicas(signals, settings)
         if by_ongoing > signals.target_replicas:
             reasons.append(f"in-flight requests need {by_ongoing} replicas (arrivals: {by_arrivals})")

@@ -197,10 +197,14 @@ def test_with_a_known_rate_per_replica_the_arrival_rate_sizes_the_deployment():
     assert load_replicas(at_window_cap(replicas=2, arrivals=10.0), RPS_SETTINGS) == 5
     out, _ = decisions(at_window_cap(replicas=2, arrivals=10.0), 10, settings=RPS_SETTINGS)
     assert out[4] == 2 and out[5] == 5  # after the upscale delay
-    # Ongoing requests still size it while the arrivals ask for at least the replicas there are.
+    # In-flight requests beyond the replicas there are (10 replicas' worth at 4 each) add one at a time:
+    # sized on them, the windows would size the deployment, not the load.
     busy = Signals(running_replicas=2, target_replicas=2, ongoing_requests={"r0": 20.0, "r1": 20.0},
                    arrival_rate_rps={"batch": 4.0})
-    assert load_replicas(busy, RPS_SETTINGS) == 10
+    assert load_replicas(busy, RPS_SETTINGS) == 2
+    out, state = decisions(busy, 10, settings=RPS_SETTINGS)
+    assert out[4] == 2 and out[5] == 3
+    assert any("in-flight requests need 10 replicas" in reason for reason in state.last_reasons)
 
 
 def test_a_backlog_after_a_load_drop_adds_one_replica_at_a_time_not_its_size():
