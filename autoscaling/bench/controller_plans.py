@@ -307,15 +307,21 @@ def _against_best_and_default(name: str, ours: Mapping[str, Any] | None, part: M
     best, default = best_row(part.get("rows") or []), _vllm_default_row(part)
     if ours is None or best is None or default is None:
         return [goal(f"{name}: its, the sweep's and vLLM's defaults' runs measured", False, True, False)]
-    ours_good, best_good, default_good = goodput(ours), goodput(best), goodput(default)
+    ours_good, best_good = goodput(ours), goodput(best)
     of_best = ours_good / best_good if best_good > 0 else None
-    floor = (1 - GOODPUT_NOISE) * default_good
     return [goal(f"{name}: goodput over the sweep's best (max_num_seqs {best['max_num_seqs']}, budget "
                  f"{best['max_num_batched_tokens']}: {best_good:.3f} req/s)", _rounded(of_best),
                  f">= {GOODPUT_OF_BEST_GOAL:g}", counted and of_best is not None and of_best >= GOODPUT_OF_BEST_GOAL),
-            goal(f"{name}: goodput (req/s) against vLLM's defaults' {default_good:.3f} (at most "
-                 f"{GOODPUT_NOISE:.0%} below: run-to-run noise)", _rounded(ours_good), f">= {floor:.3f}",
-                 counted and ours_good >= floor)]
+            _against_default(name, ours, default, counted)]
+
+
+def _against_default(name: str, ours: Mapping[str, Any], default: Mapping[str, Any], counted: bool = True) -> dict:
+    """Our run's goodput against vLLM's defaults' on the same requests, at most run-to-run noise below."""
+    ours_good, default_good = goodput(ours), goodput(default)
+    floor = (1 - GOODPUT_NOISE) * default_good
+    return goal(f"{name}: goodput (req/s) against vLLM's defaults' {default_good:.3f} (at most "
+                f"{GOODPUT_NOISE:.0%} below: run-to-run noise)", _rounded(ours_good), f">= {floor:.3f}",
+                counted and ours_good >= floor)
 
 
 def _is_adaptive(label: str) -> bool:
@@ -370,11 +376,7 @@ def sustained_goals(part: Mapping[str, Any]) -> list[dict]:
         if key not in vllm or key not in ours:
             goals.append(goal(f"{name} and vLLM's defaults both measured", False, True, False))
             continue
-        ours_good, default_good = goodput(ours[key]), goodput(vllm[key])
-        floor = (1 - GOODPUT_NOISE) * default_good
-        goals.append(goal(f"{name}: goodput (req/s) against vLLM's defaults' {default_good:.3f} (at most "
-                          f"{GOODPUT_NOISE:.0%} below: run-to-run noise)", _rounded(ours_good), f">= {floor:.3f}",
-                          ours_good >= floor))
+        goals.append(_against_default(name, ours[key], vllm[key]))
     return goals
 
 
