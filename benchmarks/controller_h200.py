@@ -377,6 +377,7 @@ def measure_sustained(args: argparse.Namespace, part: dict, clock: bench_runs.Cl
         raise SystemExit(f"sustained is measured on vllm-{bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS} and ours-fp16")
     wl = workload(args, FP8_PRESET)
     window_s = part.setdefault("window_s", args.sustained_s)
+    part.setdefault("client_cap", args.sustained_client_cap or None)
     if "rates_rps" not in part:
         base = args.rate or read_part(args, f"preset-{FP8_PRESET}").get("rate_rps")
         if base is None:
@@ -392,8 +393,10 @@ def measure_sustained(args: argparse.Namespace, part: dict, clock: bench_runs.Cl
             log("sustained: time budget used; measure again to go on")
             return
         since = time.monotonic()
-        # As preset-mixed's rows are sent and judged (client cap, latency from the scheduled arrival, seed 1).
-        spec = wl.spec(GammaArrivals(rate), duration_s=window_s, max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=1)
+        # As preset-mixed's rows are sent and judged (latency from the scheduled arrival, seed 1), but open
+        # loop by default: a client cap queues arrivals first come first served in the client once it binds,
+        # whatever order the server would serve them in (run5_sustained's 1,024 bound for ours from ~80 s on).
+        spec = wl.spec(GammaArrivals(rate), duration_s=window_s, max_concurrency=part["client_cap"], seed=1)
         run = load(args, f"sustained_{who}_{key}", {"run": spec}, bench_runs.slo_timeout_s(wl), latency_from_arrival=True,
                    slos=bench_runs.preset_slos(wl), sample_router_windows=ours)["run"]
         runs[key] = {"rate_rps": rate, **bench_runs.figures(run, wl),
@@ -549,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
                         "alone); the probe at the rate chosen is vLLM's defaults' row")
     parser.add_argument("--window-s", type=float, default=45, help="each open-loop run's arrival window")
     parser.add_argument("--sustained-s", type=float, default=120, help="sustained: each run's arrival window")
+    parser.add_argument("--sustained-client-cap", type=int, default=0,
+                        help="sustained: most requests the load driver keeps open (0: none, open loop; run5_sustained "
+                             f"ran with {bench.VLLM_DEFAULT_MAX_NUM_SEQS})")
     parser.add_argument("--sustained-loads", type=lambda text: [float(v) for v in text.split(",") if v],
                         default=[1.0, 1.12], help="sustained: offered rates as multiples of preset-mixed's")
     parser.add_argument("--decode-rate", type=float, default=4.0, help="chunked-prefill: decodes per second")

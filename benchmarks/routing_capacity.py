@@ -44,11 +44,15 @@ APP = "llmserve"
 BODY = {"model": "stand-in", "prompt": "routing capacity", "max_tokens": 4}
 
 
-def config(ingress_replicas: int, replicas: int, tracing: bool, throughput_mode: bool):
+def config(ingress_replicas: int, replicas: int, tracing: bool, throughput_mode: bool,
+           stream_writes_per_s: float | None = None):
+    """`stream_writes_per_s`: None keeps the config's default; 0 turns stream pacing off."""
+    pacing = {} if stream_writes_per_s is None else {"stream_writes_per_s": stream_writes_per_s or None}
     return parse_config({
         "replicas": {"num_replicas": replicas, "num_cpus": 0.01},
         "engine": {"batch_size_policy": "vllm_default"},
-        "http": {"ingress_replicas": ingress_replicas, "port": 8000, "ray_serve_throughput_optimized": throughput_mode},
+        "http": {"ingress_replicas": ingress_replicas, "port": 8000, "ray_serve_throughput_optimized": throughput_mode,
+                 **pacing},
         "telemetry": {"tracing_exporter": "memory" if tracing else "none", "metrics": False},
         # Admission measures the path: nothing is refused for a predicted wait in a closed loop.
         "priority_classes": [{"name": "bench", "ttft_slo_s": 30, "tpot_slo_s": 1, "queue_deadline_s": 300}],
@@ -243,9 +247,10 @@ def plot(report: dict, path: Path) -> None:
     left.set_xlabel("ms (p50)")
     left.set_title(f"first event, client p50 {report['overhead']['client_first_event']['p50_ms']} ms")
     runs = report["capacity"]
-    right.bar([f"{r['ingress_replicas']} ingress" for r in runs], [r["requests_per_s"] for r in runs])
-    right.set_ylabel("requests/s")
-    right.set_title(f"closed loop, {runs[0]['concurrency']} clients, stand-in engine")
+    if runs:
+        right.bar([f"{r['ingress_replicas']} ingress" for r in runs], [r["requests_per_s"] for r in runs])
+        right.set_ylabel("requests/s")
+        right.set_title(f"closed loop, {runs[0]['concurrency']} clients, stand-in engine")
     fig.tight_layout()
     fig.savefig(path)
 
@@ -257,7 +262,10 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--replicas", type=int, default=2, help="stand-in replicas")
-    parser.add_argument("--ingress", type=int, nargs="+", default=[1, 2], help="ingress replica counts to measure")
+    parser.add_argument("--ingress", type=int, nargs="*", default=[1, 2],
+                        help="ingress replica counts to measure capacity with (none: skip)")
+    parser.add_argument("--stream-writes-per-s", type=float, default=None,
+                        help="under the token load: http.stream_writes_per_s (0: pacing off; default: the config's)")
     parser.add_argument("--background-streams", type=int, default=0,
                         help="breakdown again while this many clients keep streaming (0: skip)")
     parser.add_argument("--background-tokens", type=int, default=256, help="events per background stream")
@@ -283,7 +291,8 @@ def main() -> int:
     print(json.dumps({"overhead": report["overhead"], "breakdown": report["breakdown"]}, indent=2), flush=True)
     if args.background_streams:
         serve.delete(APP)
-        url = deploy(config(1, args.replicas, tracing=True, throughput_mode=mode), args.token_interval_s)
+        url = deploy(config(1, args.replicas, tracing=True, throughput_mode=mode,
+                            stream_writes_per_s=args.stream_writes_per_s), args.token_interval_s)
         probe_ids: list[str] = []
         loaded = asyncio.run(overhead_under_streams(url, args.requests, args.background_streams,
                                                     args.background_tokens, probe_ids,

@@ -235,6 +235,19 @@ class HttpSettings(StrictModel):
         "unless `direct_ingress_port` is set. With a stand-in engine on 2 CPU cores it cut the client's "
         "time to first token from 17 to 12 ms (benchmarks/routing_capacity.py).",
     )
+    stream_writes_per_s: float | None = Field(
+        2000.0, gt=0, description="Each ingress replica's budget of streamed writes per second, shared out over "
+        "the streams sending: a stream whose tokens come faster than its share (`streams / budget` seconds "
+        "apart) gets them in fewer, larger writes; one slower is never held, nor a first token or a stream's "
+        "end. Every write is a Ray Serve message to the HTTP proxy, and past a few thousand a second the "
+        "ingress's event loop falls behind and every new request's first token waits (100-400 ms lags at "
+        "~7,300 tokens/s on one H200: benchmarks/results/controller_h200). Empty: off (each class's "
+        "`stream_coalesce_s` alone).",
+    )
+    stream_hold_max_tpots: float = Field(
+        4.0, ge=0, description="Pacing (`stream_writes_per_s`) holds a stream's tokens at most this many of its "
+        "class's TPOT targets between two writes.",
+    )
     direct_ingress_port: int | None = Field(
         None, gt=0, lt=65436, description="Ray Serve direct ingress: each ingress replica serves HTTP itself, the "
         "first on this port and the next ones on the following ports, so Ray's Python HTTP proxy (still on `port`) "

@@ -33,6 +33,7 @@ from serve_app.http.response_parts import ResponseParts, event_stream
 from serve_app.openai_api import ApiError
 from serve_app.openapi_schema import CHAT_COMPLETION_SCHEMA, COMPLETION_SCHEMA, error_responses, generation_route
 from serve_app.policy.request_limits import RequestLimits
+from serve_app.policy.stream_pacing import StreamPacing
 from serve_app.telemetry import tracing
 from serve_app.telemetry.gc_pauses import prepare_process_for_serving
 from serve_app.telemetry.log_filters import install_prompt_flush, quiet_routine_calls
@@ -66,9 +67,12 @@ class Ingress:
             from serve_app.telemetry.metrics import RequestMetrics
             metrics = RequestMetrics()
         self._telemetry = RequestTelemetry(metrics)
-        self._responses = ResponseParts(self._inbox, self._dispatcher.submit, self._dispatcher.door,
-                                        {c.name: c.stream_coalesce_s for c in self._config.priority_classes},
-                                        self._telemetry.first_token)
+        http = self._config.http
+        self._responses = ResponseParts(
+            self._inbox, self._dispatcher.submit, self._dispatcher.door,
+            {c.name: c.stream_coalesce_s for c in self._config.priority_classes}, self._telemetry.first_token,
+            StreamPacing(http.stream_writes_per_s, http.stream_hold_max_tpots),
+            {c.name: c.tpot_slo_s for c in self._config.priority_classes})
         self._dispatcher.start()
         self._process = prepare_process_for_serving(self._config.process,
                                                     lambda: len(self._inbox) + self._dispatcher.in_flight)
@@ -175,11 +179,13 @@ class Ingress:
     async def router_stats(self):
         """This ingress replica's router: per class, queue depth, waits, admitted/refused/expired/served
         counts; per replica, window (this ingress's lease); recent TTFT as the replicas and as this
-        ingress replica measured it; this process's garbage-collector pauses and event-loop stalls."""
+        ingress replica measured it; this process's garbage-collector pauses and event-loop stalls; its streams
+        (sending, writes so far, each class's least time between two writes of a stream now: pacing)."""
         stats = self._dispatcher.stats()
         stats["ingress"] = {"replica": self._replica_id, "ttft_recent": self._telemetry.recent_ttft.summary(time.monotonic()),
                             "gc_pauses": self._process.gc_pauses.summary(), "gc_frozen_objects": gc.get_freeze_count(),
-                            "loop_stalls": self._process.loop_stalls()}
+                            "loop_stalls": self._process.loop_stalls(),
+                            "streams": self._responses.pacing_state()}
         return stats
 
     @http_app.get("/health", responses={503: {"description": "A request would not be served now; `error` says why.",

@@ -14,6 +14,7 @@ from serve_app.deployments.errors import ReplicaFailed
 from serve_app.generation import GenerationRequest, ResponsePart, RunSummary, merge_parts
 from serve_app.http.errors import describe_failure, refusal_error, stream_error_event
 from serve_app.policy.router_core import Refusal
+from serve_app.policy.stream_pacing import StreamPacing, next_write_wait_s
 from serve_app.telemetry.log_names import service_logger
 from serve_app.telemetry.tracing import RequestSpan
 
@@ -48,24 +49,69 @@ def _drain(queue: asyncio.Queue) -> list[ResponsePart]:
     return items
 
 
+async def _held(queue: asyncio.Queue, first: ResponsePart, wait_s: float) -> ResponsePart:
+    """`first` and the parts that follow it within `wait_s`, as one; returns early at a done part."""
+    held = [first]
+    try:
+        async with asyncio.timeout(wait_s):
+            while not held[-1].done:
+                held.append(await queue.get())
+    except TimeoutError:
+        pass
+    return merge_parts(*held)
+
+
 def _error_part(message: str) -> ResponsePart:
     return ResponsePart(b"", done=True, error=message)
 
 
 class ResponseParts:
     def __init__(self, inbox: Inbox, submit: Submit, door: LocalDoor, coalesce_s: Mapping[str, float],
-                 on_first_token: Callable[[RequestSpan, float], None]):
-        """`coalesce_s`: per class, how long a stream's events wait to go out together;
-        `on_first_token(span, ago_s)`: the first token reached this ingress `ago_s` ago."""
+                 on_first_token: Callable[[RequestSpan, float], None], pacing: StreamPacing = StreamPacing(None),
+                 tpot_slo_s: Mapping[str, float] | None = None):
+        """`coalesce_s`: per class, the least time between two writes of a stream whatever the load;
+        `pacing` (with each class's `tpot_slo_s`) spreads this ingress's writes per second over the
+        streams sending; `on_first_token(span, ago_s)`: the first token reached this ingress `ago_s` ago."""
         self._inbox = inbox
         self._submit = submit
         self._door = door
         self._coalesce_s = dict(coalesce_s)
+        self._tpot_slo_s = dict(tpot_slo_s or {})
+        self._pacing = pacing
         self._on_first_token = on_first_token
+        self.streaming = 0  # streamed responses past their first write and not ended
+        self.stream_writes = 0
+
+    def pacing_state(self) -> dict:
+        """Streams sending, writes so far, and each class's least time between two writes of a stream now."""
+        return {"sending": self.streaming, "writes": self.stream_writes,
+                "min_gap_s": {name: round(self._min_gap_s(name), 4) for name in self._coalesce_s}}
+
+    def _min_gap_s(self, class_name: str) -> float:
+        return self._pacing.min_gap_s(self.streaming, self._tpot_slo_s.get(class_name, 0.0),
+                                      self._coalesce_s.get(class_name, 0.0))
 
     async def parts(self, gen: GenerationRequest, span: RequestSpan, streamed: bool) -> AsyncIterator[ResponsePart]:
         """The response's parts as replicas deliver them; ends with a done or an error part."""
-        coalesce_s = self._coalesce_s.get(gen.priority_class, 0.0) if streamed else 0.0
+        counted = False
+        attempts = self._attempts(gen, span, streamed)
+        try:
+            async for part in attempts:
+                if streamed:
+                    self.stream_writes += 1
+                    if not counted:
+                        self.streaming += 1
+                        counted = True
+                yield part
+        finally:
+            await attempts.aclose()  # now, not at garbage collection: it cancels the dispatch of a client gone
+            if counted:
+                self.streaming -= 1
+
+    async def _attempts(self, gen: GenerationRequest, span: RequestSpan,
+                        streamed: bool) -> AsyncIterator[ResponsePart]:
+        loop = asyncio.get_running_loop()
+        last_write_at: float | None = None
         for attempt in range(1, MAX_DISPATCH_ATTEMPTS + 1):
             # Each attempt has its own id: parts of an attempt whose replica died may still be on their
             # way, and they must not land in the next attempt's stream.
@@ -78,8 +124,10 @@ class ResponseParts:
             try:
                 while True:
                     part = queue.get_nowait() if not queue.empty() else await _next_or_done(queue, dispatched)
-                    if part is not None and received_any and coalesce_s and not part.done:
-                        await asyncio.sleep(coalesce_s)  # the events of the next `coalesce_s` go out as one write
+                    if part is not None and streamed and received_any and not part.done:
+                        wait_s = next_write_wait_s(last_write_at, self._min_gap_s(gen.priority_class), loop.time())
+                        if wait_s > 0:  # what comes meanwhile goes out in this write; a done part at once
+                            part = await _held(queue, part, wait_s)
                     if part is not None:
                         # What piled up while this stream was being written goes out as one write:
                         # per-write cost, not tokens, is what saturates an ingress under load.
@@ -92,6 +140,7 @@ class ResponseParts:
                         received_any = True
                         finished = part.done
                         yield part
+                        last_write_at = loop.time()
                         if finished:
                             return
                         continue

@@ -29,8 +29,9 @@ def app_config(tmp_path_factory):
         "engine": {"max_model_len": 512,
                    "frontend": {"tool_call_parser": "pythonic", "enable_auto_tool_choice": True}},
         # Request size limits below the 512-token context, so that tests can reach each of them.
+        # A writes budget one stream never reaches on the CPU but a dozen share out (test_stream_pacing).
         "http": {"port": free_port(), "max_prompt_tokens": 400, "max_output_tokens": 480, "max_messages": 64,
-                 "max_stop_sequences": 3},
+                 "max_stop_sequences": 3, "stream_writes_per_s": 100},
         # Spans stay in each process for tests/integration/test_observability.py to read back.
         "telemetry": {"tracing_exporter": "memory", "metrics_export_port": free_port()},
         # batch's short queue deadline lets a test flood reach admission control on a tiny CPU model.
