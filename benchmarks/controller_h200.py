@@ -53,7 +53,8 @@ import httpx
 
 from autoscaling.bench import controller_plans as bench
 from autoscaling.bench import controller_runs as bench_runs
-from autoscaling.bench.controller_plots import chunked_prefill, preset_pareto, router_timeline, table
+from autoscaling.bench.controller_plots import (chunked_prefill, preset_pareto, router_timeline, sustained_timeline,
+                                                table)
 from autoscaling.bench.host import archive, gpu_name, log
 from autoscaling.bench.servers import DetachedServer, release_gpu, start_server, stop_detached, wait_for_detached
 from autoscaling.bench.vllm_reference import SERVED_NAME, ensure_checkpoint, ours_serve_command, vllm_serve_command
@@ -488,6 +489,17 @@ def raw_run_slo(args: argparse.Namespace, name: str) -> Slo | None:
     return workload(args, preset).slo if preset else None
 
 
+def sustained_by_arrival(args: argparse.Namespace, raws: dict[str, dict]) -> dict[str, dict[str, list[dict]]]:
+    """Engine -> rate key -> the sustained run's requests per 10 s of arrivals (`bench_runs.by_arrival`)."""
+    slo = raw_run_slo(args, "sustained")
+    result: dict[str, dict[str, list[dict]]] = {}
+    for name, runs in sorted(raws.items()):
+        if name.startswith("sustained_"):
+            engine, key = name.removeprefix("sustained_").rsplit("_", 1)
+            result.setdefault(engine, {})[key] = bench_runs.by_arrival(runs["run"]["requests"], slo)
+    return result
+
+
 def summarize(args: argparse.Namespace) -> dict:
     parts = {name: json.loads((args.out / f"{name}.json").read_text()) for name in PARTS
              if (args.out / f"{name}.json").exists()}
@@ -503,8 +515,11 @@ def summarize(args: argparse.Namespace) -> dict:
         result["plots"].append(chunked_prefill(parts["chunked-prefill"], args.out).name)
     if "fp8-kv" in parts:
         result["plots"].append(router_timeline(parts["fp8-kv"], args.out).name)
-    result["requests_by_outcome"] = bench_runs.saved_runs_by_outcome(saved_runs(args.out),
-                                                                    lambda name: raw_run_slo(args, name))
+    raws = saved_runs(args.out)
+    result["requests_by_outcome"] = bench_runs.saved_runs_by_outcome(raws, lambda name: raw_run_slo(args, name))
+    if "sustained" in parts and (arrivals := sustained_by_arrival(args, raws)):
+        result["sustained_by_arrival"] = arrivals
+        result["plots"].append(sustained_timeline(parts["sustained"], arrivals, args.out).name)
     result["table"] = table(presets, args.out, parts.get("fp8-kv"), FP8_PRESET, result["requests_by_outcome"]).name
     (args.out / "summary.json").write_text(json.dumps(result, indent=2))
     if (args.out / "raw").exists():

@@ -1,7 +1,7 @@
 """benchmarks/controller_h200.py's plots and table, from its part files alone: per preset, throughput
 against p99 TTFT of every engine setting measured (the Pareto front joined, the controller's picks and
 vLLM's defaults marked); the chunked-prefill budgets' TTFT p99 against TPOT p99; the fp8-kv part's router
-windows over each run."""
+windows over each run; the sustained part's course per 10 s of arrivals."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -229,4 +229,48 @@ def table(presets: Mapping[str, Mapping[str, Any]], out_dir: Path, fp8_kv: Mappi
         lines += outcome_section(by_outcome)
     path = out_dir / "summary.md"
     path.write_text("\n".join(lines))
+    return path
+
+
+def sustained_timeline(part: Mapping[str, Any], by_arrival: Mapping[str, Mapping[str, list[dict]]],
+                       out_dir: Path) -> Path:
+    """Per offered rate of the sustained part (columns): the SLO met and TTFT p50 per 10 s of arrivals for
+    each engine (`by_arrival`: engine -> rate key -> `controller_runs.by_arrival` rows), and our app's
+    router over the run: window, in flight, queue, and how long the ingress took to answer the sampler."""
+    plt = _pyplot()
+    runs = part.get("runs") or {}
+    keys = sorted({key for engine in by_arrival.values() for key in engine}, key=float)
+    fig, axes = plt.subplots(3, max(1, len(keys)), figsize=(6 * max(1, len(keys)), 10), squeeze=False)
+    for column, key in enumerate(keys):
+        met_ax, ttft_ax, router_ax = axes[0][column], axes[1][column], axes[2][column]
+        for engine, by_key in by_arrival.items():
+            rows = by_key.get(key) or []
+            t = [r["t_s"] for r in rows]
+            met_ax.plot(t, [100 * r["met"] for r in rows], "-o", ms=3, label=engine)
+            ttft_ax.plot(t, [r["ttft_p50_s"] for r in rows], "-o", ms=3, label=f"{engine} p50")
+            ttft_ax.fill_between(t, [r["ttft_p10_s"] or 0 for r in rows], [r["ttft_p90_s"] or 0 for r in rows],
+                                 alpha=0.15)
+        met_ax.set(title=f"{float(key):g} req/s offered: SLO met per 10 s of arrivals", ylabel="% met", ylim=(0, 105))
+        ttft_ax.set(title="TTFT p50 (band: p10-p90) by arrival time", ylabel="s", yscale="log")
+        ttft_ax.set_xlabel("arrival time (s)")
+        samples = ((runs.get("ours-fp16") or {}).get(key) or {}).get("router_timeline") or []
+        t = [s["t_s"] for s in samples]
+        for name, style in (("window", "-"), ("in_flight", "-")):
+            router_ax.plot(t, [_summed(s, name) for s in samples], style, lw=1.2, label=name)
+        router_ax.plot(t, [float("nan") if s.get("queue_depth") is None else s["queue_depth"] for s in samples],
+                       ":", lw=1.5, label="router queue_depth")
+        router_ax.set(title="our app's router (samples every 2 s)", xlabel="t (s)", ylabel="requests")
+        if any("answer_s" in s for s in samples):
+            lag_ax = router_ax.twinx()
+            lag_ax.plot(t, [s.get("answer_s", float("nan")) for s in samples], "r.", ms=4,
+                        label="ingress answer time (s)")
+            lag_ax.set_ylabel("ingress answer time (s)", color="r")
+        for ax in (met_ax, ttft_ax, router_ax):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"sustained overload, {part.get('window_s', 0):g} s of arrivals: vLLM's defaults and our app")
+    fig.tight_layout()
+    path = out_dir / "sustained.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return path

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from autoscaling.bench.controller_plans import run_row
 from autoscaling.bench.host import log
 from autoscaling.bench.priority_load import router_stats
@@ -17,7 +19,7 @@ from autoscaling.loadtest.metrics import Slo
 from autoscaling.loadtest.preset_workload import PresetWorkload
 from autoscaling.loadtest.runner import run_load
 from autoscaling.loadtest.workload import WorkloadSpec
-from serve_app.statistics import slo_outcome, tpot_s
+from serve_app.statistics import percentile, slo_outcome, tpot_s
 
 
 SAMPLE_INTERVAL_S = 2.0
@@ -25,22 +27,50 @@ SAMPLE_INTERVAL_S = 2.0
 
 def router_windows(stats: dict) -> dict:
     """What a `/v1/router/stats` snapshot says of the adaptive windows: per replica its window, cap and
-    requests in flight, and the router's queue."""
-    return {"queue_depth": stats.get("queue_depth"),
-            "replicas": {rid: {k: r.get(k) for k in ("window", "window_cap", "in_flight")}
-                         for rid, r in (stats.get("replicas") or {}).items()}}
+    requests in flight, and the router's queue; and where the ingress says so, how late its event loop
+    woke lately and its streams (sending, writes so far, pacing's gaps)."""
+    sample = {"queue_depth": stats.get("queue_depth"),
+              "replicas": {rid: {k: r.get(k) for k in ("window", "window_cap", "in_flight")}
+                           for rid, r in (stats.get("replicas") or {}).items()}}
+    ingress = stats.get("ingress")
+    if ingress:
+        lag = (ingress.get("loop_stalls") or {}).get("lag_recent") or {}
+        sample["ingress"] = {"loop_lag_p99_s": lag.get("p99_s"), "loop_lag_max_s": lag.get("max_s"),
+                             "streams": ingress.get("streams")}
+    return sample
+
+
+def engine_loads(base_url: str) -> dict | None:
+    """Per replica, what it last reported of its engine's queue and its event loop's lag
+    (`/v1/controller/status`'s `engine_load`); None when the controller did not answer."""
+    try:
+        status = httpx.get(f"{base_url}/v1/controller/status", timeout=10).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return {rid: entry["engine_load"] for rid, entry in status.items()
+            if isinstance(entry, dict) and entry.get("engine_load")} if isinstance(status, dict) else None
 
 
 async def sample_router(base_url: str, interval_s: float = SAMPLE_INTERVAL_S) -> list[dict]:
-    """`router_windows` every `interval_s` until cancelled; returns the samples taken (t from the start).
-    A snapshot the server did not give is a gap in the timeline, not a failed run."""
+    """`router_windows` every `interval_s` until cancelled, with how long the ingress took to answer
+    (`answer_s`) and each engine's last load report (`engines`, from `engine_loads`); returns the samples
+    taken (t from the start). A snapshot the server did not give is a gap in the timeline, not a failed run."""
     samples: list[dict] = []
     started = time.monotonic()
     try:
         while True:
+            asked = time.monotonic()
             stats = await asyncio.to_thread(router_stats, base_url, True)
-            at = {"t_s": round(time.monotonic() - started, 2)}
-            samples.append({**at, **router_windows(stats)} if stats is not None else {**at, "error": "no answer"})
+            at = {"t_s": round(asked - started, 2)}
+            # How long the ingress took to answer: its event loop's lag as a request meets it.
+            answered = {"answer_s": round(time.monotonic() - asked, 4)}
+            if stats is None:
+                samples.append({**at, "error": "no answer"})
+            else:
+                samples.append({**at, **router_windows(stats), **answered})
+                engines = await asyncio.to_thread(engine_loads, base_url)
+                if engines:
+                    samples[-1]["engines"] = engines
             await asyncio.sleep(interval_s)
     except asyncio.CancelledError:
         return samples
@@ -107,13 +137,33 @@ def requests_by_outcome(requests: list[dict], slo: Slo) -> dict[str, float]:
     TPOT alone or both, or did not complete; `met` is the run's SLO attainment."""
     counts = dict.fromkeys(("met", "ttft_only", "tpot_only", "both", "not_completed"), 0)
     for request in requests:
-        if request["outcome"] != "completed":
-            counts["not_completed"] += 1
-            continue
-        tpot = (tpot_s(request["e2e_s"], request["ttft_s"], request["output_tokens"] or 0)
-                if request["ttft_s"] is not None and request["e2e_s"] is not None else None)
-        counts[slo_outcome(request["ttft_s"], tpot, slo.ttft_s, slo.tpot_s)] += 1
+        counts[_outcome(request, slo)] += 1
     return {"sent": len(requests), **{k: v / len(requests) if requests else 0.0 for k, v in counts.items()}}
+
+
+def _outcome(request: dict, slo: Slo) -> str:
+    if request["outcome"] != "completed":
+        return "not_completed"
+    tpot = (tpot_s(request["e2e_s"], request["ttft_s"], request["output_tokens"] or 0)
+            if request["ttft_s"] is not None and request["e2e_s"] is not None else None)
+    return slo_outcome(request["ttft_s"], tpot, slo.ttft_s, slo.tpot_s)
+
+
+def by_arrival(requests: list[dict], slo: Slo, bucket_s: float = 10.0) -> list[dict]:
+    """A saved run's requests per `bucket_s` of their send time: how many, the share that met the SLO and
+    TTFT p10 / p50 / p90 (s) of those with a first token. Shows a long run's course: the ramp, then the
+    steady state (or its drift)."""
+    buckets: dict[int, list[dict]] = {}
+    for request in requests:
+        buckets.setdefault(int(request["send_s"] // bucket_s), []).append(request)
+    rows = []
+    for index in sorted(buckets):
+        members = buckets[index]
+        ttfts = sorted(r["ttft_s"] for r in members if r["ttft_s"] is not None)
+        rows.append({"t_s": index * bucket_s, "sent": len(members),
+                     "met": sum(_outcome(r, slo) == "met" for r in members) / len(members),
+                     **{f"ttft_p{q}_s": percentile(ttfts, q) for q in (10, 50, 90)}})
+    return rows
 
 
 def saved_runs_by_outcome(raw_files: dict[str, dict], slo_of: Callable[[str], Slo | None]) -> dict[str, dict]:

@@ -136,17 +136,21 @@ class Controller:
                 "within_tolerance": result.within_tolerance(RECONCILE_TOLERANCE)}
 
     async def report_load(self, replica_id: str, finished_lengths: list[tuple[int, int]],
-                          preemptions_total: int, kv_cache_usage: float | None = None) -> int | None:
+                          preemptions_total: int, kv_cache_usage: float | None = None,
+                          engine_load: dict | None = None) -> int | None:
         """Observed lengths, preemptions and KV usage (0..1; None: not sent, and the cap does not grow)
         in, the replica's window cap for the router out; None for a replica this controller does not
         know (it restarted, or a router reported the replica lost), which then registers again with
-        `report_allocation`."""
+        `report_allocation`. `engine_load` (requests running and waiting in the engine, the replica's
+        event-loop lag) is kept for `status` as it came."""
         entry = self._replicas.get(replica_id)
         if entry is None:
             return None
         if entry.get("window") is None:
             return 1 << 30  # not reconciled yet: no cap beyond Ray Serve's own
         entry["last_report_s"] = self._clock()
+        if engine_load is not None:
+            entry["engine_load"] = engine_load
         for prompt_len, output_len in finished_lengths:
             entry["lengths"].observe(prompt_len, output_len)
         entry["window"] = next_window_cap(entry["window"], kv_tokens=entry["actual_kv_tokens"],

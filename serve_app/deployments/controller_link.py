@@ -47,13 +47,15 @@ class ControllerLink:
     async def report_load_forever(self, vllm_config: Any, ledger: ReplicaLedger, preemptions: Callable[[], int],
                                   kv_cache_usage: Callable[[], float | None] = lambda: None,
                                   each_period: Callable[[], None] = lambda: None,
-                                  period_s: float = LOAD_REPORT_PERIOD_S) -> None:
+                                  period_s: float = LOAD_REPORT_PERIOD_S,
+                                  engine_load: Callable[[], dict | None] = lambda: None) -> None:
         while True:
             await asyncio.sleep(period_s)
             each_period()
             try:
                 cap = await self._controller.report_load.remote(self._replica_id, ledger.take_served_lengths(),
-                                                                preemptions(), kv_cache_usage())
+                                                                preemptions(), kv_cache_usage(),
+                                                                engine_load=engine_load())
                 if cap is None:
                     logger.info("replica %s: the controller does not know this replica; registering again",
                                 self._replica_id)

@@ -98,9 +98,17 @@ class LLMReplica:
             self._report_task = start_supervised(functools.partial(
                 self._controller.report_load_forever, self._engine.vllm_config, self._ledger,
                 lambda: self._snapshot.num_preemptions_total, lambda: self._snapshot.kv_cache_usage,
-                self._observe_engine))
+                self._observe_engine, engine_load=self._engine_load))
         # Last: the engine client's start-up objects are frozen with the rest.
         self._process = prepare_process_for_serving(self._config.process, lambda: self._ledger.in_flight)
+
+    def _engine_load(self) -> dict:
+        """For the controller's status: the engine's running and waiting requests, this process's loop lag."""
+        process = getattr(self, "_process", None)  # set once start-up ends, after the first report may go
+        stalls = process.loop_stalls() if process is not None else None
+        lag = (stalls or {}).get("lag_recent") or {}
+        return {"num_running": self._snapshot.num_running, "num_waiting": self._snapshot.num_waiting,
+                "loop_lag_p99_s": lag.get("p99_s"), "loop_lag_max_s": lag.get("max_s")}
 
     def _observe_engine(self) -> None:
         if self._metrics is not None:

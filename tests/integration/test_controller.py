@@ -1,4 +1,5 @@
-"""The controller on the real app: memory-budget engine args, reconciliation with vLLM, window caps."""
+"""The controller on the real app: memory-budget engine args, reconciliation with vLLM, window caps, the
+replicas' load reports."""
 from __future__ import annotations
 
 import time
@@ -46,3 +47,17 @@ def test_window_cap_reaches_the_replica(client, model_name, base_url):
     # ~100 prompt + 4 output tokens is one 128-token block each: the cap is bounded by max_num_seqs,
     # not by the KV blocks (minus vLLM's null block).
     assert entry["window"] == min(entry["max_num_seqs"], entry["actual_kv_tokens"] // 128 - 1)
+
+
+def test_each_replica_reports_its_engine_queue_and_event_loop_lag(base_url):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        (entry,) = _status(base_url).values()
+        load = entry.get("engine_load")
+        if load and load["loop_lag_p99_s"] is not None:
+            break
+        time.sleep(1)
+    # The replica's own figures, as benchmarks sample them beside the router's windows.
+    assert set(load) == {"num_running", "num_waiting", "loop_lag_p99_s", "loop_lag_max_s"}
+    assert load["num_running"] >= 0 and load["num_waiting"] >= 0
+    assert 0 <= load["loop_lag_p99_s"] <= load["loop_lag_max_s"] < 10

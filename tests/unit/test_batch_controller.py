@@ -305,6 +305,9 @@ def test_the_controller_plans_by_the_configured_policy_and_grows_the_window_on_h
     assert asyncio.run(controller.report_load("r1", [], 1, kv_cache_usage=0.5)) == 39  # 49 x 0.8
     assert asyncio.run(controller.report_load("r1", [], 1)) == 39  # no usage sent: no growth
     assert asyncio.run(controller.report_load("r1", [], 1, kv_cache_usage=0.5)) == 39 + 3  # ceil(0.05 x 49)
-    assert asyncio.run(controller.report_load("r1", [], 1, kv_cache_usage=0.95)) == 42
+    assert "engine_load" not in asyncio.run(controller.status())["r1"]
+    load = {"num_running": 40, "num_waiting": 2, "loop_lag_p99_s": 0.02, "loop_lag_max_s": 0.05}
+    assert asyncio.run(controller.report_load("r1", [], 1, kv_cache_usage=0.95, engine_load=load)) == 42
     status = asyncio.run(controller.status())["r1"]
     assert (status["kv_sizing"], status["window"], status["window_reason"]) == ("occupancy", 42, "hold")
+    assert status["engine_load"] == load  # as the replica sent it, for /v1/controller/status

@@ -344,6 +344,11 @@ def test_router_windows_keep_each_replicas_window_and_the_queue():
     assert router_windows(stats) == {"queue_depth": 7, "replicas": {"r1": {"window": 5, "window_cap": 476,
                                                                              "in_flight": 3}}}
     assert router_windows({}) == {"queue_depth": None, "replicas": {}}
+    ingress = {"replica": "i1", "loop_stalls": {"stalls": 2, "lag_recent": {"n": 40, "p50_s": 0.01, "p99_s": 0.3,
+                                                                            "max_s": 0.4}},
+               "streams": {"sending": 400, "writes": 9000, "min_gap_s": {"mixed": 0.2}}}
+    assert router_windows({**stats, "ingress": ingress})["ingress"] == {
+        "loop_lag_p99_s": 0.3, "loop_lag_max_s": 0.4, "streams": ingress["streams"]}
 
 
 def test_an_earlier_runs_capacity_and_default_row_carry_over_as_probes():
@@ -400,7 +405,8 @@ def test_the_router_sampler_keeps_snapshots_and_gaps_until_cancelled():
         samples = asyncio.run(until_a_gap())
     finally:
         server.shutdown()
-    assert samples[0] == {"t_s": samples[0]["t_s"], **stats}
+    assert samples[0] == {"t_s": samples[0]["t_s"], **stats, "answer_s": samples[0]["answer_s"]}
+    assert 0 <= samples[0]["answer_s"] < 10
     assert {"t_s", "error"} <= set(samples[1])  # a gap, and sampling went on
 
 
@@ -618,3 +624,25 @@ def test_sustained_goals_compare_our_app_with_vllms_defaults_rate_by_rate():
     summary = bench.summary({}, None, None, [], "H200", sustained=part)
     assert [g["met"] for g in summary["goals"] if g["name"].startswith("sustained")] == [False, True, False]
     assert summary["sustained"]["runs"] == part["runs"]
+
+
+def test_a_long_runs_requests_per_10_s_of_arrivals_show_its_course():
+    requests = [{**saved(0.2, 1.2, 11), "send_s": 1.0},   # met
+                {**saved(0.9, 1.9, 11), "send_s": 9.9},   # late
+                {**saved(3.0, 4.0, 11), "send_s": 25.0},  # late, the next-but-one bucket
+                {**saved(None, None, None, outcome="refused"), "send_s": 26.0}]
+    rows = bench_runs.by_arrival(requests, Slo(0.5, 0.15))
+    assert [(r["t_s"], r["sent"], r["met"]) for r in rows] == [(0.0, 2, 0.5), (20.0, 2, 0.0)]
+    assert rows[0]["ttft_p50_s"] == pytest.approx(0.55) and rows[1]["ttft_p10_s"] == rows[1]["ttft_p90_s"] == 3.0
+
+
+def test_the_sustained_plot_shows_both_engines_per_rate_and_our_router(tmp_path):
+    from autoscaling.bench.controller_plots import sustained_timeline
+
+    rows = [{"t_s": t, "sent": 300, "met": m, "ttft_p10_s": 0.1, "ttft_p50_s": 0.5, "ttft_p90_s": 2.0}
+            for t, m in ((0.0, 0.9), (10.0, 0.4))]
+    timeline = [{"t_s": 2.0 * i, "queue_depth": i, "answer_s": 0.01 * i,
+                 "replicas": {"r1": {"window": 400, "window_cap": 600, "in_flight": 390}}} for i in range(5)]
+    part = {"window_s": 120, "runs": {"ours-fp16": {"30": {"router_timeline": timeline}}}}
+    path = sustained_timeline(part, {"vllm-defaults": {"30": rows}, "ours-fp16": {"30": rows, "33": rows}}, tmp_path)
+    assert path == tmp_path / "sustained.png" and path.stat().st_size > 20_000
