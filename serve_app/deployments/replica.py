@@ -16,6 +16,7 @@ from serve_app import engine_forkserver
 
 engine_forkserver.prestart_if_requested()  # first: the fork server imports vLLM while the lines below do
 
+from vllm import envs as vllm_envs  # noqa: E402
 from vllm.usage.usage_lib import UsageContext  # noqa: E402
 from vllm.v1.engine.async_llm import AsyncLLM  # noqa: E402
 
@@ -82,6 +83,11 @@ class LLMReplica:
         )
         tap_engine(self._engine)
         self._app = await build_server_app(self._engine, server_namespace(engine_args, self._config.engine.frontend))
+        # vLLM's engine processes cache their VLLM_* settings once started; its output processing here reads
+        # one per request output otherwise (os.environ on every token: ~2% of this process under a flood).
+        enable_envs_cache = getattr(vllm_envs, "enable_envs_cache", None)
+        if enable_envs_cache is not None:
+            enable_envs_cache()
         self._startup_s = time.monotonic() - started
         # request id -> set when nobody reads the response any more (see `_abandon`)
         self._client_gone: dict[str, asyncio.Event] = {}
