@@ -151,7 +151,7 @@ def engine_command(args: argparse.Namespace, engine: str) -> list[str]:
         config = bench.ours_kv_config(args.model_dir, PORT, get_preset(FP8_PRESET), kv_cache_dtype=OURS_ENGINES[engine],
                                       policy=bench.DEFAULT_POLICY, max_model_len=args.max_model_len,
                                       gpu_memory_utilization=args.gpu_memory_utilization)
-        return ours_serve_command(config, args.out / f"{engine}_config.yaml")
+        return ours_serve_command(bench.with_sections(config, args.ours_sections), args.out / f"{engine}_config.yaml")
     budget = engine_budget(engine)
     # Later flags win over vllm_serve_command's own (its context and priority scheduling are the other
     # benchmarks'): vLLM's defaults are first-come first-served (runs 1 and 2 had `priority`, every
@@ -567,6 +567,9 @@ def main(argv: list[str] | None = None) -> int:
                         "alone); the probe at the rate chosen is vLLM's defaults' row")
     parser.add_argument("--window-s", type=float, default=45, help="each open-loop run's arrival window")
     parser.add_argument("--sustained-s", type=float, default=120, help="sustained: each run's arrival window")
+    parser.add_argument("--ours-sections", type=json.loads, default={},
+                        help='start: fields set in our app\'s config sections, e.g. \'{"http": {"ingress_replicas": 2, '
+                             '"stream_writes_per_s": 1000}}\' (the config file is saved beside the run)')
     parser.add_argument("--sustained-client-cap", type=int, default=0,
                         help="sustained: most requests the load driver keeps open (0: none, open loop; run5_sustained "
                              f"ran with {bench.VLLM_DEFAULT_MAX_NUM_SEQS})")

@@ -470,6 +470,15 @@ def summary(presets: Mapping[str, Mapping[str, Any]], fp8: Mapping[str, Any] | N
 
 
 # ---- our app for the fp8-kv part --------------------------------------------------------------------
+def with_sections(config: Mapping[str, Any], sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """`config` with each of `sections`' fields set in its section (e.g. {"http": {"ingress_replicas": 2}}),
+    the section's other fields kept; a section `config` lacks is added."""
+    result = dict(config)
+    for name, fields in sections.items():
+        result[name] = {**(result.get(name) or {}), **fields}
+    return result
+
+
 def ours_kv_config(model_dir: Path, port: int, preset: UseCasePreset, *, kv_cache_dtype: str, policy: str,
                    max_model_len: int, gpu_memory_utilization: float) -> dict[str, Any]:
     """One replica whose controller plans the batch for `preset` under `policy` (nothing pinned), so

@@ -646,3 +646,11 @@ def test_the_sustained_plot_shows_both_engines_per_rate_and_our_router(tmp_path)
     part = {"window_s": 120, "runs": {"ours-fp16": {"30": {"router_timeline": timeline}}}}
     path = sustained_timeline(part, {"vllm-defaults": {"30": rows}, "ours-fp16": {"30": rows, "33": rows}}, tmp_path)
     assert path == tmp_path / "sustained.png" and path.stat().st_size > 20_000
+
+
+def test_our_apps_config_sections_take_the_fields_given_and_keep_the_rest():
+    config = {"http": {"port": 8000, "ingress_replicas": 1}, "engine": {"preset": "mixed"}}
+    changed = bench.with_sections(config, {"http": {"ingress_replicas": 2}, "router": {"newest_first_after": None}})
+    assert changed == {"http": {"port": 8000, "ingress_replicas": 2}, "engine": {"preset": "mixed"},
+                       "router": {"newest_first_after": None}}
+    assert config["http"]["ingress_replicas"] == 1  # the original untouched
