@@ -110,9 +110,8 @@ class LLMReplica:
 
     def _engine_load(self) -> dict:
         """For the controller's status: the engine's running and waiting requests, this process's loop lag."""
-        process = getattr(self, "_process", None)  # set once start-up ends, after the first report may go
-        stalls = process.loop_stalls() if process is not None else None
-        lag = (stalls or {}).get("lag_recent") or {}
+        # `_process` is set in the same step that starts the report loop, whose first report waits a period.
+        lag = (self._process.loop_stalls() or {}).get("lag_recent") or {}
         return {"num_running": self._snapshot.num_running, "num_waiting": self._snapshot.num_waiting,
                 "loop_lag_p99_s": lag.get("p99_s"), "loop_lag_max_s": lag.get("max_s")}
 
