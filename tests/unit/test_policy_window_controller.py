@@ -238,10 +238,24 @@ def test_aimd_grows_by_one_per_observation_while_requests_wait_at_the_router():
     assert controller.window == 19
 
 
+def test_aimd_waiting_demand_grows_the_window_below_most_of_the_setpoint():
+    # The H200 case: the TPOT average at ~0.84 of the set-point (0.8 x target) while requests queued.
+    tpot_s = 0.84 * 0.8 * TPOT_TARGET_S
+    controller = make("aimd", initial=10, cap=100, increase_every=8, ewma_alpha=1.0)
+    for k in range(8):
+        controller.observe(0.25, tpot_s, 0.1 * k, demand_waiting=True)
+    assert controller.window == 18
+    before = make("aimd", initial=10, cap=100, increase_every=8, ewma_alpha=1.0, queued_increase_below=0.8)
+    for k in range(8):
+        before.observe(0.25, tpot_s, 0.1 * k, demand_waiting=True)
+    assert before.window == 11
+
+
 def test_aimd_waiting_demand_does_not_speed_growth_near_the_target():
+    near_ttft_s = 0.97 * TTFT_TARGET_S  # over 0.95 of the target, under the cut
     controller = make("aimd", initial=10, cap=100, increase_every=8)
     for k in range(8):
-        controller.observe(*BETWEEN, 0.1 * k, demand_waiting=True)  # 0.9x target: over 0.8x
+        controller.observe(near_ttft_s, 0.02, 0.1 * k, demand_waiting=True)
     assert controller.window == 11
     off = make("aimd", initial=10, cap=100, increase_every=8, queued_increase_below=0.0)
     for k in range(8):
