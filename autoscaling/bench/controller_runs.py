@@ -27,10 +27,12 @@ SAMPLE_INTERVAL_S = 2.0
 
 def router_windows(stats: dict) -> dict:
     """What a `/v1/router/stats` snapshot says of the adaptive windows: per replica its window, cap and
-    requests in flight, and the router's queue; and where the ingress says so, how late its event loop
-    woke lately and its streams (sending, writes so far, pacing's gaps)."""
+    requests in flight (and, where given, its controller's state: the latency averages it steers by and
+    its moves counted by rule), and the router's queue; and where the ingress says so, how late its event
+    loop woke lately and its streams (sending, writes so far, pacing's gaps)."""
     sample = {"queue_depth": stats.get("queue_depth"),
-              "replicas": {rid: {k: r.get(k) for k in ("window", "window_cap", "in_flight")}
+              "replicas": {rid: {k: r.get(k) for k in ("window", "window_cap", "in_flight", "window_state")
+                                 if k in r or k != "window_state"}
                            for rid, r in (stats.get("replicas") or {}).items()}}
     ingress = stats.get("ingress")
     if ingress:

@@ -436,8 +436,8 @@ class RouterCore(RouterContract):
                 "refused_wait_max_s": c.refused_wait_max_s,
             }
         replicas = {rid: {"window": r.window.window, "window_cap": r.window.cap, "controller_cap": r.controller_cap,
-                          "in_flight": r.in_flight,
-                          "outstanding_tokens": r.outstanding_tokens} for rid, r in self._replicas.items()}
+                          "in_flight": r.in_flight, "outstanding_tokens": r.outstanding_tokens,
+                          "window_state": r.window.state()} for rid, r in self._replicas.items()}
         stats = {"classes": classes, "replicas": replicas, "queue_depth": len(self._queue),
                  "running": len(self._running), "service_rate_rps": self._admission.service_rate_rps}
         stats["tenants"] = self._tenants.stats(self._queue.depth_by_tenant())

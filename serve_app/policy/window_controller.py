@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections import Counter
 from typing import Annotated, Any, Literal, NamedTuple, Union
 
 from pydantic import Field, TypeAdapter
@@ -34,6 +35,8 @@ class WindowController(ABC):
         # Kept fractional so repeated small factors (x1.5 from 1) can still move the window.
         self._size = self._clamped(float(initial))
         self._last_cut_s = -math.inf
+        # Why the window moved, counted: a run's timeline then says which rule held it where it was.
+        self._moves: Counter[str] = Counter()
 
     @property
     def window(self) -> int:
@@ -42,6 +45,10 @@ class WindowController(ABC):
     @property
     def cap(self) -> int:
         return self._cap
+
+    def state(self) -> dict[str, Any]:
+        """What moved the window so far (`moves`: cuts and growths counted by the rule that made them)."""
+        return {"moves": dict(self._moves)}
 
     def set_cap(self, cap: int) -> None:
         """Change the upper bound (e.g. the KV cache's figure); the window is at most it from now on."""
@@ -71,14 +78,18 @@ class WindowController(ABC):
         fell from 314 to 5 within 10 s this way, and +1 per 8 completions then took minutes to come back."""
         return started_s is not None and started_s < self._last_cut_s
 
-    def _cut(self, factor: float, now: float) -> None:
+    def _cut(self, factor: float, now: float, reason: str) -> None:
         """Cut the window in force (latency measured it, not a size the cap held back)."""
         self._size = self._clamped(min(self._size, self._cap) * factor)
         self._last_cut_s = now
+        self._moves[f"cut_{reason}"] += 1
 
-    def _grow_to(self, size: float) -> None:
+    def _grow_to(self, size: float, reason: str) -> None:
         """Grow, but not past the cap: a size the replica never ran at is not one latency allowed."""
+        before = self._size
         self._size = min(self._clamped(size), max(self._size, float(self._cap)))
+        if self._size > before:
+            self._moves[f"grow_{reason}"] += 1
 
     def _latency_ratio(self, ttft_s: float | None, tpot_s: float | None) -> float | None:
         """Worst latency / target across the given metrics; None when nothing was measured."""
@@ -121,9 +132,9 @@ class FixedRatioController(WindowController):
         if ratio is None or self._from_before_the_last_cut(started_s):
             return
         if ratio > 1.0:
-            self._cut(self._tuning.decrease, now)
+            self._cut(self._tuning.decrease, now, "latency")
         elif ratio < self._tuning.increase_below:
-            self._grow_to(self._size * self._tuning.increase)
+            self._grow_to(self._size * self._tuning.increase, "under_target")
 
 
 class AIMDTuning(StrictModel):
@@ -191,7 +202,7 @@ class AIMDController(WindowController):
         if ratio is None:
             return
         if ratio > 1.0:
-            self._cut(self._cut_factor(), now)
+            self._cut(self._cut_factor(), now, "tpot" if self._tpot_over_setpoint() else "ttft")
             if started_s is not None:  # later samples are all from after the cut: average those alone
                 self._ttft_ewma_s = self._tpot_ewma_s = None
             self._cooldown_until_s = now + self._tuning.cooldown_s
@@ -200,12 +211,24 @@ class AIMDController(WindowController):
             return
         self._count_on_target(ratio, demand_waiting)
 
+    def state(self) -> dict[str, Any]:
+        """The base's `moves`, the latency averages the window is steered by, and whether it is still in
+        slow start."""
+        return {**super().state(), "ttft_ewma_s": self._ttft_ewma_s, "tpot_ewma_s": self._tpot_ewma_s,
+                "tpot_goal_s": self._tpot_goal_s, "slow_start": self._in_slow_start}
+
     def _count_on_target(self, ratio: float, demand_waiting: bool) -> None:
         self._on_target_streak += 1
-        if (self._in_slow_start or self._on_target_streak >= self._tuning.increase_every
-                or self._window_holds_back_demand(demand_waiting, ratio)):
-            self._grow_to(self._size + 1.0)
-            self._on_target_streak = 0
+        if self._in_slow_start:
+            reason = "slow_start"
+        elif self._on_target_streak >= self._tuning.increase_every:
+            reason = "on_target"
+        elif self._window_holds_back_demand(demand_waiting, ratio):
+            reason = "queued"
+        else:
+            return
+        self._grow_to(self._size + 1.0, reason)
+        self._on_target_streak = 0
 
     def _count_from_before_the_cut(self, ttft_s: float | None, tpot_s: float | None, demand_waiting: bool) -> None:
         """A request that ran under the larger window and still met its targets says that window was
@@ -226,9 +249,12 @@ class AIMDController(WindowController):
         took our replica from ~540 requests in flight to ~120 within 20 s, and SLO attainment to 53%
         against 85% for `vllm serve` alone. Trimming moves part of the wait to the router, where
         priorities and deadlines apply, and keeps the batch."""
-        if self._tpot_ewma_s is not None and self._tpot_ewma_s > self._tpot_goal_s:
+        if self._tpot_over_setpoint():
             return max(self._tuning.beta, self._tpot_goal_s / self._tpot_ewma_s)
         return self._tuning.ttft_beta
+
+    def _tpot_over_setpoint(self) -> bool:
+        return self._tpot_ewma_s is not None and self._tpot_ewma_s > self._tpot_goal_s
 
     def _window_holds_back_demand(self, demand_waiting: bool, ratio: float) -> bool:
         """Requests wait at the router while latency sits well under target: the window is below the

@@ -182,3 +182,8 @@ def test_router_stats_report_windows_within_the_controller_cap(base_url):
     assert replica["controller_cap"] == entry["window"]
     # The window plus the top class's reserved headroom stays within the controller's cap.
     assert replica["window_cap"] + max(1, -(-replica["window_cap"] // 10)) <= max(2, replica["controller_cap"])
+    # What steers the window is reported with it: its latency averages, fed by the requests served so far.
+    state = replica["window_state"]
+    assert isinstance(state["moves"], dict) and state["tpot_goal_s"] > 0
+    if sum(c["served"] for c in stats["classes"].values()) > 0:
+        assert state["ttft_ewma_s"] > 0

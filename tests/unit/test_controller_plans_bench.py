@@ -344,6 +344,9 @@ def test_router_windows_keep_each_replicas_window_and_the_queue():
     assert router_windows(stats) == {"queue_depth": 7, "replicas": {"r1": {"window": 5, "window_cap": 476,
                                                                              "in_flight": 3}}}
     assert router_windows({}) == {"queue_depth": None, "replicas": {}}
+    window_state = {"moves": {"cut_tpot": 1, "grow_queued": 4}, "tpot_ewma_s": 0.05, "ttft_ewma_s": 0.4}
+    with_state = {**stats, "replicas": {"r1": {**stats["replicas"]["r1"], "window_state": window_state}}}
+    assert router_windows(with_state)["replicas"]["r1"]["window_state"] == window_state
     ingress = {"replica": "i1", "loop_stalls": {"stalls": 2, "lag_recent": {"n": 40, "p50_s": 0.01, "p99_s": 0.3,
                                                                             "max_s": 0.4}},
                "streams": {"sending": 400, "writes": 9000, "min_gap_s": {"mixed": 0.2}}}

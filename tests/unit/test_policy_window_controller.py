@@ -485,3 +485,33 @@ def test_simulation_larger_betas_sit_closer_to_capacity():
     result = simulate("aimd", beta=0.7, ttft_beta=0.7)
     assert result.min_window == 13
     assert result.utilization == pytest.approx(0.906, abs=0.01)
+
+
+def test_aimd_counts_each_move_by_the_rule_that_made_it():
+    controller = make("aimd", initial=10, cap=100, increase_every=2, ewma_alpha=1.0, cooldown_s=0.0,
+                      slow_start=True)
+    controller.observe(*GOOD, 0.0)  # slow start: +1
+    controller.observe(*BAD_TPOT, 1.0)  # TPOT over the set-point: a TPOT cut, slow start over
+    controller.observe(*BAD_TTFT, 2.0, started_s=1.5)  # TTFT alone late: a TTFT trim
+    controller.observe(*GOOD, 3.0, started_s=2.5)
+    controller.observe(*GOOD, 4.0, started_s=3.5)  # the second on-target observation in a row: +1
+    controller.observe(*GOOD, 5.0, started_s=4.5, demand_waiting=True)  # requests wait: +1 at once
+    state = controller.state()
+    assert state["moves"] == {"grow_slow_start": 1, "cut_tpot": 1, "cut_ttft": 1, "grow_on_target": 1,
+                              "grow_queued": 1}
+    assert state["slow_start"] is False
+    assert state["tpot_ewma_s"] == GOOD[1] and state["ttft_ewma_s"] == GOOD[0]
+    assert state["tpot_goal_s"] == pytest.approx(0.8 * TPOT_TARGET_S)
+
+
+def test_a_growth_the_cap_stops_is_not_counted():
+    controller = make("aimd", initial=4, cap=4)
+    controller.observe(*GOOD, 0.0)
+    assert controller.window == 4 and controller.state()["moves"] == {}
+
+
+def test_fixed_ratio_counts_its_moves():
+    controller = make("fixed_ratio", initial=10, cap=100)
+    controller.observe(*GOOD, 0.0)
+    controller.observe(*BAD_TPOT, 1.0)
+    assert controller.state() == {"moves": {"grow_under_target": 1, "cut_latency": 1}}
