@@ -232,6 +232,13 @@ def table(presets: Mapping[str, Mapping[str, Any]], out_dir: Path, fp8_kv: Mappi
     return path
 
 
+def _recent_p50(sample: Mapping[str, Any], seen_by: str) -> float:
+    """The worst class's recent TTFT p50 as `seen_by` (ingress or replica) reported it; NaN where absent."""
+    by_class = ((sample.get("ttft_recent") or {}).get(seen_by)) or {}
+    values = [c["p50_s"] for c in by_class.values() if c.get("p50_s") is not None]
+    return max(values) if values else float("nan")
+
+
 def sustained_timeline(part: Mapping[str, Any], by_arrival: Mapping[str, Mapping[str, list[dict]]],
                        out_dir: Path) -> Path:
     """Per offered rate of the sustained part (columns): the SLO met and TTFT p50 per 10 s of arrivals for
@@ -251,9 +258,12 @@ def sustained_timeline(part: Mapping[str, Any], by_arrival: Mapping[str, Mapping
             ttft_ax.fill_between(t, [r["ttft_p10_s"] or 0 for r in rows], [r["ttft_p90_s"] or 0 for r in rows],
                                  alpha=0.15)
         met_ax.set(title=f"{float(key):g} req/s offered: SLO met per 10 s of arrivals", ylabel="% met", ylim=(0, 105))
+        samples = ((runs.get("ours-fp16") or {}).get(key) or {}).get("router_timeline") or []
+        for seen_by, style in (("ingress", "--"), ("replica", ":")):
+            ttft_ax.plot([s["t_s"] for s in samples], [_recent_p50(s, seen_by) for s in samples], style, lw=1,
+                         label=f"ours, TTFT p50 as the {seen_by} saw it (last 10 s, by sample time)")
         ttft_ax.set(title="TTFT p50 (band: p10-p90) by arrival time", ylabel="s", yscale="log")
         ttft_ax.set_xlabel("arrival time (s)")
-        samples = ((runs.get("ours-fp16") or {}).get(key) or {}).get("router_timeline") or []
         t = [s["t_s"] for s in samples]
         for name, style in (("window", "-"), ("in_flight", "-")):
             router_ax.plot(t, [_summed(s, name) for s in samples], style, lw=1.2, label=name)

@@ -29,7 +29,10 @@ def router_windows(stats: dict) -> dict:
     """What a `/v1/router/stats` snapshot says of the adaptive windows: per replica its window, cap and
     requests in flight (and, where given, its controller's state: the latency averages it steers by and
     its moves counted by rule), and the router's queue; and where the ingress says so, how late its event
-    loop woke lately and its streams (sending, writes so far, pacing's gaps)."""
+    loop woke lately and its streams (sending, writes so far, pacing's gaps). `ttft_recent` splits the
+    first token's wait over the last seconds per class: as the ingress saw it (from the request reaching it)
+    and as the replica did (from the dispatch reaching it), beside the router queue's waits (`queue_wait`),
+    so that a client's TTFT minus these is the path outside the ingress (the proxy and the client)."""
     sample = {"queue_depth": stats.get("queue_depth"),
               "replicas": {rid: {k: r.get(k) for k in ("window", "window_cap", "in_flight", "window_state")
                                  if k in r or k != "window_state"}
@@ -39,6 +42,13 @@ def router_windows(stats: dict) -> dict:
         lag = (ingress.get("loop_stalls") or {}).get("lag_recent") or {}
         sample["ingress"] = {"loop_lag_p99_s": lag.get("p99_s"), "loop_lag_max_s": lag.get("max_s"),
                              "streams": ingress.get("streams")}
+    ttft_recent = {"ingress": (ingress or {}).get("ttft_recent"), "replica": stats.get("replica_ttft_recent")}
+    if any(ttft_recent.values()):
+        sample["ttft_recent"] = ttft_recent
+    waits = {name: {"p50_s": c.get("queue_wait_p50_s"), "p99_s": c.get("queue_wait_p99_s")}
+             for name, c in (stats.get("classes") or {}).items() if "queue_wait_p50_s" in c}
+    if waits:
+        sample["queue_wait"] = waits
     return sample
 
 

@@ -3,6 +3,7 @@ made-up rows."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -347,6 +348,11 @@ def test_router_windows_keep_each_replicas_window_and_the_queue():
     window_state = {"moves": {"cut_tpot": 1, "grow_queued": 4}, "tpot_ewma_s": 0.05, "ttft_ewma_s": 0.4}
     with_state = {**stats, "replicas": {"r1": {**stats["replicas"]["r1"], "window_state": window_state}}}
     assert router_windows(with_state)["replicas"]["r1"]["window_state"] == window_state
+    recent = {"mixed": {"n": 40, "p50_s": 0.3, "p99_s": 0.9, "max_s": 1.0}}
+    split = router_windows({**stats, "replica_ttft_recent": recent, "ingress": {"ttft_recent": recent},
+                            "classes": {"mixed": {"queue_wait_p50_s": 0.01, "queue_wait_p99_s": 2.0}}})
+    assert split["ttft_recent"] == {"ingress": recent, "replica": recent}
+    assert split["queue_wait"] == {"mixed": {"p50_s": 0.01, "p99_s": 2.0}}
     ingress = {"replica": "i1", "loop_stalls": {"stalls": 2, "lag_recent": {"n": 40, "p50_s": 0.01, "p99_s": 0.3,
                                                                             "max_s": 0.4}},
                "streams": {"sending": 400, "writes": 9000, "min_gap_s": {"mixed": 0.2}}}
@@ -640,15 +646,19 @@ def test_a_long_runs_requests_per_10_s_of_arrivals_show_its_course():
 
 
 def test_the_sustained_plot_shows_both_engines_per_rate_and_our_router(tmp_path):
-    from autoscaling.bench.controller_plots import sustained_timeline
+    from autoscaling.bench.controller_plots import _recent_p50, sustained_timeline
 
     rows = [{"t_s": t, "sent": 300, "met": m, "ttft_p10_s": 0.1, "ttft_p50_s": 0.5, "ttft_p90_s": 2.0}
             for t, m in ((0.0, 0.9), (10.0, 0.4))]
+    recent = {"mixed": {"n": 40, "p50_s": 0.3, "p99_s": 0.9, "max_s": 1.0}}
     timeline = [{"t_s": 2.0 * i, "queue_depth": i, "answer_s": 0.01 * i,
-                 "replicas": {"r1": {"window": 400, "window_cap": 600, "in_flight": 390}}} for i in range(5)]
+                 "replicas": {"r1": {"window": 400, "window_cap": 600, "in_flight": 390}},
+                 "ttft_recent": {"ingress": recent, "replica": recent if i else None}} for i in range(5)]
     part = {"window_s": 120, "runs": {"ours-fp16": {"30": {"router_timeline": timeline}}}}
     path = sustained_timeline(part, {"vllm-defaults": {"30": rows}, "ours-fp16": {"30": rows, "33": rows}}, tmp_path)
     assert path == tmp_path / "sustained.png" and path.stat().st_size > 20_000
+    assert _recent_p50(timeline[1], "replica") == 0.3
+    assert math.isnan(_recent_p50(timeline[0], "replica")) and math.isnan(_recent_p50({}, "ingress"))
 
 
 def test_our_apps_config_sections_take_the_fields_given_and_keep_the_rest():
