@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from typing import Awaitable, Callable
+
+from serve_app.statistics import percentile
 
 from serve_app.generation import ResponsePart
 from serve_app.telemetry.log_names import service_logger
@@ -39,8 +42,13 @@ class _Link:
 class Outbox:
     """Replica side: queues chunks per destination and sends them in batches, one call at a time."""
 
-    def __init__(self, send: SendBatch, send_timeout_s: float = 30.0, on_abandoned: Abandoned | None = None):
+    def __init__(self, send: SendBatch, send_timeout_s: float = 30.0, on_abandoned: Abandoned | None = None,
+                 clock: Callable[[], float] = time.monotonic, recent_calls: int = 256):
         self._send = send
+        self._clock = clock
+        # (seconds the call took, chunks it carried) of the last calls: a new request's first token waits
+        # behind the call in flight, so under load this is part of its TTFT.
+        self._recent: deque[tuple[float, int]] = deque(maxlen=recent_calls)
         self._on_abandoned = on_abandoned or (lambda request_ids: None)
         self._send_timeout_s = send_timeout_s
         self._links: dict[str, _Link] = defaultdict(_Link)
@@ -60,6 +68,15 @@ class Outbox:
         link.wakeup.set()
         return link.queued_seq
 
+    def recent_calls(self) -> dict[str, float | int | None]:
+        """Over the last delivered calls (all destinations): how many, their duration p50 / p99 / max and
+        chunks per call p50 / max."""
+        durations = [seconds for seconds, _ in self._recent]
+        sizes = [chunks for _, chunks in self._recent]
+        return {"n": len(durations), "p50_s": percentile(durations, 50), "p99_s": percentile(durations, 99),
+                "max_s": max(durations, default=None), "chunks_p50": percentile(sizes, 50),
+                "chunks_max": max(sizes, default=None)}
+
     async def wait_sent(self, destination: str, seq: int) -> None:
         """Returns once chunk `seq` for `destination` was handed over (or dropped as undeliverable)."""
         link = self._links.get(destination)
@@ -76,7 +93,9 @@ class Outbox:
             if not batch:
                 continue
             try:
+                started = self._clock()
                 unknown = await asyncio.wait_for(self._send(destination, batch), self._send_timeout_s)
+                self._recent.append((self._clock() - started, len(batch)))
                 self.batches_sent += 1
                 self.chunks_sent += len(batch)
                 if unknown:

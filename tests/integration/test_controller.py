@@ -49,15 +49,18 @@ def test_window_cap_reaches_the_replica(client, model_name, base_url):
     assert entry["window"] == min(entry["max_num_seqs"], entry["actual_kv_tokens"] // 128 - 1)
 
 
-def test_each_replica_reports_its_engine_queue_and_event_loop_lag(base_url):
+def test_each_replica_reports_its_engine_queue_event_loop_lag_and_delivery_calls(base_url, client, model_name):
+    client.completions.create(model=model_name, prompt="hello", max_tokens=4)  # at least one delivery
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         (entry,) = _status(base_url).values()
         load = entry.get("engine_load")
-        if load and load["loop_lag_p99_s"] is not None:
+        if load and load["loop_lag_p99_s"] is not None and load["delivery_calls"]["n"] > 0:
             break
         time.sleep(1)
     # The replica's own figures, as benchmarks sample them beside the router's windows.
-    assert set(load) == {"num_running", "num_waiting", "loop_lag_p99_s", "loop_lag_max_s"}
+    assert set(load) == {"num_running", "num_waiting", "loop_lag_p99_s", "loop_lag_max_s", "delivery_calls"}
     assert load["num_running"] >= 0 and load["num_waiting"] >= 0
     assert 0 <= load["loop_lag_p99_s"] <= load["loop_lag_max_s"] < 10
+    calls = load["delivery_calls"]
+    assert calls["n"] > 0 and 0 < calls["p50_s"] <= calls["max_s"] < 10 and calls["chunks_max"] >= 1

@@ -177,3 +177,24 @@ def test_a_failed_send_abandons_every_request_in_the_batch_once():
 
     abandoned, failed = asyncio.run(scenario())
     assert failed >= 1 and sorted(abandoned) == ["r1", "r2"]
+
+
+def test_recent_calls_report_how_long_deliveries_took_and_how_many_chunks_they_carried():
+    now = [0.0]
+
+    async def scenario():
+        async def send(destination: str, batch: list) -> None:
+            now[0] += 0.01 * len(batch)  # a call's time grows with its batch, as a Ray call's does
+
+        outbox = Outbox(send, clock=lambda: now[0])
+        assert outbox.recent_calls()["n"] == 0 and outbox.recent_calls()["p50_s"] is None
+        outbox.put("ingress-a", "r1", chunk("a"))
+        await asyncio.sleep(0)
+        for text in "bcd":
+            last = outbox.put("ingress-a", "r1", chunk(text))
+        await asyncio.wait_for(outbox.wait_sent("ingress-a", last), 1)
+        return outbox.recent_calls()
+
+    calls = asyncio.run(scenario())
+    assert calls["n"] == 2 and calls["chunks_max"] == 3 and calls["chunks_p50"] == 2.0
+    assert calls["max_s"] == 0.03 and abs(calls["p50_s"] - 0.02) < 1e-9
