@@ -45,6 +45,8 @@ class _Replica:
     top_class_in_flight: int = 0
     outstanding_tokens: int = 0
     dispatched_total: int = 0
+    # Starts owed while in flight is over the window (`drain_dispatch_share` per completion), at most one.
+    drain_credit: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,13 @@ class RouterCore(RouterContract):
             limit = max(limit, min(replica.controller_cap, own_budget))
         return limit
 
+    def _dispatch_limit(self, class_name: str, replica: _Replica) -> int:
+        """`_limit`, or one over what is in flight while the replica drains a cut and has a start owed."""
+        limit = self._limit(class_name, replica)
+        if replica.in_flight >= limit and replica.drain_credit >= 1.0:
+            return replica.in_flight + 1
+        return limit
+
     def _free_slots(self, class_name: str) -> int:
         return sum(max(0, self._limit(class_name, r) - r.in_flight) for r in self._replicas.values())
 
@@ -282,7 +291,7 @@ class RouterCore(RouterContract):
         name = queued.class_name
         if self._first_block_affinity:
             # Affinity hashes over every replica, full ones included, so it needs them all.
-            loads = [ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, self._limit(name, r),
+            loads = [ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, self._dispatch_limit(name, r),
                                  dispatched_total=r.dispatched_total)
                      for rid, r in self._replicas.items()]
             return choose_replica(loads, self._rng, prefix_key=queued.prefix_key,
@@ -291,7 +300,7 @@ class RouterCore(RouterContract):
         # the seeded draw is the same, without a load object per full replica (most, under load).
         loads = []
         for rid, r in self._replicas.items():
-            limit = self._limit(name, r)
+            limit = self._dispatch_limit(name, r)
             if r.in_flight < limit:
                 loads.append(ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, limit,
                                          dispatched_total=r.dispatched_total))
@@ -302,6 +311,8 @@ class RouterCore(RouterContract):
     def _start(self, request_id: str, replica_id: str, waited_s: float, now: float) -> Dispatch:
         queued = self._queued.pop(request_id)
         replica = self._replicas[replica_id]
+        if replica.in_flight >= self._limit(queued.class_name, replica):
+            replica.drain_credit -= 1.0  # started on a completion's share while the replica drains a cut
         replica.in_flight += 1
         replica.dispatched_total += 1
         replica.top_class_in_flight += self._is_top(queued.class_name)
@@ -392,6 +403,10 @@ class RouterCore(RouterContract):
             replica.in_flight = max(0, replica.in_flight - 1)
             replica.top_class_in_flight = max(0, replica.top_class_in_flight - self._is_top(running.class_name))
             replica.outstanding_tokens = max(0, replica.outstanding_tokens - running.cost_tokens)
+            if replica.in_flight >= self._limit(self._classes.names[0], replica):
+                replica.drain_credit = min(1.0, replica.drain_credit + self._policy.drain_dispatch_share)
+            else:
+                replica.drain_credit = 0.0
         return replica
 
     def _is_top(self, class_name: str) -> int:

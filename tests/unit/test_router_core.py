@@ -179,6 +179,31 @@ def test_a_burst_that_was_dispatched_together_cuts_the_window_once():
     assert core.stats()["replicas"]["r1"]["window"] == 51  # 57.6 x 0.9
 
 
+@pytest.mark.parametrize("share, started_on_ten_completions, in_flight_after", [
+    (0.0, 1, 10),  # nothing starts until in flight is under the window, then the 10th completion's slot
+    (0.5, 5, 14),  # every other completion starts one: in flight drains at half the rate
+    (1.0, 10, 19),  # every completion starts one: in flight holds
+])
+def test_a_cut_window_drains_with_a_share_of_completions_still_starting_queued_requests(
+        share, started_on_ten_completions, in_flight_after):
+    core = make_core(initial_window=20, headroom_fraction=0.0, drain_dispatch_share=share,
+                     window_tuning={"slow_start": False, "cooldown_s": 1000, "ewma_alpha": 1.0})
+    core.set_replicas({"r1": 20})
+    for i in range(40):
+        admit(core, f"b{i}", "batch", 0.0)
+    running = [d.request_id for d in core.take_dispatches(0.0)]
+    core.finish(running.pop(0), 1.0, ok=True, ttft_s=1.0, tpot_s=2.0)  # 2x batch's TPOT: the window halves
+    assert core.stats()["replicas"]["r1"]["window"] == 10
+    started = 0
+    for k in range(10):  # 19 in flight over a window of 10: draining
+        core.finish(running.pop(0), 2.0 + k, ok=True, ttft_s=1.0, tpot_s=0.5)  # dispatched before the cut
+        new = core.take_dispatches(2.0 + k)
+        started += len(new)
+        running += [d.request_id for d in new]
+    assert started == started_on_ten_completions
+    assert core.stats()["replicas"]["r1"]["in_flight"] == in_flight_after
+
+
 def test_window_grows_by_one_per_on_target_completion_while_requests_wait_at_the_router():
     def window_after_eight_on_target_completions(queued_behind: int) -> int:
         core = make_core(initial_window=4, headroom_fraction=0.0,
