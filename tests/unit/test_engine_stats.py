@@ -6,7 +6,9 @@ import pytest
 from vllm.v1.metrics.stats import SchedulerStats
 from vllm.v1.spec_decode.metrics import SpecDecodingStats
 
-from serve_app.engine_stats import EngineSnapshot, SnapshotStatLogger
+from vllm.v1.metrics.stats import IterationStats
+
+from serve_app.engine_stats import EngineSnapshot, RecentInterTokenTimes, SnapshotStatLogger
 
 
 def step(*drafts: tuple[int, int], num_spec_tokens: int = 3) -> SchedulerStats:
@@ -35,6 +37,28 @@ def test_without_speculation_the_rate_is_unknown_not_zero():
     stats = logger.snapshot.as_dict()
     assert (stats["spec_drafted_tokens"], stats["spec_accepted_tokens"]) == (0, 0)
     assert stats["spec_acceptance_rate"] is None
+
+
+def test_recent_inter_token_times_are_the_mean_over_the_last_steps_tokens():
+    now = [0.0]
+    recent = RecentInterTokenTimes(horizon_s=5.0, clock=lambda: now[0])
+    assert recent.summary() == {"tokens": 0, "mean_s": None, "max_s": None}
+    recent.add([0.05, 0.05, 0.08])  # one step: three running requests got a token each
+    now[0] = 3.0
+    recent.add([0.06])
+    recent.add([])  # a step with prefills only
+    assert recent.summary() == {"tokens": 4, "mean_s": pytest.approx(0.06), "max_s": 0.08}
+    now[0] = 6.0  # the first step is past the horizon
+    assert recent.summary() == {"tokens": 1, "mean_s": pytest.approx(0.06), "max_s": 0.06}
+
+
+def test_the_logger_feeds_each_steps_inter_token_times_to_the_snapshot():
+    logger = SnapshotStatLogger(vllm_config=None)
+    iteration = IterationStats()
+    iteration.inter_token_latencies_iter = [0.04, 0.06]
+    logger.record(None, iteration)
+    assert logger.snapshot.recent_inter_token.summary()["mean_s"] == pytest.approx(0.05)
+    assert "recent_inter_token" not in logger.snapshot.as_dict()
 
 
 def test_loggers_of_one_replica_share_its_snapshot():
