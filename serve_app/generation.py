@@ -69,6 +69,9 @@ class RunSummary:
     duration_s: float = 0.0
     # The HTTP status vLLM's app answered (a 400 from validation is a served request, not a failure).
     status: int | None = None
+    # The engine's mean inter-token time over its last seconds as the request ended: the batch's current
+    # speed, which the router's window steers by (`tpot_signal`); None when the replica has no figure.
+    engine_inter_token_s: float | None = None
 
 
 def merge_parts(first: ResponsePart, *rest: ResponsePart) -> ResponsePart:

@@ -221,7 +221,8 @@ class Cluster:
             met = meets_slo(outcome.first_token_s - outcome.request.arrival_s, tpot, cls.ttft_slo_s, cls.tpot_slo_s)
             self._judged.add(self._now, cls.name)
             self._met.add(self._now, cls.name, int(met))
-        self._core.finish(rid, self._now, ok=ok, ttft_s=ttft, tpot_s=tpot)
+        self._core.finish(rid, self._now, ok=ok, ttft_s=ttft, tpot_s=tpot,
+                          engine_tpot_s=node.replica.recent_inter_token_s(self._now) if ok else None)
 
     def _on_expire(self) -> None:
         for request_id, refusal in self._core.expire(self._now, ahead_s=EXPIRY_PERIOD_S):

@@ -13,6 +13,7 @@ at, so a step costs O(1) plus the requests that start, finish or are preempted i
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from dataclasses import dataclass, field
 
 from autoscaling.simulator.step_model import StepModel
@@ -90,6 +91,8 @@ class Replica:
         self.preemptions_total = 0
         self.steps_run = 0
         self.busy_s = 0.0
+        # (end, duration, decoding requests) of recent steps: each decoding request's inter-token time.
+        self._recent_steps: deque[tuple[float, float, int]] = deque()
 
     # ---- state -----------------------------------------------------------------------------------
     @property
@@ -207,6 +210,18 @@ class Replica:
         dt = self._model.step_time_s(n_dec, prefill_tokens, context)
         self.busy_s += dt
         self.step_end_s = now + dt
+        if n_dec:
+            self._recent_steps.append((now + dt, dt, n_dec))
+
+    def recent_inter_token_s(self, now: float, horizon_s: float = 5.0) -> float | None:
+        """Mean inter-token time of the decoding requests over the steps that ended in the last
+        `horizon_s` (as the replica's `engine_stats.RecentInterTokenTimes`); None with none."""
+        steps = self._recent_steps
+        while steps and now - steps[0][0] > horizon_s:
+            steps.popleft()
+        done = [(dt, n) for end, dt, n in steps if end <= now]
+        tokens = sum(n for _, n in done)
+        return sum(dt * n for dt, n in done) / tokens if tokens else None
 
     def complete_step(self) -> list[EngineRequest]:
         """End the running step at `step_end_s`: emit tokens, finish requests, start the next step."""

@@ -155,7 +155,8 @@ class Dispatcher:
             ttft, tpot = _latencies(summary) if summary is not None else (None, None)
             self._core.finish(request.request_id, self._clock(), ok=_served(summary), ttft_s=ttft, tpot_s=tpot,
                               prompt_tokens=summary.num_prompt_tokens if summary is not None else 0,
-                              cached_prompt_tokens=summary.num_cached_prompt_tokens if summary is not None else 0)
+                              cached_prompt_tokens=summary.num_cached_prompt_tokens if summary is not None else 0,
+                              engine_tpot_s=summary.engine_inter_token_s if summary is not None else None)
             self._pump()
 
     def _pump(self) -> None:

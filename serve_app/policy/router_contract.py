@@ -88,9 +88,11 @@ class RouterContract(ABC):
     # ---- completion ----
     @abstractmethod
     def finish(self, request_id: str, now: float, *, ok: bool, ttft_s: float | None = None,
-               tpot_s: float | None = None, prompt_tokens: int = 0, cached_prompt_tokens: int = 0) -> None:
-        """A dispatched request ended; its latencies (as the replica measured them) steer the window, and
-        its prompt tokens found in the engine's prefix cache count towards the measured hit rate."""
+               tpot_s: float | None = None, prompt_tokens: int = 0, cached_prompt_tokens: int = 0,
+               engine_tpot_s: float | None = None) -> None:
+        """A dispatched request ended; its latencies (as the replica measured them, and the engine's recent
+        inter-token time as it ended) steer the window, and its prompt tokens found in the engine's prefix
+        cache count towards the measured hit rate."""
 
     @abstractmethod
     def cancel(self, request_id: str, now: float | None = None) -> None:

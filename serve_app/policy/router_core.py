@@ -356,7 +356,8 @@ class RouterCore(RouterContract):
 
     # ---- completion ----------------------------------------------------------------------------
     def finish(self, request_id: str, now: float, *, ok: bool, ttft_s: float | None = None,
-               tpot_s: float | None = None, prompt_tokens: int = 0, cached_prompt_tokens: int = 0) -> None:
+               tpot_s: float | None = None, prompt_tokens: int = 0, cached_prompt_tokens: int = 0,
+               engine_tpot_s: float | None = None) -> None:
         """A dispatched request ended: free its slot and feed its latencies to the replica's window;
         `cached_prompt_tokens` of its `prompt_tokens` were found in the engine's prefix cache."""
         running = self._running.pop(request_id, None)
@@ -378,7 +379,7 @@ class RouterCore(RouterContract):
         if replica is not None and ok:
             replica.window.set_targets(*self._targets())
             replica.window.observe(ttft_s, tpot_s, now, started_s=running.started_s,
-                                   demand_waiting=len(self._queue) > 0)
+                                   demand_waiting=len(self._queue) > 0, engine_tpot_s=engine_tpot_s)
 
     def cancel(self, request_id: str, now: float | None = None) -> None:
         """The client left: drop the request from the queue, or free its slot if it was dispatched

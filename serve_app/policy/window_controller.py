@@ -66,10 +66,12 @@ class WindowController(ABC):
 
     @abstractmethod
     def observe(self, ttft_s: float | None, tpot_s: float | None, now: float,
-                started_s: float | None = None, demand_waiting: bool = False) -> None:
+                started_s: float | None = None, demand_waiting: bool = False,
+                engine_tpot_s: float | None = None) -> None:
         """Feed one request's latencies (None when not measured) observed at `now`, of a request
         dispatched at `started_s` (None: unknown, taken as current); `demand_waiting`: requests wait at
-        the router for a slot, so the window, not the traffic, is what limits the replica."""
+        the router for a slot, so the window, not the traffic, is what limits the replica;
+        `engine_tpot_s`: the engine's recent inter-token time as the request ended (None: unknown)."""
 
     def _from_before_the_last_cut(self, started_s: float | None) -> bool:
         """A request dispatched before the last cut measured the window that was cut, not this one;
@@ -127,7 +129,8 @@ class FixedRatioController(WindowController):
         self._tuning = tuning
 
     def observe(self, ttft_s: float | None, tpot_s: float | None, now: float,
-                started_s: float | None = None, demand_waiting: bool = False) -> None:
+                started_s: float | None = None, demand_waiting: bool = False,
+                engine_tpot_s: float | None = None) -> None:
         ratio = self._latency_ratio(ttft_s, tpot_s)
         if ratio is None or self._from_before_the_last_cut(started_s):
             return
@@ -154,6 +157,12 @@ class AIMDTuning(StrictModel):
                                  "holds the TPOT EWMA under. A request's TPOT varies around the batch's mean "
                                  "(prefills interleave), so a mean held at the target misses it for about half "
                                  "of the requests.")
+    tpot_signal: Literal["request", "engine"] = Field("engine", description="The TPOT the window steers by: "
+                                                      "`engine`, the engine's mean inter-token time over the last "
+                                                      "5 s as a request finished (the batch's current speed; a "
+                                                      "request's own TPOT where the replica reports none); "
+                                                      "`request`, each finished request's own, the mean over its "
+                                                      "life: stale for a long output, noisy for a short one.")
     queued_increase_below: float = Field(0.95, ge=0, le=1, description="While requests wait at the router for "
                                          "a slot, +1 per observation whose EWMAs are under this fraction of their "
                                          "targets (the TPOT target here being already `tpot_setpoint` x the "
@@ -184,7 +193,10 @@ class AIMDController(WindowController):
         self._in_slow_start = tuning.slow_start
 
     def observe(self, ttft_s: float | None, tpot_s: float | None, now: float,
-                started_s: float | None = None, demand_waiting: bool = False) -> None:
+                started_s: float | None = None, demand_waiting: bool = False,
+                engine_tpot_s: float | None = None) -> None:
+        if self._tuning.tpot_signal == "engine" and engine_tpot_s is not None and tpot_s is not None:
+            tpot_s = engine_tpot_s
         before_the_cut = self._from_before_the_last_cut(started_s)
         if not before_the_cut:  # the averages restarted at the cut
             self._ttft_ewma_s = self._ewma(self._ttft_ewma_s, ttft_s)

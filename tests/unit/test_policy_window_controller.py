@@ -515,3 +515,23 @@ def test_fixed_ratio_counts_its_moves():
     controller.observe(*GOOD, 0.0)
     controller.observe(*BAD_TPOT, 1.0)
     assert controller.state() == {"moves": {"grow_under_target": 1, "cut_latency": 1}}
+
+
+def test_aimd_steers_by_the_engines_recent_inter_token_time_where_given():
+    # A short output's own TPOT is 2.5x the target (its few steps had prefills in them); the engine's batch
+    # runs at half the target: by default the engine's figure counts, and nothing is cut.
+    engine = make("aimd", initial=100, cap=100, ewma_alpha=1.0)
+    engine.observe(0.25, 0.1, 0.0, engine_tpot_s=0.02)
+    assert engine.window == 100 and engine.state()["tpot_ewma_s"] == 0.02
+    own = make("aimd", initial=100, cap=100, ewma_alpha=1.0, tpot_signal="request")
+    own.observe(0.25, 0.1, 0.0, engine_tpot_s=0.02)
+    assert own.window == 50 and own.state()["tpot_ewma_s"] == 0.1
+    unknown = make("aimd", initial=100, cap=100, ewma_alpha=1.0)
+    unknown.observe(0.25, 0.1, 0.0)  # no engine figure: the request's own TPOT
+    assert unknown.window == 50
+
+
+def test_the_engines_figure_does_not_stand_in_for_a_tpot_not_measured():
+    controller = make("aimd", initial=10, cap=100, ewma_alpha=1.0)
+    controller.observe(0.25, None, 0.0, engine_tpot_s=0.02)  # a one-token output has no TPOT
+    assert controller.state()["tpot_ewma_s"] is None

@@ -80,3 +80,17 @@ def test_step_time_follows_the_model():
     prefill = 0.01 + 100 * 0.0001
     assert req.first_token_s == pytest.approx(prefill + 0.5)
     assert req.finish_s == pytest.approx(prefill + 0.01 + 0.001 + 0.5)
+
+
+def test_recent_inter_token_time_is_the_decoding_steps_time_over_the_horizon():
+    decode_costs = StepModel(base_s=1.0, per_decode_seq_s=0.5, per_prefill_token_s=0.0, per_context_token_s=0.0)
+    replica = Replica("r", decode_costs, TINY)
+    replica.add(EngineRequest("a", prompt_len=4, output_len=3), 0.0)
+    replica.add(EngineRequest("b", prompt_len=4, output_len=3), 0.0)
+    replica.start_if_idle(0.0)
+    assert replica.recent_inter_token_s(0.0) is None  # the prefill step decodes nothing
+    trace = _run(replica)
+    # Step 0 prefills both (1 s); steps 1 and 2 decode both: 1 + 2 x 0.5 = 2 s each, ending at 3 and 5.
+    assert [t for t, _ in trace] == [1.0, 3.0, 5.0]
+    assert replica.recent_inter_token_s(5.0) == pytest.approx(2.0)
+    assert replica.recent_inter_token_s(9.5, horizon_s=4.0) is None  # both decode steps ended over 4 s ago
