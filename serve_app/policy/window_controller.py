@@ -188,6 +188,7 @@ class AIMDController(WindowController):
         self._tpot_setpoint = tuning.tpot_setpoint
         self._ttft_ewma_s: float | None = None
         self._tpot_ewma_s: float | None = None
+        self._tpot_samples: Counter[str] = Counter()  # TPOT samples taken, by where they came from
         self._on_target_streak = 0
         self._cooldown_until_s = -math.inf
         self._in_slow_start = tuning.slow_start
@@ -195,8 +196,10 @@ class AIMDController(WindowController):
     def observe(self, ttft_s: float | None, tpot_s: float | None, now: float,
                 started_s: float | None = None, demand_waiting: bool = False,
                 engine_tpot_s: float | None = None) -> None:
-        if self._tuning.tpot_signal == "engine" and engine_tpot_s is not None and tpot_s is not None:
-            tpot_s = engine_tpot_s
+        if tpot_s is not None:
+            use_engine = self._tuning.tpot_signal == "engine" and engine_tpot_s is not None
+            self._tpot_samples["engine" if use_engine else "request"] += 1
+            tpot_s = engine_tpot_s if use_engine else tpot_s
         before_the_cut = self._from_before_the_last_cut(started_s)
         if not before_the_cut:  # the averages restarted at the cut
             self._ttft_ewma_s = self._ewma(self._ttft_ewma_s, ttft_s)
@@ -227,7 +230,8 @@ class AIMDController(WindowController):
         """The base's `moves`, the latency averages the window is steered by, and whether it is still in
         slow start."""
         return {**super().state(), "ttft_ewma_s": self._ttft_ewma_s, "tpot_ewma_s": self._tpot_ewma_s,
-                "tpot_goal_s": self._tpot_goal_s, "slow_start": self._in_slow_start}
+                "tpot_goal_s": self._tpot_goal_s, "tpot_samples": dict(self._tpot_samples),
+                "slow_start": self._in_slow_start}
 
     def _count_on_target(self, ratio: float, demand_waiting: bool) -> None:
         self._on_target_streak += 1

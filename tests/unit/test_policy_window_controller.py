@@ -529,6 +529,8 @@ def test_aimd_steers_by_the_engines_recent_inter_token_time_where_given():
     unknown = make("aimd", initial=100, cap=100, ewma_alpha=1.0)
     unknown.observe(0.25, 0.1, 0.0)  # no engine figure: the request's own TPOT
     assert unknown.window == 50
+    assert (engine.state()["tpot_samples"], own.state()["tpot_samples"], unknown.state()["tpot_samples"]) == (
+        {"engine": 1}, {"request": 1}, {"request": 1})
 
 
 def test_the_engines_figure_does_not_stand_in_for_a_tpot_not_measured():
