@@ -91,8 +91,11 @@ class Replica:
         self.preemptions_total = 0
         self.steps_run = 0
         self.busy_s = 0.0
-        # (end, duration, decoding requests) of recent steps: each decoding request's inter-token time.
+        # (end, duration, decoding requests) of recent steps: each decoding request's inter-token time;
+        # with their running sums of duration x requests and of requests (read at every request's end).
         self._recent_steps: deque[tuple[float, float, int]] = deque()
+        self._recent_time = 0.0
+        self._recent_tokens = 0
 
     # ---- state -----------------------------------------------------------------------------------
     @property
@@ -212,16 +215,22 @@ class Replica:
         self.step_end_s = now + dt
         if n_dec:
             self._recent_steps.append((now + dt, dt, n_dec))
+            self._recent_time += dt * n_dec
+            self._recent_tokens += n_dec
 
     def recent_inter_token_s(self, now: float, horizon_s: float = 5.0) -> float | None:
         """Mean inter-token time of the decoding requests over the steps that ended in the last
         `horizon_s` (as the replica's `engine_stats.RecentInterTokenTimes`); None with none."""
         steps = self._recent_steps
         while steps and now - steps[0][0] > horizon_s:
-            steps.popleft()
-        done = [(dt, n) for end, dt, n in steps if end <= now]
-        tokens = sum(n for _, n in done)
-        return sum(dt * n for dt, n in done) / tokens if tokens else None
+            _, dt, n = steps.popleft()
+            self._recent_time -= dt * n
+            self._recent_tokens -= n
+        time_sum, tokens = self._recent_time, self._recent_tokens
+        if steps and steps[-1][0] > now:  # the step running now has not emitted its tokens yet
+            time_sum -= steps[-1][1] * steps[-1][2]
+            tokens -= steps[-1][2]
+        return time_sum / tokens if tokens > 0 else None
 
     def complete_step(self) -> list[EngineRequest]:
         """End the running step at `step_end_s`: emit tokens, finish requests, start the next step."""
