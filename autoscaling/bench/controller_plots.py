@@ -4,7 +4,7 @@ vLLM's defaults marked); the chunked-prefill budgets' TTFT p99 against TPOT p99;
 windows over each run; the sustained part's course per 10 s of arrivals."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,25 @@ def _summed(sample: Mapping[str, Any], key: str) -> float:
     values = [r.get(key) for r in (sample.get("replicas") or {}).values()]
     values = [v for v in values if v is not None]
     return float(sum(values)) if values else float("nan")
+
+
+def window_cuts(samples: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """Per cut rule (`cut_tpot`, `cut_ttft`, ...), (t, summed window) of each sample whose replicas'
+    `window_state.moves` counted more cuts of it than the sample before: when and to where the window fell."""
+    cuts: dict[str, list[tuple[float, float]]] = {}
+    before: dict[str, int] = {}
+    for sample in samples:
+        counts: dict[str, int] = {}
+        for replica in (sample.get("replicas") or {}).values():
+            for move, n in ((replica.get("window_state") or {}).get("moves") or {}).items():
+                if move.startswith("cut_"):
+                    counts[move] = counts.get(move, 0) + n
+        for move, n in counts.items():
+            if n > before.get(move, 0) and before:
+                cuts.setdefault(move, []).append((sample["t_s"], _summed(sample, "window")))
+        if counts:
+            before = counts
+    return cuts
 
 
 def router_timeline(part: Mapping[str, Any], out_dir: Path) -> Path:
@@ -269,6 +288,9 @@ def sustained_timeline(part: Mapping[str, Any], by_arrival: Mapping[str, Mapping
             router_ax.plot(t, [_summed(s, name) for s in samples], style, lw=1.2, label=name)
         router_ax.plot(t, [float("nan") if s.get("queue_depth") is None else s["queue_depth"] for s in samples],
                        ":", lw=1.5, label="router queue_depth")
+        for (move, points), color in zip(sorted(window_cuts(samples).items()), ("tab:red", "tab:orange", "tab:purple")):
+            router_ax.plot([t for t, _ in points], [w for _, w in points], "v", color=color, ms=6,
+                           label=f"window {move.replace('_', ' ')}")
         router_ax.set(title="our app's router (samples every 2 s)", xlabel="t (s)", ylabel="requests")
         if any("answer_s" in s for s in samples):
             lag_ax = router_ax.twinx()

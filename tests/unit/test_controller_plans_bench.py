@@ -654,11 +654,28 @@ def test_the_sustained_plot_shows_both_engines_per_rate_and_our_router(tmp_path)
     timeline = [{"t_s": 2.0 * i, "queue_depth": i, "answer_s": 0.01 * i,
                  "replicas": {"r1": {"window": 400, "window_cap": 600, "in_flight": 390}},
                  "ttft_recent": {"ingress": recent, "replica": recent if i else None}} for i in range(5)]
+    for i, sample in enumerate(timeline):
+        sample["replicas"]["r1"]["window_state"] = {"moves": {"cut_tpot": i // 2, "cut_ttft": i // 4}}
     part = {"window_s": 120, "runs": {"ours-fp16": {"30": {"router_timeline": timeline}}}}
     path = sustained_timeline(part, {"vllm-defaults": {"30": rows}, "ours-fp16": {"30": rows, "33": rows}}, tmp_path)
     assert path == tmp_path / "sustained.png" and path.stat().st_size > 20_000
     assert _recent_p50(timeline[1], "replica") == 0.3
     assert math.isnan(_recent_p50(timeline[0], "replica")) and math.isnan(_recent_p50({}, "ingress"))
+
+
+def test_window_cuts_are_placed_where_the_counted_cuts_grew():
+    from autoscaling.bench.controller_plots import window_cuts
+
+    def sample(t, window, moves):
+        return {"t_s": t, "replicas": {"r1": {"window": window, "window_state": {"moves": moves}}}}
+
+    samples = [sample(0.0, 400, {"cut_tpot": 3, "grow_queued": 9}),  # cuts of an earlier run: not this one's
+               sample(2.0, 300, {"cut_tpot": 4, "grow_queued": 9}),
+               {"t_s": 4.0, "error": "no answer"},
+               sample(6.0, 280, {"cut_tpot": 4, "cut_ttft": 1}),
+               sample(8.0, 290, {"cut_tpot": 4, "cut_ttft": 1, "grow_queued": 12})]
+    assert window_cuts(samples) == {"cut_tpot": [(2.0, 300.0)], "cut_ttft": [(6.0, 280.0)]}
+    assert window_cuts([]) == {} and window_cuts([sample(0.0, 5, {})]) == {}
 
 
 def test_our_apps_config_sections_take_the_fields_given_and_keep_the_rest():
