@@ -13,9 +13,8 @@ import time
 from collections import defaultdict, deque
 from typing import Awaitable, Callable
 
-from serve_app.statistics import percentile
-
 from serve_app.generation import ResponsePart
+from serve_app.statistics import percentile
 from serve_app.telemetry.log_names import service_logger
 
 logger = service_logger("delivery")

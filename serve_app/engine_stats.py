@@ -1,41 +1,11 @@
 """A vLLM stat logger that keeps the latest scheduler figures for the replica to report."""
 from __future__ import annotations
 
-import time
-from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 from vllm.v1.metrics.loggers import StatLoggerBase
 
-
-class RecentInterTokenTimes:
-    """The engine's inter-token times over the last `horizon_s`, summed per step (one entry per step, not
-    per token: this runs for every step of the replica). Each step gives every running request one token,
-    so their mean is the batch's current speed, which a finished request's TPOT averages over its whole
-    life (and, for a short output, over a few steps)."""
-
-    def __init__(self, horizon_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self._horizon_s = horizon_s
-        self._clock = clock
-        self._steps: deque[tuple[float, float, int, float]] = deque()  # (at, sum, tokens, max)
-
-    def add(self, inter_token_times_s: Sequence[float]) -> None:
-        if inter_token_times_s:
-            now = self._clock()
-            self._steps.append((now, sum(inter_token_times_s), len(inter_token_times_s), max(inter_token_times_s)))
-            self._forget_old(now)
-
-    def summary(self) -> dict[str, float | int | None]:
-        """Tokens seen over the horizon and their mean and largest inter-token time (None with none)."""
-        self._forget_old(self._clock())
-        tokens = sum(step[2] for step in self._steps)
-        return {"tokens": tokens, "mean_s": sum(step[1] for step in self._steps) / tokens if tokens else None,
-                "max_s": max((step[3] for step in self._steps), default=None)}
-
-    def _forget_old(self, now: float) -> None:
-        while self._steps and now - self._steps[0][0] > self._horizon_s:
-            self._steps.popleft()
+from serve_app.policy.recent_latency import RecentInterTokenTimes
 
 
 @dataclass

@@ -33,10 +33,12 @@ def router_windows(stats: dict) -> dict:
     first token's wait over the last seconds per class: as the ingress saw it (from the request reaching it)
     and as the replica did (from the dispatch reaching it), beside the router queue's waits (`queue_wait`),
     so that a client's TTFT minus these is the path outside the ingress (the proxy and the client)."""
-    sample = {"queue_depth": stats.get("queue_depth"),
-              "replicas": {rid: {k: r.get(k) for k in ("window", "window_cap", "in_flight", "window_state")
-                                 if k in r or k != "window_state"}
-                           for rid, r in (stats.get("replicas") or {}).items()}}
+    replicas = {}
+    for rid, r in (stats.get("replicas") or {}).items():
+        replicas[rid] = {k: r.get(k) for k in ("window", "window_cap", "in_flight")}
+        if "window_state" in r:
+            replicas[rid]["window_state"] = r["window_state"]
+    sample = {"queue_depth": stats.get("queue_depth"), "replicas": replicas}
     ingress = stats.get("ingress")
     if ingress:
         lag = (ingress.get("loop_stalls") or {}).get("lag_recent") or {}

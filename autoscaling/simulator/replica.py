@@ -13,10 +13,10 @@ at, so a step costs O(1) plus the requests that start, finish or are preempted i
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from dataclasses import dataclass, field
 
 from autoscaling.simulator.step_model import StepModel
+from serve_app.policy.recent_latency import RecentInterTokenTimes
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -91,11 +91,10 @@ class Replica:
         self.preemptions_total = 0
         self.steps_run = 0
         self.busy_s = 0.0
-        # (end, duration, decoding requests) of recent steps: each decoding request's inter-token time;
-        # with their running sums of duration x requests and of requests (read at every request's end).
-        self._recent_steps: deque[tuple[float, float, int]] = deque()
-        self._recent_time = 0.0
-        self._recent_tokens = 0
+        # Each decoding request's inter-token time, per step, as the real replica keeps them.
+        self._recent_inter_token = RecentInterTokenTimes()
+        self._step_decoding = 0  # decoding requests in the step running now
+        self._step_s = 0.0  # its duration
 
     # ---- state -----------------------------------------------------------------------------------
     @property
@@ -213,24 +212,12 @@ class Replica:
         dt = self._model.step_time_s(n_dec, prefill_tokens, context)
         self.busy_s += dt
         self.step_end_s = now + dt
-        if n_dec:
-            self._recent_steps.append((now + dt, dt, n_dec))
-            self._recent_time += dt * n_dec
-            self._recent_tokens += n_dec
+        self._step_decoding, self._step_s = n_dec, dt
 
-    def recent_inter_token_s(self, now: float, horizon_s: float = 5.0) -> float | None:
-        """Mean inter-token time of the decoding requests over the steps that ended in the last
-        `horizon_s` (as the replica's `engine_stats.RecentInterTokenTimes`); None with none."""
-        steps = self._recent_steps
-        while steps and now - steps[0][0] > horizon_s:
-            _, dt, n = steps.popleft()
-            self._recent_time -= dt * n
-            self._recent_tokens -= n
-        time_sum, tokens = self._recent_time, self._recent_tokens
-        if steps and steps[-1][0] > now:  # the step running now has not emitted its tokens yet
-            time_sum -= steps[-1][1] * steps[-1][2]
-            tokens -= steps[-1][2]
-        return time_sum / tokens if tokens > 0 else None
+    def recent_inter_token_s(self, now: float) -> float | None:
+        """Mean inter-token time of the decoding requests over the steps that ended in the last 5 s (as the
+        real replica reports it); None with none."""
+        return self._recent_inter_token.mean_s(now)
 
     def complete_step(self) -> list[EngineRequest]:
         """End the running step at `step_end_s`: emit tokens, finish requests, start the next step."""
@@ -238,6 +225,9 @@ class Replica:
             raise RuntimeError(f"replica {self.replica_id}: no step is running")
         end = self.step_end_s
         emitted_at = end + self._model.frontend_overhead_s
+        if self._step_decoding:
+            self._recent_inter_token.add_step(self._step_s * self._step_decoding, self._step_decoding, self._step_s,
+                                              end)
         step = self._step
         finished: list[EngineRequest] = []
         heap = self._finish_heap

@@ -168,7 +168,7 @@ class LLMReplica:
             summary.num_cached_prompt_tokens = tally.cached_prompt_tokens
             summary.finish_reason, summary.ttft_s = tally.finish_reason, tally.first_token_s
             summary.duration_s = time.monotonic() - started
-            summary.engine_inter_token_s = self._snapshot.recent_inter_token.summary()["mean_s"]
+            summary.engine_inter_token_s = self._snapshot.recent_inter_token.mean_s()
             span.set(llm__prompt_tokens=tally.prompt_tokens, llm__completion_tokens=tally.generated_tokens,
                      llm__finish_reason=summary.finish_reason, http__response__status_code=summary.status)
             if summary.finish_reason is None and (summary.status or 500) < 400:

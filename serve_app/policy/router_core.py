@@ -311,7 +311,7 @@ class RouterCore(RouterContract):
     def _start(self, request_id: str, replica_id: str, waited_s: float, now: float) -> Dispatch:
         queued = self._queued.pop(request_id)
         replica = self._replicas[replica_id]
-        if replica.in_flight >= self._limit(queued.class_name, replica):
+        if replica.drain_credit >= 1.0 and replica.in_flight >= self._limit(queued.class_name, replica):
             replica.drain_credit -= 1.0  # started on a completion's share while the replica drains a cut
         replica.in_flight += 1
         replica.dispatched_total += 1
@@ -404,10 +404,10 @@ class RouterCore(RouterContract):
             replica.in_flight = max(0, replica.in_flight - 1)
             replica.top_class_in_flight = max(0, replica.top_class_in_flight - self._is_top(running.class_name))
             replica.outstanding_tokens = max(0, replica.outstanding_tokens - running.cost_tokens)
-            if replica.in_flight >= self._limit(self._classes.names[0], replica):
-                replica.drain_credit = min(1.0, replica.drain_credit + self._policy.drain_dispatch_share)
-            else:
-                replica.drain_credit = 0.0
+            if self._policy.drain_dispatch_share:  # off (the default), the credit stays 0: skip the limit
+                draining = replica.in_flight >= self._limit(self._classes.names[0], replica)
+                replica.drain_credit = (min(1.0, replica.drain_credit + self._policy.drain_dispatch_share)
+                                        if draining else 0.0)
         return replica
 
     def _is_top(self, class_name: str) -> int:

@@ -8,7 +8,8 @@ from vllm.v1.spec_decode.metrics import SpecDecodingStats
 
 from vllm.v1.metrics.stats import IterationStats
 
-from serve_app.engine_stats import EngineSnapshot, RecentInterTokenTimes, SnapshotStatLogger
+from serve_app.engine_stats import EngineSnapshot, SnapshotStatLogger
+from serve_app.policy.recent_latency import RecentInterTokenTimes
 
 
 def step(*drafts: tuple[int, int], num_spec_tokens: int = 3) -> SchedulerStats:

@@ -93,4 +93,4 @@ def test_recent_inter_token_time_is_the_decoding_steps_time_over_the_horizon():
     # Step 0 prefills both (1 s); steps 1 and 2 decode both: 1 + 2 x 0.5 = 2 s each, ending at 3 and 5.
     assert [t for t, _ in trace] == [1.0, 3.0, 5.0]
     assert replica.recent_inter_token_s(5.0) == pytest.approx(2.0)
-    assert replica.recent_inter_token_s(9.5, horizon_s=4.0) is None  # both decode steps ended over 4 s ago
+    assert replica.recent_inter_token_s(10.5) is None  # both decode steps ended over 5 s ago
