@@ -148,7 +148,7 @@ def base_url(args: argparse.Namespace) -> str:
 
 def engine_command(args: argparse.Namespace, engine: str) -> list[str]:
     if engine in OURS_ENGINES:
-        config = bench.ours_kv_config(args.model_dir, PORT, get_preset(FP8_PRESET), kv_cache_dtype=OURS_ENGINES[engine],
+        config = bench.ours_kv_config(args.model_dir, PORT, get_preset(args.ours_preset), kv_cache_dtype=OURS_ENGINES[engine],
                                       policy=bench.DEFAULT_POLICY, max_model_len=args.max_model_len,
                                       gpu_memory_utilization=args.gpu_memory_utilization)
         return ours_serve_command(bench.with_sections(config, args.ours_sections), args.out / f"{engine}_config.yaml")
@@ -179,7 +179,8 @@ def start(args: argparse.Namespace) -> None:
     command = engine_command(args, args.engine)
     server = start_server(command, args.out / f"{args.engine}_server.log")
     state = {"engine": args.engine, "pid": server.pid, "command": shlex.join(command), "started": time.time(),
-             "recipe": shlex.join(["python", *sys.argv])}
+             "recipe": shlex.join(["python", *sys.argv]),
+             **({"preset": args.ours_preset} if args.engine in OURS_ENGINES else {})}
     (args.out / f"{args.engine}_server.json").write_text(json.dumps(state, indent=2))
 
 
@@ -274,6 +275,29 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
         part["rows"].append({**setting.to_dict(), "rate_rps": part["rate_rps"], **bench_runs.figures(run, wl)})
         save_part(args, part)
         clock.done(since)
+
+
+def measure_app_run(args: argparse.Namespace, part: dict, clock: bench_runs.Clock, app_preset: str) -> None:
+    """Our app's row of a preset part: the requests of the sweep's rows (its rate, arrival window, seed and
+    client cap, latency from the scheduled arrival) sent once to our app started for that preset
+    (`start --ours-preset`), with the router's windows sampled."""
+    name = PRESET_PARTS[part["part"]]
+    if app_preset != name:
+        raise SystemExit(f"{part['part']}: {args.engine} was started for the {app_preset} preset; start it with "
+                         f"--ours-preset {name}")
+    if "rate_rps" not in part:
+        raise SystemExit(f"{part['part']}: measure it on vllm-{bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS} first "
+                         "(its rate), or copy an earlier run's part file in")
+    if part.get("app_run") is not None or not clock.step_fits():
+        return
+    wl = workload(args, name)
+    spec = wl.spec(GammaArrivals(part["rate_rps"]), duration_s=bench.part_window_s(part),
+                   max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=1)
+    run = load(args, f"{part['part']}_{args.engine}", {"run": spec}, bench_runs.slo_timeout_s(wl),
+               latency_from_arrival=True, slos=bench_runs.preset_slos(wl), sample_router_windows=True)["run"]
+    part["app_run"] = {"engine": args.engine, "rate_rps": part["rate_rps"], **bench_runs.figures(run, wl),
+                       "router_timeline": run["router_timeline"]}
+    log(f"{part['part']}: our app met the SLO for {part['app_run']['slo_attainment']:.0%}")
 
 
 def search_rate(args: argparse.Namespace, part: dict, wl: PresetWorkload, clock: bench_runs.Clock,
@@ -440,7 +464,9 @@ def measure(args: argparse.Namespace) -> None:
         elif name == "sustained":
             measure_sustained(args, part, clock)
         elif args.engine in OURS_ENGINES:
-            raise SystemExit(f"{name} is measured on vllm-<budget> engines")
+            if name not in PRESET_PARTS:
+                raise SystemExit(f"{name} is measured on vllm-<budget> engines")
+            measure_app_run(args, part, clock, (state or {}).get("preset", args.ours_preset))
         elif engine_budget(args.engine) in part_budgets(args, name):
             (measure_preset if name in PRESET_PARTS else measure_chunked)(args, part, clock)
         else:
@@ -570,6 +596,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ours-sections", type=json.loads, default={},
                         help='start: fields set in our app\'s config sections, e.g. \'{"http": {"ingress_replicas": 2, '
                              '"stream_writes_per_s": 1000}}\' (the config file is saved beside the run)')
+    parser.add_argument("--ours-preset", default=FP8_PRESET, choices=sorted(PRESETS),
+                        help="start: the preset our app's controller plans for and whose SLO its one class has "
+                             "(the fp8-kv and sustained parts send the mixed workload)")
     parser.add_argument("--sustained-client-cap", type=int, default=0,
                         help="sustained: most requests the load driver keeps open (0: none, open loop; run5_sustained "
                              f"ran with {bench.VLLM_DEFAULT_MAX_NUM_SEQS})")

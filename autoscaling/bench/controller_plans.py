@@ -441,11 +441,20 @@ def kv_capacity_goals(checks: Sequence[KvCheck], dtypes: Sequence[str] = ("fp16"
     return goals
 
 
+def app_run_of(preset: str, part: Mapping[str, Any], fp8: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """Our app's run on a preset's workload: the preset part's own (`app_run`: the app started for that
+    preset, its window fresh, as each sweep row's engine is), else, for the fp8-kv part's preset, that
+    part's FP16 open-loop run (it follows a closed-loop run there, which leaves the window cut)."""
+    if part.get("app_run") is not None:
+        return part["app_run"]
+    return (((fp8 or {}).get("runs") or {}).get("fp16") or {}).get("goodput") if preset == FP8_KV_PRESET else None
+
+
 def summary(presets: Mapping[str, Mapping[str, Any]], fp8: Mapping[str, Any] | None,
             chunked: Mapping[str, Any] | None, commands: Sequence[str], gpu: str,
             kv_checks: Sequence[KvCheck] = (), sustained: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """summary.json: the goals, and per preset its plans, best sweep point and Pareto front."""
-    app_runs = {FP8_KV_PRESET: (((fp8 or {}).get("runs") or {}).get("fp16") or {}).get("goodput")}
+    app_runs = {name: app_run_of(name, part, fp8) for name, part in presets.items()}
     goals = [g for name, part in presets.items()
              for g in (*preset_goals(name, part), *app_goals(name, part, app_runs.get(name)))]
     goals += kv_capacity_goals(kv_checks)

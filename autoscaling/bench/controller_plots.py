@@ -46,6 +46,9 @@ def preset_pareto(preset: str, part: Mapping[str, Any], out_dir: Path) -> Path:
             ax.scatter([measured["output_token_throughput_tps"]], [measured["ttft_p99_s"]], marker=marker, s=160,
                        edgecolors="black", label=f"{plan['label']} ({plan['max_num_seqs']}, "
                                                  f"{plan['max_num_batched_tokens']})")
+    if (app := part.get("app_run")) is not None and app.get("ttft_p99_s") is not None:
+        ax.scatter([app["output_token_throughput_tps"]], [app["ttft_p99_s"]], marker="P", s=160, edgecolors="black",
+                   label=f"our app (router window over 1024, {app.get('slo_attainment', 0):.0%} met)")
     ax.set(title=f"{preset} at {part.get('rate_rps') or 0:.2f} req/s: settings (labels: max_num_seqs)",
            xlabel="output tokens/s", ylabel="TTFT p99 (s)", yscale="log")
     ax.legend(fontsize=7)
@@ -241,6 +244,11 @@ def table(presets: Mapping[str, Mapping[str, Any]], out_dir: Path, fp8_kv: Mappi
                          f"| {_cell(r.get('slo_attainment'))} | {_missed(r)} "
                          f"| {_cell(r['request_throughput_rps'])} | {_cell(r['output_token_throughput_tps'], 0)} "
                          f"| {_cell(r['ttft_p99_s'])} | {_cell(r['tpot_p99_s'], 4)} | {r['failed']} |")
+        if (app := part.get("app_run")) is not None:
+            lines.append(f"| (router window) | 8192 | our app ({app.get('engine', 'ours-fp16')}, started for this "
+                         f"preset) | {_cell(goodput(app))} | {_cell(app.get('slo_attainment'))} | {_missed(app)} "
+                         f"| {_cell(app['request_throughput_rps'])} | {_cell(app['output_token_throughput_tps'], 0)} "
+                         f"| {_cell(app['ttft_p99_s'])} | {_cell(app['tpot_p99_s'], 4)} | {app['failed']} |")
         lines.append("")
     if fp8_kv is not None:
         lines += fp8_kv_section(fp8_kv, fp8_kv_preset, presets.get(fp8_kv_preset))

@@ -214,6 +214,15 @@ def test_the_summary_judges_our_apps_fp16_run_of_the_fp8_kv_part_on_the_mixed_pr
     assert [g["met"] for g in ours] == [True, True, False]  # mixed: both goals; batch: not run
 
 
+def test_a_preset_parts_own_app_run_outranks_the_fp8_kv_parts_and_judges_its_preset():
+    fp8 = {"runs": {"fp16": {"goodput": {"rate_rps": 30.0, "slo_attainment": 0.6}}}}
+    batch = {**sweep_at(40.0), "app_run": {"rate_rps": 40.0, "slo_attainment": 0.85}}
+    mixed = {**sweep_at(30.0), "app_run": {"rate_rps": 30.0, "slo_attainment": 0.9}}
+    result = bench.summary({"mixed": mixed, "batch": batch}, fp8, None, ["cmd"], "H200")
+    assert [g["met"] for g in result["goals"] if "our app" in g["name"]] == [True, True, True, True]
+    assert bench.app_run_of("batch", sweep_at(40.0), fp8) is None  # the fp8-kv part runs the mixed workload only
+
+
 def test_kv_capacity_within_3_percent_of_vllms_allocation_for_the_worst_engine_of_each_dtype():
     checks = [*bench.status_kv_checks("ours-fp16", "fp16", {"r1": {"predicted_kv_tokens": 102_000,
                                                                     "actual_kv_tokens": 100_000}}),
@@ -486,6 +495,17 @@ def test_summary_md_has_our_apps_runs_per_kv_dtype_beside_vllms_defaults_at_the_
             "vLLM allocated 1,000,000 (-1.00%)") in text
     assert "- fp8 KV, replica r8 (planned max_num_seqs 1024, budget 8192): predicted 2,020,000" in text
     assert text.index("- fp16 KV") < text.index("- fp8 KV")
+
+
+def test_summary_md_shows_a_preset_parts_own_app_run_under_its_sweep_rows(tmp_path):
+    from autoscaling.bench.controller_plots import preset_pareto, table
+
+    app = {**mixed_part()["rows"][0], "engine": "ours-fp16", "slo_attainment": 0.9, "rate_rps": RATE}
+    part = {**mixed_part(), "app_run": app}
+    text = table({"mixed": part}, tmp_path).read_text().split("## mixed")[1]
+    [line] = [l for l in text.splitlines() if "our app (ours-fp16, started for this preset)" in l]
+    assert line.split(" | ")[4] == "0.900"
+    assert preset_pareto("mixed", part, tmp_path).exists()
 
 
 def test_vllms_defaults_are_compared_only_at_the_goodput_runs_rate(tmp_path):
