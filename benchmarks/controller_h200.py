@@ -9,8 +9,9 @@ prefill's token budget, FP8 KV. Pure parts: autoscaling/bench/controller_plans.p
     summarize --out DIR                     summary.json, Pareto plots, summary.md from the part files
 
 Engines: `vllm-<B>` is `vllm serve` with max_num_batched_tokens B; `ours-fp16` / `ours-fp8` our app (one
-replica, the controller planning the batch for the mixed preset by the default policy), KV cache in FP16 /
-FP8.
+replica, the controller planning the batch for `start --ours-preset` (default mixed) by the default policy,
+one class with that preset's SLO), KV cache in FP16 / FP8. A preset part measured on our app (started for
+that preset) sends the sweep's requests at the part's rate once: the part's `app_run`, our app's row.
 Parts: `preset-<name>` (interactive, mixed, batch, long-form): the preset's workload (log-normal lengths,
 its TTFT/TPOT SLO); on vllm-8192 first a closed-loop capacity run with vLLM's defaults (1,024 clients),
 then open-loop probes of vLLM's defaults from --load x its completions per second while every client was
@@ -176,12 +177,26 @@ def server_files(out: Path) -> list[Path]:
 def start(args: argparse.Namespace) -> None:
     stop(args)
     ensure_checkpoint(args.model_dir, args.shape)
+    keep_earlier_files(args.out, args.engine)
     command = engine_command(args, args.engine)
     server = start_server(command, args.out / f"{args.engine}_server.log")
     state = {"engine": args.engine, "pid": server.pid, "command": shlex.join(command), "started": time.time(),
              "recipe": shlex.join(["python", *sys.argv]),
              **({"preset": args.ours_preset} if args.engine in OURS_ENGINES else {})}
     (args.out / f"{args.engine}_server.json").write_text(json.dumps(state, indent=2))
+
+
+def keep_earlier_files(out: Path, engine: str) -> None:
+    """An engine started again in one DIR (our app for another preset) would overwrite its log and config:
+    the earlier ones move to `<engine>_server.<n>.log` and `<engine>_config.<n>.yaml` first (out of the
+    `*_server.log` that `kv_checks` reads: the KV allocation is the same at every start)."""
+    earlier = [out / f"{engine}_server.log", out / f"{engine}_config.yaml"]
+    if not any(path.exists() for path in earlier):
+        return
+    n = 1 + sum(1 for _ in out.glob(f"{engine}_server.*.log"))
+    for path in earlier:
+        if path.exists():
+            path.rename(path.with_suffix(f".{n}{path.suffix}"))
 
 
 def stop(args: argparse.Namespace) -> None:

@@ -66,3 +66,16 @@ def test_routing_capacity_percentiles_are_the_one_definition():
     routing = _load("routing_capacity")
     figures = routing.percentiles_ms([0.001, 0.002, 0.003, 0.004])
     assert figures == {"p50_ms": 2.5, "p90_ms": 3.7, "p99_ms": 3.97}  # nearest rank gave 2.0, 4.0, 4.0
+
+
+def test_an_engine_started_again_keeps_its_earlier_log_and_config_out_of_the_kv_checks_glob(tmp_path):
+    cli = _load("controller_h200")
+    cli.keep_earlier_files(tmp_path, "ours-fp16")  # nothing yet: nothing moves
+    assert list(tmp_path.iterdir()) == []
+    for round_ in ("mixed", "batch"):
+        (tmp_path / "ours-fp16_server.log").write_text(round_)
+        (tmp_path / "ours-fp16_config.yaml").write_text(round_)
+        cli.keep_earlier_files(tmp_path, "ours-fp16")
+    assert (tmp_path / "ours-fp16_server.1.log").read_text() == "mixed"
+    assert (tmp_path / "ours-fp16_config.2.yaml").read_text() == "batch"
+    assert list(tmp_path.glob("*_server.log")) == []

@@ -704,3 +704,4 @@ def test_our_apps_config_sections_take_the_fields_given_and_keep_the_rest():
     assert changed == {"http": {"port": 8000, "ingress_replicas": 2}, "engine": {"preset": "mixed"},
                        "router": {"newest_first_after": None}}
     assert config["http"]["ingress_replicas"] == 1  # the original untouched
+
