@@ -226,6 +226,25 @@ def load(args: argparse.Namespace, name: str, specs: dict[str, WorkloadSpec], ti
     return bench_runs.load(options, args.out / "raw", name, specs, **how)
 
 
+def open_loop_run(args: argparse.Namespace, name: str, wl: PresetWorkload, rate: float, window_s: float,
+                  max_concurrency: int | None, ours: bool = False) -> dict:
+    """The open-loop run every row is: `window_s` of Poisson arrivals at `rate` of the same requests (seed 1)
+    at every setting, at most `max_concurrency` open (None: no cap), each latency counted from its scheduled
+    arrival (a wait for a free client slot counts as a wait in the engine's queue would) and judged by the
+    preset's SLO; with `ours`, the router's windows sampled."""
+    spec = wl.spec(GammaArrivals(rate), duration_s=window_s, max_concurrency=max_concurrency, seed=1)
+    return load(args, name, {"run": spec}, bench_runs.slo_timeout_s(wl), latency_from_arrival=True,
+                slos=bench_runs.preset_slos(wl), sample_router_windows=ours)["run"]
+
+
+def closed_loop_run(args: argparse.Namespace, name: str, wl: PresetWorkload, ours: bool = False) -> dict:
+    """--capacity-requests requests (seed 0) through vLLM's default 1,024 clients, each sent when one ends."""
+    spec = wl.spec(GammaArrivals(float("inf")), num_requests=args.capacity_requests,
+                   max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=0)
+    return load(args, name, {"run": spec}, bench_runs.slo_timeout_s(wl), slos=bench_runs.preset_slos(wl),
+                sample_router_windows=ours)["run"]
+
+
 def read_part(args: argparse.Namespace, part: str) -> dict:
     path = args.out / f"{part}.json"
     return json.loads(path.read_text()) if path.exists() else {"part": part, "gpu": gpu_name(), "commands": []}
@@ -255,10 +274,7 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
             raise SystemExit(f"{part['part']}: measure it on vllm-{bench.VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS} first "
                              "(its capacity run sets the rate), or give --rate")
         if args.rate is None and "capacity" not in part:
-            spec = wl.spec(GammaArrivals(float("inf")), num_requests=args.capacity_requests,
-                           max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=0)
-            run = load(args, f"{part['part']}_capacity", {"run": spec}, bench_runs.slo_timeout_s(wl),
-                       slos=bench_runs.preset_slos(wl))["run"]
+            run = closed_loop_run(args, f"{part['part']}_capacity", wl)
             part["capacity"] = capacity_figures(run, wl)
             if not part["capacity"]["completed"]:
                 raise SystemExit(f"{part['part']}: the capacity run completed none of its {part['capacity']['sent']} "
@@ -283,10 +299,8 @@ def measure_preset(args: argparse.Namespace, part: dict, clock: bench_runs.Clock
             log(f"{part['part']}: time budget used; measure again to go on")
             return
         since = time.monotonic()
-        spec = wl.spec(GammaArrivals(part["rate_rps"]), duration_s=window_s, max_concurrency=setting.max_num_seqs,
-                       seed=1)  # the same requests at every setting
-        run = load(args, f"{part['part']}_{budget}_{setting.max_num_seqs}", {"run": spec}, bench_runs.slo_timeout_s(wl),
-                   latency_from_arrival=True, slos=bench_runs.preset_slos(wl))["run"]
+        run = open_loop_run(args, f"{part['part']}_{budget}_{setting.max_num_seqs}", wl, part["rate_rps"], window_s,
+                            setting.max_num_seqs)
         part["rows"].append({**setting.to_dict(), "rate_rps": part["rate_rps"], **bench_runs.figures(run, wl)})
         save_part(args, part)
         clock.done(since)
@@ -306,10 +320,8 @@ def measure_app_run(args: argparse.Namespace, part: dict, clock: bench_runs.Cloc
     if part.get("app_run") is not None or not clock.step_fits():
         return
     wl = workload(args, name)
-    spec = wl.spec(GammaArrivals(part["rate_rps"]), duration_s=bench.part_window_s(part),
-                   max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=1)
-    run = load(args, f"{part['part']}_{args.engine}", {"run": spec}, bench_runs.slo_timeout_s(wl),
-               latency_from_arrival=True, slos=bench_runs.preset_slos(wl), sample_router_windows=True)["run"]
+    run = open_loop_run(args, f"{part['part']}_{args.engine}", wl, part["rate_rps"], bench.part_window_s(part),
+                        bench.VLLM_DEFAULT_MAX_NUM_SEQS, ours=True)
     part["app_run"] = {"engine": args.engine, "rate_rps": part["rate_rps"], **bench_runs.figures(run, wl),
                        "router_timeline": run["router_timeline"]}
     log(f"{part['part']}: our app met the SLO for {part['app_run']['slo_attainment']:.0%}")
@@ -325,11 +337,9 @@ def search_rate(args: argparse.Namespace, part: dict, wl: PresetWorkload, clock:
         if not clock.step_fits():
             return None
         since = time.monotonic()
-        # The rows' requests (seed 1) at vLLM's defaults: the probe at the chosen rate is their row.
-        spec = wl.spec(GammaArrivals(rate), duration_s=window_s, max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS,
-                       seed=1)
-        run = load(args, f"{part['part']}_probe_{len(probes)}", {"run": spec}, bench_runs.slo_timeout_s(wl),
-                   latency_from_arrival=True, slos=bench_runs.preset_slos(wl))["run"]
+        # The rows' requests at vLLM's defaults: the probe at the chosen rate is their row.
+        run = open_loop_run(args, f"{part['part']}_probe_{len(probes)}", wl, rate, window_s,
+                            bench.VLLM_DEFAULT_MAX_NUM_SEQS)
         probes.append({"rate_rps": rate, **bench_runs.figures(run, wl)})
         log(f"{part['part']}: vLLM's defaults at {rate:.2f} req/s met the SLO for {probes[-1]['slo_attainment']:.0%}")
         save_part(args, part)
@@ -387,10 +397,7 @@ def measure_fp8(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -
     runs = part.setdefault("runs", {}).setdefault(dtype, {})
     save_part(args, part)
     if "capacity" not in runs and clock.step_fits():
-        spec = wl.spec(GammaArrivals(float("inf")), num_requests=args.capacity_requests,
-                       max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS, seed=0)
-        run = load(args, f"fp8-kv_{dtype}_capacity", {"run": spec}, bench_runs.slo_timeout_s(wl),
-                   slos=bench_runs.preset_slos(wl), sample_router_windows=True)["run"]
+        run = closed_loop_run(args, f"fp8-kv_{dtype}_capacity", wl, ours=True)
         runs["capacity"] = {**capacity_figures(run, wl), "router_timeline": run["router_timeline"]}
         save_part(args, part)
     if "goodput" not in runs and "capacity" in runs and clock.step_fits():
@@ -400,10 +407,8 @@ def measure_fp8(args: argparse.Namespace, part: dict, clock: bench_runs.Clock) -
         # As preset-mixed's rows are sent and judged (its arrival window, client cap, latency from the scheduled
         # arrival), so that its row of vLLM's defaults at this rate compares with ours request for request.
         window_s = bench.part_window_s(mixed) if mixed.get("rate_rps") else part_arrival_window_s(args, part["part"])
-        spec = wl.spec(GammaArrivals(rate), duration_s=window_s, max_concurrency=bench.VLLM_DEFAULT_MAX_NUM_SEQS,
-                       seed=1)
-        run = load(args, f"fp8-kv_{dtype}_goodput", {"run": spec}, bench_runs.slo_timeout_s(wl),
-                   latency_from_arrival=True, slos=bench_runs.preset_slos(wl), sample_router_windows=True)["run"]
+        run = open_loop_run(args, f"fp8-kv_{dtype}_goodput", wl, rate, window_s, bench.VLLM_DEFAULT_MAX_NUM_SEQS,
+                            ours=True)
         runs["goodput"] = {"rate_rps": rate, **bench_runs.figures(run, wl), "router_timeline": run["router_timeline"]}
         save_part(args, part)
 
@@ -433,12 +438,10 @@ def measure_sustained(args: argparse.Namespace, part: dict, clock: bench_runs.Cl
             log("sustained: time budget used; measure again to go on")
             return
         since = time.monotonic()
-        # As preset-mixed's rows are sent and judged (latency from the scheduled arrival, seed 1), but open
-        # loop by default: a client cap queues arrivals first come first served in the client once it binds,
-        # whatever order the server would serve them in (run5_sustained's 1,024 bound for ours from ~80 s on).
-        spec = wl.spec(GammaArrivals(rate), duration_s=window_s, max_concurrency=part["client_cap"], seed=1)
-        run = load(args, f"sustained_{who}_{key}", {"run": spec}, bench_runs.slo_timeout_s(wl), latency_from_arrival=True,
-                   slos=bench_runs.preset_slos(wl), sample_router_windows=ours)["run"]
+        # As preset-mixed's rows are sent and judged, but open loop by default: a client cap queues arrivals
+        # first come first served in the client once it binds, whatever order the server would serve them in
+        # (run5_sustained's 1,024 bound for ours from ~80 s on).
+        run = open_loop_run(args, f"sustained_{who}_{key}", wl, rate, window_s, part["client_cap"], ours=ours)
         runs[key] = {"rate_rps": rate, **bench_runs.figures(run, wl),
                      **({"router_timeline": run["router_timeline"]} if ours else {})}
         log(f"sustained: {who} at {rate:g} req/s met the SLO for {runs[key]['slo_attainment']:.0%}")
