@@ -82,6 +82,11 @@ def plot(results: list[dict], timeline: list[dict], timeline_rate: float, path: 
     plt.close(fig)
 
 
+def _shown(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", default="10,12,14,16,18,20,22", help="offered req/s, comma-separated")
@@ -90,9 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-tuning", type=json.loads, default={}, help="JSON: knobs of our router's window")
     parser.add_argument("--router", type=json.loads, default={},
                         help='JSON: our router\'s settings (e.g. {"newest_first_after": null}: oldest first)')
+    parser.add_argument("--profile", type=Path, default=PROFILE,
+                        help="the step model (default: the H100 fit; autoscaling/simulator/profiles/"
+                             "h200_llama3_8b_awq.json: refitted to the H200's runs by benchmarks/fit_gpu_profile.py)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/simulated_window_overload")
     args = parser.parse_args(argv)
-    model = StepModel.load(PROFILE)
+    model = StepModel.load(args.profile)
     engine = EngineConfig(max_num_seqs=1024, max_num_batched_tokens=8192, num_kv_blocks=H200_LLAMA3_8B_KV_BLOCKS)
     results, timeline = [], []
     print(f"{'scenario':>19} {'req/s':>6} {'vLLM alone':>11} {'ours before':>12} {'our router':>11}  "
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "benchmarks/window_overload_sim.py", *(argv if argv is not None else sys.argv[1:])])
     (args.out / "window_overload.json").write_text(json.dumps(
-        {"commands": [command], "profile": str(PROFILE.relative_to(REPO)), "engine": vars(engine),
+        {"commands": [command], "profile": _shown(args.profile), "engine": vars(engine),
          "window_tuning": args.window_tuning, "router": args.router, "before": BEFORE_LIFO_AND_SETPOINT, "results": results,
          "timeline_rate_rps": args.timeline_rate, "timeline": timeline}, indent=1))
     plot(results, timeline, args.timeline_rate, args.out / "window_overload.png")
