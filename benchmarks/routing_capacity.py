@@ -45,9 +45,12 @@ BODY = {"model": "stand-in", "prompt": "routing capacity", "max_tokens": 4}
 
 
 def config(ingress_replicas: int, replicas: int, tracing: bool, throughput_mode: bool,
-           stream_writes_per_s: float | None = None):
-    """`stream_writes_per_s`: None keeps the config's default; 0 turns stream pacing off."""
+           stream_writes_per_s: float | None = None, first_parts_own_call: bool | None = None):
+    """`stream_writes_per_s`: None keeps the config's default; 0 turns stream pacing off.
+    `first_parts_own_call`: None keeps the config's default."""
     pacing = {} if stream_writes_per_s is None else {"stream_writes_per_s": stream_writes_per_s or None}
+    if first_parts_own_call is not None:
+        pacing["first_parts_own_call"] = first_parts_own_call
     return parse_config({
         "replicas": {"num_replicas": replicas, "num_cpus": 0.01},
         "engine": {"batch_size_policy": "vllm_default"},
@@ -266,6 +269,8 @@ def main() -> int:
                         help="ingress replica counts to measure capacity with (none: skip)")
     parser.add_argument("--stream-writes-per-s", type=float, default=None,
                         help="under the token load: http.stream_writes_per_s (0: pacing off; default: the config's)")
+    parser.add_argument("--first-parts-own-call", choices=["on", "off"], default=None,
+                        help="under the token load: http.first_parts_own_call (default: the config's)")
     parser.add_argument("--background-streams", type=int, default=0,
                         help="breakdown again while this many clients keep streaming (0: skip)")
     parser.add_argument("--background-tokens", type=int, default=256, help="events per background stream")
@@ -292,7 +297,9 @@ def main() -> int:
     if args.background_streams:
         serve.delete(APP)
         url = deploy(config(1, args.replicas, tracing=True, throughput_mode=mode,
-                            stream_writes_per_s=args.stream_writes_per_s), args.token_interval_s)
+                            stream_writes_per_s=args.stream_writes_per_s,
+                            first_parts_own_call=None if args.first_parts_own_call is None
+                            else args.first_parts_own_call == "on"), args.token_interval_s)
         probe_ids: list[str] = []
         loaded = asyncio.run(overhead_under_streams(url, args.requests, args.background_streams,
                                                     args.background_tokens, probe_ids,

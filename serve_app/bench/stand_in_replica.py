@@ -37,13 +37,14 @@ class StandInReplica:
 
         from serve_app.config import parse_config
 
-        tracing.configure_from_settings(parse_config(config).telemetry)
+        settings = parse_config(config)
+        tracing.configure_from_settings(settings.telemetry)
         context = serve.get_replica_context()
         self._replica_id = context.replica_id.unique_id
         self._controller = controller
         # Time between a streamed response's events, as the engine's would be (the engine overrides carry it).
         self._token_interval_s = float((engine_overrides or {}).get("stand_in_token_interval_s", 0.0))
-        self._outbox = outbox_to_ingress(ingress_name)
+        self._outbox = outbox_to_ingress(ingress_name, first_parts_own_call=settings.http.first_parts_own_call)
         self._in_flight = 0
         self._completed = 0
         await controller.report_allocation.remote(self._replica_id, KV_BLOCKS, BLOCK_SIZE, MAX_NUM_SEQS)

@@ -9,8 +9,10 @@ from ray import serve
 from serve_app.delivery import Abandoned, Batch, Outbox
 
 
-def outbox_to_ingress(ingress_name: str, on_abandoned: Abandoned | None = None) -> Outbox:
-    """An `Outbox` sending to deployment `ingress_name` of this replica's own application."""
+def outbox_to_ingress(ingress_name: str, on_abandoned: Abandoned | None = None,
+                      first_parts_own_call: bool = True) -> Outbox:
+    """An `Outbox` sending to deployment `ingress_name` of this replica's own application
+    (`http.first_parts_own_call`: see `Outbox`)."""
     handle: Any = None
 
     async def send(ingress_replica: str, batch: Batch) -> list[str] | None:
@@ -19,4 +21,4 @@ def outbox_to_ingress(ingress_name: str, on_abandoned: Abandoned | None = None) 
             handle = serve.get_deployment_handle(ingress_name, app_name=serve.get_replica_context().app_name)
         return await handle.deliver.remote(batch, target_replica=ingress_replica)
 
-    return Outbox(send, on_abandoned=on_abandoned)
+    return Outbox(send, on_abandoned=on_abandoned, first_parts_own_call=first_parts_own_call)

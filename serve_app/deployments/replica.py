@@ -92,7 +92,8 @@ class LLMReplica:
         # request id -> set when nobody reads the response any more (see `_abandon`)
         self._client_gone: dict[str, asyncio.Event] = {}
         self.aborted_abandoned = 0
-        self._outbox = outbox_to_ingress(ingress_name, on_abandoned=self._abandon)
+        self._outbox = outbox_to_ingress(ingress_name, on_abandoned=self._abandon,
+                                         first_parts_own_call=self._config.http.first_parts_own_call)
         self._stats_task: asyncio.Task | None = None
         cache = self._engine.vllm_config.cache_config
         if self._kv_events is not None:

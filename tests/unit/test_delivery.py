@@ -198,3 +198,84 @@ def test_recent_calls_report_how_long_deliveries_took_and_how_many_chunks_they_c
     calls = asyncio.run(scenario())
     assert calls["n"] == 2 and calls["chunks_max"] == 3 and calls["chunks_p50"] == 2.0
     assert calls["max_s"] == 0.03 and abs(calls["p50_s"] - 0.02) < 1e-9
+
+
+def first(text: str) -> ResponsePart:
+    """A response's first part: it carries the status (a stream's first token with it)."""
+    return ResponsePart(text.encode(), status=200, generated_tokens=1)
+
+
+class GatedLink:
+    """Each call blocks until the test releases it by its index (0: the first call made)."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[str, str]]] = []
+        self.gates: list[asyncio.Event] = []
+
+    async def send(self, destination: str, batch: list) -> None:
+        self.calls.append([(rid, part.body.decode()) for rid, part in batch])
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        await gate.wait()
+
+    async def release(self, index: int) -> None:
+        while len(self.gates) <= index:
+            await asyncio.sleep(0)
+        self.gates[index].set()
+        await asyncio.sleep(0.01)
+
+
+def test_a_first_part_does_not_wait_behind_the_batch_call_in_flight_and_its_request_stays_in_order():
+    async def scenario():
+        link = GatedLink()
+        outbox = Outbox(link.send)
+        outbox.put("ingress-a", "old", first("o1"))
+        await asyncio.sleep(0)  # call 0: the old stream's batch, in flight until released
+        outbox.put("ingress-a", "old", chunk("o2"))
+        new_first = outbox.put("ingress-a", "new", first("n1"))
+        outbox.put("ingress-a", "new", chunk("n2"))  # must not overtake n1
+        await asyncio.sleep(0.01)
+        calls_while_batch_in_flight = [list(c) for c in link.calls]
+        await link.release(1)  # the first part's own call ends
+        waiter = asyncio.ensure_future(outbox.wait_sent("ingress-a", new_first))
+        await asyncio.sleep(0.01)
+        blocked_behind_old_batch = not waiter.done()  # o2, queued before n1, is not handed over yet
+        await link.release(0)
+        await link.release(2)
+        await asyncio.wait_for(waiter, 1)
+        return calls_while_batch_in_flight, link.calls, outbox, blocked_behind_old_batch
+
+    in_flight, calls, outbox, blocked = asyncio.run(scenario())
+    assert in_flight == [[("old", "o1")], [("new", "n1")]]  # n1 went out beside the batch call
+    assert calls[2] == [("old", "o2"), ("new", "n2")]  # n2 only after n1 was handed over
+    assert outbox.first_part_calls == 1 and outbox.recent_calls()["first_part_calls"] == 1
+    assert blocked  # wait_sent still means every part queued up to it
+
+
+def test_without_the_first_parts_call_a_first_part_rides_in_the_next_batch():
+    async def scenario():
+        link = GatedLink()
+        outbox = Outbox(link.send, first_parts_own_call=False)
+        outbox.put("ingress-a", "old", first("o1"))
+        await asyncio.sleep(0)
+        last = outbox.put("ingress-a", "new", first("n1"))
+        await asyncio.sleep(0.01)
+        during = len(link.calls)
+        await link.release(0)
+        await link.release(1)
+        await asyncio.wait_for(outbox.wait_sent("ingress-a", last), 1)
+        return during, link.calls, outbox.first_part_calls
+
+    assert asyncio.run(scenario()) == (1, [[("old", "o1")], [("new", "n1")]], 0)
+
+
+def test_a_first_part_with_no_batch_in_flight_goes_in_the_batch_as_before():
+    async def scenario():
+        link = SlowLink()
+        link.release.set()
+        outbox = Outbox(link.send)
+        last = outbox.put("ingress-a", "r1", first("a"))
+        await asyncio.wait_for(outbox.wait_sent("ingress-a", last), 1)
+        return outbox.first_part_calls, len(link.batches)
+
+    assert asyncio.run(scenario()) == (0, 1)
