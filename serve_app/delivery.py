@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import time
 from collections import defaultdict, deque
 from typing import Any, Awaitable, Callable, Coroutine
@@ -172,10 +173,12 @@ class Outbox:
 
 
 class Inbox:
-    """Ingress side: one queue per open request, fed by `deliver`."""
+    """Ingress side: one queue per open request, fed by `deliver`, which stamps a response's first part
+    with its arrival (`FirstPartStamps.delivered`, wall clock)."""
 
-    def __init__(self) -> None:
+    def __init__(self, wall_clock: Callable[[], float] = time.time) -> None:
         self._queues: dict[str, asyncio.Queue[ResponsePart]] = {}
+        self._wall_clock = wall_clock
         self.orphan_chunks = 0
 
     def open(self, request_id: str) -> asyncio.Queue[ResponsePart]:
@@ -196,6 +199,8 @@ class Inbox:
                 self.orphan_chunks += 1
                 unknown[request_id] = None
                 continue
+            if chunk.stamps is not None:
+                chunk.stamps = dataclasses.replace(chunk.stamps, delivered=self._wall_clock())
             queue.put_nowait(chunk)
         return list(unknown)
 

@@ -31,11 +31,45 @@ class GenerationRequest:
     caller: str = "anonymous"
     # W3C trace context of the span that sent this request on (OpenTelemetry), so spans downstream join its trace.
     trace_context: dict[str, str] = field(default_factory=dict)
+    # When the ingress called the replica with it (wall clock; 0: not dispatched yet).
+    dispatched_at: float = 0.0
 
     @property
     def cost_tokens(self) -> int:
         """Estimated upper bound of the tokens this request will hold in a replica's KV cache."""
         return self.estimated_prompt_tokens + self.max_new_tokens
+
+
+@dataclass(frozen=True)
+class FirstPartStamps:
+    """Wall-clock times (`time.time()`) along a response's first part's way: the ingress's arrival and
+    dispatch, the replica's start, the engine's first token (None: the response began without one, e.g.
+    an error), the part queued for delivery, and its arrival back in the ingress's inbox (None until
+    then). Across processes on one node the clock is the same; across nodes it is as close as their
+    clocks are (NTP: milliseconds)."""
+
+    arrived: float
+    dispatched: float
+    replica_started: float
+    engine_first_token: float | None
+    queued_for_delivery: float
+    delivered: float | None = None
+
+    def stages(self, written: float) -> dict[str, float]:
+        """Seconds per stage up to `written` (when the ingress wrote the part out): the router's queue and
+        the ingress's own work before the call, the hop to the replica, the replica until the engine's
+        first token (vLLM's OpenAI layer, its scheduler's queue, the prefill), from that token to the part
+        queued (vLLM's formatting, our relay), the delivery call (waiting for the call in flight, then its
+        own), and the ingress until the part is written (its event loop, the stream's reader)."""
+        delivered = self.delivered if self.delivered is not None else written
+        stages = {"before_dispatch": self.dispatched - self.arrived,
+                  "hop_to_replica": self.replica_started - self.dispatched,
+                  "delivery": delivered - self.queued_for_delivery,
+                  "ingress_write": written - delivered, "total": written - self.arrived}
+        if self.engine_first_token is not None:
+            stages["replica_to_first_token"] = self.engine_first_token - self.replica_started
+            stages["first_token_to_delivery"] = self.queued_for_delivery - self.engine_first_token
+        return stages
 
 
 @dataclass
@@ -54,6 +88,8 @@ class ResponsePart:
     since_first_token_s: float | None = None
     # Set on the part that ends a response the replica could not finish.
     error: str | None = None
+    # The first part only: where it spent its time on the way (`FirstPartStamps`).
+    stamps: FirstPartStamps | None = None
 
 
 @dataclass
@@ -84,5 +120,5 @@ def merge_parts(first: ResponsePart, *rest: ResponsePart) -> ResponsePart:
         done=last.done, generated_tokens=max(part.generated_tokens for part in (first, *rest)),
         since_first_token_s=next((p.since_first_token_s for p in (*reversed(rest), first)
                                   if p.since_first_token_s is not None), None),
-        error=next((part.error for part in rest if part.error), first.error),
+        error=next((part.error for part in rest if part.error), first.error), stamps=first.stamps,
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Protocol
 
-from serve_app.generation import Headers, ResponsePart
+from serve_app.generation import FirstPartStamps, Headers, ResponsePart
 
 
 class TokenTally(Protocol):
@@ -20,13 +20,19 @@ class TokenTally(Protocol):
 class ResponseRelay:
     def __init__(self, put: Callable[[ResponsePart], int], tally: TokenTally,
                  on_first_token: Callable[[float], None] = lambda ago_s: None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
+                 arrived_at: float = 0.0, dispatched_at: float = 0.0):
         """`put` queues a part for the ingress and returns its sequence number; `on_first_token` is told,
-        with each part after the first token, how long ago that token came (the span keeps the first)."""
+        with each part after the first token, how long ago that token came (the span keeps the first).
+        The first part carries `FirstPartStamps` from the request's `arrived_at` and `dispatched_at` at the
+        ingress (wall clock) and this relay's creation (the replica's start)."""
         self._put = put
         self._tally = tally
         self._on_first_token = on_first_token
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._arrived_at, self._dispatched_at = arrived_at, dispatched_at
+        self._started_at = wall_clock()
         self.status: int | None = None
         self._headers: Headers = []
         self._start_sent = False
@@ -54,10 +60,15 @@ class ResponseRelay:
         self.send(ResponsePart(b"", done=True, error=message))
 
     def send(self, part: ResponsePart) -> None:
-        if not self._start_sent:  # the status goes with the first bytes: a stream's begin with its first token
+        first = not self._start_sent
+        if first:  # the status goes with the first bytes: a stream's begin with its first token
             part.status, part.headers = self.status if self.status is not None else 500, self._headers
             self._start_sent = True
         if self._tally.first_token_at is not None:
             part.since_first_token_s = self._clock() - self._tally.first_token_at
             self._on_first_token(part.since_first_token_s)
+        if first:
+            now = self._wall_clock()
+            first_token = None if part.since_first_token_s is None else now - part.since_first_token_s
+            part.stamps = FirstPartStamps(self._arrived_at, self._dispatched_at, self._started_at, first_token, now)
         self.last_seq = self._put(part)

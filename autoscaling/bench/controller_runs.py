@@ -32,7 +32,8 @@ def router_windows(stats: dict) -> dict:
     loop woke lately and its streams (sending, writes so far, pacing's gaps). `ttft_recent` splits the
     first token's wait over the last seconds per class: as the ingress saw it (from the request reaching it)
     and as the replica did (from the dispatch reaching it), beside the router queue's waits (`queue_wait`),
-    so that a client's TTFT minus these is the path outside the ingress (the proxy and the client)."""
+    so that a client's TTFT minus these is the path outside the ingress (the proxy and the client);
+    `first_part_path` splits the ingress's figure by stage (`serve_app.generation.FirstPartStamps`)."""
     replicas = {}
     for rid, r in (stats.get("replicas") or {}).items():
         replicas[rid] = {k: r.get(k) for k in ("window", "window_cap", "in_flight")}
@@ -44,6 +45,8 @@ def router_windows(stats: dict) -> dict:
         lag = (ingress.get("loop_stalls") or {}).get("lag_recent") or {}
         sample["ingress"] = {"loop_lag_p99_s": lag.get("p99_s"), "loop_lag_max_s": lag.get("max_s"),
                              "streams": ingress.get("streams")}
+        if ingress.get("first_part_path"):
+            sample["first_part_path"] = ingress["first_part_path"]
     ttft_recent = {"ingress": (ingress or {}).get("ttft_recent"), "replica": stats.get("replica_ttft_recent")}
     if any(ttft_recent.values()):
         sample["ttft_recent"] = ttft_recent

@@ -136,8 +136,8 @@ class Dispatcher:
         summary: RunSummary | None = None
         span = RequestSpan("router.dispatch", parent=request.trace_context, attributes={"llm.replica": replica_id})
         try:
-            summary = await self._replicas.run.remote(dataclasses.replace(request, trace_context=span.carrier()),
-                                                      self._ingress_id, target_replica=replica_id)
+            sent = dataclasses.replace(request, trace_context=span.carrier(), dispatched_at=time.time())
+            summary = await self._replicas.run.remote(sent, self._ingress_id, target_replica=replica_id)
             span.set(llm__completion_tokens=summary.num_generated, llm__finish_reason=summary.finish_reason)
             return summary
         except REPLICA_LOST:

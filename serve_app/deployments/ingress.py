@@ -72,7 +72,7 @@ class Ingress:
             self._inbox, self._dispatcher.submit, self._dispatcher.door,
             {c.name: c.stream_coalesce_s for c in self._config.priority_classes}, self._telemetry.first_token,
             StreamPacing(http.stream_writes_per_s, http.stream_hold_max_tpots),
-            {c.name: c.tpot_slo_s for c in self._config.priority_classes})
+            {c.name: c.tpot_slo_s for c in self._config.priority_classes}, self._telemetry.first_part)
         self._dispatcher.start()
         self._process = prepare_process_for_serving(self._config.process,
                                                     lambda: len(self._inbox) + self._dispatcher.in_flight)
@@ -180,9 +180,12 @@ class Ingress:
         """This ingress replica's router: per class, queue depth, waits, admitted/refused/expired/served
         counts; per replica, window (this ingress's lease); recent TTFT as the replicas and as this
         ingress replica measured it; this process's garbage-collector pauses and event-loop stalls; its streams
-        (sending, writes so far, each class's least time between two writes of a stream now: pacing)."""
+        (sending, writes so far, each class's least time between two writes of a stream now: pacing); and where
+        responses' first parts spent their time over the last seconds, by stage (`FirstPartStamps.stages`)."""
         stats = self._dispatcher.stats()
-        stats["ingress"] = {"replica": self._replica_id, "ttft_recent": self._telemetry.recent_ttft.summary(time.monotonic()),
+        now = time.monotonic()
+        stats["ingress"] = {"replica": self._replica_id, "ttft_recent": self._telemetry.recent_ttft.summary(now),
+                            "first_part_path": self._telemetry.first_part_path.summary(now),
                             "gc_pauses": self._process.gc_pauses.summary(), "gc_frozen_objects": gc.get_freeze_count(),
                             "loop_stalls": self._process.loop_stalls(),
                             "streams": self._responses.pacing_state()}

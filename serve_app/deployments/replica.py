@@ -150,7 +150,8 @@ class LLMReplica:
                            attributes={"llm.replica": self._replica_id, "llm.request_id": request.request_id,
                                        "llm.priority_class": request.priority_class})
         relay = ResponseRelay(lambda part: self._outbox.put(reply_to, request.request_id, part), tally,
-                              on_first_token=span.first_token)  # the span keeps only the first
+                              on_first_token=span.first_token,  # the span keeps only the first
+                              arrived_at=request.arrival_time, dispatched_at=request.dispatched_at)
         started = time.monotonic()
         call = HttpCall("POST", request.path, [*request.headers, ("x-request-id", request.request_id)], request.body)
         completed = False

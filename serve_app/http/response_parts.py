@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import time
 from typing import AsyncIterator, Awaitable, Callable, Mapping
 
 from serve_app.delivery import Inbox
 from serve_app.deployments.door import LocalDoor
 from serve_app.deployments.errors import ReplicaFailed
-from serve_app.generation import GenerationRequest, ResponsePart, RunSummary, merge_parts
+from serve_app.generation import FirstPartStamps, GenerationRequest, ResponsePart, RunSummary, merge_parts
 from serve_app.http.errors import describe_failure, refusal_error, stream_error_event
 from serve_app.policy.router_core import Refusal
 from serve_app.policy.stream_pacing import StreamPacing, next_write_wait_s
@@ -68,10 +69,13 @@ def _error_part(message: str) -> ResponsePart:
 class ResponseParts:
     def __init__(self, inbox: Inbox, submit: Submit, door: LocalDoor, coalesce_s: Mapping[str, float],
                  on_first_token: Callable[[RequestSpan, float], None], pacing: StreamPacing = StreamPacing(None),
-                 tpot_slo_s: Mapping[str, float] | None = None):
+                 tpot_slo_s: Mapping[str, float] | None = None,
+                 on_first_part: Callable[[FirstPartStamps, float], None] = lambda stamps, written: None):
         """`coalesce_s`: per class, the least time between two writes of a stream whatever the load;
         `pacing` (with each class's `tpot_slo_s`) spreads this ingress's writes per second over the
-        streams sending; `on_first_token(span, ago_s)`: the first token reached this ingress `ago_s` ago."""
+        streams sending; `on_first_token(span, ago_s)`: the first token reached this ingress `ago_s` ago;
+        `on_first_part(stamps, written)`: a response's first part, as it is written (wall clock)."""
+        self._on_first_part = on_first_part
         self._inbox = inbox
         self._submit = submit
         self._door = door
@@ -134,6 +138,8 @@ class ResponseParts:
                         part = merge_parts(part, *_drain(queue))
                         if not received_any:
                             self._door.router_admitted(gen.priority_class)
+                            if part.stamps is not None:
+                                self._on_first_part(part.stamps, time.time())
                         if span.first_token_at is None and part.generated_tokens:
                             # Streamed: when it reached us; whole: when the engine made it.
                             self._on_first_token(span, 0.0 if streamed else part.since_first_token_s or 0.0)

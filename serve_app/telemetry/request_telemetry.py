@@ -8,6 +8,7 @@ from typing import Any, Awaitable, Callable
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
+from serve_app.generation import FirstPartStamps
 from serve_app.openai_api import ApiError
 from serve_app.policy.recent_latency import RecentLatencies
 from serve_app.statistics import tpot_s
@@ -19,6 +20,8 @@ class RequestTelemetry:
         """`metrics`: `serve_app.telemetry.metrics.RequestMetrics`, or None when metrics are off."""
         self._metrics = metrics
         self.recent_ttft = RecentLatencies()
+        # Per stage of a first part's way (`FirstPartStamps.stages`), the last seconds' samples.
+        self.first_part_path = RecentLatencies()
 
     async def traced(self, http_request: Request,
                      handler: Callable[[Request, RequestSpan], Awaitable[Response]]) -> Response:
@@ -50,6 +53,12 @@ class RequestTelemetry:
         if self._metrics is not None:
             self._metrics.observe_end(span.priority_class, status, now - span.started,
                                       tpot_s(now - span.started, ttft, completion_tokens))
+
+    def first_part(self, stamps: FirstPartStamps, written: float) -> None:
+        """Where a response's first part spent its time, by stage (wall clock: `written` when written out)."""
+        now = time.monotonic()
+        for stage, seconds in stamps.stages(written).items():
+            self.first_part_path.add(stage, now, seconds)
 
     def first_token(self, span: RequestSpan, ago_s: float = 0.0) -> None:
         ttft = span.first_token(ago_s)

@@ -160,6 +160,12 @@ def test_router_stats_split_recent_ttft_between_ingress_and_replica(base_url, mo
     assert ingress["n"] == 1 and replica["n"] == 1
     # Each later hop's clock starts later and stops no later: client >= ingress >= replica.
     assert client_ttft >= ingress["p50_s"] >= replica["p50_s"] > 0, (client_ttft, ingress, replica)
+    # The same first part, by stage of its way (wall clock, one machine here).
+    path = httpx.get(f"{base_url}/v1/router/stats", timeout=30).json()["ingress"]["first_part_path"]
+    stages = ("before_dispatch", "hop_to_replica", "replica_to_first_token", "first_token_to_delivery", "delivery",
+              "ingress_write")
+    assert all(path[stage]["n"] >= 1 and path[stage]["max_s"] >= 0 for stage in (*stages, "total")), path
+    assert path["replica_to_first_token"]["p50_s"] > 0 and path["total"]["max_s"] < client_ttft + 1.0, path
 
 
 def test_router_stats_carry_the_ingress_event_loop_stalls(base_url):

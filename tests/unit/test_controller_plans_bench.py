@@ -367,6 +367,9 @@ def test_router_windows_keep_each_replicas_window_and_the_queue():
                "streams": {"sending": 400, "writes": 9000, "min_gap_s": {"mixed": 0.2}}}
     assert router_windows({**stats, "ingress": ingress})["ingress"] == {
         "loop_lag_p99_s": 0.3, "loop_lag_max_s": 0.4, "streams": ingress["streams"]}
+    assert "first_part_path" not in router_windows({**stats, "ingress": ingress})
+    path = {"delivery": {"n": 40, "p50_s": 0.02, "p99_s": 0.2, "max_s": 0.3}}
+    assert router_windows({**stats, "ingress": {**ingress, "first_part_path": path}})["first_part_path"] == path
 
 
 def test_an_earlier_runs_capacity_and_default_row_carry_over_as_probes():

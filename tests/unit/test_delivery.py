@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from serve_app.delivery import Inbox, Outbox
 from serve_app.generation import ResponsePart
 
@@ -279,3 +281,21 @@ def test_a_first_part_with_no_batch_in_flight_goes_in_the_batch_as_before():
         return outbox.first_part_calls, len(link.batches)
 
     assert asyncio.run(scenario()) == (0, 1)
+
+
+def test_the_inbox_stamps_a_first_parts_arrival_and_merged_parts_keep_the_first_parts_stamps():
+    from serve_app.generation import FirstPartStamps, merge_parts
+
+    async def scenario():
+        inbox = Inbox(wall_clock=lambda: 50.0)
+        queue = inbox.open("r1")
+        stamped = ResponsePart(b"a", status=200, stamps=FirstPartStamps(49.0, 49.1, 49.2, 49.6, 49.7))
+        inbox.deliver([("r1", stamped), ("r1", chunk("b"))])
+        return queue.get_nowait(), queue.get_nowait()
+
+    first_part, second = asyncio.run(scenario())
+    assert first_part.stamps.delivered == 50.0 and second.stamps is None
+    stages = merge_parts(first_part, second).stamps.stages(written=50.05)
+    assert stages == pytest.approx({"before_dispatch": 0.1, "hop_to_replica": 0.1, "replica_to_first_token": 0.4,
+                                    "first_token_to_delivery": 0.1, "delivery": 0.3, "ingress_write": 0.05,
+                                    "total": 1.05})

@@ -159,3 +159,25 @@ def test_event_stream_ends_a_failed_stream_with_an_error_event_and_reports_the_e
         assert b'"code": "stream_failed"' in body[2] and body[2].endswith(b"data: [DONE]\n\n")
         assert ended == [("stream_error", 2)]
     asyncio.run(main())
+
+
+def test_a_first_parts_stamps_are_handed_on_once_as_it_is_written():
+    from serve_app.generation import FirstPartStamps
+
+    async def main():
+        inbox, door, seen = Inbox(), Door(), []
+
+        async def submit(gen):
+            stamps = FirstPartStamps(1.0, 1.1, 1.2, 1.3, 1.4)
+            inbox.deliver([(gen.request_id, ResponsePart(b"a", status=200, generated_tokens=1, stamps=stamps))])
+            await asyncio.sleep(0)
+            inbox.deliver([(gen.request_id, ResponsePart(b"b", done=True, generated_tokens=2))])
+            return RunSummary(replica_id="x", finish_reason="stop")
+
+        parts = ResponseParts(inbox, submit, door, {"interactive": 0.0}, lambda span, ago: None,
+                              on_first_part=lambda stamps, written: seen.append((stamps, written)))
+        await collect(parts, request())
+        return seen
+
+    [(stamps, written)] = asyncio.run(main())
+    assert stamps.arrived == 1.0 and stamps.delivered is not None and written >= stamps.delivered

@@ -43,3 +43,27 @@ def test_a_whole_response_is_one_done_part():
     relay.on_start(400, [("content-type", "application/json")])
     relay.on_body(b'{"error": {}}', False)
     assert [(p.status, p.done, p.body) for p in sent] == [(400, True, b'{"error": {}}')]
+
+
+def test_only_the_first_part_carries_stamps_of_its_way_from_the_ingress_to_the_engine_and_into_delivery():
+    from serve_app.generation import FirstPartStamps
+
+    wall = [1000.0]
+    tally = Tally()
+    sent = []
+    relay = ResponseRelay(lambda part: sent.append(part) or len(sent), tally, clock=lambda: 10.0,
+                          wall_clock=lambda: wall[0], arrived_at=999.90, dispatched_at=999.95)
+    relay.on_start(200, [])
+    tally.generated_tokens, tally.first_token_at = 1, 9.75  # 0.25 s before the part is queued
+    wall[0] = 1000.40
+    relay.on_body(b"data: {}\n\n", True)
+    relay.on_body(b"data: {}\n\ndata: [DONE]\n\n", True)
+    assert sent[0].stamps == FirstPartStamps(999.90, 999.95, 1000.0, 1000.15, 1000.40)
+    assert sent[1].stamps is None
+
+
+def test_a_first_part_without_a_token_has_no_engine_stage():
+    from serve_app.generation import FirstPartStamps
+
+    stamps = FirstPartStamps(10.0, 10.1, 10.3, None, 10.5, delivered=10.6)
+    assert set(stamps.stages(10.65)) == {"before_dispatch", "hop_to_replica", "delivery", "ingress_write", "total"}
