@@ -16,6 +16,9 @@ benchmarks/results/simulated_window_overload/.
     python benchmarks/window_overload_sim.py
     python benchmarks/window_overload_sim.py --window-tuning '{"tpot_setpoint": 1.0}' --out DIR  # newest first alone
     python benchmarks/window_overload_sim.py --router '{"newest_first_after": null}' --out DIR  # the set-point alone
+    python benchmarks/window_overload_sim.py --profile autoscaling/simulator/profiles/h200_llama3_8b_awq.json \
+        --rates 24,27,30.1,33.7,36 --timeline-rate 30.1 --out benchmarks/results/simulated_window_overload_h200
+                                                   # the step model refitted to the H200 (fit_gpu_profile.py)
 """
 from __future__ import annotations
 
