@@ -54,8 +54,8 @@ import httpx
 
 from autoscaling.bench import controller_plans as bench
 from autoscaling.bench import controller_runs as bench_runs
-from autoscaling.bench.controller_plots import (chunked_prefill, preset_pareto, router_timeline, sustained_timeline,
-                                                table)
+from autoscaling.bench.controller_plots import (chunked_prefill, first_part_path, preset_pareto, router_timeline,
+                                                runs_with_first_part_path, sustained_timeline, table)
 from autoscaling.bench.host import archive, gpu_name, log
 from autoscaling.bench.servers import DetachedServer, release_gpu, start_server, stop_detached, wait_for_detached
 from autoscaling.bench.vllm_reference import SERVED_NAME, ensure_checkpoint, ours_serve_command, vllm_serve_command
@@ -559,6 +559,8 @@ def summarize(args: argparse.Namespace) -> dict:
         result["plots"].append(chunked_prefill(parts["chunked-prefill"], args.out).name)
     if "fp8-kv" in parts:
         result["plots"].append(router_timeline(parts["fp8-kv"], args.out).name)
+    if timelines := runs_with_first_part_path(parts):
+        result["plots"].append(first_part_path(timelines, args.out).name)
     raws = saved_runs(args.out)
     result["requests_by_outcome"] = bench_runs.saved_runs_by_outcome(raws, lambda name: raw_run_slo(args, name))
     if "sustained" in parts and (arrivals := sustained_by_arrival(args, raws)):

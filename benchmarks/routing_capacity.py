@@ -308,7 +308,10 @@ def main() -> int:
         probes = {trace: spans for trace, spans in spans_by_trace().items()
                   if any(s["name"] == "engine.generate" and s["attributes"].get("llm.request_id") in wanted
                          for s in spans)}
-        report["under_streams"] = {"overhead": loaded, "breakdown": breakdown(probes)}
+        # Every first part of the last 10 s (the probes' and the background streams'), by stage, from its
+        # stamps rather than from traces (`ingress.first_part_path`).
+        path = httpx.get(f"{url}/v1/router/stats", timeout=30).json()["ingress"].get("first_part_path")
+        report["under_streams"] = {"overhead": loaded, "breakdown": breakdown(probes), "first_part_path": path}
         print(json.dumps(report["under_streams"], indent=2), flush=True)
     for ingress in args.ingress:
         serve.delete(APP)

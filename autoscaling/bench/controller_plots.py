@@ -1,7 +1,8 @@
 """benchmarks/controller_h200.py's plots and table, from its part files alone: per preset, throughput
 against p99 TTFT of every engine setting measured (the Pareto front joined, the controller's picks and
 vLLM's defaults marked); the chunked-prefill budgets' TTFT p99 against TPOT p99; the fp8-kv part's router
-windows over each run; the sustained part's course per 10 s of arrivals."""
+windows over each run; the sustained part's course per 10 s of arrivals; where our app's first tokens
+waited over each run that sampled it."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -314,3 +315,50 @@ def sustained_timeline(part: Mapping[str, Any], by_arrival: Mapping[str, Mapping
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# The stages of `serve_app.generation.FirstPartStamps.stages`, in the order a first part passes them.
+FIRST_PART_STAGES = ("before_dispatch", "hop_to_replica", "replica_to_first_token", "first_token_to_delivery",
+                     "delivery", "ingress_write")
+
+
+def runs_with_first_part_path(parts: Mapping[str, Mapping[str, Any]]) -> dict[str, list[dict]]:
+    """Each of our app's runs whose router samples carry `first_part_path`: its name -> its samples (a
+    preset part's `app_run`, the fp8-kv part's runs, the sustained part's runs of our app)."""
+    timelines: dict[str, list[dict]] = {}
+    for name, part in parts.items():
+        if (part.get("app_run") or {}).get("router_timeline"):
+            timelines[f"{name}: our app"] = part["app_run"]["router_timeline"]
+        for who, runs in (part.get("runs") or {}).items():
+            for run, figures in runs.items():
+                if isinstance(figures, Mapping) and figures.get("router_timeline"):
+                    timelines[f"{name}: {who} {run}"] = figures["router_timeline"]
+    return {name: samples for name, samples in timelines.items()
+            if any(sample.get("first_part_path") for sample in samples)}
+
+
+def first_part_path(timelines: Mapping[str, Sequence[Mapping[str, Any]]], out_dir: Path) -> Path:
+    """Per run (one panel each), the p50 of each stage of our first parts' way over the last 10 s, stacked,
+    with the total's p50 and p99 on top: where the ingress's TTFT goes as the load builds."""
+    plt = _pyplot()
+    names = list(timelines)
+    fig, axes = plt.subplots(len(names), 1, figsize=(11, 3.6 * max(1, len(names))), squeeze=False)
+    for ax, name in zip((row[0] for row in axes), names):
+        samples = [s for s in timelines[name] if s.get("first_part_path")]
+        t = [s["t_s"] for s in samples]
+        stacks = [[((s["first_part_path"].get(stage) or {}).get("p50_s") or 0.0) for s in samples]
+                  for stage in FIRST_PART_STAGES]
+        ax.stackplot(t, stacks, labels=[f"{stage} p50" for stage in FIRST_PART_STAGES], alpha=0.75)
+        for quantile, style in (("p50_s", "k-"), ("p99_s", "k:")):
+            ax.plot(t, [(s["first_part_path"].get("total") or {}).get(quantile) or float("nan") for s in samples],
+                    style, lw=1.2, label=f"total {quantile[:3]}")
+        ax.set(title=f"{name}: where first tokens waited (last 10 s, by sample time)", xlabel="t (s)",
+               ylabel="s", yscale="linear")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
+    fig.tight_layout()
+    path = out_dir / "first_part_path.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from serve_app.deployments.ingress_link import outbox_to_ingress
-from serve_app.generation import GenerationRequest, ResponsePart, RunSummary
+from serve_app.generation import FirstPartStamps, GenerationRequest, ResponsePart, RunSummary
 from serve_app.telemetry import tracing
 from serve_app.telemetry.tracing import RequestSpan
 
@@ -58,17 +58,21 @@ class StandInReplica:
 
     async def run(self, request: GenerationRequest, reply_to: str, target_replica: str | None = None) -> RunSummary:
         self._in_flight += 1
-        started = time.monotonic()
+        started, started_wall = time.monotonic(), time.time()
         span = RequestSpan("engine.generate", parent=request.trace_context,
                            attributes={"llm.replica": self._replica_id, "llm.request_id": request.request_id})
         try:
             asked = json.loads(request.body)
             streamed, events = asked.get("stream", False), max(1, int(asked.get("max_tokens") or STREAM_EVENTS))
             span.first_token()
+            # Its first token comes at once; the stamps say how the path around it went (`first_part_path`).
+            stamps = FirstPartStamps(request.arrival_time, request.dispatched_at, started_wall, started_wall,
+                                     time.time())
             if not streamed:
                 body = json.dumps(_completion(request.request_id, "x", 1)).encode()
                 seq = self._outbox.put(reply_to, request.request_id, ResponsePart(
-                    body, status=200, headers=JSON_HEADERS, done=True, generated_tokens=1, since_first_token_s=0.0))
+                    body, status=200, headers=JSON_HEADERS, done=True, generated_tokens=1, since_first_token_s=0.0,
+                    stamps=stamps))
                 generated = 1
             else:
                 for index in range(events):
@@ -78,7 +82,8 @@ class StandInReplica:
                     last = index == events - 1
                     seq = self._outbox.put(reply_to, request.request_id, ResponsePart(
                         (event + ("data: [DONE]\n\n" if last else "")).encode(), status=200 if index == 0 else None,
-                        headers=SSE_HEADERS if index == 0 else None, done=last, generated_tokens=index + 1))
+                        headers=SSE_HEADERS if index == 0 else None, done=last, generated_tokens=index + 1,
+                        stamps=stamps if index == 0 else None))
                 generated = events
             await self._outbox.wait_sent(reply_to, seq)
             self._completed += 1

@@ -708,3 +708,19 @@ def test_our_apps_config_sections_take_the_fields_given_and_keep_the_rest():
                        "router": {"newest_first_after": None}}
     assert config["http"]["ingress_replicas"] == 1  # the original untouched
 
+
+
+def test_our_apps_runs_that_sampled_the_first_part_path_are_plotted_one_panel_each(tmp_path):
+    from autoscaling.bench.controller_plots import FIRST_PART_STAGES, first_part_path, runs_with_first_part_path
+
+    stage = {"n": 10, "p50_s": 0.05, "p99_s": 0.2, "max_s": 0.3}
+    sampled = [{"t_s": t, "first_part_path": {**{s: stage for s in FIRST_PART_STAGES}, "total": stage}}
+               for t in (2.0, 4.0)]
+    parts = {"preset-mixed": {"app_run": {"router_timeline": sampled}},
+             "fp8-kv": {"runs": {"fp16": {"capacity": {"router_timeline": [{"t_s": 2.0}]},
+                                          "goodput": {"router_timeline": sampled}}}},
+             "sustained": {"runs": {"ours-fp16": {"30.1": {"router_timeline": sampled}}, "vllm-defaults": {"30.1": {}}}}}
+    timelines = runs_with_first_part_path(parts)
+    assert list(timelines) == ["preset-mixed: our app", "fp8-kv: fp16 goodput", "sustained: ours-fp16 30.1"]
+    assert first_part_path(timelines, tmp_path).name == "first_part_path.png"
+    assert runs_with_first_part_path({"preset-batch": {"rows": []}}) == {}
