@@ -44,7 +44,7 @@ class _Link:
         self.pending: list[_Entry] = []
         self.first_parts: list[_Entry] = []  # first parts queued while a batch call is in flight
         self.held: set[str] = set()  # requests whose first part is in `first_parts` or its call
-        self.unsent: set[int] = set()
+        self.calls_first_seq: dict[str, int] = {}  # per call in flight (one per lane), its first part's seq
         self.queued_seq = 0
         self.sent_seq = 0  # every part up to this one is handed over (or dropped)
         self.batch_in_flight = False
@@ -81,7 +81,6 @@ class Outbox:
         link = self._links[destination]
         link.queued_seq += 1
         entry = (link.queued_seq, request_id, chunk)
-        link.unsent.add(link.queued_seq)
         if self._first_parts_own_call and chunk.status is not None and link.batch_in_flight:
             link.first_parts.append(entry)
             link.held.add(request_id)
@@ -131,7 +130,7 @@ class Outbox:
             link.pending = [entry for entry in link.pending if entry[1] in link.held]
             link.batch_in_flight = True
             try:
-                await self._deliver(destination, link, batch)
+                await self._deliver(destination, link, "batch", batch)
             finally:
                 link.batch_in_flight = False
 
@@ -142,14 +141,15 @@ class Outbox:
             batch, link.first_parts = link.first_parts, []
             if not batch:
                 continue
-            await self._deliver(destination, link, batch)
+            await self._deliver(destination, link, "first_parts", batch)
             self.first_part_calls += 1
             link.held.difference_update(request_id for _, request_id, _ in batch)
             if link.pending:
                 link.wakeup.set()
 
-    async def _deliver(self, destination: str, link: _Link, entries: list[_Entry]) -> None:
+    async def _deliver(self, destination: str, link: _Link, lane: str, entries: list[_Entry]) -> None:
         batch: Batch = [(request_id, chunk) for _, request_id, chunk in entries]
+        link.calls_first_seq[lane] = entries[0][0]
         try:
             started = self._clock()
             unknown = await asyncio.wait_for(self._send(destination, batch), self._send_timeout_s)
@@ -166,10 +166,17 @@ class Outbox:
             self.batches_failed += 1
             logger.warning("dropped %d chunks for %s: %s", len(batch), destination, type(error).__name__)
             self._on_abandoned(list(dict.fromkeys(request_id for request_id, _ in batch)))
-        link.unsent.difference_update(seq for seq, _, _ in entries)
+        del link.calls_first_seq[lane]
         async with link.progress:
-            link.sent_seq = min(link.unsent) - 1 if link.unsent else link.queued_seq
+            link.sent_seq = self._first_unsent(link) - 1
             link.progress.notify_all()
+
+    @staticmethod
+    def _first_unsent(link: _Link) -> int:
+        """The lowest sequence number not yet handed over: each queue and each call in flight holds its
+        parts in the order they were queued, so it is the least of their first ones."""
+        firsts = [*link.calls_first_seq.values(), *(queue[0][0] for queue in (link.pending, link.first_parts) if queue)]
+        return min(firsts, default=link.queued_seq + 1)
 
 
 class Inbox:
