@@ -21,14 +21,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 from autoscaling.bench.controller_plans import part_window_s
+from autoscaling.bench.window_overload import H200_LLAMA3_8B_ENGINE
 from autoscaling.simulator import gpu_fit
 from autoscaling.simulator.fit import PROFILE
-from autoscaling.simulator.replica import EngineConfig
 from autoscaling.simulator.step_model import StepModel
 
-# vLLM's KV allocation for the synthetic Llama-3-8B AWQ on an H200 at an 8,192 context, 0.9 utilization
-# (benchmarks/results/controller_h200/), in 16-token blocks; vLLM's default engine limits there.
-H200_ENGINE = EngineConfig(max_num_seqs=1024, max_num_batched_tokens=8192, num_kv_blocks=975_232 // 16)
 DEFAULT_PARTS = ("benchmarks/results/controller_h200/preset-mixed.json",
                  "benchmarks/results/controller_h200/preset-batch.json")
 
@@ -74,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         runs += gpu_fit.measured_runs(part, part_window_s(part))
     base = StepModel.load(PROFILE)
     print(f"fitting to {len(runs)} runs: " + ", ".join(r.label for r in runs), flush=True)
-    result = gpu_fit.fit(base, H200_ENGINE, runs, progress=lambda line: print(line, flush=True))
-    base_runs = [{"run": r.label, "simulated": gpu_fit.simulated(base, H200_ENGINE, r)} for r in runs]
+    result = gpu_fit.fit(base, H200_LLAMA3_8B_ENGINE, runs, progress=lambda line: print(line, flush=True))
+    base_runs = [{"run": r.label, "simulated": gpu_fit.simulated(base, H200_LLAMA3_8B_ENGINE, r)} for r in runs]
     print(f"{'run':>22} " + " ".join(f"{f:>22}" for f in (*gpu_fit.LATENCY_FIGURES, "slo_attainment")))
     for row in result.per_run:
         print(f"{row['run']:>22} " + " ".join(f"{row['measured'][f]:>10.3f} / {row['simulated'][f]:<9.3f}"
@@ -83,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "benchmarks/fit_gpu_profile.py", *(argv if argv is not None else sys.argv[1:])])
     sources = [str(p.resolve().relative_to(REPO)) if p.resolve().is_relative_to(REPO) else str(p) for p in args.parts]
     profile = json.loads(result.model.to_json())
-    profile["meta"] = {"sources": sources, "model": args.model, "engine": vars(H200_ENGINE),
+    profile["meta"] = {"sources": sources, "model": args.model, "engine": vars(H200_LLAMA3_8B_ENGINE),
                        "fit": "the H100 profile's coefficients scaled by group (autoscaling/simulator/gpu_fit.py) to "
                               "the open-loop runs of vLLM alone", "scales": result.scales,
                        "total_misfit": result.total_misfit, "command": command}
@@ -91,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args.profile_out.write_text(json.dumps(profile, indent=2))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fit.json").write_text(json.dumps(
-        {"commands": [command], "base_profile": str(PROFILE.relative_to(REPO)), "engine": vars(H200_ENGINE),
+        {"commands": [command], "base_profile": str(PROFILE.relative_to(REPO)), "engine": vars(H200_LLAMA3_8B_ENGINE),
          **result.to_dict(), "base_per_run": base_runs}, indent=1))
     plot(result, base_runs, args.out / "fit.png")
     print(f"wrote {args.profile_out}, {args.out}/fit.json and fit.png")

@@ -30,14 +30,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]  # the default --out and the profile's path are relative to it
 
-from autoscaling.bench.window_overload import BEFORE_LIFO_AND_SETPOINT, Scenario, behind_our_router, engine_alone
+from autoscaling.bench.window_overload import (BEFORE_LIFO_AND_SETPOINT, H200_LLAMA3_8B_ENGINE, Scenario,
+                                              behind_our_router, engine_alone)
 from autoscaling.simulator.fit import PROFILE
-from autoscaling.simulator.replica import EngineConfig
 from autoscaling.simulator.step_model import StepModel
 
-# vLLM's allocation for the synthetic Llama-3-8B AWQ on an H200 at an 8,192 context, 0.9 utilization
-# (975,232 tokens: benchmarks/results/controller_h200/), in 16-token blocks.
-H200_LLAMA3_8B_KV_BLOCKS = 975_232 // 16
 
 
 SCENARIOS = {  # name: (burst, judged window s, queue deadline with admission on)
@@ -104,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/simulated_window_overload")
     args = parser.parse_args(argv)
     model = StepModel.load(args.profile)
-    engine = EngineConfig(max_num_seqs=1024, max_num_batched_tokens=8192, num_kv_blocks=H200_LLAMA3_8B_KV_BLOCKS)
+    engine = H200_LLAMA3_8B_ENGINE
     results, timeline = [], []
     print(f"{'scenario':>19} {'req/s':>6} {'vLLM alone':>11} {'ours before':>12} {'our router':>11}  "
           f"ours missed TTFT / TPOT / both")

@@ -23,6 +23,9 @@ from serve_app.policy.router_core import RouterPolicy
 from serve_app.statistics import slo_outcome, tpot_s
 
 OUTCOMES = ("met", "ttft_only", "tpot_only", "both", "not_served")
+# vLLM's default engine limits on an H200 and its KV allocation for the synthetic Llama-3-8B AWQ at an 8,192
+# context, 0.9 utilization (975,232 tokens: benchmarks/results/controller_h200/), in 16-token blocks.
+H200_LLAMA3_8B_ENGINE = EngineConfig(max_num_seqs=1024, max_num_batched_tokens=8192, num_kv_blocks=975_232 // 16)
 # A queue deadline no run reaches: the window, not the router's refusals, decides who waits.
 QUEUE_DEADLINE_S = 600.0
 
@@ -78,14 +81,19 @@ def _latencies(arrival_s: float, first_token_s: float, finish_s: float, output_l
     return ttft, tpot_s(finish_s - arrival_s, ttft, output_len)
 
 
-def engine_alone(scenario: Scenario, model: StepModel, engine: EngineConfig) -> dict[str, float]:
-    """Every request straight into one engine (vLLM's scheduler, first come first served)."""
+def engine_alone_latencies(scenario: Scenario, model: StepModel, engine: EngineConfig) -> list[tuple[float, float | None]]:
+    """Every request straight into one engine (vLLM's scheduler, first come first served): each judged
+    request's (TTFT, TPOT)."""
     requests = scenario_requests(scenario)
     done = open_loop(model, engine, [(r.arrival_s, r.prompt_len, r.output_len, 0, r) for r in requests])
+    return [_latencies(e.tag.arrival_s, e.first_token_s, e.finish_s, e.tag.output_len)
+            for e in done if e.tag.arrival_s >= scenario.judged_from_s]
+
+
+def engine_alone(scenario: Scenario, model: StepModel, engine: EngineConfig) -> dict[str, float]:
+    """`engine_alone_latencies` judged by the preset's SLO (`by_outcome`)."""
     preset = preset_workload(scenario.preset, scenario.max_model_len).preset
-    judged = [_latencies(e.tag.arrival_s, e.first_token_s, e.finish_s, e.tag.output_len)
-              for e in done if e.tag.arrival_s >= scenario.judged_from_s]
-    return by_outcome(judged, preset.ttft_s, preset.tpot_s)
+    return by_outcome(engine_alone_latencies(scenario, model, engine), preset.ttft_s, preset.tpot_s)
 
 
 # Our router as it was before adaptive LIFO and the TPOT set-point: oldest first in a class, the window's TPOT

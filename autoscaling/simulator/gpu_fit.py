@@ -18,12 +18,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from autoscaling.bench.window_overload import Scenario, scenario_requests
-from autoscaling.simulator.calibration import open_loop
+from autoscaling.bench.window_overload import Scenario, by_outcome, engine_alone_latencies
 from autoscaling.simulator.replica import EngineConfig
 from autoscaling.simulator.step_model import FEATURES, StepModel
 from serve_app.memory.presets import get_preset
-from serve_app.statistics import percentile, slo_outcome, tpot_s
+from serve_app.statistics import percentile
 
 # The figures each run is compared on; attainment besides (a share, compared by difference).
 LATENCY_FIGURES = ("ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s")
@@ -65,17 +64,14 @@ def measured_runs(part: Mapping[str, Any], window_s: float) -> list[MeasuredRun]
 
 def simulated(model: StepModel, engine: EngineConfig, run: MeasuredRun, seed: int = 1) -> dict[str, float]:
     """The run's figures as the simulator gives them (its own draw of the preset's arrivals and lengths)."""
-    scenario = Scenario(run.rate_rps, window_s=run.window_s, preset=run.preset, seed=seed)
-    requests = scenario_requests(scenario)
-    done = open_loop(model, engine, [(r.arrival_s, r.prompt_len, r.output_len, 0, r) for r in requests])
-    ttft = [r.first_token_s - r.arrival_s for r in done]
-    tpot = [tpot_s(r.finish_s - r.arrival_s, t, r.output_len) for r, t in zip(done, ttft)]
+    latencies = engine_alone_latencies(Scenario(run.rate_rps, window_s=run.window_s, preset=run.preset, seed=seed),
+                                       model, engine)
+    ttft = [t for t, _ in latencies]
+    decode = [p for _, p in latencies if p is not None]
     slo = get_preset(run.preset)
-    met = sum(slo_outcome(t, p, slo.ttft_s, slo.tpot_s) == "met" for t, p in zip(ttft, tpot))
-    decode = [p for p in tpot if p is not None]
     return {"ttft_p50_s": percentile(ttft, 50), "ttft_p99_s": percentile(ttft, 99),
             "tpot_p50_s": percentile(decode, 50), "tpot_p99_s": percentile(decode, 99),
-            "slo_attainment": met / len(done) if done else 0.0}
+            "slo_attainment": by_outcome(latencies, slo.ttft_s, slo.tpot_s)["met"]}
 
 
 def misfit(sim: Mapping[str, float], run: MeasuredRun) -> float:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
+from autoscaling.bench.window_overload import H200_LLAMA3_8B_ENGINE
 from autoscaling.simulator import gpu_fit
 from autoscaling.simulator.fit import PROFILE
-from autoscaling.simulator.replica import EngineConfig
 from autoscaling.simulator.step_model import StepModel
 
-ENGINE = EngineConfig(max_num_seqs=1024, max_num_batched_tokens=8192, num_kv_blocks=975_232 // 16)
+ENGINE = H200_LLAMA3_8B_ENGINE
 
 
 def run_of(model: StepModel, preset: str, rate: float, window_s: float = 8.0) -> gpu_fit.MeasuredRun:
