@@ -5,7 +5,7 @@ and batch presets in benchmarks/results/controller_h200/), replays each through 
 same rate, preset and arrival window, and scales the shipped H100 profile's coefficients to match
 (`autoscaling.simulator.gpu_fit`). Writes the profile (default
 autoscaling/simulator/profiles/h200_llama3_8b_awq.json) and, under --out, fit.json (measured against
-simulated per run) and fit.png.
+simulated per run), summary.json (the goals) and fit.png.
 
     python benchmarks/fit_gpu_profile.py
     python benchmarks/window_overload_sim.py --profile autoscaling/simulator/profiles/h200_llama3_8b_awq.json --out DIR
@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "fit.json").write_text(json.dumps(
         {"commands": [command], "base_profile": str(PROFILE.relative_to(REPO)), "engine": vars(H200_LLAMA3_8B_ENGINE),
          **result.to_dict(), "base_per_run": base_runs}, indent=1))
+    (args.out / "summary.json").write_text(json.dumps(
+        {"gpu": "none: simulated, fitted to the runs of " + ", ".join(sources), "commands": [command],
+         "goals": gpu_fit.fit_goals(result.per_run)}, indent=1))
     plot(result, base_runs, args.out / "fit.png")
     print(f"wrote {args.profile_out}, {args.out}/fit.json and fit.png")
     return 0

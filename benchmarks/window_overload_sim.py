@@ -10,7 +10,7 @@ admission control on and the default class's 10 s queue deadline (the JSON and t
 into refused at once and refused after waiting). Each request is sent once straight into
 the engine (vLLM alone), once through our `RouterCore`, and once through it as it was before adaptive LIFO
 and the TPOT set-point (oldest first, TPOT average held at the target); the requests of the open-loop window
-are judged by the preset's SLO, split by which target they missed. Prints a table; writes JSON + PNG to
+are judged by the preset's SLO, split by which target they missed. Prints a table; writes JSON (and summary.json: the goals) + PNG to
 benchmarks/results/simulated_window_overload/.
 
     python benchmarks/window_overload_sim.py
@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]  # the default --out and the profile's path are relative to it
 
 from autoscaling.bench.window_overload import (BEFORE_LIFO_AND_SETPOINT, H200_LLAMA3_8B_ENGINE, Scenario,
-                                              behind_our_router, engine_alone)
+                                              attainment_goals, behind_our_router, engine_alone)
 from autoscaling.simulator.fit import PROFILE
 from autoscaling.simulator.step_model import StepModel
 
@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         {"commands": [command], "profile": _shown(args.profile), "engine": vars(engine),
          "window_tuning": args.window_tuning, "router": args.router, "before": BEFORE_LIFO_AND_SETPOINT, "results": results,
          "timeline_rate_rps": args.timeline_rate, "timeline": timeline}, indent=1))
+    (args.out / "summary.json").write_text(json.dumps(
+        {"gpu": f"none: simulated ({_shown(args.profile)})", "commands": [command],
+         "goals": attainment_goals(results)}, indent=1))
     plot(results, timeline, args.timeline_rate, args.out / "window_overload.png")
     print(f"wrote {args.out}/window_overload.json and .png")
     return 0

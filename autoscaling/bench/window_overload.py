@@ -139,3 +139,12 @@ class _WindowSampling(Cluster):
         replicas = self.router_stats()["replicas"]
         self._timeline[-1]["windows"] = {rid: {"window": r["window"], "window_cap": r["window_cap"]}
                                         for rid, r in replicas.items()}
+
+
+def attainment_goals(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """summary.json's goals: per scenario and offered rate, our router's share of requests within the SLO
+    against the engine alone's (benchmarks/index.yaml: at least it, at every rate)."""
+    return [{"name": f"{r['scenario']} at {r['rate_rps']:g} req/s: our router's SLO attainment against vLLM alone's",
+             "measured": round(r["our_router"]["met"], 4), "goal": f">= {r['engine_alone']['met']:.4f}",
+             "met": r["our_router"]["met"] >= r["engine_alone"]["met"]} for r in results]
+

@@ -135,3 +135,26 @@ def fit(base: StepModel, engine: EngineConfig, runs: Sequence[MeasuredRun], *,
     per_run = [{"run": run.label, "measured": {f: getattr(run, f) for f in (*LATENCY_FIGURES, "slo_attainment")},
                 "simulated": simulated(model, engine, run)} for run in runs]
     return Fit(scales, model, best, per_run)
+
+
+# How close the refitted simulator must come to a run it was fitted to (the unit test's bounds too).
+ATTAINMENT_TOLERANCE = 0.1
+TPOT_P50_TOLERANCE = 0.2
+
+
+def fit_goals(per_run: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """summary.json's goals: per run, the simulated SLO attainment within ATTAINMENT_TOLERANCE of the
+    measured and the simulated TPOT p50 within TPOT_P50_TOLERANCE of it."""
+    goals = []
+    for row in per_run:
+        measured, sim = row["measured"], row["simulated"]
+        off = abs(sim["slo_attainment"] - measured["slo_attainment"])
+        goals.append({"name": f"{row['run']}: simulated SLO attainment against measured {measured['slo_attainment']:.3f}",
+                      "measured": round(sim["slo_attainment"], 4), "goal": f"within +-{ATTAINMENT_TOLERANCE}",
+                      "met": off <= ATTAINMENT_TOLERANCE})
+        ratio = sim["tpot_p50_s"] / measured["tpot_p50_s"]
+        goals.append({"name": f"{row['run']}: simulated TPOT p50 against measured {measured['tpot_p50_s']:.4f} s",
+                      "measured": round(sim["tpot_p50_s"], 5), "goal": f"within +-{TPOT_P50_TOLERANCE:.0%}",
+                      "met": abs(ratio - 1) <= TPOT_P50_TOLERANCE})
+    return goals
+

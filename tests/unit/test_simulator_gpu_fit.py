@@ -63,7 +63,20 @@ def test_the_committed_h200_profile_reproduces_the_h200s_vllm_alone_on_the_mixed
     [measured] = [r for r in gpu_fit.measured_runs(part, part_window_s(part)) if round(r.rate_rps, 1) == 30.1]
     h200 = StepModel.load(REPO / "autoscaling/simulator/profiles/h200_llama3_8b_awq.json")
     sim = gpu_fit.simulated(h200, ENGINE, measured)
-    assert sim["slo_attainment"] == pytest.approx(measured.slo_attainment, abs=0.1)
-    assert sim["tpot_p50_s"] == pytest.approx(measured.tpot_p50_s, rel=0.2)
+    assert sim["slo_attainment"] == pytest.approx(measured.slo_attainment, abs=gpu_fit.ATTAINMENT_TOLERANCE)
+    assert sim["tpot_p50_s"] == pytest.approx(measured.tpot_p50_s, rel=gpu_fit.TPOT_P50_TOLERANCE)
     h100 = gpu_fit.simulated(StepModel.load(PROFILE), ENGINE, measured)
     assert h100["tpot_p50_s"] > 1.5 * measured.tpot_p50_s
+
+
+def test_the_fit_goals_judge_each_runs_attainment_and_tpot_p50_against_the_measured():
+    per_run = [{"run": "mixed @ 30.1 req/s",
+                "measured": {"slo_attainment": 0.85, "tpot_p50_s": 0.057},
+                "simulated": {"slo_attainment": 0.80, "tpot_p50_s": 0.061}},
+               {"run": "mixed @ 33.7 req/s",
+                "measured": {"slo_attainment": 0.40, "tpot_p50_s": 0.080},
+                "simulated": {"slo_attainment": 0.55, "tpot_p50_s": 0.100}}]
+    goals = gpu_fit.fit_goals(per_run)
+    assert [g["met"] for g in goals] == [True, True, False, False]
+    assert goals[0]["measured"] == 0.8 and goals[0]["goal"] == "within +-0.1"
+    assert goals[3]["goal"] == "within +-20%" and "33.7" in goals[3]["name"]

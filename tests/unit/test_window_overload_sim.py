@@ -61,3 +61,13 @@ def test_with_admission_on_the_unserved_split_into_refused_at_once_and_after_wai
     assert before["refused_at_once"] > 0  # an overload: admission refused
     assert ours["met"] > before["met"]
     assert "refused_at_once" not in behind_our_router(Scenario(14.0, window_s=10.0), model, ENGINE)[0]
+
+
+def test_the_goals_are_our_routers_attainment_at_least_the_engine_alones_per_scenario_and_rate():
+    from autoscaling.bench.window_overload import attainment_goals
+
+    results = [{"scenario": "fresh", "rate_rps": 30.1, "engine_alone": {"met": 0.875}, "our_router": {"met": 0.88}},
+               {"scenario": "after_burst", "rate_rps": 27.0, "engine_alone": {"met": 0.974}, "our_router": {"met": 0.951}}]
+    goals = attainment_goals(results)
+    assert [g["met"] for g in goals] == [True, False]
+    assert goals[0]["name"].startswith("fresh at 30.1 req/s") and goals[1]["goal"] == ">= 0.9740"
