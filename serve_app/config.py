@@ -78,6 +78,14 @@ class EngineSettings(StrictModel):
     speculative: SpeculativeSettings | None = Field(
         None, description="Speculative decoding (vLLM's `speculative_config`); empty: off. Acceptance is in "
         "each replica's engine stats (`spec_acceptance_rate`).")
+    stream_interval: int = Field(
+        8, ge=1, description="Output tokens per streamed event after the first (vLLM's `stream_interval`; the first "
+        "token is always sent alone, at once, and the last event carries what is left). Every event costs the "
+        "replica's process Python work (vLLM's output processing, its OpenAI app's chunk, the hand-over to the "
+        "ingress); one per token saturated that process's event loop on an H200 (interactive preset, 38 req/s, "
+        "~8,300 tokens/s: TTFT p50 1.09 s, 20% within SLO), where 8 left it half idle (TTFT p50 0.13 s, 100%; "
+        "`vllm serve`'s one token per event: 0.26 s, 89%). TPOT is unchanged; a chat shows ~8 tokens at a time. "
+        "1: an event per token, as `vllm serve`'s default.")
     extra: dict[str, Any] = Field(default_factory=dict, description="Any other vLLM engine argument, passed as is.")
     frontend: dict[str, Any] = Field(
         default_factory=dict, description="`vllm serve`'s own server options for its OpenAI app on each replica, "

@@ -27,6 +27,7 @@ def engine_args_from_config(config: AppConfig, overrides: dict[str, Any] | None 
         # No prompt or request parameters (stop strings are user text) in the engine's log;
         # `engine.extra` may turn it on deliberately for debugging.
         "enable_log_requests": False,
+        "stream_interval": engine.stream_interval,
     }
     if engine.max_num_seqs is not None:
         args["max_num_seqs"] = engine.max_num_seqs

@@ -42,9 +42,10 @@ def router_windows(stats: dict) -> dict:
     sample = {"queue_depth": stats.get("queue_depth"), "replicas": replicas}
     ingress = stats.get("ingress")
     if ingress:
-        lag = (ingress.get("loop_stalls") or {}).get("lag_recent") or {}
+        stalls = ingress.get("loop_stalls") or {}
+        lag = stalls.get("lag_recent") or {}
         sample["ingress"] = {"loop_lag_p99_s": lag.get("p99_s"), "loop_lag_max_s": lag.get("max_s"),
-                             "streams": ingress.get("streams")}
+                             "cpu_recent": stalls.get("cpu_recent"), "streams": ingress.get("streams")}
         if ingress.get("first_part_path"):
             sample["first_part_path"] = ingress["first_part_path"]
     ttft_recent = {"ingress": (ingress or {}).get("ttft_recent"), "replica": stats.get("replica_ttft_recent")}

@@ -24,6 +24,7 @@ from concurrent.futures import Future
 
 from serve_app.policy.loop_stall import FinishedStall, StallDetector, StallReport
 from serve_app.policy.recent_latency import RecentLatencies
+from serve_app.telemetry.cpu_share import CpuReading, CpuShare
 from serve_app.telemetry.log_names import service_logger
 
 logger = service_logger("loop_watchdog")
@@ -68,6 +69,7 @@ class LoopWatchdog:
         # How late each beat woke, on the loop thread only (written by beats, read by `summary` there):
         # a loop falling behind its ready callbacks shows here long before it stalls outright.
         self._lags = RecentLatencies(horizon_s=10.0)
+        self._cpu = CpuShare(horizon_s=10.0)  # read at each beat, on the loop thread: its own CPU is measurable
         self._loop_thread_ident: int | None = None
         self._stop = threading.Event()
         self._beats: Future | None = None
@@ -95,10 +97,11 @@ class LoopWatchdog:
 
     def summary(self) -> dict:
         """Totals since start: `stalls`, `unseen_stalls`, `max_stall_s`, `last_stall_s`, `threshold_s`; and
-        `lag_recent`, how late the beats woke over the last 10 s (n, p50_s, p99_s, max_s). Call it on the loop."""
+        `lag_recent`, how late the beats woke over the last 10 s (n, p50_s, p99_s, max_s); `cpu_recent`, the
+        process's and the loop thread's CPU seconds per second over the same span (`CpuShare`). Call it on the loop."""
         lag = self._lags.summary(time.monotonic()).get("lag", {"n": 0, "p50_s": None, "p99_s": None, "max_s": None})
         return {**dataclasses.asdict(self._detector.totals), "threshold_s": self._detector.threshold_s,
-                "lag_recent": lag}
+                "lag_recent": lag, "cpu_recent": self._cpu.summary()}
 
     async def _beat_forever(self) -> None:
         self._loop_thread_ident = threading.get_ident()
@@ -107,6 +110,7 @@ class LoopWatchdog:
             if self._last_beat_at is not None:
                 self._lags.add("lag", now, max(0.0, now - self._last_beat_at - self._period_s))
             self._last_beat_at = now
+            self._cpu.add(CpuReading(now, time.process_time(), time.thread_time()))
             if self._backstop_s is not None and not self._stop.is_set():
                 faulthandler.dump_traceback_later(self._backstop_s, file=self._backstop_file or sys.stderr)
             await asyncio.sleep(self._period_s)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from ports import free_port
 
-from serve_app.config import parse_config
+from serve_app.config import EngineSettings, parse_config
 from serve_app.policy.api_keys import hash_api_key
 
 # Test callers: key -> (name, ceiling, requests/s, fair-share weight). Only digests reach the app's config.
@@ -26,7 +26,9 @@ def app_config(tmp_path_factory):
     return parse_config({
         "model": {"synthetic_shape": "tiny", "cache_dir": str(tmp_path_factory.mktemp("models"))},
         # vLLM's pythonic tool parser needs no special tokens (the synthetic tokenizer has none for tools).
-        "engine": {"max_model_len": 512,
+        # An event per token, as `vllm serve` streams by default: the pacing and coalescing tests count
+        # events against tokens (the product's default of 8 per event runs in the faults app).
+        "engine": {"max_model_len": 512, "stream_interval": 1,
                    "frontend": {"tool_call_parser": "pythonic", "enable_auto_tool_choice": True}},
         # Request size limits below the 512-token context, so that tests can reach each of them.
         # A writes budget one stream never reaches on the CPU but a dozen share out (test_stream_pacing).
@@ -75,6 +77,7 @@ def faults_url(app_config, base_url):  # base_url: the shared app runs Ray Serve
         pytest.skip("kills actors of the Ray cluster this session started")
     data = app_config.model_dump(mode="json")
     data["replicas"] = {**data["replicas"], "num_replicas": 2}
+    data["engine"] = {**data["engine"], "stream_interval": EngineSettings.model_fields["stream_interval"].default}
     data["http"] = {**data["http"], "ingress_replicas": 2}
     # Routing by the engines' KV cache events (test_routing_by_cache); the fault tests run with it on too.
     data["router"] = {**data["router"], "routing": "precise_prefix"}

@@ -184,3 +184,14 @@ def test_engine_runs_in_bfloat16_only_for_an_fp8_kv_cache_on_a_gpu(tmp_path, eng
 
     config = parse_config({"model": {"cache_dir": str(tmp_path)}, "engine": engine, "replicas": {"num_gpus": num_gpus}})
     assert engine_args_from_config(config).dtype == dtype
+
+
+def test_engine_streams_eight_tokens_per_event_unless_configured(tmp_path):
+    from serve_app.engine_args import engine_args_from_config
+
+    default = parse_config({"model": {"cache_dir": str(tmp_path)}})
+    assert engine_args_from_config(default).stream_interval == 8
+    per_token = parse_config({"model": {"cache_dir": str(tmp_path)}, "engine": {"stream_interval": 1}})
+    assert engine_args_from_config(per_token).stream_interval == 1
+    with pytest.raises(ValueError):
+        parse_config({"engine": {"stream_interval": 0}})

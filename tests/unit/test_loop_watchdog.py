@@ -150,7 +150,8 @@ def test_a_serving_process_is_watched_as_its_settings_say():
     off, on = asyncio.run(inside_a_loop())
     assert off.loop_watchdog is None and off.loop_stalls() is None
     assert on.loop_stalls() == {"stalls": 0, "unseen_stalls": 0, "max_stall_s": 0.0, "last_stall_s": None,
-                                "threshold_s": 3.0, "lag_recent": {"n": 0, "p50_s": None, "p99_s": None, "max_s": None}}
+                                "threshold_s": 3.0, "lag_recent": {"n": 0, "p50_s": None, "p99_s": None, "max_s": None},
+                                "cpu_recent": {"process": None, "loop_thread": None, "over_s": None}}
     assert prepared(3.0).loop_watchdog is None  # started outside a loop: skipped quietly
 
 
@@ -198,3 +199,26 @@ def test_a_loop_running_late_shows_its_lag_before_any_stall(loop_in_thread, capt
     assert summary["stalls"] == 0
     lag = summary["lag_recent"]
     assert lag["n"] >= 3 and 0.25 <= lag["max_s"] < 1.0 and lag["p50_s"] < 0.1
+    # time.sleep holds no CPU: the loop thread was mostly idle over the beats' span.
+    cpu = summary["cpu_recent"]
+    assert cpu["over_s"] >= 0.3 and 0 <= cpu["loop_thread"] < 0.5
+
+
+def test_a_loop_busy_in_python_shows_its_thread_near_one_cpu_second_per_second(loop_in_thread, captured):
+    watchdog = watch_event_loop(loop_in_thread, threshold_s=5.0, period_s=0.02, log=captured.log)
+
+    async def busy_in_slices() -> dict:
+        # Python work in short slices (as per-token handling is): beats still run between them.
+        until = time.monotonic() + 0.6
+        while time.monotonic() < until:
+            sum(range(20000))
+            await asyncio.sleep(0)
+        return watchdog.summary()
+
+    try:
+        wait_for_beats(loop_in_thread)
+        summary = asyncio.run_coroutine_threadsafe(busy_in_slices(), loop_in_thread).result(timeout=10)
+    finally:
+        watchdog.stop()
+    cpu = summary["cpu_recent"]
+    assert cpu["loop_thread"] > 0.6 and cpu["process"] >= cpu["loop_thread"] - 0.05
