@@ -472,7 +472,8 @@ def measure(args: argparse.Namespace) -> None:
         if name not in PARTS:
             raise SystemExit(f"part {name!r}: expected one of {', '.join(PARTS)}")
         part = read_part(args, name)
-        for command in (shlex.join(["python", *sys.argv]), state and state["command"]):
+        # The start command too: what it set (`--ours-sections`, `--ours-preset`) is in no other line.
+        for command in (state and state.get("recipe"), shlex.join(["python", *sys.argv]), state and state["command"]):
             if command and command not in part["commands"]:
                 part["commands"].append(command)
         if name == "fp8-kv":
