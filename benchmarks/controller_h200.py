@@ -554,7 +554,7 @@ def summarize(args: argparse.Namespace) -> dict:
     commands = list(dict.fromkeys([*(c for p in parts.values() for c in p.get("commands", [])), *engines]))
     gpu = next((p["gpu"] for p in parts.values()), "unknown")
     result = bench.summary(presets, parts.get("fp8-kv"), parts.get("chunked-prefill"), commands, gpu,
-                           kv_checks(args, parts.get("fp8-kv")), parts.get("sustained"))
+                           kv_checks(args, parts.get("fp8-kv")), parts.get("sustained"), expected_presets=list(PRESETS))
     result["plots"] = [preset_pareto(name, part, args.out).name for name, part in presets.items()]
     if "chunked-prefill" in parts:
         result["plots"].append(chunked_prefill(parts["chunked-prefill"], args.out).name)

@@ -465,11 +465,20 @@ def app_run_of(preset: str, part: Mapping[str, Any], fp8: Mapping[str, Any] | No
 
 def summary(presets: Mapping[str, Mapping[str, Any]], fp8: Mapping[str, Any] | None,
             chunked: Mapping[str, Any] | None, commands: Sequence[str], gpu: str,
-            kv_checks: Sequence[KvCheck] = (), sustained: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """summary.json: the goals, and per preset its plans, best sweep point and Pareto front."""
+            kv_checks: Sequence[KvCheck] = (), sustained: Mapping[str, Any] | None = None,
+            expected_presets: Sequence[str] = ()) -> dict[str, Any]:
+    """summary.json: the goals, and per preset its plans, best sweep point and Pareto front.
+
+    The goals judge the controller's plan: the default policy's (`DEFAULT_POLICY`, our app's run). The other
+    policies a config may choose are judged the same way under `other_policies`, not as goals: they are
+    the alternatives the default was chosen over (`memory_budget`, every sequence at p95 x p95, lost on
+    every ranked preset but interactive), kept for what they guarantee (no preemption). A preset of
+    `expected_presets` with no part is an unmet goal."""
     app_runs = {name: app_run_of(name, part, fp8) for name, part in presets.items()}
-    goals = [g for name, part in presets.items()
-             for g in (*preset_goals(name, part), *app_goals(name, part, app_runs.get(name)))]
+    goals = [g for name, part in presets.items() for g in app_goals(name, part, app_runs.get(name))]
+    goals += [goal(f"{name}: the sweep and our app measured", False, True, False)
+              for name in expected_presets if name not in presets]
+    other_policies = [g for name, part in presets.items() for g in preset_goals(name, part)]
     goals += kv_capacity_goals(kv_checks)
     if sustained is not None:
         goals += sustained_goals(sustained)
@@ -482,7 +491,7 @@ def summary(presets: Mapping[str, Mapping[str, Any]], fp8: Mapping[str, Any] | N
     chunked_rows = (chunked or {}).get("rows") or []
     controller_budget = (chunked or {}).get("controller_budget")
     front = [r["max_num_batched_tokens"] for r in chunked_prefill_front(chunked_rows)]
-    return {"gpu": gpu, "commands": list(commands), "goals": goals, "presets": table,
+    return {"gpu": gpu, "commands": list(commands), "goals": goals, "other_policies": other_policies, "presets": table,
             "chunked_prefill": {"rows": chunked_rows, "controller_budget": controller_budget,
                                 "front_budgets": front, "controller_budget_on_front": controller_budget in front
                                 if chunked_rows else None},

@@ -237,6 +237,19 @@ def test_a_preset_parts_own_app_run_outranks_the_fp8_kv_parts_and_judges_its_pre
     assert bench.app_run_of("batch", sweep_at(40.0), fp8) is None  # the fp8-kv part runs the mixed workload only
 
 
+def test_the_summary_judges_the_default_policy_and_lists_the_others_apart():
+    part = {**sweep_at(30.0), "plans": [ADAPTIVE_PLAN, {**PLANS[0], "max_num_batched_tokens": 8192}, PLANS[1]],
+            "app_run": {"rate_rps": 30.0, "slo_attainment": 0.85}}
+    part["rows"].append(row(64, 8192, 0.0, rate_rps=30.0, slo_attainment=0.2))
+    result = bench.summary({"mixed": part}, None, None, ["cmd"], "H200")
+    assert all("memory_budget" not in g["name"] for g in result["goals"])
+    assert [g["met"] for g in result["goals"] if "our app" in g["name"]] == [True, True]
+    assert [("memory_budget" in g["name"], g["met"]) for g in result["other_policies"]] == [(True, False)] * 2
+    unmeasured = bench.summary({"mixed": part}, None, None, ["cmd"], "H200", expected_presets=["mixed", "long-form"])
+    assert {"name": "long-form: the sweep and our app measured", "measured": False, "goal": True,
+            "met": False} in unmeasured["goals"]
+
+
 def test_kv_capacity_within_3_percent_of_vllms_allocation_for_the_worst_engine_of_each_dtype():
     checks = [*bench.status_kv_checks("ours-fp16", "fp16", {"r1": {"predicted_kv_tokens": 102_000,
                                                                     "actual_kv_tokens": 100_000}}),
