@@ -13,12 +13,13 @@ def outbox_to_ingress(ingress_name: str, on_abandoned: Abandoned | None = None,
                       first_parts_own_call: bool = True) -> Outbox:
     """An `Outbox` sending to deployment `ingress_name` of this replica's own application
     (`http.first_parts_own_call`: see `Outbox`)."""
-    handle: Any = None
+    deliver: Any = None
 
     async def send(ingress_replica: str, batch: Batch) -> list[str] | None:
-        nonlocal handle
-        if handle is None:  # the first delivery, not __init__: the ingress may be deployed after this replica
+        nonlocal deliver
+        if deliver is None:  # the first delivery, not __init__: the ingress may be deployed after this replica
             handle = serve.get_deployment_handle(ingress_name, app_name=serve.get_replica_context().app_name)
-        return await handle.deliver.remote(batch, target_replica=ingress_replica)
+            deliver = handle.options(method_name="deliver")  # once: `handle.deliver` builds new options per call
+        return await deliver.remote(batch, target_replica=ingress_replica)
 
     return Outbox(send, on_abandoned=on_abandoned, first_parts_own_call=first_parts_own_call)
