@@ -59,8 +59,10 @@ def test_each_replica_reports_its_engine_queue_event_loop_lag_and_delivery_calls
             break
         time.sleep(1)
     # The replica's own figures, as benchmarks sample them beside the router's windows.
-    assert set(load) == {"num_running", "num_waiting", "loop_lag_p99_s", "loop_lag_max_s", "inter_token_recent",
-                         "delivery_calls"}
+    assert set(load) == {"num_running", "num_waiting", "loop_lag_p99_s", "loop_lag_max_s", "cpu_recent",
+                         "inter_token_recent", "delivery_calls"}
+    cpu = load["cpu_recent"]  # the watchdog's beats span seconds by now; a process uses at least some CPU
+    assert cpu["over_s"] > 0 and 0 <= cpu["loop_thread"] <= cpu["process"] + 0.05 and 0 < cpu["process"] < 64
     recent = load["inter_token_recent"]  # the 4 tokens may be older than its horizon by now
     assert recent["tokens"] >= 0 and (recent["mean_s"] is None or 0 < recent["mean_s"] <= recent["max_s"] < 10)
     assert load["num_running"] >= 0 and load["num_waiting"] >= 0

@@ -172,6 +172,8 @@ def test_router_stats_carry_the_ingress_event_loop_stalls(base_url):
     loop_stalls = httpx.get(f"{base_url}/v1/router/stats", timeout=30).json()["ingress"]["loop_stalls"]
     # process.loop_stall_warning_s (default 5 s): the watchdog runs in the ingress process.
     assert loop_stalls["threshold_s"] > 0 and loop_stalls["stalls"] >= loop_stalls["unseen_stalls"] >= 0
+    cpu = loop_stalls["cpu_recent"]  # the ingress process's CPU over the watchdog's last beats
+    assert cpu["over_s"] > 0 and 0 < cpu["process"] < 64 and 0 <= cpu["loop_thread"] <= cpu["process"] + 0.05
 
 
 def test_router_stats_carry_gc_pauses_of_the_frozen_ingress(base_url):
