@@ -11,8 +11,8 @@ writes OUT/stream_cpu_cost.json (with the commands) and OUT/stream_cpu_cost.png.
 
     python benchmarks/stream_cpu_cost.py --out benchmarks/results/stream_cpu_cost_cpu
 
-On a GPU host give --model-dir, --served-name-ours and a config through --ours-config (the replica's engine
-then runs on the GPU). Run it with nothing else busy: the processes share the machine's cores.
+On a GPU host give a config through --ours-config (the replica's engine then runs on the GPU) and, for
+`vllm serve`, --model-dir where the config names no local checkpoint. Run it with nothing else busy: the processes share the machine's cores.
 """
 from __future__ import annotations
 
@@ -29,18 +29,15 @@ import yaml
 
 from autoscaling.bench.host import log
 from autoscaling.bench.servers import running_server
-from autoscaling.bench.stream_cost import cost_per_thousand, proc_stat_cpu_s
+from autoscaling.bench.stream_cost import cost_per_thousand
 from autoscaling.bench.vllm_reference import ours_serve_command
 from serve_app.config import parse_config
+from serve_app.engine_processes import cpu_seconds
 
 PORT = 8000
 VLLM_PORT = 8100
 OUR_PROCESSES = {"replica": ("ServeReplica:", ":LLMReplica"), "ingress": ("ServeReplica:", ":Ingress"),
                  "proxy": ("ray::ProxyActor",)}
-
-
-def process_cpu_s(pid: int) -> float:
-    return proc_stat_cpu_s(Path(f"/proc/{pid}/stat").read_text())
 
 
 def pids_by_title(patterns: dict[str, tuple[str, ...]]) -> dict[str, int]:
@@ -99,6 +96,13 @@ def wait_for_quiet_machine(timeout_s: float = 90) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and pids_by_title({name: (name,) for name in LEFTOVERS}):
         time.sleep(1)
+
+
+def process_cpu_s(pid: int) -> float:
+    used = cpu_seconds(pid)
+    if used is None:
+        raise SystemExit(f"process {pid} ended during the measurement")
+    return used
 
 
 def measure(base_url: str, model: str, pids: dict[str, int], args: argparse.Namespace) -> dict:

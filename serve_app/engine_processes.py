@@ -46,6 +46,14 @@ def start_ticks(pid: int, proc_dir: Path = PROC) -> int | None:
     return int(fields[19]) if fields and len(fields) > 19 else None  # stat field 22, starttime
 
 
+def cpu_seconds(pid: int, proc_dir: Path = PROC, ticks_per_s: int | None = None) -> float | None:
+    """User + system CPU seconds process `pid` has used (stat fields 14 and 15); None when it is gone."""
+    fields = _stat_fields(pid, proc_dir)
+    if not fields or len(fields) <= 12:
+        return None
+    return (int(fields[11]) + int(fields[12])) / (ticks_per_s or os.sysconf("SC_CLK_TCK"))
+
+
 def is_running(pid: int, proc_dir: Path = PROC) -> bool:
     fields = _stat_fields(pid, proc_dir)
     return bool(fields) and fields[0] not in ("Z", "X")  # a zombie holds no memory, only its pid

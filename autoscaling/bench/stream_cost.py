@@ -1,22 +1,12 @@
 """CPU time per streamed token, per process of a serving path: what `benchmarks/stream_cpu_cost.py` reports.
 
-A process's CPU time (user + system) is read before and after a load; the difference over the tokens and
-events the clients received is its cost per 1,000 of each. Pure: the readings are passed in.
+A process's CPU time (user + system, `serve_app.engine_processes.cpu_seconds`) is read before and after a
+load; the difference over the tokens and events the clients received is its cost per 1,000 of each. Pure: the
+readings are passed in.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
-
-CLOCK_TICKS_PER_S = 100  # /proc/<pid>/stat's utime and stime unit on Linux (sysconf(_SC_CLK_TCK))
-
-
-def proc_stat_cpu_s(stat_line: str, ticks_per_s: int = CLOCK_TICKS_PER_S) -> float:
-    """User + system CPU seconds from a /proc/<pid>/stat line (fields 14 and 15; the command name, field 2,
-    is parenthesised and may hold spaces, so fields are counted after its closing parenthesis)."""
-    after_name = stat_line[stat_line.rindex(")") + 2:].split()
-    utime, stime = int(after_name[11]), int(after_name[12])
-    return (utime + stime) / ticks_per_s
-
 
 def cost_per_thousand(before: Mapping[str, float], after: Mapping[str, float], *, events: int,
                       tokens: int) -> dict[str, dict[str, float | None]]:

@@ -30,6 +30,7 @@ from serve_app.telemetry.log_names import service_logger
 logger = service_logger("loop_watchdog")
 
 WATCHDOG_THREAD_NAME = "loop-watchdog"
+RECENT_S = 10.0  # the span `summary`'s recent lag and CPU figures cover
 
 
 def thread_stacks(loop_thread_ident: int | None, skip_ident: int) -> str:
@@ -68,8 +69,8 @@ class LoopWatchdog:
         self._last_beat_at: float | None = None  # written by the loop, read by the watchdog thread
         # How late each beat woke, on the loop thread only (written by beats, read by `summary` there):
         # a loop falling behind its ready callbacks shows here long before it stalls outright.
-        self._lags = RecentLatencies(horizon_s=10.0)
-        self._cpu = CpuShare(horizon_s=10.0)  # read at each beat, on the loop thread: its own CPU is measurable
+        self._lags = RecentLatencies(horizon_s=RECENT_S)
+        self._cpu = CpuShare(horizon_s=RECENT_S)  # read at each beat, on the loop thread: its own CPU is measurable
         self._loop_thread_ident: int | None = None
         self._stop = threading.Event()
         self._beats: Future | None = None

@@ -1,12 +1,15 @@
 import pytest
 
-from autoscaling.bench.stream_cost import cost_per_thousand, proc_stat_cpu_s
+from autoscaling.bench.stream_cost import cost_per_thousand
+from serve_app.engine_processes import cpu_seconds
 
 
-def test_cpu_seconds_come_from_utime_and_stime_after_a_name_with_spaces():
+def test_cpu_seconds_come_from_utime_and_stime_after_a_name_with_spaces(tmp_path):
     fields_after_name = ["S"] + [str(i) for i in range(4, 14)] + ["250", "50"] + ["0"] * 30
-    line = "1234 (ray::ServeReplica:app:LLM Replica) " + " ".join(fields_after_name)
-    assert proc_stat_cpu_s(line) == pytest.approx(3.0)
+    (tmp_path / "1234").mkdir()
+    (tmp_path / "1234" / "stat").write_text("1234 (ray::ServeReplica:app:LLM Replica) " + " ".join(fields_after_name))
+    assert cpu_seconds(1234, tmp_path, ticks_per_s=100) == pytest.approx(3.0)
+    assert cpu_seconds(4321, tmp_path) is None  # gone
 
 
 def test_cost_per_thousand_events_and_tokens_per_process_read_twice():
