@@ -26,9 +26,11 @@ BETWEEN = (0.45, 0.02)  # 0.9 x target: neither increase nor decrease for fixed_
 
 
 def tuned(name: str, **knobs):
-    """`name`'s tuning; these tests study aimd's steady state, so slow start is off unless asked for."""
+    """`name`'s tuning; these tests study aimd's steady state, so slow start is off unless asked for, and
+    their cuts' arithmetic is written for a window halved on a slow batch (beta 0.5, not the default)."""
     if name == "aimd":
         knobs.setdefault("slow_start", False)
+        knobs.setdefault("beta", 0.5)
     return window_tuning(name, **knobs)
 
 
@@ -212,6 +214,13 @@ def test_aimd_halves_for_a_slow_batch_and_trims_for_a_long_wait_to_start(bad, wi
     controller = make("aimd", initial=10, ewma_alpha=1.0)
     controller.observe(*bad, 0.0)
     assert controller.window == window_after  # 10 x beta 0.5 (TPOT over), 10 x ttft_beta 0.9 (TTFT alone)
+
+
+def test_aimd_default_cut_keeps_most_of_the_window_so_dispatch_does_not_stop_for_long():
+    controller = create_window_controller(window_tuning("aimd", slow_start=False, ewma_alpha=1.0), 100, 100,
+                                          TTFT_TARGET_S, TPOT_TARGET_S)
+    controller.observe(*BAD_TPOT, 0.0)  # 2.5x the TPOT target: set-point / EWMA would keep 0.32
+    assert controller.window == 80
 
 
 @pytest.mark.parametrize("tpot_s, window_after", [(0.036, 88), (0.05, 64), (0.08, 50), (0.2, 50)])

@@ -17,10 +17,11 @@ ANYONE = Caller("anyone", "interactive")
 
 
 def make_core(**policy) -> RouterCore:
+    """A core whose window halves on a slow batch (beta 0.5): the cuts' arithmetic below is written for it."""
     defaults = {"initial_window": 2, "aging_interval_s": None, "initial_service_rate_rps": 1.0,
-                "headroom_fraction": 0.1, "window_tuning": {"slow_start": False},
-                "admission_warmup_completions": 0}
-    return RouterCore(CLASSES, RouterPolicy(**{**defaults, **policy}), random.Random(0))
+                "headroom_fraction": 0.1, "admission_warmup_completions": 0}
+    tuning = {"slow_start": False, "beta": 0.5, **policy.pop("window_tuning", {})}
+    return RouterCore(CLASSES, RouterPolicy(**{**defaults, **policy, "window_tuning": tuning}), random.Random(0))
 
 
 def admit(core: RouterCore, request_id: str, class_name: str, now: float, caller: Caller = ANYONE, cost: int = 10):
