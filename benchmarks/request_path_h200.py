@@ -10,6 +10,11 @@ both (256 sequences, 8,192 tokens per step), measured at the same time by `vllm 
                                        high at 2/s), then stops both servers
     summarize --out DIR          summary.json from the parts (the goals, measured, met or not)
 
+With one GPU (`--only vllm`, then `--only ours`, each phase on GPU 0): the same parts one server at a time,
+`vllm serve` first (its saturated run sets the load points' rates and the flood's), each server's figures
+merged into the same part files; `summary.json` then says `side_by_side: false`. Same machine and
+session, not the same minute: the two-GPU mode is the stricter comparison.
+
 Mixed lengths: random prompts of 51-973 tokens and outputs of 25-487 (512 / 256 +- 90%).
 Each part stays within one device call; each writes DIR/<part>.json as it goes.
 """
@@ -44,6 +49,11 @@ FLOOD_LOW_COALESCE_S = 0.25  # the H100 runs' setting for the flood's low class 
 DEFAULT_CLASS = {"name": "standard", "ttft_slo_s": 10.0, "tpot_slo_s": 0.2, "queue_deadline_s": 15.0}  # the flood's low class arrives at about twice the saturated request rate
 
 
+def measured(args: argparse.Namespace) -> list[str]:
+    """The servers this phase starts, measures or stops: both, or the one `--only` names."""
+    return [args.only] if args.only else list(PORTS)
+
+
 def url(server: str) -> str:
     return f"http://127.0.0.1:{PORTS[server]}"
 
@@ -64,18 +74,26 @@ def server_commands(model_dir: Path, out: Path) -> dict[str, list[str]]:
 def start(args: argparse.Namespace) -> int:
     """Launch both servers in the background and return (`measure` waits for them)."""
     ensure_checkpoint(args.model_dir, args.shape)
-    state = {}
+    state = read_servers(args)
     for name, command in server_commands(args.model_dir, args.out).items():
-        server = start_server(command, args.out / f"{name}_server.log", env={"CUDA_VISIBLE_DEVICES": GPUS[name]})
-        state[name] = {"pid": server.pid, "command": shlex.join(command), "gpu": GPUS[name], "started": time.time()}
+        if name not in measured(args):
+            continue
+        gpu = "0" if args.only else GPUS[name]  # one GPU: each server has it alone, in turn
+        server = start_server(command, args.out / f"{name}_server.log", env={"CUDA_VISIBLE_DEVICES": gpu})
+        state[name] = {"pid": server.pid, "command": shlex.join(command), "gpu": gpu, "started": time.time()}
     (args.out / "servers.json").write_text(json.dumps(state, indent=2))
     return 0
 
 
+def read_servers(args: argparse.Namespace) -> dict:
+    path = args.out / "servers.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def wait_for_servers(args: argparse.Namespace) -> None:
-    state = json.loads((args.out / "servers.json").read_text())
+    state = read_servers(args)
     for name, server in state.items():
-        if "healthy_after_s" in server:
+        if "healthy_after_s" in server or name not in measured(args):
             continue
         wait_healthy(f"{url(name)}/health", DetachedServer(server["pid"]), args.ready_timeout_s,
                      args.out / f"{name}_server.log")
@@ -114,10 +132,10 @@ def load_points(args: argparse.Namespace, part: dict, arrivals: str, capacity_rp
         prompts = max(60, round(rate * args.point_s))
         commands = {server: mixed_bench(server, args, name, num_prompts=prompts, rate=f"{rate:.3f}",
                                         burstiness=ARRIVALS[arrivals], seed=int(fraction * 100))
-                    for server in PORTS}
+                    for server in measured(args)}
         results = both_at_once(commands, args, BENCH_STARTUP_S + args.point_s * 3)
-        part["points"][name] = {"fraction": fraction, "rate_rps": rate, "burstiness": ARRIVALS[arrivals],
-                                **{server: _keep(r) for server, r in results.items()}}
+        part["points"][name] = {**part["points"].get(name, {}), "fraction": fraction, "rate_rps": rate,
+                                "burstiness": ARRIVALS[arrivals], **{server: _keep(r) for server, r in results.items()}}
         save(args, part)
 
 
@@ -125,53 +143,78 @@ def save(args: argparse.Namespace, part: dict) -> None:
     (args.out / f"{part['part']}.json").write_text(json.dumps(part, indent=2))
 
 
+def begun_part(args: argparse.Namespace, name: str) -> dict:
+    """The part as an earlier phase left it (one GPU: the other server's figures), this command added."""
+    path = args.out / f"{name}.json"
+    part = json.loads(path.read_text()) if path.exists() else {"part": name, "gpu": gpu_name(), "points": {}}
+    part["scripts"] = [*part.pop("scripts", [part.pop("script")] if "script" in part else []), shlex.join(sys.argv)]
+    return part
+
+
+def scripts_of(part: dict) -> list[str]:
+    return part.get("scripts") or [part["script"]]
+
+
+def capacity_of(args: argparse.Namespace) -> float:
+    capacity_rps = json.loads((args.out / "latency.json").read_text()).get("capacity_rps")
+    if capacity_rps is None:
+        raise SystemExit("no capacity yet: measure the latency part with vllm first (its saturated run sets it)")
+    return capacity_rps
+
+
 def measure_latency(args: argparse.Namespace) -> dict:
     wait_for_servers(args)
-    part = {"part": "latency", "gpu": gpu_name(), "points": {}, "script": shlex.join(sys.argv)}
+    part = begun_part(args, "latency")
     commands = {server: mixed_bench(server, args, "saturated", num_prompts=args.saturated_prompts, rate="inf")
-                for server in PORTS}
+                for server in measured(args)}
     saturated = both_at_once(commands, args, BENCH_STARTUP_S + 240)
-    part["saturated"] = {server: _keep(r) for server, r in saturated.items()}
-    # One replica's capacity: what `vllm serve` completes per second when saturated (the yardstick).
-    part["capacity_rps"] = saturated["vllm"]["request_throughput"]
+    part["saturated"] = {**part.get("saturated", {}), **{server: _keep(r) for server, r in saturated.items()}}
+    if "vllm" in saturated:
+        # One replica's capacity: what `vllm serve` completes per second when saturated (the yardstick).
+        part["capacity_rps"] = saturated["vllm"]["request_throughput"]
     save(args, part)
-    load_points(args, part, "poisson", part["capacity_rps"])
+    load_points(args, part, "poisson", capacity_of(args))
     return part
 
 
 def measure_bursty_and_flood(args: argparse.Namespace) -> dict:
-    capacity_rps = json.loads((args.out / "latency.json").read_text())["capacity_rps"]
-    part = {"part": "bursty", "gpu": gpu_name(), "points": {}, "script": shlex.join(sys.argv)}
+    capacity_rps = capacity_of(args)
+    part = begun_part(args, "bursty")
     load_points(args, part, "bursty", capacity_rps)
-    part["flood"] = flood(args)
+    part["flood"] = flood(args, part.get("flood") or {})
     save(args, part)
     return part
 
 
-def flood(args: argparse.Namespace) -> dict:
-    """priority_vs_vllm.py's mix (its classes and SLOs), on both servers at once; the saturated
-    reference is the flood's own low workload at rate inf, also at once."""
+def flood(args: argparse.Namespace, earlier: dict) -> dict:
+    """priority_vs_vllm.py's mix (its classes and SLOs), on both servers at once (or on the one measured,
+    at the rate an earlier phase set: `earlier`); the saturated reference is the flood's own low workload
+    at rate inf, also at once."""
+    servers = measured(args)
     saturated_classes = load_classes(1.0, 1.0)
     reference = both_at_once({server: class_bench_command(server, saturated_classes["low"], url(server),
                                                           args.model_dir, args.out,
                                                           num_prompts=args.saturated_prompts,
                                                           request_rate="inf", seed=0,
                                                           result_name=f"{server}_flood_saturated.json")
-                              for server in PORTS}, args, BENCH_STARTUP_S + 150)
+                              for server in servers}, args, BENCH_STARTUP_S + 150)
     # About twice what `vllm serve` completes saturated (ours' figure if vLLM's run failed).
-    completed = [r["request_throughput"] for r in (reference["vllm"], reference["ours"]) if r and r["completed"]]
-    low_rate = FLOOD_LOW_FACTOR * completed[0]
+    completed = [r["request_throughput"] for r in (reference.get("vllm"), reference.get("ours")) if r and r["completed"]]
+    if not (earlier.get("low_rate_rps") or completed):
+        raise SystemExit(f"flood: the saturated reference completed no request on {', '.join(servers)} "
+                         f"(see {args.out}/*_flood_saturated.log)")
+    low_rate = earlier.get("low_rate_rps") or FLOOD_LOW_FACTOR * completed[0]
     classes = load_classes(low_rate, args.high_rate)
     commands = {f"{server}_{name}": class_bench_command(server, klass, url(server), args.model_dir, args.out,
                                                         num_prompts=max(1, round(klass.rate * args.flood_s)),
                                                         request_rate=f"{klass.rate:g}", seed=klass.seed,
                                                         result_name=f"{server}_flood_{name}.json")
-                for server in PORTS for name, klass in classes.items()}
+                for server in servers for name, klass in classes.items()}
     processes = run_concurrently(commands, args.out, lead=None, timeout_s=BENCH_STARTUP_S + args.flood_s + 120)
-    section = {"low_rate_rps": low_rate, "high_rate_rps": args.high_rate,
+    section = {**earlier, "low_rate_rps": low_rate, "high_rate_rps": args.high_rate,
                "classes": {name: {"high": class_slo("high"), "low": class_slo("low")}[name]
                            for name in classes}}
-    for server in PORTS:
+    for server in servers:
         results = {name: bench_result(processes[f"{server}_{name}"].command)
                    for name in classes if processes[f"{server}_{name}"].finished_cleanly()}
         entry = {name: {**class_summary(r), "command": r["command"]} for name, r in results.items()}
@@ -180,20 +223,23 @@ def flood(args: argparse.Namespace) -> dict:
             entry.update(throughput_vs_saturated(list(results.values()), reference[server]))
         entry["saturated"] = _keep(reference[server])
         section[server] = entry
-    section["router_stats"] = router_stats(url("ours"))
+    if "ours" in servers:
+        section["router_stats"] = router_stats(url("ours"))
     return section
 
 
 def summarize(args: argparse.Namespace) -> int:
     latency = json.loads((args.out / "latency.json").read_text())
     bursty = json.loads((args.out / "bursty.json").read_text())
-    servers = json.loads((args.out / "servers.json").read_text())
+    servers = read_servers(args)
     points = {**latency["points"], **bursty["points"]}
-    goals = [g for name, point in points.items() for g in latency_goals(name, point["ours"], point["vllm"])]
+    goals = [g for name, point in points.items() for g in latency_goals(name, point.get("ours"), point.get("vllm"))]
     goals += [throughput_goal(" (mixed lengths)", latency["saturated"]["ours"], latency["saturated"]["vllm"]),
-              *flood_goals(bursty["flood"])]
+              *flood_goals({"ours": {}, "vllm": {}, **bursty["flood"]})]
     summary = {"gpu": latency["gpu"],
-               "commands": [latency["script"], bursty["script"], *(s["command"] for s in servers.values())],
+               "commands": [*scripts_of(latency), *scripts_of(bursty), *(s["command"] for s in servers.values())],
+               # One GPU: the servers ran one after the other on it (`--only`), not side by side.
+               "side_by_side": len({s["gpu"] for s in servers.values()}) > 1,
                "servers_healthy_after_s": {name: s.get("healthy_after_s") for name, s in servers.items()},
                "capacity_rps": latency["capacity_rps"], "goals": goals}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -202,8 +248,9 @@ def summarize(args: argparse.Namespace) -> int:
 
 
 def stop_servers(args: argparse.Namespace) -> None:
-    for server in json.loads((args.out / "servers.json").read_text()).values():
-        stop_detached(server["pid"])
+    for name, server in read_servers(args).items():
+        if name in measured(args):
+            stop_detached(server["pid"])
 
 
 def main() -> int:
@@ -220,6 +267,8 @@ def main() -> int:
     parser.add_argument("--saturated-prompts", type=int, default=SATURATED_PROMPTS)
     parser.add_argument("--input-len", type=int, default=MIXED["input_len"], help="mixed prompts' mean length")
     parser.add_argument("--output-len", type=int, default=MIXED["output_len"], help="mixed outputs' mean length")
+    parser.add_argument("--only", choices=list(PORTS),
+                        help="one GPU: start, measure and stop this server alone (vllm first, then ours)")
     parser.add_argument("--ports", type=int, nargs=2, metavar=("OURS", "VLLM"),
                         help="measure servers already running on these ports (a dry run of the script)")
     args = parser.parse_args()
