@@ -92,7 +92,7 @@ class RequestPeek:
     """What the ingress needs from a body it forwards unchanged (but for our `priority`)."""
 
     body: bytes
-    priority: str | None = None
+    priority: str | int | None = None  # a class name, or vLLM's integer (its level)
     stream: bool = False
     estimated_prompt_tokens: int = 0
     # The field that names the output budget and its value, as sent; choices per request (n, best_of).
@@ -139,8 +139,8 @@ def _positive_int(value: Any) -> int | None:
 
 def peek_request(raw: bytes) -> RequestPeek:
     """Read a request body's class, size and output budget; a body that is not a JSON object passes as
-    is (vLLM's app answers it, exactly as `vllm serve` would). Our `priority` (a class name) is taken
-    out: vLLM's field of that name is its scheduling integer, which the replica sets from the class."""
+    is (vLLM's app answers it, exactly as `vllm serve` would). `priority` is taken out: a class name, or
+    vLLM's scheduling integer (the class at that level); the replica sets vLLM's from the class."""
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -148,9 +148,9 @@ def peek_request(raw: bytes) -> RequestPeek:
     if not isinstance(body, dict):
         return RequestPeek(raw, estimated_prompt_tokens=len(raw) // CHARS_PER_TOKEN)
     priority = body.get("priority")
-    if priority is not None and not isinstance(priority, str):
-        raise ApiError(400, "priority is the name of a priority class (a string)", param="priority",
-                       code="unknown_priority_class")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, (str, int))):
+        raise ApiError(400, "priority is the name of a priority class, or vLLM's integer priority (lower is "
+                       "served first)", param="priority", code="unknown_priority_class")
     if "priority" in body:
         del body["priority"]
         raw = json.dumps(body).encode()

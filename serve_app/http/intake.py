@@ -36,9 +36,12 @@ class RequestIntake:
         except AuthenticationFailed as error:
             raise ApiError(401, str(error), error_type="authentication_error", code="invalid_api_key") from None
 
-    def _priority(self, body_value: str | None, http_request: Request, caller: Caller) -> tuple[str, int]:
-        """The request's class: body `priority`, else the `x-priority` header, else the default,
-        which is lowered to the caller's ceiling; asking above the ceiling is refused."""
+    def _priority(self, body_value: str | int | None, http_request: Request, caller: Caller) -> tuple[str, int]:
+        """The request's class: body `priority` (a name, or vLLM's integer: the class at that level),
+        else the `x-priority` header, else the default, which is lowered to the caller's ceiling; asking
+        above the ceiling is refused."""
+        if isinstance(body_value, int):
+            body_value = self._classes.name_for_vllm_priority(body_value)
         asked = body_value or http_request.headers.get("x-priority")
         name = asked or self._default_class
         if name not in self._classes:

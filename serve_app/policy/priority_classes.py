@@ -77,6 +77,12 @@ class PriorityClasses:
         """Position in rank order (0 = highest); ranks need not be contiguous, levels are."""
         return self._level_by_name[self.get(name).name]
 
+    def name_for_vllm_priority(self, value: int) -> str:
+        """vLLM's integer `priority` (lower is served first, as `vllm serve --scheduling-policy priority`
+        takes it) as a class: the one at that level, 0 the highest; below 0 the highest, past the last
+        level the lowest, so a client written for `vllm serve` keeps its order without knowing our names."""
+        return self._by_rank[min(max(value, 0), len(self._by_rank) - 1)].name
+
     def tightest_ttft_slo(self, active_names: Iterable[str]) -> float | None:
         """Smallest TTFT SLO among active classes, or None when none are active."""
         slos = [self.get(n).ttft_slo_s for n in active_names]

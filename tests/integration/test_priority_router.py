@@ -46,6 +46,19 @@ def test_unknown_priority_class_is_400(base_url, model_name):
     assert response.json()["error"]["param"] == "priority"
 
 
+def test_vllm_integer_priority_runs_in_the_class_at_that_level(base_url, model_name):
+    """A client written for `vllm serve --scheduling-policy priority` sends integers (lower first)."""
+    before = router_stats(base_url)["classes"]
+    response = httpx.post(f"{base_url}/v1/completions", json=completion(model_name, priority=99),
+                          headers=auth("key-gold"), timeout=60)
+    assert response.status_code == 200, response.text
+    after = wait_until_idle(base_url)["classes"]
+    assert after["batch"]["served"] == before["batch"]["served"] + 1  # past the last level: the lowest class
+    above = httpx.post(f"{base_url}/v1/completions", json=completion(model_name, priority=0),
+                       headers=auth("key-bronze"), timeout=30)
+    assert above.status_code == 403 and above.json()["error"]["code"] == "priority_above_ceiling"
+
+
 @pytest.mark.parametrize("how", ["body", "header"])
 def test_a_key_cannot_exceed_its_ceiling(base_url, model_name, how):
     body = completion(model_name, priority="interactive") if how == "body" else completion(model_name)

@@ -72,9 +72,14 @@ def test_peek_reads_size_budget_and_stream_without_changing_the_body(body, expec
     assert peek.body == body
 
 
-def test_peek_takes_our_priority_class_out_of_the_body():
-    peek = api.peek_request(b'{"model": "m", "prompt": "x", "priority": "batch"}')
-    assert peek.priority == "batch" and json.loads(peek.body) == {"model": "m", "prompt": "x"}
+@pytest.mark.parametrize("priority", ["batch", 3])
+def test_peek_takes_the_priority_out_of_the_body(priority):
+    peek = api.peek_request(json.dumps({"model": "m", "prompt": "x", "priority": priority}).encode())
+    assert peek.priority == priority and json.loads(peek.body) == {"model": "m", "prompt": "x"}
+
+
+@pytest.mark.parametrize("priority", [True, 1.5, ["batch"]])
+def test_peek_refuses_a_priority_that_is_neither_a_class_nor_an_integer(priority):
     with pytest.raises(api.ApiError) as refused:
-        api.peek_request(b'{"model": "m", "prompt": "x", "priority": 3}')
+        api.peek_request(json.dumps({"model": "m", "prompt": "x", "priority": priority}).encode())
     assert (refused.value.status, refused.value.param) == (400, "priority")

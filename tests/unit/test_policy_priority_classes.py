@@ -27,6 +27,12 @@ def test_by_rank_orders_highest_first_and_levels_are_contiguous():
     assert [c.rank for c in classes] == [0, 3, 7]
 
 
+@pytest.mark.parametrize("value, name", [(-5, "interactive"), (0, "interactive"), (1, "standard"), (2, "batch"),
+                                         (3, "batch"), (7, "batch")])
+def test_vllm_integer_priority_picks_the_class_at_that_level(value, name):
+    assert three_classes().name_for_vllm_priority(value) == name  # by level, not by the configured rank
+
+
 def test_get_returns_the_named_class():
     classes = three_classes()
     assert classes.get("standard").ttft_slo_s == 2.0
