@@ -55,8 +55,9 @@ class _Request(BaseModel):
     stream_options: dict[str, Any] | None = None
     stop: Text | Annotated[list[Text], Field(max_length=4)] | None = None
     seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
-    priority: str | None = Field(None, description="Priority class (ours, not vLLM's integer); overrides the "
-                                 "x-priority header.")
+    priority: str | Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)] | None = Field(
+        None, description="Priority class by name, or vLLM's integer priority (lower is served first: the class "
+        "at that level, 0 the highest); overrides the x-priority header.")
 
 
 class CompletionRequest(_Request):

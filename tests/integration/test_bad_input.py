@@ -29,7 +29,7 @@ def _post(base_url: str, path: str, **kwargs) -> httpx.Response:
         ("/v1/chat/completions", {"model": "{model}", "messages": [{"role": "user", "content": LONG_PROMPT}]},
          400, None),
         ("/v1/completions", {"model": "{model}", "prompt": "t10", "priority": "platinum"}, 400, "priority"),
-        ("/v1/completions", {"model": "{model}", "prompt": "t10", "priority": 2}, 400, "priority"),
+        ("/v1/completions", {"model": "{model}", "prompt": "t10", "priority": 2.5}, 400, "priority"),
         ("/v1/completions", {"model": "{model}", "prompt": "t10", "temperature": "hot"}, 400, None),
         ("/v1/completions", {"model": "{model}", "prompt": [999999]}, 400, None),
         # These once passed a hand-written front end and failed inside the engine: an empty stop string
