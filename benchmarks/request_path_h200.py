@@ -198,12 +198,15 @@ def flood(args: argparse.Namespace, earlier: dict) -> dict:
                                                           request_rate="inf", seed=0,
                                                           result_name=f"{server}_flood_saturated.json")
                               for server in servers}, args, BENCH_STARTUP_S + 150)
-    # About twice what `vllm serve` completes saturated (ours' figure if vLLM's run failed).
-    completed = [r["request_throughput"] for r in (reference.get("vllm"), reference.get("ours")) if r and r["completed"]]
-    if not (earlier.get("low_rate_rps") or completed):
-        raise SystemExit(f"flood: the saturated reference completed no request on {', '.join(servers)} "
-                         f"(see {args.out}/*_flood_saturated.log)")
-    low_rate = earlier.get("low_rate_rps") or FLOOD_LOW_FACTOR * completed[0]
+    low_rate = earlier.get("low_rate_rps")  # one GPU: the rate vLLM's phase flooded at
+    if low_rate is None:
+        # About twice what `vllm serve` completes saturated (ours' figure if vLLM's run failed).
+        completed = [r["request_throughput"] for r in (reference.get("vllm"), reference.get("ours"))
+                     if r and r["completed"]]
+        if not completed:
+            raise SystemExit(f"flood: the saturated reference completed no request on {', '.join(servers)} "
+                             f"(see {args.out}/*_flood_saturated.log)")
+        low_rate = FLOOD_LOW_FACTOR * completed[0]
     classes = load_classes(low_rate, args.high_rate)
     commands = {f"{server}_{name}": class_bench_command(server, klass, url(server), args.model_dir, args.out,
                                                         num_prompts=max(1, round(klass.rate * args.flood_s)),
