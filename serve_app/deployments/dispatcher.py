@@ -24,6 +24,7 @@ from serve_app.deployments.door import LocalDoor
 from serve_app.deployments.errors import REPLICA_LOST, ReplicaFailed
 from serve_app.deployments.supervision import start_supervised
 from serve_app.generation import GenerationRequest, RunSummary
+from serve_app.policy.deadline_sweep import DeadlineSweep
 from serve_app.policy.router_contract import Refusal, RouterContract
 from serve_app.policy.router_core import RouterCore
 from serve_app.policy.router_settings import CACHE_INDEX_ROUTINGS
@@ -169,10 +170,12 @@ class Dispatcher:
             waiter.set_result(dispatch.replica_id)
 
     async def _expire_forever(self) -> None:
+        sweep = DeadlineSweep(EXPIRY_PERIOD_S, self._clock())
         while True:
             await asyncio.sleep(EXPIRY_PERIOD_S)
-            # Refused before their deadline passes, not up to one period after it.
-            for request_id, refusal in self._core.expire(self._clock(), ahead_s=EXPIRY_PERIOD_S):
+            now = self._clock()
+            # Refused before their deadline passes, even when a busy loop wakes this sweep late.
+            for request_id, refusal in self._core.expire(now, ahead_s=sweep.look_ahead_s(now)):
                 waiter = self._waiters.pop(request_id, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(refusal)
