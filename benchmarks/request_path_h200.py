@@ -31,11 +31,11 @@ from autoscaling.bench.concurrent_benches import run_concurrently
 from autoscaling.bench.host import gpu_name, log
 from autoscaling.bench.priority_load import (BENCH_STARTUP_S, MAX_NUM_SEQS, OursOptions, class_bench_command,
                                              class_slo, load_classes, ours_config, router_stats)
-from autoscaling.bench.result_summaries import class_summary, throughput_vs_saturated
+from autoscaling.bench.result_summaries import class_summary, steady_output_tok_s, throughput_vs_saturated
 from autoscaling.bench.servers import DetachedServer, start_server, stop_detached, wait_healthy
 from autoscaling.bench.vllm_bench import bench_result, bench_serve_command
 from autoscaling.bench.vllm_reference import SERVED_NAME, ensure_checkpoint, ours_serve_command, vllm_serve_command
-from autoscaling.bench.vs_vllm_goals import flood_goals, latency_goals, throughput_goal
+from autoscaling.bench.vs_vllm_goals import flood_goals, latency_goals, steady_throughput_goal, throughput_goal
 
 PORTS = {"ours": 8000, "vllm": 8001}
 GPUS = {"ours": "0", "vllm": "1"}
@@ -103,12 +103,13 @@ def wait_for_servers(args: argparse.Namespace) -> None:
 
 
 def mixed_bench(server: str, args: argparse.Namespace, name: str, *, num_prompts: int, rate: str,
-                burstiness: float = 1.0, seed: int = 0) -> list[str]:
+                burstiness: float = 1.0, seed: int = 0, detailed: bool = False) -> list[str]:
     return bench_serve_command(url(server), SERVED_NAME, str(args.model_dir), args.out, f"{server}_{name}.json",
                                input_len=args.input_len, output_len=args.output_len,
                                num_prompts=num_prompts, request_rate=rate, seed=seed,
                                extra=["--random-range-ratio", str(MIXED["range_ratio"]), "--burstiness",
-                                      str(burstiness), "--ready-check-timeout-sec", "0", "--disable-tqdm"])
+                                      str(burstiness), "--ready-check-timeout-sec", "0", "--disable-tqdm",
+                                      *(["--save-detailed"] if detailed else [])])
 
 
 def both_at_once(commands: dict[str, list[str]], args: argparse.Namespace, timeout_s: float) -> dict:
@@ -122,7 +123,7 @@ def _keep(result: dict | None) -> dict | None:
         return None
     keys = ("completed", "failed", "duration", "request_throughput", "output_throughput", "median_ttft_ms",
             "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "mean_ttft_ms", "command")
-    return {key: result.get(key) for key in keys}
+    return {**{key: result.get(key) for key in keys}, "steady_output_throughput": steady_output_tok_s(result)}
 
 
 def load_points(args: argparse.Namespace, part: dict, arrivals: str, capacity_rps: float) -> None:
@@ -165,7 +166,8 @@ def capacity_of(args: argparse.Namespace) -> float:
 def measure_latency(args: argparse.Namespace) -> dict:
     wait_for_servers(args)
     part = begun_part(args, "latency")
-    commands = {server: mixed_bench(server, args, "saturated", num_prompts=args.saturated_prompts, rate="inf")
+    commands = {server: mixed_bench(server, args, "saturated", num_prompts=args.saturated_prompts, rate="inf",
+                                  detailed=True)
                 for server in measured(args)}
     saturated = both_at_once(commands, args, BENCH_STARTUP_S + 240)
     part["saturated"] = {**part.get("saturated", {}), **{server: _keep(r) for server, r in saturated.items()}}
@@ -237,7 +239,9 @@ def summarize(args: argparse.Namespace) -> int:
     servers = read_servers(args)
     points = {**latency["points"], **bursty["points"]}
     goals = [g for name, point in points.items() for g in latency_goals(name, point.get("ours"), point.get("vllm"))]
-    goals += [throughput_goal(" (mixed lengths)", latency["saturated"]["ours"], latency["saturated"]["vllm"]),
+    saturated = latency["saturated"]
+    steady = steady_throughput_goal(" (mixed lengths)", saturated["ours"], saturated["vllm"])
+    goals += [throughput_goal(" (mixed lengths)", saturated["ours"], saturated["vllm"]), *([steady] if steady else []),
               *flood_goals({"ours": {}, "vllm": {}, **bursty["flood"]})]
     summary = {"gpu": latency["gpu"],
                "commands": [*scripts_of(latency), *scripts_of(bursty), *(s["command"] for s in servers.values())],

@@ -47,6 +47,19 @@ def throughput_goal(label: str, ours: dict, vllm: dict) -> dict:
                 f">= {THROUGHPUT_RATIO_GOAL:g}", ratio >= THROUGHPUT_RATIO_GOAL)
 
 
+def steady_throughput_goal(label: str, ours: dict, vllm: dict) -> dict | None:
+    """`throughput_goal` on the tokens/s while each run was in full swing (`steady_output_throughput`,
+    see `result_summaries.steady_output_tok_s`), beside it: a server that refuses part of a saturated
+    burst runs shorter, and its ramp and drain weigh more on the whole run's figure. None when either
+    run kept no per-request detail."""
+    ours_steady, vllm_steady = ours.get("steady_output_throughput"), vllm.get("steady_output_throughput")
+    if ours_steady is None or vllm_steady is None:
+        return None
+    ratio = ours_steady / vllm_steady
+    return goal(f"saturated output tok/s{label}, steady (tokens 10-90% of the run's), ours / vllm serve",
+                round(ratio, 4), f">= {THROUGHPUT_RATIO_GOAL:g}", ratio >= THROUGHPUT_RATIO_GOAL)
+
+
 def flood_goals(flood: dict) -> list[dict]:
     """The priority flood on both servers at once: per server the classes' `class_summary`s, `hung`
     and `served_vs_saturated`; `classes` (their SLOs) and our `router_stats`."""

@@ -34,6 +34,17 @@ def test_throughput_goal_is_ours_over_vllm_serves_output_tokens():
     assert goals.throughput_goal("", point(output_throughput=960.0), point())["met"] is False
 
 
+def test_steady_throughput_goal_sits_beside_the_whole_runs_only_when_both_kept_detail():
+    entry = goals.steady_throughput_goal(" (mixed lengths)", {"steady_output_throughput": 9689.0},
+                                         {"steady_output_throughput": 9746.0})
+    assert entry == {"name": "saturated output tok/s (mixed lengths), steady (tokens 10-90% of the run's), "
+                             "ours / vllm serve", "measured": 0.9942, "goal": ">= 0.97", "met": True}
+    assert goals.steady_throughput_goal("", {"steady_output_throughput": 9000.0},
+                                        {"steady_output_throughput": 9746.0})["met"] is False
+    assert goals.steady_throughput_goal("", {"steady_output_throughput": None}, {"steady_output_throughput": 1.0}) is None
+    assert goals.steady_throughput_goal("", point(), point()) is None
+
+
 def flood(high_p99=200.0, vllm_high_p99=400.0, failed_by_kind=None, hung=(), refused_wait=12.0, served=0.95):
     low = {"failed": sum((failed_by_kind or {"429": 30}).values()), "failed_by_kind": failed_by_kind or {"429": 30}}
     return {"ours": {"high": {"ttft_p99_ms": high_p99}, "low": low, "hung": list(hung), "served_vs_saturated": served},

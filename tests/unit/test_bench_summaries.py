@@ -96,6 +96,30 @@ def test_served_throughput_is_all_classes_tokens_over_the_longest_run():
     assert figures["served_vs_saturated"] == pytest.approx(2816 / 50 / 100)
 
 
+def saturated_run(requests: int, tokens_each: int, seconds_each: float, batch: int) -> dict:
+    """`batch` requests at a time, back to back, each delivering its tokens evenly over `seconds_each`."""
+    starts = [(i // batch) * seconds_each for i in range(requests)]
+    gap = seconds_each / tokens_each
+    return {"start_times": starts, "ttfts": [gap] * requests, "output_lens": [tokens_each] * requests,
+            "itls": [[gap] * (tokens_each - 1)] * requests}
+
+
+def test_steady_throughput_leaves_out_the_ramp_and_the_drain_a_whole_run_counts():
+    # 100 tokens/s per request, 10 at a time: 1,000 tokens/s whenever the batch is full.
+    steady = bs.steady_output_tok_s(saturated_run(requests=40, tokens_each=100, seconds_each=1.0, batch=10))
+    assert steady == pytest.approx(1000.0, rel=0.02)
+    ragged = saturated_run(requests=41, tokens_each=100, seconds_each=1.0, batch=10)  # one request alone at the end
+    assert bs.steady_output_tok_s(ragged) == pytest.approx(1000.0, rel=0.05)  # the whole run's: 4,100 / 5 s
+
+
+def test_steady_throughput_needs_the_detailed_lists_and_skips_failed_requests():
+    assert bs.steady_output_tok_s({"output_throughput": 5.0}) is None
+    run = saturated_run(requests=20, tokens_each=50, seconds_each=1.0, batch=10)
+    without = {key: values[:3] + values[4:] for key, values in run.items()}
+    run["output_lens"][3], run["ttfts"][3] = 0, 0.0  # refused: no tokens
+    assert bs.steady_output_tok_s(run) == bs.steady_output_tok_s(without) < 500.0
+
+
 def test_sweep_point_turns_milliseconds_into_seconds():
     point = bs.sweep_point(16, bench_json(), peak_kv_cache_usage=0.4, preemptions=2)
     assert (point.batch_size, point.ttft_p99_s, point.tpot_p99_s, point.request_latency_p99_s) == (16, 0.24, 0.05, 9.9)
