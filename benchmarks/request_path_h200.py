@@ -137,6 +137,10 @@ def load_points(args: argparse.Namespace, part: dict, arrivals: str, capacity_rp
         results = both_at_once(commands, args, BENCH_STARTUP_S + args.point_s * 3)
         part["points"][name] = {**part["points"].get(name, {}), "fraction": fraction, "rate_rps": rate,
                                 "burstiness": ARRIVALS[arrivals], **{server: _keep(r) for server, r in results.items()}}
+        if "ours" in results:
+            # Where our first tokens waited (the ingress's last 10 s): the TTFT goals' gap, located.
+            stats = router_stats(url("ours"), quiet=True) or {}
+            part["points"][name]["ours_first_part_path"] = (stats.get("ingress") or {}).get("first_part_path")
         save(args, part)
 
 
