@@ -141,14 +141,16 @@ class Outbox:
             batch, link.first_parts = link.first_parts, []
             if not batch:
                 continue
-            await self._deliver(destination, link, "first_parts", batch)
-            self.first_part_calls += 1
+            if await self._deliver(destination, link, "first_parts", batch):
+                self.first_part_calls += 1
             link.held.difference_update(request_id for _, request_id, _ in batch)
             if link.pending:
                 link.wakeup.set()
 
-    async def _deliver(self, destination: str, link: _Link, lane: str, entries: list[_Entry]) -> None:
+    async def _deliver(self, destination: str, link: _Link, lane: str, entries: list[_Entry]) -> bool:
+        """Hand `entries` over in one call; False when the call failed (its requests are abandoned)."""
         batch: Batch = [(request_id, chunk) for _, request_id, chunk in entries]
+        delivered = False
         link.calls_first_seq[lane] = entries[0][0]
         try:
             started = self._clock()
@@ -156,6 +158,7 @@ class Outbox:
             self._recent.append((self._clock() - started, len(batch)))
             self.batches_sent += 1
             self.chunks_sent += len(batch)
+            delivered = True
             if unknown:
                 self._on_abandoned(list(unknown))
         except (Exception, asyncio.CancelledError) as error:
@@ -170,6 +173,7 @@ class Outbox:
         async with link.progress:
             link.sent_seq = self._first_unsent(link) - 1
             link.progress.notify_all()
+        return delivered
 
     @staticmethod
     def _first_unsent(link: _Link) -> int:

@@ -254,6 +254,28 @@ def test_a_first_part_does_not_wait_behind_the_batch_call_in_flight_and_its_requ
     assert blocked  # wait_sent still means every part queued up to it
 
 
+def test_a_failed_first_parts_call_is_not_counted_as_one_delivered():
+    class FirstPartsFail(GatedLink):
+        async def send(self, destination: str, batch: list) -> None:
+            if len(self.calls) == 1:  # the first parts' own call, beside the gated batch
+                self.calls.append([(rid, part.body.decode()) for rid, part in batch])
+                raise ConnectionError("ingress replica gone")
+            await super().send(destination, batch)
+
+    async def scenario():
+        link = FirstPartsFail()
+        abandoned: list[str] = []
+        outbox = Outbox(link.send, on_abandoned=abandoned.extend)
+        outbox.put("ingress-a", "old", first("o1"))
+        await asyncio.sleep(0)
+        outbox.put("ingress-a", "new", first("n1"))
+        await asyncio.sleep(0.01)
+        await link.release(0)
+        return outbox.first_part_calls, outbox.batches_failed, abandoned
+
+    assert asyncio.run(scenario()) == (0, 1, ["new"])
+
+
 def test_without_the_first_parts_call_a_first_part_rides_in_the_next_batch():
     async def scenario():
         link = GatedLink()
