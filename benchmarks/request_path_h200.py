@@ -8,6 +8,7 @@ both (256 sequences, 8,192 tokens per step), measured at the same time by `vllm 
     measure --out DIR --part bursty    the same three loads with bursty (gamma) arrivals, then the
                                        priority flood of priority_vs_vllm.py (low at ~2x capacity,
                                        high at 2/s), then stops both servers
+    measure --out DIR --part flood     the flood alone (bursty.json's load points kept), then stops both servers
     summarize --out DIR          summary.json from the parts (the goals, measured, met or not)
 
 With one GPU (`--only vllm`, then `--only ours`, each phase on GPU 0): the same parts one server at a time,
@@ -192,6 +193,15 @@ def measure_bursty_and_flood(args: argparse.Namespace) -> dict:
     return part
 
 
+def measure_flood_again(args: argparse.Namespace) -> dict:
+    """The flood alone, into the bursty part's file (its load points kept): a rerun of the flood after a
+    change that only it measures, with the earlier part files copied into OUT first."""
+    part = begun_part(args, "bursty")
+    part["flood"] = flood(args, part.get("flood") or {})
+    save(args, part)
+    return part
+
+
 def flood(args: argparse.Namespace, earlier: dict) -> dict:
     """priority_vs_vllm.py's mix (its classes and SLOs), on both servers at once (or on the one measured,
     at the rate an earlier phase set: `earlier`); the saturated reference is the flood's own low workload
@@ -264,11 +274,14 @@ def stop_servers(args: argparse.Namespace) -> None:
             stop_detached(server["pid"])
 
 
+PARTS = {"latency": measure_latency, "bursty": measure_bursty_and_flood, "flood": measure_flood_again}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("phase", choices=["start", "measure", "summarize", "stop"])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--part", choices=["latency", "bursty"], default="latency")
+    parser.add_argument("--part", choices=list(PARTS), default="latency")
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/models/llama2-7b"))
     parser.add_argument("--shape", default="llama2-7b")
     parser.add_argument("--ready-timeout-s", type=float, default=500)
@@ -294,9 +307,9 @@ def main() -> int:
         stop_servers(args)
         return 0
     try:
-        (measure_latency if args.part == "latency" else measure_bursty_and_flood)(args)
+        PARTS[args.part](args)
     finally:
-        if args.part == "bursty":
+        if args.part != "latency":
             stop_servers(args)
     return 0
 
