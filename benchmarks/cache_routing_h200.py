@@ -14,6 +14,10 @@ Parts, in this order (routing-least_outstanding_tokens first: its capacity sets 
       prefix_repetition cross-check at the same rate.
   fairness   one replica: capacity; heavy:light 10:1 at twice it; light alone; gold:silver weights 2:1.
 
+With one GPU (`--share-one-gpu` on every routing part's start and measure): both replicas on GPU 0, each
+with half of it; the KV caches are sized as with two, so the cache's effect is measured, but the two
+engines share one GPU's compute, and `summary.json` says `replicas_share_one_gpu: true`.
+
 Each mode is its own server start: the config reaches every deployment as constructor arguments (and
 `precise_prefix` turns on the engines' KV event publisher), so changing `router.routing` restarts the
 engines (Ray Serve keeps replicas only when just `user_config` changes). Each part's start and measure
@@ -72,13 +76,13 @@ def part_config(args: argparse.Namespace) -> dict:
     log(f"KV cache per replica: {tokens} tokens x {per_token} B = {tokens * per_token / 2**30:.1f} GiB "
         f"(prefixes: {workload(args).prefix_tokens()} tokens)")
     return bench.routing_config(args.model_dir, PORT, ROUTING_PARTS[args.part],
-                                bench.kv_cache_memory_bytes(tokens, per_token))
+                                bench.kv_cache_memory_bytes(tokens, per_token), share_one_gpu=args.share_one_gpu)
 
 
 def start(args: argparse.Namespace) -> int:
     ensure_checkpoint(args.model_dir, args.shape)
     command = ours_serve_command(part_config(args), args.out / f"{args.part}_config.yaml")
-    gpus = "0" if args.part == "fairness" else "0,1"
+    gpus = "0" if args.part == "fairness" or args.share_one_gpu else "0,1"
     server = start_server(command, args.out / f"{args.part}_server.log", env={"CUDA_VISIBLE_DEVICES": gpus})
     state = {"pid": server.pid, "command": shlex.join(command), "gpus": gpus, "started": time.time()}
     (args.out / f"{args.part}_server.json").write_text(json.dumps(state, indent=2))
@@ -180,7 +184,8 @@ def measure_fairness(args: argparse.Namespace, part: dict) -> None:
 def measure(args: argparse.Namespace) -> int:
     state = None if args.base_url else wait_for_server(args)
     part = {"part": args.part, "gpu": gpu_name(), "script": shlex.join(sys.argv),
-            "server_command": state and state["command"], "healthy_after_s": state and state["healthy_after_s"]}
+            "server_command": state and state["command"], "healthy_after_s": state and state["healthy_after_s"],
+            "replicas_share_one_gpu": args.share_one_gpu and args.part != "fairness"}
     try:
         if args.part == "fairness":
             measure_fairness(args, part)
@@ -248,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cross-check-s", type=float, default=60, help="vllm bench window; 0: none")
     parser.add_argument("--capacity-rps", type=float, help="fairness: one replica's capacity (default: measured)")
     parser.add_argument("--fairness-s", type=float, default=60)
+    parser.add_argument("--share-one-gpu", action="store_true",
+                        help="routing parts: both replicas on GPU 0 (where two GPUs are not lent; the summary says so)")
     parser.add_argument("--fairness-prompt-len", type=int, default=512)
     parser.add_argument("--fairness-output-len", type=int, default=128)
     args = parser.parse_args(argv)

@@ -236,6 +236,8 @@ def summary(routing_parts: Mapping[str, Mapping[str, Any]], fairness: Mapping[st
     goals += fairness_goals(fairness) if fairness else [goal("fairness part measured", False, True, False)]
     cross = next((p["cross_check"] for p in routing_parts.values() if p.get("cross_check")), None)
     return {"gpu": gpu, "commands": list(commands), "routing_modes": mode_table(routing_parts),
+            # The issue's host has a GPU per replica; both replicas on one GPU share its compute.
+            "replicas_share_one_gpu": any(p.get("replicas_share_one_gpu") for p in routing_parts.values()),
             "vllm_bench_prefix_repetition": cross, "goals": goals}
 
 
@@ -243,6 +245,7 @@ def summary(routing_parts: Mapping[str, Mapping[str, Any]], fairness: Mapping[st
 MAX_MODEL_LEN = 4096
 MAX_NUM_SEQS = 128
 MAX_NUM_BATCHED_TOKENS = 8192
+SHARED_GPU_MEMORY_UTILIZATION = 0.45  # two engines on one GPU
 
 
 def _config(model_dir: Path, port: int, num_replicas: int, engine_extra: dict[str, Any]) -> dict[str, Any]:
@@ -257,13 +260,20 @@ def _config(model_dir: Path, port: int, num_replicas: int, engine_extra: dict[st
     return config
 
 
-def routing_config(model_dir: Path, port: int, mode: str, kv_cache_bytes: int) -> dict[str, Any]:
+def routing_config(model_dir: Path, port: int, mode: str, kv_cache_bytes: int,
+                   share_one_gpu: bool = False) -> dict[str, Any]:
     """Two replicas (one per GPU) whose KV caches hold `kv_cache_bytes` each (vLLM's
-    `kv_cache_memory_bytes`, which overrides `gpu_memory_utilization`), routing by `mode`."""
+    `kv_cache_memory_bytes`, which overrides `gpu_memory_utilization`), routing by `mode`.
+    `share_one_gpu`: both on one GPU (half of it each to Ray; each engine's start-up check wants
+    `gpu_memory_utilization` of the GPU free, so under half each). The KV caches, and so what routing by
+    cache decides, are the same; the compute is shared, so throughput is not two GPUs'."""
     if mode not in ROUTING_MODES:
         raise ValueError(f"routing mode {mode!r} is not one of {ROUTING_MODES}")
     config = _config(model_dir, port, 2, {"kv_cache_memory_bytes": kv_cache_bytes})
     config["router"] = {"routing": mode}
+    if share_one_gpu:
+        config["replicas"]["num_gpus"] = 0.5
+        config["engine"]["gpu_memory_utilization"] = SHARED_GPU_MEMORY_UTILIZATION
     return config
 
 

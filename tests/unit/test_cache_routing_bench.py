@@ -44,6 +44,9 @@ def test_routing_config_is_a_valid_app_config_with_the_kv_size(tmp_path):
     assert parsed.replicas.num_replicas == 2 and parsed.router.routing == bench.BASELINE
     with pytest.raises(ValueError, match="routing mode"):
         bench.routing_config(tmp_path, 8000, "round_robin", 1)
+    shared = parse_config(bench.routing_config(tmp_path, 8000, bench.BASELINE, 123 * 2**20, share_one_gpu=True))
+    assert shared.replicas.num_gpus == 0.5 and shared.engine.gpu_memory_utilization < 0.5
+    assert shared.engine.extra["kv_cache_memory_bytes"] == 123 * 2**20  # the same caches as on two GPUs
     fairness = bench.fairness_config(tmp_path, 8000)
     assert fairness["replicas"]["num_replicas"] == 1
     assert {k["name"]: k["weight"] for k in fairness["auth"]["keys"]} == bench.FAIRNESS_TENANTS
