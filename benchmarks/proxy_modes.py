@@ -34,6 +34,8 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI, Request  # module level: FastAPI resolves the route's string annotations here
 
+from serve_app.statistics import percentile
+
 MODES = {
     "proxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"},
     "haproxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
@@ -108,7 +110,6 @@ async def measure(requests: int, concurrency: int, seconds: float) -> dict:
 
 
 def summary_ms(seconds: list[float]) -> dict:
-    from serve_app.statistics import percentile
     return {"n": len(seconds), **{f"p{q}_ms": round(percentile(seconds, q) * 1000, 2) for q in (50, 90, 99)}}
 
 

@@ -188,15 +188,13 @@ def measure_bursty_and_flood(args: argparse.Namespace) -> dict:
     capacity_rps = capacity_of(args)
     part = begun_part(args, "bursty")
     load_points(args, part, "bursty", capacity_rps)
-    part["flood"] = flood(args, part.get("flood") or {})
-    save(args, part)
-    return part
+    return measure_flood_again(args, part)
 
 
-def measure_flood_again(args: argparse.Namespace) -> dict:
-    """The flood alone, into the bursty part's file (its load points kept): a rerun of the flood after a
-    change that only it measures, with the earlier part files copied into OUT first."""
-    part = begun_part(args, "bursty")
+def measure_flood_again(args: argparse.Namespace, part: dict | None = None) -> dict:
+    """The flood into the bursty part (its load points kept); alone, a rerun of the flood after a change
+    that only it measures, with the earlier part files copied into OUT first."""
+    part = part if part is not None else begun_part(args, "bursty")
     part["flood"] = flood(args, part.get("flood") or {})
     save(args, part)
     return part

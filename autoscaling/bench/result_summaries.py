@@ -107,7 +107,7 @@ def steady_output_tok_s(result: dict, middle: tuple[float, float] = (0.1, 0.9)) 
     at the class's deadline) lasted 13 s against `vllm serve`'s 23 s, 0.94x whole, 0.994x steady.
     Each request's tokens are taken as evenly spread between its first and its last (a coalesced stream
     sends fewer, larger events). None without `vllm bench serve --save-detailed`'s per-request lists."""
-    if not all(key in result for key in ("start_times", "ttfts", "output_lens")) or "itls" not in result:
+    if not all(key in result for key in ("start_times", "ttfts", "itls", "output_lens")):
         return None
     times: list[float] = []
     for start, ttft, gaps, output_len in zip(result["start_times"], result["ttfts"], result["itls"],
