@@ -194,6 +194,7 @@ def measure_bursty_and_flood(args: argparse.Namespace) -> dict:
 def measure_flood_again(args: argparse.Namespace, part: dict | None = None) -> dict:
     """The flood into the bursty part (its load points kept); alone, a rerun of the flood after a change
     that only it measures, with the earlier part files copied into OUT first."""
+    wait_for_servers(args)  # alone it may follow a start at once (the bursty part's servers are already up)
     part = part if part is not None else begun_part(args, "bursty")
     part["flood"] = flood(args, part.get("flood") or {})
     save(args, part)
