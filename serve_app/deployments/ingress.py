@@ -25,6 +25,7 @@ from serve_app import openai_api as api
 from serve_app.config import parse_config
 from serve_app.deployments.calls import answer_within
 from serve_app.deployments.dispatcher import Dispatcher
+from serve_app.deployments.ingress_link import collector_from_replicas
 from serve_app.delivery import Batch, Inbox
 from serve_app.http.errors import install_error_handlers, openai_error_shape
 from serve_app.http.forwarding import FORWARDED_REQUEST_HEADERS, FORWARDED_RESPONSE_HEADERS, kept, raw_body, route_path
@@ -60,7 +61,11 @@ class Ingress:
         self._controller = controller
         self._limits = RequestLimits.from_config(self._config)
         tracing.configure_from_settings(self._config.telemetry)
-        self._dispatcher = Dispatcher(self._replica_id, replicas, controller, self._config)
+        # Delivery by pull: this replica holds a stream open to each LLM replica it has requests on.
+        self._collector = (collector_from_replicas(replicas, self._replica_id, self._inbox)
+                           if self._config.http.delivery == "pull" else None)
+        self._dispatcher = Dispatcher(self._replica_id, replicas, controller, self._config,
+                                      **({"running_on": self._collector.running_on} if self._collector else {}))
         self._intake = RequestIntake(self._config, self._dispatcher.classes, self._dispatcher.door)
         metrics = None
         if self._config.telemetry.metrics:
@@ -188,7 +193,9 @@ class Ingress:
                             "first_part_path": self._telemetry.first_part_path.summary(now),
                             "gc_pauses": self._process.gc_pauses.summary(), "gc_frozen_objects": gc.get_freeze_count(),
                             "loop_stalls": self._process.loop_stalls(),
-                            "streams": self._responses.pacing_state()}
+                            "streams": self._responses.pacing_state(),
+                            "delivery": self._config.http.delivery,
+                            "delivery_streams": self._collector.stats() if self._collector else None}
         return stats
 
     @http_app.get("/health", responses={503: {"description": "A request would not be served now; `error` says why.",
@@ -228,8 +235,8 @@ class Ingress:
 
     # ---- streaming -----------------------------------------------------------------------------
     async def deliver(self, batch: Batch, target_replica: str | None = None) -> list[str]:
-        """Called by replicas with new parts of this ingress replica's responses; returns the ids of
-        requests nobody here reads any more, which the replica then aborts.
+        """Delivery by push: called by replicas with new parts of this ingress replica's responses; returns
+        the ids of requests nobody here reads any more, which the replica then aborts.
 
         `target_replica` is read by the request router (`TargetedRequestRouter`) that sent it here.
         """

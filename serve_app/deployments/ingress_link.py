@@ -1,12 +1,21 @@
 """The replica-to-ingress leg: response parts go back, batched, to the ingress replica holding the HTTP
-connection (`serve_app.delivery`), addressed by its id through `TargetedRequestRouter`."""
+connection (`serve_app.delivery`). By push (`http.delivery: push`) the replica calls that ingress replica,
+addressed by its id through `TargetedRequestRouter`; by pull the ingress replica holds a stream open to
+the replica (`serve_app.delivery_pull`), addressed through the LLM replicas' router."""
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
-from serve_app.delivery import Abandoned, Batch, Outbox
+from serve_app.config import HttpSettings
+from serve_app.delivery import Abandoned, Batch, Inbox, Outbox
+from serve_app.delivery_pull import Collector, Mailboxes
+from serve_app.routing.targeted import TargetReplicaGone
 
 
 def outbox_to_ingress(ingress_name: str, on_abandoned: Abandoned | None = None,
@@ -23,3 +32,60 @@ def outbox_to_ingress(ingress_name: str, on_abandoned: Abandoned | None = None,
         return await deliver.remote(batch, target_replica=ingress_replica)
 
     return Outbox(send, on_abandoned=on_abandoned, first_parts_own_call=first_parts_own_call)
+
+
+class ReplicaDelivery:
+    """An LLM replica's side of delivery, by push or by pull as `http.delivery` says: `outbox` takes the
+    response parts; `running_for` goes around each request; by pull, `stream` is the replica's `collect`."""
+
+    def __init__(self, http: HttpSettings, ingress_name: str, replica_id: str, on_abandoned: Abandoned | None = None):
+        self._replica_id = replica_id
+        self._runs_by_ingress: Counter[str] = Counter()
+        self.mailboxes: Mailboxes | None = None
+        if http.delivery == "pull":
+            self.mailboxes = Mailboxes(lambda ingress: self._runs_by_ingress[ingress] > 0)
+            self.outbox = Outbox(self.mailboxes.send, on_abandoned=on_abandoned,
+                                 first_parts_own_call=http.first_parts_own_call)
+        else:
+            self.outbox = outbox_to_ingress(ingress_name, on_abandoned, http.first_parts_own_call)
+
+    @contextlib.contextmanager
+    def running_for(self, ingress_id: str) -> Iterator[None]:
+        """Around a request answered to `ingress_id`: its stream stays open meanwhile."""
+        self._runs_by_ingress[ingress_id] += 1
+        try:
+            yield
+        finally:
+            self._runs_by_ingress[ingress_id] -= 1
+            if self._runs_by_ingress[ingress_id] <= 0:
+                del self._runs_by_ingress[ingress_id]
+
+    async def stream(self, ingress_id: str, target_replica: str | None) -> AsyncIterator[Batch]:
+        if self.mailboxes is None:
+            raise RuntimeError("this replica delivers by push (http.delivery: push)")
+        if target_replica is not None and target_replica != self._replica_id:
+            # The LLM replicas' router sends a call whose target is gone to another replica: this stream
+            # would carry nothing the ingress expects from here.
+            raise TargetReplicaGone(target_replica, seen=True)
+        async for batch in self.mailboxes.stream(ingress_id):
+            yield batch
+
+    def stats(self) -> dict[str, Any]:
+        streams = None if self.mailboxes is None else {"opened": self.mailboxes.streams_opened,
+                                                       "broken": self.mailboxes.streams_broken}
+        return {"delivery_streams": streams, "delivery_batches": self.outbox.batches_sent,
+                "delivery_chunks": self.outbox.chunks_sent}
+
+
+def collector_from_replicas(replicas: DeploymentHandle, ingress_id: str, inbox: Inbox) -> Collector:
+    """Delivery by pull, ingress side: streams from the LLM replicas (their `collect`) into `inbox`."""
+    streams = replicas.options(stream=True, method_name="collect")
+    forget = replicas.options(method_name="forget")
+
+    def open_stream(replica_id: str) -> AsyncIterator[Batch]:
+        return streams.remote(ingress_id, target_replica=replica_id)
+
+    async def forget_requests(replica_id: str, request_ids: list[str]) -> None:
+        await forget.remote(ingress_id, request_ids, target_replica=replica_id)
+
+    return Collector(open_stream, inbox.deliver, forget_requests)

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from serve_app import engine_forkserver
@@ -25,7 +26,8 @@ from serve_app.config import parse_config
 from serve_app.engine_args import engine_args_from_config
 from serve_app.engine_stats import EngineSnapshot, snapshot_logger_factory
 from serve_app.deployments.controller_link import ControllerLink
-from serve_app.deployments.ingress_link import outbox_to_ingress
+from serve_app.delivery import Batch
+from serve_app.deployments.ingress_link import ReplicaDelivery
 from serve_app.deployments.supervision import start_supervised
 from serve_app.generation import GenerationRequest, Headers, RunSummary
 from serve_app.kv_event_log import KvEventPage
@@ -92,8 +94,8 @@ class LLMReplica:
         # request id -> set when nobody reads the response any more (see `_abandon`)
         self._client_gone: dict[str, asyncio.Event] = {}
         self.aborted_abandoned = 0
-        self._outbox = outbox_to_ingress(ingress_name, on_abandoned=self._abandon,
-                                         first_parts_own_call=self._config.http.first_parts_own_call)
+        self._delivery = ReplicaDelivery(self._config.http, ingress_name, self._replica_id, self._abandon)
+        self._outbox = self._delivery.outbox
         self._stats_task: asyncio.Task | None = None
         cache = self._engine.vllm_config.cache_config
         if self._kv_events is not None:
@@ -158,14 +160,15 @@ class LLMReplica:
         call = HttpCall("POST", request.path, [*request.headers, ("x-request-id", request.request_id)], request.body)
         completed = False
         try:
-            try:
-                completed = await call_app(self._app, call, relay.on_start, relay.on_body, client_gone)
-            except Exception as error:  # after the response began: nothing left but an error part
-                logger.exception("request %s failed in vLLM's app", request.request_id)
-                relay.fail(f"the engine failed: {type(error).__name__}", status=500)
-            if not completed and not client_gone.is_set() and relay.status != 500:
-                relay.fail("the response ended before it was complete")
-            await self._outbox.wait_sent(reply_to, relay.last_seq)
+            with self._delivery.running_for(reply_to):
+                try:
+                    completed = await call_app(self._app, call, relay.on_start, relay.on_body, client_gone)
+                except Exception as error:  # after the response began: nothing left but an error part
+                    logger.exception("request %s failed in vLLM's app", request.request_id)
+                    relay.fail(f"the engine failed: {type(error).__name__}", status=500)
+                if not completed and not client_gone.is_set() and relay.status != 500:
+                    relay.fail("the response ended before it was complete")
+                await self._outbox.wait_sent(reply_to, relay.last_seq)
         finally:
             summary.status = relay.status
             summary.num_prompt_tokens, summary.num_generated = tally.prompt_tokens, tally.generated_tokens
@@ -196,6 +199,16 @@ class LLMReplica:
             logger.info("replica %s: aborting %d abandoned requests", self._replica_id, len(gone))
             for event in gone:
                 event.set()
+
+    async def collect(self, ingress_id: str, target_replica: str | None = None) -> AsyncIterator[Batch]:
+        """Delivery by pull (`http.delivery: pull`): the stream of response parts for ingress replica
+        `ingress_id`, open while it has requests here (`serve_app.delivery_pull`)."""
+        async for batch in self._delivery.stream(ingress_id, target_replica):
+            yield batch
+
+    async def forget(self, ingress_id: str, request_ids: list[str], target_replica: str | None = None) -> None:
+        """Delivery by pull: ingress replica `ingress_id` no longer reads these requests (their clients left)."""
+        self._abandon(request_ids)
 
     async def serve_http(self, method: str, path: str, headers: Headers, body: bytes = b"",
                          query_string: str = "") -> tuple[int, Headers, bytes]:
@@ -270,8 +283,8 @@ class LLMReplica:
             "completed": self._ledger.completed,
             "prompt_tokens": self._ledger.prompt_tokens,
             "cached_prompt_tokens": self._ledger.cached_prompt_tokens,
-            "delivery_batches": self._outbox.batches_sent,
-            "delivery_chunks": self._outbox.chunks_sent,
+            "delivery": self._config.http.delivery,
+            **self._delivery.stats(),
             "aborted_abandoned": self.aborted_abandoned,
             "gc_pauses": self._process.gc_pauses.summary(),
             "loop_stalls": self._process.loop_stalls(),

@@ -21,6 +21,9 @@ from serve_app.telemetry.tracing import RequestSpan
 
 logger = service_logger("ingress")
 MAX_DISPATCH_ATTEMPTS = 3
+# Delivery by pull: how long a response's last parts may trail its dispatch call's return (they come on the
+# replica's stream, already sent; only a broken stream loses them, and then this is the wait for the error).
+PARTS_AFTER_DISPATCH_S = 10.0
 Submit = Callable[[GenerationRequest], Awaitable[RunSummary | Refusal]]
 
 
@@ -35,6 +38,19 @@ async def _next_or_done(queue: asyncio.Queue, dispatched: asyncio.Future) -> Res
     if getter.done() and not getter.cancelled():
         return getter.result()
     return None
+
+
+async def _part_within(queue: asyncio.Queue, wait_s: float) -> ResponsePart | None:
+    try:
+        async with asyncio.timeout(wait_s):
+            return await queue.get()
+    except TimeoutError:
+        return None
+
+
+def _returned_a_summary(dispatched: asyncio.Future) -> bool:
+    return dispatched.done() and not dispatched.cancelled() and dispatched.exception() is None \
+        and not isinstance(dispatched.result(), Refusal)
 
 
 def _consume_outcome(future: asyncio.Future) -> None:
@@ -128,6 +144,13 @@ class ResponseParts:
             try:
                 while True:
                     part = queue.get_nowait() if not queue.empty() else await _next_or_done(queue, dispatched)
+                    if part is None and _returned_a_summary(dispatched):
+                        # By push every part is queued here before dispatch returns; by pull the last ones
+                        # may still be on their stream, a call of its own.
+                        part = await _part_within(queue, PARTS_AFTER_DISPATCH_S)
+                        if part is None:
+                            yield _error_part("the replica ended the request without completing its response")
+                            return
                     if part is not None and streamed and received_any and not part.done:
                         wait_s = next_write_wait_s(last_write_at, self._min_gap_s(gen.priority_class), loop.time())
                         if wait_s > 0:  # what comes meanwhile goes out in this write; a done part at once
@@ -156,12 +179,6 @@ class ResponseParts:
                         if refusal.code == "overloaded":
                             self._door.router_refused(gen.priority_class, refusal.message, refusal.retry_after_s)
                         raise refusal_error(refusal)
-                    if error is None:
-                        # All parts are sent before dispatch returns; anything left is already queued.
-                        if queue.empty():
-                            yield _error_part("the replica ended the request without completing its response")
-                            return
-                        continue
                     if isinstance(error, ReplicaFailed) and not received_any and attempt < MAX_DISPATCH_ATTEMPTS:
                         logger.warning("request %s: replica lost before its first token; re-routing", gen.request_id)
                         break

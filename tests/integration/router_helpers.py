@@ -58,3 +58,26 @@ class Outcome:
     retry_after: str | None = None
     error_code: str | None = None
     ttft_s: float | None = None
+
+
+def assert_leaving_client_aborts_its_engine_request(base_url: str, model_name: str, headers: dict | None = None) -> None:
+    """A client that reads three events of a 480-token stream and leaves: its engine request is gone well
+    before the CPU engine could have generated the rest."""
+    body = {"model": model_name, "prompt": "t10 t11 t12 t13 t14", "max_tokens": 480, "stream": True, **EXACT}
+    with httpx.Client(timeout=60, headers=headers) as http:
+        with http.stream("POST", f"{base_url}/v1/completions", json=body) as response:
+            assert response.status_code == 200
+            events = 0
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    events += 1
+                if events >= 3:
+                    break
+    for _ in range(40):
+        replica = httpx.get(f"{base_url}/health", timeout=30, headers=headers).json()["replica"]
+        if replica["engine_unfinished_requests"] == 0 and replica["in_flight"] == 0:
+            break
+        time.sleep(0.25)
+    assert replica["engine_unfinished_requests"] == 0
+    assert replica["in_flight"] == 0
+    assert replica["num_running"] <= 1  # the last recorded step may still show it; the engine no longer does

@@ -4,23 +4,18 @@ shutting its own Ray cluster down on SIGTERM, leaving no vLLM shared memory behi
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 
 import httpx
 import pytest
-import yaml
+from own_ray import own_ray_app
 from ports import free_port
 
 from serve_app.shared_memory import vllm_segments
 
 pytestmark = pytest.mark.integration
-START_TIMEOUT_S = 600
 
 
 def _port_open(port: int) -> bool:
@@ -37,29 +32,9 @@ def direct_app(app_config, base_url, tmp_path_factory):
     direct_port = free_port()
     data["http"] = {**data["http"], "port": free_port(), "direct_ingress_port": direct_port}
     data["telemetry"] = {"tracing_exporter": "none", "metrics": False}
-    config_path = tmp_path_factory.mktemp("direct") / "config.yaml"
-    config_path.write_text(yaml.safe_dump(data))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own Ray, not the suite's
     segments_before = vllm_segments()  # the suite's own engines' (and any other) shared memory
-    process = subprocess.Popen([sys.executable, "-m", "serve_app.cli", "run", "--config", str(config_path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                               start_new_session=True)
-    lines: list[str] = []
-    serving = threading.Event()
-
-    def read_output() -> None:
-        for line in process.stdout:
-            lines.append(line)
-            if line.startswith("llmserve: serving"):
-                serving.set()
-
-    threading.Thread(target=read_output, daemon=True).start()
-    if not serving.wait(START_TIMEOUT_S):
-        process.kill()
-        pytest.fail("direct-ingress app did not start:\n" + "".join(lines[-60:]))
-    yield process, direct_port, lines, segments_before
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
+    with own_ray_app(data, tmp_path_factory.mktemp("direct")) as app:
+        yield app.process, direct_port, app.lines, segments_before
 
 
 def test_direct_ingress_port_serves_streams_and_refusals(direct_app, model_name):

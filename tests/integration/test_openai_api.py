@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 from openai import AsyncOpenAI
-from router_helpers import EXACT
+from router_helpers import EXACT, assert_leaving_client_aborts_its_engine_request
 
 from serve_app.synthetic_model import JSON_WORDS
 
@@ -103,26 +103,7 @@ def test_sixteen_concurrent_requests_all_answered(base_url, model_name):
 
 
 def test_client_disconnect_aborts_engine_request(base_url, model_name):
-    body = {"model": model_name, "prompt": PROMPT, "max_tokens": 480, "stream": True, "ignore_eos": True, "skip_special_tokens": False}
-    with httpx.Client(timeout=60) as http:
-        with http.stream("POST", f"{base_url}/v1/completions", json=body) as response:
-            assert response.status_code == 200
-            events = 0
-            for line in response.iter_lines():
-                if line.startswith("data: "):
-                    events += 1
-                if events >= 3:
-                    break
-    # 480 tokens take the CPU engine many seconds; an aborted request is gone well before that.
-    deadline_polls = 40
-    for _ in range(deadline_polls):
-        replica = httpx.get(f"{base_url}/health", timeout=30).json()["replica"]
-        if replica["engine_unfinished_requests"] == 0 and replica["in_flight"] == 0:
-            break
-        asyncio.run(asyncio.sleep(0.25))
-    assert replica["engine_unfinished_requests"] == 0
-    assert replica["in_flight"] == 0
-    assert replica["num_running"] <= 1  # the last recorded step may still show it; the engine no longer does
+    assert_leaving_client_aborts_its_engine_request(base_url, model_name)
 
 
 def test_error_event_shape_is_openai_json(base_url, model_name):

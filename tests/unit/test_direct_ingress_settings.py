@@ -37,3 +37,39 @@ def test_kuberay_pods_carry_the_ray_serve_env():
     for template in (cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]):
         env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
         assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
+
+
+def test_the_haproxy_front_needs_delivery_by_pull_and_no_direct_ingress_port():
+    with pytest.raises(ConfigError, match="delivery: pull"):
+        parse_config({"http": {"front": "haproxy"}})
+    with pytest.raises(ConfigError, match="direct_ingress_port"):
+        parse_config({"http": {"front": "haproxy", "delivery": "pull", "direct_ingress_port": 30000}})
+    http = parse_config({"http": {"front": "haproxy", "delivery": "pull"}}).http
+    assert (http.front, http.delivery) == ("haproxy", "pull")
+    assert (parse_config({}).http.front, parse_config({}).http.delivery) == ("proxy", "push")
+
+
+def test_the_haproxy_front_turns_ray_serves_haproxy_mode_and_its_direct_ingress_on():
+    from serve_app.ray_env import ray_serve_env
+
+    env = ray_serve_env(parse_config({"http": {"front": "haproxy", "delivery": "pull"}}).http)
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in ray_serve_env(parse_config({"http": {"delivery": "pull"}}).http)
+
+
+@pytest.mark.parametrize("delivery", ["push", "pull"])
+def test_only_delivery_by_pull_builds_under_ray_serves_haproxy_mode(monkeypatch, delivery):
+    """HAProxy mode refuses a request router on the ingress deployment; delivery by push needs one."""
+    from ray.serve._private import build_app as serve_build_module
+    from ray.serve.exceptions import RayServeException
+
+    from serve_app.app import build_app
+
+    monkeypatch.setattr(serve_build_module, "RAY_SERVE_ENABLE_HA_PROXY", True)
+    app = build_app(parse_config({"http": {"delivery": delivery}}))
+    if delivery == "push":
+        with pytest.raises(RayServeException, match="request_router_class"):
+            serve_build_module.build_app(app, name="t")
+    else:
+        built = serve_build_module.build_app(app, name="t")
+        assert {d.name for d in built.deployments} == {"Ingress", "LLMReplica", "Controller"}

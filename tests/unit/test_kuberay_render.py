@@ -516,3 +516,14 @@ def test_autoscaling_section_rejects_nonsense():
         autoscaling_config(min_replicas=5, max_replicas=2)
     with pytest.raises(ConfigError, match="top_classes"):
         autoscaling_config(llm={"top_classes": ["gold"]})
+
+
+def test_the_haproxy_front_renders_haproxy_mode_into_every_pod_and_delivery_by_pull_into_the_app():
+    rs = render(gpu_config_with_http(front="haproxy", delivery="pull"))
+    for template in (head(rs)["template"], worker(rs)["template"]):
+        env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    serve = yaml.safe_load(rs["spec"]["serveConfigV2"])
+    (app,) = serve["applications"]
+    http = app["args"]["config"]["http"]
+    assert (http["front"], http["delivery"]) == ("haproxy", "pull")

@@ -181,3 +181,41 @@ def test_a_first_parts_stamps_are_handed_on_once_as_it_is_written():
 
     [(stamps, written)] = asyncio.run(main())
     assert stamps.arrived == 1.0 and stamps.delivered is not None and written >= stamps.delivered
+
+
+def test_parts_that_trail_the_dispatchs_return_still_make_the_response_by_pull():
+    """By pull the last parts come on the replica's stream, which may land after `run` has returned."""
+    async def main():
+        inbox = None
+
+        async def submit(gen):
+            inbox.deliver([(gen.request_id, ResponsePart(b"a", status=200, generated_tokens=1))])
+            asyncio.get_running_loop().call_later(0.05, inbox.deliver, [
+                (gen.request_id, ResponsePart(b"b", generated_tokens=2)),
+                (gen.request_id, ResponsePart(b"c", generated_tokens=3)),
+                (gen.request_id, ResponsePart(b"d", done=True, generated_tokens=4))])
+            return RunSummary(replica_id="x", finish_reason="stop")
+
+        for streamed in (False, True):
+            inbox, _, _, parts = make(submit)
+            got = await asyncio.wait_for(collect(parts, request(), streamed=streamed), 2)
+            assert b"".join(p.body for p in got) == b"abcd" and got[-1].done and not got[-1].error
+    asyncio.run(main())
+
+
+def test_a_response_whose_last_parts_never_come_ends_with_an_error_part(monkeypatch):
+    import serve_app.http.response_parts as response_parts
+
+    monkeypatch.setattr(response_parts, "PARTS_AFTER_DISPATCH_S", 0.05)
+
+    async def main():
+        inbox = None
+
+        async def submit(gen):
+            inbox.deliver([(gen.request_id, ResponsePart(b"a", status=200, generated_tokens=1))])
+            return RunSummary(replica_id="x", finish_reason="stop")
+
+        inbox, _, _, parts = make(submit)
+        got = await asyncio.wait_for(collect(parts, request()), 2)
+        assert got[-1].error and "without completing" in got[-1].error
+    asyncio.run(main())

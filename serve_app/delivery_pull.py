@@ -1,0 +1,212 @@
+"""Delivery by pull (`http.delivery: pull`): each ingress replica holds a stream open to every LLM replica
+it has requests on, and the replica writes its batches of response parts into it.
+
+Why: with delivery by push a replica calls the ingress replica holding a request (`deliver`), which needs
+a request router on the ingress deployment that addresses a call to one replica, and Ray Serve's HAProxy
+mode (the multi-node front without its Python proxy) refuses any custom router on the ingress deployment.
+A call from the ingress to an LLM replica is addressed by the LLM replicas' router, which HAProxy mode
+leaves alone. The stream is one long call, not a poll per batch: a replica being drained (downscaling)
+takes no new calls but keeps the ones open, so its last requests' tokens still reach their clients.
+
+The replica's `Outbox` is unchanged (batches across requests, first parts beside a batch, `wait_sent`,
+timeouts): its `send` is `Mailboxes.send`, which parks the batch for the stream and returns once the stream
+has handed it on. The pieces here are pure asyncio; `serve_app.deployments.collect_link` wires them to Ray.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any
+
+from serve_app.delivery import Batch
+from serve_app.telemetry.log_names import service_logger
+
+logger = service_logger("delivery")
+
+# A stream with nothing to carry for this long ends (the ingress opens a new one with its next request):
+# an open stream is an ongoing call, and a replica being drained waits for its ongoing calls.
+IDLE_CLOSE_S = 5.0
+# After a stream breaks (its ingress replica died, or the call was cut), parts wait this long for the
+# ingress to open another before their requests are taken as abandoned.
+RECONNECT_GRACE_S = 2.0
+
+
+class IngressGone(ConnectionError):
+    """No stream from the destination ingress replica: its requests' parts cannot be delivered."""
+
+
+class _Mailbox:
+    def __init__(self) -> None:
+        self.parked: list[tuple[Batch, asyncio.Future[None]]] = []
+        self.wakeup = asyncio.Event()
+        self.reader: object | None = None
+        self.broken_at: float | None = None  # when its last stream broke, while no other is open
+
+
+class Mailboxes:
+    """Replica side: per ingress replica, the batches waiting for its stream (`stream`)."""
+
+    def __init__(self, has_requests: Callable[[str], bool], idle_close_s: float = IDLE_CLOSE_S,
+                 reconnect_grace_s: float = RECONNECT_GRACE_S, clock: Callable[[], float] = time.monotonic):
+        self._has_requests = has_requests
+        self._idle_close_s = idle_close_s
+        self._reconnect_grace_s = reconnect_grace_s
+        self._clock = clock
+        self._boxes: dict[str, _Mailbox] = defaultdict(_Mailbox)
+        self.streams_opened = 0
+        self.streams_broken = 0
+
+    async def send(self, destination: str, batch: Batch) -> None:
+        """Returns once `destination`'s stream has handed `batch` on; raises `IngressGone` if its stream broke
+        and none came back within the grace (the caller's timeout covers a destination that never opened one)."""
+        box = self._boxes[destination]
+        self._fail_if_gone(box)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        item = (batch, future)
+        box.parked.append(item)
+        box.wakeup.set()
+        try:
+            while not future.done():
+                await asyncio.wait({future}, timeout=self._reconnect_grace_s / 2)
+                if not future.done():
+                    self._fail_if_gone(box)
+            future.result()
+        finally:
+            if not future.done():  # timed out or cancelled: the batch must not go out later
+                with contextlib.suppress(ValueError):
+                    box.parked.remove(item)
+
+    def _fail_if_gone(self, box: _Mailbox) -> None:
+        if box.reader is None and box.broken_at is not None \
+                and self._clock() - box.broken_at >= self._reconnect_grace_s:
+            raise IngressGone("the ingress replica's stream broke and was not reopened")
+
+    async def stream(self, destination: str, wake_every_s: float = 1.0) -> AsyncIterator[Batch]:
+        """The batches for `destination`, each the parts parked since the last (in the order parked); ends
+        when idle for `idle_close_s` with no request for it running here, or when a newer stream replaces it."""
+        box = self._boxes[destination]
+        token = object()
+        box.reader, box.broken_at = token, None
+        box.wakeup.set()  # an older stream wakes, sees it is replaced, and ends
+        self.streams_opened += 1
+        taken: list[tuple[Batch, asyncio.Future[None]]] = []
+        finished = False
+        busy_at = self._clock()
+        try:
+            while box.reader is token:
+                if taken:
+                    for _, future in taken:
+                        if not future.done():
+                            future.set_result(None)
+                    taken = []
+                if not box.parked:
+                    now = self._clock()
+                    if self._has_requests(destination):
+                        busy_at = now
+                    elif now - busy_at >= self._idle_close_s:
+                        finished = True
+                        return
+                    box.wakeup.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(box.wakeup.wait(), wake_every_s)
+                    continue
+                taken, box.parked = box.parked, []
+                busy_at = self._clock()
+                yield [part for batch, _ in taken for part in batch]
+            finished = True  # replaced
+        finally:
+            if box.reader is token:
+                box.reader = None
+                if not finished:
+                    self.streams_broken += 1
+                    box.broken_at = self._clock()
+            for _, future in taken:  # handed to a stream that broke before asking for more: maybe lost
+                if not future.done():
+                    future.set_exception(IngressGone("the stream broke while carrying this batch"))
+
+
+OpenStream = Callable[[str], AsyncIterator[Batch]]
+Forget = Callable[[str, list[str]], Awaitable[None]]
+
+
+class Collector:
+    """Ingress side: one stream per LLM replica this ingress replica has requests on (`running_on`), each
+    batch handed to `deliver` (the inbox); the ids it no longer reads go back to that replica (`forget`)."""
+
+    def __init__(self, open_stream: OpenStream, deliver: Callable[[Batch], list[str]], forget: Forget,
+                 retry_s: float = 0.2):
+        self._open_stream = open_stream
+        self._deliver = deliver
+        self._forget = forget
+        self._retry_s = retry_s
+        self._running: dict[str, int] = defaultdict(int)
+        self._followers: dict[str, asyncio.Task] = {}
+        self._background: set[asyncio.Task] = set()
+        self.streams_opened = 0
+        self.stream_failures = 0
+        self.batches = 0
+
+    @contextlib.contextmanager
+    def running_on(self, replica_id: str) -> Iterator[None]:
+        """Around a request's call to `replica_id`: its stream is open (or opening) while the call runs."""
+        self._running[replica_id] += 1
+        follower = self._followers.get(replica_id)
+        if follower is None or follower.done():
+            self._followers[replica_id] = self._spawn(self._follow(replica_id))
+        try:
+            yield
+        finally:
+            self._running[replica_id] -= 1
+            if self._running[replica_id] <= 0:
+                del self._running[replica_id]
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task:
+        # A fresh context: the stream must not belong to the request that opened it (Ray Serve cancels a
+        # request's calls when it ends).
+        task = asyncio.create_task(coroutine, context=contextvars.Context())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _follow(self, replica_id: str) -> None:
+        while True:
+            try:
+                self.streams_opened += 1
+                async for batch in self._open_stream(replica_id):
+                    self.batches += 1
+                    unknown = self._deliver(batch)
+                    if unknown:
+                        self._spawn(self._forget_quietly(replica_id, unknown))
+            except Exception as error:  # the replica died or the call was cut: its runs fail on their own
+                self.stream_failures += 1
+                logger.warning("stream from %s broke: %s", replica_id, type(error).__name__)
+                if self._running.get(replica_id, 0) > 0:
+                    await asyncio.sleep(self._retry_s)
+            # Ended by the replica (idle) or broken: gone unless requests still run there. No await between
+            # this check and the removal, so `running_on` sees either a live follower or none.
+            if self._running.get(replica_id, 0) <= 0:
+                if self._followers.get(replica_id) is asyncio.current_task():
+                    del self._followers[replica_id]
+                return
+            await asyncio.sleep(0)  # a stream that ends at once must not starve the loop
+
+    async def _forget_quietly(self, replica_id: str, request_ids: list[str]) -> None:
+        try:
+            await self._forget(replica_id, request_ids)
+        except Exception as error:  # a replica that cannot be told finishes those requests unread
+            logger.debug("could not tell %s to abort %d requests: %s", replica_id, len(request_ids),
+                         type(error).__name__)
+
+    def stats(self) -> dict[str, int]:
+        return {"streams_open": sum(not task.done() for task in self._followers.values()),
+                "streams_opened": self.streams_opened, "stream_failures": self.stream_failures,
+                "batches": self.batches}
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
