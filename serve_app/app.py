@@ -30,11 +30,14 @@ def build_app(config: AppConfig, engine_overrides: dict[str, Any] | None = None)
     # Autoscaling: Serve adds and drains replicas; a drained one finishes what it holds (drain_timeout_s).
     scaling: dict[str, Any] = ({"num_replicas": config.replicas.num_replicas} if autoscaling is None else
                                {"autoscaling_config": autoscaling})
+    # Delivery by pull: each ingress replica's stream and heartbeat are calls too, and must get through to a
+    # replica whose requests fill Ray Serve's cap (a heartbeat held back would make it abort live requests).
+    delivery_calls = 2 * config.http.ingress_replicas + 8 if config.http.delivery == "pull" else 0
     replica_deployment = serve.deployment(
         LLMReplica,
         name="LLMReplica",
         **scaling,
-        max_ongoing_requests=config.replicas.max_ongoing_requests,
+        max_ongoing_requests=config.replicas.max_ongoing_requests + delivery_calls,
         ray_actor_options=replica_actor_options(config),
         # Engine start (weights, torch.compile, CUDA graphs) takes minutes on a cold GPU host.
         health_check_period_s=10,

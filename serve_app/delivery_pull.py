@@ -30,9 +30,16 @@ logger = service_logger("delivery")
 # A stream with nothing to carry for this long ends (the ingress opens a new one with its next request):
 # an open stream is an ongoing call, and a replica being drained waits for its ongoing calls.
 IDLE_CLOSE_S = 5.0
-# After a stream breaks (its ingress replica died, or the call was cut), parts wait this long for the
-# ingress to open another before their requests are taken as abandoned.
+# After a stream breaks (the call was cut), parts wait this long for the ingress to open another before
+# their requests are taken as abandoned.
 RECONNECT_GRACE_S = 2.0
+# Ray Serve does not end a stream whose caller died: the replica would go on generating into it. An ingress
+# replica says it is alive to each replica it streams from this often (`Collector`), and one not heard
+# from for SILENCE_S is taken as gone. Six heartbeats fit in it: an ingress's loop lagged up to 0.4 s under
+# the H200 flood. (Delivery by push learns of a dead ingress at the next delivery call, at once.)
+HEARTBEAT_S = 0.25
+SILENCE_S = 1.5
+CHECK_S = 0.25  # how often waiting parts and idle streams look for a gone ingress
 
 
 class IngressGone(ConnectionError):
@@ -45,16 +52,21 @@ class _Mailbox:
         self.wakeup = asyncio.Event()
         self.reader: object | None = None
         self.broken_at: float | None = None  # when its last stream broke, while no other is open
+        self.heard_at = 0.0  # the ingress's last heartbeat (or stream opening)
+        self.silenced = False  # its stream ended because the ingress fell silent: gone until it opens another
 
 
 class Mailboxes:
     """Replica side: per ingress replica, the batches waiting for its stream (`stream`)."""
 
     def __init__(self, has_requests: Callable[[str], bool], idle_close_s: float = IDLE_CLOSE_S,
-                 reconnect_grace_s: float = RECONNECT_GRACE_S, clock: Callable[[], float] = time.monotonic):
+                 reconnect_grace_s: float = RECONNECT_GRACE_S, silence_s: float | None = SILENCE_S,
+                 clock: Callable[[], float] = time.monotonic):
+        """`silence_s`: an ingress replica not heard from (`heard_from`) for this long is gone; None: never."""
         self._has_requests = has_requests
         self._idle_close_s = idle_close_s
         self._reconnect_grace_s = reconnect_grace_s
+        self._silence_s = silence_s
         self._clock = clock
         self._boxes: dict[str, _Mailbox] = defaultdict(_Mailbox)
         self.streams_opened = 0
@@ -71,7 +83,7 @@ class Mailboxes:
         box.wakeup.set()
         try:
             while not future.done():
-                await asyncio.wait({future}, timeout=self._reconnect_grace_s / 2)
+                await asyncio.wait({future}, timeout=CHECK_S)
                 if not future.done():
                     self._fail_if_gone(box)
             future.result()
@@ -80,17 +92,27 @@ class Mailboxes:
                 with contextlib.suppress(ValueError):
                     box.parked.remove(item)
 
-    def _fail_if_gone(self, box: _Mailbox) -> None:
-        if box.reader is None and box.broken_at is not None \
-                and self._clock() - box.broken_at >= self._reconnect_grace_s:
-            raise IngressGone("the ingress replica's stream broke and was not reopened")
+    def heard_from(self, destination: str) -> None:
+        """Ingress replica `destination` is alive (its heartbeat)."""
+        self._boxes[destination].heard_at = self._clock()
 
-    async def stream(self, destination: str, wake_every_s: float = 1.0) -> AsyncIterator[Batch]:
+    def _gone(self, box: _Mailbox) -> bool:
+        now = self._clock()
+        if box.reader is None:
+            return box.silenced or (box.broken_at is not None and now - box.broken_at >= self._reconnect_grace_s)
+        return self._silence_s is not None and now - box.heard_at >= self._silence_s
+
+    def _fail_if_gone(self, box: _Mailbox) -> None:
+        if self._gone(box):
+            raise IngressGone("the ingress replica is gone (its stream broke, or it fell silent)")
+
+    async def stream(self, destination: str, wake_every_s: float = CHECK_S) -> AsyncIterator[Batch]:
         """The batches for `destination`, each the parts parked since the last (in the order parked); ends
-        when idle for `idle_close_s` with no request for it running here, or when a newer stream replaces it."""
+        when idle for `idle_close_s` with no request for it running here, when a newer stream replaces it,
+        or (as broken) when the ingress falls silent."""
         box = self._boxes[destination]
         token = object()
-        box.reader, box.broken_at = token, None
+        box.reader, box.broken_at, box.silenced, box.heard_at = token, None, False, self._clock()
         box.wakeup.set()  # an older stream wakes, sees it is replaced, and ends
         self.streams_opened += 1
         taken: list[tuple[Batch, asyncio.Future[None]]] = []
@@ -103,6 +125,9 @@ class Mailboxes:
                         if not future.done():
                             future.set_result(None)
                     taken = []
+                if self._gone(box):  # the ingress died with its stream open: nothing reads it
+                    box.silenced = True
+                    return
                 if not box.parked:
                     now = self._clock()
                     if self._has_requests(destination):
@@ -124,6 +149,8 @@ class Mailboxes:
                 if not finished:
                     self.streams_broken += 1
                     box.broken_at = self._clock()
+                    logger.warning("stream to ingress %s %s with %d parts waiting", destination,
+                                   "fell silent" if box.silenced else "broke", len(box.parked))
             for _, future in taken:  # handed to a stream that broke before asking for more: maybe lost
                 if not future.done():
                     future.set_exception(IngressGone("the stream broke while carrying this batch"))
@@ -138,7 +165,10 @@ class Collector:
     batch handed to `deliver` (the inbox); the ids it no longer reads go back to that replica (`forget`)."""
 
     def __init__(self, open_stream: OpenStream, deliver: Callable[[Batch], list[str]], forget: Forget,
-                 retry_s: float = 0.2):
+                 retry_s: float = 0.2, heartbeat_s: float = HEARTBEAT_S):
+        """`forget(replica, ids)` also says this ingress is alive: with no ids it is the heartbeat."""
+        self._heartbeat_s = heartbeat_s
+        self._heartbeats: asyncio.Task | None = None
         self._open_stream = open_stream
         self._deliver = deliver
         self._forget = forget
@@ -154,6 +184,8 @@ class Collector:
     def running_on(self, replica_id: str) -> Iterator[None]:
         """Around a request's call to `replica_id`: its stream is open (or opening) while the call runs."""
         self._running[replica_id] += 1
+        if self._heartbeats is None or self._heartbeats.done():
+            self._heartbeats = self._spawn(self._heartbeat_forever())
         follower = self._followers.get(replica_id)
         if follower is None or follower.done():
             self._followers[replica_id] = self._spawn(self._follow(replica_id))
@@ -193,6 +225,14 @@ class Collector:
                     del self._followers[replica_id]
                 return
             await asyncio.sleep(0)  # a stream that ends at once must not starve the loop
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            streaming = [replica_id for replica_id, task in self._followers.items() if not task.done()]
+            # Not awaited one by one: a slow replica must not hold up the others' heartbeats.
+            for replica_id in streaming:
+                self._spawn(self._forget_quietly(replica_id, []))
 
     async def _forget_quietly(self, replica_id: str, request_ids: list[str]) -> None:
         try:

@@ -106,7 +106,7 @@ class StandInReplica:
             yield batch
 
     async def forget(self, ingress_id: str, request_ids: list[str], target_replica: str | None = None) -> None:
-        return None  # answered at once: nothing runs long enough to abort
+        self._delivery.heard_from(ingress_id)  # nothing to abort: answered at once
 
     async def ping(self) -> dict[str, Any]:
         return {"replica_id": self._replica_id, **self.record_routing_stats()}
@@ -119,7 +119,8 @@ class StandInReplica:
                 "in_flight": self._in_flight, "window_cap": MAX_NUM_SEQS}
 
     async def engine_stats(self, target_replica: str | None = None) -> dict[str, Any]:
-        return {"replica_id": self._replica_id, "completed": self._completed, **self.record_routing_stats()}
+        return {"replica_id": self._replica_id, "completed": self._completed, **self._delivery.stats(),
+                **self.record_routing_stats()}
 
     async def collected_spans(self) -> list[dict[str, Any]]:
         return tracing.finished_spans()

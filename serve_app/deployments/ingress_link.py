@@ -70,11 +70,15 @@ class ReplicaDelivery:
         async for batch in self.mailboxes.stream(ingress_id):
             yield batch
 
+    def heard_from(self, ingress_id: str) -> None:
+        if self.mailboxes is not None:
+            self.mailboxes.heard_from(ingress_id)
+
     def stats(self) -> dict[str, Any]:
         streams = None if self.mailboxes is None else {"opened": self.mailboxes.streams_opened,
                                                        "broken": self.mailboxes.streams_broken}
         return {"delivery_streams": streams, "delivery_batches": self.outbox.batches_sent,
-                "delivery_chunks": self.outbox.chunks_sent}
+                "delivery_chunks": self.outbox.chunks_sent, "delivery_batches_failed": self.outbox.batches_failed}
 
 
 def collector_from_replicas(replicas: DeploymentHandle, ingress_id: str, inbox: Inbox) -> Collector:

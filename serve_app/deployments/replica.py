@@ -207,7 +207,9 @@ class LLMReplica:
             yield batch
 
     async def forget(self, ingress_id: str, request_ids: list[str], target_replica: str | None = None) -> None:
-        """Delivery by pull: ingress replica `ingress_id` no longer reads these requests (their clients left)."""
+        """Delivery by pull: ingress replica `ingress_id` no longer reads these requests (their clients left);
+        with none, its heartbeat."""
+        self._delivery.heard_from(ingress_id)
         self._abandon(request_ids)
 
     async def serve_http(self, method: str, path: str, headers: Headers, body: bytes = b"",

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,9 +45,13 @@ def own_ray_app(config: dict, workdir: Path) -> Iterator[OwnRayApp]:
                 serving.set()
 
     threading.Thread(target=read_output, daemon=True).start()
-    if not serving.wait(START_TIMEOUT_S):
-        process.kill()
-        pytest.fail("app did not start:\n" + "".join(lines[-60:]))
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not serving.wait(1.0):
+        if process.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            time.sleep(1.0)  # the rest of its output
+            pytest.fail(f"app did not start (exit {process.poll()}):\n" + "".join(lines[-60:]))
     try:
         yield OwnRayApp(process, lines)
     finally:

@@ -30,6 +30,14 @@ def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 5))
 
 
+async def confirmed(stream, send: asyncio.Task) -> None:
+    """The stream asks for its next batch (Ray Serve does once it has sent one), which completes `send`."""
+    following = asyncio.create_task(anext(stream))
+    await asyncio.wait_for(send, 1)
+    following.cancel()
+    await asyncio.gather(following, return_exceptions=True)
+
+
 def test_a_batch_waits_for_the_stream_and_send_returns_once_it_is_handed_on():
     async def scenario():
         boxes = Mailboxes(lambda ingress: True)
@@ -41,10 +49,7 @@ def test_a_batch_waits_for_the_stream_and_send_returns_once_it_is_handed_on():
         assert [(rid, p.body) for rid, p in batch] == [("r1", b"a")]
         await asyncio.sleep(0)
         assert not send.done()  # yielded, but the stream has not asked for more: not yet handed on
-        following = asyncio.create_task(anext(stream))
-        await asyncio.wait_for(send, 1)
-        following.cancel()
-        await asyncio.gather(following, return_exceptions=True)
+        await confirmed(stream, send)
     run(scenario())
 
 
@@ -95,7 +100,7 @@ def test_a_stream_ends_when_idle_with_no_request_running_for_its_ingress():
     async def scenario():
         clock = FakeClock()
         running = {"ing": 1}
-        boxes = Mailboxes(lambda ingress: running.get(ingress, 0) > 0, idle_close_s=5.0, clock=clock)
+        boxes = Mailboxes(lambda ingress: running.get(ingress, 0) > 0, idle_close_s=5.0, silence_s=None, clock=clock)
         stream = boxes.stream("ing", wake_every_s=WAKE_S)
         waiting = asyncio.create_task(anext(stream))
         clock.now = 100.0  # long idle, but a request runs: stays open
@@ -125,17 +130,14 @@ def test_a_newer_stream_replaces_the_older_one_and_gets_what_is_parked():
         send = asyncio.create_task(boxes.send("ing", [("r1", part("a"))]))
         batch = await asyncio.wait_for(new_next, 1)
         assert [rid for rid, _ in batch] == ["r1"]
-        following = asyncio.create_task(anext(new))
-        await asyncio.wait_for(send, 1)
-        following.cancel()
-        await asyncio.gather(following, return_exceptions=True)
+        await confirmed(new, send)
     run(scenario())
 
 
 def test_a_broken_stream_fails_what_it_carried_and_after_the_grace_what_waits_for_it():
     async def scenario():
         clock = FakeClock()
-        boxes = Mailboxes(lambda ingress: True, reconnect_grace_s=0.02, clock=clock)
+        boxes = Mailboxes(lambda ingress: True, reconnect_grace_s=0.02, silence_s=None, clock=clock)
         stream = boxes.stream("ing", wake_every_s=WAKE_S)
         carried = asyncio.create_task(boxes.send("ing", [("r1", part("a"))]))
         await anext(stream)
@@ -155,10 +157,7 @@ def test_a_broken_stream_fails_what_it_carried_and_after_the_grace_what_waits_fo
         reopened = boxes.stream("ing", wake_every_s=WAKE_S)
         send = asyncio.create_task(boxes.send("ing", [("r4", part("d"))]))
         assert [rid for rid, _ in await anext(reopened)] == ["r4"]
-        following = asyncio.create_task(anext(reopened))
-        await asyncio.wait_for(send, 1)
-        following.cancel()
-        await asyncio.gather(following, return_exceptions=True)
+        await confirmed(reopened, send)
     run(scenario())
 
 
@@ -170,17 +169,14 @@ def test_a_send_that_times_out_takes_its_batch_back():
         send = asyncio.create_task(boxes.send("ing", [("r1", part("b"))]))
         stream = boxes.stream("ing", wake_every_s=WAKE_S)
         assert [rid for rid, _ in await anext(stream)] == ["r1"]
-        following = asyncio.create_task(anext(stream))
-        await asyncio.wait_for(send, 1)
-        following.cancel()
-        await asyncio.gather(following, return_exceptions=True)
+        await confirmed(stream, send)
     run(scenario())
 
 
 def test_an_outbox_abandons_the_requests_of_an_ingress_whose_stream_broke():
     async def scenario():
         clock = FakeClock()
-        boxes = Mailboxes(lambda ingress: True, reconnect_grace_s=0.01, clock=clock)
+        boxes = Mailboxes(lambda ingress: True, reconnect_grace_s=0.01, silence_s=None, clock=clock)
         abandoned: list[str] = []
         outbox = Outbox(boxes.send, on_abandoned=abandoned.extend)
         stream = boxes.stream("ing", wake_every_s=WAKE_S)
@@ -231,7 +227,7 @@ def test_the_collector_reopens_a_stream_that_ends_while_requests_run_there_and_f
                                    ([], RuntimeError("replica restarting")),
                                    ([[("r1", part("b")), ("gone", part("x"))]], None)])
         streams.release.set()  # each script ends after its batches unless it raised
-        collector = Collector(streams, inbox.deliver, forget, retry_s=0.01)
+        collector = Collector(streams, inbox.deliver, forget, retry_s=0.01, heartbeat_s=60)
         with collector.running_on("replica-1"):
             for _ in range(200):
                 if queue.qsize() == 2 and forgotten:
@@ -252,10 +248,50 @@ def test_the_collector_reopens_a_stream_that_ends_while_requests_run_there_and_f
 def test_the_collector_keeps_one_stream_per_replica_however_many_requests_run_there():
     async def scenario():
         streams = ScriptedStreams([])
-        collector = Collector(streams, Inbox().deliver, lambda replica, ids: asyncio.sleep(0))
+        collector = Collector(streams, Inbox().deliver, lambda replica, ids: asyncio.sleep(0), heartbeat_s=60)
         with collector.running_on("a"), collector.running_on("a"), collector.running_on("b"):
             await asyncio.sleep(0.01)
             assert sorted(streams.opened) == ["a", "b"]
             assert collector.stats()["streams_open"] == 2
+        await collector.close()
+    run(scenario())
+
+
+def test_an_ingress_that_falls_silent_is_gone_its_stream_ends_and_its_parts_fail_at_once():
+    """Ray Serve does not end a stream whose caller died; the heartbeats' silence does."""
+    async def scenario():
+        clock = FakeClock()
+        boxes = Mailboxes(lambda ingress: True, silence_s=2.5, clock=clock)
+        stream = boxes.stream("ing", wake_every_s=WAKE_S)
+        waiting = asyncio.create_task(anext(stream))
+        await asyncio.sleep(0.01)  # opened at 0 s
+        clock.now = 2.0
+        boxes.heard_from("ing")  # a heartbeat at 2 s: alive until 4.5 s
+        clock.now = 4.0
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        parked = asyncio.create_task(boxes.send("ing", [("r1", part("a"))]))
+        batch = await asyncio.wait_for(waiting, 1)  # still alive: it is handed on
+        clock.now = 5.0  # silent for 3 s: gone
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(stream), 1)
+        assert [rid for rid, _ in batch] == ["r1"] and parked.done()
+        assert boxes.streams_broken == 1
+        with pytest.raises(IngressGone):  # no grace after silence: the ingress is dead
+            await asyncio.wait_for(boxes.send("ing", [("r2", part("b"))]), 1)
+    run(scenario())
+
+
+def test_the_collector_sends_heartbeats_to_the_replicas_it_streams_from():
+    async def scenario():
+        heard: list[tuple[str, list[str]]] = []
+
+        async def forget(replica_id: str, ids: list[str]) -> None:
+            heard.append((replica_id, ids))
+
+        collector = Collector(ScriptedStreams([]), Inbox().deliver, forget, heartbeat_s=0.01)
+        with collector.running_on("a"):
+            await asyncio.sleep(0.1)
+        assert ("a", []) in heard and len(heard) >= 3
         await collector.close()
     run(scenario())

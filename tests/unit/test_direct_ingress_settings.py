@@ -73,3 +73,6 @@ def test_only_delivery_by_pull_builds_under_ray_serves_haproxy_mode(monkeypatch,
     else:
         built = serve_build_module.build_app(app, name="t")
         assert {d.name for d in built.deployments} == {"Ingress", "LLMReplica", "Controller"}
+        # Room beyond the requests' cap for each ingress replica's stream and heartbeat.
+        (replica,) = [d for d in built.deployments if d.name == "LLMReplica"]
+        assert replica.max_ongoing_requests == parse_config({}).replicas.max_ongoing_requests + 2 + 8
