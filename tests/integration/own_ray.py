@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 START_TIMEOUT_S = 600
+STOP_TIMEOUT_S = 120
 
 
 @dataclass
@@ -27,8 +28,8 @@ class OwnRayApp:
 
 @contextmanager
 def own_ray_app(config: dict, workdir: Path) -> Iterator[OwnRayApp]:
-    """Runs `llmserve run` on `config` until it says it is serving; kills its process group at the end
-    (a test may have stopped it already)."""
+    """Runs `llmserve run` on `config` until it says it is serving; stops it at the end (a test may have
+    stopped it already)."""
     config_path = workdir / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own Ray, not the suite's
@@ -56,4 +57,9 @@ def own_ray_app(config: dict, workdir: Path) -> Iterator[OwnRayApp]:
         yield OwnRayApp(process, lines)
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+            # SIGTERM first: `llmserve run` then stops its Ray, and Ray what it started (HAProxy included).
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
