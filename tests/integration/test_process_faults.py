@@ -18,6 +18,8 @@ import pytest
 from fault_helpers import engine_stats, kill_replica, replica_ids, running_replicas, stream, until, wait_for_routable
 from router_helpers import router_stats
 
+from serve_app.deployments.ingress import HEALTH_PROBE_TIMEOUT_S
+
 pytestmark = pytest.mark.integration
 STREAMS = 16
 LONG_OUTPUT = 200
@@ -125,10 +127,15 @@ def _assert_served_after(run: KillRun) -> None:
     assert all(_completed(o, 8) for o in run.after), run.after
 
 
-def _assert_health_went_503_then_200(run: KillRun, reason: str) -> None:
+def _assert_health_went_503_then_200(run: KillRun, reason: str, outage_can_hide: bool = False) -> None:
+    """`outage_can_hide`: the killed process is one /health calls (the controller): a probe sent during the
+    outage waits in Ray Serve's handle for the replacement, up to the route's own timeout, so when the
+    first answer came that late and said 200, no probe could have seen the outage."""
     unhealthy = [h for h in run.health if h[1] == 503]
-    assert unhealthy, f"/health never said 503 after the kill: {run.health}"
-    assert any(reason in (h[2] or "") for h in unhealthy), unhealthy
+    first_answer_s = run.health[0][0]
+    if not (outage_can_hide and not unhealthy and first_answer_s >= HEALTH_PROBE_TIMEOUT_S):
+        assert unhealthy, f"/health never said 503 after the kill: {run.health}"
+        assert any(reason in (h[2] or "") for h in unhealthy), unhealthy
     assert run.health[-1][1] == 200, run.health[-5:]
 
 
@@ -138,7 +145,7 @@ def test_killed_controller_loses_nothing_and_is_relearned(faults_url, model_name
     # The controller is off the request path: every stream finishes.
     assert all(_completed(o, LONG_OUTPUT) for o in run.streams), run.streams
     _assert_served_after(run)
-    _assert_health_went_503_then_200(run, "controller")
+    _assert_health_went_503_then_200(run, "controller", outage_can_hide=True)
     # The new controller learned both replicas back from their reports (it started empty).
     status = httpx.get(f"{faults_url}/v1/controller/status", timeout=30).json()
     assert set(status) == set(replica_ids("LLMReplica")), status
