@@ -67,8 +67,8 @@ def base_url(app_config):
 @pytest.fixture(scope="session")
 def faults_url(app_config, base_url):  # base_url: the shared app runs Ray Serve on its HTTP port
     """A side app with two LLM replicas and two ingress replicas, for the tests that kill processes
-    (test_process_faults, test_replica_faults) and route by cache (test_routing_by_cache), delivering
-    response parts by pull; the shared app stays untouched."""
+    (test_process_faults, test_replica_faults) and route by cache (test_routing_by_cache); the shared app
+    stays untouched."""
     from fault_helpers import FAULTS_APP, wait_for_routable
 
     from serve_app.local import delete_side_app, deploy_side_app
@@ -81,8 +81,6 @@ def faults_url(app_config, base_url):  # base_url: the shared app runs Ray Serve
     data["http"] = {**data["http"], "ingress_replicas": 2}
     # Routing by the engines' KV cache events (test_routing_by_cache); the fault tests run with it on too.
     data["router"] = {**data["router"], "routing": "precise_prefix"}
-    # Delivery by pull (the form Ray Serve's HAProxy mode needs): the kills test it; the shared app pushes.
-    data["http"]["delivery"] = "pull"
     url = deploy_side_app(parse_config(data), FAULTS_APP)
     wait_for_routable(url, 2)
     yield url

@@ -5,7 +5,7 @@ No stream hangs; streams of a killed ingress replica end (a cut connection, or t
 no response had begun); others finish or end with an error event naming what failed; requests sent
 from 10 s after the kill on are all served;
 `/health` is 503 while a request would not be served and 200 again after; engine requests whose
-caller died are aborted within seconds. Then, on the same two replicas, a low request rate is
+caller died are aborted within a second. Then, on the same two replicas, a low request rate is
 shared between them. Runs on the `faults` side app (two LLM replicas, two ingress replicas)."""
 from __future__ import annotations
 
@@ -24,12 +24,9 @@ pytestmark = pytest.mark.integration
 STREAMS = 16
 LONG_OUTPUT = 200
 SERVED_FROM_S = 10.0  # requests sent this long after a kill must all be served
-# Engine requests streaming to a killed ingress replica are aborted once the replica takes it as gone: by
-# pull (this app) when its heartbeats have been silent for `delivery_pull.SILENCE_S` (1.5 s; Ray Serve does
-# not end a stream whose caller died), checked every 0.25 s; the test polls up to 5 s. Its streams are
-# longer, so that some still generate then (16 x 200 tokens had all ended 2 s after a kill).
-ABORT_WITHIN_S = 5.0
-INGRESS_KILL_OUTPUT = 400
+# Engine requests streaming to a killed ingress replica are aborted at their next delivery; on the shared
+# 2-core CI machine Ray's news of the death has taken 1.7 s to reach a replica, so the test polls up to 3 s.
+ABORT_WITHIN_S = 3.0
 ABORT_POLL_S = 0.25
 HEALTH_PERIOD_S = 0.25
 
@@ -68,11 +65,11 @@ def _ingress_replica_with_streams(url: str) -> str | None:
     return stats["ingress"]["replica"] if stats["running"] > 0 else None
 
 
-async def _kill_under_load(url: str, model: str, deployment: str, output: int = LONG_OUTPUT) -> KillRun:
+async def _kill_under_load(url: str, model: str, deployment: str) -> KillRun:
     llm_ids = replica_ids("LLMReplica")
     assert len(llm_ids) == 2, llm_ids
     async with httpx.AsyncClient(timeout=httpx.Timeout(180)) as client:
-        streams = [asyncio.create_task(stream(client, url, model, output)) for _ in range(STREAMS)]
+        streams = [asyncio.create_task(stream(client, url, model, LONG_OUTPUT)) for _ in range(STREAMS)]
         await until(lambda: all(s["engine_unfinished_requests"] > 0 for s in _all_engines(llm_ids).values()), 120)
         await asyncio.sleep(1.0)  # streams well under way on both replicas
         # Killing an ingress replica tests its streams only if it holds some: the proxy need not have
@@ -154,13 +151,13 @@ def test_killed_controller_loses_nothing_and_is_relearned(faults_url, model_name
 
 def test_killed_ingress_replica_cuts_only_its_own_streams(faults_url, model_name):
     _whole_again(faults_url)
-    run = asyncio.run(_kill_under_load(faults_url, model_name, "Ingress", INGRESS_KILL_OUTPUT))
+    run = asyncio.run(_kill_under_load(faults_url, model_name, "Ingress"))
     cut = [o for o in run.streams if o["cut"]]
     others = [o for o in run.streams if not o["cut"]]
     assert cut, "the killed ingress replica held no stream"
     # The survivor's streams are untouched by the other ingress replica's death.
-    assert all(_completed(o, INGRESS_KILL_OUTPUT) for o in others), others
-    # Engine requests streaming to the dead ingress replica were aborted within seconds.
+    assert all(_completed(o, LONG_OUTPUT) for o in others), others
+    # Engine requests streaming to the dead ingress replica were aborted within the second.
     if any(o["received"] for o in cut):
         assert sum(s["aborted_abandoned"] - run.engine_before[r]["aborted_abandoned"]
                    for r, s in run.engine_after_abort_window.items()) >= 1

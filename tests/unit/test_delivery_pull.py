@@ -30,6 +30,13 @@ def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 5))
 
 
+async def advance(clock: FakeClock, to: float, step: float = 0.2) -> None:
+    """Time passes in steps, with the replica's loop looking between them (not one stall)."""
+    while clock.now < to:
+        clock.now = min(to, clock.now + step)
+        await asyncio.sleep(WAKE_S * 2)
+
+
 async def confirmed(stream, send: asyncio.Task) -> None:
     """The stream asks for its next batch (Ray Serve does once it has sent one), which completes `send`."""
     following = asyncio.create_task(anext(stream))
@@ -265,16 +272,16 @@ def test_an_ingress_that_falls_silent_is_gone_its_stream_ends_and_its_parts_fail
         stream = boxes.stream("ing", wake_every_s=WAKE_S)
         waiting = asyncio.create_task(anext(stream))
         await asyncio.sleep(0.01)  # opened at 0 s
-        clock.now = 2.0
+        await advance(clock, 2.0)
         boxes.heard_from("ing")  # a heartbeat at 2 s: alive until 4.5 s
-        clock.now = 4.0
-        await asyncio.sleep(0.05)
+        await advance(clock, 4.0)
         assert not waiting.done()
         parked = asyncio.create_task(boxes.send("ing", [("r1", part("a"))]))
         batch = await asyncio.wait_for(waiting, 1)  # still alive: it is handed on
-        clock.now = 5.0  # silent for 3 s: gone
+        following = asyncio.create_task(anext(stream))
+        await advance(clock, 5.0)  # silent for 3 s: gone
         with pytest.raises(StopAsyncIteration):
-            await asyncio.wait_for(anext(stream), 1)
+            await asyncio.wait_for(following, 1)
         assert [rid for rid, _ in batch] == ["r1"] and parked.done()
         assert boxes.streams_broken == 1
         with pytest.raises(IngressGone):  # no grace after silence: the ingress is dead
@@ -294,4 +301,22 @@ def test_the_collector_sends_heartbeats_to_the_replicas_it_streams_from():
             await asyncio.sleep(0.1)
         assert ("a", []) in heard and len(heard) >= 3
         await collector.close()
+    run(scenario())
+
+
+def test_a_stall_of_the_replicas_own_loop_is_not_taken_for_the_ingresss_silence():
+    """After the replica itself did not look for a while, heartbeats may still wait to be read."""
+    async def scenario():
+        clock = FakeClock()
+        boxes = Mailboxes(lambda ingress: True, silence_s=3.0, clock=clock)
+        stream = boxes.stream("ing", wake_every_s=WAKE_S)
+        waiting = asyncio.create_task(anext(stream))
+        await asyncio.sleep(0.01)
+        clock.now = 10.0  # one jump: this process looked at nothing for 10 s
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and boxes.streams_broken == 0
+        await advance(clock, 16.0)  # then looking on time, with no heartbeat: gone after the silence
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(waiting, 1)
+        assert boxes.streams_broken == 1
     run(scenario())
