@@ -3,7 +3,11 @@
 A thin shell: the choice itself is `serve_app.policy.replica_choice.choose_replica`. Load is
 what the replicas report (`record_routing_stats`) or, between reports, what this router has
 sent them itself, whichever is larger. A call naming `target_replica` (the router deployment's
-choice) goes there while that replica is running; otherwise (it just died) to the best other.
+choice) goes there while that replica is running; otherwise (it just died) to the best other. A target
+this router has not seen yet is a replica started a moment ago whose arrival has not reached this process:
+the call waits for it (up to `UNSEEN_TARGET_GRACE_S`) rather than run elsewhere. By pull the ingress reads
+a request's parts from the replica it chose; one run on another replica had no stream to go out by when the
+ingress held none to that one (CI: a request sent just after a new replica came up waited 30 s, then 503).
 
 No FIFOMixin: with it, a replica chosen for one pending call is handed to the oldest pending call,
 so under a burst calls went to replicas the router deployment had not chosen for them (CI saw a
@@ -13,12 +17,13 @@ Ray Serve's base `RequestRouter` gives each chosen replica to exactly the call i
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
 from serve_app.policy.replica_choice import ReplicaLoad, choose_replica
-from serve_app.routing.targeted import TARGET_KWARG
+from serve_app.routing.targeted import TARGET_KWARG, UNSEEN_TARGET_GRACE_S
 
 
 def _request_cost(pending_request: PendingRequest | None) -> int:
@@ -49,6 +54,15 @@ class LeastOutstandingTokensRouter(RequestRouter):
             dispatched_total=self._routed_total.get(replica_id, 0),
         )
 
+    def update_replicas(self, replicas: list[RunningReplica]) -> None:
+        self._seen_replica_ids().update(replica.replica_id.unique_id for replica in replicas)
+        super().update_replicas(replicas)
+
+    def _seen_replica_ids(self) -> set[str]:
+        if not hasattr(self, "_seen_ids"):
+            self._seen_ids: set[str] = set()
+        return self._seen_ids
+
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
     ) -> list[list[RunningReplica]]:
@@ -57,6 +71,11 @@ class LeastOutstandingTokensRouter(RequestRouter):
         if target in by_id:
             # The router deployment already chose (global queue and windows); honour it.
             return [[by_id[target]]]
+        if (target is not None and target not in self._seen_replica_ids()
+                and time.time() - pending_request.created_at < UNSEEN_TARGET_GRACE_S):
+            # A replica just started, not yet listed here: wait for it (Ray Serve backs off and asks again).
+            pending_request.routing_context.should_backoff = True
+            return []
         loads = [self._load_of(replica) for replica in candidate_replicas]
         ranked: list[list[RunningReplica]] = []
         # Rank the whole set so Ray Serve falls through to the next best if the first rejects.

@@ -77,8 +77,12 @@ def faults_url(app_config, base_url):  # base_url: the shared app runs Ray Serve
         pytest.skip("kills actors of the Ray cluster this session started")
     data = app_config.model_dump(mode="json")
     data["replicas"] = {**data["replicas"], "num_replicas": 2}
-    data["engine"] = {**data["engine"], "stream_interval": EngineSettings.model_fields["stream_interval"].default}
-    data["http"] = {**data["http"], "ingress_replicas": 2}
+    # Room for streams that outlast the abort of a killed ingress's requests (test_process_faults: by pull
+    # they are aborted only once it has been silent for 3 s, and 470 tokens took 6-8 s here in all).
+    data["engine"] = {**data["engine"], "stream_interval": EngineSettings.model_fields["stream_interval"].default,
+                      "max_model_len": 2048}
+    # Delivery by pull: the ingress kill then tests the LLM replicas' silence limit against a live ingress too.
+    data["http"] = {**data["http"], "ingress_replicas": 2, "delivery": "pull", "max_output_tokens": 1600}
     # Routing by the engines' KV cache events (test_routing_by_cache); the fault tests run with it on too.
     data["router"] = {**data["router"], "routing": "precise_prefix"}
     url = deploy_side_app(parse_config(data), FAULTS_APP)

@@ -136,3 +136,47 @@ def test_a_live_target_is_chosen():
     call = _TargetedCall("ingress-b", age_s=0.0)
     assert [[r.replica_id.unique_id for r in group] for group in _choose(_SeenState(set()), live, call)] == [["ingress-b"]]
     assert not call.future.done()
+
+
+class _LlmReplica:
+    def __init__(self, unique_id: str) -> None:
+        from ray.serve.request_router import ReplicaID
+
+        self.replica_id = ReplicaID(unique_id, deployment_id=None)
+        self.routing_stats = {}
+        self.max_ongoing_requests = 8
+
+
+def _llm_router(seen: set[str]) -> LeastOutstandingTokensRouter:
+    router = object.__new__(LeastOutstandingTokensRouter)  # no Ray Serve around it: only its choice
+    router.initialize_state(seed=0)
+    router._seen_replica_ids().update(seen)
+    return router
+
+
+def _choose_llm(router, candidates, call) -> list[list[str]]:
+    import asyncio
+
+    groups = asyncio.run(router.choose_replicas(candidates, call))
+    return [[r.replica_id.unique_id for r in group] for group in groups]
+
+
+def test_a_call_for_an_llm_replica_not_seen_yet_waits_for_it_then_goes_to_another():
+    """By pull the ingress reads a request's parts from the replica it chose: run elsewhere, they could
+    wait for a stream the ingress never opens to that replica."""
+    live = [_LlmReplica("llm-a")]
+    fresh = _TargetedCall("llm-new", age_s=0.0)
+    assert _choose_llm(_llm_router({"llm-a"}), live, fresh) == []
+    assert not fresh.future.done() and fresh.routing_context.should_backoff
+    # Once listed, it is chosen.
+    assert _choose_llm(_llm_router({"llm-a", "llm-new"}), [*live, _LlmReplica("llm-new")], fresh) == [["llm-new"]]
+    # Never listed within the grace: the best other, as for a target that is gone.
+    stale = _TargetedCall("llm-new", age_s=60.0)
+    assert _choose_llm(_llm_router({"llm-a"}), live, stale) == [["llm-a"]]
+
+
+def test_a_call_for_an_llm_replica_that_is_gone_goes_to_the_best_other_at_once():
+    live = [_LlmReplica("llm-b")]
+    call = _TargetedCall("llm-a", age_s=0.0)
+    assert _choose_llm(_llm_router({"llm-a", "llm-b"}), live, call) == [["llm-b"]]
+    assert not call.routing_context.should_backoff
