@@ -17,13 +17,12 @@ Ray Serve's base `RequestRouter` gives each chosen replica to exactly the call i
 from __future__ import annotations
 
 import random
-import time
 from typing import Any
 
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
 from serve_app.policy.replica_choice import ReplicaLoad, choose_replica
-from serve_app.routing.targeted import TARGET_KWARG, UNSEEN_TARGET_GRACE_S
+from serve_app.routing.targeted import TARGET_KWARG, RemembersListedReplicas
 
 
 def _request_cost(pending_request: PendingRequest | None) -> int:
@@ -32,7 +31,7 @@ def _request_cost(pending_request: PendingRequest | None) -> int:
     return int(getattr(pending_request.args[0], "cost_tokens", 0))
 
 
-class LeastOutstandingTokensRouter(RequestRouter):
+class LeastOutstandingTokensRouter(RemembersListedReplicas, RequestRouter):
     def initialize_state(self, seed: int | None = None, **kwargs: Any) -> None:
         self._rng = random.Random(seed)
         # internal request id -> (replica, cost) for requests this router sent and that are not done.
@@ -54,15 +53,6 @@ class LeastOutstandingTokensRouter(RequestRouter):
             dispatched_total=self._routed_total.get(replica_id, 0),
         )
 
-    def update_replicas(self, replicas: list[RunningReplica]) -> None:
-        self._seen_replica_ids().update(replica.replica_id.unique_id for replica in replicas)
-        super().update_replicas(replicas)
-
-    def _seen_replica_ids(self) -> set[str]:
-        if not hasattr(self, "_seen_ids"):
-            self._seen_ids: set[str] = set()
-        return self._seen_ids
-
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
     ) -> list[list[RunningReplica]]:
@@ -71,8 +61,7 @@ class LeastOutstandingTokensRouter(RequestRouter):
         if target in by_id:
             # The router deployment already chose (global queue and windows); honour it.
             return [[by_id[target]]]
-        if (target is not None and target not in self._seen_replica_ids()
-                and time.time() - pending_request.created_at < UNSEEN_TARGET_GRACE_S):
+        if target is not None and self._may_still_arrive(target, pending_request):
             # A replica just started, not yet listed here: wait for it (Ray Serve backs off and asks again).
             pending_request.routing_context.should_backoff = True
             return []

@@ -32,7 +32,10 @@ class TargetReplicaGone(RuntimeError):
         self.target = target
 
 
-class TargetedRequestRouter(ChosenCallMatching, PowerOfTwoChoicesRequestRouter):
+class RemembersListedReplicas:
+    """Mixin for a `RequestRouter`: the replica ids it has ever been given, to tell a target started a
+    moment ago (not listed here yet: wait for it) from one that is gone."""
+
     def update_replicas(self, replicas: list[RunningReplica]) -> None:
         self._seen_replica_ids().update(replica.replica_id.unique_id for replica in replicas)
         super().update_replicas(replicas)
@@ -41,6 +44,13 @@ class TargetedRequestRouter(ChosenCallMatching, PowerOfTwoChoicesRequestRouter):
         if not hasattr(self, "_seen_ids"):
             self._seen_ids: set[str] = set()
         return self._seen_ids
+
+    def _may_still_arrive(self, target: str, pending_request: PendingRequest) -> bool:
+        return (target not in self._seen_replica_ids()
+                and time.time() - pending_request.created_at < UNSEEN_TARGET_GRACE_S)
+
+
+class TargetedRequestRouter(RemembersListedReplicas, ChosenCallMatching, PowerOfTwoChoicesRequestRouter):
 
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
@@ -52,10 +62,9 @@ class TargetedRequestRouter(ChosenCallMatching, PowerOfTwoChoicesRequestRouter):
         if chosen:
             return chosen
         pending_request.routing_context.should_backoff = True
-        seen = target in self._seen_replica_ids()
-        if (seen or time.time() - pending_request.created_at >= UNSEEN_TARGET_GRACE_S) and candidate_replicas:
+        if not self._may_still_arrive(target, pending_request) and candidate_replicas:
             if not pending_request.future.done():
-                pending_request.future.set_exception(TargetReplicaGone(target, seen))
+                pending_request.future.set_exception(TargetReplicaGone(target, target in self._seen_replica_ids()))
             # Any candidate hands control back to Ray Serve's loop, which sees the call settled and stops.
             return [[candidate_replicas[0]]]
         return []

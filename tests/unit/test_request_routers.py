@@ -11,7 +11,7 @@ from collections import deque
 import pytest
 
 from serve_app.routing.least_outstanding_tokens import LeastOutstandingTokensRouter
-from serve_app.routing.targeted import TargetedRequestRouter
+from serve_app.routing.targeted import RemembersListedReplicas, TargetedRequestRouter
 
 
 class _Future:
@@ -96,7 +96,7 @@ class _Replica:
         self.replica_id = SimpleNamespace(unique_id=unique_id)
 
 
-class _SeenState:
+class _SeenState(RemembersListedReplicas):
     def __init__(self, seen: set[str]) -> None:
         self.seen = seen
 
