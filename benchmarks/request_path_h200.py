@@ -260,7 +260,7 @@ def summarize(args: argparse.Namespace) -> int:
     if not args.latency_only:
         goals += flood_goals({"ours": {}, "vllm": {}, **bursty["flood"]})
     summary = {"gpu": latency["gpu"],
-               "commands": [*scripts_of(latency), *(scripts_of(bursty) if "flood" in bursty else []),
+               "commands": [*scripts_of(latency), *([] if args.latency_only else scripts_of(bursty)),
                             *(s["command"] for s in servers.values())],
                "parts": ["latency"] if args.latency_only else ["latency", "bursty"],
                # One GPU: the servers ran one after the other on it (`--only`), not side by side.
