@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from autoscaling.bench.concurrent_benches import run_concurrently
 from autoscaling.bench.host import gpu_name, log
 from autoscaling.bench.priority_load import (BENCH_STARTUP_S, MAX_NUM_SEQS, OursOptions, class_bench_command,
@@ -143,7 +145,19 @@ def load_points(args: argparse.Namespace, part: dict, arrivals: str, capacity_rp
             # Where our first tokens waited (the ingress's last 10 s): the TTFT goals' gap, located.
             stats = router_stats(url("ours"), quiet=True) or {}
             part["points"][name]["ours_first_part_path"] = (stats.get("ingress") or {}).get("first_part_path")
+            # The LLM replicas' event-loop lag and CPU share then: the replica_to_first_token stage's gap,
+            # located further (a busy loop delays both the request's way into the engine and its first token).
+            part["points"][name]["ours_replica_load"] = replica_loads(url("ours"))
         save(args, part)
+
+
+def replica_loads(base_url: str) -> dict | None:
+    """Each LLM replica's last load report (engine queue, loop lag, CPU, delivery calls); None: no answer."""
+    try:
+        status = httpx.get(f"{base_url}/v1/controller/status", timeout=10).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return {replica_id: record.get("engine_load") for replica_id, record in status.items() if isinstance(record, dict)}
 
 
 def save(args: argparse.Namespace, part: dict) -> None:
@@ -244,6 +258,7 @@ def flood(args: argparse.Namespace, earlier: dict) -> dict:
         section[server] = entry
     if "ours" in servers:
         section["router_stats"] = router_stats(url("ours"))
+        section["ours_replica_load"] = replica_loads(url("ours"))
     return section
 
 
