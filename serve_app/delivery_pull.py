@@ -41,6 +41,9 @@ RECONNECT_GRACE_S = 2.0
 HEARTBEAT_S = 0.5
 SILENCE_S = 3.0
 CHECK_S = 0.25  # how often waiting parts and idle streams look for a gone ingress
+# A mailbox with no stream, nothing parked, no request here for its ingress and no word from it for this
+# long is dropped: ingress replicas come and go (autoscaling, restarts) while an LLM replica lives on.
+FORGET_AFTER_S = 60.0
 
 
 class IngressGone(ConnectionError):
@@ -71,6 +74,7 @@ class Mailboxes:
         self._clock = clock
         self._boxes: dict[str, _Mailbox] = defaultdict(_Mailbox)
         self._checked_at = clock()
+        self._pruned_at = clock()
         self.streams_opened = 0
         self.streams_broken = 0
 
@@ -107,9 +111,25 @@ class Mailboxes:
             for other in self._boxes.values():
                 other.heard_at += stalled_s
         self._checked_at = now
+        if now - self._pruned_at >= FORGET_AFTER_S / 2:
+            self._forget_idle_boxes(now)
         if box.reader is None:
             return box.silenced or (box.broken_at is not None and now - box.broken_at >= self._reconnect_grace_s)
         return self._silence_s is not None and now - box.heard_at >= self._silence_s
+
+    def _forget_idle_boxes(self, now: float) -> None:
+        self._pruned_at = now
+        idle = [destination for destination, box in self._boxes.items()
+                if box.reader is None and not box.parked
+                and now - max(box.heard_at, box.broken_at or 0.0) >= FORGET_AFTER_S
+                and not self._has_requests(destination)]
+        for destination in idle:
+            del self._boxes[destination]
+
+    @property
+    def destinations(self) -> int:
+        """Ingress replicas with a mailbox here (open streams, parked parts, or heard from lately)."""
+        return len(self._boxes)
 
     def _fail_if_gone(self, box: _Mailbox) -> None:
         if self._gone(box):

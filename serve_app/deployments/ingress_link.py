@@ -76,7 +76,8 @@ class ReplicaDelivery:
 
     def stats(self) -> dict[str, Any]:
         streams = None if self.mailboxes is None else {"opened": self.mailboxes.streams_opened,
-                                                       "broken": self.mailboxes.streams_broken}
+                                                       "broken": self.mailboxes.streams_broken,
+                                                       "ingresses": self.mailboxes.destinations}
         return {"delivery_streams": streams, "delivery_batches": self.outbox.batches_sent,
                 "delivery_chunks": self.outbox.chunks_sent, "delivery_batches_failed": self.outbox.batches_failed}
 

@@ -320,3 +320,31 @@ def test_a_stall_of_the_replicas_own_loop_is_not_taken_for_the_ingresss_silence(
             await asyncio.wait_for(waiting, 1)
         assert boxes.streams_broken == 1
     run(scenario())
+
+
+
+def test_the_mailbox_of_an_ingress_gone_for_a_minute_is_dropped_but_not_one_with_requests_here():
+    """Ingress replicas come and go while an LLM replica lives on: their mailboxes must not pile up."""
+    async def heartbeats_until(clock: FakeClock, boxes: Mailboxes, to: float) -> None:
+        while clock.now < to:
+            clock.now = min(to, clock.now + 0.45)  # under two checks apart: no stall of the replica's loop
+            boxes.heard_from("alive")
+            await asyncio.sleep(WAKE_S * 2)
+
+    async def scenario():
+        clock = FakeClock()
+        running_for = {"busy", "alive"}
+        boxes = Mailboxes(lambda ingress: ingress in running_for, silence_s=3.0, clock=clock)
+        boxes.heard_from("gone")
+        boxes.heard_from("busy")
+        stream = boxes.stream("alive", wake_every_s=WAKE_S)  # its idle loop looks for gone ingresses
+        waiting = asyncio.create_task(anext(stream))
+        await heartbeats_until(clock, boxes, 55.0)
+        assert boxes.destinations == 3
+        await heartbeats_until(clock, boxes, 95.0)
+        assert boxes.destinations == 2  # "gone" dropped; "busy" still has a request here
+        running_for.discard("busy")
+        await heartbeats_until(clock, boxes, 190.0)
+        assert boxes.destinations == 1 and not waiting.done()  # "alive" streams on
+        waiting.cancel()
+    asyncio.run(asyncio.wait_for(scenario(), 30))
