@@ -1,0 +1,35 @@
+#!/bin/bash
+# On the GPU host: a benchmark sequence longer than one device call (10 minutes), run detached, its files
+# copied to $OUT while it runs: a machine can be lost between two calls (the idle release is 30 s), and
+# a wait on a fresh machine must cost seconds, not the call.
+#
+#   bash benchmarks/gpu_detached.sh start DIR SEQUENCE.sh   runs `bash SEQUENCE.sh DIR` under setsid; the sequence
+#                                                          appends its steps to DIR/progress, its last line "done"
+#   bash benchmarks/gpu_detached.sh wait DIR SECONDS        until the sequence is done or SECONDS pass, copying DIR
+#                                                          (logs as their tails) to $OUT/run.tgz and $OUT/logs.tgz;
+#                                                          exits 3 at once where DIR/progress is missing (fresh machine)
+set -u
+verb=$1 dir=$2
+snapshot() {
+  tar czf "$OUT/run.tmp.tgz" --exclude='*.log' -C "$(dirname "$dir")" "$(basename "$dir")" 2>/dev/null \
+    && mv "$OUT/run.tmp.tgz" "$OUT/run.tgz"
+  local tails=/tmp/gpu_detached_logtails
+  mkdir -p "$tails"
+  for log in "$dir"/*.log; do [ -f "$log" ] && tail -c 400000 "$log" > "$tails/$(basename "$log")"; done
+  tar czf "$OUT/logs.tmp.tgz" -C "$(dirname "$tails")" "$(basename "$tails")" 2>/dev/null \
+    && mv "$OUT/logs.tmp.tgz" "$OUT/logs.tgz"
+}
+case "$verb" in
+  start)
+    mkdir -p "$dir"
+    setsid nohup bash "$3" "$dir" > "$dir/sequence.log" 2>&1 < /dev/null &
+    sleep 2; cat "$dir/progress" 2>/dev/null ;;
+  wait)
+    if [ ! -f "$dir/progress" ]; then
+      echo "no detached run in $dir: this is a fresh machine (the last one was lost or given back)"; exit 3
+    fi
+    end=$(( $(date +%s) + $3 ))
+    while [ "$(date +%s)" -lt "$end" ] && ! grep -q " done$" "$dir/progress"; do snapshot; sleep 15; done
+    snapshot; cat "$dir/progress"; tail -5 "$dir/sequence.log" ;;
+  *) echo "usage: $0 start DIR SEQUENCE.sh | wait DIR SECONDS"; exit 2 ;;
+esac
