@@ -113,13 +113,14 @@ class LLMReplica:
 
     def _engine_load(self) -> dict:
         """For the controller's status: the engine's running and waiting requests, its recent inter-token
-        times, this process's loop lag, and its recent delivery calls to the ingress replicas."""
+        times, this process's loop lag and garbage-collector pauses, and its recent delivery calls to the
+        ingress replicas."""
         # `_process` is set in the same step that starts the report loop, whose first report waits a period.
         stalls = self._process.loop_stalls() or {}
         lag = stalls.get("lag_recent") or {}
         return {"num_running": self._snapshot.num_running, "num_waiting": self._snapshot.num_waiting,
                 "loop_lag_p99_s": lag.get("p99_s"), "loop_lag_max_s": lag.get("max_s"),
-                "cpu_recent": stalls.get("cpu_recent"),
+                "cpu_recent": stalls.get("cpu_recent"), "gc_pauses": self._process.gc_pauses.summary(),
                 "inter_token_recent": self._snapshot.recent_inter_token.summary(),
                 "delivery_calls": self._outbox.recent_calls()}
 

@@ -60,7 +60,10 @@ def test_each_replica_reports_its_engine_queue_event_loop_lag_and_delivery_calls
         time.sleep(1)
     # The replica's own figures, as benchmarks sample them beside the router's windows.
     assert set(load) == {"num_running", "num_waiting", "loop_lag_p99_s", "loop_lag_max_s", "cpu_recent",
-                         "inter_token_recent", "delivery_calls"}
+                         "gc_pauses", "inter_token_recent", "delivery_calls"}
+    # Young collections run all the time in a serving process; a replica's pause can stall its first tokens.
+    young = load["gc_pauses"]["gen0"]
+    assert young["count"] > 0 and 0 <= young["max_s"] < 10
     cpu = load["cpu_recent"]  # the watchdog's beats span seconds by now; a process uses at least some CPU
     assert cpu["over_s"] > 0 and 0 <= cpu["loop_thread"] <= cpu["process"] + 0.05 and 0 < cpu["process"] < 64
     recent = load["inter_token_recent"]  # the 4 tokens may be older than its horizon by now
