@@ -186,11 +186,13 @@ class Ingress:
         counts; per replica, window (this ingress's lease); recent TTFT as the replicas and as this
         ingress replica measured it; this process's garbage-collector pauses and event-loop stalls; its streams
         (sending, writes so far, each class's least time between two writes of a stream now: pacing); and where
-        responses' first parts spent their time over the last seconds, by stage (`FirstPartStamps.stages`)."""
+        responses' first parts spent their time over the last seconds, by stage (`FirstPartStamps.stages`), and
+        per class the slowest first parts since start with theirs."""
         stats = self._dispatcher.stats()
         now = time.monotonic()
         stats["ingress"] = {"replica": self._replica_id, "ttft_recent": self._telemetry.recent_ttft.summary(now),
                             "first_part_path": self._telemetry.first_part_path.summary(now),
+                            "slowest_first_parts": self._telemetry.slowest_first_parts.summary(),
                             "gc_pauses": self._process.gc_pauses.summary(), "gc_frozen_objects": gc.get_freeze_count(),
                             "loop_stalls": self._process.loop_stalls(),
                             "streams": self._responses.pacing_state(),

@@ -86,11 +86,11 @@ class ResponseParts:
     def __init__(self, inbox: Inbox, submit: Submit, door: LocalDoor, coalesce_s: Mapping[str, float],
                  on_first_token: Callable[[RequestSpan, float], None], pacing: StreamPacing = StreamPacing(None),
                  tpot_slo_s: Mapping[str, float] | None = None,
-                 on_first_part: Callable[[FirstPartStamps, float], None] = lambda stamps, written: None):
+                 on_first_part: Callable[[str, FirstPartStamps, float], None] = lambda name, stamps, written: None):
         """`coalesce_s`: per class, the least time between two writes of a stream whatever the load;
         `pacing` (with each class's `tpot_slo_s`) spreads this ingress's writes per second over the
         streams sending; `on_first_token(span, ago_s)`: the first token reached this ingress `ago_s` ago;
-        `on_first_part(stamps, written)`: a response's first part, as it is written (wall clock)."""
+        `on_first_part(class_name, stamps, written)`: a response's first part, as it is written (wall clock)."""
         self._on_first_part = on_first_part
         self._inbox = inbox
         self._submit = submit
@@ -162,7 +162,7 @@ class ResponseParts:
                         if not received_any:
                             self._door.router_admitted(gen.priority_class)
                             if part.stamps is not None:
-                                self._on_first_part(part.stamps, time.time())
+                                self._on_first_part(gen.priority_class, part.stamps, time.time())
                         if span.first_token_at is None and part.generated_tokens:
                             # Streamed: when it reached us; whole: when the engine made it.
                             self._on_first_token(span, 0.0 if streamed else part.since_first_token_s or 0.0)

@@ -12,6 +12,7 @@ from serve_app.generation import FirstPartStamps
 from serve_app.openai_api import ApiError
 from serve_app.policy.recent_latency import RecentLatencies
 from serve_app.statistics import tpot_s
+from serve_app.telemetry.slowest_first_parts import SlowestFirstParts
 from serve_app.telemetry.tracing import RequestSpan, SpanKind
 
 
@@ -22,6 +23,8 @@ class RequestTelemetry:
         self.recent_ttft = RecentLatencies()
         # Per stage of a first part's way (`FirstPartStamps.stages`), the last seconds' samples.
         self.first_part_path = RecentLatencies()
+        # Per class, the slowest first parts since start, each with its stages (a flood's rare outliers).
+        self.slowest_first_parts = SlowestFirstParts()
 
     async def traced(self, http_request: Request,
                      handler: Callable[[Request, RequestSpan], Awaitable[Response]]) -> Response:
@@ -54,11 +57,13 @@ class RequestTelemetry:
             self._metrics.observe_end(span.priority_class, status, now - span.started,
                                       tpot_s(now - span.started, ttft, completion_tokens))
 
-    def first_part(self, stamps: FirstPartStamps, written: float) -> None:
+    def first_part(self, class_name: str, stamps: FirstPartStamps, written: float) -> None:
         """Where a response's first part spent its time, by stage (wall clock: `written` when written out)."""
         now = time.monotonic()
-        for stage, seconds in stamps.stages(written).items():
+        stages = stamps.stages(written)
+        for stage, seconds in stages.items():
             self.first_part_path.add(stage, now, seconds)
+        self.slowest_first_parts.add(class_name, stages, written)
 
     def first_token(self, span: RequestSpan, ago_s: float = 0.0) -> None:
         ttft = span.first_token(ago_s)

@@ -166,6 +166,12 @@ def test_router_stats_split_recent_ttft_between_ingress_and_replica(base_url, mo
               "ingress_write")
     assert all(path[stage]["n"] >= 1 and path[stage]["max_s"] >= 0 for stage in (*stages, "total")), path
     assert path["replica_to_first_token"]["p50_s"] > 0 and path["total"]["max_s"] < client_ttft + 1.0, path
+    # The class's slowest first parts since start, each with its stages in ms (this one among them).
+    slowest = httpx.get(f"{base_url}/v1/router/stats", timeout=30).json()["ingress"]["slowest_first_parts"]
+    kept = slowest["interactive"]
+    assert kept and all(a["total"] >= b["total"] for a, b in zip(kept, kept[1:]))
+    # (A response that began without a token, an error, has no replica_to_first_token stage.)
+    assert all(0 < r.get("replica_to_first_token", 1e-3) <= r["total"] and r["written"] > 1e9 for r in kept), kept
 
 
 def test_router_stats_carry_the_ingress_event_loop_stalls(base_url):
