@@ -26,6 +26,7 @@ from serve_app.config import parse_config
 from serve_app.engine_args import engine_args_from_config
 from serve_app.engine_stats import EngineSnapshot, snapshot_logger_factory
 from serve_app.deployments.controller_link import ControllerLink
+from serve_app.deployments.errors import MisroutedCall
 from serve_app.delivery import Batch
 from serve_app.deployments.ingress_link import ReplicaDelivery
 from serve_app.deployments.supervision import start_supervised
@@ -144,8 +145,12 @@ class LLMReplica:
         """Serve `request` through vLLM's app, sending the response's parts to ingress replica `reply_to`;
         returns once all are sent.
 
-        `target_replica` is the router's choice, read by the request router that sent the call here.
+        `target_replica` is the router's choice, read by the request router that sent the call here; by pull,
+        a call meant for another replica is refused (`MisroutedCall`).
         """
+        if target_replica not in (None, self._replica_id) and self._config.http.delivery == "pull":
+            raise MisroutedCall(f"a call for LLM replica {target_replica} reached {self._replica_id}: its target "
+                                "has left the LLM replicas' router (died or draining)")
         tally = RequestTally.for_request(request.path, request.priority_rank, self._config.http)
         CURRENT_TALLY.set(tally)  # this call's task only; vLLM's handler tasks inherit it
         client_gone = self._client_gone[request.request_id] = asyncio.Event()
