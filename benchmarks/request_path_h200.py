@@ -35,6 +35,7 @@ from autoscaling.bench.host import gpu_name, log
 from autoscaling.bench.priority_load import (BENCH_STARTUP_S, MAX_NUM_SEQS, OursOptions, class_bench_command,
                                              class_slo, load_classes, ours_config, router_stats)
 from autoscaling.bench.result_summaries import class_summary, steady_output_tok_s, throughput_vs_saturated
+from autoscaling.bench.samplers import TimelineSampler
 from autoscaling.bench.servers import DetachedServer, start_server, stop_detached, wait_healthy
 from autoscaling.bench.vllm_bench import bench_result, bench_serve_command
 from autoscaling.bench.vllm_reference import SERVED_NAME, ensure_checkpoint, ours_serve_command, vllm_serve_command
@@ -160,6 +161,23 @@ def replica_loads(base_url: str) -> dict | None:
     return {replica_id: record.get("engine_load") for replica_id, record in status.items() if isinstance(record, dict)}
 
 
+def replica_moment(base_url: str) -> dict | None:
+    """A flood timeline's point: per LLM replica its engine queue, longest recent inter-token time, loop lag
+    and latest GC pauses, with the wall-clock time; None when the server does not answer."""
+    loads = replica_loads(base_url)
+    if loads is None:
+        return None
+    moment: dict = {"t": round(time.time(), 3)}
+    for replica_id, load in loads.items():
+        load = load or {}
+        gc_recent = {generation: (summary.get("recent") or {}).get("max_s")
+                     for generation, summary in (load.get("gc_pauses") or {}).items()}
+        moment[replica_id] = {"running": load.get("num_running"), "waiting": load.get("num_waiting"),
+                              "inter_token_max_s": (load.get("inter_token_recent") or {}).get("max_s"),
+                              "loop_lag_max_s": load.get("loop_lag_max_s"), "gc_recent_max_s": gc_recent}
+    return moment
+
+
 def save(args: argparse.Namespace, part: dict) -> None:
     (args.out / f"{part['part']}.json").write_text(json.dumps(part, indent=2))
 
@@ -243,7 +261,11 @@ def flood(args: argparse.Namespace, earlier: dict) -> dict:
                                                         request_rate=f"{klass.rate:g}", seed=klass.seed,
                                                         result_name=f"{server}_flood_{name}.json")
                 for server in servers for name, klass in classes.items()}
-    processes = run_concurrently(commands, args.out, lead=None, timeout_s=BENCH_STARTUP_S + args.flood_s + 120)
+    # Ours' replicas and ingress second by second (wall clock), to lay beside the ingress's slowest first
+    # parts (`slowest_first_parts`, also wall clock): an engine step, GC pause or loop stall behind an outlier.
+    with TimelineSampler(lambda: replica_moment(url("ours")) if "ours" in servers else None,
+                         interval_s=1.0) as timeline:
+        processes = run_concurrently(commands, args.out, lead=None, timeout_s=BENCH_STARTUP_S + args.flood_s + 120)
     section = {**earlier, "low_rate_rps": low_rate, "high_rate_rps": args.high_rate,
                "classes": {name: {"high": class_slo("high"), "low": class_slo("low")}[name]
                            for name in classes}}
@@ -259,6 +281,7 @@ def flood(args: argparse.Namespace, earlier: dict) -> dict:
     if "ours" in servers:
         section["router_stats"] = router_stats(url("ours"))
         section["ours_replica_load"] = replica_loads(url("ours"))
+        section["ours_timeline"] = [moment for _, moment in timeline.samples]
     return section
 
 

@@ -37,3 +37,23 @@ def test_latency_only_summary_has_the_latency_goals_and_no_flood(tmp_path):
     assert goals["saturated output tok/s (mixed lengths), ours / vllm serve"]["measured"] == 0.98
     assert not [name for name in goals if name.startswith("flood")]
     assert json.loads((tmp_path / "summary.json").read_text())["parts"] == ["latency"]
+
+
+def test_a_flood_timeline_point_holds_each_replicas_queue_step_loop_lag_and_gc_pauses(monkeypatch):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("request_path_h200", ROOT / "benchmarks" / "request_path_h200.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.syspath_prepend(str(ROOT))
+    spec.loader.exec_module(script)
+    load = {"num_running": 230, "num_waiting": 3, "loop_lag_max_s": 0.004,
+            "inter_token_recent": {"tokens": 900, "mean_s": 0.025, "max_s": 0.151},
+            "gc_pauses": {"gen0": {"count": 5, "max_s": 0.002, "recent": {"n": 2, "max_s": 0.001}},
+                          "gen2": {"count": 1, "max_s": 0.2, "recent": None}}}
+    monkeypatch.setattr(script, "replica_loads", lambda base_url: {"r1": load, "r2": None})
+    moment = script.replica_moment("http://server")
+    assert moment["t"] > 1e9
+    assert moment["r1"] == {"running": 230, "waiting": 3, "inter_token_max_s": 0.151, "loop_lag_max_s": 0.004,
+                            "gc_recent_max_s": {"gen0": 0.001, "gen2": None}}
+    assert moment["r2"]["running"] is None  # a replica that has not reported yet
+    monkeypatch.setattr(script, "replica_loads", lambda base_url: None)
+    assert script.replica_moment("http://server") is None  # no answer: no point
