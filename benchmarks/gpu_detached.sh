@@ -6,16 +6,23 @@
 #   bash benchmarks/gpu_detached.sh start DIR SEQUENCE.sh   runs `bash SEQUENCE.sh DIR` under setsid; the sequence
 #                                                          appends its steps to DIR/progress, its last line "done"
 #   bash benchmarks/gpu_detached.sh wait DIR SECONDS        until the sequence is done or SECONDS pass, copying DIR
-#                                                          (logs as their tails) to $OUT/run.tgz and $OUT/logs.tgz;
+#                                                          (logs as their tails) to $OUT/run.tgz, per-request
+#                                                          detail to $OUT/detail.tgz, logs to $OUT/logs.tgz;
 #                                                          exits 3 at once where DIR/progress is missing (fresh machine)
 set -u
 verb=$1 dir=$2
+# Per-request detail files (tens of MB) travel apart: a file over 16 MiB does not come back, the rest must.
+DETAIL='*_saturated.json'
 snapshot() {
-  tar czf "$OUT/run.tmp.tgz" --exclude='*.log' -C "$(dirname "$dir")" "$(basename "$dir")" 2>/dev/null \
-    && mv "$OUT/run.tmp.tgz" "$OUT/run.tgz"
+  tar czf "$OUT/run.tmp.tgz" --exclude='*.log' --exclude="$DETAIL" --exclude='*_flood_low.json' \
+    -C "$(dirname "$dir")" "$(basename "$dir")" 2>/dev/null && mv "$OUT/run.tmp.tgz" "$OUT/run.tgz"
+  (cd "$(dirname "$dir")" && find "$(basename "$dir")" \( -name "$DETAIL" -o -name '*_flood_low.json' \) -print0 \
+    | tar czf "$OUT/detail.tmp.tgz" --null -T - 2>/dev/null) && mv "$OUT/detail.tmp.tgz" "$OUT/detail.tgz"
   local tails=/tmp/gpu_detached_logtails
   mkdir -p "$tails"
-  for log in "$dir"/*.log; do [ -f "$log" ] && tail -c 400000 "$log" > "$tails/$(basename "$log")"; done
+  find "$dir" -name '*.log' | while read -r log; do
+    name=${log#"$dir"/}; tail -c 400000 "$log" > "$tails/${name//\//_}"
+  done
   tar czf "$OUT/logs.tmp.tgz" -C "$(dirname "$tails")" "$(basename "$tails")" 2>/dev/null \
     && mv "$OUT/logs.tmp.tgz" "$OUT/logs.tgz"
 }

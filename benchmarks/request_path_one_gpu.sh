@@ -26,4 +26,13 @@ rp start --only ours --front haproxy; step "ours restart rc=$?"
 rp measure --part latency --only ours; step "ours latency rc=$?"
 rp stop --only ours
 rp summarize > "$out/goals.txt" 2>&1; step "summarize rc=$?"
+# Then, as far as the device time goes: ours' flood again with router.lower_class_prefill_tokens (2,048: eight
+# of the flood's 256-token prompts prefilling at once), at the same low rate, beside the same vllm serve run.
+budget="$out/prefill_budget"
+mkdir -p "$budget" && cp "$out"/{latency,bursty,servers}.json "$budget"/
+gpu_free
+python3 benchmarks/request_path_h200.py start --out "$budget" --only ours --front haproxy \
+    --lower-class-prefill-tokens 2048; step "ours start (prefill budget) rc=$?"
+python3 benchmarks/request_path_h200.py measure --out "$budget" --part flood --only ours; step "ours flood (prefill budget) rc=$?"
+python3 benchmarks/request_path_h200.py summarize --out "$budget" > "$budget/goals.txt" 2>&1
 step done

@@ -33,6 +33,8 @@ class GenerationRequest:
     trace_context: dict[str, str] = field(default_factory=dict)
     # When the ingress called the replica with it (wall clock; 0: not dispatched yet).
     dispatched_at: float = 0.0
+    # Streamed (SSE): its first token reaches the ingress on its own; a whole answer only at its end.
+    streamed: bool = False
 
     @property
     def cost_tokens(self) -> int:

@@ -79,6 +79,7 @@ class OursOptions:
     freeze_gc: bool = True
     full_gc: str = "scheduled"
     front: str = "proxy"  # http.front; haproxy delivers by pull
+    lower_class_prefill_tokens: int | None = None  # router.lower_class_prefill_tokens (off: None)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> OursOptions:
@@ -109,6 +110,8 @@ def ours_config(model_dir: Path, port: int, options: OursOptions = OursOptions()
             "priority_classes": ours_classes(options.low_coalesce_s),
             "default_priority": "low",
             "process": {"freeze_gc_after_start": options.freeze_gc, "full_gc": options.full_gc},
+            **({"router": {"lower_class_prefill_tokens": options.lower_class_prefill_tokens}}
+               if options.lower_class_prefill_tokens else {}),
             "http": {"host": "127.0.0.1", "port": port, "ingress_replicas": options.ingress_replicas,
                      **({"direct_ingress_port": DIRECT_INGRESS_FIRST_PORT} if options.direct_ingress else {}),
                      **front_settings(options.front)}}

@@ -107,7 +107,7 @@ class Dispatcher:
                              attributes={"llm.priority_class": request.priority_class, "llm.caller": request.caller})
         refusal = self._core.admit(request.request_id, request.priority_class, caller, request.cost_tokens,
                                    self._clock(), prefix_key, prefix_blocks=blocks,
-                                   prompt_tokens=prompt_tokens)
+                                   prompt_tokens=prompt_tokens, first_token_seen=request.streamed)
         if refusal is not None:
             queued.fail(refusal.message, llm__outcome="refused", http__response__status_code=refusal.status)
             queued.end()
@@ -163,6 +163,13 @@ class Dispatcher:
                               prompt_tokens=summary.num_prompt_tokens if summary is not None else 0,
                               cached_prompt_tokens=summary.num_cached_prompt_tokens if summary is not None else 0,
                               engine_tpot_s=summary.engine_inter_token_s if summary is not None else None)
+            self._pump()
+
+    def first_token(self, request_id: str) -> None:
+        """The first part of a dispatched request's answer reached this ingress (its prompt is prefilled):
+        lower-class requests held for `router.lower_class_prefill_tokens` may start."""
+        self._core.first_token(request_id, self._clock())
+        if self._config.router.lower_class_prefill_tokens is not None:
             self._pump()
 
     def _pump(self) -> None:

@@ -77,7 +77,8 @@ class Ingress:
             self._inbox, self._dispatcher.submit, self._dispatcher.door,
             {c.name: c.stream_coalesce_s for c in self._config.priority_classes}, self._telemetry.first_token,
             StreamPacing(http.stream_writes_per_s, http.stream_hold_max_tpots),
-            {c.name: c.tpot_slo_s for c in self._config.priority_classes}, self._telemetry.first_part)
+            {c.name: c.tpot_slo_s for c in self._config.priority_classes}, self._telemetry.first_part,
+            self._dispatcher.first_token)
         self._dispatcher.start()
         self._process = prepare_process_for_serving(self._config.process,
                                                     lambda: len(self._inbox) + self._dispatcher.in_flight)

@@ -86,12 +86,15 @@ class ResponseParts:
     def __init__(self, inbox: Inbox, submit: Submit, door: LocalDoor, coalesce_s: Mapping[str, float],
                  on_first_token: Callable[[RequestSpan, float], None], pacing: StreamPacing = StreamPacing(None),
                  tpot_slo_s: Mapping[str, float] | None = None,
-                 on_first_part: Callable[[str, FirstPartStamps, float], None] = lambda name, stamps, written: None):
+                 on_first_part: Callable[[str, FirstPartStamps, float], None] = lambda name, stamps, written: None,
+                 on_prefilled: Callable[[str], None] = lambda request_id: None):
         """`coalesce_s`: per class, the least time between two writes of a stream whatever the load;
         `pacing` (with each class's `tpot_slo_s`) spreads this ingress's writes per second over the
         streams sending; `on_first_token(span, ago_s)`: the first token reached this ingress `ago_s` ago;
-        `on_first_part(class_name, stamps, written)`: a response's first part, as it is written (wall clock)."""
+        `on_first_part(class_name, stamps, written)`: a response's first part, as it is written (wall clock);
+        `on_prefilled(request_id)`: the first part of the dispatch `request_id` (an attempt's id) arrived."""
         self._on_first_part = on_first_part
+        self._on_prefilled = on_prefilled
         self._inbox = inbox
         self._submit = submit
         self._door = door
@@ -160,6 +163,7 @@ class ResponseParts:
                         # per-write cost, not tokens, is what saturates an ingress under load.
                         part = merge_parts(part, *_drain(queue))
                         if not received_any:
+                            self._on_prefilled(sent.request_id)
                             self._door.router_admitted(gen.priority_class)
                             if part.stamps is not None:
                                 self._on_first_part(gen.priority_class, part.stamps, time.time())

@@ -64,9 +64,10 @@ class RouterContract(ABC):
     @abstractmethod
     def admit(self, request_id: str, class_name: str, caller: Caller, cost_tokens: int, now: float,
               prefix_key: int | None = None, prefix_blocks: tuple[int, ...] = (),
-              prompt_tokens: int | None = None) -> Refusal | None:
+              prompt_tokens: int | None = None, first_token_seen: bool = True) -> Refusal | None:
         """Queue the request, or say why not. `prefix_key`: the first block's hash (`first_block_affinity`);
-        `prefix_blocks`: the prompt's chained block keys (`prefix_blocks.block_keys`; the cache-index routings)."""
+        `prefix_blocks`: the prompt's chained block keys (`prefix_blocks.block_keys`; the cache-index routings);
+        `first_token_seen`: the caller will report its first token (`first_token`), as for a streamed answer."""
 
     @abstractmethod
     def admission_preview(self, now: float) -> dict[str, AdmissionPreview | None]:
@@ -86,6 +87,10 @@ class RouterContract(ABC):
         """Queued requests past their class's queue deadline (within `ahead_s`) or shed, each with its 503."""
 
     # ---- completion ----
+    @abstractmethod
+    def first_token(self, request_id: str, now: float) -> None:
+        """A dispatched request's first token reached the caller: its prompt is no longer being prefilled."""
+
     @abstractmethod
     def finish(self, request_id: str, now: float, *, ok: bool, ttft_s: float | None = None,
                tpot_s: float | None = None, prompt_tokens: int = 0, cached_prompt_tokens: int = 0,

@@ -8,6 +8,7 @@ a `serve_app.policy.router_contract.RouterContract`: its public methods are all 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections import deque
@@ -36,6 +37,10 @@ from serve_app.statistics import percentile
 # default stated once there); the name stays for the router shell, the simulator and tests.
 RouterPolicy = RouterSettings
 
+# `lower_class_prefill_tokens` applies while the top class has requests in the router, or admitted one
+# this recently (top-class requests come and go between a flood's lower-class ones).
+TOP_CLASS_ACTIVE_S = 5.0
+
 
 @dataclass
 class _Replica:
@@ -45,6 +50,8 @@ class _Replica:
     top_class_in_flight: int = 0
     outstanding_tokens: int = 0
     dispatched_total: int = 0
+    # Prompt tokens of requests sent here that have not produced a first token yet (`first_token`).
+    prefilling_tokens: int = 0
     # Starts owed while in flight is over the window (`drain_dispatch_share` per completion), at most one.
     drain_credit: float = 0.0
 
@@ -56,6 +63,7 @@ class _Queued:
     prefix_key: int | None
     prefix_blocks: tuple[int, ...] = ()
     prompt_tokens: int | None = None
+    first_token_seen: bool = True
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class _Running:
     class_name: str
     cost_tokens: int
     started_s: float
+    prefill_tokens: int = 0  # its prompt tokens until its first token comes
 
 
 @dataclass
@@ -116,6 +125,8 @@ class RouterCore(RouterContract):
         # vLLM's own count of prompt tokens served from its prefix cache, whatever the routing.
         self._measured_hits = HitBook(classes.names)
         self._prefix = PrefixRouting(policy, classes.names) if policy.routing in CACHE_INDEX_ROUTINGS else None
+        self._top_admitted_at = -math.inf
+        self._prefill_holds = 0  # dispatch attempts that found window room only where prompts still prefill
 
     # ---- replicas --------------------------------------------------------------------------
     def set_replicas(self, caps: Mapping[str, int]) -> None:
@@ -166,9 +177,12 @@ class RouterCore(RouterContract):
     # ---- admission ---------------------------------------------------------------------------
     def admit(self, request_id: str, class_name: str, caller: Caller, cost_tokens: int, now: float,
               prefix_key: int | None = None, prefix_blocks: tuple[int, ...] = (),
-              prompt_tokens: int | None = None) -> Refusal | None:
+              prompt_tokens: int | None = None, first_token_seen: bool = True) -> Refusal | None:
         """Queue the request, or say why not (rate limit, predicted wait past the deadline, full queue).
-        `prefix_blocks`: the prompt's block keys (`prefix_blocks.block_keys`) for cache-aware routing."""
+        `prefix_blocks`: the prompt's block keys (`prefix_blocks.block_keys`) for cache-aware routing.
+        `first_token_seen`: False when the caller learns of no first token before the end (a whole answer):
+        its prompt then never counts as prefilling (`lower_class_prefill_tokens`), or it would hold the room
+        for its whole generation."""
         counters = self._counters[self._classes.get(class_name).name]
         self._heaviest_weight = max(self._heaviest_weight, caller.weight)
         refusal = self._rate_limited(caller, now)
@@ -196,8 +210,11 @@ class RouterCore(RouterContract):
                 return Refusal(429, "queue_full", str(full), self._retry_after(len(self._queue)))
             self._shed_for(victim, class_name, now)
             self._queue.push(request_id, class_name, now, cost_tokens, caller.name, caller.weight)
-        self._queued[request_id] = _Queued(class_name, cost_tokens, prefix_key, prefix_blocks, prompt_tokens)
+        self._queued[request_id] = _Queued(class_name, cost_tokens, prefix_key, prefix_blocks, prompt_tokens,
+                                           first_token_seen)
         counters.admitted += 1
+        if self._is_top(self._classes.get(class_name).name):
+            self._top_admitted_at = now
         self._tenants.admitted(request_id, caller.name, class_name)
         return None
 
@@ -289,24 +306,48 @@ class RouterCore(RouterContract):
     def _choose(self, request_id: str, now: float) -> str | None:
         queued = self._queued[request_id]
         name = queued.class_name
+        prefill_budget = self._prefill_budget(name, now)
         if self._first_block_affinity:
             # Affinity hashes over every replica, full ones included, so it needs them all.
-            loads = [ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, self._dispatch_limit(name, r),
-                                 dispatched_total=r.dispatched_total)
+            loads = [ReplicaLoad(rid, r.outstanding_tokens, r.in_flight,
+                                 self._dispatch_limit(name, r) if self._prefill_room(r, queued, prefill_budget)
+                                 else r.in_flight, dispatched_total=r.dispatched_total)
                      for rid, r in self._replicas.items()]
             return choose_replica(loads, self._rng, prefix_key=queued.prefix_key,
                                   affinity_load_bound=self._policy.affinity_load_bound)
         # Only replicas with room: the list `choose_replica` would filter to, in the same order, so
         # the seeded draw is the same, without a load object per full replica (most, under load).
         loads = []
+        held = False
         for rid, r in self._replicas.items():
             limit = self._dispatch_limit(name, r)
             if r.in_flight < limit:
+                if not self._prefill_room(r, queued, prefill_budget):
+                    held = True
+                    continue
                 loads.append(ReplicaLoad(rid, r.outstanding_tokens, r.in_flight, limit,
                                          dispatched_total=r.dispatched_total))
+        if held and not loads:
+            self._prefill_holds += 1
         if self._prefix is not None and queued.prefix_blocks:
             return self._prefix.choose(loads, queued.prefix_blocks, queued.prompt_tokens, self._rng, now)
         return choose_replica(loads, self._rng)
+
+    def _prefill_budget(self, class_name: str, now: float) -> int | None:
+        """`lower_class_prefill_tokens` where it applies to a request of `class_name` now, else None."""
+        budget = self._policy.lower_class_prefill_tokens
+        if budget is None or self._is_top(class_name):
+            return None
+        top = self._classes.names[0]
+        if (self._running_by_class[top] or self._queue.depth_by_class()[top]
+                or now - self._top_admitted_at <= TOP_CLASS_ACTIVE_S):
+            return budget
+        return None
+
+    def _prefill_room(self, replica: _Replica, queued: _Queued, budget: int | None) -> bool:
+        if budget is None or not replica.prefilling_tokens:
+            return True  # one request may always start, however long its prompt
+        return replica.prefilling_tokens + (queued.prompt_tokens or 0) <= budget
 
     def _start(self, request_id: str, replica_id: str, waited_s: float, now: float) -> Dispatch:
         queued = self._queued.pop(request_id)
@@ -317,7 +358,9 @@ class RouterCore(RouterContract):
         replica.dispatched_total += 1
         replica.top_class_in_flight += self._is_top(queued.class_name)
         replica.outstanding_tokens += queued.cost_tokens
-        self._running[request_id] = _Running(replica_id, queued.class_name, queued.cost_tokens, now)
+        prefill_tokens = (queued.prompt_tokens or 0) if queued.first_token_seen else 0
+        replica.prefilling_tokens += prefill_tokens
+        self._running[request_id] = _Running(replica_id, queued.class_name, queued.cost_tokens, now, prefill_tokens)
         self._running_by_class[queued.class_name] += 1
         counters = self._counters[queued.class_name]
         counters.dispatched += 1
@@ -355,6 +398,17 @@ class RouterCore(RouterContract):
         return expired
 
     # ---- completion ----------------------------------------------------------------------------
+    def first_token(self, request_id: str, now: float) -> None:
+        """A dispatched request's first token (or the start of its answer) reached the caller: its prompt
+        no longer waits for the engine's prefill (`lower_class_prefill_tokens`)."""
+        running = self._running.get(request_id)
+        if running is None or not running.prefill_tokens:
+            return
+        replica = self._replicas.get(running.replica_id)
+        if replica is not None:
+            replica.prefilling_tokens = max(0, replica.prefilling_tokens - running.prefill_tokens)
+        self._running[request_id] = dataclasses.replace(running, prefill_tokens=0)
+
     def finish(self, request_id: str, now: float, *, ok: bool, ttft_s: float | None = None,
                tpot_s: float | None = None, prompt_tokens: int = 0, cached_prompt_tokens: int = 0,
                engine_tpot_s: float | None = None) -> None:
@@ -404,6 +458,7 @@ class RouterCore(RouterContract):
             replica.in_flight = max(0, replica.in_flight - 1)
             replica.top_class_in_flight = max(0, replica.top_class_in_flight - self._is_top(running.class_name))
             replica.outstanding_tokens = max(0, replica.outstanding_tokens - running.cost_tokens)
+            replica.prefilling_tokens = max(0, replica.prefilling_tokens - running.prefill_tokens)
             if self._policy.drain_dispatch_share:  # off (the default), the credit stays 0: skip the limit
                 draining = replica.in_flight >= self._limit(self._classes.names[0], replica)
                 replica.drain_credit = (min(1.0, replica.drain_credit + self._policy.drain_dispatch_share)
@@ -453,9 +508,11 @@ class RouterCore(RouterContract):
             }
         replicas = {rid: {"window": r.window.window, "window_cap": r.window.cap, "controller_cap": r.controller_cap,
                           "in_flight": r.in_flight, "outstanding_tokens": r.outstanding_tokens,
+                          "prefilling_tokens": r.prefilling_tokens,
                           "window_state": r.window.state()} for rid, r in self._replicas.items()}
         stats = {"classes": classes, "replicas": replicas, "queue_depth": len(self._queue),
-                 "running": len(self._running), "service_rate_rps": self._admission.service_rate_rps}
+                 "running": len(self._running), "service_rate_rps": self._admission.service_rate_rps,
+                 "prefill_holds": self._prefill_holds}
         stats["tenants"] = self._tenants.stats(self._queue.depth_by_tenant())
         if now is not None:
             stats["replica_ttft_recent"] = self._recent_replica_ttft.summary(now)

@@ -50,6 +50,14 @@ class RouterSettings(StrictModel):
         "their SLO, and the late ones are served when it passes or refused at the queue deadline. Empty: "
         "oldest first always.",
     )
+    lower_class_prefill_tokens: int | None = Field(
+        None, ge=1, description="While the top class has requests queued or running, or admitted one in the last "
+        "5 s, a request of a lower class starts on a replica only while the prompt tokens sent there that have "
+        "not produced a first token yet, its own included, stay within this many (one such request may always "
+        "start): a clump of lower-class prompts then cannot fill the engine's steps ahead of a top-class "
+        "prompt (vLLM schedules the prefills it has begun before any waiting request, priorities or not). "
+        "Unmeasured on a GPU yet; empty: off.",
+    )
     initial_service_rate_rps: float = Field(
         4.0, gt=0, description="Completions per second assumed before any are measured (admission's prior).",
     )

@@ -198,6 +198,14 @@ def test_ours_config_coalesces_only_the_low_class_when_asked():
     assert plain == {"high": 0.0, "low": 0.0}
 
 
+def test_ours_config_sets_the_lower_class_prefill_budget_only_when_asked():
+    from serve_app.config import parse_config
+
+    held = parse_config(pv.ours_config(Path("/m"), 8000, pv.OursOptions(lower_class_prefill_tokens=4096)))
+    assert held.router.lower_class_prefill_tokens == 4096
+    assert parse_config(pv.ours_config(Path("/m"), 8000)).router.lower_class_prefill_tokens is None
+
+
 def test_ours_config_carries_direct_ingress_and_the_step_size():
     from serve_app.config import parse_config
 

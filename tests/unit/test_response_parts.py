@@ -175,11 +175,14 @@ def test_a_first_parts_stamps_are_handed_on_once_as_it_is_written():
             return RunSummary(replica_id="x", finish_reason="stop")
 
         parts = ResponseParts(inbox, submit, door, {"interactive": 0.0}, lambda span, ago: None,
-                              on_first_part=lambda name, stamps, written: seen.append((name, stamps, written)))
+                              on_first_part=lambda name, stamps, written: seen.append((name, stamps, written)),
+                              on_prefilled=prefilled.append)
         await collect(parts, request())
         return seen
 
+    prefilled = []
     [(class_name, stamps, written)] = asyncio.run(main())
+    assert prefilled == [request().request_id]  # once, at the first part: the router's prefill room is freed
     assert class_name == request().priority_class
     assert stamps.arrived == 1.0 and stamps.delivered is not None and written >= stamps.delivered
 
