@@ -27,10 +27,20 @@ class _Remote:
         return answer()
 
 
+class _Told:
+    """A call sent and not awaited (Ray Serve's `.remote` returns a response nobody needs to wait for)."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def remote(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+
+
 class _Controller:
     def __init__(self, leases):
         self.lease_windows = _Remote(leases)
-        self.forget_replica = _Remote(None)
+        self.forget_replica = _Told()
 
 
 class _Replicas:
