@@ -264,8 +264,9 @@ def flood(args: argparse.Namespace, earlier: dict) -> dict:
                                                         request_rate=f"{klass.rate:g}", seed=klass.seed,
                                                         result_name=f"{server}_flood_{name}.json")
                 for server in servers for name, klass in classes.items()}
-    # Ours' replicas and ingress second by second (wall clock), to lay beside the ingress's slowest first
-    # parts (`slowest_first_parts`, also wall clock): an engine step, GC pause or loop stall behind an outlier.
+    # Ours' LLM replicas second by second (wall clock), to lay beside the ingress's slowest first parts
+    # (`slowest_first_parts`, also wall clock): a long engine step, GC pause or loop stall behind an outlier.
+    # Each figure is the replica's last report to the controller (every 2 s), its maxima over its last seconds.
     with TimelineSampler(lambda: replica_moment(url("ours")) if "ours" in servers else None,
                          interval_s=1.0) as timeline:
         processes = run_concurrently(commands, args.out, lead=None, timeout_s=BENCH_STARTUP_S + args.flood_s + 120)
