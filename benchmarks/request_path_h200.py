@@ -205,7 +205,6 @@ def capacity_of(args: argparse.Namespace) -> float:
 
 
 def measure_latency(args: argparse.Namespace) -> dict:
-    wait_for_servers(args)
     part = begun_part(args, "latency")
     commands = {server: mixed_bench(server, args, "saturated", num_prompts=args.saturated_prompts, rate="inf",
                                   detailed=True)
@@ -230,7 +229,6 @@ def measure_bursty_and_flood(args: argparse.Namespace) -> dict:
 def measure_flood_again(args: argparse.Namespace, part: dict | None = None) -> dict:
     """The flood into the bursty part (its load points kept); alone, a rerun of the flood after a change
     that only it measures, with the earlier part files copied into OUT first."""
-    wait_for_servers(args)  # alone it may follow a start at once (the bursty part's servers are already up)
     part = part if part is not None else begun_part(args, "bursty")
     part["flood"] = flood(args, part.get("flood") or {})
     save(args, part)
@@ -360,6 +358,9 @@ def main() -> int:
         stop_servers(args)
         return 0
     try:
+        # Every part may follow a start at once: a bench sent before /health answers fails whole (it cost
+        # ours' bursty_25 point on 2026-12-03 and a vLLM flood on 2026-12-02).
+        wait_for_servers(args)
         PARTS[args.part](args)
     finally:
         if args.part != "latency":

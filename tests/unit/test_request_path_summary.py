@@ -57,3 +57,43 @@ def test_a_flood_timeline_point_holds_each_replicas_queue_step_loop_lag_and_gc_p
     assert moment["r2"]["running"] is None  # a replica that has not reported yet
     monkeypatch.setattr(script, "replica_loads", lambda base_url: None)
     assert script.replica_moment("http://server") is None  # no answer: no point
+
+
+def test_every_measured_part_waits_until_its_server_answers_health(monkeypatch, tmp_path):
+    """A part measured at once after `start` (ours' bursty part did, 2026-12-03) must not bench a server that
+    is still starting: every request of that point failed with connection refused."""
+    import importlib.util
+    import os
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    spec = importlib.util.spec_from_file_location("request_path_h200", ROOT / "benchmarks" / "request_path_h200.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.syspath_prepend(str(ROOT))
+    spec.loader.exec_module(script)
+    health_answers = []
+
+    class StartingServer(BaseHTTPRequestHandler):
+        def do_GET(self):
+            ready = len(health_answers) >= 1  # the first probe finds it still starting
+            health_answers.append(200 if ready else 503)
+            self.send_response(health_answers[-1])
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), StartingServer)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    (tmp_path / "servers.json").write_text(json.dumps({"ours": {"pid": os.getpid(), "started": 0.0}}))
+    (tmp_path / "ours_server.log").write_text("")
+    seen_by_part = []
+    monkeypatch.setitem(script.PARTS, "bursty", lambda args: seen_by_part.append(list(health_answers)))
+    monkeypatch.setattr(script, "stop_servers", lambda args: None)
+    monkeypatch.setattr(sys, "argv", ["request_path_h200.py", "measure", "--out", str(tmp_path), "--part", "bursty",
+                                      "--only", "ours", "--ports", str(http.server_address[1]), "1"])
+    try:
+        assert script.main() == 0
+    finally:
+        http.shutdown()
+    assert seen_by_part == [[503, 200]]
+    assert "healthy_after_s" in json.loads((tmp_path / "servers.json").read_text())["ours"]
