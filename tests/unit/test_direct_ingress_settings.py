@@ -27,16 +27,24 @@ def test_ray_serve_env_turns_the_throughput_mode_on_with_its_direct_ingress_off_
     assert ray_serve_env(parse_config({"http": {"ray_serve_throughput_optimized": False}}).http) == {}
 
 
-def test_kuberay_pods_carry_the_ray_serve_env():
+@pytest.mark.parametrize("layout, front_env", [
+    ("base", {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}),  # gpu-prod: HAProxy
+    ("overlays/dev-cpu", {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}),
+])
+def test_kuberay_pods_carry_the_ray_serve_env(layout, front_env):
     from pathlib import Path
 
     import yaml
 
-    rayservice = yaml.safe_load((Path(__file__).parents[2] / "manifests" / "base" / "rayservice.yaml").read_text())
+    path = Path(__file__).parents[2] / "manifests" / layout / "rayservice.yaml"
+    rayservice = yaml.safe_load(path.read_text())
     cluster = rayservice["spec"]["rayClusterConfig"]
     for template in (cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]):
         env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
-        assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
+        assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+        assert {name: env.get(name) for name in front_env} == front_env
+        if "RAY_SERVE_ENABLE_HA_PROXY" not in front_env:
+            assert "RAY_SERVE_ENABLE_HA_PROXY" not in env
 
 
 def test_the_haproxy_front_needs_delivery_by_pull_and_no_direct_ingress_port():

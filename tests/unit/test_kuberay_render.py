@@ -417,7 +417,7 @@ CPU = ClusterSettings(accelerator="cpu")
     ({"image": ""}, "image '' must be"),
     ({"cluster": ClusterSettings(worker_shm="8GB")}, "memory quantity '8GB'"),
     ({"model_storage": ModelStorage(kind="synthetic")}, "model storage 'synthetic' generates the model"),
-    ({"config": gpu_config_with_http(direct_ingress_port=30000)}, "direct_ingress_port is for `llmserve run`"),
+    ({"config": gpu_config_with_http(front="proxy", delivery="push", direct_ingress_port=30000)}, "direct_ingress_port is for `llmserve run`"),
     ({"config": parse_config({"replicas": {"num_gpus": 1}})}, "model.path is empty"),
 ])
 def test_broken_inputs_raise_a_clear_manifest_error(kwargs, message):
