@@ -35,6 +35,9 @@ class GenerationRequest:
     dispatched_at: float = 0.0
     # Streamed (SSE): its first token reaches the ingress on its own; a whole answer only at its end.
     streamed: bool = False
+    # When the ingress's route began (wall clock; 0: unknown): before the caller's key, the body's read and
+    # parse, and the door, which `arrival_time` comes after.
+    received_time: float = 0.0
 
     @property
     def cost_tokens(self) -> int:
@@ -46,8 +49,8 @@ class GenerationRequest:
 class FirstPartStamps:
     """Wall-clock times (`time.time()`) along a response's first part's way: the ingress's arrival and
     dispatch, the replica's start, the engine's first token (None: the response began without one, e.g.
-    an error), the part queued for delivery, and its arrival back in the ingress's inbox (None until
-    then). Across processes on one node the clock is the same; across nodes it is as close as their
+    an error), the part queued for delivery, its arrival back in the ingress's inbox (None until
+    then), and when the ingress's route began, before `arrived` (None: not known where stamped). Across processes on one node the clock is the same; across nodes it is as close as their
     clocks are (NTP: milliseconds)."""
 
     arrived: float
@@ -56,18 +59,23 @@ class FirstPartStamps:
     engine_first_token: float | None
     queued_for_delivery: float
     delivered: float | None = None
+    received: float | None = None
 
     def stages(self, written: float) -> dict[str, float]:
         """Seconds per stage up to `written` (when the ingress wrote the part out): the router's queue and
         the ingress's own work before the call, the hop to the replica, the replica until the engine's
         first token (vLLM's OpenAI layer, its scheduler's queue, the prefill), from that token to the part
         queued (vLLM's formatting, our relay), the delivery call (waiting for the call in flight, then its
-        own), and the ingress until the part is written (its event loop, the stream's reader)."""
+        own), and the ingress until the part is written (its event loop, the stream's reader); with
+        `received`, the ingress's intake before `arrived` too (key, body read and parse, door), which
+        `total` leaves out so that it stays comparable with runs stamped without it."""
         delivered = self.delivered if self.delivered is not None else written
         stages = {"before_dispatch": self.dispatched - self.arrived,
                   "hop_to_replica": self.replica_started - self.dispatched,
                   "delivery": delivered - self.queued_for_delivery,
                   "ingress_write": written - delivered, "total": written - self.arrived}
+        if self.received is not None:
+            stages["intake"] = self.arrived - self.received
         if self.engine_first_token is not None:
             stages["replica_to_first_token"] = self.engine_first_token - self.replica_started
             stages["first_token_to_delivery"] = self.queued_for_delivery - self.engine_first_token

@@ -87,4 +87,5 @@ class RequestIntake:
             priority_rank=rank, estimated_prompt_tokens=prompt_tokens, max_new_tokens=max_new,
             prefix_key=prefix_key_of(peek.prompt_head) if peek.prompt_head else None,
             arrival_time=time.time(), caller=caller.name, trace_context=span.carrier(), streamed=peek.stream,
+            received_time=span.started_wall,
         )

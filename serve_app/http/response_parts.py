@@ -166,7 +166,8 @@ class ResponseParts:
                             self._on_prefilled(sent.request_id)
                             self._door.router_admitted(gen.priority_class)
                             if part.stamps is not None:
-                                self._on_first_part(gen.priority_class, part.stamps, time.time())
+                                stamps = dataclasses.replace(part.stamps, received=gen.received_time or None)
+                                self._on_first_part(gen.priority_class, stamps, time.time())
                         if span.first_token_at is None and part.generated_tokens:
                             # Streamed: when it reached us; whole: when the engine made it.
                             self._on_first_token(span, 0.0 if streamed else part.since_first_token_s or 0.0)

@@ -104,6 +104,7 @@ class RequestSpan:
         self.span = tracer().start_span(name, context=context_from(parent) if parent is not None else None,
                                         kind=kind, attributes=dict(attributes or {}))
         self.started = time.monotonic()
+        self.started_wall = time.time()  # beside FirstPartStamps, which other processes stamp
         self.first_token_at: float | None = None
         # Metric label, known once the request is parsed; spans may be no-ops but metrics still need it.
         self.priority_class = "unknown"

@@ -166,6 +166,8 @@ def test_router_stats_split_recent_ttft_between_ingress_and_replica(base_url, mo
               "ingress_write")
     assert all(path[stage]["n"] >= 1 and path[stage]["max_s"] >= 0 for stage in (*stages, "total")), path
     assert path["replica_to_first_token"]["p50_s"] > 0 and path["total"]["max_s"] < client_ttft + 1.0, path
+    # The ingress's own intake (key, body, door) before the request was made: stamped in its route.
+    assert path["intake"]["n"] >= 1 and 0 <= path["intake"]["p50_s"] < client_ttft, path
     # The class's slowest first parts since start, each with its stages in ms (this one among them).
     slowest = httpx.get(f"{base_url}/v1/router/stats", timeout=30).json()["ingress"]["slowest_first_parts"]
     kept = slowest["interactive"]

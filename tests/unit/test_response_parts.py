@@ -2,6 +2,7 @@
 order, a retry when a replica is lost before the first token, refusals as OpenAI errors, a client
 that leaves cancels the dispatch."""
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -177,7 +178,7 @@ def test_a_first_parts_stamps_are_handed_on_once_as_it_is_written():
         parts = ResponseParts(inbox, submit, door, {"interactive": 0.0}, lambda span, ago: None,
                               on_first_part=lambda name, stamps, written: seen.append((name, stamps, written)),
                               on_prefilled=prefilled.append)
-        await collect(parts, request())
+        await collect(parts, dataclasses.replace(request(), received_time=0.95))
         return seen
 
     prefilled = []
@@ -185,6 +186,8 @@ def test_a_first_parts_stamps_are_handed_on_once_as_it_is_written():
     assert prefilled == [request().request_id]  # once, at the first part: the router's prefill room is freed
     assert class_name == request().priority_class
     assert stamps.arrived == 1.0 and stamps.delivered is not None and written >= stamps.delivered
+    # The ingress's route began before the request was made (key, body, door): its intake, stamped there.
+    assert stamps.received == 0.95 and abs(stamps.stages(written)["intake"] - 0.05) < 1e-9
 
 
 def test_parts_that_trail_the_dispatchs_return_still_make_the_response_by_pull():

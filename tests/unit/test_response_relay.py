@@ -67,3 +67,11 @@ def test_a_first_part_without_a_token_has_no_engine_stage():
 
     stamps = FirstPartStamps(10.0, 10.1, 10.3, None, 10.5, delivered=10.6)
     assert set(stamps.stages(10.65)) == {"before_dispatch", "hop_to_replica", "delivery", "ingress_write", "total"}
+
+
+def test_the_ingress_intake_is_a_stage_of_its_own_and_total_still_starts_at_arrival():
+    from serve_app.generation import FirstPartStamps
+
+    stamps = FirstPartStamps(10.0, 10.1, 10.3, 10.4, 10.5, delivered=10.6, received=9.996)
+    stages = stamps.stages(10.65)
+    assert round(stages["intake"], 6) == 0.004 and round(stages["total"], 6) == 0.65
