@@ -9,6 +9,11 @@
 #                                                          (logs as their tails) to $OUT/run.tgz, per-request
 #                                                          detail to $OUT/detail.tgz, logs to $OUT/logs.tgz;
 #                                                          exits 3 at once where DIR/progress is missing (fresh machine)
+#
+# Staging the offline bundle (the developers' guide: its parts copied one device call each) carries this
+# checkout's tracked files with every call, within 64 MiB in all: benchmarks/results/ (~35 MiB) plus a
+# ~30 MB part does not fit, so move benchmarks/results/ out of the tree during the GPU calls (nothing on the
+# GPU host reads it) and back afterwards.
 set -u
 verb=$1 dir=$2
 # Per-request detail files (tens of MB) travel apart: a file over 16 MiB does not come back, the rest must.
