@@ -303,6 +303,13 @@ class TelemetrySettings(StrictModel):
     service_name: str = Field("llmserve", description="`service.name` of the traces.")
     trace_sample_ratio: float = Field(1.0, ge=0, le=1, description="Share of requests traced (parent-based).")
     metrics: bool = Field(True, description="Export Prometheus metrics through Ray's metrics port (`ray_llmserve_*`).")
+    engine_metrics: bool = Field(
+        True, description="With `metrics`: vLLM's own engine metrics too, the families `vllm serve` has on its "
+        "/metrics (requests running and waiting, KV cache usage, prefix cache queries and hits, TTFT, TPOT and "
+        "end-to-end histograms, preemptions, speculative decoding), through Ray's metrics port as `ray_vllm_*` "
+        "with each LLM replica's `ReplicaId`, as Ray Serve LLM exports them (vLLM's RayPrometheusStatLogger). "
+        "Off: they stay inside each replica process, where nothing reads them.",
+    )
     metrics_export_port: int | None = Field(
         None, gt=0, lt=65536, description="Local runs only: the port Ray serves /metrics on (KubeRay sets its own).",
     )

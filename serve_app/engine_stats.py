@@ -61,6 +61,16 @@ class SnapshotStatLogger(StatLoggerBase):
         pass
 
 
+def engine_stat_loggers(snapshot: EngineSnapshot, export_engine_metrics: bool) -> list:
+    """`AsyncLLM(stat_loggers=...)`: our snapshot, and vLLM's Prometheus metrics through Ray's metrics (which
+    also keeps vLLM from adding its in-process Prometheus logger that no endpoint of ours serves)."""
+    loggers: list = [snapshot_logger_factory(snapshot)]
+    if export_engine_metrics:
+        from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
+        loggers.append(RayPrometheusStatLogger)
+    return loggers
+
+
 def snapshot_logger_factory(snapshot: EngineSnapshot):
     """A per-engine factory as `AsyncLLM(stat_loggers=[...])` expects, all writing to one snapshot."""
     def factory(vllm_config, engine_index: int = 0) -> SnapshotStatLogger:

@@ -27,7 +27,7 @@ from serve_app.deployments.calls import answer_within
 from serve_app.deployments.dispatcher import Dispatcher
 from serve_app.deployments.ingress_link import collector_from_replicas
 from serve_app.delivery import Batch, Inbox
-from serve_app.http.errors import install_error_handlers, openai_error_shape
+from serve_app.http.errors import install_error_handlers, metrics_not_here, openai_error_shape
 from serve_app.http.forwarding import FORWARDED_REQUEST_HEADERS, FORWARDED_RESPONSE_HEADERS, kept, raw_body, route_path
 from serve_app.http.intake import RequestIntake
 from serve_app.http.response_parts import ResponseParts, event_stream
@@ -229,6 +229,8 @@ class Ingress:
     async def unknown_route(self, path: str, http_request: Request):
         """Anything else (vLLM's admin routes included: they are not exposed) is a 404 in OpenAI's shape,
         or a 405 for a known route asked with another method."""
+        if path == "metrics":  # `vllm serve` has it here; `vllm bench serve` and scrapers ask for it
+            raise metrics_not_here()
         known = {route.path for route in http_app.routes if route is not http_request.scope["route"]}
         raise StarletteHTTPException(405 if f"/{path}" in known else 404)
 

@@ -24,7 +24,7 @@ from vllm.v1.engine.async_llm import AsyncLLM  # noqa: E402
 from serve_app.asgi_call import HttpCall, call_app
 from serve_app.config import parse_config
 from serve_app.engine_args import engine_args_from_config
-from serve_app.engine_stats import EngineSnapshot, snapshot_logger_factory
+from serve_app.engine_stats import EngineSnapshot, engine_stat_loggers
 from serve_app.deployments.controller_link import ControllerLink
 from serve_app.deployments.errors import MisroutedCall
 from serve_app.delivery import Batch
@@ -82,7 +82,8 @@ class LLMReplica:
             engine_args,
             # The API server's usage context gives the same batch defaults as `vllm serve`.
             usage_context=UsageContext.OPENAI_API_SERVER,
-            stat_loggers=[snapshot_logger_factory(self._snapshot)],
+            stat_loggers=engine_stat_loggers(
+                self._snapshot, self._config.telemetry.metrics and self._config.telemetry.engine_metrics),
         )
         tap_engine(self._engine)
         self._app = await build_server_app(self._engine, server_namespace(engine_args, self._config.engine.frontend))

@@ -17,6 +17,13 @@ from serve_app.telemetry.log_names import service_logger
 logger = service_logger("ingress")
 
 
+def metrics_not_here() -> ApiError:
+    """`GET /metrics`, where `vllm serve` has it (`vllm bench serve` and scrapers ask there)."""
+    return ApiError(404, "Metrics are not on the API port: they are exported through Ray's metrics port on each "
+                    "node (KubeRay's pod monitors scrape it), ours as ray_llmserve_* and vLLM's engine metrics as "
+                    "ray_vllm_* with each replica's ReplicaId", code="metrics_on_ray_metrics_port")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Our `ApiError`s, unknown routes and methods, and anything unexpected, all in OpenAI's shape."""
 

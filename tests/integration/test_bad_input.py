@@ -64,6 +64,14 @@ def test_unknown_routes_and_methods_answer_in_openai_shape(base_url, method, pat
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
 
+def test_metrics_on_the_api_port_say_where_they_are(base_url):
+    """`vllm serve` has /metrics on its API port (`vllm bench serve` reads it); ours are on Ray's metrics port."""
+    response = httpx.get(f"{base_url}/metrics", timeout=30)
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "metrics_on_ray_metrics_port" and "ray_vllm_" in error["message"]
+
+
 def test_unknown_priority_header(base_url, model_name):
     response = _post(base_url, "/v1/completions", json={"model": model_name, "prompt": "t10"},
                      headers={"x-priority": "gold"})

@@ -136,6 +136,26 @@ def test_prometheus_metrics_count_requests_per_class_with_units(base_url, model_
     assert kv and all(0 <= v <= 1 for v in kv)
 
 
+def test_vllms_own_engine_metrics_come_through_rays_metrics_port_per_replica(base_url, model_name, app_config):
+    """`telemetry.engine_metrics`: the families `vllm serve` has on its /metrics, as `ray_vllm_*`."""
+    port = app_config.telemetry.metrics_export_port
+    response = httpx.post(f"{base_url}/v1/completions", timeout=120,
+                          json={"model": model_name, "prompt": "engine metrics", "max_tokens": 4, "ignore_eos": True})
+    assert response.status_code == 200
+    families = ("ray_vllm_num_requests_running", "ray_vllm_kv_cache_usage_perc",
+                "ray_vllm_time_to_first_token_seconds_count", "ray_vllm_generation_tokens_total")
+    deadline = time.monotonic() + 90
+    while True:
+        text = _scrape(port)
+        missing = [f for f in families if not re.search(rf"^{f}{{[^}}]*ReplicaId=", text, re.MULTILINE)]
+        if not missing:
+            break
+        assert time.monotonic() < deadline, f"vLLM's engine metrics missing: {missing}"
+        time.sleep(2)
+    generated = re.findall(r"^ray_vllm_generation_tokens_total\{[^}]*\} (\S+)", text, re.MULTILINE)
+    assert sum(float(v) for v in generated) >= 4
+
+
 def _recent_ttft(base_url: str, class_name: str) -> tuple[dict | None, dict | None]:
     stats = httpx.get(f"{base_url}/v1/router/stats", timeout=30).json()
     return (stats["ingress"]["ttft_recent"].get(class_name), stats["replica_ttft_recent"].get(class_name))
