@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from typing import Callable
 
 import httpx
 import pytest
@@ -90,6 +91,23 @@ def _scrape(port: int) -> str:
     return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
 
 
+def _scrape_until(port: int, missing: Callable[[str], list[str]], within_s: float = 90) -> str:
+    """The metrics text once `missing(text)` is empty. Each process exports on its own timer (seconds apart):
+    wait for all of them, not the first."""
+    deadline = time.monotonic() + within_s
+    while True:
+        text = _scrape(port)
+        lacking = missing(text)
+        if not lacking:
+            return text
+        assert time.monotonic() < deadline, f"metrics still missing after {within_s:.0f} s: {lacking}"
+        time.sleep(2)
+
+
+def _families_missing(*families: str, label: str = "") -> Callable[[str], list[str]]:
+    return lambda text: [f for f in families if not re.search(rf"^{f}{{[^}}]*{label}", text, re.MULTILINE)]
+
+
 def _sample(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels` (0 when none)."""
     total = 0.0
@@ -112,18 +130,10 @@ def test_prometheus_metrics_count_requests_per_class_with_units(base_url, model_
                               json={"model": model_name, "prompt": f"metrics {i}", "max_tokens": 4,
                                     "ignore_eos": True, "priority": "interactive"})
         assert response.status_code == 200
-    gauges = ("ray_llmserve_router_queue_depth_requests", "ray_llmserve_router_window_requests",
-              "ray_llmserve_replica_kv_cache_usage_ratio", "ray_llmserve_replica_running_requests")
-    # Each process exports on its own timer (seconds apart): wait for all of them, not the first.
-    deadline = time.monotonic() + 90
-    while True:
-        text = _scrape(port)
-        if (_sample(text, ttft_count, priority_class="interactive") >= before + sent
-                and all(re.search(rf"^{family}{{", text, re.MULTILINE) for family in gauges)):
-            break
-        assert time.monotonic() < deadline, (f"TTFT count below {before + sent} or a gauge missing: "
-                                             f"{[f for f in gauges if not re.search(rf'^{f}{{', text, re.MULTILINE)]}")
-        time.sleep(2)
+    gauges_missing = _families_missing("ray_llmserve_router_queue_depth_requests", "ray_llmserve_router_window_requests",
+                                       "ray_llmserve_replica_kv_cache_usage_ratio", "ray_llmserve_replica_running_requests")
+    text = _scrape_until(port, lambda text: gauges_missing(text) + (
+        [] if _sample(text, ttft_count, priority_class="interactive") >= before + sent else [f"{ttft_count} counts"]))
     assert _sample(text, "ray_llmserve_request_tpot_seconds_count", priority_class="interactive") >= sent
     assert _sample(text, "ray_llmserve_http_responses_total", priority_class="interactive", status="200") >= sent
     assert _sample(text, "ray_llmserve_router_admitted_requests_total", priority_class="interactive") >= sent
@@ -142,16 +152,9 @@ def test_vllms_own_engine_metrics_come_through_rays_metrics_port_per_replica(bas
     response = httpx.post(f"{base_url}/v1/completions", timeout=120,
                           json={"model": model_name, "prompt": "engine metrics", "max_tokens": 4, "ignore_eos": True})
     assert response.status_code == 200
-    families = ("ray_vllm_num_requests_running", "ray_vllm_kv_cache_usage_perc",
-                "ray_vllm_time_to_first_token_seconds_count", "ray_vllm_generation_tokens_total")
-    deadline = time.monotonic() + 90
-    while True:
-        text = _scrape(port)
-        missing = [f for f in families if not re.search(rf"^{f}{{[^}}]*ReplicaId=", text, re.MULTILINE)]
-        if not missing:
-            break
-        assert time.monotonic() < deadline, f"vLLM's engine metrics missing: {missing}"
-        time.sleep(2)
+    text = _scrape_until(port, _families_missing("ray_vllm_num_requests_running", "ray_vllm_kv_cache_usage_perc",
+                                                 "ray_vllm_time_to_first_token_seconds_count",
+                                                 "ray_vllm_generation_tokens_total", label="ReplicaId="))
     generated = re.findall(r"^ray_vllm_generation_tokens_total\{[^}]*\} (\S+)", text, re.MULTILINE)
     assert sum(float(v) for v in generated) >= 4
 
