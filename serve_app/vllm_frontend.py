@@ -52,7 +52,8 @@ class RequestTally:
     @classmethod
     def for_request(cls, path: str, priority_rank: int, http: Any) -> RequestTally:
         """A tally for a call to `path`, with the prompt and output limits of `http` (`HttpSettings`)."""
-        prompt_param = "messages" if path.endswith("chat/completions") else "input" if path.endswith("responses") else "prompt"
+        prompt_param = ("messages" if path.endswith(("chat/completions", "/v1/messages"))
+                        else "input" if path.endswith("responses") else "prompt")
         return cls(priority=priority_rank, prompt_param=prompt_param, max_prompt_tokens=http.max_prompt_tokens,
                    max_output_tokens=http.max_output_tokens)
 

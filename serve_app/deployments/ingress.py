@@ -93,8 +93,10 @@ class Ingress:
         return await self._telemetry.traced(http_request, self._generate)
 
     @http_app.post("/v1/responses", include_in_schema=False)
-    async def responses(self, http_request: Request):
-        """OpenAI's Responses API, as vLLM serves it (`store` keeps responses in the replica that made them)."""
+    @http_app.post("/v1/messages", include_in_schema=False)
+    async def responses_and_messages(self, http_request: Request):
+        """OpenAI's Responses API (`store` keeps responses in the replica that made them) and Anthropic's
+        Messages API (our own errors in its shape: `shaped_for`), as vLLM serves them."""
         return await self._telemetry.traced(http_request, self._generate)
 
     async def _generate(self, http_request: Request, span: RequestSpan) -> Response:
@@ -117,8 +119,8 @@ class Ingress:
         status = first.status or 200
         if not first.done and status == 200 and headers.get("content-type", "").startswith("text/event-stream"):
             ended = functools.partial(self._telemetry.ended, span)
-            return StreamingResponse(event_stream(gen.request_id, first, parts, span, ended), status_code=status,
-                                     media_type="text/event-stream")
+            return StreamingResponse(event_stream(gen.request_id, first, parts, span, ended, gen.path),
+                                     status_code=status, media_type="text/event-stream")
         body = [first.body]
         last = first
         async for part in parts:
@@ -161,13 +163,10 @@ class Ingress:
         raise ApiError(404, f"The model `{model_id}` does not exist.", param="model", code="model_not_found")
 
     @http_app.post("/tokenize", include_in_schema=False)
-    async def tokenize(self, http_request: Request):
-        """vLLM's tokenizer endpoint (prompt or chat messages to token ids)."""
-        self._intake.caller(http_request)
-        return await self._passthrough(http_request)
-
     @http_app.post("/detokenize", include_in_schema=False)
-    async def detokenize(self, http_request: Request):
+    @http_app.post("/v1/messages/count_tokens", include_in_schema=False)
+    async def tokenizer_routes(self, http_request: Request):
+        """vLLM's tokenizer endpoints (prompt or chat messages to token ids and back; Anthropic's count)."""
         self._intake.caller(http_request)
         return await self._passthrough(http_request)
 

@@ -24,12 +24,20 @@ def metrics_not_here() -> ApiError:
                     "ray_vllm_* with each replica's ReplicaId", code="metrics_on_ray_metrics_port")
 
 
+def shaped_for(request: Request, body: dict) -> dict:
+    """An error body in the shape the route's API answers: Anthropic's on `/v1/messages` (as vLLM's own
+    Anthropic handler words it: the OpenAI error type kept), OpenAI's everywhere else."""
+    if not request.url.path.startswith("/v1/messages"):
+        return body
+    return {"type": "error", "error": {"type": body["error"]["type"], "message": body["error"]["message"]}}
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Our `ApiError`s, unknown routes and methods, and anything unexpected, all in OpenAI's shape."""
+    """Our `ApiError`s, unknown routes and methods, and anything unexpected, in the route's API's shape."""
 
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, error: ApiError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+    async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse(shaped_for(request, error.body()), status_code=error.status, headers=error.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -41,12 +49,14 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             message = str(error.detail)
         body = api.error_body(message, "invalid_request_error", code="not_found" if error.status_code == 404 else None)
-        return JSONResponse(body, status_code=error.status_code, headers=getattr(error, "headers", None))
+        return JSONResponse(shaped_for(request, body), status_code=error.status_code,
+                            headers=getattr(error, "headers", None))
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, error: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s", request.url.path)
-        return JSONResponse(api.error_body("internal server error", "server_error"), status_code=500)
+        return JSONResponse(shaped_for(request, api.error_body("internal server error", "server_error")),
+                            status_code=500)
 
 
 def openai_error_shape(body: bytes, status: int) -> bytes:
@@ -75,7 +85,11 @@ def describe_failure(error: BaseException) -> str:
     return "internal error while generating; the response is incomplete"
 
 
-def stream_error_event(message: str) -> bytes:
-    """An error event and the end of the stream, as vLLM's own server ends a stream that failed."""
+def stream_error_event(message: str, path: str = "") -> bytes:
+    """An error event and the end of the stream, as vLLM's own server ends a stream that failed; on
+    Anthropic's `/v1/messages`, its `error` event (its streams have no `[DONE]`)."""
+    if path.startswith("/v1/messages"):
+        body = {"type": "error", "error": {"type": "api_error", "message": message}}
+        return f"event: error\ndata: {json.dumps(body)}\n\n".encode()
     body = api.error_body(message, "server_error", code="stream_failed")
     return f"data: {json.dumps(body)}\n\ndata: [DONE]\n\n".encode()

@@ -202,9 +202,9 @@ class ResponseParts:
 
 
 async def event_stream(request_id: str, first: ResponsePart, rest: AsyncIterator[ResponsePart], span: RequestSpan,
-                       on_end: Callable[[int | str, int], None]) -> AsyncIterator[bytes]:
+                       on_end: Callable[[int | str, int], None], path: str = "") -> AsyncIterator[bytes]:
     """A streamed response's bytes; `on_end(status, completion tokens)` when it ends, also when the
-    client left mid-stream (the generator is closed)."""
+    client left mid-stream (the generator is closed). `path`: the route, whose API words the error event."""
     generated = first.generated_tokens
     status: int | str = 200
     try:
@@ -213,7 +213,7 @@ async def event_stream(request_id: str, first: ResponsePart, rest: AsyncIterator
             if part.error:
                 span.fail(part.error, llm__stream_error=True)
                 status = "stream_error"
-                yield part.body + stream_error_event(part.error)
+                yield part.body + stream_error_event(part.error, path)
                 break
             generated = part.generated_tokens or generated
             if part.body:
@@ -223,7 +223,7 @@ async def event_stream(request_id: str, first: ResponsePart, rest: AsyncIterator
         logger.exception("request %s: stream failed", request_id)
         span.fail("stream failed", llm__stream_error=True)
         status = "stream_error"
-        yield stream_error_event("internal error while streaming; the response is incomplete")
+        yield stream_error_event("internal error while streaming; the response is incomplete", path)
     finally:
         await rest.aclose()
         span.set(http__response__status_code=200)

@@ -159,6 +159,11 @@ def test_event_stream_ends_a_failed_stream_with_an_error_event_and_reports_the_e
         assert body[:2] == [b"data: 1\n\n", b"data: 2\n\n"]
         assert b'"code": "stream_failed"' in body[2] and body[2].endswith(b"data: [DONE]\n\n")
         assert ended == [("stream_error", 2)]
+        # Anthropic's Messages API ends a failed stream with its own `error` event, and no [DONE].
+        anthropic = [chunk async for chunk in event_stream("r2", ResponsePart(b"event: x\n\n", generated_tokens=1),
+                                                           rest(), RequestSpan("test"), lambda *_: None, "/v1/messages")]
+        assert anthropic[2].startswith(b"event: error\ndata: {\"type\": \"error\"")
+        assert b"[DONE]" not in anthropic[2]
     asyncio.run(main())
 
 

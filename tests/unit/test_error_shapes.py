@@ -1,0 +1,40 @@
+"""Our errors in the shape of the API a route belongs to: OpenAI's, or Anthropic's on `/v1/messages`."""
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from serve_app.http.errors import install_error_handlers
+from serve_app.openai_api import ApiError
+
+
+def _client() -> TestClient:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/v1/messages")
+    @app.post("/v1/chat/completions")
+    async def refuse():
+        raise ApiError(429, "class low is overloaded", error_type="rate_limit_error", code="overloaded",
+                       headers={"Retry-After": "3"})
+
+    @app.post("/v1/messages/count_tokens")
+    async def fail():
+        raise RuntimeError("boom")
+
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def test_an_anthropic_route_gets_anthropics_error_shape_with_the_same_status_and_headers():
+    response = _client().post("/v1/messages", json={})
+    assert response.status_code == 429 and response.headers["retry-after"] == "3"
+    assert response.json() == {"type": "error", "error": {"type": "rate_limit_error",
+                                                          "message": "class low is overloaded"}}
+    unexpected = _client().post("/v1/messages/count_tokens", json={})
+    assert unexpected.status_code == 500 and unexpected.json()["type"] == "error"
+
+
+def test_openai_routes_and_unknown_routes_keep_openais_shape():
+    response = _client().post("/v1/chat/completions", json={})
+    assert response.json() == {"error": {"type": "rate_limit_error", "message": "class low is overloaded",
+                                         "param": None, "code": "overloaded"}}
+    assert set(_client().get("/v1/nothing").json()["error"]) == {"message", "type", "param", "code"}
+    assert _client().get("/v1/messages/nothing").json()["error"]["type"] == "invalid_request_error"
