@@ -265,6 +265,7 @@ def flood(args: argparse.Namespace, earlier: dict) -> dict:
     # Ours' LLM replicas second by second (wall clock), to lay beside the ingress's slowest first parts
     # (`slowest_first_parts`, also wall clock): a long engine step, GC pause or loop stall behind an outlier.
     # Each figure is the replica's last report to the controller (every 2 s), its maxima over its last seconds.
+    before_flood = router_stats(url("ours"), quiet=True) if "ours" in servers else None
     with TimelineSampler(lambda: replica_moment(url("ours")) if "ours" in servers else None,
                          interval_s=1.0) as timeline:
         processes = run_concurrently(commands, args.out, lead=None, timeout_s=BENCH_STARTUP_S + args.flood_s + 120)
@@ -282,9 +283,22 @@ def flood(args: argparse.Namespace, earlier: dict) -> dict:
         section[server] = entry
     if "ours" in servers:
         section["router_stats"] = router_stats(url("ours"))
+        section["router_counts_in_flood"] = counts_between(before_flood, section["router_stats"])
         section["ours_replica_load"] = replica_loads(url("ours"))
         section["ours_timeline"] = [moment for _, moment in timeline.samples]
     return section
+
+
+def counts_between(before: dict | None, after: dict | None) -> dict[str, dict[str, int]]:
+    """Per class, what the router's counters (admitted, refused, expired, served, ...) added between two
+    `/v1/router/stats` answers: the flood's own, without the saturated reference run before it."""
+    if not before or not after:
+        return {}
+    earlier = before.get("classes") or {}
+    return {name: {key: value - (earlier.get(name) or {}).get(key, 0) for key, value in counters.items()
+                   if isinstance(value, int) and not isinstance(value, bool)
+                   and key not in ("queued", "running")}
+            for name, counters in (after.get("classes") or {}).items()}
 
 
 def summarize(args: argparse.Namespace) -> int:

@@ -97,3 +97,19 @@ def test_every_measured_part_waits_until_its_server_answers_health(monkeypatch, 
         http.shutdown()
     assert seen_by_part == [[503, 200]]
     assert "healthy_after_s" in json.loads((tmp_path / "servers.json").read_text())["ours"]
+
+
+def test_the_floods_own_router_counts_leave_out_the_reference_run_before_it(monkeypatch):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("request_path_h200", ROOT / "benchmarks" / "request_path_h200.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.syspath_prepend(str(ROOT))
+    spec.loader.exec_module(script)
+    before = {"classes": {"low": {"admitted": 800, "refused_overload": 10, "served": 790, "queued": 0,
+                                  "refused_wait_max_s": 14.9, "queue_wait_p50_s": 0.4}}}
+    after = {"classes": {"low": {"admitted": 3500, "refused_overload": 797, "served": 2867, "queued": 3,
+                                 "refused_wait_max_s": 14.98, "queue_wait_p50_s": 0.5},
+                         "high": {"admitted": 80, "served": 80, "running": 0}}}
+    assert script.counts_between(before, after) == {"low": {"admitted": 2700, "refused_overload": 787, "served": 2077},
+                                                     "high": {"admitted": 80, "served": 80}}
+    assert script.counts_between(None, after) == {}
