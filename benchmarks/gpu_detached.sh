@@ -7,7 +7,8 @@
 #                                                          appends its steps to DIR/progress, its last line "done"
 #   bash benchmarks/gpu_detached.sh wait DIR SECONDS        until the sequence is done or SECONDS pass, copying DIR
 #                                                          (logs as their tails) to $OUT/run.tgz, per-request
-#                                                          detail to $OUT/detail.tgz, logs to $OUT/logs.tgz;
+#                                                          detail to $OUT/detail.tgz (saturated runs, flood) and
+#                                                          $OUT/points.tgz (load points), logs to $OUT/logs.tgz;
 #                                                          exits 3 at once where DIR/progress is missing (fresh machine)
 #
 # Staging the offline bundle (the developers' guide: its parts copied one device call each) carries this
@@ -17,12 +18,16 @@
 set -u
 verb=$1 dir=$2
 # Per-request detail files (tens of MB) travel apart: a file over 16 MiB does not come back, the rest must.
+# The load points' files carry every request's token times too (~5 MB compressed in all): an archive of their own.
 DETAIL='*_saturated.json'
 snapshot() {
   tar czf "$OUT/run.tmp.tgz" --exclude='*.log' --exclude="$DETAIL" --exclude='*_flood_low.json' \
+    --exclude='*_poisson_*.json' --exclude='*_bursty_*.json' \
     -C "$(dirname "$dir")" "$(basename "$dir")" 2>/dev/null && mv "$OUT/run.tmp.tgz" "$OUT/run.tgz"
   (cd "$(dirname "$dir")" && find "$(basename "$dir")" \( -name "$DETAIL" -o -name '*_flood_low.json' \) -print0 \
     | tar czf "$OUT/detail.tmp.tgz" --null -T - 2>/dev/null) && mv "$OUT/detail.tmp.tgz" "$OUT/detail.tgz"
+  (cd "$(dirname "$dir")" && find "$(basename "$dir")" \( -name '*_poisson_*.json' -o -name '*_bursty_*.json' \) -print0 \
+    | tar czf "$OUT/points.tmp.tgz" --null -T - 2>/dev/null) && mv "$OUT/points.tmp.tgz" "$OUT/points.tgz"
   local tails=/tmp/gpu_detached_logtails
   mkdir -p "$tails"
   find "$dir" -name '*.log' | while read -r log; do

@@ -139,8 +139,10 @@ def load_points(args: argparse.Namespace, part: dict, arrivals: str, capacity_rp
         rate = fraction * capacity_rps
         name = f"{arrivals}_{int(fraction * 100)}"
         prompts = max(60, round(rate * args.point_s))
+        # Per request (--save-detailed): a point's p99 can be taken apart afterwards, and its last 10 s laid
+        # beside the ingress's `first_part_path`, which covers only those.
         commands = {server: mixed_bench(server, args, name, num_prompts=prompts, rate=f"{rate:.3f}",
-                                        burstiness=ARRIVALS[arrivals], seed=int(fraction * 100))
+                                        burstiness=ARRIVALS[arrivals], seed=int(fraction * 100), detailed=True)
                     for server in measured(args)}
         results = both_at_once(commands, args, BENCH_STARTUP_S + args.point_s * 3)
         part["points"][name] = {**part["points"].get(name, {}), "fraction": fraction, "rate_rps": rate,
