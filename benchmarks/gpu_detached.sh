@@ -29,7 +29,7 @@ snapshot() {
   (cd "$(dirname "$dir")" && find "$(basename "$dir")" \( -name '*_poisson_*.json' -o -name '*_bursty_*.json' \) -print0 \
     | tar czf "$OUT/points.tmp.tgz" --null -T - 2>/dev/null) && mv "$OUT/points.tmp.tgz" "$OUT/points.tgz"
   local tails=/tmp/gpu_detached_logtails
-  mkdir -p "$tails"
+  rm -rf "$tails" && mkdir -p "$tails"  # this run's logs only
   find "$dir" -name '*.log' | while read -r log; do
     name=${log#"$dir"/}; tail -c 400000 "$log" > "$tails/${name//\//_}"
   done
