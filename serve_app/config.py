@@ -131,6 +131,12 @@ class EngineSettings(StrictModel):
         """The engine's max_num_seqs is the memory ceiling and the KV-sized figure starts the window cap."""
         return self.batch_size_policy in ADAPTIVE_POLICIES
 
+    @property
+    def pinned_batch_args(self) -> dict[str, int]:
+        """The batch size the config pins (vLLM engine args), which wins over the controller's plan."""
+        pinned = {"max_num_seqs": self.max_num_seqs, "max_num_batched_tokens": self.max_num_batched_tokens}
+        return {name: value for name, value in pinned.items() if value is not None}
+
 
 class ReplicaSettings(StrictModel):
     num_replicas: int = Field(1, ge=1, description="vLLM replicas (one per GPU) when autoscaling is off.")

@@ -29,10 +29,7 @@ def engine_args_from_config(config: AppConfig, overrides: dict[str, Any] | None 
         "enable_log_requests": False,
         "stream_interval": engine.stream_interval,
     }
-    if engine.max_num_seqs is not None:
-        args["max_num_seqs"] = engine.max_num_seqs
-    if engine.max_num_batched_tokens is not None:
-        args["max_num_batched_tokens"] = engine.max_num_batched_tokens
+    args.update(engine.pinned_batch_args)
     if engine.speculative is not None:
         args["speculative_config"] = engine.speculative.vllm_config(config.model.cache_dir)
     args.update(engine.extra)

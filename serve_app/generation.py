@@ -50,8 +50,9 @@ class FirstPartStamps:
     """Wall-clock times (`time.time()`) along a response's first part's way: the ingress's arrival and
     dispatch, the replica's start, the engine's first token (None: the response began without one, e.g.
     an error), the part queued for delivery, its arrival back in the ingress's inbox (None until
-    then), and when the ingress's route began, before `arrived` (None: not known where stamped). Across processes on one node the clock is the same; across nodes it is as close as their
-    clocks are (NTP: milliseconds)."""
+    then), and when the ingress's route began, before `arrived` (None: not known where stamped).
+    Across processes on one node the clock is the same; across nodes it is as close as their clocks
+    are (NTP: milliseconds)."""
 
     arrived: float
     dispatched: float

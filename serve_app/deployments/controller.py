@@ -106,9 +106,7 @@ class Controller:
         if self._profile is not None:
             plan = apply_profile(plan, self._profile, preset)
         self._replicas[replica_id] = {**_plan_record(device, plan), "lengths": LengthWindow(), "window": None}
-        pinned = {name: value for name, value in (("max_num_seqs", engine.max_num_seqs),
-                                                  ("max_num_batched_tokens", engine.max_num_batched_tokens))
-                  if value is not None}
+        pinned = engine.pinned_batch_args
         logger.info("replica %s on %s: planned engine args %s%s, predicted KV tokens %d", replica_id, device.name,
                     plan.engine_args, f" (the engine runs the config's pinned {pinned})" if pinned else "",
                     plan.predicted_kv_tokens)

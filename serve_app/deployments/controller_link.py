@@ -33,8 +33,7 @@ class ControllerLink:
         draft_hf_config = json.loads((draft_path / "config.json").read_text()) if draft_path else None
         self.device = detect_device()
         self.plan = await self._controller.plan.remote(self._replica_id, self.device, hf_config, draft_hf_config)
-        pinned = {"max_num_seqs": engine.max_num_seqs, "max_num_batched_tokens": engine.max_num_batched_tokens}
-        return {key: value for key, value in self.plan.engine_args.items() if pinned.get(key) is None}
+        return {key: value for key, value in self.plan.engine_args.items() if key not in engine.pinned_batch_args}
 
     async def register(self, vllm_config: Any) -> None:
         """Tell the controller this replica's KV allocation (and the plan it was given, so that a

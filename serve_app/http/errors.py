@@ -24,12 +24,21 @@ def metrics_not_here() -> ApiError:
                     "ray_vllm_* with each replica's ReplicaId", code="metrics_on_ray_metrics_port")
 
 
+def is_anthropic_route(path: str) -> bool:
+    """Anthropic's Messages API (`/v1/messages`, its `/count_tokens`): its own error shape."""
+    return path.startswith("/v1/messages")
+
+
+def anthropic_error_body(error_type: str, message: str) -> dict:
+    """Anthropic's error shape, as vLLM's own Anthropic handler words it (the OpenAI error type kept)."""
+    return {"type": "error", "error": {"type": error_type, "message": message}}
+
+
 def shaped_for(request: Request, body: dict) -> dict:
-    """An error body in the shape the route's API answers: Anthropic's on `/v1/messages` (as vLLM's own
-    Anthropic handler words it: the OpenAI error type kept), OpenAI's everywhere else."""
-    if not request.url.path.startswith("/v1/messages"):
+    """An error body in the shape the route's API answers: Anthropic's on its routes, OpenAI's elsewhere."""
+    if not is_anthropic_route(request.url.path):
         return body
-    return {"type": "error", "error": {"type": body["error"]["type"], "message": body["error"]["message"]}}
+    return anthropic_error_body(body["error"]["type"], body["error"]["message"])
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -88,8 +97,7 @@ def describe_failure(error: BaseException) -> str:
 def stream_error_event(message: str, path: str = "") -> bytes:
     """An error event and the end of the stream, as vLLM's own server ends a stream that failed; on
     Anthropic's `/v1/messages`, its `error` event (its streams have no `[DONE]`)."""
-    if path.startswith("/v1/messages"):
-        body = {"type": "error", "error": {"type": "api_error", "message": message}}
-        return f"event: error\ndata: {json.dumps(body)}\n\n".encode()
+    if is_anthropic_route(path):
+        return f"event: error\ndata: {json.dumps(anthropic_error_body('api_error', message))}\n\n".encode()
     body = api.error_body(message, "server_error", code="stream_failed")
     return f"data: {json.dumps(body)}\n\ndata: [DONE]\n\n".encode()

@@ -21,6 +21,16 @@ def _summarize(out: Path, *flags: str) -> list[dict]:
     return json.loads((out / "summary.json").read_text())["goals"]
 
 
+def _script(monkeypatch):
+    """benchmarks/request_path_h200.py as a module (benchmarks/ is no package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("request_path_h200", ROOT / "benchmarks" / "request_path_h200.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.syspath_prepend(str(ROOT))
+    spec.loader.exec_module(script)
+    return script
+
+
 def test_latency_only_summary_has_the_latency_goals_and_no_flood(tmp_path):
     latency = {"part": "latency", "gpu": "test GPU", "capacity_rps": 20.0, "scripts": ["measure latency"],
                "saturated": {"ours": _bench(0, 0, 0, 4900.0), "vllm": _bench(0, 0, 0, 5000.0)},
@@ -40,11 +50,7 @@ def test_latency_only_summary_has_the_latency_goals_and_no_flood(tmp_path):
 
 
 def test_a_flood_timeline_point_holds_each_replicas_queue_step_loop_lag_and_gc_pauses(monkeypatch):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("request_path_h200", ROOT / "benchmarks" / "request_path_h200.py")
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.syspath_prepend(str(ROOT))
-    spec.loader.exec_module(script)
+    script = _script(monkeypatch)
     load = {"num_running": 230, "num_waiting": 3, "loop_lag_max_s": 0.004,
             "inter_token_recent": {"tokens": 900, "mean_s": 0.025, "max_s": 0.151},
             "gc_pauses": {"gen0": {"count": 5, "max_s": 0.002, "recent": {"n": 2, "max_s": 0.001}},
@@ -62,14 +68,10 @@ def test_a_flood_timeline_point_holds_each_replicas_queue_step_loop_lag_and_gc_p
 def test_every_measured_part_waits_until_its_server_answers_health(monkeypatch, tmp_path):
     """A part measured at once after `start` (ours' bursty part did, 2026-12-03) must not bench a server that
     is still starting: every request of that point failed with connection refused."""
-    import importlib.util
     import os
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    spec = importlib.util.spec_from_file_location("request_path_h200", ROOT / "benchmarks" / "request_path_h200.py")
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.syspath_prepend(str(ROOT))
-    spec.loader.exec_module(script)
+    script = _script(monkeypatch)
     health_answers = []
 
     class StartingServer(BaseHTTPRequestHandler):
@@ -100,11 +102,7 @@ def test_every_measured_part_waits_until_its_server_answers_health(monkeypatch, 
 
 
 def test_the_floods_own_router_counts_leave_out_the_reference_run_before_it(monkeypatch):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("request_path_h200", ROOT / "benchmarks" / "request_path_h200.py")
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.syspath_prepend(str(ROOT))
-    spec.loader.exec_module(script)
+    script = _script(monkeypatch)
     before = {"classes": {"low": {"admitted": 800, "refused_overload": 10, "served": 790, "queued": 0,
                                   "refused_wait_max_s": 14.9, "queue_wait_p50_s": 0.4}}}
     after = {"classes": {"low": {"admitted": 3500, "refused_overload": 797, "served": 2867, "queued": 3,
