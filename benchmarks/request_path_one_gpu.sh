@@ -4,6 +4,8 @@
 # Ours' bursty part and flood come before its latency part, which a short device budget may then leave out.
 # On 2026-12-03 (one_gpu_same_session/) it took 23.3 min of device time (and 4.3 more for a prefill-budget
 # flood, measured there and since dropped); with the staging and the machine's start that is most of a session.
+# The second run (one_gpu_same_session_run2/): 25.1 min from `begin` to `done`, 28.9 min of device time in all
+# with three staging calls (62 MB parts) and the machine's start.
 out=$1
 progress="$out/progress"  # gpu_detached.sh's wait reads it
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
