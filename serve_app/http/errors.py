@@ -34,9 +34,16 @@ def anthropic_error_body(error_type: str, message: str) -> dict:
     return {"type": "error", "error": {"type": error_type, "message": message}}
 
 
+def path_in_app(request: Request) -> str:
+    """The request's path below the application's route prefix (Ray Serve's `route_prefix`, a mount):
+    `/v1/messages` whether the app is served at `/` or at `/llm`."""
+    path, prefix = request.url.path, request.scope.get("root_path", "").rstrip("/")
+    return path[len(prefix):] if prefix and path.startswith(prefix + "/") else path
+
+
 def shaped_for(request: Request, body: dict) -> dict:
     """An error body in the shape the route's API answers: Anthropic's on its routes, OpenAI's elsewhere."""
-    if not is_anthropic_route(request.url.path):
+    if not is_anthropic_route(path_in_app(request)):
         return body
     return anthropic_error_body(body["error"]["type"], body["error"]["message"])
 

@@ -1,12 +1,14 @@
 """Our errors in the shape of the API a route belongs to: OpenAI's, or Anthropic's on `/v1/messages`."""
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from serve_app.http.errors import install_error_handlers
 from serve_app.openai_api import ApiError
 
 
-def _client() -> TestClient:
+def _client(route_prefix: str = "/") -> TestClient:
     app = FastAPI()
     install_error_handlers(app)
 
@@ -20,6 +22,8 @@ def _client() -> TestClient:
     async def fail():
         raise RuntimeError("boom")
 
+    if route_prefix != "/":  # as Ray Serve serves an application under its route prefix
+        app = Starlette(routes=[Mount(route_prefix, app=app)])
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -38,3 +42,10 @@ def test_openai_routes_and_unknown_routes_keep_openais_shape():
                                          "param": None, "code": "overloaded"}}
     assert set(_client().get("/v1/nothing").json()["error"]) == {"message", "type", "param", "code"}
     assert _client().get("/v1/messages/nothing").json()["error"]["type"] == "invalid_request_error"
+
+
+def test_the_shape_follows_the_route_under_an_application_route_prefix():
+    client = _client("/llm")
+    assert client.post("/llm/v1/messages", json={}).json()["type"] == "error"
+    assert client.post("/llm/v1/messages/count_tokens", json={}).json()["type"] == "error"
+    assert "param" in client.post("/llm/v1/chat/completions", json={}).json()["error"]
