@@ -94,9 +94,11 @@ class Ingress:
 
     @http_app.post("/v1/responses", include_in_schema=False)
     @http_app.post("/v1/messages", include_in_schema=False)
+    @http_app.post("/invocations", include_in_schema=False)
     async def responses_and_messages(self, http_request: Request):
-        """OpenAI's Responses API (`store` keeps responses in the replica that made them) and Anthropic's
-        Messages API (our own errors in its shape: `shaped_for`), as vLLM serves them."""
+        """OpenAI's Responses API (`store` keeps responses in the replica that made them), Anthropic's
+        Messages API (our own errors in its shape: `shaped_for`) and SageMaker's `/invocations` (a chat or
+        completion body, told apart by vLLM), as vLLM serves them."""
         return await self._telemetry.traced(http_request, self._generate)
 
     async def _generate(self, http_request: Request, span: RequestSpan) -> Response:
@@ -154,8 +156,7 @@ class Ingress:
     @http_app.get("/v1/models/{model_id:path}", responses=error_responses(401, 404, 503))
     async def model(self, model_id: str, http_request: Request):
         """One model by id (OpenAI's `models.retrieve`; `vllm serve` has no such route)."""
-        listing = await self.models(http_request)
-        if listing.status_code != 200:
+        if (listing := await self.models(http_request)).status_code != 200:
             return listing
         for entry in json.loads(listing.body)["data"]:
             if entry["id"] == model_id:
@@ -200,6 +201,8 @@ class Ingress:
                             "delivery_streams": self._collector.stats() if self._collector else None}
         return stats
 
+    @http_app.get("/ping", include_in_schema=False)  # SageMaker's health check, as in `vllm serve`
+    @http_app.post("/ping", include_in_schema=False)
     @http_app.get("/health", responses={503: {"description": "A request would not be served now; `error` says why.",
                                               "content": {"application/json": {"schema": {
                                                   "type": "object", "required": ["status", "error"]}}}}})

@@ -81,3 +81,20 @@ def test_tokenize_and_detokenize_round_trip_through_a_replica(base_url, model_na
     text = httpx.post(f"{base_url}/detokenize", timeout=30, headers=gold,
                       json={"model": model_name, "tokens": tokens}).json()["prompt"]
     assert text.split() == ["t10", "t11", "t12"]
+
+
+def test_sagemaker_invocations_and_ping_as_vllm_serve_has_them(base_url, model_name):
+    """`/invocations` takes a chat or a completion body (vLLM tells them apart) through the queue; `/ping`
+    answers as `/health` does."""
+    before = _served(base_url, "interactive")
+    headers = {"authorization": "Bearer key-gold", "x-priority": "interactive"}
+    chat = httpx.post(f"{base_url}/invocations", timeout=120, headers=headers, json={
+        "model": model_name, "max_tokens": 4, "messages": [{"role": "user", "content": "t10 t11"}]})
+    assert chat.status_code == 200 and chat.json()["object"] == "chat.completion"
+    completion = httpx.post(f"{base_url}/invocations", timeout=120, headers=headers, json={
+        "model": model_name, "max_tokens": 4, "prompt": "t10 t11"})
+    assert completion.status_code == 200 and completion.json()["object"] == "text_completion"
+    assert _served(base_url, "interactive") == before + 2
+    for method in ("GET", "POST"):
+        ping = httpx.request(method, f"{base_url}/ping", timeout=30)
+        assert ping.status_code == 200 and ping.json()["status"] == "ok"
