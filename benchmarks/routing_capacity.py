@@ -302,7 +302,9 @@ def main() -> int:
     report["ray_serve_env"] = {k: v for k, v in os.environ.items() if k.startswith("RAY_SERVE_")}
     report["overhead"] = asyncio.run(overhead(url, args.requests))
     report["breakdown"] = breakdown(spans_by_trace())
-    print(json.dumps({"overhead": report["overhead"], "breakdown": report["breakdown"]}, indent=2), flush=True)
+    # The same first parts by the ingress's own stamps (its last 10 s; `delivery` is the way back alone).
+    report["first_part_path"] = httpx.get(f"{url}/v1/router/stats", timeout=30).json()["ingress"].get("first_part_path")
+    print(json.dumps({key: report[key] for key in ("overhead", "breakdown", "first_part_path")}, indent=2), flush=True)
     if args.background_streams:
         serve.delete(APP)
         url = deploy(config(1, args.replicas, tracing=True, throughput_mode=mode,

@@ -154,7 +154,10 @@ class Outbox:
         link.calls_first_seq[lane] = entries[0][0]
         try:
             started = self._clock()
-            unknown = await asyncio.wait_for(self._send(destination, batch), self._send_timeout_s)
+            # Awaited in this task (`asyncio.timeout`, not `wait_for`'s task of its own): a response's first
+            # part leaves in fewer turns of a replica loop that is busy with the engine's outputs.
+            async with asyncio.timeout(self._send_timeout_s):
+                unknown = await self._send(destination, batch)
             self._recent.append((self._clock() - started, len(batch)))
             self.batches_sent += 1
             self.chunks_sent += len(batch)

@@ -165,8 +165,10 @@ class Mailboxes:
                         finished = True
                         return
                     box.wakeup.clear()
+                    # The wake-up in this task (no `wait_for` task): parked parts go out a loop turn sooner.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(box.wakeup.wait(), wake_every_s)
+                        async with asyncio.timeout(wake_every_s):
+                            await box.wakeup.wait()
                     continue
                 taken, box.parked = box.parked, []
                 busy_at = self._clock()
