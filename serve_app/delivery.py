@@ -186,17 +186,46 @@ class Outbox:
         return min(firsts, default=link.queued_seq + 1)
 
 
+class PartQueue(asyncio.Queue):
+    """One response's parts at the ingress. `next_or_none_after` wakes its reader one loop turn after a part
+    comes (or the other awaited thing ends), where a `get()` task raced in `asyncio.wait` took two."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: ResponsePart) -> None:
+        super().put_nowait(item)
+        self._wake()
+
+    def _wake(self, _: object = None) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def next_or_none_after(self, other: asyncio.Future) -> ResponsePart | None:
+        """The next part; None once `other` is done with no part queued."""
+        if self.empty() and not other.done():
+            self._waiter = asyncio.get_running_loop().create_future()
+            other.add_done_callback(self._wake)
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+                other.remove_done_callback(self._wake)
+        return self.get_nowait() if not self.empty() else None
+
+
 class Inbox:
     """Ingress side: one queue per open request, fed by `deliver`, which stamps a response's first part
     with its arrival (`FirstPartStamps.delivered`, wall clock)."""
 
     def __init__(self, wall_clock: Callable[[], float] = time.time) -> None:
-        self._queues: dict[str, asyncio.Queue[ResponsePart]] = {}
+        self._queues: dict[str, PartQueue] = {}
         self._wall_clock = wall_clock
         self.orphan_chunks = 0
 
-    def open(self, request_id: str) -> asyncio.Queue[ResponsePart]:
-        queue: asyncio.Queue[ResponsePart] = asyncio.Queue()
+    def open(self, request_id: str) -> PartQueue:
+        queue = PartQueue()
         self._queues[request_id] = queue
         return queue
 

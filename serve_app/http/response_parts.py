@@ -27,19 +27,6 @@ PARTS_AFTER_DISPATCH_S = 10.0
 Submit = Callable[[GenerationRequest], Awaitable[RunSummary | Refusal]]
 
 
-async def _next_or_done(queue: asyncio.Queue, dispatched: asyncio.Future) -> ResponsePart | None:
-    """The next queued part, or None once the dispatch call has ended with nothing queued."""
-    getter = asyncio.ensure_future(queue.get())
-    try:
-        await asyncio.wait({getter, dispatched}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not getter.done():
-            getter.cancel()
-    if getter.done() and not getter.cancelled():
-        return getter.result()
-    return None
-
-
 async def _part_within(queue: asyncio.Queue, wait_s: float) -> ResponsePart | None:
     try:
         async with asyncio.timeout(wait_s):
@@ -146,7 +133,8 @@ class ResponseParts:
             received_any = finished = False
             try:
                 while True:
-                    part = queue.get_nowait() if not queue.empty() else await _next_or_done(queue, dispatched)
+                    # The next part, or None once the dispatch call has ended with nothing queued.
+                    part = await queue.next_or_none_after(dispatched)
                     if part is None and _returned_a_summary(dispatched):
                         # By push every part is queued here before dispatch returns; by pull the last ones
                         # may still be on their stream, a call of its own.

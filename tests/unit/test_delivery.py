@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from serve_app.delivery import Inbox, Outbox
+from serve_app.delivery import Inbox, Outbox, PartQueue
 from serve_app.generation import ResponsePart
 
 
@@ -321,3 +321,45 @@ def test_the_inbox_stamps_a_first_parts_arrival_and_merged_parts_keep_the_first_
     assert stages == pytest.approx({"before_dispatch": 0.1, "hop_to_replica": 0.1, "replica_to_first_token": 0.4,
                                     "first_token_to_delivery": 0.1, "delivery": 0.3, "ingress_write": 0.05,
                                     "total": 1.05})
+
+
+def test_a_part_queue_wakes_its_reader_one_loop_turn_after_a_part_comes():
+    async def main():
+        queue, dispatched, got = PartQueue(), asyncio.get_running_loop().create_future(), []
+
+        async def read():
+            got.append(await queue.next_or_none_after(dispatched))
+
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(0)  # the reader waits
+        queue.put_nowait(ResponsePart(b"a"))
+        await asyncio.sleep(0)  # one turn: the reader has it
+        assert [part.body for part in got] == [b"a"]
+        await reader
+    asyncio.run(main())
+
+
+def test_a_part_queue_gives_none_once_the_other_ends_with_nothing_queued_and_parts_first():
+    async def main():
+        queue, dispatched = PartQueue(), asyncio.get_running_loop().create_future()
+        queue.put_nowait(ResponsePart(b"a"))
+        assert (await queue.next_or_none_after(dispatched)).body == b"a"
+        asyncio.get_running_loop().call_soon(dispatched.set_result, "summary")
+        assert await queue.next_or_none_after(dispatched) is None
+        queue.put_nowait(ResponsePart(b"late"))  # a part after the call ended still comes out
+        assert (await queue.next_or_none_after(dispatched)).body == b"late"
+    asyncio.run(main())
+
+
+def test_a_cancelled_wait_on_a_part_queue_leaves_nothing_behind():
+    async def main():
+        queue, dispatched = PartQueue(), asyncio.get_running_loop().create_future()
+        reader = asyncio.create_task(queue.next_or_none_after(dispatched))
+        await asyncio.sleep(0)
+        reader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        dispatched.set_result(None)  # no callback of the cancelled wait left on it
+        queue.put_nowait(ResponsePart(b"a"))
+        assert queue._waiter is None and (await queue.next_or_none_after(dispatched)).body == b"a"
+    asyncio.run(main())
