@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,6 +28,8 @@ from serve_app.deployments.controller_link import ControllerLink
 from serve_app.deployments.errors import MisroutedCall
 from serve_app.delivery import Batch
 from serve_app.deployments.ingress_link import ReplicaDelivery
+from serve_app.deployments.replica_reports import ReplicaReports
+from serve_app.deployments.serve_states import own_replica_id
 from serve_app.deployments.supervision import start_supervised
 from serve_app.generation import GenerationRequest, Headers, RunSummary
 from serve_app.kv_event_log import KvEventPage
@@ -39,7 +40,6 @@ from serve_app.shared_memory import remove_orphaned_segments, vllm_segments
 from serve_app.telemetry import tracing
 from serve_app.telemetry.gc_pauses import prepare_process_for_serving
 from serve_app.telemetry.log_filters import install_prompt_flush, quiet_routine_calls
-from serve_app.telemetry.autoscaling_signals import replica_stats
 from serve_app.telemetry.log_names import service_logger
 from serve_app.telemetry.tracing import RequestSpan
 from serve_app.vllm_frontend import CURRENT_TALLY, RequestTally, build_server_app, server_namespace, tap_engine
@@ -55,17 +55,13 @@ class LLMReplica:
         quiet_routine_calls()  # no access-log line per internal call (ping, run, deliver)
         install_prompt_flush()  # warnings and our lines reach the replica's log file at once
         self._config = parse_config(config)
-        self._replica_id = self._own_replica_id()
+        self._replica_id = own_replica_id()
         self._snapshot = EngineSnapshot()
         self._controller_handle = controller
         self._controller = None if controller is None else ControllerLink(controller, self._replica_id, self._config)
         self._ledger = ReplicaLedger({c.name: (c.ttft_slo_s, c.tpot_slo_s) for c in self._config.priority_classes},
                                      self._config.autoscaling.llm.slo_window_s)
         tracing.configure_from_settings(self._config.telemetry)
-        self._metrics = None
-        if self._config.telemetry.metrics:
-            from serve_app.telemetry.metrics import ReplicaMetrics
-            self._metrics = ReplicaMetrics(self._replica_id)
         started = time.monotonic()
         self._shm_before = vllm_segments()  # the engine's own, removed at stop (`__del__`) once unused
         planned = await self._controller.planned_engine_args() if self._controller else {}
@@ -104,43 +100,17 @@ class LLMReplica:
             self._kv_events.engine_ready(cache.block_size, cache.num_gpu_blocks)
         logger.info("replica %s: engine ready in %.1fs, %s KV blocks of %s", self._replica_id, self._startup_s,
                     cache.num_gpu_blocks, cache.block_size)
+        # The engine client's start-up objects are frozen with the rest (before the controller hears of it).
+        process = prepare_process_for_serving(self._config.process, lambda: self._ledger.in_flight)
+        self._reports = ReplicaReports(self._replica_id, self._engine, self._snapshot, self._ledger, self._delivery,
+                                       self._config.http.delivery, process, self._controller, self._controller_handle,
+                                       metrics=self._config.telemetry.metrics)
         if self._controller is not None:
             await self._controller.register(self._engine.vllm_config)
             self._report_task = start_supervised(functools.partial(
                 self._controller.report_load_forever, self._engine.vllm_config, self._ledger,
                 lambda: self._snapshot.num_preemptions_total, lambda: self._snapshot.kv_cache_usage,
-                self._observe_engine, engine_load=self._engine_load))
-        # Last: the engine client's start-up objects are frozen with the rest.
-        self._process = prepare_process_for_serving(self._config.process, lambda: self._ledger.in_flight)
-
-    def _engine_load(self) -> dict:
-        """For the controller's status: the engine's running and waiting requests, its recent inter-token
-        times, this process's loop lag and garbage-collector pauses, and its recent delivery calls to the
-        ingress replicas."""
-        # `_process` is set in the same step that starts the report loop, whose first report waits a period.
-        stalls = self._process.loop_stalls() or {}
-        lag = stalls.get("lag_recent") or {}
-        return {"num_running": self._snapshot.num_running, "num_waiting": self._snapshot.num_waiting,
-                "loop_lag_p99_s": lag.get("p99_s"), "loop_lag_max_s": lag.get("max_s"),
-                "cpu_recent": stalls.get("cpu_recent"), "gc_pauses": self._process.gc_pauses.summary(),
-                "inter_token_recent": self._snapshot.recent_inter_token.summary(),
-                "delivery_calls": self._outbox.recent_calls()}
-
-    def _observe_engine(self) -> None:
-        if self._metrics is not None:
-            snap = self._snapshot
-            self._metrics.observe(snap.kv_cache_usage, snap.num_running, snap.num_waiting, snap.num_preemptions_total)
-            self._metrics.observe_speculation(snap.spec_drafted_tokens, snap.spec_accepted_tokens)
-
-    @staticmethod
-    def _own_replica_id() -> str:
-        from ray import serve
-        from ray.serve.exceptions import RayServeException
-
-        try:
-            return serve.get_replica_context().replica_id.unique_id
-        except RayServeException:  # outside Ray Serve, e.g. in a unit test
-            return f"local-{uuid.uuid4().hex[:8]}"
+                self._reports.observe_engine, engine_load=self._reports.engine_load))
 
     async def run(self, request: GenerationRequest, reply_to: str, target_replica: str | None = None) -> RunSummary:
         """Serve `request` through vLLM's app, sending the response's parts to ingress replica `reply_to`;
@@ -252,27 +222,11 @@ class LLMReplica:
 
     def record_routing_stats(self) -> dict[str, Any]:
         """Polled by routers (Ray Serve's request-router stats) every `router.stats_period_s`."""
-        return {
-            "engine_unfinished_requests": self._engine.output_processor.get_num_unfinished_requests(),
-            "window_cap": self._controller.window_cap if self._controller else None,
-            "outstanding_tokens": self._ledger.outstanding_tokens,
-            "in_flight": self._ledger.in_flight,
-            **self._snapshot.as_dict(),
-        }
+        return self._reports.routing_stats()
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
-        """Ray Serve's custom autoscaling metrics (read by autoscaling.ray_policy): in flight, KV usage,
-        SLO attainment per class here, and the router's queue per class (via the controller)."""
-        queue: dict[str, float] = {}
-        rates: dict[str, tuple[float, float]] = {}
-        if self._controller_handle is not None:
-            try:
-                queue = await self._controller_handle.router_queue_depths.remote()
-                rates = await self._controller_handle.router_capacity_rates.remote()
-            except Exception as error:  # the other signals still count
-                logger.warning("router queue depths unavailable: %s", type(error).__name__)
-        return replica_stats(self._ledger.in_flight, self._snapshot.kv_cache_usage, queue,
-                             self._ledger.slo_attainment(time.monotonic()), rates)
+        """Ray Serve's custom autoscaling metrics (read by autoscaling.ray_policy)."""
+        return await self._reports.autoscaling_stats()
 
     async def kv_cache_events(self, since_seq: int, target_replica: str | None = None) -> KvEventPage | None:
         """This engine's KV cache events after an ingress's cursor (None: published only when routing by them)."""
@@ -280,25 +234,7 @@ class LLMReplica:
 
     async def engine_stats(self, target_replica: str | None = None) -> dict[str, Any]:
         """Engine and delivery counters (`target_replica` picks the replica, as in `run`)."""
-        cache = self._engine.vllm_config.cache_config
-        return {
-            "replica_id": self._replica_id,
-            "startup_s": self._startup_s,
-            "num_gpu_blocks": cache.num_gpu_blocks,
-            "block_size": cache.block_size,
-            "max_num_seqs": self._engine.vllm_config.scheduler_config.max_num_seqs,
-            "max_num_batched_tokens": self._engine.vllm_config.scheduler_config.max_num_batched_tokens,
-            "reconciliation": self._controller.reconciliation if self._controller else None,
-            "completed": self._ledger.completed,
-            "prompt_tokens": self._ledger.prompt_tokens,
-            "cached_prompt_tokens": self._ledger.cached_prompt_tokens,
-            "delivery": self._config.http.delivery,
-            **self._delivery.stats(),
-            "aborted_abandoned": self.aborted_abandoned,
-            "gc_pauses": self._process.gc_pauses.summary(),
-            "loop_stalls": self._process.loop_stalls(),
-            **self.record_routing_stats(),
-        }
+        return self._reports.engine_stats(self._startup_s, self.aborted_abandoned)
 
     def __del__(self):
         engine = getattr(self, "_engine", None)
