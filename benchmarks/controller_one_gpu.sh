@@ -1,0 +1,38 @@
+#!/bin/bash
+# Issue 19's parts not yet measured on a GPU, on one H200 in one go; started by
+# `gpu_detached.sh start /tmp/c19 benchmarks/controller_one_gpu.sh` (set STAGE first: `STAGE=long-form bash
+# benchmarks/gpu_detached.sh start ...`, the detached sequence inherits it).
+#   STAGE=chunked (default)  the chunked-prefill frontier on vllm-512 / 2048 / 8192 (8192 is the long-form plan's
+#                            budget, so the controller's pick is on the frontier), then n-gram speculative
+#                            decoding against none (speculative_h200.py)
+#   STAGE=long-form          the long-form preset: vllm-8192 (closed-loop capacity, the rate search, the grid),
+#                            then our app planned for long-form; outputs of 2-4k tokens make each run minutes
+#                            long, so this may take more than one session: a later start resumes (measure skips
+#                            what DIR already holds: start it again on the same DIR after copying it back)
+# Estimates, not yet run on a GPU: an engine start 2-4 min on a fresh machine; chunked ~4 min per budget,
+# speculative ~8 min (two starts): STAGE=chunked fits one session's device time after staging.
+out=$1
+stage=${STAGE:-chunked}
+progress="$out/progress"  # gpu_detached.sh's wait reads it
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+ctl() { python3 benchmarks/controller_h200.py "$@" --out "$out/controller" --ready-timeout-s 600 --time-budget-s 3000; }
+step() { echo "$(date +%T) $*" >> "$progress"; }
+step "begin $stage"
+if [ "$stage" = chunked ]; then
+  for engine in vllm-8192 vllm-2048 vllm-512; do
+    ctl start --engine "$engine"; step "$engine start rc=$?"
+    ctl measure --engine "$engine" --parts chunked-prefill; step "$engine chunked-prefill rc=$?"
+  done
+  ctl stop; step "stop rc=$?"
+  python3 benchmarks/speculative_h200.py run --out "$out/speculative"; step "speculative rc=$?"
+  python3 benchmarks/speculative_h200.py summarize --out "$out/speculative" > "$out/speculative/goals.txt" 2>&1
+  step "speculative summarize rc=$?"
+else
+  ctl start --engine vllm-8192; step "vllm-8192 start rc=$?"
+  ctl measure --engine vllm-8192 --parts preset-long-form; step "vllm-8192 long-form rc=$?"
+  ctl start --engine ours-fp16 --ours-preset long-form; step "ours-fp16 start rc=$?"
+  ctl measure --engine ours-fp16 --parts preset-long-form; step "ours-fp16 long-form rc=$?"
+  ctl stop; step "stop rc=$?"
+fi
+ctl summarize > "$out/controller/goals.txt" 2>&1; step "controller summarize rc=$?"
+step done
