@@ -40,6 +40,7 @@ from autoscaling.bench.servers import DetachedServer, start_server, stop_detache
 from autoscaling.bench.vllm_bench import bench_result, bench_serve_command
 from autoscaling.bench.vllm_reference import SERVED_NAME, ensure_checkpoint, ours_serve_command, vllm_serve_command
 from autoscaling.bench.vs_vllm_goals import flood_goals, latency_goals, steady_throughput_goal, throughput_goal
+from serve_app.telemetry.request_telemetry import FIRST_PART_PATH_KEPT_S
 
 PORTS = {"ours": 8000, "vllm": 8001}
 GPUS = {"ours": "0", "vllm": "1"}
@@ -139,17 +140,19 @@ def load_points(args: argparse.Namespace, part: dict, arrivals: str, capacity_rp
         rate = fraction * capacity_rps
         name = f"{arrivals}_{int(fraction * 100)}"
         prompts = max(60, round(rate * args.point_s))
-        # Per request (--save-detailed): a point's p99 can be taken apart afterwards, and its last 10 s laid
-        # beside the ingress's `first_part_path`, which covers only those.
+        # Per request (--save-detailed): a point's p99 can be taken apart afterwards, beside the ingress's
+        # `first_part_path` over the same point.
         commands = {server: mixed_bench(server, args, name, num_prompts=prompts, rate=f"{rate:.3f}",
                                         burstiness=ARRIVALS[arrivals], seed=int(fraction * 100), detailed=True)
                     for server in measured(args)}
+        started = time.monotonic()
         results = both_at_once(commands, args, BENCH_STARTUP_S + args.point_s * 3)
+        point_s = min(time.monotonic() - started, FIRST_PART_PATH_KEPT_S)
         part["points"][name] = {**part["points"].get(name, {}), "fraction": fraction, "rate_rps": rate,
                                 "burstiness": ARRIVALS[arrivals], **{server: _keep(r) for server, r in results.items()}}
         if "ours" in results:
-            # Where our first tokens waited (the ingress's last 10 s): the TTFT goals' gap, located.
-            stats = router_stats(url("ours"), quiet=True) or {}
+            # Where our first tokens waited over the point (its bench's whole run): the TTFT goals' gap, located.
+            stats = router_stats(url("ours"), quiet=True, first_part_window_s=point_s) or {}
             part["points"][name]["ours_first_part_path"] = (stats.get("ingress") or {}).get("first_part_path")
             # The LLM replicas' event-loop lag and CPU share then: the replica_to_first_token stage's gap,
             # located further (a busy loop delays both the request's way into the engine and its first token).

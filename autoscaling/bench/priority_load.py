@@ -176,11 +176,13 @@ def mix_section(processes: dict, reference: dict | None) -> dict:
     return section
 
 
-def router_stats(base_url: str, quiet: bool = False) -> dict | None:
+def router_stats(base_url: str, quiet: bool = False, first_part_window_s: float | None = None) -> dict | None:
     """Our router's counters, stored raw; refused_wait_max_s is the longest a refused request waited.
-    `quiet`: no log lines, and None when the server did not answer (a timeline's missing point)."""
+    `quiet`: no log lines, and None when the server did not answer (a timeline's missing point).
+    `first_part_window_s`: how far back `first_part_path` reaches (the ingress's default: 10 s)."""
+    params = {} if first_part_window_s is None else {"first_part_window_s": first_part_window_s}
     try:
-        stats = httpx.get(f"{base_url}/v1/router/stats", timeout=10).json()
+        stats = httpx.get(f"{base_url}/v1/router/stats", params=params, timeout=10).json()
     except (httpx.HTTPError, ValueError) as error:
         return None if quiet else {"error": repr(error)}
     if quiet:

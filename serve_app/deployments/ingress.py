@@ -39,7 +39,7 @@ from serve_app.telemetry import tracing
 from serve_app.telemetry.gc_pauses import prepare_process_for_serving
 from serve_app.telemetry.log_filters import install_prompt_flush, quiet_routine_calls
 from serve_app.telemetry.log_names import service_logger
-from serve_app.telemetry.request_telemetry import RequestTelemetry
+from serve_app.telemetry.request_telemetry import RequestTelemetry, first_part_window_s
 from serve_app.telemetry.tracing import RequestSpan
 
 logger = service_logger("ingress")
@@ -182,17 +182,16 @@ class Ingress:
         return await self._controller.status.remote()
 
     @http_app.get("/v1/router/stats")
-    async def router_stats(self):
+    async def router_stats(self, http_request: Request):
         """This ingress replica's router: per class, queue depth, waits, admitted/refused/expired/served
         counts; per replica, window (this ingress's lease); recent TTFT as the replicas and as this
         ingress replica measured it; this process's garbage-collector pauses and event-loop stalls; its streams
-        (sending, writes so far, each class's least time between two writes of a stream now: pacing); and where
-        responses' first parts spent their time over the last seconds, by stage (`FirstPartStamps.stages`), and
-        per class the slowest first parts since start with theirs."""
-        stats = self._dispatcher.stats()
-        now = time.monotonic()
+        (sending, writes so far, each class's least time between two writes of a stream now: pacing); where
+        responses' first parts spent their time over the last `first_part_window_s` (query; 10 s) by stage
+        (`FirstPartStamps.stages`); and per class the slowest first parts since start with theirs."""
+        window_s, stats, now = first_part_window_s(http_request.query_params), self._dispatcher.stats(), time.monotonic()
         stats["ingress"] = {"replica": self._replica_id, "ttft_recent": self._telemetry.recent_ttft.summary(now),
-                            "first_part_path": self._telemetry.first_part_path.summary(now),
+                            "first_part_path": self._telemetry.first_part_path.summary(now, window_s),
                             "slowest_first_parts": self._telemetry.slowest_first_parts.summary(),
                             "gc_pauses": self._process.gc_pauses.summary(), "gc_frozen_objects": gc.get_freeze_count(),
                             "loop_stalls": self._process.loop_stalls(),

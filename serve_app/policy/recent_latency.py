@@ -28,12 +28,13 @@ class RecentLatencies:
         samples.append((now, seconds))
         self._forget_old(samples, now)
 
-    def summary(self, now: float) -> dict[str, dict[str, float | int | None]]:
-        """Per class seen so far: sample count, p50, p99 and max over the horizon (None when empty)."""
+    def summary(self, now: float, within_s: float | None = None) -> dict[str, dict[str, float | int | None]]:
+        """Per class seen so far: sample count, p50, p99 and max over the horizon, or its last `within_s`
+        seconds (None when empty)."""
         out = {}
         for class_name, samples in self._samples.items():
             self._forget_old(samples, now)
-            values = [value for _, value in samples]
+            values = [value for at, value in samples if within_s is None or now - at <= within_s]
             # The max beside the percentiles: a single stall (a GC pause, a slow dispatch) shows there.
             out[class_name] = {"n": len(values), "p50_s": percentile(values, 50),
                                "p99_s": percentile(values, 99), "max_s": max(values, default=None)}

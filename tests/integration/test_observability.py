@@ -191,6 +191,14 @@ def test_router_stats_split_recent_ttft_between_ingress_and_replica(base_url, mo
     assert path["replica_to_first_token"]["p50_s"] > 0 and path["total"]["max_s"] < client_ttft + 1.0, path
     # The ingress's own intake (key, body, door) before the request was made: stamped in its route.
     assert path["intake"]["n"] >= 1 and 0 <= path["intake"]["p50_s"] < client_ttft, path
+    # A benchmark asks for a whole load point's path (up to 120 s back); a window that ended before this
+    # request has none of it; a window out of range is refused.
+    def path_within(window_s: float) -> httpx.Response:
+        return httpx.get(f"{base_url}/v1/router/stats", params={"first_part_window_s": window_s}, timeout=30)
+
+    assert path_within(120).json()["ingress"]["first_part_path"]["total"]["n"] >= path["total"]["n"]
+    assert path_within(0.001).json()["ingress"]["first_part_path"]["total"]["n"] == 0
+    assert all(path_within(bad).status_code == 400 for bad in (0, 121, "soon"))
     # The class's slowest first parts since start, each with its stages in ms (this one among them).
     slowest = httpx.get(f"{base_url}/v1/router/stats", timeout=30).json()["ingress"]["slowest_first_parts"]
     kept = slowest["interactive"]

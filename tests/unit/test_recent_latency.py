@@ -29,3 +29,13 @@ def test_sample_count_is_bounded():
 def test_rejects_empty_horizon():
     with pytest.raises(ValueError):
         RecentLatencies(horizon_s=0)
+
+
+def test_a_summary_can_cover_less_than_the_horizon():
+    recent = RecentLatencies(horizon_s=120)
+    recent.add("total", now=0.0, seconds=9.0)  # an earlier load point's
+    for t in range(50, 60):
+        recent.add("total", now=float(t), seconds=0.01 * (t - 49))
+    point = recent.summary(now=60.0, within_s=15)["total"]
+    assert point["n"] == 10 and point["max_s"] == 0.1
+    assert recent.summary(now=60.0)["total"]["n"] == 11 and recent.summary(now=60.0)["total"]["max_s"] == 9.0
