@@ -12,6 +12,7 @@ import argparse
 import contextvars
 import dataclasses
 import inspect
+import json
 import time
 import types
 from dataclasses import dataclass, field
@@ -29,6 +30,14 @@ except ImportError:  # vLLM 0.26 (the GPU host)
     from vllm.entrypoints.openai.api_server import build_app, init_app_state
     from vllm.entrypoints.openai.cli_args import make_arg_parser
 from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+
+def _is_chat(body: bytes) -> bool:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and "messages" in parsed
 
 
 @dataclass
@@ -50,10 +59,11 @@ class RequestTally:
     _seen: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @classmethod
-    def for_request(cls, path: str, priority_rank: int, http: Any) -> RequestTally:
-        """A tally for a call to `path`, with the prompt and output limits of `http` (`HttpSettings`)."""
-        prompt_param = ("messages" if path.endswith(("chat/completions", "/v1/messages"))
-                        else "input" if path.endswith("responses") else "prompt")
+    def for_request(cls, path: str, priority_rank: int, http: Any, body: bytes = b"") -> RequestTally:
+        """A tally for a call to `path` with `body`, with the prompt and output limits of `http` (`HttpSettings`).
+        SageMaker's `/invocations` takes a chat or a completion body: its prompt is named as the body names it."""
+        chat = path.endswith(("chat/completions", "/v1/messages")) or (path == "/invocations" and _is_chat(body))
+        prompt_param = "messages" if chat else "input" if path.endswith("responses") else "prompt"
         return cls(priority=priority_rank, prompt_param=prompt_param, max_prompt_tokens=http.max_prompt_tokens,
                    max_output_tokens=http.max_output_tokens)
 

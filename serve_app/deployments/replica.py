@@ -122,7 +122,7 @@ class LLMReplica:
         if target_replica not in (None, self._replica_id) and self._config.http.delivery == "pull":
             raise MisroutedCall(f"a call for LLM replica {target_replica} reached {self._replica_id}: its target "
                                 "has left the LLM replicas' router (died or draining)")
-        tally = RequestTally.for_request(request.path, request.priority_rank, self._config.http)
+        tally = RequestTally.for_request(request.path, request.priority_rank, self._config.http, request.body)
         CURRENT_TALLY.set(tally)  # this call's task only; vLLM's handler tasks inherit it
         client_gone = self._client_gone[request.request_id] = asyncio.Event()
         self._ledger.start(request.request_id, request.cost_tokens)

@@ -34,6 +34,9 @@ def test_chat_prompt_limit_counts_the_templated_prompt(base_url, model_name, app
     error = _error(_post(base_url, "/v1/chat/completions", {"model": model_name, "messages": messages,
                                                             "max_tokens": 1}))
     assert error["param"] == "messages" and "max_prompt_tokens" in error["message"]
+    # SageMaker's /invocations takes the same chat body: the error names its prompt the same way.
+    error = _error(_post(base_url, "/invocations", {"model": model_name, "messages": messages, "max_tokens": 1}))
+    assert error["param"] == "messages" and "max_prompt_tokens" in error["message"]
 
 
 @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])

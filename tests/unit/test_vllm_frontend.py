@@ -80,3 +80,14 @@ def test_calls_that_are_not_ours_pass_unchanged():
     engine = FakeEngine([output([1], finished=True, finish_reason="stop")])
     run_tapped(engine, None, SamplingParams(max_tokens=1))
     assert engine.calls[0]["priority"] == 0
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/chat/completions", b"{}", "messages"), ("/v1/messages", b"{}", "messages"),
+    ("/v1/completions", b"{}", "prompt"), ("/v1/responses", b"{}", "input"),
+    ("/invocations", b'{"messages": [{"role": "user", "content": "t1"}]}', "messages"),
+    ("/invocations", b'{"prompt": "t1"}', "prompt"), ("/invocations", b"not json", "prompt"),
+])
+def test_the_prompt_is_named_as_the_route_or_an_invocations_body_names_it(path, body, param):
+    http = SimpleNamespace(max_prompt_tokens=None, max_output_tokens=None)
+    assert RequestTally.for_request(path, 0, http, body).prompt_param == param
