@@ -17,11 +17,11 @@ import argparse
 import asyncio
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from autoscaling.bench.host import checkout_commit
 from serve_app.delivery import Outbox
 from serve_app.delivery_pull import Mailboxes
 from serve_app.generation import ResponsePart
@@ -85,8 +85,7 @@ def main() -> None:
     gap_s = 0.0031  # not a multiple of the load's period
     cases = {"idle": (0, 0.0, 0.0), "busy": (args.streams, args.period_ms / 1e3, args.work_us / 1e6)}
     report = {"command": " ".join([sys.executable, *sys.argv]), "python": platform.python_version(),
-              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                       text=True).stdout.strip(), "label": args.label,
+              "commit": checkout_commit(), "label": args.label,
               "busy_load": {"streams": args.streams, "period_ms": args.period_ms, "work_us": args.work_us}}
     for name, (streams, period_s, work_s) in cases.items():
         runs = [summary_us(asyncio.run(put_to_yield_s(args.parts, gap_s, streams, period_s, work_s)))

@@ -36,6 +36,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 
+from autoscaling.bench.host import checkout_commit
 from serve_app.bench.stand_in_replica import StandInReplica
 from serve_app.config import parse_config
 from serve_app.statistics import mean, percentile, rounded_ms
@@ -236,14 +237,6 @@ async def closed_loop(url: str, concurrency: int, seconds: float) -> dict:
             "requests_per_s": round(len(latencies) / elapsed, 1), "latency": percentiles_ms(latencies)}
 
 
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        return "unknown"
-
-
 def plot(report: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -294,7 +287,7 @@ def main() -> int:
     import ray
     from ray import serve
 
-    report = {"commit": commit(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    report = {"commit": checkout_commit(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "command": "python benchmarks/routing_capacity.py " + shlex.join(sys.argv[1:]),
               "capacity": []}
     mode = args.throughput_mode == "on"

@@ -61,9 +61,9 @@ def build_app():
 
 
 def percentiles_ms(samples: list[float]) -> dict[str, float]:
-    from serve_app.statistics import percentile
+    from serve_app.statistics import REPORTED_PERCENTILES, percentile, rounded_ms
 
-    return {"n": len(samples), **{f"p{q}_ms": round(1e3 * percentile(samples, q), 3) for q in (50, 90, 99)}}
+    return {"n": len(samples), **rounded_ms({f"p{q}": percentile(samples, q) for q in REPORTED_PERCENTILES}, 3)}
 
 
 async def measure(handle, count: int) -> dict[str, dict]:

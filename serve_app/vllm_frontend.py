@@ -12,7 +12,6 @@ import argparse
 import contextvars
 import dataclasses
 import inspect
-import json
 import time
 import types
 from dataclasses import dataclass, field
@@ -31,13 +30,7 @@ except ImportError:  # vLLM 0.26 (the GPU host)
     from vllm.entrypoints.openai.cli_args import make_arg_parser
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-
-def _is_chat(body: bytes) -> bool:
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(parsed, dict) and "messages" in parsed
+from serve_app.openai_api import peek_request
 
 
 @dataclass
@@ -62,7 +55,8 @@ class RequestTally:
     def for_request(cls, path: str, priority_rank: int, http: Any, body: bytes = b"") -> RequestTally:
         """A tally for a call to `path` with `body`, with the prompt and output limits of `http` (`HttpSettings`).
         SageMaker's `/invocations` takes a chat or a completion body: its prompt is named as the body names it."""
-        chat = path.endswith(("chat/completions", "/v1/messages")) or (path == "/invocations" and _is_chat(body))
+        chat = path.endswith(("chat/completions", "/v1/messages")) or (
+            path == "/invocations" and peek_request(body).num_messages is not None)
         prompt_param = "messages" if chat else "input" if path.endswith("responses") else "prompt"
         return cls(priority=priority_rank, prompt_param=prompt_param, max_prompt_tokens=http.max_prompt_tokens,
                    max_output_tokens=http.max_output_tokens)

@@ -11,6 +11,15 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def checkout_commit() -> str:
+    """The short commit of the checkout a benchmark runs from (its report says which code it measured)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
 def gpu_name() -> str:
     """`nvidia-smi`'s "name, memory.total" per GPU (one line each), or "unknown" without it."""
     try:
