@@ -79,6 +79,15 @@ def spec_counters(settle_s: float = 60) -> dict[str, int] | None:
         time.sleep(6)
 
 
+def speculation_warnings(server_log: Path) -> list[str]:
+    """vLLM's own warnings about what speculation turns off (async scheduling, its V2 model runner): the
+    likely cause of a TPOT cost where nothing is drafted."""
+    lines = server_log.read_text(errors="replace").splitlines() if server_log.exists() else []
+    found = {line.split("] ", 1)[-1].strip() for line in lines
+             if "WARNING" in line and ("specul" in line.lower() or "ngram" in line.lower())}
+    return sorted(found)
+
+
 def one_mode(mode: str, args: argparse.Namespace) -> dict:
     command = ours_serve_command(app_config(args.model_dir, mode), args.out / f"config_{mode}.yaml")
     server_log = args.out / f"server_{mode}.log"
@@ -88,7 +97,7 @@ def one_mode(mode: str, args: argparse.Namespace) -> dict:
         ready_s = wait_healthy(f"{base_url}/health", server, args.timeout_s, server_log)
         log(f"{mode}: healthy after {ready_s:.0f}s")
         texts = greedy_texts(base_url)
-        before = spec_counters() if mode == NGRAM else None
+        before = spec_counters() if mode == NGRAM else None  # the greedy prompts' drafts (since start)
         bench = bench_serve_command(base_url, SERVED_NAME, str(args.model_dir), args.out, f"bench_{mode}.json",
                                     input_len=256, output_len=256, num_prompts=args.num_prompts,
                                     request_rate=args.request_rate)
@@ -103,6 +112,7 @@ def one_mode(mode: str, args: argparse.Namespace) -> dict:
         spec = {key: after[key] - start[key] for key in ("drafted", "accepted")}
     bench_figures = {**headline(result), **{k: result.get(k) for k in ("median_tpot_ms", "p50_tpot_ms")}}
     return {"mode": mode, "server_ready_s": ready_s, "texts": texts, "bench": bench_figures, "spec": spec,
+            "spec_greedy": before, "engine_warnings": speculation_warnings(server_log),
             "server_command": shlex.join(command), "bench_command": result["command"],
             "recipe": shlex.join([sys.executable, *sys.argv])}
 

@@ -58,3 +58,15 @@ def test_summary_shape():
                                    "recipe"]
     assert [g["met"] for g in summary["goals"]] == [True, True]
     assert all({"name", "measured", "goal", "met"} <= set(g) for g in summary["goals"])
+
+
+def test_no_drafts_under_the_load_is_reported_beside_the_greedy_prompts_drafts():
+    ngram = run("ngram", {}, 6.4, 9.6, spec={"drafted": 0, "accepted": 0})
+    ngram.update(spec_greedy={"drafted": 177, "accepted": 172}, engine_warnings=["Async scheduling not supported"])
+    goal = acceptance_goal(run("plain", {}, 3.8, 4.0), ngram)
+    measured = goal["measured"]
+    assert goal["met"]
+    assert (measured["drafted_tokens"], measured["acceptance_rate"]) == (0, None)
+    assert measured["greedy_prompts"]["acceptance_rate"] == pytest.approx(172 / 177)
+    assert measured["engine_warnings"] == ["Async scheduling not supported"]
+    assert measured["tpot_p50_ngram_over_plain"] == pytest.approx(6.4 / 3.8)
