@@ -6,16 +6,21 @@
 #                            budget, so the controller's pick is on the frontier), then n-gram speculative
 #                            decoding against none (speculative_h200.py)
 #   STAGE=long-form          the long-form preset: vllm-8192 (closed-loop capacity, the rate search, the grid),
-#                            then our app planned for long-form; outputs of 2-4k tokens make each run minutes
-#                            long, so this may take more than one session: a later start resumes (measure skips
-#                            what DIR already holds: start it again on the same DIR after copying it back)
-# Estimates, not yet run on a GPU: an engine start 2-4 min on a fresh machine; chunked ~4 min per budget,
-# speculative ~8 min (two starts): STAGE=chunked fits one session's device time after staging.
+#                            then our app planned for long-form. Outputs average 2,048 tokens (p95 4,096), so each
+#                            open-loop run is ~2 min (45 s of arrivals, then ~40 s a request at ~20 ms TPOT) and
+#                            the closed-loop capacity run ~1,024 x 2,048 tokens at ~15k tok/s: a smaller sweep than
+#                            the other presets' (LONG_FORM_SWEEP: 1,024 capacity requests, 2 rate probes,
+#                            max_num_seqs 64 / 256 / 1,024 beside the plans' 136 / 384 / 1,024), estimated ~21 min
+#                            with the starts. A later start resumes (measure skips what DIR already holds: start it
+#                            again on the same DIR after copying it back).
+# Measured 2026-12-03 (run 11): STAGE=chunked took 17.8 min from begin to done (engine starts 27 s - 1.6 min
+# with the compile cache warm, each budget's run ~1 min, speculative 7.8 min with two starts of our app).
 out=$1
 stage=${STAGE:-chunked}
 progress="$out/progress"  # gpu_detached.sh's wait reads it
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 ctl() { python3 benchmarks/controller_h200.py "$@" --out "$out/controller" --ready-timeout-s 600 --time-budget-s 3000; }
+LONG_FORM_SWEEP=(--capacity-requests 1024 --rate-probes 2 --grid 64,256,1024)
 step() { echo "$(date +%T) $*" >> "$progress"; }
 step "begin $stage"
 if [ "$stage" = chunked ]; then
@@ -29,9 +34,9 @@ if [ "$stage" = chunked ]; then
   step "speculative summarize rc=$?"
 else
   ctl start --engine vllm-8192; step "vllm-8192 start rc=$?"
-  ctl measure --engine vllm-8192 --parts preset-long-form; step "vllm-8192 long-form rc=$?"
+  ctl measure --engine vllm-8192 --parts preset-long-form "${LONG_FORM_SWEEP[@]}"; step "vllm-8192 long-form rc=$?"
   ctl start --engine ours-fp16 --ours-preset long-form; step "ours-fp16 start rc=$?"
-  ctl measure --engine ours-fp16 --parts preset-long-form; step "ours-fp16 long-form rc=$?"
+  ctl measure --engine ours-fp16 --parts preset-long-form "${LONG_FORM_SWEEP[@]}"; step "ours-fp16 long-form rc=$?"
   ctl stop; step "stop rc=$?"
 fi
 ctl summarize > "$out/controller/goals.txt" 2>&1; step "controller summarize rc=$?"
