@@ -20,6 +20,9 @@ gpu_free() {  # a stopped server's engine process can hold the GPU's memory a fe
   step "GPU memory still ${used} MiB in use"
 }
 step begin
+# The floor under our two Ray hops on this host (a bare handle call and a streamed item, ~30 s, no GPU): the
+# ingress's hop_to_replica / delivery stamps are read against it.
+python3 benchmarks/serve_hop.py --out "$out/serve_hop.json" > "$out/serve_hop.log" 2>&1; step "serve_hop rc=$?"
 rp start --only vllm; step "vllm start rc=$?"
 rp measure --part latency --only vllm; step "vllm latency rc=$?"
 rp measure --part bursty --only vllm --point-s 20; step "vllm bursty+flood rc=$?"
