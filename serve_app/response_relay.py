@@ -21,18 +21,19 @@ class ResponseRelay:
     def __init__(self, put: Callable[[ResponsePart], int], tally: TokenTally,
                  on_first_token: Callable[[float], None] = lambda ago_s: None,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
-                 arrived_at: float = 0.0, dispatched_at: float = 0.0):
+                 arrived_at: float = 0.0, dispatched_at: float = 0.0, received_at: float | None = None):
         """`put` queues a part for the ingress and returns its sequence number; `on_first_token` is told,
         with each part after the first token, how long ago that token came (the span keeps the first).
         The first part carries `FirstPartStamps` from the request's `arrived_at` and `dispatched_at` at the
-        ingress (wall clock) and this relay's creation (the replica's start)."""
+        ingress (wall clock) and `received_at`, when the replica's call began (this relay's creation if not
+        given)."""
         self._put = put
         self._tally = tally
         self._on_first_token = on_first_token
         self._clock = clock
         self._wall_clock = wall_clock
         self._arrived_at, self._dispatched_at = arrived_at, dispatched_at
-        self._started_at = wall_clock()
+        self._started_at = wall_clock() if received_at is None else received_at
         self.status: int | None = None
         self._headers: Headers = []
         self._start_sent = False

@@ -119,6 +119,7 @@ class LLMReplica:
         `target_replica` is the router's choice, read by the request router that sent the call here; by pull,
         a call meant for another replica is refused (`MisroutedCall`).
         """
+        received_at = time.time()  # the hop's end: before this call's own set-up, which is the replica's time
         if target_replica not in (None, self._replica_id) and self._config.http.delivery == "pull":
             raise MisroutedCall(f"a call for LLM replica {target_replica} reached {self._replica_id}: its target "
                                 "has left the LLM replicas' router (died or draining)")
@@ -132,7 +133,8 @@ class LLMReplica:
                                        "llm.priority_class": request.priority_class})
         relay = ResponseRelay(lambda part: self._outbox.put(reply_to, request.request_id, part), tally,
                               on_first_token=span.first_token,  # the span keeps only the first
-                              arrived_at=request.arrival_time, dispatched_at=request.dispatched_at)
+                              arrived_at=request.arrival_time, dispatched_at=request.dispatched_at,
+                              received_at=received_at)
         started = time.monotonic()
         call = HttpCall("POST", request.path, [*request.headers, ("x-request-id", request.request_id)], request.body)
         completed = False

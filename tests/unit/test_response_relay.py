@@ -75,3 +75,13 @@ def test_the_ingress_intake_is_a_stage_of_its_own_and_total_still_starts_at_arri
     stamps = FirstPartStamps(10.0, 10.1, 10.3, 10.4, 10.5, delivered=10.6, received=9.996)
     stages = stamps.stages(10.65)
     assert round(stages["intake"], 6) == 0.004 and round(stages["total"], 6) == 0.65
+
+
+def test_the_replica_stage_starts_when_the_call_was_received_not_when_the_relay_was_made():
+    tally = Tally()
+    sent = []
+    relay = ResponseRelay(lambda part: sent.append(part) or len(sent), tally, clock=lambda: 10.0,
+                          wall_clock=lambda: 1000.5, arrived_at=999.90, dispatched_at=999.95, received_at=999.97)
+    relay.on_start(200, [])
+    relay.on_body(b"data: {}\n\n", True)
+    assert sent[0].stamps.replica_started == 999.97
