@@ -7,6 +7,10 @@ from the callee's `yield` to the caller's receipt (the first part's way back und
 Both sides run on one node, paced requests one at a time, Ray Serve's throughput-optimized data plane on or
 off (`--throughput-mode`, as `http.ray_serve_throughput_optimized` sets it).
 
+Beside them, the same two measurements over a plain TCP connection between the same two replicas (asyncio
+streams, length-prefixed pickles, the callee's server on its node's address; `direct_*`): what a request
+path that keeps Ray for placement, discovery and failure but not for each call's bytes would pay.
+
     python benchmarks/serve_hop.py --out benchmarks/results/routing_capacity/serve_hop_cpu.json
 
 Compare with `routing_capacity.py`'s breakdown (our app with a stand-in engine) on the same machine.
@@ -15,15 +19,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import pickle
 import platform
+import struct
 import sys
 import time
 from pathlib import Path
 
 PAYLOAD_BYTES = 4096
 PACE_S = 0.02
+FRAME_HEADER = "!I"  # a format, not a `struct.Struct`: the deployments' closures are pickled
+
+
+def frame(obj: object) -> bytes:
+    body = pickle.dumps(obj, protocol=5)
+    return struct.pack(FRAME_HEADER, len(body)) + body
+
+
+async def read_frame(reader: asyncio.StreamReader) -> object:
+    (size,) = struct.unpack(FRAME_HEADER, await reader.readexactly(struct.calcsize(FRAME_HEADER)))
+    return pickle.loads(await reader.readexactly(size))
 
 
 def build_app():
@@ -31,8 +49,31 @@ def build_app():
 
     @serve.deployment(max_ongoing_requests=1000)
     class Callee:
+        def __init__(self):
+            self._server = None
+
         async def call(self, payload: bytes, sent_at: float) -> float:
             return time.time() - sent_at
+
+        async def direct_address(self) -> tuple[str, int]:
+            """Starts the TCP server on first use (in the replica's own loop) and returns its address."""
+            if self._server is None:
+                import ray
+                self._server = await asyncio.start_server(self._serve_connection, ray.util.get_node_ip_address(), 0)
+            return self._server.sockets[0].getsockname()[:2]
+
+        async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while True:
+                    kind, value, sent_at = await read_frame(reader)
+                    if kind == "call":
+                        writer.write(frame(time.time() - sent_at))
+                    else:  # "stream": `value` items, each stamped as it is written
+                        for _ in range(value):
+                            await asyncio.sleep(PACE_S)
+                            writer.write(frame(time.time()))
+                            await writer.drain()
+                    await writer.drain()
 
         async def stream(self, count: int):
             for _ in range(count):
@@ -57,6 +98,27 @@ def build_app():
                 hops.append(time.time() - yielded_at)
             return hops
 
+        async def direct(self, count: int) -> dict[str, list[float]]:
+            """The two measurements over one TCP connection to the callee."""
+            host, port = await self._callee.direct_address.remote()
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                payload, calls = b"x" * PAYLOAD_BYTES, []
+                for _ in range(count):
+                    writer.write(frame(("call", payload, time.time())))
+                    await writer.drain()
+                    calls.append(await read_frame(reader))
+                    await asyncio.sleep(PACE_S)
+                writer.write(frame(("stream", count, time.time())))
+                await writer.drain()
+                items = []
+                for _ in range(count):
+                    written_at = await read_frame(reader)
+                    items.append(time.time() - written_at)
+                return {"calls": calls, "items": items}
+            finally:
+                writer.close()
+
     return Caller.bind(Callee.bind())
 
 
@@ -73,8 +135,12 @@ async def measure(handle, count: int) -> dict[str, dict]:
 
     try:
         await handle.unary.remote(20)  # warm both sides' connections
-        return {"unary_call_to_method_start": percentiles_ms(await handle.unary.remote(count)),
-                "stream_item_yield_to_receipt": percentiles_ms(await handle.streamed.remote(count))}
+        await handle.direct.remote(20)
+        result = {"unary_call_to_method_start": percentiles_ms(await handle.unary.remote(count)),
+                  "stream_item_yield_to_receipt": percentiles_ms(await handle.streamed.remote(count))}
+        direct = await handle.direct.remote(count)
+        return {**result, "direct_call_to_handler": percentiles_ms(direct["calls"]),
+                "direct_item_write_to_receipt": percentiles_ms(direct["items"])}
     finally:
         await serve.shutdown_async()
 
