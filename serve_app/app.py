@@ -32,7 +32,7 @@ def build_app(config: AppConfig, engine_overrides: dict[str, Any] | None = None)
                                {"autoscaling_config": autoscaling})
     # Delivery by pull: each ingress replica's stream and heartbeat are calls too, and must get through to a
     # replica whose requests fill Ray Serve's cap (a heartbeat held back would make it abort live requests).
-    delivery_calls = 2 * config.http.ingress_replicas + 8 if config.http.delivery == "pull" else 0
+    delivery_calls = 2 * config.http.ingress_replicas + 8 if config.http.delivery != "push" else 0
     replica_deployment = serve.deployment(
         LLMReplica,
         name="LLMReplica",

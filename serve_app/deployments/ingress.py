@@ -25,7 +25,7 @@ from serve_app import openai_api as api
 from serve_app.config import parse_config
 from serve_app.deployments.calls import answer_within
 from serve_app.deployments.dispatcher import Dispatcher
-from serve_app.deployments.ingress_link import collector_from_replicas
+from serve_app.deployments.ingress_link import ingress_delivery
 from serve_app.delivery import Batch, Inbox
 from serve_app.http.errors import install_error_handlers, metrics_not_here, openai_error_shape
 from serve_app.http.forwarding import FORWARDED_REQUEST_HEADERS, FORWARDED_RESPONSE_HEADERS, kept, raw_body, route_path
@@ -61,11 +61,10 @@ class Ingress:
         self._controller = controller
         self._limits = RequestLimits.from_config(self._config)
         tracing.configure_from_settings(self._config.telemetry)
-        # Delivery by pull: this replica holds a stream open to each LLM replica it has requests on.
-        self._collector = (collector_from_replicas(replicas, self._replica_id, self._inbox)
-                           if self._config.http.delivery == "pull" else None)
+        # By pull or direct: this replica holds a stream (and direct, a connection) to each LLM replica it uses.
+        self._collector = ingress_delivery(self._config.http, replicas, self._replica_id, self._inbox)
         self._dispatcher = Dispatcher(self._replica_id, replicas, controller, self._config,
-                                      **({"running_on": self._collector.running_on} if self._collector else {}))
+                                      **(self._collector.dispatcher_options() if self._collector else {}))
         self._intake = RequestIntake(self._config, self._dispatcher.classes, self._dispatcher.door)
         metrics = None
         if self._config.telemetry.metrics:

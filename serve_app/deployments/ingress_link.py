@@ -1,20 +1,24 @@
 """The replica-to-ingress leg: response parts go back, batched, to the ingress replica holding the HTTP
 connection (`serve_app.delivery`). By push (`http.delivery: push`) the replica calls that ingress replica,
 addressed by its id through `TargetedRequestRouter`; by pull the ingress replica holds a stream open to
-the replica (`serve_app.delivery_pull`), addressed through the LLM replicas' router."""
+the replica (`serve_app.delivery_pull`), addressed through the LLM replicas' router; direct
+(`serve_app.direct_link`) sends the run and its parts over a TCP connection, and keeps the pull stream open
+beside it (carrying nothing) so that a draining replica waits for this ingress's requests."""
 from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.config import HttpSettings
 from serve_app.delivery import Abandoned, Batch, Inbox, Outbox
 from serve_app.delivery_pull import Collector, Mailboxes
+from serve_app.direct_link import DirectAddress, DirectClient, DirectServer
 from serve_app.routing.targeted import TargetReplicaGone
 
 
@@ -35,19 +39,37 @@ def outbox_to_ingress(ingress_name: str, on_abandoned: Abandoned | None = None,
 
 
 class ReplicaDelivery:
-    """An LLM replica's side of delivery, by push or by pull as `http.delivery` says: `outbox` takes the
-    response parts; `running_for` goes around each request; by pull, `stream` is the replica's `collect`."""
+    """An LLM replica's side of delivery, by push, pull or direct as `http.delivery` says: `outbox` takes the
+    response parts; `running_for` goes around each request; by pull (and direct), `stream` is the replica's
+    `collect`; direct, `start` opens the replica's connection server."""
 
     def __init__(self, http: HttpSettings, ingress_name: str, replica_id: str, on_abandoned: Abandoned | None = None):
         self._replica_id = replica_id
         self._runs_by_ingress: Counter[str] = Counter()
+        self._on_abandoned = on_abandoned or (lambda request_ids: None)
         self.mailboxes: Mailboxes | None = None
-        if http.delivery == "pull":
-            self.mailboxes = Mailboxes(lambda ingress: self._runs_by_ingress[ingress] > 0)
-            self.outbox = Outbox(self.mailboxes.send, on_abandoned=on_abandoned,
-                                 first_parts_own_call=http.first_parts_own_call)
-        else:
+        self.direct: DirectServer | None = None
+        if http.delivery == "push":
             self.outbox = outbox_to_ingress(ingress_name, on_abandoned, http.first_parts_own_call)
+            return
+        self.mailboxes = Mailboxes(lambda ingress: self._runs_by_ingress[ingress] > 0)
+        send = self.mailboxes.send
+        if http.delivery == "direct":
+            self.direct = DirectServer(replica_id, self._forget)
+            send = self.direct.send
+        self.outbox = Outbox(send, on_abandoned=on_abandoned, first_parts_own_call=http.first_parts_own_call)
+
+    async def start(self, run: Callable[[Any, str], Awaitable[Any]]) -> None:
+        """Direct: serve runs (`run(request, ingress_id)`, the replica's) on this node's address."""
+        if self.direct is not None:
+            await self.direct.start(ray.util.get_node_ip_address(), run)
+
+    def _forget(self, ingress_id: str, request_ids: list[str]) -> None:
+        self.heard_from(ingress_id)
+        self._on_abandoned(request_ids)
+
+    def direct_address(self) -> DirectAddress | None:
+        return self.direct.address if self.direct is not None else None
 
     @contextlib.contextmanager
     def running_for(self, ingress_id: str) -> Iterator[None]:
@@ -79,7 +101,8 @@ class ReplicaDelivery:
                                                        "broken": self.mailboxes.streams_broken,
                                                        "ingresses": self.mailboxes.destinations}
         return {"delivery_streams": streams, "delivery_batches": self.outbox.batches_sent,
-                "delivery_chunks": self.outbox.chunks_sent, "delivery_batches_failed": self.outbox.batches_failed}
+                "delivery_chunks": self.outbox.chunks_sent, "delivery_batches_failed": self.outbox.batches_failed,
+                **({"direct": self.direct.stats()} if self.direct is not None else {})}
 
 
 def collector_from_replicas(replicas: DeploymentHandle, ingress_id: str, inbox: Inbox) -> Collector:
@@ -94,3 +117,41 @@ def collector_from_replicas(replicas: DeploymentHandle, ingress_id: str, inbox: 
         await forget.remote(ingress_id, request_ids, target_replica=replica_id)
 
     return Collector(open_stream, inbox.deliver, forget_requests)
+
+
+class IngressDelivery:
+    """An ingress replica's side of delivery by pull or direct: the pull streams (`collector`), and direct,
+    the connections the runs and their parts take (`client`), with the stream to that replica open meanwhile."""
+
+    def __init__(self, collector: Collector, client: DirectClient | None = None):
+        self.collector = collector
+        self.client = client
+
+    def dispatcher_options(self) -> dict[str, Any]:
+        """The `Dispatcher`'s: how it runs a request on a replica."""
+        if self.client is None:
+            return {"running_on": self.collector.running_on}
+        return {"run_call": self._run_direct}
+
+    async def _run_direct(self, replica_id: str, request: Any) -> Any:
+        with self.collector.running_on(replica_id):
+            return await self.client.run(replica_id, request)
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.collector.stats(), **({"direct": self.client.stats()} if self.client is not None else {})}
+
+
+def ingress_delivery(http: HttpSettings, replicas: DeploymentHandle, ingress_id: str,
+                     inbox: Inbox) -> IngressDelivery | None:
+    """None by push (the replicas call this ingress replica's `deliver`)."""
+    if http.delivery == "push":
+        return None
+    collector = collector_from_replicas(replicas, ingress_id, inbox)
+    if http.delivery == "pull":
+        return IngressDelivery(collector)
+    address = replicas.options(method_name="direct_address")
+
+    async def resolve(replica_id: str) -> DirectAddress:
+        return await address.remote(target_replica=replica_id)
+
+    return IngressDelivery(collector, DirectClient(ingress_id, resolve, inbox.deliver))

@@ -27,6 +27,7 @@ from serve_app.engine_stats import EngineSnapshot, engine_stat_loggers
 from serve_app.deployments.controller_link import ControllerLink
 from serve_app.deployments.errors import MisroutedCall
 from serve_app.delivery import Batch
+from serve_app.direct_link import DirectAddress
 from serve_app.deployments.ingress_link import ReplicaDelivery
 from serve_app.deployments.replica_reports import ReplicaReports
 from serve_app.deployments.serve_states import own_replica_id
@@ -94,6 +95,7 @@ class LLMReplica:
         self.aborted_abandoned = 0
         self._delivery = ReplicaDelivery(self._config.http, ingress_name, self._replica_id, self._abandon)
         self._outbox = self._delivery.outbox
+        await self._delivery.start(self.run)  # direct delivery's connections (`http.delivery: direct`)
         self._stats_task: asyncio.Task | None = None
         cache = self._engine.vllm_config.cache_config
         if self._kv_events is not None:
@@ -184,6 +186,10 @@ class LLMReplica:
         `ingress_id`, open while it has requests here (`serve_app.delivery_pull`)."""
         async for batch in self._delivery.stream(ingress_id, target_replica):
             yield batch
+
+    async def direct_address(self, target_replica: str | None = None) -> DirectAddress | None:
+        """Direct delivery: where this replica takes runs (None: it delivers otherwise)."""
+        return self._delivery.direct_address()
 
     async def forget(self, ingress_id: str, request_ids: list[str], target_replica: str | None = None) -> None:
         """Delivery by pull: ingress replica `ingress_id` no longer reads these requests (their clients left);

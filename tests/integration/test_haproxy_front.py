@@ -1,7 +1,8 @@
 """`http.front: haproxy`: `llmserve run` with Ray Serve's HAProxy mode (HAProxy in front of the ingress
 replica's own HTTP server, the multi-node front without Ray's Python proxy), which needs response parts
-delivered by pull (`serve_app.delivery_pull`): streams and whole answers come through, a client that leaves
-has its engine request aborted, and the ingress reports its streams from the LLM replica."""
+delivered by pull (`serve_app.delivery_pull`) or direct (`serve_app.direct_link`, runs and parts over a TCP
+connection): in each, streams and whole answers come through, a client that leaves has its engine request
+aborted, and the ingress reports its streams (and connections) to the LLM replica."""
 from __future__ import annotations
 
 import json
@@ -16,18 +17,24 @@ pytestmark = pytest.mark.integration
 GOLD = {"authorization": "Bearer key-gold"}
 
 
-@pytest.fixture(scope="module")
-def haproxy_url(app_config, base_url, tmp_path_factory):
+@pytest.fixture(scope="module", params=["pull", "direct"])
+def haproxy_app(request, app_config, base_url, tmp_path_factory):
     """After the suite's app (`base_url`), whose ports are bound before this Ray picks its own."""
     data = app_config.model_dump(mode="json")
-    data["http"] = {**data["http"], "port": free_port(), "front": "haproxy", "delivery": "pull"}
+    data["http"] = {**data["http"], "port": free_port(), "front": "haproxy", "delivery": request.param}
     data["telemetry"] = {"tracing_exporter": "none", "metrics": False}
     with own_ray_app(data, tmp_path_factory.mktemp("haproxy")) as app:
-        yield f"http://127.0.0.1:{data['http']['port']}"
+        yield f"http://127.0.0.1:{data['http']['port']}", request.param
         assert not [line for line in app.lines if "Traceback" in line], "".join(app.lines[-60:])
 
 
-def test_streams_and_whole_answers_come_through_haproxy_by_pull(haproxy_url, model_name):
+@pytest.fixture
+def haproxy_url(haproxy_app):
+    return haproxy_app[0]
+
+
+def test_streams_and_whole_answers_come_through_haproxy(haproxy_app, model_name):
+    haproxy_url, delivery = haproxy_app
     body = {"model": model_name, "prompt": "t1 t2", "max_tokens": 12, "stream": True, **EXACT}
     events = []
     with httpx.stream("POST", f"{haproxy_url}/v1/completions", json=body, timeout=120, headers=GOLD) as response:
@@ -46,10 +53,15 @@ def test_streams_and_whole_answers_come_through_haproxy_by_pull(haproxy_url, mod
                          json={**body, "stream": False, "priority": "nope"})
     assert refused.status_code == 400 and "nope" in refused.json()["error"]["message"]
     ingress = httpx.get(f"{haproxy_url}/v1/router/stats", timeout=30).json()["ingress"]
-    assert ingress["delivery"] == "pull"
+    assert ingress["delivery"] == delivery
     streams = ingress["delivery_streams"]
-    assert streams["streams_opened"] >= 1 and streams["batches"] >= 2 and streams["stream_failures"] == 0, streams
+    assert streams["streams_opened"] >= 1 and streams["stream_failures"] == 0, streams
+    if delivery == "pull":
+        assert streams["batches"] >= 2, streams
+    else:  # the parts came over the connection; the stream beside it carried none
+        assert streams["batches"] == 0 and streams["direct"]["connections_opened"] == 1, streams
+        assert streams["direct"]["connections_lost"] == 0, streams
 
 
-def test_a_client_leaving_mid_stream_has_its_engine_request_aborted_by_pull(haproxy_url, model_name):
+def test_a_client_leaving_mid_stream_has_its_engine_request_aborted(haproxy_url, model_name):
     assert_leaving_client_aborts_its_engine_request(haproxy_url, model_name, GOLD)

@@ -1,0 +1,219 @@
+"""Direct delivery's connection (`serve_app.direct_link`) over real sockets on localhost: a run's parts come
+before its summary, a cancelled run is cancelled on the replica, a lost connection fails its runs, a gone
+ingress makes the replica's sends fail, and a connection without the replica's token is refused."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from serve_app.delivery import Inbox, Outbox
+from serve_app.delivery_pull import IngressGone
+from serve_app.direct_link import DirectAddress, DirectClient, DirectServer, ReplicaConnectionLost
+from serve_app.generation import ResponsePart
+
+
+@dataclasses.dataclass
+class Request:
+    request_id: str
+    parts: int = 3
+    hold: bool = False
+
+
+class Replica:
+    """A stand-in replica: its runs write `parts` parts through a real `Outbox` to the server's `send`."""
+
+    def __init__(self) -> None:
+        self.forgotten: list[tuple[str, list[str]]] = []
+        self.cancelled: list[str] = []
+        self.server = DirectServer("replica-a", lambda ingress_id, ids: self.forgotten.append((ingress_id, ids)))
+        self.outbox = Outbox(self.server.send)
+        self.release = asyncio.Event()
+
+    async def run(self, request: Request, ingress_id: str) -> dict:
+        try:
+            seq = 0
+            for i in range(request.parts):
+                seq = self.outbox.put(ingress_id, request.request_id,
+                                      ResponsePart(f"part{i}".encode(), done=i == request.parts - 1))
+            if request.hold:
+                await self.release.wait()
+            await self.outbox.wait_sent(ingress_id, seq)
+            if request.request_id == "fails":
+                raise ValueError("bad request")
+            return {"request_id": request.request_id, "ingress": ingress_id}
+        except asyncio.CancelledError:
+            self.cancelled.append(request.request_id)
+            raise
+
+
+async def started() -> tuple[Replica, DirectAddress]:
+    replica = Replica()
+    address = await replica.server.start("127.0.0.1", replica.run)
+    return replica, address
+
+
+def client_for(address: DirectAddress, inbox: Inbox, ingress_id: str = "ingress-1") -> DirectClient:
+    async def resolve(replica_id: str) -> DirectAddress:
+        return address
+    return DirectClient(ingress_id, resolve, inbox.deliver)
+
+
+async def drained(queue) -> list[bytes]:
+    bodies = []
+    while not queue.empty():
+        bodies.append(queue.get_nowait().body)
+    return bodies
+
+
+def test_a_run_returns_its_summary_after_its_parts_reached_the_inbox():
+    async def scenario():
+        replica, address = await started()
+        inbox = Inbox()
+        queues = {rid: inbox.open(rid) for rid in ("r1", "r2")}
+        client = client_for(address, inbox)
+        summaries = await asyncio.gather(client.run("replica-a", Request("r1")), client.run("replica-a", Request("r2")))
+        bodies = {rid: await drained(q) for rid, q in queues.items()}
+        stats = client.stats()
+        await client.close()
+        await replica.server.close()
+        return summaries, bodies, stats, replica.server.stats()
+
+    summaries, bodies, stats, server_stats = asyncio.run(scenario())
+    assert summaries == [{"request_id": "r1", "ingress": "ingress-1"}, {"request_id": "r2", "ingress": "ingress-1"}]
+    assert bodies == {rid: [b"part0", b"part1", b"part2"] for rid in ("r1", "r2")}
+    assert (stats["connections_opened"], server_stats["runs"]) == (1, 2)  # one connection carries both
+
+
+def test_an_error_in_the_run_reaches_the_caller_as_raised():
+    async def scenario():
+        replica, address = await started()
+        inbox = Inbox()
+        inbox.open("fails")
+        client = client_for(address, inbox)
+        try:
+            await client.run("replica-a", Request("fails"))
+        finally:
+            await client.close()
+            await replica.server.close()
+
+    with pytest.raises(ValueError, match="bad request"):
+        asyncio.run(scenario())
+
+
+def test_a_cancelled_run_is_cancelled_on_the_replica():
+    async def scenario():
+        replica, address = await started()
+        inbox = Inbox()
+        inbox.open("held")
+        client = client_for(address, inbox)
+        running = asyncio.create_task(client.run("replica-a", Request("held", hold=True)))
+        for _ in range(200):
+            if replica.server.runs:
+                break
+            await asyncio.sleep(0.01)
+        running.cancel()
+        for _ in range(200):
+            if replica.cancelled:
+                break
+            await asyncio.sleep(0.01)
+        await client.close()
+        await replica.server.close()
+        return replica.cancelled
+
+    assert asyncio.run(scenario()) == ["held"]
+
+
+def test_parts_of_requests_the_ingress_no_longer_reads_are_forgotten_on_the_replica():
+    async def scenario():
+        replica, address = await started()
+        inbox = Inbox()  # nobody opened "left": its client is gone
+        client = client_for(address, inbox)
+        await client.run("replica-a", Request("left", parts=1))
+        for _ in range(200):
+            if replica.forgotten:
+                break
+            await asyncio.sleep(0.01)
+        await client.close()
+        await replica.server.close()
+        return replica.forgotten
+
+    assert asyncio.run(scenario()) == [("ingress-1", ["left"])]
+
+
+def test_a_replica_that_goes_away_fails_the_runs_on_its_connection():
+    async def scenario():
+        replica, address = await started()
+        inbox = Inbox()
+        inbox.open("held")
+        client = client_for(address, inbox)
+        running = asyncio.create_task(client.run("replica-a", Request("held", hold=True)))
+        for _ in range(200):
+            if replica.server.runs:
+                break
+            await asyncio.sleep(0.01)
+        await replica.server.close()  # the replica's process dies: its connections close
+        try:
+            await running
+        finally:
+            await client.close()
+
+    with pytest.raises(ReplicaConnectionLost):
+        asyncio.run(scenario())
+
+
+def test_an_ingress_that_goes_away_makes_the_replicas_sends_to_it_fail_and_its_runs_cancelled():
+    async def scenario():
+        replica, address = await started()
+        inbox = Inbox()
+        inbox.open("held")
+        client = client_for(address, inbox)
+        asyncio.create_task(client.run("replica-a", Request("held", hold=True)))
+        for _ in range(200):
+            if replica.server.runs:
+                break
+            await asyncio.sleep(0.01)
+        await client.close()  # the ingress's process dies
+        for _ in range(200):
+            if replica.cancelled:
+                break
+            await asyncio.sleep(0.01)
+        try:
+            await replica.server.send("ingress-1", [("held", ResponsePart(b"late"))])
+        finally:
+            await replica.server.close()
+        return replica.cancelled
+
+    with pytest.raises(IngressGone):
+        asyncio.run(scenario())
+
+
+def test_an_address_from_another_replica_or_no_listener_is_a_lost_replica():
+    async def scenario(address: DirectAddress):
+        client = client_for(address, Inbox())
+        try:
+            await client.run("replica-a", Request("r"))
+        finally:
+            await client.close()
+
+    with pytest.raises(ReplicaConnectionLost, match="replica-b answered"):
+        asyncio.run(scenario(DirectAddress("replica-b", "127.0.0.1", 1, b"x" * 16)))
+    with pytest.raises(ReplicaConnectionLost, match="could not connect"):
+        asyncio.run(scenario(DirectAddress("replica-a", "127.0.0.1", 1, b"x" * 16)))
+
+
+def test_a_connection_without_the_replicas_token_is_refused_before_anything_is_unpickled():
+    async def scenario():
+        replica, address = await started()
+        forged = dataclasses.replace(address, token=b"y" * 16)
+        client = client_for(forged, Inbox())
+        try:
+            await client.run("replica-a", Request("r"))
+        finally:
+            await client.close()
+            await replica.server.close()
+        return replica.server.runs
+
+    with pytest.raises(ReplicaConnectionLost):
+        asyncio.run(scenario())
