@@ -113,7 +113,7 @@ class DirectServer:
         await writer.drain()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        runs: dict[int, asyncio.Task] = {}
+        runs: dict[int, tuple[asyncio.Task, str]] = {}  # call id -> (its task, its request id)
         ingress_id = None
         try:
             if not hmac.compare_digest(await reader.readexactly(TOKEN_BYTES), self._token):
@@ -126,9 +126,10 @@ class DirectServer:
             while True:
                 kind, call_id, payload = await _read_frame(reader)
                 if kind == "run":
-                    runs[call_id] = _background(self._run_one(writer, ingress_id, call_id, payload, runs))
+                    task = _background(self._run_one(writer, ingress_id, call_id, payload, runs))
+                    runs[call_id] = (task, getattr(payload, "request_id", ""))
                 elif kind == "cancel" and call_id in runs:
-                    runs[call_id].cancel()
+                    runs[call_id][0].cancel()
                 elif kind == "forget":
                     self._forget(ingress_id, payload)
         except (asyncio.IncompleteReadError, ConnectionError, OSError, pickle.UnpicklingError):
@@ -136,13 +137,13 @@ class DirectServer:
         finally:
             if ingress_id is not None and self._writers.get(ingress_id) is writer:
                 del self._writers[ingress_id]
-            # Nobody reads these runs' answers any more: cancelled, vLLM aborts them and frees their KV cache.
-            for task in runs.values():
-                task.cancel()
+            if ingress_id is not None and runs:
+                # Nobody reads these runs' answers any more: abandoned, as by pull, vLLM aborts them.
+                self._forget(ingress_id, [request_id for _, request_id in runs.values()])
             writer.close()
 
     async def _run_one(self, writer: asyncio.StreamWriter, ingress_id: str, call_id: int, request: Any,
-                       runs: dict[int, asyncio.Task]) -> None:
+                       runs: dict[int, tuple[asyncio.Task, str]]) -> None:
         self.runs += 1
         try:
             reply = _frame("summary", call_id, await self._run(request, ingress_id))

@@ -64,11 +64,12 @@ def base_url(app_config):
     stop_local()
 
 
-@pytest.fixture(scope="session")
-def faults_url(app_config, base_url):  # base_url: the shared app runs Ray Serve on its HTTP port
+@pytest.fixture(scope="session", params=["pull", "direct"])
+def faults_url(request, app_config, base_url):  # base_url: the shared app runs Ray Serve on its HTTP port
     """A side app with two LLM replicas and two ingress replicas, for the tests that kill processes
     (test_process_faults, test_replica_faults) and route by cache (test_routing_by_cache); the shared app
-    stays untouched."""
+    stays untouched. Each of those tests runs with parts delivered by pull and direct (one app at a time:
+    pytest ends the first before it makes the second)."""
     from fault_helpers import FAULTS_APP, wait_for_routable
 
     from serve_app.local import delete_side_app, deploy_side_app
@@ -81,8 +82,9 @@ def faults_url(app_config, base_url):  # base_url: the shared app runs Ray Serve
     # they are aborted only once it has been silent for 3 s, and 470 tokens took 6-8 s here in all).
     data["engine"] = {**data["engine"], "stream_interval": EngineSettings.model_fields["stream_interval"].default,
                       "max_model_len": 2048}
-    # Delivery by pull: the ingress kill then tests the LLM replicas' silence limit against a live ingress too.
-    data["http"] = {**data["http"], "ingress_replicas": 2, "delivery": "pull", "max_output_tokens": 1600}
+    # By pull, the ingress kill also tests the LLM replicas' silence limit against a live ingress; direct, that
+    # a closed connection abandons the dead ingress's runs and a killed replica's connection fails its runs.
+    data["http"] = {**data["http"], "ingress_replicas": 2, "delivery": request.param, "max_output_tokens": 1600}
     # Routing by the engines' KV cache events (test_routing_by_cache); the fault tests run with it on too.
     data["router"] = {**data["router"], "routing": "precise_prefix"}
     url = deploy_side_app(parse_config(data), FAULTS_APP)

@@ -6,7 +6,8 @@ no response had begun); others finish or end with an error event naming what fai
 from 10 s after the kill on are all served;
 `/health` is 503 while a request would not be served and 200 again after; engine requests whose
 caller died are aborted: the faults app delivers by pull, where an LLM replica takes an ingress replica
-silent for `SILENCE_S` (3 s) as gone, so within `ABORT_WITHIN_S` of the kill. Meanwhile the surviving
+silent for `SILENCE_S` (3 s) as gone, so within `ABORT_WITHIN_S` of the kill (and again direct, where the
+dead ingress's connection closes at once). Meanwhile the surviving
 ingress replica's streams, heartbeating on the same busy machine, must all complete: a live ingress taken
 for gone would cut them. Then, on the same two replicas, a low request rate is shared between them. Runs
 on the `faults` side app (two LLM replicas, two ingress replicas)."""
