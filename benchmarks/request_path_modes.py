@@ -2,8 +2,9 @@
 mode, compared in a summary and a plot.
 
 Modes (`http.front` / `http.delivery`): proxy / push (Ray Serve's Python HTTP proxy, replicas call the ingress
-replica holding the request: the default), proxy / pull and haproxy / pull (Ray Serve's HAProxy mode, which
-needs delivery by pull). Run each mode in its own process (HAProxy mode is chosen when Ray starts):
+replica holding the request: the default), proxy / pull, haproxy / pull (Ray Serve's HAProxy mode, which
+needs delivery by pull or direct) and haproxy / direct (each request and its parts over a TCP connection
+between the ingress and LLM replica, `serve_app.direct_link`). Run each mode in its own process (HAProxy mode is chosen when Ray starts):
 
     python benchmarks/routing_capacity.py --out DIR/proxy_push --front proxy --delivery push \\
         --requests 200 --ingress 1 --concurrency 256 --seconds 10 --background-streams 64 \\
@@ -21,7 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
-MODES = ("proxy_push", "proxy_pull", "haproxy_pull")
+MODES = ("proxy_push", "proxy_pull", "haproxy_pull", "haproxy_direct")
 OVERHEAD_GOAL_MS = 10.0  # issue 16: TTFT p50 within +10 ms of vllm serve's
 
 

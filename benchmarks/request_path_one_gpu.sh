@@ -6,7 +6,10 @@
 # flood, measured there and since dropped); with the staging and the machine's start that is most of a session.
 # The second run (one_gpu_same_session_run2/): 25.1 min from `begin` to `done`, 28.9 min of device time in all
 # with three staging calls (62 MB parts) and the machine's start.
+# FRONT=haproxy-direct (in the environment of `gpu_detached.sh start`) runs ours with delivery direct
+# (`serve_app.direct_link`) instead of by pull.
 out=$1
+front=${FRONT:-haproxy}
 progress="$out/progress"  # gpu_detached.sh's wait reads it
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 rp() { python3 benchmarks/request_path_h200.py "$@" --out "$out"; }
@@ -27,10 +30,10 @@ rp start --only vllm; step "vllm start rc=$?"
 rp measure --part latency --only vllm; step "vllm latency rc=$?"
 rp measure --part bursty --only vllm --point-s 20; step "vllm bursty+flood rc=$?"
 gpu_free
-rp start --only ours --front haproxy; step "ours start rc=$?"
+rp start --only ours --front "$front"; step "ours ($front) start rc=$?"
 rp measure --part bursty --only ours --point-s 20; step "ours bursty+flood rc=$?"
 gpu_free
-rp start --only ours --front haproxy; step "ours restart rc=$?"
+rp start --only ours --front "$front"; step "ours restart rc=$?"
 rp measure --part latency --only ours; step "ours latency rc=$?"
 rp stop --only ours
 rp summarize > "$out/goals.txt" 2>&1; step "summarize rc=$?"

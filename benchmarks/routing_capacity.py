@@ -279,8 +279,9 @@ def main() -> int:
     parser.add_argument("--throughput-mode", choices=["on", "off"], default="on",
                         help="http.ray_serve_throughput_optimized (Ray Serve's throughput-optimized data plane)")
     parser.add_argument("--front", choices=["proxy", "haproxy"], default="proxy",
-                        help="http.front: Ray Serve's Python proxy, or its HAProxy mode (needs --delivery pull)")
-    parser.add_argument("--delivery", choices=["push", "pull"], default="push", help="http.delivery")
+                        help="http.front: Ray Serve's Python proxy, or its HAProxy mode (needs --delivery pull or "
+                        "direct)")
+    parser.add_argument("--delivery", choices=["push", "pull", "direct"], default="push", help="http.delivery")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     PATH_SETTINGS.update(front=args.front, delivery=args.delivery)

@@ -78,7 +78,7 @@ class OursOptions:
     async_scheduling: str = "auto"
     freeze_gc: bool = True
     full_gc: str = "scheduled"
-    front: str = "proxy"  # http.front; haproxy delivers by pull
+    front: str = "proxy"  # http.front; haproxy delivers by pull, haproxy-direct by direct (`FRONTS`)
     lower_class_prefill_tokens: int | None = None  # router.lower_class_prefill_tokens (off: None)
 
     @classmethod
@@ -89,9 +89,14 @@ class OursOptions:
                    front=getattr(args, "front", "proxy"))
 
 
+FRONTS = ("proxy", "haproxy", "haproxy-direct")
+
+
 def front_settings(front: str) -> dict:
-    """`http` settings for a front: HAProxy mode needs delivery by pull."""
-    return {} if front == "proxy" else {"front": front, "delivery": "pull"}
+    """`http` settings for a front of `FRONTS`: HAProxy mode delivers by pull, or direct (`haproxy-direct`)."""
+    if front == "proxy":
+        return {}
+    return {"front": "haproxy", "delivery": "direct" if front == "haproxy-direct" else "pull"}
 
 
 def async_scheduling_engine_arg(choice: str) -> dict:

@@ -49,6 +49,7 @@ class StandInReplica:
         self._token_interval_s = float((engine_overrides or {}).get("stand_in_token_interval_s", 0.0))
         self._delivery = ReplicaDelivery(settings.http, ingress_name, self._replica_id)
         self._outbox = self._delivery.outbox
+        await self._delivery.start(self.run)  # direct delivery's connections (`http.delivery: direct`)
         self._in_flight = 0
         self._completed = 0
         await controller.report_allocation.remote(self._replica_id, KV_BLOCKS, BLOCK_SIZE, MAX_NUM_SEQS)
@@ -104,6 +105,9 @@ class StandInReplica:
     async def collect(self, ingress_id: str, target_replica: str | None = None) -> AsyncIterator[Batch]:
         async for batch in self._delivery.stream(ingress_id, target_replica):
             yield batch
+
+    async def direct_address(self, target_replica: str | None = None) -> Any:
+        return self._delivery.direct_address()
 
     async def forget(self, ingress_id: str, request_ids: list[str], target_replica: str | None = None) -> None:
         self._delivery.heard_from(ingress_id)  # nothing to abort: answered at once

@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import random
 import time
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Awaitable, Callable
 
 from ray.serve.handle import DeploymentHandle
@@ -57,12 +56,9 @@ def _served(summary: RunSummary | None) -> bool:
 class Dispatcher:
     def __init__(self, ingress_id: str, replicas: DeploymentHandle, controller: DeploymentHandle | None,
                  config: AppConfig, clock: Callable[[], float] = time.monotonic,
-                 running_on: Callable[[str], AbstractContextManager[None]] = lambda replica_id: nullcontext(),
                  run_call: Callable[[str, GenerationRequest], Awaitable[RunSummary]] | None = None):
-        """`running_on`: by pull, the stream from that replica is open meanwhile; `run_call(replica_id, request)`:
-        how a request runs there (direct delivery's connection; by default a Ray call)."""
+        """`run_call(replica_id, request)` runs a request there (`IngressDelivery`'s; by push, a Ray call)."""
         self._ingress_id = ingress_id
-        self._running_on = running_on
         self._run_call = run_call or self._run_by_ray
         self._config = config
         self._replicas = replicas
@@ -170,8 +166,7 @@ class Dispatcher:
             self._pump()
 
     async def _run_by_ray(self, replica_id: str, request: GenerationRequest) -> RunSummary:
-        with self._running_on(replica_id):
-            return await self._replicas.run.remote(request, self._ingress_id, target_replica=replica_id)
+        return await self._replicas.run.remote(request, self._ingress_id, target_replica=replica_id)
 
     def first_token(self, request_id: str) -> None:
         """The first part of a dispatched request's answer reached this ingress (its prompt is prefilled):

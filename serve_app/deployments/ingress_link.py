@@ -121,21 +121,24 @@ def collector_from_replicas(replicas: DeploymentHandle, ingress_id: str, inbox: 
 
 class IngressDelivery:
     """An ingress replica's side of delivery by pull or direct: the pull streams (`collector`), and direct,
-    the connections the runs and their parts take (`client`), with the stream to that replica open meanwhile."""
+    the connections the runs and their parts take (`client`); a request runs on a replica (`run`, by a Ray
+    call or over the connection) while the stream from that replica is open."""
 
-    def __init__(self, collector: Collector, client: DirectClient | None = None):
+    def __init__(self, collector: Collector, ray_run: Callable[[str, Any], Awaitable[Any]],
+                 client: DirectClient | None = None):
         self.collector = collector
         self.client = client
+        self._ray_run = ray_run
 
     def dispatcher_options(self) -> dict[str, Any]:
         """The `Dispatcher`'s: how it runs a request on a replica."""
-        if self.client is None:
-            return {"running_on": self.collector.running_on}
-        return {"run_call": self._run_direct}
+        return {"run_call": self.run}
 
-    async def _run_direct(self, replica_id: str, request: Any) -> Any:
+    async def run(self, replica_id: str, request: Any) -> Any:
         with self.collector.running_on(replica_id):
-            return await self.client.run(replica_id, request)
+            if self.client is not None:
+                return await self.client.run(replica_id, request)
+            return await self._ray_run(replica_id, request)
 
     def stats(self) -> dict[str, Any]:
         return {**self.collector.stats(), **({"direct": self.client.stats()} if self.client is not None else {})}
@@ -147,11 +150,13 @@ def ingress_delivery(http: HttpSettings, replicas: DeploymentHandle, ingress_id:
     if http.delivery == "push":
         return None
     collector = collector_from_replicas(replicas, ingress_id, inbox)
-    if http.delivery == "pull":
-        return IngressDelivery(collector)
     address = replicas.options(method_name="direct_address")
+
+    async def ray_run(replica_id: str, request: Any) -> Any:
+        return await replicas.run.remote(request, ingress_id, target_replica=replica_id)
 
     async def resolve(replica_id: str) -> DirectAddress:
         return await address.remote(target_replica=replica_id)
 
-    return IngressDelivery(collector, DirectClient(ingress_id, resolve, inbox.deliver))
+    client = DirectClient(ingress_id, resolve, inbox.deliver) if http.delivery == "direct" else None
+    return IngressDelivery(collector, ray_run, client)

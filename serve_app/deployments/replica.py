@@ -90,8 +90,7 @@ class LLMReplica:
         if enable_envs_cache is not None:
             enable_envs_cache()
         self._startup_s = time.monotonic() - started
-        # request id -> set when nobody reads the response any more (see `_abandon`)
-        self._client_gone: dict[str, asyncio.Event] = {}
+        self._client_gone: dict[str, asyncio.Event] = {}  # request id -> set when nobody reads it (`_abandon`)
         self.aborted_abandoned = 0
         self._delivery = ReplicaDelivery(self._config.http, ingress_name, self._replica_id, self._abandon)
         self._outbox = self._delivery.outbox
@@ -188,8 +187,7 @@ class LLMReplica:
             yield batch
 
     async def direct_address(self, target_replica: str | None = None) -> DirectAddress | None:
-        """Direct delivery: where this replica takes runs (None: it delivers otherwise)."""
-        return self._delivery.direct_address()
+        return self._delivery.direct_address()  # direct delivery: where this replica takes runs
 
     async def forget(self, ingress_id: str, request_ids: list[str], target_replica: str | None = None) -> None:
         """Delivery by pull: ingress replica `ingress_id` no longer reads these requests (their clients left);
