@@ -61,6 +61,25 @@ def client_for(address: DirectAddress, inbox: Inbox, ingress_id: str = "ingress-
     return DirectClient(ingress_id, resolve, inbox.deliver)
 
 
+async def soon(predicate) -> None:
+    """Until `predicate()` holds (2 s at most): the other end acts in its own tasks."""
+    for _ in range(200):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+
+
+async def held_run() -> tuple[Replica, DirectClient, asyncio.Task]:
+    """A run the replica has started and holds (its parts queued, its summary not yet sent)."""
+    replica, address = await started()
+    inbox = Inbox()
+    inbox.open("held")
+    client = client_for(address, inbox)
+    running = asyncio.create_task(client.run("replica-a", Request("held", hold=True)))
+    await soon(lambda: replica.server.runs)
+    return replica, client, running
+
+
 async def drained(queue) -> list[bytes]:
     bodies = []
     while not queue.empty():
@@ -105,20 +124,9 @@ def test_an_error_in_the_run_reaches_the_caller_as_raised():
 
 def test_a_cancelled_run_is_cancelled_on_the_replica():
     async def scenario():
-        replica, address = await started()
-        inbox = Inbox()
-        inbox.open("held")
-        client = client_for(address, inbox)
-        running = asyncio.create_task(client.run("replica-a", Request("held", hold=True)))
-        for _ in range(200):
-            if replica.server.runs:
-                break
-            await asyncio.sleep(0.01)
+        replica, client, running = await held_run()
         running.cancel()
-        for _ in range(200):
-            if replica.cancelled:
-                break
-            await asyncio.sleep(0.01)
+        await soon(lambda: replica.cancelled)
         await client.close()
         await replica.server.close()
         return replica.cancelled
@@ -132,10 +140,7 @@ def test_parts_of_requests_the_ingress_no_longer_reads_are_forgotten_on_the_repl
         inbox = Inbox()  # nobody opened "left": its client is gone
         client = client_for(address, inbox)
         await client.run("replica-a", Request("left", parts=1))
-        for _ in range(200):
-            if replica.forgotten:
-                break
-            await asyncio.sleep(0.01)
+        await soon(lambda: replica.forgotten)
         await client.close()
         await replica.server.close()
         return replica.forgotten
@@ -145,15 +150,7 @@ def test_parts_of_requests_the_ingress_no_longer_reads_are_forgotten_on_the_repl
 
 def test_a_replica_that_goes_away_fails_the_runs_on_its_connection():
     async def scenario():
-        replica, address = await started()
-        inbox = Inbox()
-        inbox.open("held")
-        client = client_for(address, inbox)
-        running = asyncio.create_task(client.run("replica-a", Request("held", hold=True)))
-        for _ in range(200):
-            if replica.server.runs:
-                break
-            await asyncio.sleep(0.01)
+        replica, client, running = await held_run()
         await replica.server.close()  # the replica's process dies: its connections close
         try:
             await running
@@ -166,20 +163,9 @@ def test_a_replica_that_goes_away_fails_the_runs_on_its_connection():
 
 def test_an_ingress_that_goes_away_makes_the_replicas_sends_to_it_fail_and_its_runs_abandoned():
     async def scenario():
-        replica, address = await started()
-        inbox = Inbox()
-        inbox.open("held")
-        client = client_for(address, inbox)
-        asyncio.create_task(client.run("replica-a", Request("held", hold=True)))
-        for _ in range(200):
-            if replica.server.runs:
-                break
-            await asyncio.sleep(0.01)
+        replica, client, _ = await held_run()
         await client.close()  # the ingress's process dies
-        for _ in range(200):
-            if replica.forgotten:
-                break
-            await asyncio.sleep(0.01)
+        await soon(lambda: replica.forgotten)
         with pytest.raises(IngressGone):
             await replica.server.send("ingress-1", [("held", ResponsePart(b"late"))])
         await replica.server.close()
