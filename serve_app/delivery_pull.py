@@ -55,6 +55,7 @@ class _Mailbox:
         self.parked: list[tuple[Batch, asyncio.Future[None]]] = []
         self.wakeup = asyncio.Event()
         self.reader: object | None = None
+        self.reading = asyncio.Event()  # set while a stream is open
         self.broken_at: float | None = None  # when its last stream broke, while no other is open
         self.heard_at = 0.0  # the ingress's last heartbeat (or stream opening)
         self.silenced = False  # its stream ended because the ingress fell silent: gone until it opens another
@@ -97,6 +98,14 @@ class Mailboxes:
             if not future.done():  # timed out or cancelled: the batch must not go out later
                 with contextlib.suppress(ValueError):
                     box.parked.remove(item)
+
+    async def stream_opens(self, destination: str, within_s: float) -> bool:
+        """Whether `destination` holds a stream open here, or opens one within `within_s`."""
+        box = self._boxes[destination]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within_s):
+                await box.reading.wait()
+        return box.reader is not None
 
     def heard_from(self, destination: str) -> None:
         """Ingress replica `destination` is alive (its heartbeat)."""
@@ -142,6 +151,7 @@ class Mailboxes:
         box = self._boxes[destination]
         token = object()
         box.reader, box.broken_at, box.silenced, box.heard_at = token, None, False, self._clock()
+        box.reading.set()
         box.wakeup.set()  # an older stream wakes, sees it is replaced, and ends
         self.streams_opened += 1
         taken: list[tuple[Batch, asyncio.Future[None]]] = []
@@ -177,6 +187,7 @@ class Mailboxes:
         finally:
             if box.reader is token:
                 box.reader = None
+                box.reading.clear()
                 if not finished:
                     self.streams_broken += 1
                     box.broken_at = self._clock()

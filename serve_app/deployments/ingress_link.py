@@ -19,7 +19,12 @@ from serve_app.config import HttpSettings
 from serve_app.delivery import Abandoned, Batch, Inbox, Outbox
 from serve_app.delivery_pull import Collector, Mailboxes
 from serve_app.direct_link import DirectAddress, DirectClient, DirectServer
+from serve_app.deployments.errors import MisroutedCall
 from serve_app.routing.targeted import TargetReplicaGone
+
+# Direct: how long a run waits for its ingress's stream to this replica (opened beside it, a Ray call that
+# Ray Serve does not route to a replica it drains) before the replica refuses it as misrouted.
+STREAM_WAIT_S = 5.0
 
 
 def outbox_to_ingress(ingress_name: str, on_abandoned: Abandoned | None = None,
@@ -59,10 +64,22 @@ class ReplicaDelivery:
             send = self.direct.send
         self.outbox = Outbox(send, on_abandoned=on_abandoned, first_parts_own_call=http.first_parts_own_call)
 
-    async def start(self, run: Callable[[Any, str], Awaitable[Any]]) -> None:
-        """Direct: serve runs (`run(request, ingress_id)`, the replica's) on this node's address."""
-        if self.direct is not None:
-            await self.direct.start(ray.util.get_node_ip_address(), run)
+    async def start(self, run: Callable[[Any, str], Awaitable[Any]], stream_wait_s: float = STREAM_WAIT_S) -> None:
+        """Direct: serve runs (`run(request, ingress_id)`, the replica's) on this node's address, each once
+        its ingress holds a stream open here: Ray Serve keeps a replica it drains alive while a call to it is
+        open, and opens no new one to it, so a run sent to a draining replica is refused and re-routed
+        (`MisroutedCall`) rather than cut when the replica stops."""
+        if self.direct is None:
+            return
+        mailboxes = self.mailboxes
+
+        async def run_while_streaming(request: Any, ingress_id: str) -> Any:
+            if not await mailboxes.stream_opens(ingress_id, stream_wait_s):
+                raise MisroutedCall(f"LLM replica {self._replica_id} holds no stream from ingress {ingress_id} "
+                                    "(it is draining, or the stream could not reach it)")
+            return await run(request, ingress_id)
+
+        await self.direct.start(ray.util.get_node_ip_address(), run_while_streaming)
 
     def _forget(self, ingress_id: str, request_ids: list[str]) -> None:
         self.heard_from(ingress_id)

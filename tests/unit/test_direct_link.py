@@ -202,3 +202,36 @@ def test_a_connection_without_the_replicas_token_is_refused_before_anything_is_u
 
     with pytest.raises(ReplicaConnectionLost):
         asyncio.run(scenario())
+
+
+def test_a_replica_runs_a_direct_request_only_while_its_ingress_holds_a_stream_open_there():
+    """A draining replica gets no new stream from Ray Serve: a run sent to it is refused (re-routed by the
+    ingress as misrouted) instead of being cut when the replica stops; with the stream open it runs."""
+    from serve_app.config import HttpSettings
+    from serve_app.deployments.errors import MisroutedCall
+    from serve_app.deployments.ingress_link import ReplicaDelivery
+
+    async def scenario():
+        delivery = ReplicaDelivery(HttpSettings(delivery="direct"), "Ingress", "replica-a")
+
+        async def run(request: Request, ingress_id: str) -> dict:
+            return {"request_id": request.request_id}
+
+        await delivery.start(run, stream_wait_s=0.2)
+        client = client_for(delivery.direct_address(), Inbox())
+        try:
+            with pytest.raises(MisroutedCall, match="no stream from ingress ingress-1"):
+                await client.run("replica-a", Request("without-stream"))
+
+            async def hold_stream():
+                async for _ in delivery.stream("ingress-1", None):
+                    pass
+            streaming = asyncio.create_task(hold_stream())
+            answer = await client.run("replica-a", Request("with-stream"))
+            streaming.cancel()
+            return answer
+        finally:
+            await client.close()
+            await delivery.direct.close()
+
+    assert asyncio.run(scenario()) == {"request_id": "with-stream"}
