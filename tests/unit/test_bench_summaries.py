@@ -221,6 +221,8 @@ def test_ours_config_runs_the_haproxy_front_with_delivery_by_pull_when_asked():
 
     http = parse_config(pv.ours_config(Path("/m"), 8000, pv.OursOptions(front="haproxy"))).http
     assert (http.front, http.delivery) == ("haproxy", "pull")
+    direct = parse_config(pv.ours_config(Path("/m"), 8000, pv.OursOptions(front="haproxy-direct"))).http
+    assert (direct.front, direct.delivery) == ("haproxy", "direct")
     default = parse_config(pv.ours_config(Path("/m"), 8000)).http
     assert (default.front, default.delivery) == ("proxy", "push")
 
