@@ -65,9 +65,10 @@ def chunked_prefill(part: Mapping[str, Any], out_dir: Path) -> Path:
     rows = [r for r in part.get("rows") or [] if r.get("prefill_ttft_p99_s") is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot([r["prefill_ttft_p99_s"] for r in rows], [r["decode_tpot_p99_s"] for r in rows], "o")
-    for r in rows:
+    # Neighbours' labels alternate above and below their points, which may lie close together.
+    for i, r in enumerate(sorted(rows, key=lambda row: row["prefill_ttft_p99_s"])):
         ax.annotate(str(r["max_num_batched_tokens"]), (r["prefill_ttft_p99_s"], r["decode_tpot_p99_s"]),
-                    xytext=(4, 4), textcoords="offset points", fontsize=8)
+                    xytext=(4, 6 if i % 2 == 0 else -14), textcoords="offset points", fontsize=8)
     front = chunked_prefill_front(rows)
     ax.plot([r["prefill_ttft_p99_s"] for r in front], [r["decode_tpot_p99_s"] for r in front], "k--", lw=0.8,
             label="front")
@@ -77,7 +78,11 @@ def chunked_prefill(part: Mapping[str, Any], out_dir: Path) -> Path:
                    label=f"controller's budget {ours['max_num_batched_tokens']}")
     ax.set(title="long prompts among decodes, per max_num_batched_tokens", xlabel="long prompts' TTFT p99 (s)",
            ylabel="decodes' TPOT p99 (s)")
-    ax.legend(fontsize=8)
+    # From zero: a few percent apart must look a few percent apart.
+    if rows:
+        ax.set_xlim(0, 1.15 * max(r["prefill_ttft_p99_s"] for r in rows))
+        ax.set_ylim(0, 1.15 * max(r["decode_tpot_p99_s"] for r in rows))
+    ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     path = out_dir / "chunked_prefill.png"
     fig.savefig(path, dpi=120)
