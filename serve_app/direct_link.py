@@ -86,10 +86,13 @@ class DirectServer:
     """LLM replica side: takes runs from ingress replicas' connections and writes their parts back (`send`, the
     replica's `Outbox`'s), in order on the connection, so a run's summary always follows its parts."""
 
-    def __init__(self, replica_id: str, forget: Forget):
+    def __init__(self, replica_id: str, forget: Forget, abandon: Callable[[list[str]], None] | None = None):
+        """`forget(ingress_id, ids)`: a live ingress no longer reads these; `abandon(ids)`: nobody will (its
+        connection closed; `forget` when not given)."""
         self._replica_id = replica_id
         self._run: RunCall | None = None
         self._forget = forget
+        self._abandon = abandon
         self._token = secrets.token_bytes(TOKEN_BYTES)
         self._writers: dict[str, asyncio.StreamWriter] = {}
         self._server: asyncio.Server | None = None
@@ -139,7 +142,11 @@ class DirectServer:
                 del self._writers[ingress_id]
             if ingress_id is not None and runs:
                 # Nobody reads these runs' answers any more: abandoned, as by pull, vLLM aborts them.
-                self._forget(ingress_id, [request_id for _, request_id in runs.values()])
+                gone = [request_id for _, request_id in runs.values()]
+                if self._abandon is not None:
+                    self._abandon(gone)
+                else:
+                    self._forget(ingress_id, gone)
             writer.close()
 
     async def _run_one(self, writer: asyncio.StreamWriter, ingress_id: str, call_id: int, request: Any,

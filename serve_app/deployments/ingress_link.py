@@ -60,7 +60,7 @@ class ReplicaDelivery:
         self.mailboxes = Mailboxes(lambda ingress: self._runs_by_ingress[ingress] > 0)
         send = self.mailboxes.send
         if http.delivery == "direct":
-            self.direct = DirectServer(replica_id, self._forget)
+            self.direct = DirectServer(replica_id, self._forget, self._on_abandoned)
             send = self.direct.send
         self.outbox = Outbox(send, on_abandoned=on_abandoned, first_parts_own_call=http.first_parts_own_call)
 
