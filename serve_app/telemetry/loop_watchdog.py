@@ -77,6 +77,9 @@ class LoopWatchdog:
         self._thread = threading.Thread(target=self._watch, name=WATCHDOG_THREAD_NAME, daemon=True)
         # Process-wide (faulthandler keeps one timer): only the process's own watchdog sets it.
         self._backstop_s, self._backstop_file = backstop_s, backstop_file
+        # The loop's beat re-arms the backstop and `stop` disarms it from another thread: one at a time, or a
+        # beat that checked `_stop` just before it was set re-arms it after `stop` (seen once on CI).
+        self._backstop_lock = threading.Lock()
 
     def start(self) -> LoopWatchdog:
         self._beats = asyncio.run_coroutine_threadsafe(self._beat_forever(), self.loop)
@@ -84,11 +87,12 @@ class LoopWatchdog:
         return self
 
     def stop(self) -> None:
-        self._stop.set()
+        with self._backstop_lock:
+            self._stop.set()
+            if self._backstop_s is not None:
+                faulthandler.cancel_dump_traceback_later()
         if self._beats is not None:
             self._beats.cancel()
-        if self._backstop_s is not None:
-            faulthandler.cancel_dump_traceback_later()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=5 * self._period_s)
 
@@ -112,8 +116,10 @@ class LoopWatchdog:
                 self._lags.add("lag", now, max(0.0, now - self._last_beat_at - self._period_s))
             self._last_beat_at = now
             self._cpu.add(CpuReading(now, time.process_time(), time.thread_time()))
-            if self._backstop_s is not None and not self._stop.is_set():
-                faulthandler.dump_traceback_later(self._backstop_s, file=self._backstop_file or sys.stderr)
+            if self._backstop_s is not None:
+                with self._backstop_lock:
+                    if not self._stop.is_set():
+                        faulthandler.dump_traceback_later(self._backstop_s, file=self._backstop_file or sys.stderr)
             await asyncio.sleep(self._period_s)
 
     def _watch(self) -> None:
