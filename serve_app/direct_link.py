@@ -34,6 +34,7 @@ logger = service_logger("delivery")
 LENGTH = struct.Struct("!I")
 TOKEN_BYTES = 16
 MAX_FRAME_BYTES = 1 << 30
+MAX_ID_BYTES = 1024
 
 RunCall = Callable[[Any, str], Awaitable[Any]]  # (GenerationRequest, ingress id) -> RunSummary
 Forget = Callable[[str, list[str]], None]  # (ingress id, request ids nobody reads any more)
@@ -123,7 +124,9 @@ class DirectServer:
                 logger.warning("refused a connection without this replica's token")
                 return
             (size,) = LENGTH.unpack(await reader.readexactly(LENGTH.size))
-            ingress_id = (await reader.readexactly(min(size, 1024))).decode()
+            if size > MAX_ID_BYTES:
+                return
+            ingress_id = (await reader.readexactly(size)).decode()
             self._writers[ingress_id] = writer  # a newer connection from the same ingress replaces the older
             self.connections_opened += 1
             while True:
