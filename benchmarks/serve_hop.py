@@ -8,8 +8,9 @@ Both sides run on one node, paced requests one at a time, Ray Serve's throughput
 off (`--throughput-mode`, as `http.ray_serve_throughput_optimized` sets it).
 
 Beside them, the same two measurements over a plain TCP connection between the same two replicas (asyncio
-streams, length-prefixed pickles, the callee's server on its node's address; `direct_*`): what a request
-path that keeps Ray for placement, discovery and failure but not for each call's bytes would pay.
+streams, framed as direct delivery frames them: `serve_app.direct_link`'s `encode_frame` / `read_frame`; the
+callee's server on its node's address; `direct_*`): what a request path that keeps Ray for placement,
+discovery and failure but not for each call's bytes pays.
 
     python benchmarks/serve_hop.py --out benchmarks/results/routing_capacity/serve_hop_cpu.json
 
@@ -22,26 +23,13 @@ import asyncio
 import contextlib
 import json
 import os
-import pickle
 import platform
-import struct
 import sys
 import time
 from pathlib import Path
 
 PAYLOAD_BYTES = 4096
 PACE_S = 0.02
-FRAME_HEADER = "!I"  # a format, not a `struct.Struct`: the deployments' closures are pickled
-
-
-def frame(obj: object) -> bytes:
-    body = pickle.dumps(obj, protocol=5)
-    return struct.pack(FRAME_HEADER, len(body)) + body
-
-
-async def read_frame(reader: asyncio.StreamReader) -> object:
-    (size,) = struct.unpack(FRAME_HEADER, await reader.readexactly(struct.calcsize(FRAME_HEADER)))
-    return pickle.loads(await reader.readexactly(size))
 
 
 def build_app():
@@ -63,15 +51,17 @@ def build_app():
             return self._server.sockets[0].getsockname()[:2]
 
         async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            from serve_app.direct_link import encode_frame, read_frame
+
             with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
                 while True:
-                    kind, value, sent_at = await read_frame(reader)
+                    kind, _, (value, sent_at) = await read_frame(reader)
                     if kind == "call":
-                        writer.write(frame(time.time() - sent_at))
+                        writer.write(encode_frame("hop", 0, time.time() - sent_at))
                     else:  # "stream": `value` items, each stamped as it is written
                         for _ in range(value):
                             await asyncio.sleep(PACE_S)
-                            writer.write(frame(time.time()))
+                            writer.write(encode_frame("item", 0, time.time()))
                             await writer.drain()
                     await writer.drain()
 
@@ -100,20 +90,23 @@ def build_app():
 
         async def direct(self, count: int) -> dict[str, list[float]]:
             """The two measurements over one TCP connection to the callee."""
+            from serve_app.direct_link import encode_frame, read_frame
+
             host, port = await self._callee.direct_address.remote()
             reader, writer = await asyncio.open_connection(host, port)
             try:
                 payload, calls = b"x" * PAYLOAD_BYTES, []
                 for _ in range(count):
-                    writer.write(frame(("call", payload, time.time())))
+                    writer.write(encode_frame("call", 0, (payload, time.time())))
                     await writer.drain()
-                    calls.append(await read_frame(reader))
+                    _, _, hop = await read_frame(reader)
+                    calls.append(hop)
                     await asyncio.sleep(PACE_S)
-                writer.write(frame(("stream", count, time.time())))
+                writer.write(encode_frame("stream", 0, (count, time.time())))
                 await writer.drain()
                 items = []
                 for _ in range(count):
-                    written_at = await read_frame(reader)
+                    _, _, written_at = await read_frame(reader)
                     items.append(time.time() - written_at)
                 return {"calls": calls, "items": items}
             finally:

@@ -52,12 +52,12 @@ class DirectAddress:
     token: bytes
 
 
-def _frame(kind: str, call_id: int, payload: Any) -> bytes:
+def encode_frame(kind: str, call_id: int, payload: Any) -> bytes:
     body = pickle.dumps((kind, call_id, payload), protocol=5)
     return LENGTH.pack(len(body)) + body
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> tuple[str, int, Any]:
+async def read_frame(reader: asyncio.StreamReader) -> tuple[str, int, Any]:
     (size,) = LENGTH.unpack(await reader.readexactly(LENGTH.size))
     if size > MAX_FRAME_BYTES:
         raise ConnectionError(f"frame of {size} bytes")
@@ -113,7 +113,7 @@ class DirectServer:
         writer = self._writers.get(ingress_id)
         if writer is None or writer.is_closing():
             raise IngressGone(f"no connection from ingress replica {ingress_id}")
-        writer.write(_frame("parts", 0, batch))
+        writer.write(encode_frame("parts", 0, batch))
         await writer.drain()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -130,7 +130,7 @@ class DirectServer:
             self._writers[ingress_id] = writer  # a newer connection from the same ingress replaces the older
             self.connections_opened += 1
             while True:
-                kind, call_id, payload = await _read_frame(reader)
+                kind, call_id, payload = await read_frame(reader)
                 if kind == "run":
                     task = _background(self._run_one(writer, ingress_id, call_id, payload, runs))
                     runs[call_id] = (task, getattr(payload, "request_id", ""))
@@ -156,11 +156,11 @@ class DirectServer:
                        runs: dict[int, tuple[asyncio.Task, str]]) -> None:
         self.runs += 1
         try:
-            reply = _frame("summary", call_id, await self._run(request, ingress_id))
+            reply = encode_frame("summary", call_id, await self._run(request, ingress_id))
         except asyncio.CancelledError:
             return  # the ingress cancelled it (its client left) or is gone: no answer
         except Exception as error:
-            reply = _frame("error", call_id, _sendable(error))
+            reply = encode_frame("error", call_id, _sendable(error))
         finally:
             runs.pop(call_id, None)
         if not writer.is_closing():
@@ -209,11 +209,11 @@ class DirectClient:
         answer = asyncio.get_running_loop().create_future()
         connection.calls[call_id] = answer
         try:
-            connection.writer.write(_frame("run", call_id, request))
+            connection.writer.write(encode_frame("run", call_id, request))
             return await answer
         except asyncio.CancelledError:
             if not connection.closed:  # the client left: the replica cancels the run, as a cancelled Ray call
-                connection.writer.write(_frame("cancel", call_id, None))
+                connection.writer.write(encode_frame("cancel", call_id, None))
             raise
         finally:
             connection.calls.pop(call_id, None)
@@ -253,11 +253,11 @@ class DirectClient:
         error: BaseException | None = None
         try:
             while True:
-                kind, call_id, payload = await _read_frame(connection.reader)
+                kind, call_id, payload = await read_frame(connection.reader)
                 if kind == "parts":
                     unknown = self._deliver(payload)
                     if unknown:
-                        connection.writer.write(_frame("forget", 0, unknown))
+                        connection.writer.write(encode_frame("forget", 0, unknown))
                     continue
                 answer = connection.calls.get(call_id)
                 if answer is None or answer.done():

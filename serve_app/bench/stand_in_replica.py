@@ -110,7 +110,7 @@ class StandInReplica:
         return self._delivery.direct_address()
 
     async def forget(self, ingress_id: str, request_ids: list[str], target_replica: str | None = None) -> None:
-        self._delivery.heard_from(ingress_id)  # nothing to abort: answered at once
+        self._delivery.forget(ingress_id, request_ids)  # nothing to abort: answered at once
 
     async def ping(self) -> dict[str, Any]:
         return {"replica_id": self._replica_id, **self.record_routing_stats()}

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import random
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Awaitable, Callable
 
 from ray.serve.handle import DeploymentHandle
@@ -56,10 +57,12 @@ def _served(summary: RunSummary | None) -> bool:
 class Dispatcher:
     def __init__(self, ingress_id: str, replicas: DeploymentHandle, controller: DeploymentHandle | None,
                  config: AppConfig, clock: Callable[[], float] = time.monotonic,
+                 running_on: Callable[[str], AbstractContextManager[None]] = lambda replica_id: nullcontext(),
                  run_call: Callable[[str, GenerationRequest], Awaitable[RunSummary]] | None = None):
-        """`run_call(replica_id, request)` runs a request there (`IngressDelivery`'s; by push, a Ray call)."""
+        """`running_on`: the stream from that replica open meanwhile (pull, direct); `run_call`: direct's run."""
         self._ingress_id = ingress_id
-        self._run_call = run_call or self._run_by_ray
+        self._running_on = running_on
+        self._run_call = run_call
         self._config = config
         self._replicas = replicas
         self._controller = controller
@@ -142,7 +145,9 @@ class Dispatcher:
         span = RequestSpan("router.dispatch", parent=request.trace_context, attributes={"llm.replica": replica_id})
         try:
             sent = dataclasses.replace(request, trace_context=span.carrier(), dispatched_at=time.time())
-            summary = await self._run_call(replica_id, sent)
+            with self._running_on(replica_id):
+                summary = await (self._run_call(replica_id, sent) if self._run_call is not None else
+                                 self._replicas.run.remote(sent, self._ingress_id, target_replica=replica_id))
             span.set(llm__completion_tokens=summary.num_generated, llm__finish_reason=summary.finish_reason)
             return summary
         except (*REPLICA_LOST, MisroutedCall, ReplicaConnectionLost) as error:
@@ -164,9 +169,6 @@ class Dispatcher:
                               cached_prompt_tokens=summary.num_cached_prompt_tokens if summary is not None else 0,
                               engine_tpot_s=summary.engine_inter_token_s if summary is not None else None)
             self._pump()
-
-    async def _run_by_ray(self, replica_id: str, request: GenerationRequest) -> RunSummary:
-        return await self._replicas.run.remote(request, self._ingress_id, target_replica=replica_id)
 
     def first_token(self, request_id: str) -> None:
         """The first part of a dispatched request's answer reached this ingress (its prompt is prefilled):

@@ -60,7 +60,7 @@ class ReplicaDelivery:
         self.mailboxes = Mailboxes(lambda ingress: self._runs_by_ingress[ingress] > 0)
         send = self.mailboxes.send
         if http.delivery == "direct":
-            self.direct = DirectServer(replica_id, self._forget, self._on_abandoned)
+            self.direct = DirectServer(replica_id, self.forget, self._on_abandoned)
             send = self.direct.send
         self.outbox = Outbox(send, on_abandoned=on_abandoned, first_parts_own_call=http.first_parts_own_call)
 
@@ -81,7 +81,8 @@ class ReplicaDelivery:
 
         await self.direct.start(ray.util.get_node_ip_address(), run_while_streaming)
 
-    def _forget(self, ingress_id: str, request_ids: list[str]) -> None:
+    def forget(self, ingress_id: str, request_ids: list[str]) -> None:
+        """Ingress replica `ingress_id` is alive and no longer reads these requests (with none: its heartbeat)."""
         self.heard_from(ingress_id)
         self._on_abandoned(request_ids)
 
@@ -138,24 +139,15 @@ def collector_from_replicas(replicas: DeploymentHandle, ingress_id: str, inbox: 
 
 class IngressDelivery:
     """An ingress replica's side of delivery by pull or direct: the pull streams (`collector`), and direct,
-    the connections the runs and their parts take (`client`); a request runs on a replica (`run`, by a Ray
-    call or over the connection) while the stream from that replica is open."""
+    the connections the runs and their parts take (`client`)."""
 
-    def __init__(self, collector: Collector, ray_run: Callable[[str, Any], Awaitable[Any]],
-                 client: DirectClient | None = None):
+    def __init__(self, collector: Collector, client: DirectClient | None = None):
         self.collector = collector
         self.client = client
-        self._ray_run = ray_run
 
     def dispatcher_options(self) -> dict[str, Any]:
-        """The `Dispatcher`'s: how it runs a request on a replica."""
-        return {"run_call": self.run}
-
-    async def run(self, replica_id: str, request: Any) -> Any:
-        with self.collector.running_on(replica_id):
-            if self.client is not None:
-                return await self.client.run(replica_id, request)
-            return await self._ray_run(replica_id, request)
+        """The `Dispatcher`'s: the stream from a replica open while a request runs there, and direct, how it runs."""
+        return {"running_on": self.collector.running_on, **({"run_call": self.client.run} if self.client else {})}
 
     def stats(self) -> dict[str, Any]:
         return {**self.collector.stats(), **({"direct": self.client.stats()} if self.client is not None else {})}
@@ -167,13 +159,11 @@ def ingress_delivery(http: HttpSettings, replicas: DeploymentHandle, ingress_id:
     if http.delivery == "push":
         return None
     collector = collector_from_replicas(replicas, ingress_id, inbox)
+    if http.delivery == "pull":
+        return IngressDelivery(collector)
     address = replicas.options(method_name="direct_address")
-
-    async def ray_run(replica_id: str, request: Any) -> Any:
-        return await replicas.run.remote(request, ingress_id, target_replica=replica_id)
 
     async def resolve(replica_id: str) -> DirectAddress:
         return await address.remote(target_replica=replica_id)
 
-    client = DirectClient(ingress_id, resolve, inbox.deliver) if http.delivery == "direct" else None
-    return IngressDelivery(collector, ray_run, client)
+    return IngressDelivery(collector, DirectClient(ingress_id, resolve, inbox.deliver))

@@ -192,8 +192,7 @@ class LLMReplica:
     async def forget(self, ingress_id: str, request_ids: list[str], target_replica: str | None = None) -> None:
         """Delivery by pull: ingress replica `ingress_id` no longer reads these requests (their clients left);
         with none, its heartbeat."""
-        self._delivery.heard_from(ingress_id)
-        self._abandon(request_ids)
+        self._delivery.forget(ingress_id, request_ids)
 
     async def serve_http(self, method: str, path: str, headers: Headers, body: bytes = b"",
                          query_string: str = "") -> tuple[int, Headers, bytes]:
