@@ -1,7 +1,8 @@
 #!/bin/bash
 # Issue 16's parts on one H200, `vllm serve` first (its saturated run sets the load points), then ours under
 # HAProxy mode with delivery by pull; started by `gpu_detached.sh start /tmp/rp benchmarks/request_path_one_gpu.sh`.
-# Ours' bursty part and flood come before its latency part, which a short device budget may then leave out.
+# Ours runs its parts in vLLM's order on one engine start (latency, then bursty and flood): the restart that had
+# put the flood first cost ~2 min of a session's 30.
 # On 2026-12-03 (one_gpu_same_session/) it took 23.3 min of device time (and 4.3 more for a prefill-budget
 # flood, measured there and since dropped); with the staging and the machine's start that is most of a session.
 # The second run (one_gpu_same_session_run2/): 25.1 min from `begin` to `done`, 28.9 min of device time in all
@@ -31,10 +32,8 @@ rp measure --part latency --only vllm; step "vllm latency rc=$?"
 rp measure --part bursty --only vllm --point-s 20; step "vllm bursty+flood rc=$?"
 gpu_free
 rp start --only ours --front "$front"; step "ours ($front) start rc=$?"
-rp measure --part bursty --only ours --point-s 20; step "ours bursty+flood rc=$?"
-gpu_free
-rp start --only ours --front "$front"; step "ours restart rc=$?"
 rp measure --part latency --only ours; step "ours latency rc=$?"
+rp measure --part bursty --only ours --point-s 20; step "ours bursty+flood rc=$?"
 rp stop --only ours
 rp summarize > "$out/goals.txt" 2>&1; step "summarize rc=$?"
 step done
