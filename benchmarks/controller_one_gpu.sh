@@ -23,6 +23,8 @@ ctl() { python3 benchmarks/controller_h200.py "$@" --out "$out/controller" --rea
 LONG_FORM_SWEEP=(--capacity-requests 1024 --rate-probes 2 --grid 64,256,1024)
 step() { echo "$(date +%T) $*" >> "$progress"; }
 step "begin $stage"
+# An earlier session's compile caches, where carried (.gpu/compile_cache/, gpu_compile_cache.sh): a warm first start.
+bash benchmarks/gpu_compile_cache.sh restore .gpu/compile_cache > "$out/compile_cache_restore.log" 2>&1; step "compile cache restore rc=$?"
 if [ "$stage" = chunked ]; then
   for engine in vllm-8192 vllm-2048 vllm-512; do
     ctl start --engine "$engine"; step "$engine start rc=$?"
@@ -40,4 +42,5 @@ else
   ctl stop; step "stop rc=$?"
 fi
 ctl summarize > "$out/controller/goals.txt" 2>&1; step "controller summarize rc=$?"
+bash benchmarks/gpu_compile_cache.sh save "$out" > "$out/compile_cache.log" 2>&1; step "compile cache saved rc=$?"
 step done

@@ -9,7 +9,8 @@
 #                                                          (logs as their tails) to $OUT/run.tgz, per-request
 #                                                          detail to $OUT/detail.tgz (saturated runs, flood) and
 #                                                          $OUT/points.tgz (load points), logs to $OUT/logs.tgz;
-#                                                          exits 3 at once where DIR/progress is missing (fresh machine)
+#                                                          exits 3 at once where DIR/progress is missing (fresh machine);
+#                                                          gpu_compile_cache.sh's parts in DIR come back beside them
 #
 # Staging the offline bundle (the developers' guide: its parts copied one device call each) carries this
 # checkout's tracked files with every call, within 64 MiB in all: benchmarks/results/ (~35 MiB) plus a
@@ -21,13 +22,15 @@ verb=$1 dir=$2
 # The load points' files carry every request's token times too (~5 MB compressed in all): an archive of their own.
 DETAIL='*_saturated.json'
 snapshot() {
-  tar czf "$OUT/run.tmp.tgz" --exclude='*.log' --exclude="$DETAIL" --exclude='*_flood_low.json' \
+  tar czf "$OUT/run.tmp.tgz" --exclude='*.log' --exclude="$DETAIL" --exclude='*_flood_low.json' --exclude='compile_cache.tgz.part*' \
     --exclude='*_poisson_*.json' --exclude='*_bursty_*.json' \
     -C "$(dirname "$dir")" "$(basename "$dir")" 2>/dev/null && mv "$OUT/run.tmp.tgz" "$OUT/run.tgz"
   (cd "$(dirname "$dir")" && find "$(basename "$dir")" \( -name "$DETAIL" -o -name '*_flood_low.json' \) -print0 \
     | tar czf "$OUT/detail.tmp.tgz" --null -T - 2>/dev/null) && mv "$OUT/detail.tmp.tgz" "$OUT/detail.tgz"
   (cd "$(dirname "$dir")" && find "$(basename "$dir")" \( -name '*_poisson_*.json' -o -name '*_bursty_*.json' \) -print0 \
     | tar czf "$OUT/points.tmp.tgz" --null -T - 2>/dev/null) && mv "$OUT/points.tmp.tgz" "$OUT/points.tgz"
+  # gpu_compile_cache.sh's parts, which the next session carries back to warm its first engine start
+  find "$dir" -maxdepth 1 -name 'compile_cache.tgz.part*' -exec cp {} "$OUT/" \;
   local tails=/tmp/gpu_detached_logtails
   rm -rf "$tails" && mkdir -p "$tails"  # this run's logs only
   find "$dir" -name '*.log' | while read -r log; do

@@ -24,6 +24,8 @@ gpu_free() {  # a stopped server's engine process can hold the GPU's memory a fe
   step "GPU memory still ${used} MiB in use"
 }
 step begin
+# An earlier session's compile caches, where carried (.gpu/compile_cache/, gpu_compile_cache.sh): a warm first start.
+bash benchmarks/gpu_compile_cache.sh restore .gpu/compile_cache > "$out/compile_cache_restore.log" 2>&1; step "compile cache restore rc=$?"
 # The floor under our two Ray hops on this host (a bare handle call and a streamed item, ~30 s, no GPU): the
 # ingress's hop_to_replica / delivery stamps are read against it.
 python3 benchmarks/serve_hop.py --out "$out/serve_hop.json" > "$out/serve_hop.log" 2>&1; step "serve_hop rc=$?"
@@ -36,4 +38,5 @@ rp measure --part latency --only ours; step "ours latency rc=$?"
 rp measure --part bursty --only ours --point-s 20; step "ours bursty+flood rc=$?"
 rp stop --only ours
 rp summarize > "$out/goals.txt" 2>&1; step "summarize rc=$?"
+bash benchmarks/gpu_compile_cache.sh save "$out" > "$out/compile_cache.log" 2>&1; step "compile cache saved rc=$?"
 step done
