@@ -46,6 +46,29 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class EngineStamps:
+    """Wall-clock times inside the LLM replica before its first token: vLLM's engine handed the request
+    (its OpenAI layer has parsed, rendered and tokenized it), then, from the engine core's own stats, the
+    request entering the scheduler's queue, first scheduled, and its first token made in the core (before
+    that token crossed back to the replica's process). The core's three are None where vLLM did not report
+    them (its stats off, or a version without `RequestOutput.metrics`)."""
+
+    submitted: float
+    queued: float | None = None
+    scheduled: float | None = None
+    core_first_token: float | None = None
+
+    def stages(self, replica_started: float, first_token: float) -> dict[str, float]:
+        """The replica's stage (`replica_started` to `first_token`, the replica's sight of it) split."""
+        stages = {"replica_before_engine": self.submitted - replica_started}
+        if self.queued is not None and self.scheduled is not None and self.core_first_token is not None:
+            stages.update(engine_intake=self.queued - self.submitted, engine_queue=self.scheduled - self.queued,
+                          engine_prefill=self.core_first_token - self.scheduled,
+                          engine_output=first_token - self.core_first_token)
+        return stages
+
+
+@dataclass(frozen=True)
 class FirstPartStamps:
     """Wall-clock times (`time.time()`) along a response's first part's way: the ingress's arrival and
     dispatch, the replica's start, the engine's first token (None: the response began without one, e.g.
@@ -61,6 +84,7 @@ class FirstPartStamps:
     queued_for_delivery: float
     delivered: float | None = None
     received: float | None = None
+    engine: EngineStamps | None = None
 
     def stages(self, written: float) -> dict[str, float]:
         """Seconds per stage up to `written` (when the ingress wrote the part out): the router's queue and
@@ -69,7 +93,8 @@ class FirstPartStamps:
         queued (vLLM's formatting, our relay), the delivery call (waiting for the call in flight, then its
         own), and the ingress until the part is written (its event loop, the stream's reader); with
         `received`, the ingress's intake before `arrived` too (key, body read and parse, door), which
-        `total` leaves out so that it stays comparable with runs stamped without it."""
+        `total` leaves out so that it stays comparable with runs stamped without it; with `engine`, the
+        replica's stage split at the engine's hand-over, queue and prefill (`EngineStamps.stages`)."""
         delivered = self.delivered if self.delivered is not None else written
         stages = {"before_dispatch": self.dispatched - self.arrived,
                   "hop_to_replica": self.replica_started - self.dispatched,
@@ -80,6 +105,8 @@ class FirstPartStamps:
         if self.engine_first_token is not None:
             stages["replica_to_first_token"] = self.engine_first_token - self.replica_started
             stages["first_token_to_delivery"] = self.queued_for_delivery - self.engine_first_token
+            if self.engine is not None:
+                stages.update(self.engine.stages(self.replica_started, self.engine_first_token))
         return stages
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Protocol
 
-from serve_app.generation import FirstPartStamps, Headers, ResponsePart
+from serve_app.generation import EngineStamps, FirstPartStamps, Headers, ResponsePart
 
 
 class TokenTally(Protocol):
@@ -15,6 +15,8 @@ class TokenTally(Protocol):
 
     generated_tokens: int
     first_token_at: float | None
+    engine_submitted_at: float | None
+    engine_core_times: tuple[float, float, float] | None
 
 
 class ResponseRelay:
@@ -71,5 +73,15 @@ class ResponseRelay:
         if first:
             now = self._wall_clock()
             first_token = None if part.since_first_token_s is None else now - part.since_first_token_s
-            part.stamps = FirstPartStamps(self._arrived_at, self._dispatched_at, self._started_at, first_token, now)
+            part.stamps = FirstPartStamps(self._arrived_at, self._dispatched_at, self._started_at, first_token, now,
+                                          engine=self._engine_stamps(now))
         self.last_seq = self._put(part)
+
+    def _engine_stamps(self, now_wall: float) -> EngineStamps | None:
+        """The tally's engine times (this host's monotonic clock) on the wall clock of the other stamps."""
+        if self._tally.engine_submitted_at is None:
+            return None
+        offset = now_wall - self._clock()
+        core = self._tally.engine_core_times
+        queued, scheduled, core_first = (None, None, None) if core is None else (t + offset for t in core)
+        return EngineStamps(self._tally.engine_submitted_at + offset, queued, scheduled, core_first)

@@ -47,6 +47,10 @@ class RequestTally:
     generated_tokens: int = 0
     first_token_s: float | None = None
     first_token_at: float | None = None  # time.monotonic() of the first token
+    engine_submitted_at: float | None = None  # time.monotonic() when vLLM's engine was handed the first request
+    # The engine core's (queued, scheduled, first token) for the first token's request, time.monotonic() of
+    # the core's process (one clock for every process of a host); None where vLLM reports none.
+    engine_core_times: tuple[float, float, float] | None = None
     finish_reasons: list[str] = field(default_factory=list)
     # (engine request id, choice index) -> tokens counted so far (outputs may repeat the whole sequence)
     _seen: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -76,6 +80,7 @@ class RequestTally:
         if self.first_token_s is None and self.generated_tokens:
             self.first_token_at = time.monotonic()
             self.first_token_s = self.first_token_at - self.started
+            self.engine_core_times = engine_core_times(output)
 
     @property
     def finish_reason(self) -> str | None:
@@ -83,6 +88,13 @@ class RequestTally:
         if not self.finish_reasons or "abort" in self.finish_reasons:
             return None
         return self.finish_reasons[-1]
+
+
+def engine_core_times(output: Any) -> tuple[float, float, float] | None:
+    """(queued, scheduled, first token) from the engine core's stats on a `RequestOutput`, if all are set."""
+    stats = getattr(output, "metrics", None)
+    times = tuple(getattr(stats, name, 0.0) or 0.0 for name in ("queued_ts", "scheduled_ts", "first_token_ts"))
+    return times if all(times) else None
 
 
 CURRENT_TALLY: contextvars.ContextVar[RequestTally | None] = contextvars.ContextVar("llmserve_tally", default=None)
@@ -114,6 +126,8 @@ def tap_engine(engine: Any) -> None:
             # the context), which the cap replaces.
             sampling_params.max_tokens = tally.max_output_tokens
         kwargs["priority"] = tally.priority
+        if tally.engine_submitted_at is None:
+            tally.engine_submitted_at = time.monotonic()
         cumulative = getattr(sampling_params, "output_kind", None) != RequestOutputKind.DELTA
 
         async def observed():

@@ -205,6 +205,17 @@ def test_router_stats_split_recent_ttft_between_ingress_and_replica(base_url, mo
     assert kept and all(a["total"] >= b["total"] for a, b in zip(kept, kept[1:]))
     # (A response that began without a token, an error, has no replica_to_first_token stage.)
     assert all(0 < r.get("replica_to_first_token", 1e-3) <= r["total"] and r["written"] > 1e9 for r in kept), kept
+    # The replica's stage split where vLLM's engine takes over (its OpenAI layer before; the core's queue and
+    # prefill from vLLM's own request stats; the token's way back to the replica's process after): on the
+    # one host clock, each part >= 0 (to the clock readings' microseconds) and all of them the whole stage.
+    split = ("replica_before_engine", "engine_intake", "engine_queue", "engine_prefill", "engine_output")
+    assert all(path[stage]["n"] >= 1 for stage in split), path
+    engine_split = [r for r in kept if "engine_prefill" in r]
+    assert engine_split, kept
+    for record in engine_split:
+        assert all(record[stage] >= -0.01 for stage in split), record  # ms
+        assert abs(sum(record[stage] for stage in split) - record["replica_to_first_token"]) < 0.05, record
+    assert max(r["engine_prefill"] for r in engine_split) > 0, engine_split
 
 
 def test_router_stats_carry_the_ingress_event_loop_stalls(base_url):

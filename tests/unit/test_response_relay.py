@@ -8,6 +8,8 @@ from serve_app.response_relay import ResponseRelay
 class Tally:
     generated_tokens: int = 0
     first_token_at: float | None = None
+    engine_submitted_at: float | None = None
+    engine_core_times: tuple[float, float, float] | None = None
 
 
 def relay_with(tally, now=10.0):
@@ -85,3 +87,47 @@ def test_the_replica_stage_starts_when_the_call_was_received_not_when_the_relay_
     relay.on_start(200, [])
     relay.on_body(b"data: {}\n\n", True)
     assert sent[0].stamps.replica_started == 999.97
+
+
+def test_the_first_part_splits_the_replicas_stage_at_the_engines_hand_over_queue_and_prefill():
+    """The engine's times come on the replica's monotonic clock (the core's process shares it) and go out on
+    the wall clock of the other stamps; their stages add up to the replica's stage."""
+    from serve_app.generation import EngineStamps
+
+    tally = Tally()
+    sent = []
+    relay = ResponseRelay(lambda part: sent.append(part) or len(sent), tally, clock=lambda: 10.0,
+                          wall_clock=lambda: 1000.40, arrived_at=999.90, dispatched_at=999.95, received_at=1000.0)
+    relay.on_start(200, [])
+    # monotonic 9.65 is wall 1000.05: handed to the engine 50 ms after the call began
+    tally.engine_submitted_at, tally.engine_core_times = 9.65, (9.66, 9.70, 9.74)
+    tally.generated_tokens, tally.first_token_at = 1, 9.75
+    relay.on_body(b"data: {}\n\n", True)
+    engine = sent[0].stamps.engine
+    assert [round(t, 6) for t in (engine.submitted, engine.queued, engine.scheduled, engine.core_first_token)] == \
+        [1000.05, 1000.06, 1000.10, 1000.14]
+    stages = {k: round(v, 6) for k, v in sent[0].stamps.stages(1000.45).items()}
+    assert stages["replica_before_engine"] == 0.05 and stages["engine_intake"] == 0.01
+    assert stages["engine_queue"] == 0.04 and stages["engine_prefill"] == 0.04 and stages["engine_output"] == 0.01
+    split = ("replica_before_engine", "engine_intake", "engine_queue", "engine_prefill", "engine_output")
+    assert round(sum(stages[k] for k in split), 6) == stages["replica_to_first_token"] == 0.15
+    # Without the core's stats only the hand-over splits the stage; without a hand-over, nothing does.
+    only_submitted = EngineStamps(1000.05)
+    assert only_submitted.stages(1000.0, 1000.15).keys() == {"replica_before_engine"}
+    bare, parts, _ = relay_with(Tally(generated_tokens=1, first_token_at=9.9))
+    bare.on_start(200, [])
+    bare.on_body(b"data: {}\n\n", True)
+    assert parts[0].stamps.engine is None
+
+
+def test_the_engine_cores_times_are_read_from_vllms_request_stats_only_when_all_are_set():
+    from types import SimpleNamespace
+
+    from serve_app.vllm_frontend import engine_core_times
+
+    stats = SimpleNamespace(queued_ts=5.0, scheduled_ts=5.1, first_token_ts=5.2)
+    assert engine_core_times(SimpleNamespace(metrics=stats)) == (5.0, 5.1, 5.2)
+    assert engine_core_times(SimpleNamespace(metrics=SimpleNamespace(queued_ts=5.0, scheduled_ts=0.0,
+                                                                      first_token_ts=5.2))) is None
+    assert engine_core_times(SimpleNamespace(metrics=None)) is None
+    assert engine_core_times(SimpleNamespace()) is None
