@@ -24,6 +24,7 @@ Each part stays within one device call; each writes DIR/<part>.json as it goes.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import shlex
 import sys
@@ -36,7 +37,8 @@ from autoscaling.bench.concurrent_benches import run_concurrently
 from autoscaling.bench.host import gpu_name, log
 from autoscaling.bench.priority_load import (BENCH_STARTUP_S, FRONTS, MAX_NUM_SEQS, OursOptions,
                                              class_bench_command, class_slo, load_classes, ours_config, router_stats)
-from autoscaling.bench.result_summaries import class_summary, steady_output_tok_s, throughput_vs_saturated
+from autoscaling.bench.result_summaries import (class_summary, paired_ttft_difference_ms, steady_output_tok_s,
+                                               throughput_vs_saturated)
 from autoscaling.bench.samplers import TimelineSampler
 from autoscaling.bench.servers import DetachedServer, start_server, stop_detached, wait_healthy
 from autoscaling.bench.vllm_bench import bench_result, bench_serve_command
@@ -329,7 +331,8 @@ def summarize(args: argparse.Namespace) -> int:
                # One GPU: the servers ran one after the other on it (`--only`), not side by side.
                "side_by_side": len({s["gpu"] for s in servers.values()}) > 1,
                "servers_healthy_after_s": {name: s.get("healthy_after_s") for name, s in servers.items()},
-               "capacity_rps": latency["capacity_rps"], "goals": goals}
+               "capacity_rps": latency["capacity_rps"],
+               "paired_ttft_difference_ms": paired_differences(args, latency, points), "goals": goals}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(goals, indent=2))
     return 0
@@ -349,11 +352,31 @@ def adopt_points(args: argparse.Namespace) -> int:
             part["points"].setdefault(name, {}).update({key: point[key] for key in OURS_POINT_KEYS if key in point})
             adopted.append(name)
     part["scripts"] = [*scripts_of(part), shlex.join(sys.argv)]
-    part["ours_points_from"] = {"gpu": other["gpu"], "points": adopted, "commands": scripts_of(other)[-1:],
+    part["ours_points_from"] = {"gpu": other["gpu"], "dir": str(args.source), "points": adopted, "commands": scripts_of(other)[-1:],
                                 "note": "a second machine of the same kind, after the first was lost"}
     save(args, part)
     print(f"adopted ours' {', '.join(adopted) or 'no'} points from {args.source}")
     return 0
+
+
+def raw_bench(folder: Path, name: str) -> dict | None:
+    """A bench's saved result (`--save-detailed`), as the run left it or gzipped in a results folder."""
+    for path in (folder / f"{name}.json", folder / f"{name}.json.gz"):
+        if path.exists():
+            return json.loads(gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_text())
+    return None
+
+
+def paired_differences(args: argparse.Namespace, latency: dict, points: dict) -> dict:
+    """Per load point, ours' TTFT minus `vllm serve`'s request by request (`paired_ttft_difference_ms`),
+    ours' files read where `adopt` took its points from, if it did."""
+    ours_folder = Path(latency.get("ours_points_from", {}).get("dir") or args.out)
+    paired = {}
+    for name in points:
+        ours, vllm = raw_bench(ours_folder, f"ours_{name}"), raw_bench(args.out, f"vllm_{name}")
+        if ours and vllm:
+            paired[name] = paired_ttft_difference_ms(ours, vllm)
+    return paired
 
 
 def stop_servers(args: argparse.Namespace) -> None:

@@ -407,3 +407,17 @@ def test_a_run_without_its_own_saturated_reference_is_measured_against_bare_vllm
     assert report["ours_mix_vs_vllm_saturated"] == pytest.approx(0.8)
     # Alone, a run without a reference cannot tell.
     assert pr.merge_runs([ours])["verdicts"]["ours"]["throughput_ok"] is None
+
+
+def test_paired_ttft_differences_compare_request_by_request_and_only_runs_of_the_same_prompts():
+    reference = {"input_lens": [100, 200, 300, 400, 500], "output_lens": [10, 10, 10, 10, 10],
+                 "ttfts": [0.030, 0.031, 0.032, 0.033, 0.034]}
+    # Every request 2 ms later, one of them 40 ms; the fourth failed on our side (no pair).
+    ours = {"input_lens": [100, 200, 300, 400, 500], "output_lens": [10, 10, 10, 0, 10],
+            "ttfts": [0.032, 0.033, 0.072, 0.0, 0.036]}
+    paired = bs.paired_ttft_difference_ms(ours, reference)
+    assert paired["pairs"] == 4 and paired["max"] == 40.0
+    assert paired["p10"] == 2.0 and paired["p50"] == 2.0
+    assert paired["p99"] > 30
+    assert bs.paired_ttft_difference_ms({**ours, "input_lens": [1, 2, 3, 4, 5]}, reference) is None  # other prompts
+    assert bs.paired_ttft_difference_ms({"completed": 5}, reference) is None  # no per-request detail
