@@ -7,6 +7,9 @@
 # flood, measured there and since dropped); with the staging and the machine's start that is most of a session.
 # The second run (one_gpu_same_session_run2/): 25.1 min from `begin` to `done`, 28.9 min of device time in all
 # with three staging calls (62 MB parts) and the machine's start.
+# The third (2026-12-03, one_gpu_direct_machine_lost/): vLLM's parts 13.4 min with its cold first start (251 s to
+# healthy, the synthetic checkpoint's 21 s in it), ours healthy 104 s after its start; the machine was lost
+# between two wait calls 20 min in. gpu_compile_cache.sh now carries the compile caches to the next machine.
 # FRONT=haproxy-direct (in the environment of `gpu_detached.sh start`) runs ours with delivery direct
 # (`serve_app.direct_link`) instead of by pull.
 out=$1
@@ -26,9 +29,12 @@ gpu_free() {  # a stopped server's engine process can hold the GPU's memory a fe
 step begin
 # An earlier session's compile caches, where carried (.gpu/compile_cache/, gpu_compile_cache.sh): a warm first start.
 bash benchmarks/gpu_compile_cache.sh restore .gpu/compile_cache > "$out/compile_cache_restore.log" 2>&1; step "compile cache restore rc=$?"
-# The floor under our two Ray hops on this host (a bare handle call and a streamed item, ~30 s, no GPU): the
-# ingress's hop_to_replica / delivery stamps are read against it.
-python3 benchmarks/serve_hop.py --out "$out/serve_hop.json" > "$out/serve_hop.log" 2>&1; step "serve_hop rc=$?"
+# SERVE_HOP=1: first the floor under our two Ray hops on this host (a bare handle call and a streamed item, and
+# the same over TCP; ~1 min of device time, no GPU): measured on an H200 host on 2026-12-03
+# (latency_h200/one_gpu_direct_machine_lost/serve_hop.json), so off by default.
+if [ "${SERVE_HOP:-0}" = 1 ]; then
+  python3 benchmarks/serve_hop.py --out "$out/serve_hop.json" > "$out/serve_hop.log" 2>&1; step "serve_hop rc=$?"
+fi
 rp start --only vllm; step "vllm start rc=$?"
 rp measure --part latency --only vllm; step "vllm latency rc=$?"
 rp measure --part bursty --only vllm --point-s 20; step "vllm bursty+flood rc=$?"
