@@ -55,6 +55,12 @@ class _Link:
         self.first_parts_sender: asyncio.Task | None = None
 
 
+def detached_task(coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task:
+    """A task in a fresh context: work that outlives the request whose call happened to start it (Ray Serve
+    cancels a request's calls, and the tasks of its context, when that request ends or is cancelled)."""
+    return asyncio.create_task(coroutine, context=contextvars.Context())
+
+
 class Outbox:
     """Replica side: queues chunks per destination and sends them in batches, one call at a time, and
     responses' first parts beside a batch call in flight (`first_parts_own_call`)."""
@@ -97,9 +103,7 @@ class Outbox:
     def _running(task: asyncio.Task | None, loop: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task:
         if task is not None and not task.done():
             return task
-        # A fresh context: the sender must not belong to the request that happened to start it,
-        # or Ray Serve would cancel its calls when that request ends or is cancelled.
-        return asyncio.create_task(loop(), context=contextvars.Context())
+        return detached_task(loop())  # the sender serves every request to its destination
 
     def recent_calls(self) -> dict[str, float | int | None]:
         """Over the last delivered calls (all destinations): how many, their duration p50 / p99 / max and

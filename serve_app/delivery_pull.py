@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
-from serve_app.delivery import Batch
+from serve_app.delivery import Batch, detached_task
 from serve_app.telemetry.log_names import service_logger
 
 logger = service_logger("delivery")
@@ -239,9 +238,7 @@ class Collector:
                 del self._running[replica_id]
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task:
-        # A fresh context: the stream must not belong to the request that opened it (Ray Serve cancels a
-        # request's calls when it ends).
-        task = asyncio.create_task(coroutine, context=contextvars.Context())
+        task = detached_task(coroutine)  # the stream serves every request of its replica, not the one that opened it
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import hmac
 import itertools
 import pickle
@@ -26,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from serve_app.delivery import Batch
+from serve_app.delivery import Batch, detached_task
 from serve_app.delivery_pull import IngressGone
 from serve_app.telemetry.log_names import service_logger
 
@@ -78,11 +77,6 @@ def _sendable(error: BaseException) -> BaseException:
         return RuntimeError(f"{type(error).__name__}: {error}")
 
 
-def _background(coroutine: Any) -> asyncio.Task:
-    # A fresh context: the task must not belong to the request whose call happened to start it.
-    return asyncio.create_task(coroutine, context=contextvars.Context())
-
-
 class DirectServer:
     """LLM replica side: takes runs from ingress replicas' connections and writes their parts back (`send`, the
     replica's `Outbox`'s), in order on the connection, so a run's summary always follows its parts."""
@@ -132,7 +126,7 @@ class DirectServer:
             while True:
                 kind, call_id, payload = await read_frame(reader)
                 if kind == "run":
-                    task = _background(self._run_one(writer, ingress_id, call_id, payload, runs))
+                    task = detached_task(self._run_one(writer, ingress_id, call_id, payload, runs))
                     runs[call_id] = (task, getattr(payload, "request_id", ""))
                 elif kind == "cancel" and call_id in runs:
                     runs[call_id][0].cancel()
@@ -224,7 +218,7 @@ class DirectClient:
             return connection
         opening = self._opening.get(replica_id)
         if opening is None or opening.done():
-            opening = self._opening[replica_id] = _background(self._open(replica_id))
+            opening = self._opening[replica_id] = detached_task(self._open(replica_id))
         try:
             # Shielded: one request's cancellation must not cut the connection the others wait for.
             return await asyncio.shield(opening)
@@ -244,7 +238,7 @@ class DirectClient:
             raise ReplicaConnectionLost(f"could not connect to LLM replica {replica_id}: {error}") from error
         writer.write(_hello(address.token, self._ingress_id))
         connection = _Connection(reader, writer)
-        connection.reading = _background(self._read_forever(replica_id, connection))
+        connection.reading = detached_task(self._read_forever(replica_id, connection))
         self._connections[replica_id] = connection
         self.connections_opened += 1
         return connection

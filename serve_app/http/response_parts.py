@@ -4,12 +4,11 @@ out in as few writes as the client's pace allows, and a stream that fails ended 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import time
 from typing import AsyncIterator, Awaitable, Callable, Mapping
 
-from serve_app.delivery import Inbox
+from serve_app.delivery import Inbox, detached_task
 from serve_app.deployments.door import LocalDoor
 from serve_app.deployments.errors import ReplicaFailed
 from serve_app.generation import FirstPartStamps, GenerationRequest, ResponsePart, RunSummary, merge_parts
@@ -129,7 +128,7 @@ class ResponseParts:
             queue = self._inbox.open(sent.request_id)
             # Outside the HTTP request's context: Ray Serve would cancel the call when the client leaves,
             # also a client that leaves at `[DONE]` of a served request. Cancelling is ours (below).
-            dispatched = asyncio.get_running_loop().create_task(self._submit(sent), context=contextvars.Context())
+            dispatched = detached_task(self._submit(sent))
             received_any = finished = False
             try:
                 while True:
