@@ -325,6 +325,16 @@ def sustained_timeline(part: Mapping[str, Any], by_arrival: Mapping[str, Mapping
 # The stages of `serve_app.generation.FirstPartStamps.stages`, in the order a first part passes them.
 FIRST_PART_STAGES = ("before_dispatch", "hop_to_replica", "replica_to_first_token", "first_token_to_delivery",
                      "delivery", "ingress_write")
+# `replica_to_first_token` split where vLLM's engine takes over (`EngineStamps.stages`), in the same order.
+REPLICA_STAGE_SPLIT = ("replica_before_engine", "engine_intake", "engine_queue", "engine_prefill", "engine_output")
+
+
+def first_part_stages(samples: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The stages to stack: the replica's split where the samples carry it (runs since 2026-12-03), else whole."""
+    if not any("engine_prefill" in (sample.get("first_part_path") or {}) for sample in samples):
+        return FIRST_PART_STAGES
+    at = FIRST_PART_STAGES.index("replica_to_first_token")
+    return (*FIRST_PART_STAGES[:at], *REPLICA_STAGE_SPLIT, *FIRST_PART_STAGES[at + 1:])
 
 
 def runs_with_first_part_path(parts: Mapping[str, Mapping[str, Any]]) -> dict[str, list[dict]]:
@@ -351,9 +361,10 @@ def first_part_path(timelines: Mapping[str, Sequence[Mapping[str, Any]]], out_di
     for ax, name in zip((row[0] for row in axes), names):
         samples = [s for s in timelines[name] if s.get("first_part_path")]
         t = [s["t_s"] for s in samples]
+        stages = first_part_stages(samples)
         stacks = [[((s["first_part_path"].get(stage) or {}).get("p50_s") or 0.0) for s in samples]
-                  for stage in FIRST_PART_STAGES]
-        ax.stackplot(t, stacks, labels=[f"{stage} p50" for stage in FIRST_PART_STAGES], alpha=0.75)
+                  for stage in stages]
+        ax.stackplot(t, stacks, labels=[f"{stage} p50" for stage in stages], alpha=0.75)
         for quantile, style in (("p50_s", "k-"), ("p99_s", "k:")):
             ax.plot(t, [(s["first_part_path"].get("total") or {}).get(quantile) or float("nan") for s in samples],
                     style, lw=1.2, label=f"total {quantile[:3]}")

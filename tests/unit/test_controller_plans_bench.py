@@ -752,3 +752,15 @@ def test_our_apps_runs_that_sampled_the_first_part_path_are_plotted_one_panel_ea
     assert list(timelines) == ["preset-mixed: our app", "fp8-kv: fp16 goodput", "sustained: ours-fp16 30.1"]
     assert first_part_path(timelines, tmp_path).name == "first_part_path.png"
     assert runs_with_first_part_path({"preset-batch": {"rows": []}}) == {}
+
+
+def test_the_first_part_plot_stacks_the_replicas_split_in_place_of_its_whole_stage_where_sampled():
+    from autoscaling.bench.controller_plots import FIRST_PART_STAGES, REPLICA_STAGE_SPLIT, first_part_stages
+
+    whole = [{"t_s": 1.0, "first_part_path": {stage: {} for stage in FIRST_PART_STAGES}}]
+    split = [{"t_s": 2.0, "first_part_path": {stage: {} for stage in (*FIRST_PART_STAGES, *REPLICA_STAGE_SPLIT)}}]
+    assert first_part_stages(whole) == FIRST_PART_STAGES
+    stacked = first_part_stages([*whole, *split])
+    assert "replica_to_first_token" not in stacked  # stacked with its parts it would count twice
+    assert stacked[:2] == ("before_dispatch", "hop_to_replica") and stacked[2:7] == REPLICA_STAGE_SPLIT
+    assert stacked[7:] == ("first_token_to_delivery", "delivery", "ingress_write")
