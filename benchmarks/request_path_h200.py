@@ -352,7 +352,8 @@ def adopt_points(args: argparse.Namespace) -> int:
             part["points"].setdefault(name, {}).update({key: point[key] for key in OURS_POINT_KEYS if key in point})
             adopted.append(name)
     part["scripts"] = [*scripts_of(part), shlex.join(sys.argv)]
-    part["ours_points_from"] = {"gpu": other["gpu"], "dir": str(args.source), "points": adopted, "commands": scripts_of(other)[-1:],
+    part["ours_points_from"] = {"gpu": other["gpu"], "dir": str(args.source), "points": adopted,
+                                "commands": scripts_of(other)[-1:],
                                 "note": "a second machine of the same kind, after the first was lost"}
     save(args, part)
     print(f"adopted ours' {', '.join(adopted) or 'no'} points from {args.source}")

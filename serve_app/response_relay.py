@@ -72,16 +72,17 @@ class ResponseRelay:
             self._on_first_token(part.since_first_token_s)
         if first:
             now = self._wall_clock()
-            first_token = None if part.since_first_token_s is None else now - part.since_first_token_s
+            # One reading of both clocks puts every monotonic time of the tally on the wall clock alike.
+            offset = now - self._clock()
+            first_token = None if self._tally.first_token_at is None else self._tally.first_token_at + offset
             part.stamps = FirstPartStamps(self._arrived_at, self._dispatched_at, self._started_at, first_token, now,
-                                          engine=self._engine_stamps(now))
+                                          engine=self._engine_stamps(offset))
         self.last_seq = self._put(part)
 
-    def _engine_stamps(self, now_wall: float) -> EngineStamps | None:
-        """The tally's engine times (this host's monotonic clock) on the wall clock of the other stamps."""
+    def _engine_stamps(self, offset: float) -> EngineStamps | None:
+        """The tally's engine times (this host's monotonic clock) plus `offset`: on the other stamps' wall clock."""
         if self._tally.engine_submitted_at is None:
             return None
-        offset = now_wall - self._clock()
         core = self._tally.engine_core_times
         queued, scheduled, core_first = (None, None, None) if core is None else (t + offset for t in core)
         return EngineStamps(self._tally.engine_submitted_at + offset, queued, scheduled, core_first)
