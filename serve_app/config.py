@@ -149,6 +149,12 @@ class ReplicaSettings(StrictModel):
         "server that imports torch and vLLM while the replica imports its own (`serve_app.engine_forkserver`), "
         "instead of a fresh interpreter importing them after it; `spawn`: vLLM's own choice inside Ray actors.",
     )
+    engine_stuck_after_s: float | None = Field(
+        120.0, gt=0, description="An engine that holds requests and has not stepped for this long is taken as hung "
+        "(a GPU fault, a collective that never returns): its process is killed, its started streams end with an "
+        "error event, the rest are re-routed, and Ray Serve replaces the replica (`serve_app.policy."
+        "engine_progress`). Above the longest single engine step you expect. null: never (as `vllm serve`).",
+    )
 
 
 class PriorityClassSettings(StrictModel):

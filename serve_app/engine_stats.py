@@ -1,6 +1,7 @@
 """A vLLM stat logger that keeps the latest scheduler figures for the replica to report."""
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 
 from vllm.v1.metrics.loggers import StatLoggerBase
@@ -27,8 +28,11 @@ class EngineSnapshot:
         return self.spec_accepted_tokens / self.spec_drafted_tokens if self.spec_drafted_tokens else None
 
     def __post_init__(self) -> None:
-        # Not a field: `as_dict` reports counters, and this is read through its own summary.
+        # Not fields: `as_dict` reports counters, and these are read on their own.
         self.recent_inter_token = RecentInterTokenTimes()
+        # time.monotonic() of the engine's last step (vLLM sends its stats with every step while it has
+        # requests, also a step that finished no token): the stuck-engine watch's heartbeat.
+        self.last_step_at: float | None = None
 
     def as_dict(self) -> dict:
         return {**asdict(self), "spec_acceptance_rate": self.spec_acceptance_rate}
@@ -42,6 +46,7 @@ class SnapshotStatLogger(StatLoggerBase):
         self.snapshot = snapshot if snapshot is not None else EngineSnapshot()
 
     def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0):
+        self.snapshot.last_step_at = time.monotonic()
         if scheduler_stats is not None:
             self.snapshot.num_running = scheduler_stats.num_running_reqs
             self.snapshot.num_waiting = scheduler_stats.num_waiting_reqs

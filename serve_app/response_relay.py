@@ -9,6 +9,9 @@ from typing import Callable, Protocol
 
 from serve_app.generation import EngineStamps, FirstPartStamps, Headers, ResponsePart
 
+# As the ingress words a replica lost mid-stream (`describe_failure`): to the client the two are one failure.
+ENGINE_DIED_MESSAGE = "the model replica serving this request failed (its engine died); retry"
+
 
 class TokenTally(Protocol):
     """What the engine has produced so far for the request (`serve_app.vllm_frontend.RequestTally`)."""
@@ -17,6 +20,7 @@ class TokenTally(Protocol):
     first_token_at: float | None
     engine_submitted_at: float | None
     engine_core_times: tuple[float, float, float] | None
+    engine_dead: bool
 
 
 class ResponseRelay:
@@ -48,6 +52,9 @@ class ResponseRelay:
     def on_body(self, body: bytes, more: bool) -> None:
         if self.done:
             return
+        if self._tally.engine_dead:  # what vLLM's app says now is its own error for the dead engine
+            self.fail(ENGINE_DIED_MESSAGE)
+            return
         # A stream is complete at its `[DONE]` event; the empty last message that follows must not
         # be what the ingress waits for, or a client that leaves at `[DONE]` cancels a served request.
         done = not more or body.rstrip().endswith(b"data: [DONE]")
@@ -56,7 +63,14 @@ class ResponseRelay:
             self.send(ResponsePart(body, done=done, generated_tokens=self._tally.generated_tokens))
 
     def fail(self, message: str, status: int | None = None) -> None:
-        """End the response with an error part (the ingress turns it into a 503 or an error event)."""
+        """End the response with an error part (the ingress turns it into a 503 or an error event). Where the
+        engine died, a begun response ends with the replica's failure, and of one not begun nothing is sent:
+        the call then fails as a lost replica's does (the replica raises `EngineDied`) and is re-routed."""
+        if self._tally.engine_dead:
+            if not self._start_sent:
+                self.done = True
+                return
+            message, status = ENGINE_DIED_MESSAGE, None
         if status is not None:
             self.status = status
         self.done = True

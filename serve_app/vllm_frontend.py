@@ -15,11 +15,12 @@ import inspect
 import time
 import types
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.exceptions import VLLMValidationError
 from vllm.sampling_params import RequestOutputKind
+from vllm.v1.engine.exceptions import EngineDeadError
 
 try:  # vLLM >= 0.30 moved the server's building blocks; the old paths warn there
     from vllm.entrypoints.launchers.api_server.app_state import init_app_state
@@ -52,18 +53,28 @@ class RequestTally:
     # the core's process (one clock for every process of a host); None where vLLM reports none.
     engine_core_times: tuple[float, float, float] | None = None
     finish_reasons: list[str] = field(default_factory=list)
+    # The engine died under this request (`generate` raised vLLM's dead-engine error). vLLM's app then answers
+    # its own error, which the relay replaces with the replica's failure (its health check fails next).
+    saw_engine_dead: bool = False
+    # vLLM's `AsyncLLM.errored`: its app may refuse a request to a dead engine before `generate` is called.
+    engine_errored: Callable[[], bool] = lambda: False
     # (engine request id, choice index) -> tokens counted so far (outputs may repeat the whole sequence)
     _seen: dict[tuple[str, int], int] = field(default_factory=dict)
 
+    @property
+    def engine_dead(self) -> bool:
+        return self.saw_engine_dead or self.engine_errored()
+
     @classmethod
-    def for_request(cls, path: str, priority_rank: int, http: Any, body: bytes = b"") -> RequestTally:
+    def for_request(cls, path: str, priority_rank: int, http: Any, body: bytes = b"",
+                    engine_errored: Callable[[], bool] = lambda: False) -> RequestTally:
         """A tally for a call to `path` with `body`, with the prompt and output limits of `http` (`HttpSettings`).
         SageMaker's `/invocations` takes a chat or a completion body: its prompt is named as the body names it."""
         chat = path.endswith(("chat/completions", "/v1/messages")) or (
             path == "/invocations" and peek_request(body).num_messages is not None)
         prompt_param = "messages" if chat else "input" if path.endswith("responses") else "prompt"
         return cls(priority=priority_rank, prompt_param=prompt_param, max_prompt_tokens=http.max_prompt_tokens,
-                   max_output_tokens=http.max_output_tokens)
+                   max_output_tokens=http.max_output_tokens, engine_errored=engine_errored)
 
     def observe(self, request_id: str, output: Any, cumulative: bool) -> None:
         if output.prompt_token_ids is not None:
@@ -131,9 +142,13 @@ def tap_engine(engine: Any) -> None:
         cumulative = getattr(sampling_params, "output_kind", None) != RequestOutputKind.DELTA
 
         async def observed():
-            async for output in generate(prompt, sampling_params, request_id, *args, **kwargs):
-                tally.observe(request_id, output, cumulative)
-                yield output
+            try:
+                async for output in generate(prompt, sampling_params, request_id, *args, **kwargs):
+                    tally.observe(request_id, output, cumulative)
+                    yield output
+            except EngineDeadError:
+                tally.saw_engine_dead = True
+                raise
         return observed()
 
     engine.generate = tapped

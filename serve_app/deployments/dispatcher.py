@@ -22,7 +22,7 @@ from serve_app.telemetry.autoscaling_signals import capacity_counts
 from serve_app.config import AppConfig
 from serve_app.deployments.cache_events_link import CacheEventsLink
 from serve_app.deployments.door import LocalDoor
-from serve_app.deployments.errors import REPLICA_LOST, MisroutedCall, ReplicaFailed
+from serve_app.deployments.errors import REPLICA_LOST, EngineDied, MisroutedCall, ReplicaFailed
 from serve_app.deployments.supervision import start_supervised
 from serve_app.direct_link import ReplicaConnectionLost
 from serve_app.generation import GenerationRequest, RunSummary
@@ -150,8 +150,9 @@ class Dispatcher:
                                  self._replicas.run.remote(sent, self._ingress_id, target_replica=replica_id))
             span.set(llm__completion_tokens=summary.num_generated, llm__finish_reason=summary.finish_reason)
             return summary
-        except (*REPLICA_LOST, MisroutedCall, ReplicaConnectionLost) as error:
+        except (*REPLICA_LOST, MisroutedCall, ReplicaConnectionLost, EngineDied) as error:
             # Misrouted: the LLM replicas' router no longer lists the target, which has died or is draining.
+            # EngineDied: its engine died before the request's response began; the replica follows.
             logger.warning("replica %s lost (%s); no longer routing to it", replica_id, type(error).__name__)
             span.fail("replica lost")
             self._core.replica_failed(replica_id)

@@ -9,6 +9,12 @@ class ReplicaFailed(RuntimeError):
     tell it from the router itself dying (which reaches it as one of `REPLICA_LOST`)."""
 
 
+class EngineDied(RuntimeError):
+    """An LLM replica's answer to a call whose engine died before any of its response was sent: the replica
+    is as good as gone (its health check fails next, and Ray Serve replaces it), so the router takes it as
+    lost and the ingress re-routes the request, as it does when the replica's actor is gone."""
+
+
 class MisroutedCall(RuntimeError):
     """An LLM replica's answer, by pull, to a call meant for another replica (`target_replica`): the LLM
     replicas' request router sends such a call elsewhere when its target has left its list (it died, or it

@@ -1,8 +1,7 @@
 """The LLM replica: one vLLM `AsyncLLM` engine (one GPU, or the CPU build) behind a Ray Serve replica.
 
-Requests are served by vLLM's own OpenAI app on that engine (`serve_app.vllm_frontend`), called
-in-process; the response goes back to the ingress replica that holds the HTTP connection in batches
-across requests (`serve_app.delivery`), not as one Ray Serve stream item per event.
+Requests are served by vLLM's own OpenAI app on that engine (`serve_app.vllm_frontend`), in-process; the
+response goes back to the ingress replica holding the connection in batches (`serve_app.delivery`).
 """
 from __future__ import annotations
 
@@ -25,7 +24,8 @@ from serve_app.config import parse_config
 from serve_app.engine_args import engine_args_from_config
 from serve_app.engine_stats import EngineSnapshot, engine_stat_loggers
 from serve_app.deployments.controller_link import ControllerLink
-from serve_app.deployments.errors import MisroutedCall
+from serve_app.deployments.engine_watchdog import EngineWatchdog
+from serve_app.deployments.errors import EngineDied, MisroutedCall
 from serve_app.delivery import Batch
 from serve_app.direct_link import DirectAddress
 from serve_app.deployments.ingress_link import ReplicaDelivery
@@ -96,6 +96,9 @@ class LLMReplica:
         self._outbox = self._delivery.outbox
         await self._delivery.start(self.run)  # direct delivery's connections (`http.delivery: direct`)
         self._stats_task: asyncio.Task | None = None
+        if self._config.replicas.engine_stuck_after_s is not None:
+            self._watchdog_task = start_supervised(EngineWatchdog(
+                self._engine, self._snapshot, self._config.replicas.engine_stuck_after_s).run_forever)
         cache = self._engine.vllm_config.cache_config
         if self._kv_events is not None:
             self._kv_events.engine_ready(cache.block_size, cache.num_gpu_blocks)
@@ -124,7 +127,8 @@ class LLMReplica:
         if target_replica not in (None, self._replica_id) and self._config.http.delivery == "pull":
             raise MisroutedCall(f"a call for LLM replica {target_replica} reached {self._replica_id}: its target "
                                 "has left the LLM replicas' router (died or draining)")
-        tally = RequestTally.for_request(request.path, request.priority_rank, self._config.http, request.body)
+        tally = RequestTally.for_request(request.path, request.priority_rank, self._config.http, request.body,
+                                         engine_errored=lambda: self._engine.errored)
         CURRENT_TALLY.set(tally)  # this call's task only; vLLM's handler tasks inherit it
         client_gone = self._client_gone[request.request_id] = asyncio.Event()
         self._ledger.start(request.request_id, request.cost_tokens)
@@ -146,9 +150,11 @@ class LLMReplica:
                 except Exception as error:  # after the response began: nothing left but an error part
                     logger.exception("request %s failed in vLLM's app", request.request_id)
                     relay.fail(f"the engine failed: {type(error).__name__}", status=500)
-                if not completed and not client_gone.is_set() and relay.status != 500:
+                if not completed and not client_gone.is_set() and not relay.done and relay.status != 500:
                     relay.fail("the response ended before it was complete")
                 await self._outbox.wait_sent(reply_to, relay.last_seq)
+                if tally.engine_dead:  # the router stops routing here at once; an unbegun request is re-routed
+                    raise EngineDied(f"LLM replica {self._replica_id}'s engine died")
         finally:
             summary.status = relay.status
             summary.num_prompt_tokens, summary.num_generated = tally.prompt_tokens, tally.generated_tokens
@@ -165,8 +171,7 @@ class LLMReplica:
             self._ledger.finish(request.request_id, RequestOutcome(
                 request.priority_class, summary.finish_reason, tally.prompt_tokens, tally.generated_tokens,
                 summary.ttft_s, summary.duration_s, delivered_whole=completed and not client_gone.is_set(),
-                cached_prompt_tokens=tally.cached_prompt_tokens),
-                time.monotonic())
+                cached_prompt_tokens=tally.cached_prompt_tokens), time.monotonic())
         return summary
 
     def _abandon(self, request_ids: list[str]) -> None:
@@ -204,12 +209,6 @@ class LLMReplica:
                        lambda chunk, more: parts.append(chunk), asyncio.Event())
         return start.get("status", 500), start.get("headers", []), b"".join(parts)
 
-    async def _log_engine_stats(self) -> None:
-        # vLLM's own periodic throughput/KV log lines, as `vllm serve` prints them.
-        while True:
-            await asyncio.sleep(10)
-            await self._engine.do_log_stats()
-
     async def collected_spans(self) -> list[dict[str, Any]]:
         """Spans this replica finished (only with `telemetry.tracing_exporter: memory`, for tests)."""
         return tracing.finished_spans()
@@ -222,7 +221,7 @@ class LLMReplica:
         """The health route's probe: asks the engine itself, then reports its load."""
         await self._engine.check_health()
         if self._stats_task is None:
-            self._stats_task = start_supervised(self._log_engine_stats)
+            self._stats_task = start_supervised(self._reports.log_engine_stats_forever)
         return {"replica_id": self._replica_id, **self.record_routing_stats()}
 
     def record_routing_stats(self) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 (engine load), Ray Serve's autoscaler (custom metrics) and anyone asking (`engine_stats`)."""
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
+from serve_app.deployments.engine_watchdog import engine_process_ids
 from serve_app.engine_stats import EngineSnapshot
 from serve_app.replica_ledger import ReplicaLedger
 from serve_app.telemetry.autoscaling_signals import replica_stats
@@ -76,11 +78,18 @@ class ReplicaReports:
             self._metrics.observe(snap.kv_cache_usage, snap.num_running, snap.num_waiting, snap.num_preemptions_total)
             self._metrics.observe_speculation(snap.spec_drafted_tokens, snap.spec_accepted_tokens)
 
+    async def log_engine_stats_forever(self) -> None:
+        """vLLM's own periodic throughput/KV log lines, as `vllm serve` prints them."""
+        while True:
+            await asyncio.sleep(10)
+            await self._engine.do_log_stats()
+
     def engine_stats(self, startup_s: float, aborted_abandoned: int) -> dict[str, Any]:
         config = self._engine.vllm_config
         return {
             "replica_id": self._replica_id,
             "startup_s": startup_s,
+            "engine_pids": engine_process_ids(self._engine),
             "num_gpu_blocks": config.cache_config.num_gpu_blocks,
             "block_size": config.cache_config.block_size,
             "max_num_seqs": config.scheduler_config.max_num_seqs,
@@ -96,3 +105,4 @@ class ReplicaReports:
             "loop_stalls": self._process.loop_stalls(),
             **self.routing_stats(),
         }
+

@@ -77,7 +77,9 @@ def faults_url(request, app_config, base_url):  # base_url: the shared app runs 
     if os.environ.get("LLMSERVE_TEST_URL"):
         pytest.skip("kills actors of the Ray cluster this session started")
     data = app_config.model_dump(mode="json")
-    data["replicas"] = {**data["replicas"], "num_replicas": 2}
+    # A hung engine is taken as such after 15 s (test_replica_faults stops one); a step of the tiny CPU model
+    # takes milliseconds.
+    data["replicas"] = {**data["replicas"], "num_replicas": 2, "engine_stuck_after_s": 15}
     # Room for streams that outlast the abort of a killed ingress's requests (test_process_faults: by pull
     # they are aborted only once it has been silent for 3 s, and 470 tokens took 6-8 s here in all).
     data["engine"] = {**data["engine"], "stream_interval": EngineSettings.model_fields["stream_interval"].default,

@@ -1,15 +1,21 @@
-"""A replica killed under load: started streams end with a clean error event, requests not yet started
-are re-routed, the router stops sending to the dead replica at once, Ray Serve brings a new one up.
-Runs on the `faults` side app (two LLM replicas, two ingress replicas)."""
+"""A replica killed under load, or only its vLLM engine process, or that process hung (stopped): started
+streams end with a clean error event, requests not yet started are re-routed, the router stops sending to
+the dead replica at once, Ray Serve brings a new one up. Runs on the `faults` side app (two LLM replicas,
+two ingress replicas; a hung engine is taken as such after 15 s there)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
+from typing import Callable
 
 import httpx
 import pytest
 from fault_helpers import engine_stats, kill_replica, replica_ids, running_replicas, stream, until, wait_for_routable
 from router_helpers import router_stats
+
+from serve_app.engine_processes import is_running
 
 pytestmark = pytest.mark.integration
 STREAMS = 16
@@ -21,7 +27,34 @@ def _both_running(ids: list[str]) -> dict[str, dict] | None:
     return engines if all(e["engine_unfinished_requests"] > 0 for e in engines.values()) else None
 
 
-async def _load_with_a_kill(url: str, model: str) -> tuple[list[dict], list[dict], str]:
+def _kill_engine_process(replica_id: str) -> str:
+    """SIGKILL the vLLM engine core process of one LLM replica, as a GPU fault or the OOM killer would; the
+    replica's actor lives on until its health check fails."""
+    pids = engine_stats(replica_id)["engine_pids"]
+    assert pids, f"LLM replica {replica_id} reported no engine process"
+    os.kill(pids[0], signal.SIGKILL)
+    return replica_id
+
+
+def _stop_engine_process(replica_id: str) -> str:
+    """SIGSTOP the engine core of one LLM replica: a hang (a GPU fault, a collective that never returns) that
+    raises nothing and, but for the replica's watchdog, would hold its requests and its memory for ever."""
+    pids = engine_stats(replica_id)["engine_pids"]
+    assert pids, f"LLM replica {replica_id} reported no engine process"
+    _stopped.append(pids[0])
+    os.kill(pids[0], signal.SIGSTOP)
+    return replica_id
+
+
+_stopped: list[int] = []
+
+
+def _kill_replica_actor(replica_id: str) -> str:
+    return kill_replica("LLMReplica", replica_id)
+
+
+async def _load_with_a_kill(url: str, model: str,
+                            kill: Callable[[str], str]) -> tuple[list[dict], list[dict], str]:
     async with httpx.AsyncClient(timeout=httpx.Timeout(180)) as client:
         streams = [asyncio.create_task(stream(client, url, model, LONG_OUTPUT)) for _ in range(STREAMS)]
         # Kill a replica while both run streams, as their engines count them (one ingress replica's
@@ -29,7 +62,7 @@ async def _load_with_a_kill(url: str, model: str) -> tuple[list[dict], list[dict
         ids = replica_ids("LLMReplica")
         engines = await until(lambda: _both_running(ids), 120)
         await asyncio.sleep(1.0)  # let streams get well under way
-        victim = kill_replica("LLMReplica", max(ids, key=lambda r: engines[r]["engine_unfinished_requests"]))
+        victim = await asyncio.to_thread(kill, max(ids, key=lambda r: engines[r]["engine_unfinished_requests"]))
         # Sent after the kill, one at a time, in the top class: each starts at once on the survivor
         # (its reserved headroom; the standard streams still queued for it would otherwise hold them
         # past their queue deadline on a CPU replica), never on the dead one.
@@ -37,8 +70,7 @@ async def _load_with_a_kill(url: str, model: str) -> tuple[list[dict], list[dict
         return await asyncio.gather(*streams), after, victim
 
 
-def test_killed_replica_under_load_loses_nothing_and_comes_back(faults_url, model_name):
-    before, after, victim = asyncio.run(_load_with_a_kill(faults_url, model_name))
+def _assert_every_request_accounted_for(before: list[dict], after: list[dict]) -> None:
     outcomes = before + after
     completed = [o for o in outcomes if o["status"] == 200 and o["error_code"] is None and not o["cut"]]
     error_events = [o for o in outcomes if o["status"] == 200 and o["error_code"] is not None]
@@ -47,20 +79,56 @@ def test_killed_replica_under_load_loses_nothing_and_comes_back(faults_url, mode
     assert len(completed) + len(error_events) + len(refused) == len(outcomes), outcomes
     assert all(o["done"] for o in completed + error_events), "a stream ended without [DONE]"
     assert all(o["tokens"] in (LONG_OUTPUT, 8) and o["finish"] == "length" for o in completed)
-    assert all(o["error_code"] == "stream_failed" and "model replica" in o["error_message"] for o in error_events)
+    assert all(o["error_code"] == "stream_failed" and "model replica" in o["error_message"] for o in error_events), \
+        [o for o in error_events if o["error_code"] != "stream_failed" or "model replica" not in o["error_message"]]
     # The victim held streams mid-way: those end with an error event; the survivor's complete.
     assert error_events, "the killed replica's started streams should end with an error event"
     assert len(completed) >= STREAMS // 4, outcomes
     # After the kill the router routes around the dead replica at once.
     assert all(o["status"] == 200 and o["error_code"] is None for o in after), after
-    assert victim not in router_stats(faults_url)["replicas"]
-    # Ray Serve replaces the replica; the router picks the new one up.
+
+
+def _assert_replaced_and_routed_to(url: str, model: str, victim: str) -> None:
+    """Ray Serve replaces the replica; the router picks the new one up."""
     deadline = time.monotonic() + 600
-    while running_replicas("LLMReplica") < 2:
+    while running_replicas("LLMReplica") < 2 or victim in replica_ids("LLMReplica"):
         assert time.monotonic() < deadline, "Ray Serve did not bring the replica back"
         time.sleep(2)
-    replicas = wait_for_routable(faults_url, 2, exclude=victim)
+    replicas = wait_for_routable(url, 2, exclude=victim)
     assert victim not in replicas
-    response = httpx.post(f"{faults_url}/v1/completions", timeout=120,
-                          json={"model": model_name, "prompt": "back", "max_tokens": 4, "ignore_eos": True})
+    response = httpx.post(f"{url}/v1/completions", timeout=120,
+                          json={"model": model, "prompt": "back", "max_tokens": 4, "ignore_eos": True})
     assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] == 4
+
+
+def test_killed_replica_under_load_loses_nothing_and_comes_back(faults_url, model_name):
+    before, after, victim = asyncio.run(_load_with_a_kill(faults_url, model_name, _kill_replica_actor))
+    _assert_every_request_accounted_for(before, after)
+    assert victim not in router_stats(faults_url)["replicas"]
+    _assert_replaced_and_routed_to(faults_url, model_name, victim)
+
+
+def test_killed_engine_process_under_load_loses_nothing_and_its_replica_is_replaced(faults_url, model_name):
+    # vLLM's app answers a dead engine with its own error (a 500 event, "EngineCore encountered an issue");
+    # the replica words it as its own failure, and the calls that reach it until Ray Serve's health check
+    # replaces it fail as a lost replica's do, so the ingress re-routes them.
+    before, after, victim = asyncio.run(_load_with_a_kill(faults_url, model_name, _kill_engine_process))
+    _assert_every_request_accounted_for(before, after)
+    _assert_replaced_and_routed_to(faults_url, model_name, victim)
+
+
+def test_hung_engine_process_is_killed_and_its_requests_fail_over(faults_url, model_name):
+    _stopped.clear()
+    try:
+        before, after, victim = asyncio.run(_load_with_a_kill(faults_url, model_name, _stop_engine_process))
+        _assert_every_request_accounted_for(before, after)
+        # The watchdog killed the hung process (a stopped process ends only by SIGKILL): its memory is free.
+        assert not is_running(_stopped[0]), "the hung engine process still lives"
+        _assert_replaced_and_routed_to(faults_url, model_name, victim)
+    finally:
+        for pid in _stopped:  # whatever happened above, leave no stopped process behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+

@@ -1,5 +1,6 @@
-"""By pull, an LLM replica refuses a call meant for another one (`MisroutedCall`); the ingress's dispatcher
-takes the target as lost, as when it died, so that the request is re-routed (`ReplicaFailed`) at once."""
+"""By pull, an LLM replica refuses a call meant for another one (`MisroutedCall`), and a replica whose engine
+died before the response began answers `EngineDied`; the ingress's dispatcher takes the target as lost, as
+when it died, so that the request is re-routed (`ReplicaFailed`) at once."""
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +9,7 @@ import pytest
 
 from serve_app.config import parse_config
 from serve_app.deployments.dispatcher import Dispatcher
-from serve_app.deployments.errors import MisroutedCall, ReplicaFailed
+from serve_app.deployments.errors import EngineDied, MisroutedCall, ReplicaFailed
 from serve_app.generation import GenerationRequest
 
 
@@ -48,10 +49,12 @@ class _Replicas:
         self.run = _Remote(error)
 
 
-def test_a_misrouted_call_takes_its_target_as_lost_and_raises_replica_failed_for_a_re_route():
+@pytest.mark.parametrize("answer", [MisroutedCall("a call for LLM replica r1 reached r2"),
+                                    EngineDied("LLM replica r1's engine died")], ids=["misrouted", "engine_died"])
+def test_a_misrouted_call_or_a_dead_engine_takes_its_target_as_lost_and_raises_replica_failed_for_a_re_route(answer):
     async def scenario():
         controller = _Controller({"r1": 4, "r2": 4})
-        replicas = _Replicas(MisroutedCall("a call for LLM replica r1 reached r2"))
+        replicas = _Replicas(answer)
         dispatcher = Dispatcher("ingress-1", replicas=replicas, controller=controller, config=parse_config({}))
         await dispatcher.refresh_replicas()
         before = dispatcher.health()["routable_replicas"]

@@ -10,6 +10,7 @@ class Tally:
     first_token_at: float | None = None
     engine_submitted_at: float | None = None
     engine_core_times: tuple[float, float, float] | None = None
+    engine_dead: bool = False
 
 
 def relay_with(tally, now=10.0):
@@ -38,6 +39,44 @@ def test_a_failure_before_any_body_is_an_error_part_with_status_500():
     relay.fail("the engine failed: RuntimeError", status=500)
     assert [(p.status, p.done, p.error) for p in sent] == [(500, True, "the engine failed: RuntimeError")]
     assert relay.status == 500
+
+
+def test_vllms_error_event_for_a_dead_engine_mid_stream_becomes_the_replicas_failure():
+    from serve_app.response_relay import ENGINE_DIED_MESSAGE
+
+    tally = Tally(generated_tokens=1, first_token_at=9.5)
+    relay, sent, _ = relay_with(tally)
+    relay.on_start(200, [("content-type", "text/event-stream")])
+    relay.on_body(b"data: {}\n\n", True)
+    tally.engine_dead = True
+    relay.on_body(b'data: {"error": {"message": "EngineCore encountered an issue", "code": 500}}\n\n', True)
+    relay.on_body(b"data: [DONE]\n\n", True)
+    relay.on_body(b"", False)
+    assert [(p.body, p.done, p.error) for p in sent] == [(b"data: {}\n\n", False, None),
+                                                         (b"", True, ENGINE_DIED_MESSAGE)]
+    assert "model replica" in ENGINE_DIED_MESSAGE
+
+
+def test_an_engine_dead_before_anything_was_sent_sends_nothing_so_the_call_can_fail_as_a_lost_replica():
+    relay, sent, _ = relay_with(Tally(engine_dead=True))
+    relay.on_start(500, [("content-type", "application/json")])
+    relay.on_body(b'{"error": {"message": "EngineCore encountered an issue"}}', False)
+    assert sent == [] and relay.done
+
+
+def test_a_failure_reported_for_a_dead_engine_is_the_replicas_failure_or_nothing_if_unbegun():
+    from serve_app.response_relay import ENGINE_DIED_MESSAGE
+
+    unbegun, sent_unbegun, _ = relay_with(Tally(engine_dead=True))
+    unbegun.fail("the engine failed: EngineDeadError", status=500)
+    begun_tally = Tally(generated_tokens=1, first_token_at=9.5)
+    begun, sent_begun, _ = relay_with(begun_tally)
+    begun.on_start(200, [])
+    begun.on_body(b"data: {}\n\n", True)
+    begun_tally.engine_dead = True
+    begun.fail("the engine failed: EngineDeadError", status=500)
+    assert sent_unbegun == [] and unbegun.done
+    assert [(p.done, p.error) for p in sent_begun[1:]] == [(True, ENGINE_DIED_MESSAGE)] and begun.status == 200
 
 
 def test_a_whole_response_is_one_done_part():

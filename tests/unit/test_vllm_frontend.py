@@ -28,6 +28,8 @@ class FakeEngine:
     async def generate(self, prompt, sampling_params, request_id, **kwargs):
         self.calls.append(kwargs)
         for item in self.outputs:
+            if isinstance(item, BaseException):
+                raise item
             yield item
 
 
@@ -54,6 +56,33 @@ def test_cumulative_outputs_are_not_counted_twice_and_every_choice_counts():
     tally = RequestTally(priority=0)
     run_tapped(engine, tally, SamplingParams(max_tokens=8, n=2, output_kind=RequestOutputKind.CUMULATIVE))
     assert tally.generated_tokens == 7
+
+
+def test_an_engine_that_dies_under_a_request_marks_its_tally_and_the_error_goes_on_to_vllm():
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    engine = FakeEngine([output([1]), EngineDeadError()])
+    tally = RequestTally(priority=0)
+    with pytest.raises(EngineDeadError):
+        run_tapped(engine, tally, SamplingParams(max_tokens=8, output_kind=RequestOutputKind.DELTA))
+    assert tally.engine_dead and tally.generated_tokens == 1
+
+
+def test_an_engine_found_errored_counts_as_dead_before_generate_is_called():
+    errored = [False]
+    tally = RequestTally.for_request("/v1/completions", 0, SimpleNamespace(max_prompt_tokens=None,
+                                     max_output_tokens=None), engine_errored=lambda: errored[0])
+    assert not tally.engine_dead
+    errored[0] = True  # vLLM's app refuses a request to a dead engine itself, without calling `generate`
+    assert tally.engine_dead and not tally.saw_engine_dead
+
+
+def test_other_engine_errors_do_not_mark_the_engine_dead():
+    engine = FakeEngine([ValueError("bad request")])
+    tally = RequestTally(priority=0)
+    with pytest.raises(ValueError):
+        run_tapped(engine, tally, SamplingParams(max_tokens=8, output_kind=RequestOutputKind.DELTA))
+    assert not tally.engine_dead
 
 
 def test_an_aborted_request_has_no_finish_reason():
