@@ -41,6 +41,8 @@ class EngineWatchdog:
     def tick(self) -> None:
         if self.judged_stuck or self._engine.errored:  # vLLM fails its requests; the health check replaces the replica
             return
+        if not getattr(self._engine, "log_stats", True):  # stats turned off (`engine.extra`): no heartbeat to judge by
+            return
         if self._snapshot.last_step_at is not None:
             self._watch.stepped(self._snapshot.last_step_at)
         verdict = self._watch.check(self._clock(), self._engine.output_processor.get_num_unfinished_requests())

@@ -90,7 +90,7 @@ def test_the_watchdog_kills_a_silent_busy_engines_process_once_and_leaves_a_step
     assert sent == [(4242, signal.SIGKILL)] and watchdog.killed == [4242]
 
 
-def test_the_watchdog_leaves_a_dead_engine_to_vllm_and_an_idle_one_alone():
+def test_the_watchdog_leaves_a_dead_engine_to_vllm_and_an_idle_one_or_one_without_stats_alone():
     from types import SimpleNamespace
 
     from serve_app.deployments.engine_watchdog import EngineWatchdog
@@ -100,10 +100,14 @@ def test_the_watchdog_leaves_a_dead_engine_to_vllm_and_an_idle_one_alone():
     dead_engine = _engine([2], unfinished=5)
     dead_engine.errored = True
     dead = EngineWatchdog(dead_engine, SimpleNamespace(last_step_at=0.0), 10, clock, lambda *a: sent.append(a))
+    silent_engine = _engine([3], unfinished=5)
+    silent_engine.log_stats = False  # no stats, no heartbeat: nothing to judge by
+    silent = EngineWatchdog(silent_engine, SimpleNamespace(last_step_at=None), 10, clock, lambda *a: sent.append(a))
     for second in range(100):
         clock.now = float(second)
         idle.tick()
         dead.tick()
+        silent.tick()
     assert sent == []
 
 
