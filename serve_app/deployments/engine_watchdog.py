@@ -30,7 +30,7 @@ class EngineWatchdog:
         self._engine, self._snapshot = engine, snapshot
         self._watch = EngineProgressWatch(stuck_after_s)
         self._clock, self._kill = clock, kill
-        self.judged_stuck = False
+        self.judged_stuck = self._suspected = False
         self.killed: list[int] = []
 
     async def run_forever(self, period_s: float = 1.0) -> None:
@@ -47,6 +47,10 @@ class EngineWatchdog:
             self._watch.stepped(self._snapshot.last_step_at)
         verdict = self._watch.check(self._clock(), self._engine.output_processor.get_num_unfinished_requests())
         if verdict is None:
+            self._suspected = False
+            return
+        if not self._suspected:  # judged again next tick: steps queued behind a stalled event loop count by then
+            self._suspected = True
             return
         self.judged_stuck, pids = True, engine_process_ids(self._engine)
         logger.error("%s: killing its process %s, so that its requests fail over and Ray Serve replaces this "

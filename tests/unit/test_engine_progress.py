@@ -90,6 +90,23 @@ def test_the_watchdog_kills_a_silent_busy_engines_process_once_and_leaves_a_step
     assert sent == [(4242, signal.SIGKILL)] and watchdog.killed == [4242]
 
 
+def test_the_watchdog_judges_twice_so_that_steps_queued_behind_a_stalled_loop_count():
+    from types import SimpleNamespace
+
+    from serve_app.deployments.engine_watchdog import EngineWatchdog
+
+    clock, sent = _Clock(), []
+    snapshot = SimpleNamespace(last_step_at=0.0)
+    watchdog = EngineWatchdog(_engine([7], unfinished=2), snapshot, stuck_after_s=10, clock=clock,
+                              kill=lambda *a: sent.append(a))
+    clock.now = 20.0  # the replica's loop was stalled: the first tick after it sees 20 s of silence
+    watchdog.tick()
+    snapshot.last_step_at = 20.1  # the output handler then ran the steps that were waiting
+    clock.now = 21.0
+    watchdog.tick()
+    assert sent == [] and not watchdog.judged_stuck
+
+
 def test_the_watchdog_leaves_a_dead_engine_to_vllm_and_an_idle_one_or_one_without_stats_alone():
     from types import SimpleNamespace
 
