@@ -19,6 +19,7 @@ from serve_app.engine_processes import is_running
 
 pytestmark = pytest.mark.integration
 STREAMS = 16
+WHOLES = 4
 LONG_OUTPUT = 300
 
 
@@ -53,10 +54,21 @@ def _kill_replica_actor(replica_id: str) -> str:
     return kill_replica("LLMReplica", replica_id)
 
 
+async def _whole(client: httpx.AsyncClient, url: str, model: str) -> dict:
+    """One completion answered whole (not streamed): nothing of it reaches the client before its end, so a
+    replica lost under it costs the client nothing but time (the ingress re-routes it)."""
+    response = await client.post(f"{url}/v1/completions", json={"model": model, "prompt": "whole answer",
+                                                                 "max_tokens": LONG_OUTPUT, "ignore_eos": True})
+    body = response.json()
+    return {"status": response.status_code, "retry_after": response.headers.get("retry-after"),
+            "tokens": body.get("usage", {}).get("completion_tokens"), "error": body.get("error")}
+
+
 async def _load_with_a_kill(url: str, model: str,
-                            kill: Callable[[str], str]) -> tuple[list[dict], list[dict], str]:
+                            kill: Callable[[str], str]) -> tuple[list[dict], list[dict], list[dict], str]:
     async with httpx.AsyncClient(timeout=httpx.Timeout(180)) as client:
         streams = [asyncio.create_task(stream(client, url, model, LONG_OUTPUT)) for _ in range(STREAMS)]
+        wholes = [asyncio.create_task(_whole(client, url, model)) for _ in range(WHOLES)]
         # Kill a replica while both run streams, as their engines count them (one ingress replica's
         # router stats show only the streams it routed, and each may have routed its own to one replica).
         ids = replica_ids("LLMReplica")
@@ -67,10 +79,13 @@ async def _load_with_a_kill(url: str, model: str,
         # (its reserved headroom; the standard streams still queued for it would otherwise hold them
         # past their queue deadline on a CPU replica), never on the dead one.
         after = [await stream(client, url, model, 8, priority="interactive") for _ in range(6)]
-        return await asyncio.gather(*streams), after, victim
+        return await asyncio.gather(*streams), await asyncio.gather(*wholes), after, victim
 
 
-def _assert_every_request_accounted_for(before: list[dict], after: list[dict]) -> None:
+def _assert_every_request_accounted_for(before: list[dict], wholes: list[dict], after: list[dict]) -> None:
+    # Whole answers are never lost to the fault: served in full (re-routed if need be), or refused cleanly.
+    assert all((w["status"] == 200 and w["tokens"] == LONG_OUTPUT) or
+               (w["status"] in (429, 503) and w["retry_after"] and w["error"]) for w in wholes), wholes
     outcomes = before + after
     completed = [o for o in outcomes if o["status"] == 200 and o["error_code"] is None and not o["cut"]]
     error_events = [o for o in outcomes if o["status"] == 200 and o["error_code"] is not None]
@@ -102,8 +117,8 @@ def _assert_replaced_and_routed_to(url: str, model: str, victim: str) -> None:
 
 
 def test_killed_replica_under_load_loses_nothing_and_comes_back(faults_url, model_name):
-    before, after, victim = asyncio.run(_load_with_a_kill(faults_url, model_name, _kill_replica_actor))
-    _assert_every_request_accounted_for(before, after)
+    before, wholes, after, victim = asyncio.run(_load_with_a_kill(faults_url, model_name, _kill_replica_actor))
+    _assert_every_request_accounted_for(before, wholes, after)
     assert victim not in router_stats(faults_url)["replicas"]
     _assert_replaced_and_routed_to(faults_url, model_name, victim)
 
@@ -112,16 +127,16 @@ def test_killed_engine_process_under_load_loses_nothing_and_its_replica_is_repla
     # vLLM's app answers a dead engine with its own error (a 500 event, "EngineCore encountered an issue");
     # the replica words it as its own failure, and the calls that reach it until Ray Serve's health check
     # replaces it fail as a lost replica's do, so the ingress re-routes them.
-    before, after, victim = asyncio.run(_load_with_a_kill(faults_url, model_name, _kill_engine_process))
-    _assert_every_request_accounted_for(before, after)
+    before, wholes, after, victim = asyncio.run(_load_with_a_kill(faults_url, model_name, _kill_engine_process))
+    _assert_every_request_accounted_for(before, wholes, after)
     _assert_replaced_and_routed_to(faults_url, model_name, victim)
 
 
 def test_hung_engine_process_is_killed_and_its_requests_fail_over(faults_url, model_name):
     _stopped.clear()
     try:
-        before, after, victim = asyncio.run(_load_with_a_kill(faults_url, model_name, _stop_engine_process))
-        _assert_every_request_accounted_for(before, after)
+        before, wholes, after, victim = asyncio.run(_load_with_a_kill(faults_url, model_name, _stop_engine_process))
+        _assert_every_request_accounted_for(before, wholes, after)
         # The watchdog killed the hung process (a stopped process ends only by SIGKILL): its memory is free.
         assert not is_running(_stopped[0]), "the hung engine process still lives"
         _assert_replaced_and_routed_to(faults_url, model_name, victim)
