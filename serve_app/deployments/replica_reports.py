@@ -105,4 +105,3 @@ class ReplicaReports:
             "loop_stalls": self._process.loop_stalls(),
             **self.routing_stats(),
         }
-

@@ -28,26 +28,20 @@ def _both_running(ids: list[str]) -> dict[str, dict] | None:
     return engines if all(e["engine_unfinished_requests"] > 0 for e in engines.values()) else None
 
 
-def _kill_engine_process(replica_id: str) -> str:
-    """SIGKILL the vLLM engine core process of one LLM replica, as a GPU fault or the OOM killer would; the
-    replica's actor lives on until its health check fails."""
-    pids = engine_stats(replica_id)["engine_pids"]
-    assert pids, f"LLM replica {replica_id} reported no engine process"
-    os.kill(pids[0], signal.SIGKILL)
-    return replica_id
+def _signal_engine_process(sig: int) -> Callable[[str], str]:
+    """A kill for `_load_with_a_kill` that signals one LLM replica's vLLM engine core: SIGKILL as a GPU fault or
+    the OOM killer would (the replica's actor lives on until its health check fails), or SIGSTOP, a hang that
+    raises nothing and, but for the replica's watchdog, would hold its requests and memory for ever."""
+    def kill(replica_id: str) -> str:
+        pids = engine_stats(replica_id)["engine_pids"]
+        assert pids, f"LLM replica {replica_id} reported no engine process"
+        _signalled.append(pids[0])
+        os.kill(pids[0], sig)
+        return replica_id
+    return kill
 
 
-def _stop_engine_process(replica_id: str) -> str:
-    """SIGSTOP the engine core of one LLM replica: a hang (a GPU fault, a collective that never returns) that
-    raises nothing and, but for the replica's watchdog, would hold its requests and its memory for ever."""
-    pids = engine_stats(replica_id)["engine_pids"]
-    assert pids, f"LLM replica {replica_id} reported no engine process"
-    _stopped.append(pids[0])
-    os.kill(pids[0], signal.SIGSTOP)
-    return replica_id
-
-
-_stopped: list[int] = []
+_signalled: list[int] = []
 
 
 def _kill_replica_actor(replica_id: str) -> str:
@@ -127,23 +121,23 @@ def test_killed_engine_process_under_load_loses_nothing_and_its_replica_is_repla
     # vLLM's app answers a dead engine with its own error (a 500 event, "EngineCore encountered an issue");
     # the replica words it as its own failure, and the calls that reach it until Ray Serve's health check
     # replaces it fail as a lost replica's do, so the ingress re-routes them.
-    before, wholes, after, victim = asyncio.run(_load_with_a_kill(faults_url, model_name, _kill_engine_process))
+    before, wholes, after, victim = asyncio.run(_load_with_a_kill(faults_url, model_name, _signal_engine_process(signal.SIGKILL)))
     _assert_every_request_accounted_for(before, wholes, after)
     _assert_replaced_and_routed_to(faults_url, model_name, victim)
 
 
 def test_hung_engine_process_is_killed_and_its_requests_fail_over(faults_url, model_name):
-    _stopped.clear()
+    _signalled.clear()
     try:
-        before, wholes, after, victim = asyncio.run(_load_with_a_kill(faults_url, model_name, _stop_engine_process))
+        before, wholes, after, victim = asyncio.run(_load_with_a_kill(faults_url, model_name,
+                                                                      _signal_engine_process(signal.SIGSTOP)))
         _assert_every_request_accounted_for(before, wholes, after)
         # The watchdog killed the hung process (a stopped process ends only by SIGKILL): its memory is free.
-        assert not is_running(_stopped[0]), "the hung engine process still lives"
+        assert not is_running(_signalled[0]), "the hung engine process still lives"
         _assert_replaced_and_routed_to(faults_url, model_name, victim)
     finally:
-        for pid in _stopped:  # whatever happened above, leave no stopped process behind
+        for pid in _signalled:  # whatever happened above, leave no stopped process behind
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
