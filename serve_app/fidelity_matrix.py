@@ -66,6 +66,10 @@ def request_matrix(model: str = DEFAULT_MODEL) -> list[Case]:
     with_usage = {"stream": True, "stream_options": {"include_usage": True}}
     return [
         Case("models_list", "GET", "/v1/models"),
+        Case("version", "GET", "/version"),
+        Case("tokenizer_info", "GET", "/tokenizer_info"),  # 404 unless `enable_tokenizer_info_endpoint`
+        Case("response_retrieve_unknown", "GET", "/v1/responses/resp_unknown"),  # vLLM's 404, store on or off
+        Case("response_cancel_unknown", "POST", "/v1/responses/resp_unknown/cancel"),
         # Chat completions
         chat("chat_plain"),
         chat("chat_plain_stream", **streamed),

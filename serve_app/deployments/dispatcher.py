@@ -101,6 +101,11 @@ class Dispatcher:
     def in_flight(self) -> int:
         return len(self._waiters) + self._core.running_count
 
+    @property
+    def replica_ids(self) -> list[str]:
+        """The LLM replicas this ingress holds leases on (those it routes to)."""
+        return list(self._leased)
+
     async def submit(self, request: GenerationRequest) -> RunSummary | Refusal:
         """Run `request` on a replica (its response parts come back to this ingress replica), or refuse it."""
         caller = self._callers[request.caller]

@@ -27,7 +27,7 @@ from serve_app.deployments.calls import answer_within
 from serve_app.deployments.dispatcher import Dispatcher
 from serve_app.deployments.ingress_link import ingress_delivery
 from serve_app.delivery import Batch, Inbox
-from serve_app.http.errors import install_error_handlers, metrics_not_here, openai_error_shape
+from serve_app.http.errors import install_error_handlers, metrics_not_here, openai_error_shape, path_in_app
 from serve_app.http.forwarding import FORWARDED_REQUEST_HEADERS, FORWARDED_RESPONSE_HEADERS, kept, raw_body, route_path
 from serve_app.http.intake import RequestIntake
 from serve_app.http.response_parts import ResponseParts, event_stream
@@ -132,19 +132,41 @@ class Ingress:
         span.completion_tokens = last.generated_tokens
         return Response(openai_error_shape(b"".join(body), status), status_code=status, headers=headers)
 
-    async def _passthrough(self, http_request: Request, path: str | None = None) -> Response:
-        """A route of vLLM's app that generates nothing, answered by any ready replica (no queue)."""
+    async def _passthrough(self, http_request: Request, path: str | None = None,
+                           target_replica: str | None = None) -> Response:
+        """A route of vLLM's app that generates nothing, answered by any ready replica (no queue), or by
+        `target_replica`."""
         headers = kept(http_request.headers.items(), FORWARDED_REQUEST_HEADERS)
         body = await raw_body(http_request, self._config.http.max_body_bytes) if http_request.method == "POST" else b""
         answer = await answer_within(self._replicas.serve_http.remote(
-            http_request.method, path or route_path(http_request), headers, body, http_request.url.query),
-            PASSTHROUGH_TIMEOUT_S)
+            http_request.method, path or route_path(http_request), headers, body, http_request.url.query,
+            target_replica=target_replica), PASSTHROUGH_TIMEOUT_S)
         if isinstance(answer, BaseException):
             raise ApiError(503, f"no model replica answered ({type(answer).__name__}); replicas may be starting",
                            error_type="server_error", code="no_replica", headers={"Retry-After": "5"})
         status, response_headers, response_body = answer
         return Response(openai_error_shape(response_body, status), status_code=status,
                         headers=dict(kept(response_headers, FORWARDED_RESPONSE_HEADERS)))
+
+    @http_app.get("/v1/responses/{response_id}", include_in_schema=False)
+    @http_app.post("/v1/responses/{response_id}/cancel", include_in_schema=False)
+    async def stored_response(self, response_id: str, http_request: Request):
+        """A stored response, or its cancellation. vLLM stores them (with `VLLM_ENABLE_RESPONSES_API_STORE=1`
+        in `replicas.env`, as `vllm serve` needs it in its environment) in the replica that made them, so each
+        routable replica is asked until one has it; none has: vLLM's 404, or 503 if a replica did not answer."""
+        self._intake.caller(http_request)
+        answer, unanswered = None, None
+        for replica_id in self._dispatcher.replica_ids or [None]:
+            try:
+                answer = await self._passthrough(http_request, path_in_app(http_request), target_replica=replica_id)
+            except ApiError as error:
+                unanswered = error
+                continue
+            if answer.status_code != 404:
+                return answer
+        if unanswered is not None:
+            raise unanswered
+        return answer
 
     @http_app.get("/v1/models", responses=error_responses(401, 503))
     async def models(self, http_request: Request):
@@ -171,9 +193,17 @@ class Ingress:
         return await self._passthrough(http_request)
 
     @http_app.get("/version", responses=error_responses(503))
+    @http_app.get("/tokenizer_info", include_in_schema=False)
     async def version(self, http_request: Request):
-        """vLLM's version on the replicas."""
+        """vLLM's version on the replicas; its tokenizer's settings where `engine.frontend` enables them
+        (`enable_tokenizer_info_endpoint`, as `vllm serve` needs the flag: else vLLM's 404)."""
         return await self._passthrough(http_request)
+
+    @http_app.get("/load", include_in_schema=False)
+    async def load(self):
+        """vLLM's load figure, requests held (queued or running), counted by this ingress replica whatever the
+        flags (`vllm serve` counts only with `--enable-server-load-tracking`): a balancer in front can use it."""
+        return {"server_load": self._dispatcher.in_flight}
 
     @http_app.get("/v1/controller/status")
     async def controller_status(self):

@@ -199,9 +199,10 @@ class LLMReplica:
         with none, its heartbeat."""
         self._delivery.forget(ingress_id, request_ids)
 
-    async def serve_http(self, method: str, path: str, headers: Headers, body: bytes = b"",
-                         query_string: str = "") -> tuple[int, Headers, bytes]:
-        """A call to vLLM's app that generates nothing (models, tokenize, version): answered whole."""
+    async def serve_http(self, method: str, path: str, headers: Headers, body: bytes = b"", query_string: str = "",
+                         target_replica: str | None = None) -> tuple[int, Headers, bytes]:
+        """A call to vLLM's app that generates nothing (models, tokenize, version, a stored response): answered
+        whole (`target_replica`: read by the request router, as in `run`)."""
         start: dict[str, Any] = {}
         parts: list[bytes] = []
         await call_app(self._app, HttpCall(method, path, headers, body, query_string),

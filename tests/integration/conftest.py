@@ -29,7 +29,8 @@ def app_config(tmp_path_factory):
         # An event per token, as `vllm serve` streams by default: the pacing and coalescing tests count
         # events against tokens (the product's default of 8 per event runs in the faults app).
         "engine": {"max_model_len": 512, "stream_interval": 1,
-                   "frontend": {"tool_call_parser": "pythonic", "enable_auto_tool_choice": True}},
+                   "frontend": {"tool_call_parser": "pythonic", "enable_auto_tool_choice": True,
+                                "enable_tokenizer_info_endpoint": True}},
         # Request size limits below the 512-token context, so that tests can reach each of them.
         # A writes budget one stream never reaches on the CPU but a dozen share out (test_stream_pacing).
         "http": {"port": free_port(), "max_prompt_tokens": 400, "max_output_tokens": 480, "max_messages": 64,
@@ -79,7 +80,9 @@ def faults_url(request, app_config, base_url):  # base_url: the shared app runs 
     data = app_config.model_dump(mode="json")
     # A hung engine is taken as such after 15 s (test_replica_faults stops one); a step of the tiny CPU model
     # takes milliseconds.
-    data["replicas"] = {**data["replicas"], "num_replicas": 2, "engine_stuck_after_s": 15}
+    # Responses stored by vLLM (test_stored_responses: found on whichever of the two replicas made them).
+    data["replicas"] = {**data["replicas"], "num_replicas": 2, "engine_stuck_after_s": 15,
+                        "env": {"VLLM_ENABLE_RESPONSES_API_STORE": "1"}}
     # Room for streams that outlast the abort of a killed ingress's requests (test_process_faults: by pull
     # they are aborted only once it has been silent for 3 s, and 470 tokens took 6-8 s here in all).
     data["engine"] = {**data["engine"], "stream_interval": EngineSettings.model_fields["stream_interval"].default,

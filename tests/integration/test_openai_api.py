@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -121,6 +122,32 @@ def test_models_retrieve(client, model_name):
     with pytest.raises(Exception) as missing:
         client.models.retrieve("no-such-model")
     assert getattr(missing.value, "status_code", None) == 404
+
+
+def test_load_counts_the_requests_this_ingress_holds(base_url, model_name):
+    """`GET /load` as vLLM words it: a stream being read counts, and the count returns to 0 once it ends."""
+    body = {"model": model_name, "prompt": PROMPT, "max_tokens": 480, "stream": True, **EXACT}
+    with httpx.Client(timeout=60) as http:
+        assert http.get(f"{base_url}/load").json() == {"server_load": 0}
+        with http.stream("POST", f"{base_url}/v1/completions", json=body) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()  # kept: a closed line iterator closes the stream
+            assert next(lines).startswith("data: ")
+            assert http.get(f"{base_url}/load").json() == {"server_load": 1}
+        for _ in range(40):
+            if (load := http.get(f"{base_url}/load").json()) == {"server_load": 0}:
+                break
+            time.sleep(0.25)
+        assert load == {"server_load": 0}
+
+
+def test_version_and_tokenizer_info_come_from_the_replicas(base_url):
+    import vllm
+
+    assert httpx.get(f"{base_url}/version", timeout=30).json() == {"version": vllm.__version__}
+    info = httpx.get(f"{base_url}/tokenizer_info", timeout=30)  # enabled in the test app's engine.frontend
+    assert info.status_code == 200, info.text
+    assert info.json()["tokenizer_class"]
 
 
 CHAT = [{"role": "user", "content": PROMPT}]

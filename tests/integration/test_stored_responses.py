@@ -1,0 +1,36 @@
+"""Responses stored by vLLM's Responses API live in the LLM replica that made them: retrieving or cancelling
+one through the app must find it whichever replica that was (the faults app: two replicas, the store on)."""
+from __future__ import annotations
+
+import httpx
+import pytest
+from fault_helpers import wait_for_routable
+
+pytestmark = pytest.mark.integration
+
+STORED = 8  # spread over the two replicas by the router; each retrieval by a random replica would miss half
+
+
+def test_a_stored_response_is_retrieved_from_the_replica_that_made_it(faults_url, model_name):
+    wait_for_routable(faults_url, 2)
+    with httpx.Client(base_url=faults_url, timeout=60) as http:
+        made = []
+        for index in range(STORED):
+            reply = http.post("/v1/responses", json={"model": model_name, "input": f"t{10 + index} t11 t12",
+                                                     "max_output_tokens": 8, "temperature": 0})
+            assert reply.status_code == 200, reply.text
+            made.append(reply.json())
+        # 8 output tokens end each by length: vLLM calls that "incomplete".
+        assert [response["status"] for response in made] == ["incomplete"] * STORED
+        for response in made:
+            found = http.get(f"/v1/responses/{response['id']}")
+            assert found.status_code == 200, found.text
+            assert (found.json()["id"], found.json()["output"]) == (response["id"], response["output"])
+        # vLLM's answers, from the replica that holds the response: a finished one cannot be cancelled.
+        cancelled = http.post(f"/v1/responses/{made[0]['id']}/cancel")
+        assert cancelled.status_code == 400, cancelled.text
+        assert cancelled.json()["error"]["message"] == "Cannot cancel a synchronous response."
+        missing = http.get("/v1/responses/resp_nothing_here")
+        assert missing.status_code == 404
+        assert missing.json()["error"] == {"message": "Response with id 'resp_nothing_here' not found.",
+                                           "type": "invalid_request_error", "param": "response_id", "code": 404}
