@@ -121,7 +121,8 @@ def test_killed_engine_process_under_load_loses_nothing_and_its_replica_is_repla
     # vLLM's app answers a dead engine with its own error (a 500 event, "EngineCore encountered an issue");
     # the replica words it as its own failure, and the calls that reach it until Ray Serve's health check
     # replaces it fail as a lost replica's do, so the ingress re-routes them.
-    before, wholes, after, victim = asyncio.run(_load_with_a_kill(faults_url, model_name, _signal_engine_process(signal.SIGKILL)))
+    before, wholes, after, victim = asyncio.run(_load_with_a_kill(faults_url, model_name,
+                                                                  _signal_engine_process(signal.SIGKILL)))
     _assert_every_request_accounted_for(before, wholes, after)
     _assert_replaced_and_routed_to(faults_url, model_name, victim)
 
