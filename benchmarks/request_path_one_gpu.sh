@@ -10,6 +10,8 @@
 # The third (2026-12-03, one_gpu_direct_machine_lost/): vLLM's parts 13.4 min with its cold first start (251 s to
 # healthy, the synthetic checkpoint's 21 s in it), ours healthy 104 s after its start; the machine was lost
 # between two wait calls 20 min in. gpu_compile_cache.sh now carries the compile caches to the next machine.
+# The fourth (2026-12-04, one_gpu_direct_two_machines/): vLLM healthy 89 s after its start on the carried compile
+# caches, its parts 9.5 min; the machine was lost after a 560 s wait; ours' parts on a fresh one took 10.8 min.
 # FRONT=haproxy-direct (in the environment of `gpu_detached.sh start`) runs ours with delivery direct
 # (`serve_app.direct_link`) instead of by pull.
 out=$1

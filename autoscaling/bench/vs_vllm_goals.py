@@ -64,8 +64,10 @@ def flood_goals(flood: dict) -> list[dict]:
     """The priority flood on both servers at once: per server the classes' `class_summary`s, `hung`
     and `served_vs_saturated`; `classes` (their SLOs) and our `router_stats`."""
     ours, vllm = flood["ours"], flood["vllm"]
-    missing = [f"{server} {name}" for server in ("ours", "vllm") for name in ("high", "low")
-               if name not in flood[server]]
+    # The benches the goals read: vLLM's low class only loads its engine beside its high one (a run whose
+    # machine was lost after vLLM's high class finished keeps a valid high-class p99 to compare with).
+    missing = [f"{server} {name}" for server, names in (("ours", ("high", "low")), ("vllm", ("high",)))
+               for name in names if name not in flood[server]]
     if missing:
         return [goal("flood: every bench completed", {"failed": missing}, "all", False)]
     high_p99, vllm_high_p99 = ours["high"]["ttft_p99_ms"], vllm["high"]["ttft_p99_ms"]

@@ -67,3 +67,11 @@ def test_flood_goals_name_the_benches_that_did_not_finish():
     del section["vllm"]["high"]
     assert goals.flood_goals(section) == [{"name": "flood: every bench completed", "measured": {"failed": ["vllm high"]},
                                            "goal": "all", "met": False}]
+    del section["ours"]["low"]
+    assert goals.flood_goals(section)[0]["measured"] == {"failed": ["ours low", "vllm high"]}
+
+
+def test_flood_goals_need_vllms_high_class_alone():
+    section = flood()
+    del section["vllm"]["low"]
+    assert [g["met"] for g in goals.flood_goals(section)] == [True, True, True, True, True]

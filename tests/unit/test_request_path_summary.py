@@ -144,3 +144,33 @@ def test_adopt_takes_ours_measured_points_from_a_second_machine_and_the_summary_
     summary = json.loads((first / "summary.json").read_text())
     assert summary["ours_points_from"]["gpu"] == "GPU B" and summary["ours_points_from"]["points"] == ["poisson_25"]
     assert summary["commands"][-1] == "measure on B"
+
+
+def test_flood_from_files_rebuilds_a_lost_runs_flood_entry_and_lists_the_classes_it_lacks(tmp_path):
+    """The machine lost while vLLM's flood drained: its high class and saturated reference had saved their
+    files, its low class had not. The entry is rebuilt from those files at the rate the run flooded at, the
+    low class listed as missing (not as hung), and ours' flood entry beside it is left as it was."""
+    high = {"num_prompts": 80, "completed": 80, "failed": 0, "duration": 40.2, "p50_ttft_ms": 140.0,
+            "p90_ttft_ms": 500.0, "p99_ttft_ms": 900.0, "mean_tpot_ms": 29.0, "output_throughput": 122.0,
+            "total_output_tokens": 5120, "ttfts": [0.1] * 80, "errors": [""] * 80}
+    saturated = {"completed": 800, "failed": 0, "duration": 23.0, "request_throughput": 34.8,
+                 "output_throughput": 8900.0}
+    (tmp_path / "vllm_flood_high.json").write_text(json.dumps(high))
+    (tmp_path / "vllm_flood_saturated.json").write_text(json.dumps(saturated))
+    ours_entry = {"high": {"ttft_p99_ms": 120.0}, "low": {"failed": 0}, "hung": []}
+    (tmp_path / "bursty.json").write_text(json.dumps({"part": "bursty", "gpu": "GPU B", "points": {},
+                                                      "scripts": ["measure ours"],
+                                                      "flood": {"low_rate_rps": 68.1, "ours": ours_entry}}))
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "request_path_h200.py"), "flood-from-files",
+                           "--out", str(tmp_path), "--only", "vllm", "--flood-low-rate", "70.4432"],
+                          capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    flood = json.loads((tmp_path / "bursty.json").read_text())["flood"]
+    assert flood["vllm"]["high"]["ttft_p99_ms"] == 900.0 and flood["vllm"]["high"]["completed"] == 80
+    assert "--request-rate 2 " in flood["vllm"]["high"]["command"]
+    assert flood["vllm"]["missing"] == ["low"] and flood["vllm"]["hung"] == []
+    assert "served_vs_saturated" not in flood["vllm"]  # a class lacking: nothing to weigh against saturated
+    assert flood["vllm"]["saturated"]["request_throughput"] == 34.8
+    assert flood["vllm_low_rate_rps"] == 70.4432 and flood["low_rate_rps"] == 68.1
+    assert flood["ours"] == ours_entry
+    assert flood["classes"]["high"]["ttft_slo_s"] == 0.25
