@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -174,3 +176,24 @@ def test_flood_from_files_rebuilds_a_lost_runs_flood_entry_and_lists_the_classes
     assert flood["vllm_low_rate_rps"] == 70.4432 and flood["low_rate_rps"] == 68.1
     assert flood["ours"] == ours_entry
     assert flood["classes"]["high"]["ttft_slo_s"] == 0.25
+
+
+def test_the_saturated_run_names_a_class_that_holds_the_burst_for_ours_and_nothing_for_vllm(monkeypatch, tmp_path):
+    """Both servers must serve the same burst for the throughput goal to compare serving: ours' saturated run
+    names a class whose queue deadline outlasts the burst's drain, vLLM's sends no class."""
+    import argparse
+    script = _script(monkeypatch)
+    args = argparse.Namespace(model_dir=tmp_path, out=tmp_path, input_len=512, output_len=256)
+    ours = script.mixed_bench("ours", args, "saturated", num_prompts=800, rate="inf", ours_class="bulk")
+    vllm = script.mixed_bench("vllm", args, "saturated", num_prompts=800, rate="inf", ours_class="bulk")
+    assert ours[ours.index("--header") + 1] == "x-priority=bulk"
+    assert "--header" not in vllm
+    assert "--header" not in script.mixed_bench("ours", args, "poisson_25", num_prompts=100, rate="5")
+    from serve_app.config import load_config
+    config_path = Path(script.server_commands(tmp_path, tmp_path)["ours"][-1])
+    assert "bulk" in [klass.name for klass in load_config(config_path).priority_classes]  # a valid config
+    config = yaml.safe_load(config_path.read_text())
+    bulk = next(c for c in config["priority_classes"] if c["name"] == "bulk")
+    drain_s = script.SATURATED_PROMPTS / 21.4  # vLLM's capacity on an H200, requests/s
+    assert bulk["queue_deadline_s"] > 2 * drain_s
+    assert config["default_priority"] == "standard"
