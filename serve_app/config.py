@@ -287,7 +287,13 @@ class HttpSettings(StrictModel):
         "requests on (`serve_app.delivery_pull`), which HAProxy mode needs; `direct`, as pull, but each request and "
         "its parts go over a TCP connection between the two replicas instead of Ray calls (`serve_app.direct_link`: "
         "a Ray Serve call 2.1 ms, a socket's 0.2 ms on 2 CPU cores); the replicas' nodes must reach each other on "
-        "ephemeral ports, as Ray's workers do.",
+        "ephemeral ports, as Ray's workers do, or on the range `direct_ports` names.",
+    )
+    direct_ports: tuple[int, int] | None = Field(
+        None, description="Delivery direct: the range of ports (first and last, both included) an LLM replica "
+        "listens on for ingress replicas' connections, each replica on the first free one; a node running N LLM "
+        "replicas needs N. For a network (e.g. a Kubernetes NetworkPolicy) that opens only named ports between "
+        "pods: open this range beside Ray's own. Empty: a port the system picks (its ephemeral range).",
     )
     direct_ingress_port: int | None = Field(
         None, gt=0, lt=65436, description="Ray Serve direct ingress: each ingress replica serves HTTP itself, the "
@@ -299,6 +305,13 @@ class HttpSettings(StrictModel):
 
     @model_validator(mode="after")
     def _front_needs_pull(self) -> "HttpSettings":
+        if self.direct_ports is not None:
+            first, last = self.direct_ports
+            if self.delivery != "direct":
+                raise ValueError("direct_ports is for delivery: direct (the LLM replicas' connection servers)")
+            if not 1024 <= first <= last <= 65535:
+                raise ValueError(f"direct_ports must be [first, last] with 1024 <= first <= last <= 65535, "
+                                 f"not [{first}, {last}]")
         if self.front == "haproxy":
             if self.delivery == "push":
                 raise ValueError("front: haproxy needs delivery: pull or direct (Ray Serve's HAProxy mode allows no "

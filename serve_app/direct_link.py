@@ -95,13 +95,27 @@ class DirectServer:
         self.connections_opened = 0
         self.runs = 0
 
-    async def start(self, host: str, run: RunCall) -> DirectAddress:
-        """Listen on `host` (a free port) for ingress replicas' runs, each served by `run(request, ingress_id)`."""
+    async def start(self, host: str, run: RunCall, ports: tuple[int, int] | None = None) -> DirectAddress:
+        """Listen on `host` for ingress replicas' runs, each served by `run(request, ingress_id)`: on the first free
+        port of `ports` (both ends included; a network that opens only that range between nodes), or on any
+        free port the system picks (None)."""
         self._run = run
-        self._server = await asyncio.start_server(self._serve, host, 0)
+        self._server = await self._listen(host, ports)
         port = self._server.sockets[0].getsockname()[1]
         self.address = DirectAddress(self._replica_id, host, port, self._token)
         return self.address
+
+    async def _listen(self, host: str, ports: tuple[int, int] | None) -> asyncio.Server:
+        if ports is None:
+            return await asyncio.start_server(self._serve, host, 0)
+        first, last = ports
+        for port in range(first, last + 1):
+            try:
+                return await asyncio.start_server(self._serve, host, port)
+            except OSError:  # taken, e.g. by another LLM replica on this node
+                continue
+        raise OSError(f"LLM replica {self._replica_id}: every port of http.direct_ports {first}-{last} on {host} is "
+                      "taken; widen the range to at least the LLM replicas one node runs")
 
     async def send(self, ingress_id: str, batch: Batch) -> None:
         writer = self._writers.get(ingress_id)
@@ -163,7 +177,8 @@ class DirectServer:
                 await writer.drain()
 
     def stats(self) -> dict[str, int]:
-        return {"connections": len(self._writers), "connections_opened": self.connections_opened, "runs": self.runs}
+        return {"connections": len(self._writers), "connections_opened": self.connections_opened, "runs": self.runs,
+                "port": self.address.port if self.address is not None else None}
 
     async def close(self) -> None:
         if self._server is not None:

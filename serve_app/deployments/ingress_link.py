@@ -50,6 +50,7 @@ class ReplicaDelivery:
 
     def __init__(self, http: HttpSettings, ingress_name: str, replica_id: str, on_abandoned: Abandoned | None = None):
         self._replica_id = replica_id
+        self._direct_ports = tuple(http.direct_ports) if http.direct_ports else None
         self._runs_by_ingress: Counter[str] = Counter()
         self._on_abandoned = on_abandoned or (lambda request_ids: None)
         self.mailboxes: Mailboxes | None = None
@@ -79,7 +80,7 @@ class ReplicaDelivery:
                                     "(it is draining, or the stream could not reach it)")
             return await run(request, ingress_id)
 
-        await self.direct.start(ray.util.get_node_ip_address(), run_while_streaming)
+        await self.direct.start(ray.util.get_node_ip_address(), run_while_streaming, self._direct_ports)
 
     def forget(self, ingress_id: str, request_ids: list[str]) -> None:
         """Ingress replica `ingress_id` is alive and no longer reads these requests (with none: its heartbeat)."""

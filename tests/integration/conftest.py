@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
-from ports import free_port
+from ports import free_port, free_port_range
 
 from serve_app.config import EngineSettings, parse_config
 from serve_app.policy.api_keys import hash_api_key
@@ -71,7 +71,7 @@ def faults_url(request, app_config, base_url):  # base_url: the shared app runs 
     (test_process_faults, test_replica_faults) and route by cache (test_routing_by_cache); the shared app
     stays untouched. Each of those tests runs with parts delivered by pull and direct (one app at a time:
     pytest ends the first before it makes the second)."""
-    from fault_helpers import FAULTS_APP, wait_for_routable
+    from fault_helpers import FAULTS_APP, FAULTS_HTTP, wait_for_routable
 
     from serve_app.local import delete_side_app, deploy_side_app
 
@@ -90,10 +90,14 @@ def faults_url(request, app_config, base_url):  # base_url: the shared app runs 
     # By pull, the ingress kill also tests the LLM replicas' silence limit against a live ingress; direct, that
     # a closed connection abandons the dead ingress's runs and a killed replica's connection fails its runs.
     data["http"] = {**data["http"], "ingress_replicas": 2, "delivery": request.param, "max_output_tokens": 1600}
+    if request.param == "direct":  # the LLM replicas listen in a named range (a NetworkPolicy's), replacements too
+        data["http"]["direct_ports"] = list(free_port_range(4))
     # Routing by the engines' KV cache events (test_routing_by_cache); the fault tests run with it on too.
     data["router"] = {**data["router"], "routing": "precise_prefix"}
     url = deploy_side_app(parse_config(data), FAULTS_APP)
     wait_for_routable(url, 2)
+    FAULTS_HTTP.clear()
+    FAULTS_HTTP.update(data["http"])
     yield url
     delete_side_app(FAULTS_APP)
 

@@ -9,6 +9,8 @@ import httpx
 from router_helpers import router_stats
 
 FAULTS_APP = "faults"
+# The side app's http settings as deployed (`faults_url` fills it), for tests that check what they asked for.
+FAULTS_HTTP: dict = {}
 
 
 def wait_for_routable(url: str, count: int, timeout_s: float = 600, exclude: str | None = None) -> dict:

@@ -12,7 +12,8 @@ from typing import Callable
 
 import httpx
 import pytest
-from fault_helpers import engine_stats, kill_replica, replica_ids, running_replicas, stream, until, wait_for_routable
+from fault_helpers import (FAULTS_HTTP, engine_stats, kill_replica, replica_ids, running_replicas, stream, until,
+                           wait_for_routable)
 from router_helpers import router_stats
 
 from serve_app.engine_processes import is_running
@@ -142,3 +143,15 @@ def test_hung_engine_process_is_killed_and_its_requests_fail_over(faults_url, mo
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_direct_replicas_listen_in_the_configured_port_range_replacements_too(faults_url):
+    """Direct delivery with `http.direct_ports`: every LLM replica's connection server is in the range, the ones
+    Ray Serve started in place of the killed replicas above as well (a port freed by a dead one is taken again)."""
+    if FAULTS_HTTP.get("delivery") != "direct":
+        pytest.skip("the LLM replicas listen for connections with delivery direct only")
+    first, last = FAULTS_HTTP["direct_ports"]
+    wait_for_routable(faults_url, 2)
+    ports = {replica_id: engine_stats(replica_id)["direct"]["port"] for replica_id in replica_ids("LLMReplica")}
+    assert len(ports) == 2 and all(first <= port <= last for port in ports.values()), (ports, first, last)
+    assert len(set(ports.values())) == 2, ports  # one node: each replica on its own port

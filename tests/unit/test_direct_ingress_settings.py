@@ -57,6 +57,17 @@ def test_the_haproxy_front_needs_delivery_by_pull_and_no_direct_ingress_port():
     assert (parse_config({}).http.front, parse_config({}).http.delivery) == ("proxy", "push")
 
 
+def test_direct_ports_are_a_range_for_delivery_direct_alone():
+    http = parse_config({"http": {"front": "haproxy", "delivery": "direct", "direct_ports": [31000, 31007]}}).http
+    assert tuple(http.direct_ports) == (31000, 31007)
+    assert parse_config({"http": {"delivery": "direct"}}).http.direct_ports is None  # the system picks
+    with pytest.raises(ConfigError, match="delivery: direct"):
+        parse_config({"http": {"delivery": "pull", "direct_ports": [31000, 31007]}})
+    for wrong in ([31007, 31000], [80, 90], [65535, 65536]):
+        with pytest.raises(ConfigError, match="direct_ports must be"):
+            parse_config({"http": {"delivery": "direct", "direct_ports": wrong}})
+
+
 def test_the_haproxy_front_turns_ray_serves_haproxy_mode_and_its_direct_ingress_on():
     from serve_app.ray_env import ray_serve_env
 

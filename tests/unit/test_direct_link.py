@@ -235,3 +235,32 @@ def test_a_replica_runs_a_direct_request_only_while_its_ingress_holds_a_stream_o
             await delivery.direct.close()
 
     assert asyncio.run(scenario()) == {"request_id": "with-stream"}
+
+
+def test_a_replica_given_a_port_range_listens_on_its_first_free_port_and_runs_there():
+    """`http.direct_ports`: a network that opens only a named range between nodes. A port taken (another replica
+    on the node) is passed over; a range all taken is an error that names the setting."""
+    import socket
+
+    async def scenario(first: int, last: int) -> tuple[int, dict]:
+        replica = Replica()
+        address = await replica.server.start("127.0.0.1", replica.run, (first, last))
+        assert replica.server.stats()["port"] == address.port  # what the replica reports (engine_stats)
+        inbox = Inbox()
+        inbox.open("r")
+        client = client_for(address, inbox)
+        try:
+            summary = await client.run("replica-a", Request("r"))
+        finally:
+            await client.close()
+            await replica.server.close()
+        return address.port, summary
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        first = taken.getsockname()[1]
+        port, summary = asyncio.run(scenario(first, first + 20))
+        assert first < port <= first + 20 and summary == {"request_id": "r", "ingress": "ingress-1"}
+        with pytest.raises(OSError, match=f"every port of http.direct_ports {first}-{first}"):
+            asyncio.run(scenario(first, first))
