@@ -37,14 +37,35 @@ bash benchmarks/gpu_compile_cache.sh restore .gpu/compile_cache > "$out/compile_
 if [ "${SERVE_HOP:-0}" = 1 ]; then
   python3 benchmarks/serve_hop.py --out "$out/serve_hop.json" > "$out/serve_hop.log" 2>&1; step "serve_hop rc=$?"
 fi
-rp start --only vllm; step "vllm start rc=$?"
-rp measure --part latency --only vllm; step "vllm latency rc=$?"
-rp measure --part bursty --only vllm --point-s 20; step "vllm bursty+flood rc=$?"
-gpu_free
-rp start --only ours --front "$front"; step "ours ($front) start rc=$?"
-rp measure --part latency --only ours; step "ours latency rc=$?"
-rp measure --part bursty --only ours --point-s 20; step "ours bursty+flood rc=$?"
-rp stop --only ours
+# RESUME_FROM=DIR (a carried folder holding what a lost machine's last wait brought back: its progress and
+# part files, as run.tgz/points.tgz/detail.tgz unpack): the parts it finished are not run again, their files
+# are taken as they are (another machine: the README says so wherever a run is put together this way).
+resume=${RESUME_FROM:-}
+finished() { [ -n "$resume" ] && grep -q " $1 rc=0$" "$resume/progress"; }
+if [ -n "$resume" ]; then
+  find "$resume" -maxdepth 1 -name '*.json' ! -name servers.json -exec cp {} "$out/" \;  # pids of another machine
+  cp "$resume/progress" "$out/resumed_from.progress"
+  step "resumed from $resume"
+fi
+run_part() {  # SERVER PART [ARGS]: the part unless an earlier machine finished it
+  local server=$1 part=$2 label=$1; shift 2
+  [ "$part" = latency ] && label+=" latency" || label+=" bursty+flood"
+  if finished "$label"; then step "$label skipped (finished on the earlier machine)"; return; fi
+  rp measure --part "$part" --only "$server" "$@"; step "$label rc=$?"
+}
+if ! finished "vllm latency" || ! finished "vllm bursty+flood"; then
+  rp start --only vllm; step "vllm start rc=$?"
+  run_part vllm latency
+  run_part vllm bursty --point-s 20
+  rp stop --only vllm
+  gpu_free
+fi
+if ! finished "ours latency" || ! finished "ours bursty+flood"; then
+  rp start --only ours --front "$front"; step "ours ($front) start rc=$?"
+  run_part ours latency
+  run_part ours bursty --point-s 20
+  rp stop --only ours
+fi
 rp summarize > "$out/goals.txt" 2>&1; step "summarize rc=$?"
 bash benchmarks/gpu_compile_cache.sh save "$out" > "$out/compile_cache.log" 2>&1; step "compile cache saved rc=$?"
 step done

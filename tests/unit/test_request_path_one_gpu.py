@@ -1,0 +1,65 @@
+"""benchmarks/request_path_one_gpu.sh's resume (RESUME_FROM): the parts a lost machine finished are not run
+again and their files are taken; the rest run in order. Run with a stand-in `python3` and `nvidia-smi` on the
+PATH that log each call, since the real ones need the GPU host."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "request_path_one_gpu.sh"
+
+
+def _sequence(tmp_path: Path, resume_progress: str | None) -> tuple[list[str], str, Path]:
+    """The request_path_h200.py phases the sequence ran, its progress file, and its output folder."""
+    bin_dir, out, calls, repo = tmp_path / "bin", tmp_path / "out", tmp_path / "calls.txt", tmp_path / "repo"
+    for folder in (bin_dir, out, repo / "benchmarks"):
+        folder.mkdir(parents=True)
+    (bin_dir / "python3").write_text(f'#!/bin/bash\necho "$*" >> {calls}\n')
+    (bin_dir / "nvidia-smi").write_text("#!/bin/bash\necho 0\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    # A checkout of its own: the real compile-cache script restores into / and saves this machine's caches.
+    (repo / "benchmarks" / "gpu_compile_cache.sh").write_text(f'echo "compile cache $*" >> {calls}\n')
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FRONT": "haproxy-direct"}
+    if resume_progress is not None:
+        resume = tmp_path / "resume"
+        resume.mkdir()
+        (resume / "progress").write_text(resume_progress)
+        (resume / "latency.json").write_text(json.dumps({"part": "latency", "capacity_rps": 21.4}))
+        (resume / "vllm_poisson_25.json").write_text("{}")
+        (resume / "servers.json").write_text(json.dumps({"vllm": {"pid": 689}}))
+        env["RESUME_FROM"] = str(resume)
+    subprocess.run(["bash", str(SCRIPT), str(out)], cwd=repo, env=env, check=True, capture_output=True, timeout=60)
+    phases = [" ".join(line.split()[1:4]) for line in calls.read_text().splitlines()
+              if line.startswith("benchmarks/request_path_h200.py")]
+    return phases, (out / "progress").read_text(), out
+
+
+def test_a_fresh_run_measures_both_servers_in_order(tmp_path):
+    phases, progress, _ = _sequence(tmp_path, None)
+    assert phases == ["start --only vllm", "measure --part latency", "measure --part bursty", "stop --only vllm",
+                      "start --only ours", "measure --part latency", "measure --part bursty", "stop --only ours",
+                      "summarize --out " + str(tmp_path / "out")]
+    assert progress.rstrip().endswith("done")
+
+
+def test_a_resumed_run_skips_what_the_lost_machine_finished_and_takes_its_files(tmp_path):
+    lost = "09:33:40 begin\n09:34:00 vllm start rc=0\n09:39:07 vllm latency rc=0\n09:44:00 vllm bursty+flood rc=0\n"
+    phases, progress, out = _sequence(tmp_path, lost)
+    assert phases == ["start --only ours", "measure --part latency", "measure --part bursty", "stop --only ours",
+                      "summarize --out " + str(out)]
+    assert "resumed from" in progress and "vllm latency" not in progress
+    assert (out / "latency.json").exists() and (out / "vllm_poisson_25.json").exists()
+    assert not (out / "servers.json").exists()  # the lost machine's pids mean nothing here
+    assert (out / "resumed_from.progress").read_text() == lost
+
+
+def test_a_part_the_lost_machine_left_unfinished_runs_again(tmp_path):
+    lost = "09:33:40 begin\n09:34:00 vllm start rc=0\n09:39:07 vllm latency rc=0\n"  # lost during vLLM's flood
+    phases, progress, _ = _sequence(tmp_path, lost)
+    assert phases[:3] == ["start --only vllm", "measure --part bursty", "stop --only vllm"]
+    assert "vllm latency skipped" in progress
+    assert phases[3:7] == ["start --only ours", "measure --part latency", "measure --part bursty", "stop --only ours"]
