@@ -32,12 +32,16 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from autoscaling.bench.concurrent_benches import run_concurrently
 from autoscaling.bench.host import gpu_name, log
+from autoscaling.bench.prometheus_metrics import (ENGINE_TTFT_HISTOGRAM, RAY_ENGINE_TTFT_HISTOGRAM, fetch_metrics_text,
+                                                  histogram_count, histogram_cumulative, histogram_delta,
+                                                  histogram_quantile, share_above)
 from autoscaling.bench.priority_load import (BENCH_STARTUP_S, FRONTS, MAX_NUM_SEQS, OursOptions,
                                              class_bench_command, class_slo, load_classes, ours_config, router_stats)
 from autoscaling.bench.result_summaries import (class_summary, paired_ttft_difference_ms, steady_output_tok_s,
@@ -50,6 +54,8 @@ from autoscaling.bench.vs_vllm_goals import flood_goals, latency_goals, steady_t
 from serve_app.telemetry.request_telemetry import FIRST_PART_PATH_KEPT_S
 
 PORTS = {"ours": 8000, "vllm": 8001}
+OURS_METRICS_PORT = 8090  # Ray's metrics port in ours' run: our replicas' vLLM histograms (`ray_vllm_*`)
+ENGINE_TTFT_TAIL_BOUNDS_S = (0.04, 0.06, 0.08, 0.1)  # bounds of vLLM's TTFT buckets where the load points' tails lie
 GPUS = {"ours": "0", "vllm": "1"}
 MAX_NUM_BATCHED_TOKENS = 8192
 MIXED = {"input_len": 512, "output_len": 256, "range_ratio": 0.9}  # defaults of --input-len / --output-len
@@ -84,6 +90,7 @@ def server_commands(model_dir: Path, out: Path, front: str = "proxy",
     # The load points send no class: they get one that streams every token (the flood's low class
     # coalesces its SSE events, which would stretch a short output's TPOT).
     config["priority_classes"] = [*config["priority_classes"], DEFAULT_CLASS, SATURATED_CLASS]
+    config["telemetry"] = {**config.get("telemetry", {}), "metrics_export_port": OURS_METRICS_PORT}
     config["default_priority"] = DEFAULT_CLASS["name"]
     return {"ours": ours_serve_command(config, out / "ours_config.yaml"),
             "vllm": vllm_serve_command(model_dir, PORTS["vllm"], ["--max-num-seqs", str(MAX_NUM_SEQS),
@@ -160,11 +167,16 @@ def load_points(args: argparse.Namespace, part: dict, arrivals: str, capacity_rp
         commands = {server: mixed_bench(server, args, name, num_prompts=prompts, rate=f"{rate:.3f}",
                                         burstiness=ARRIVALS[arrivals], seed=int(fraction * 100), detailed=True)
                     for server in measured(args)}
+        engine_ttft_before = {server: engine_ttft_reading(server) for server in measured(args)}
         started = time.monotonic()
         results = both_at_once(commands, args, BENCH_STARTUP_S + args.point_s * 3)
         point_s = min(time.monotonic() - started, FIRST_PART_PATH_KEPT_S)
         part["points"][name] = {**part["points"].get(name, {}), "fraction": fraction, "rate_rps": rate,
                                 "burstiness": ARRIVALS[arrivals], **{server: _keep(r) for server, r in results.items()}}
+        for server, result in results.items():
+            # vLLM's own TTFT histogram over the point, the same code measuring both servers' engines.
+            part["points"][name][f"{server}_engine_ttft"] = engine_ttft_over(
+                server, engine_ttft_before[server], expected=(result or {}).get("completed") or 0)
         if "ours" in results:
             # Where our first tokens waited over the point (its bench's whole run): the TTFT goals' gap, located.
             stats = router_stats(url("ours"), quiet=True, first_part_window_s=point_s) or {}
@@ -173,6 +185,35 @@ def load_points(args: argparse.Namespace, part: dict, arrivals: str, capacity_rp
             # located further (a busy loop delays both the request's way into the engine and its first token).
             part["points"][name]["ours_replica_load"] = replica_loads(url("ours"))
         save(args, part)
+
+
+def engine_ttft_reading(server: str) -> dict[float, float]:
+    """vLLM's TTFT histogram as `server` exports it now (empty where it does not answer)."""
+    metrics_url, name = ((f"{url('vllm')}/metrics", ENGINE_TTFT_HISTOGRAM) if server == "vllm" else
+                         (f"http://127.0.0.1:{OURS_METRICS_PORT}/metrics", RAY_ENGINE_TTFT_HISTOGRAM))
+    return histogram_cumulative(fetch_metrics_text(metrics_url) or "", name)
+
+
+def engine_ttft_over(server: str, before: dict[float, float], expected: int, wait_s: float = 20.0,
+                     reading: Callable[[str], dict[float, float]] = engine_ttft_reading,
+                     sleep: Callable[[float], None] = time.sleep) -> dict | None:
+    """vLLM's own TTFT histogram over a load point (the reading after it minus `before`), once it counts the
+    point's `expected` requests or `wait_s` has passed: Ray exports our replicas' histograms every few seconds,
+    `vllm serve` has them at once. p50 / p90 / p99 as Prometheus estimates them (linear within a bucket: 20 ms
+    wide where these loads' tails lie), and the share above each of `ENGINE_TTFT_TAIL_BOUNDS_S`, read exactly."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        point = histogram_delta(before, reading(server))
+        if histogram_count(point) >= expected or time.monotonic() >= deadline:
+            break
+        sleep(2)
+    count = histogram_count(point)
+    if count <= 0:
+        return None
+    return {"count": int(count), "expected": expected,
+            **{f"p{q}_ms": round(histogram_quantile(point, q / 100) * 1000, 1) for q in (50, 90, 99)},
+            "share_above_ms": {f"{bound * 1000:g}": round(share, 4) for bound in ENGINE_TTFT_TAIL_BOUNDS_S
+                               if (share := share_above(point, bound)) is not None}}
 
 
 def replica_loads(base_url: str) -> dict | None:
@@ -382,7 +423,14 @@ def summarize(args: argparse.Namespace) -> int:
                "side_by_side": len({s["gpu"] for s in servers.values()}) > 1,
                "servers_healthy_after_s": {name: s.get("healthy_after_s") for name, s in servers.items()},
                "capacity_rps": latency["capacity_rps"],
-               "paired_ttft_difference_ms": paired_differences(args, latency, points), "goals": goals}
+               "paired_ttft_difference_ms": paired_differences(args, latency, points),
+               # vLLM's own TTFT histogram per point on each server (from its engine's hand-over to the first
+               # token): whether our engine's tail is `vllm serve`'s. Not a goal; runs since 2026-12-04.
+               "engine_ttft": {name: {server: point[f"{server}_engine_ttft"] for server in PORTS
+                                      if point.get(f"{server}_engine_ttft")}
+                               for name, point in points.items()
+                               if any(point.get(f"{server}_engine_ttft") for server in PORTS)},
+               "goals": goals}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(goals, indent=2))
     return 0

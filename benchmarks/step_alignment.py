@@ -26,12 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from autoscaling.simulator.replica import EngineConfig
+from autoscaling.simulator.step_alignment import delayed_ttft_differences, difference_percentiles_ms
+from autoscaling.simulator.step_model import StepModel
 
-from autoscaling.simulator.replica import EngineConfig  # noqa: E402
-from autoscaling.simulator.step_alignment import delayed_ttft_differences, difference_percentiles_ms  # noqa: E402
-from autoscaling.simulator.step_model import StepModel  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "benchmarks/results/latency_h200"
 PROFILE = ROOT / "autoscaling/simulator/profiles/h100_llama2_7b_awq.json"

@@ -72,3 +72,58 @@ def fetch_metrics_text(url: str) -> str | None:
     except httpx.HTTPError:
         return None
     return response.text if response.status_code == 200 else None
+
+
+# vLLM's own TTFT histogram: from its engine handed the request (input processing) to that request's first token
+# back in the API process; `vllm serve` exports it as is, our replicas through Ray's metrics port as `ray_vllm_*`.
+ENGINE_TTFT_HISTOGRAM = "vllm:time_to_first_token_seconds"
+RAY_ENGINE_TTFT_HISTOGRAM = "ray_vllm_time_to_first_token_seconds"
+
+
+def histogram_cumulative(text: str, name: str) -> dict[float, float]:
+    """Histogram `name`'s buckets summed over its label sets (engines, replicas): upper bound (inf for +Inf) ->
+    cumulative count. Empty when `text` has none."""
+    buckets: dict[float, float] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == f"{name}_bucket":
+                    bound = float(sample.labels["le"])
+                    buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    except ValueError:
+        pass
+    return buckets
+
+
+def histogram_delta(before: dict[float, float], after: dict[float, float]) -> dict[float, float]:
+    """What a histogram counted between two readings (a bucket absent before counted from zero)."""
+    return {bound: after[bound] - before.get(bound, 0.0) for bound in after}
+
+
+def histogram_count(cumulative: dict[float, float]) -> float:
+    return cumulative.get(float("inf"), 0.0)
+
+
+def histogram_quantile(cumulative: dict[float, float], q: float) -> float | None:
+    """The q-quantile (0-1) as Prometheus's histogram_quantile estimates it: linear within the bucket it falls in,
+    the first bucket starting at 0; one past the largest finite bound is that bound. None with no observations."""
+    total = histogram_count(cumulative)
+    if total <= 0:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in sorted(cumulative):
+        count = cumulative[bound]
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * ((rank - below) / (count - below) if count > below else 1.0)
+        lower, below = bound, count
+    return lower
+
+
+def share_above(cumulative: dict[float, float], bound: float) -> float | None:
+    """The share of observations above `bound`, one of the histogram's bucket bounds."""
+    total = histogram_count(cumulative)
+    if total <= 0 or bound not in cumulative:
+        return None
+    return 1 - cumulative[bound] / total

@@ -10,6 +10,8 @@ from typing import Callable
 import httpx
 import pytest
 
+from autoscaling.bench.prometheus_metrics import RAY_ENGINE_TTFT_HISTOGRAM, histogram_count, histogram_cumulative
+
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(bool(os.environ.get("LLMSERVE_TEST_URL")),
                                  reason="reads spans through Ray handles of the app this session started")]
@@ -157,6 +159,9 @@ def test_vllms_own_engine_metrics_come_through_rays_metrics_port_per_replica(bas
                                                  "ray_vllm_generation_tokens_total", label="ReplicaId="))
     generated = re.findall(r"^ray_vllm_generation_tokens_total\{[^}]*\} (\S+)", text, re.MULTILINE)
     assert sum(float(v) for v in generated) >= 4
+    # The histogram `request_path_h200.py` reads beside `vllm serve`'s own (test_openai_fidelity reads that one).
+    ttft = histogram_cumulative(text, RAY_ENGINE_TTFT_HISTOGRAM)
+    assert histogram_count(ttft) >= 1 and 0.04 in ttft, ttft
 
 
 def _recent_ttft(base_url: str, class_name: str) -> tuple[dict | None, dict | None]:

@@ -110,3 +110,14 @@ def test_every_case_matches_vllm_serve(ours_url, reference_url, model_name):
     report = run_matrix(ours_url, reference_url, request_matrix(model_name))
     print(report.format_table())
     assert not report.mismatched, report.format_table()
+
+
+def test_vllm_serves_ttft_histogram_reads_as_the_latency_benchmark_reads_it(reference_url):
+    """`request_path_h200.py` compares vLLM's own TTFT histogram on both servers: `vllm serve`'s /metrics, as the
+    matrix above left it (our replicas' through Ray's metrics port: test_observability)."""
+    import httpx
+
+    from autoscaling.bench.prometheus_metrics import ENGINE_TTFT_HISTOGRAM, histogram_count, histogram_cumulative
+
+    buckets = histogram_cumulative(httpx.get(f"{reference_url}/metrics", timeout=30).text, ENGINE_TTFT_HISTOGRAM)
+    assert histogram_count(buckets) >= 1 and 0.04 in buckets and 0.1 in buckets, buckets

@@ -197,3 +197,26 @@ def test_the_saturated_run_names_a_class_that_holds_the_burst_for_ours_and_nothi
     drain_s = script.SATURATED_PROMPTS / 21.4  # vLLM's capacity on an H200, requests/s
     assert bulk["queue_deadline_s"] > 2 * drain_s
     assert config["default_priority"] == "standard"
+
+
+def test_a_points_engine_ttft_waits_for_rays_export_then_reads_vllms_own_histogram(monkeypatch):
+    """Ours' replicas reach Ray's metrics port every few seconds: the reading after a point is taken again until it
+    counts the point's requests; the figures are the histogram's over the point alone."""
+    script = _script(monkeypatch)
+    before = {0.04: 10.0, 0.06: 10.0, 0.08: 10.0, 0.1: 10.0, float("inf"): 10.0}
+    exported = [dict(before), {0.04: 50.0, 0.06: 130.0, 0.08: 170.0, 0.1: 190.0, float("inf"): 210.0}]
+    slept = []
+    figures = script.engine_ttft_over("ours", before, expected=200, reading=lambda server: exported.pop(0),
+                                      sleep=slept.append)
+    assert slept == [2] and figures["count"] == 200 and figures["expected"] == 200
+    assert figures["p50_ms"] == 55.0  # rank 100 of 200: 60 of the 80 in (40, 60] ms
+    assert figures["share_above_ms"] == {"40": 0.8, "60": 0.4, "80": 0.2, "100": 0.1}
+    assert script.engine_ttft_over("vllm", before, expected=5, wait_s=0, reading=lambda server: before) is None
+
+
+def test_ours_run_exports_its_replicas_vllm_histograms_on_the_port_the_benchmark_reads(tmp_path, monkeypatch):
+    from serve_app.config import load_config
+    script = _script(monkeypatch)
+    config = load_config(Path(script.server_commands(tmp_path, tmp_path)["ours"][-1]))
+    assert config.telemetry.metrics_export_port == script.OURS_METRICS_PORT
+    assert config.telemetry.metrics and config.telemetry.engine_metrics
