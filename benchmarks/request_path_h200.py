@@ -167,7 +167,7 @@ def load_points(args: argparse.Namespace, part: dict, arrivals: str, capacity_rp
         commands = {server: mixed_bench(server, args, name, num_prompts=prompts, rate=f"{rate:.3f}",
                                         burstiness=ARRIVALS[arrivals], seed=int(fraction * 100), detailed=True)
                     for server in measured(args)}
-        engine_ttft_before = {server: engine_ttft_reading(server) for server in measured(args)}
+        engine_ttft_before = {server: engine_ttft_settled(server) for server in measured(args)}
         started = time.monotonic()
         results = both_at_once(commands, args, BENCH_STARTUP_S + args.point_s * 3)
         point_s = min(time.monotonic() - started, FIRST_PART_PATH_KEPT_S)
@@ -192,6 +192,29 @@ def engine_ttft_reading(server: str) -> dict[float, float]:
     metrics_url, name = ((f"{url('vllm')}/metrics", ENGINE_TTFT_HISTOGRAM) if server == "vllm" else
                          (f"http://127.0.0.1:{OURS_METRICS_PORT}/metrics", RAY_ENGINE_TTFT_HISTOGRAM))
     return histogram_cumulative(fetch_metrics_text(metrics_url) or "", name)
+
+
+def served_so_far(server: str) -> int:
+    """Requests ours has served since it started (its router's counters); 0 for `vllm serve` or no answer."""
+    if server != "ours":
+        return 0
+    classes = (router_stats(url("ours"), quiet=True) or {}).get("classes") or {}
+    return sum(int(counters.get("served", 0)) for counters in classes.values() if isinstance(counters, dict))
+
+
+def engine_ttft_settled(server: str, wait_s: float = 20.0,
+                        reading: Callable[[str], dict[float, float]] = engine_ttft_reading,
+                        served: Callable[[str], int] = served_so_far,
+                        sleep: Callable[[float], None] = time.sleep) -> dict[float, float]:
+    """The histogram before a point, once it counts every request the server has served: Ray exports ours' every
+    few seconds, and a reading taken sooner would put the run before (a saturated burst) into this point's."""
+    target = served(server)
+    deadline = time.monotonic() + wait_s
+    while True:
+        current = reading(server)
+        if histogram_count(current) >= target or time.monotonic() >= deadline:
+            return current
+        sleep(2)
 
 
 def engine_ttft_over(server: str, before: dict[float, float], expected: int, wait_s: float = 20.0,

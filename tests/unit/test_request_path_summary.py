@@ -220,3 +220,15 @@ def test_ours_run_exports_its_replicas_vllm_histograms_on_the_port_the_benchmark
     config = load_config(Path(script.server_commands(tmp_path, tmp_path)["ours"][-1]))
     assert config.telemetry.metrics_export_port == script.OURS_METRICS_PORT
     assert config.telemetry.metrics and config.telemetry.engine_metrics
+
+
+def test_the_reading_before_a_point_waits_until_it_counts_what_ours_has_served(monkeypatch):
+    """A saturated burst just before the first point: its last requests reach Ray's metrics port seconds later,
+    and must land in the reading before the point, not in the point's."""
+    script = _script(monkeypatch)
+    readings = [{float("inf"): 700.0}, {float("inf"): 790.0}, {float("inf"): 800.0}]
+    slept = []
+    settled = script.engine_ttft_settled("ours", reading=lambda server: readings.pop(0), served=lambda server: 800,
+                                         sleep=slept.append)
+    assert settled == {float("inf"): 800.0} and slept == [2, 2]
+    assert script.served_so_far("vllm") == 0
