@@ -27,7 +27,6 @@ Each part stays within one device call; each writes DIR/<part>.json as it goes.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import shlex
 import sys
@@ -48,7 +47,7 @@ from autoscaling.bench.result_summaries import (class_summary, paired_ttft_diffe
                                                throughput_vs_saturated)
 from autoscaling.bench.samplers import TimelineSampler
 from autoscaling.bench.servers import DetachedServer, start_server, stop_detached, wait_healthy
-from autoscaling.bench.vllm_bench import bench_result, bench_serve_command, result_path
+from autoscaling.bench.vllm_bench import bench_result, bench_serve_command, result_path, saved_bench
 from autoscaling.bench.vllm_reference import SERVED_NAME, ensure_checkpoint, ours_serve_command, vllm_serve_command
 from autoscaling.bench.vs_vllm_goals import flood_goals, latency_goals, steady_throughput_goal, throughput_goal
 from serve_app.telemetry.request_telemetry import FIRST_PART_PATH_KEPT_S
@@ -481,21 +480,13 @@ def adopt_points(args: argparse.Namespace) -> int:
     return 0
 
 
-def raw_bench(folder: Path, name: str) -> dict | None:
-    """A bench's saved result (`--save-detailed`), as the run left it or gzipped in a results folder."""
-    for path in (folder / f"{name}.json", folder / f"{name}.json.gz"):
-        if path.exists():
-            return json.loads(gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_text())
-    return None
-
-
 def paired_differences(args: argparse.Namespace, latency: dict, points: dict) -> dict:
     """Per load point, ours' TTFT minus `vllm serve`'s request by request (`paired_ttft_difference_ms`),
     ours' files read where `adopt` took its points from, if it did."""
     ours_folder = Path(latency.get("ours_points_from", {}).get("dir") or args.out)
     paired = {}
     for name in points:
-        ours, vllm = raw_bench(ours_folder, f"ours_{name}"), raw_bench(args.out, f"vllm_{name}")
+        ours, vllm = saved_bench(ours_folder, f"ours_{name}"), saved_bench(args.out, f"vllm_{name}")
         if ours and vllm:
             paired[name] = paired_ttft_difference_ms(ours, vllm)
     return paired

