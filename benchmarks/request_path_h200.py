@@ -207,12 +207,19 @@ def engine_ttft_settled(server: str, wait_s: float = 20.0,
                         sleep: Callable[[float], None] = time.sleep) -> dict[float, float]:
     """The histogram before a point, once it counts every request the server has served: Ray exports ours' every
     few seconds, and a reading taken sooner would put the run before (a saturated burst) into this point's."""
-    target = served(server)
+    return engine_ttft_counting(server, {}, served(server), wait_s, reading, sleep)
+
+
+def engine_ttft_counting(server: str, since: dict[float, float], at_least: float, wait_s: float,
+                         reading: Callable[[str], dict[float, float]],
+                         sleep: Callable[[float], None]) -> dict[float, float]:
+    """What the histogram counted since the reading `since`, read again every 2 s until that is `at_least`
+    observations or `wait_s` has passed."""
     deadline = time.monotonic() + wait_s
     while True:
-        current = reading(server)
-        if histogram_count(current) >= target or time.monotonic() >= deadline:
-            return current
+        counted = histogram_delta(since, reading(server))
+        if histogram_count(counted) >= at_least or time.monotonic() >= deadline:
+            return counted
         sleep(2)
 
 
@@ -223,12 +230,7 @@ def engine_ttft_over(server: str, before: dict[float, float], expected: int, wai
     point's `expected` requests or `wait_s` has passed: Ray exports our replicas' histograms every few seconds,
     `vllm serve` has them at once. p50 / p90 / p99 as Prometheus estimates them (linear within a bucket: 20 ms
     wide where these loads' tails lie), and the share above each of `ENGINE_TTFT_TAIL_BOUNDS_S`, read exactly."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        point = histogram_delta(before, reading(server))
-        if histogram_count(point) >= expected or time.monotonic() >= deadline:
-            break
-        sleep(2)
+    point = engine_ttft_counting(server, before, expected, wait_s, reading, sleep)
     count = histogram_count(point)
     if count <= 0:
         return None

@@ -50,7 +50,7 @@ class ReplicaDelivery:
 
     def __init__(self, http: HttpSettings, ingress_name: str, replica_id: str, on_abandoned: Abandoned | None = None):
         self._replica_id = replica_id
-        self._direct_ports = tuple(http.direct_ports) if http.direct_ports else None
+        self._direct_ports = http.direct_ports
         self._runs_by_ingress: Counter[str] = Counter()
         self._on_abandoned = on_abandoned or (lambda request_ids: None)
         self.mailboxes: Mailboxes | None = None
