@@ -16,9 +16,10 @@
 # checkout's tracked files with every call, within 64 MiB in all: benchmarks/results/ (~35 MiB) plus a
 # ~30 MB part does not fit, so move benchmarks/results/ out of the tree during the GPU calls (nothing on the
 # GPU host reads it) and back afterwards.
-# Machines lost here: three times (2026-12-03 ~19:57, 2026-12-04 ~04:07 and ~09:43) the call after a wait of
-# 560-570 s found a fresh machine; on 2026-12-04 the next machine's waits of 290 s (and a last one of 34 s) all
-# found theirs. The cause is not known; waits of about 300 s cost no device time more and have not lost one yet.
+# Machines lost here: four times (2026-12-03 ~19:57, 2026-12-04 ~04:07, ~09:43 and ~12:52) the call after a
+# wait found a fresh machine, once after a wait of only 308 s. The likeliest cause is the device's idle release:
+# a machine goes back 30 s after a call returns unless the next call has come, and each loss followed a reply
+# read at length before the next call. So: the next wait at once, reading the progress afterwards.
 set -u
 verb=$1 dir=$2
 # Per-request detail files (tens of MB) travel apart: a file over 16 MiB does not come back, the rest must.

@@ -12,6 +12,8 @@
 # between two wait calls 20 min in. gpu_compile_cache.sh now carries the compile caches to the next machine.
 # The fourth (2026-12-04, one_gpu_direct_two_machines/): vLLM healthy 89 s after its start on the carried compile
 # caches, its parts 9.5 min; the machine was lost after a 560 s wait; ours' parts on a fresh one took 10.8 min.
+# The fifth (2026-12-04, one_gpu_direct_same_machine_latency/): the latency parts alone (PARTS="latency" now),
+# vLLM's 5.5 min and ours' 5.2 min on one machine after the session's first was lost (given back idle).
 # FRONT=haproxy-direct (in the environment of `gpu_detached.sh start`) runs ours with delivery direct
 # (`serve_app.direct_link`) instead of by pull.
 out=$1
@@ -41,31 +43,41 @@ fi
 # part files, as run.tgz/points.tgz/detail.tgz unpack): the parts it finished are not run again, their files
 # are taken as they are (another machine: the README says so wherever a run is put together this way).
 resume=${RESUME_FROM:-}
-finished() { [ -n "$resume" ] && grep -q " $1 rc=0$" "$resume/progress"; }
 if [ -n "$resume" ]; then
   find "$resume" -maxdepth 1 -name '*.json' ! -name servers.json -exec cp {} "$out/" \;  # pids of another machine
   cp "$resume/progress" "$out/resumed_from.progress"
   step "resumed from $resume"
 fi
-run_part() {  # SERVER PART [ARGS]: the part unless an earlier machine finished it
-  local server=$1 part=$2 label=$1; shift 2
-  [ "$part" = latency ] && label+=" latency" || label+=" bursty+flood"
+finished() { [ -n "$resume" ] && grep -q " $1 rc=0$" "$resume/progress"; }
+# PARTS="latency": the latency part alone for both servers (default "latency bursty"; bursty brings the flood
+# and takes its load points from latency.json, so PARTS="bursty" needs a RESUME_FROM folder holding one);
+# summarize then writes the goals of the parts measured.
+parts=${PARTS:-latency bursty}
+asked() { [[ " $parts " == *" $1 "* ]]; }
+label_of() { [ "$2" = latency ] && echo "$1 latency" || echo "$1 bursty+flood"; }
+pending() { asked "$2" && ! finished "$(label_of "$1" "$2")"; }  # SERVER PART
+run_part() {  # SERVER PART [ARGS]: the part unless PARTS leaves it out or an earlier machine finished it
+  local server=$1 part=$2 label
+  label=$(label_of "$1" "$2"); shift 2
+  if ! asked "$part"; then step "$label not asked for (PARTS=$parts)"; return; fi
   if finished "$label"; then step "$label skipped (finished on the earlier machine)"; return; fi
   rp measure --part "$part" --only "$server" "$@"; step "$label rc=$?"
 }
-if ! finished "vllm latency" || ! finished "vllm bursty+flood"; then
+if pending vllm latency || pending vllm bursty; then
   rp start --only vllm; step "vllm start rc=$?"
   run_part vllm latency
   run_part vllm bursty --point-s 20
   rp stop --only vllm
   gpu_free
 fi
-if ! finished "ours latency" || ! finished "ours bursty+flood"; then
+if pending ours latency || pending ours bursty; then
   rp start --only ours --front "$front"; step "ours ($front) start rc=$?"
   run_part ours latency
   run_part ours bursty --point-s 20
   rp stop --only ours
 fi
-rp summarize > "$out/goals.txt" 2>&1; step "summarize rc=$?"
+summary_scope=()
+asked bursty || summary_scope=(--latency-only)
+rp summarize "${summary_scope[@]}" > "$out/goals.txt" 2>&1; step "summarize rc=$?"
 bash benchmarks/gpu_compile_cache.sh save "$out" > "$out/compile_cache.log" 2>&1; step "compile cache saved rc=$?"
 step done

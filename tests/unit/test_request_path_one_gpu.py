@@ -1,5 +1,5 @@
 """benchmarks/request_path_one_gpu.sh's resume (RESUME_FROM): the parts a lost machine finished are not run
-again and their files are taken; the rest run in order. Run with a stand-in `python3` and `nvidia-smi` on the
+again and their files are taken; the rest run in order. PARTS picks the parts both servers run. Run with a stand-in `python3` and `nvidia-smi` on the
 PATH that log each call, since the real ones need the GPU host."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "request_path_one_gpu.sh"
 
 
-def _sequence(tmp_path: Path, resume_progress: str | None) -> tuple[list[str], str, Path]:
+def _sequence(tmp_path: Path, resume_progress: str | None, **extra_env: str) -> tuple[list[str], str, Path]:
     """The request_path_h200.py phases the sequence ran, its progress file, and its output folder."""
     bin_dir, out, calls, repo = tmp_path / "bin", tmp_path / "out", tmp_path / "calls.txt", tmp_path / "repo"
     for folder in (bin_dir, out, repo / "benchmarks"):
@@ -23,7 +23,7 @@ def _sequence(tmp_path: Path, resume_progress: str | None) -> tuple[list[str], s
         tool.chmod(0o755)
     # A checkout of its own: the real compile-cache script restores into / and saves this machine's caches.
     (repo / "benchmarks" / "gpu_compile_cache.sh").write_text(f'echo "compile cache $*" >> {calls}\n')
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FRONT": "haproxy-direct"}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FRONT": "haproxy-direct", **extra_env}
     if resume_progress is not None:
         resume = tmp_path / "resume"
         resume.mkdir()
@@ -33,7 +33,7 @@ def _sequence(tmp_path: Path, resume_progress: str | None) -> tuple[list[str], s
         (resume / "servers.json").write_text(json.dumps({"vllm": {"pid": 689}}))
         env["RESUME_FROM"] = str(resume)
     subprocess.run(["bash", str(SCRIPT), str(out)], cwd=repo, env=env, check=True, capture_output=True, timeout=60)
-    phases = [" ".join(line.split()[1:4]) for line in calls.read_text().splitlines()
+    phases = [" ".join(line.replace(f" --out {out}", "").split()[1:4]) for line in calls.read_text().splitlines()
               if line.startswith("benchmarks/request_path_h200.py")]
     return phases, (out / "progress").read_text(), out
 
@@ -42,7 +42,7 @@ def test_a_fresh_run_measures_both_servers_in_order(tmp_path):
     phases, progress, _ = _sequence(tmp_path, None)
     assert phases == ["start --only vllm", "measure --part latency", "measure --part bursty", "stop --only vllm",
                       "start --only ours", "measure --part latency", "measure --part bursty", "stop --only ours",
-                      "summarize --out " + str(tmp_path / "out")]
+                      "summarize"]
     assert progress.rstrip().endswith("done")
 
 
@@ -50,7 +50,7 @@ def test_a_resumed_run_skips_what_the_lost_machine_finished_and_takes_its_files(
     lost = "09:33:40 begin\n09:34:00 vllm start rc=0\n09:39:07 vllm latency rc=0\n09:44:00 vllm bursty+flood rc=0\n"
     phases, progress, out = _sequence(tmp_path, lost)
     assert phases == ["start --only ours", "measure --part latency", "measure --part bursty", "stop --only ours",
-                      "summarize --out " + str(out)]
+                      "summarize"]
     assert "resumed from" in progress and "vllm latency" not in progress
     assert (out / "latency.json").exists() and (out / "vllm_poisson_25.json").exists()
     assert not (out / "servers.json").exists()  # the lost machine's pids mean nothing here
@@ -63,3 +63,18 @@ def test_a_part_the_lost_machine_left_unfinished_runs_again(tmp_path):
     assert phases[:3] == ["start --only vllm", "measure --part bursty", "stop --only vllm"]
     assert "vllm latency skipped" in progress
     assert phases[3:7] == ["start --only ours", "measure --part latency", "measure --part bursty", "stop --only ours"]
+
+
+def test_parts_latency_measures_only_the_latency_part_and_summarizes_only_its_goals(tmp_path):
+    phases, progress, _ = _sequence(tmp_path, None, PARTS="latency")
+    assert phases == ["start --only vllm", "measure --part latency", "stop --only vllm",
+                      "start --only ours", "measure --part latency", "stop --only ours", "summarize --latency-only"]
+    assert "vllm bursty+flood not asked for" in progress and "skipped" not in progress
+
+
+def test_parts_bursty_resumed_after_a_latency_run_starts_each_server_for_the_bursty_part_alone(tmp_path):
+    latency_run = "12:55:04 vllm start rc=0\n13:00:12 vllm latency rc=0\n13:05:21 ours latency rc=0\n"
+    phases, _, out = _sequence(tmp_path, latency_run, PARTS="bursty")
+    assert phases == ["start --only vllm", "measure --part bursty", "stop --only vllm",
+                      "start --only ours", "measure --part bursty", "stop --only ours", "summarize"]
+    assert (out / "latency.json").exists()  # the bursty part's load points
