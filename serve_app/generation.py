@@ -38,6 +38,8 @@ class GenerationRequest:
     # When the ingress's route began (wall clock; 0: unknown): before the caller's key, the body's read and
     # parse, and the door, which `arrival_time` comes after.
     received_time: float = 0.0
+    # The only LLM replica that can serve it (None: any): the one holding the stored response it continues.
+    bound_replica: str | None = None
 
     @property
     def cost_tokens(self) -> int:

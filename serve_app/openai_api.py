@@ -103,6 +103,8 @@ class RequestPeek:
     prompt_head: str = ""
     num_messages: int | None = None
     num_stop: int = 0
+    # A Responses API request's `previous_response_id`: the stored response it continues.
+    previous_response_id: str | None = None
 
     @property
     def max_new_tokens(self) -> int | None:
@@ -167,6 +169,7 @@ def peek_request(raw: bytes) -> RequestPeek:
         budget_field=budget_field, budget=max_new, choices=choices, prompt_head=text[:256],
         num_messages=len(messages) if isinstance(messages, list) else None,
         num_stop=len(stop) if isinstance(stop, list) else int(bool(stop)),
+        previous_response_id=previous if isinstance(previous := body.get("previous_response_id"), str) else None,
     )
 
 

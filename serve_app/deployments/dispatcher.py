@@ -116,7 +116,8 @@ class Dispatcher:
                              attributes={"llm.priority_class": request.priority_class, "llm.caller": request.caller})
         refusal = self._core.admit(request.request_id, request.priority_class, caller, request.cost_tokens,
                                    self._clock(), prefix_key, prefix_blocks=blocks,
-                                   prompt_tokens=prompt_tokens, first_token_seen=request.streamed)
+                                   prompt_tokens=prompt_tokens, first_token_seen=request.streamed,
+                                   replica_id=request.bound_replica)
         if refusal is not None:
             queued.fail(refusal.message, llm__outcome="refused", http__response__status_code=refusal.status)
             queued.end()

@@ -14,6 +14,7 @@ import gc
 import json
 import time
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -107,6 +108,9 @@ class Ingress:
         self._limits.check_output_budget(peek.budget_field, peek.budget)
         admitted = self._intake.admit_at_door(peek.priority, http_request, caller, span)
         gen = self._intake.generation_request(http_request, peek, admitted, span)
+        if peek.previous_response_id is not None and gen.path == "/v1/responses":
+            gen.bound_replica = await self._response_holder(http_request, peek.previous_response_id)
+            span.set(llm__bound_replica=gen.bound_replica or "")
         parts = self._responses.parts(gen, span, streamed=peek.stream)
         try:
             first = await parts.__anext__()
@@ -147,6 +151,24 @@ class Ingress:
         status, response_headers, response_body = answer
         return Response(openai_error_shape(response_body, status), status_code=status,
                         headers=dict(kept(response_headers, FORWARDED_RESPONSE_HEADERS)))
+
+    async def _response_holder(self, http_request: Request, response_id: str) -> str | None:
+        """The LLM replica that holds stored response `response_id` (vLLM keeps each in the replica that made
+        it, and a request continuing one elsewhere gets a 404), asked of one after another; None where one
+        replica routes everything or none has it (vLLM's own 404 then answers the request). Asked of all at
+        once, the two calls' routing stalled this process's event loop for 5 s and the proxy answered 500
+        (CPU test, two replicas): one at a time, as `stored_response` asks."""
+        replica_ids = self._dispatcher.replica_ids
+        if len(replica_ids) < 2:
+            return None
+        headers = kept(http_request.headers.items(), FORWARDED_REQUEST_HEADERS)
+        path = f"/v1/responses/{quote(response_id, safe='')}"
+        for replica_id in replica_ids:
+            answer = await answer_within(self._replicas.serve_http.remote(
+                "GET", path, headers, b"", "", target_replica=replica_id), PASSTHROUGH_TIMEOUT_S)
+            if not isinstance(answer, BaseException) and answer[0] == 200:
+                return replica_id
+        return None
 
     @http_app.get("/v1/responses/{response_id}", include_in_schema=False)
     @http_app.post("/v1/responses/{response_id}/cancel", include_in_schema=False)

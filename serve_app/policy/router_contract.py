@@ -64,10 +64,12 @@ class RouterContract(ABC):
     @abstractmethod
     def admit(self, request_id: str, class_name: str, caller: Caller, cost_tokens: int, now: float,
               prefix_key: int | None = None, prefix_blocks: tuple[int, ...] = (),
-              prompt_tokens: int | None = None, first_token_seen: bool = True) -> Refusal | None:
+              prompt_tokens: int | None = None, first_token_seen: bool = True,
+              replica_id: str | None = None) -> Refusal | None:
         """Queue the request, or say why not. `prefix_key`: the first block's hash (`first_block_affinity`);
         `prefix_blocks`: the prompt's chained block keys (`prefix_blocks.block_keys`; the cache-index routings);
-        `first_token_seen`: the caller will report its first token (`first_token`), as for a streamed answer."""
+        `first_token_seen`: the caller will report its first token (`first_token`), as for a streamed answer;
+        `replica_id`: the only replica that can serve it (the holder of a stored response it continues)."""
 
     @abstractmethod
     def admission_preview(self, now: float) -> dict[str, AdmissionPreview | None]:

@@ -8,6 +8,7 @@ a `serve_app.policy.router_contract.RouterContract`: its public methods are all 
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import random
@@ -21,7 +22,7 @@ from serve_app.policy.api_keys import Caller
 from serve_app.policy.prefix_cache_index import CacheEvent
 from serve_app.policy.prefix_routing import HitBook, PrefixRouting
 from serve_app.policy.priority_classes import PriorityClasses
-from serve_app.policy.priority_queue import PriorityRequestQueue, QueueFull
+from serve_app.policy.priority_queue import PriorityRequestQueue, QueuedRequest, QueueFull
 from serve_app.policy.recent_latency import RecentLatencies
 from serve_app.policy.rate_limit import RateLimiter
 from serve_app.policy.replica_choice import ReplicaLoad, choose_replica
@@ -64,6 +65,8 @@ class _Queued:
     prefix_blocks: tuple[int, ...] = ()
     prompt_tokens: int | None = None
     first_token_seen: bool = True
+    # The one replica that can serve it (None: any), e.g. the holder of the stored response it continues.
+    replica_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,9 @@ class RouterCore(RouterContract):
         # only later), and routing to it again would fail the re-routed requests too.
         self._dead: set[str] = set()
         self._queued: dict[str, _Queued] = {}
+        # Requests for one replica (`admit`'s `replica_id`) that reached the queue's head while it had no room:
+        # set aside per replica, in class then arrival order, so that they hold back no one bound elsewhere.
+        self._waiting_for_replica: dict[str, list[QueuedRequest]] = {}
         self._shed: list[tuple[str, Refusal]] = []
         self._running: dict[str, _Running] = {}
         # Kept as requests start and end, so the window targets need no scan of every running request.
@@ -177,12 +183,14 @@ class RouterCore(RouterContract):
     # ---- admission ---------------------------------------------------------------------------
     def admit(self, request_id: str, class_name: str, caller: Caller, cost_tokens: int, now: float,
               prefix_key: int | None = None, prefix_blocks: tuple[int, ...] = (),
-              prompt_tokens: int | None = None, first_token_seen: bool = True) -> Refusal | None:
+              prompt_tokens: int | None = None, first_token_seen: bool = True,
+              replica_id: str | None = None) -> Refusal | None:
         """Queue the request, or say why not (rate limit, predicted wait past the deadline, full queue).
         `prefix_blocks`: the prompt's block keys (`prefix_blocks.block_keys`) for cache-aware routing.
         `first_token_seen`: False when the caller learns of no first token before the end (a whole answer):
         its prompt then never counts as prefilling (`lower_class_prefill_tokens`), or it would hold the room
-        for its whole generation."""
+        for its whole generation. `replica_id`: the only replica that can serve it (within that replica's
+        window); one that is not routable (gone) binds nothing, and the request goes wherever there is room."""
         counters = self._counters[self._classes.get(class_name).name]
         self._heaviest_weight = max(self._heaviest_weight, caller.weight)
         refusal = self._rate_limited(caller, now)
@@ -211,7 +219,7 @@ class RouterCore(RouterContract):
             self._shed_for(victim, class_name, now)
             self._queue.push(request_id, class_name, now, cost_tokens, caller.name, caller.weight)
         self._queued[request_id] = _Queued(class_name, cost_tokens, prefix_key, prefix_blocks, prompt_tokens,
-                                           first_token_seen)
+                                           first_token_seen, replica_id if replica_id in self._replicas else None)
         counters.admitted += 1
         if self._is_top(self._classes.get(class_name).name):
             self._top_admitted_at = now
@@ -287,15 +295,19 @@ class RouterCore(RouterContract):
     # ---- dispatch ------------------------------------------------------------------------------
     def take_dispatches(self, now: float) -> list[Dispatch]:
         """Pop queued requests in priority order while some replica has window room for them."""
-        dispatches: list[Dispatch] = []
+        dispatches = self._dispatch_set_aside(now)
         while len(self._queue):
             entry = self._queue.peek_next(now)
             replica_id = self._choose(entry.request_id, now)
+            if replica_id is None and self._set_aside_if_bound(entry):
+                continue
             if replica_id is None:
                 # The head does not fit; the top class may still start within its reserved headroom.
                 entry = self._queue.peek_class(self._classes.names[0], now)
                 replica_id = self._choose(entry.request_id, now) if entry is not None else None
                 if replica_id is None:
+                    if entry is not None and self._set_aside_if_bound(entry):
+                        continue
                     break
             self._queue.take(entry.request_id)
             dispatches.append(self._start(entry.request_id, replica_id, now - entry.arrival_s, now))
@@ -303,10 +315,36 @@ class RouterCore(RouterContract):
             self._admission.set_busy(now, True)
         return dispatches
 
+    def _set_aside_if_bound(self, entry: QueuedRequest) -> bool:
+        """Take a head that only its own replica can serve, and that replica has no room, out of the queue."""
+        bound_to = self._queued[entry.request_id].replica_id
+        if bound_to is None or bound_to not in self._replicas:
+            return False
+        self._queue.take(entry.request_id)
+        bisect.insort(self._waiting_for_replica.setdefault(bound_to, []), entry, key=lambda e: (e.level, e.seq))
+        return True
+
+    def _dispatch_set_aside(self, now: float) -> list[Dispatch]:
+        """Start set-aside requests where their replica has room now (or, where it is gone, anywhere)."""
+        dispatches: list[Dispatch] = []
+        for replica_id in list(self._waiting_for_replica):
+            waiting = self._waiting_for_replica[replica_id]
+            while waiting and (chosen := self._choose(waiting[0].request_id, now)) is not None:
+                entry = waiting.pop(0)
+                dispatches.append(self._start(entry.request_id, chosen, now - entry.arrival_s, now))
+            if not waiting:
+                del self._waiting_for_replica[replica_id]
+        return dispatches
+
     def _choose(self, request_id: str, now: float) -> str | None:
         queued = self._queued[request_id]
         name = queued.class_name
         prefill_budget = self._prefill_budget(name, now)
+        bound = self._replicas.get(queued.replica_id) if queued.replica_id is not None else None
+        if bound is not None:
+            room = bound.in_flight < self._dispatch_limit(name, bound) and self._prefill_room(bound, queued,
+                                                                                              prefill_budget)
+            return queued.replica_id if room else None
         if self._first_block_affinity:
             # Affinity hashes over every replica, full ones included, so it needs them all.
             loads = [ReplicaLoad(rid, r.outstanding_tokens, r.in_flight,
@@ -384,7 +422,7 @@ class RouterCore(RouterContract):
         """Queued requests past their class's queue deadline (or past it within `ahead_s`, the caller's
         check period) or shed from a full queue, each with its 503."""
         expired, self._shed = self._shed, []
-        for entry in self._queue.expired(now, ahead_s):
+        for entry in [*self._queue.expired(now, ahead_s), *self._set_aside_expired(now, ahead_s)]:
             queued = self._queued.pop(entry.request_id)
             self._tenants.dropped(entry.request_id)
             counters = self._counters[queued.class_name]
@@ -395,6 +433,19 @@ class RouterCore(RouterContract):
                 503, "queue_deadline_exceeded", f"waited {entry.waited_s(now):.1f}s for a replica; the "
                 f"{deadline_s:g}s queue deadline of priority class {queued.class_name!r} ran out",
                 self._retry_after(len(self._queue) + 1))))
+        return expired
+
+    def _set_aside_expired(self, now: float, ahead_s: float) -> list[QueuedRequest]:
+        """Set-aside requests past their class's queue deadline (within `ahead_s`), taken out."""
+        expired: list[QueuedRequest] = []
+        for replica_id in list(self._waiting_for_replica):
+            waiting = self._waiting_for_replica[replica_id]
+            late = [e for e in waiting if e.waited_s(now) + ahead_s > self._classes.get(e.class_name).queue_deadline_s]
+            if late:
+                waiting[:] = [e for e in waiting if e not in late]
+                expired.extend(late)
+            if not waiting:
+                del self._waiting_for_replica[replica_id]
         return expired
 
     # ---- completion ----------------------------------------------------------------------------
@@ -439,7 +490,7 @@ class RouterCore(RouterContract):
         """The client left: drop the request from the queue, or free its slot if it was dispatched
         (`now`, when known, ends the admission's busy time once nothing runs)."""
         self._tenants.dropped(request_id)
-        if self._queue.remove(request_id):
+        if self._queue.remove(request_id) or self._remove_set_aside(request_id):
             self._counters[self._queued.pop(request_id).class_name].cancelled += 1
             return
         running = self._running.pop(request_id, None)
@@ -449,6 +500,18 @@ class RouterCore(RouterContract):
         self._release(running)
         if now is not None:
             self._admission.set_busy(now, bool(self._running))
+
+    def _remove_set_aside(self, request_id: str) -> bool:
+        queued = self._queued.get(request_id)
+        waiting = self._waiting_for_replica.get(queued.replica_id) if queued is not None and queued.replica_id else None
+        kept = [e for e in waiting or () if e.request_id != request_id]
+        if waiting is None or len(kept) == len(waiting):
+            return False
+        if kept:
+            self._waiting_for_replica[queued.replica_id] = kept
+        else:
+            del self._waiting_for_replica[queued.replica_id]
+        return True
 
     def _release(self, running: _Running) -> _Replica | None:
         """Undo `_start` for a request just taken out of `_running`."""
@@ -511,6 +574,7 @@ class RouterCore(RouterContract):
                           "prefilling_tokens": r.prefilling_tokens,
                           "window_state": r.window.state()} for rid, r in self._replicas.items()}
         stats = {"classes": classes, "replicas": replicas, "queue_depth": len(self._queue),
+                 "waiting_for_their_replica": sum(len(w) for w in self._waiting_for_replica.values()),
                  "running": len(self._running), "service_rate_rps": self._admission.service_rate_rps,
                  "prefill_holds": self._prefill_holds}
         stats["tenants"] = self._tenants.stats(self._queue.depth_by_tenant())

@@ -34,3 +34,29 @@ def test_a_stored_response_is_retrieved_from_the_replica_that_made_it(faults_url
         assert missing.status_code == 404
         assert missing.json()["error"] == {"message": "Response with id 'resp_nothing_here' not found.",
                                            "type": "invalid_request_error", "param": "response_id", "code": 404}
+
+
+def test_a_response_that_continues_a_stored_one_runs_on_the_replica_holding_it(faults_url, model_name):
+    """vLLM answers 404 for a `previous_response_id` it does not hold: with two replicas, routing the follow-ups
+    by load alone would send about half of them to the wrong one (all eight right: 1 in 256)."""
+    wait_for_routable(faults_url, 2)
+    with httpx.Client(base_url=faults_url, timeout=60) as http:
+        firsts = []
+        for index in range(STORED):
+            reply = http.post("/v1/responses", json={"model": model_name, "input": f"t{20 + index} t21",
+                                                     "max_output_tokens": 4, "temperature": 0})
+            assert reply.status_code == 200, reply.text
+            firsts.append(reply.json()["id"])
+        for index, previous in enumerate(firsts):
+            body = {"model": model_name, "input": f"t{30 + index}", "previous_response_id": previous,
+                    "max_output_tokens": 4, "temperature": 0, "stream": index % 2 == 1}
+            follow_up = http.post("/v1/responses", json=body)
+            assert follow_up.status_code == 200, (follow_up.text, dict(follow_up.headers))
+            if body["stream"]:
+                assert '"type":"response.completed"' in follow_up.text.replace(" ", ""), follow_up.text[-400:]
+            else:
+                assert follow_up.json()["previous_response_id"] == previous
+        unknown = http.post("/v1/responses", json={"model": model_name, "input": "t1",
+                                                   "previous_response_id": "resp_nothing_here"})
+        assert unknown.status_code == 404, unknown.text  # vLLM's own answer, from whichever replica
+        assert unknown.json()["error"]["message"] == "Response with id 'resp_nothing_here' not found."

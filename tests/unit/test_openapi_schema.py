@@ -83,3 +83,10 @@ def test_peek_refuses_a_priority_that_is_neither_a_class_nor_an_integer(priority
     with pytest.raises(api.ApiError) as refused:
         api.peek_request(json.dumps({"model": "m", "prompt": "x", "priority": priority}).encode())
     assert (refused.value.status, refused.value.param) == (400, "priority")
+
+
+@pytest.mark.parametrize("previous, expected", [("resp_abc", "resp_abc"), (None, None), (7, None)])
+def test_peek_reads_the_stored_response_a_responses_request_continues(previous, expected):
+    body = {"model": "m", "input": "x", **({} if previous is None else {"previous_response_id": previous})}
+    peek = api.peek_request(json.dumps(body).encode())
+    assert peek.previous_response_id == expected and json.loads(peek.body) == body

@@ -266,23 +266,32 @@ def test_a_dead_replica_stays_out_while_the_controller_still_lists_it():
     assert set(core.stats()["replicas"]) == {"r1", "r2", "r3"}
 
 
-def test_every_admitted_request_ends_exactly_once():
+@pytest.mark.parametrize("bound_share", [0.0, 0.3])
+def test_every_admitted_request_ends_exactly_once(bound_share):
+    """`bound_share`: requests bound to one replica (`admit`'s replica_id), set aside while it is full."""
     rng = random.Random(7)
     core = make_core(initial_window=3, initial_service_rate_rps=2.0)
     core.set_replicas({"r1": 8, "r2": 8})
     running: set[str] = set()
     outcomes: dict[str, str] = {}
+    bound: dict[str, str] = {}
+    bound_dispatched = False
     for step in range(400):
         now = step * 0.05
         if rng.random() < 0.6:
             rid = f"q{step}"
-            refusal = admit(core, rid, rng.choice(["interactive", "batch"]), now)
+            bound_to = rng.choice(["r1", "r2"]) if rng.random() < bound_share else None
+            refusal = core.admit(rid, rng.choice(["interactive", "batch"]), ANYONE, 10, now, replica_id=bound_to)
             outcomes[rid] = "refused" if refusal else "queued"
+            if bound_to:
+                bound[rid] = bound_to
         for rid, _ in core.expire(now):
             outcomes[rid] = "expired"
         for d in core.take_dispatches(now):
             running.add(d.request_id)
             outcomes[d.request_id] = "running"
+            assert bound.get(d.request_id, d.replica_id) == d.replica_id
+            bound_dispatched |= d.request_id in bound
         for rid in [r for r in running if rng.random() < 0.2]:
             running.discard(rid)
             core.finish(rid, now, ok=True, ttft_s=0.05, tpot_s=0.01)
@@ -290,12 +299,14 @@ def test_every_admitted_request_ends_exactly_once():
     stats = core.stats()
     counts = stats["classes"]
     queued_left = sum(1 for o in outcomes.values() if o == "queued")
-    assert queued_left == stats["queue_depth"]
+    waiting = stats["queue_depth"] + stats["waiting_for_their_replica"]
+    assert queued_left == waiting
+    assert bound_dispatched == (bound_share > 0)
     assert sum(1 for o in outcomes.values() if o == "running") == stats["running"]
     total = sum(c["admitted"] + c["refused_overload"] for c in counts.values())
     assert total == len(outcomes)
     ended = sum(c["served"] + c["expired"] for c in counts.values())
-    assert ended + stats["queue_depth"] + stats["running"] == sum(c["admitted"] for c in counts.values())
+    assert ended + waiting + stats["running"] == sum(c["admitted"] for c in counts.values())
 
 
 def test_without_an_initial_window_a_replica_starts_at_its_cap_less_the_headroom():
@@ -472,3 +483,66 @@ def test_window_stops_following_a_class_whose_last_request_was_cancelled():
     core.cancel("i1", 1.0)  # interactive's client left: only batch's 30 s TTFT target applies now
     core.finish("b1", 3.0, ok=True, ttft_s=2.0, tpot_s=0.05)  # meets batch's 30 s target
     assert core.stats()["replicas"]["r1"]["window"] == 4
+
+
+def test_a_request_bound_to_a_full_replica_waits_for_it_without_holding_back_the_queue():
+    core = make_core(initial_window=1, headroom_fraction=0.0)
+    core.set_replicas({"r1": 10, "r2": 10})
+    admit(core, "on_r1", "batch", 0.0)
+    admit(core, "on_r2", "batch", 0.0)
+    assert {d.replica_id for d in core.take_dispatches(0.0)} == {"r1", "r2"}
+    assert core.admit("follow_up", "batch", ANYONE, 10, 0.1, replica_id="r1") is None  # r1 holds what it continues
+    admit(core, "free", "batch", 0.2)
+    assert core.take_dispatches(0.3) == []  # both windows full
+    core.finish("on_r2", 0.4, ok=True)
+    # r2 has room: the request behind the bound one starts there; the bound one waits for r1.
+    assert core.take_dispatches(0.5) == [Dispatch("free", "r2")]
+    assert core.stats()["waiting_for_their_replica"] == 1
+    core.finish("on_r1", 0.6, ok=True)
+    assert core.take_dispatches(0.7) == [Dispatch("follow_up", "r1")]
+    assert core.stats()["waiting_for_their_replica"] == 0
+
+
+def test_a_bound_request_goes_to_its_replica_even_when_another_has_more_room():
+    core = make_core(initial_window=4, headroom_fraction=0.0)
+    core.set_replicas({"r1": 10, "r2": 10})
+    for i in range(3):
+        admit(core, f"load{i}", "batch", 0.0)
+    sent_to = [d.replica_id for d in core.take_dispatches(0.0)]
+    target = max(("r1", "r2"), key=sent_to.count)  # the busier one
+    assert sent_to.count(target) == 2
+    assert core.admit("follow_up", "batch", ANYONE, 10, 0.1, replica_id=target) is None
+    assert core.take_dispatches(0.2) == [Dispatch("follow_up", target)]
+
+
+def test_a_set_aside_request_expires_at_its_deadline_and_can_be_cancelled():
+    core = make_core(initial_window=1, headroom_fraction=0.0, initial_service_rate_rps=100.0)
+    core.set_replicas({"r1": 10, "r2": 10})
+    admit(core, "a", "batch", 0.0)
+    admit(core, "b", "batch", 0.0)
+    running = {d.replica_id: d.request_id for d in core.take_dispatches(0.0)}
+    core.admit("late", "batch", ANYONE, 10, 0.0, replica_id="r1")
+    core.admit("left", "batch", ANYONE, 10, 0.0, replica_id="r1")
+    assert core.take_dispatches(0.1) == []
+    core.cancel("left", 0.2)
+    [(request_id, refusal)] = core.expire(10.5)
+    assert request_id == "late" and refusal.code == "queue_deadline_exceeded"
+    stats = core.stats()
+    assert stats["waiting_for_their_replica"] == 0 and stats["classes"]["batch"]["cancelled"] == 1
+    assert stats["classes"]["batch"]["expired"] == 1 and sorted(running) == ["r1", "r2"]
+
+
+def test_a_request_bound_to_a_replica_that_is_gone_goes_wherever_there_is_room():
+    core = make_core(initial_window=1, headroom_fraction=0.0)
+    core.set_replicas({"r1": 10, "r2": 10})
+    admit(core, "x", "batch", 0.0)
+    admit(core, "y", "batch", 0.0)
+    running = {d.replica_id: d.request_id for d in core.take_dispatches(0.0)}
+    core.admit("follow_up", "batch", ANYONE, 10, 0.1, replica_id="r1")
+    assert core.take_dispatches(0.2) == []  # set aside for r1
+    core.replica_failed("r1")
+    core.finish(running["r2"], 0.3, ok=True)
+    assert core.take_dispatches(0.4) == [Dispatch("follow_up", "r2")]
+    assert core.admit("unknown", "batch", ANYONE, 10, 0.5, replica_id="r9") is None  # never routable: unbound
+    core.finish("follow_up", 0.6, ok=True)
+    assert core.take_dispatches(0.7) == [Dispatch("unknown", "r2")]
