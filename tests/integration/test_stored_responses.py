@@ -14,12 +14,7 @@ STORED = 8  # spread over the two replicas by the router; each retrieval by a ra
 def test_a_stored_response_is_retrieved_from_the_replica_that_made_it(faults_url, model_name):
     wait_for_routable(faults_url, 2)
     with httpx.Client(base_url=faults_url, timeout=60) as http:
-        made = []
-        for index in range(STORED):
-            reply = http.post("/v1/responses", json={"model": model_name, "input": f"t{10 + index} t11 t12",
-                                                     "max_output_tokens": 8, "temperature": 0})
-            assert reply.status_code == 200, reply.text
-            made.append(reply.json())
+        made = _stored_responses(http, model_name, lambda index: f"t{10 + index} t11 t12", max_output_tokens=8)
         # 8 output tokens end each by length: vLLM calls that "incomplete".
         assert [response["status"] for response in made] == ["incomplete"] * STORED
         for response in made:
@@ -41,12 +36,8 @@ def test_a_response_that_continues_a_stored_one_runs_on_the_replica_holding_it(f
     by load alone would send about half of them to the wrong one (all eight right: 1 in 256)."""
     wait_for_routable(faults_url, 2)
     with httpx.Client(base_url=faults_url, timeout=60) as http:
-        firsts = []
-        for index in range(STORED):
-            reply = http.post("/v1/responses", json={"model": model_name, "input": f"t{20 + index} t21",
-                                                     "max_output_tokens": 4, "temperature": 0})
-            assert reply.status_code == 200, reply.text
-            firsts.append(reply.json()["id"])
+        firsts = [made["id"] for made in _stored_responses(http, model_name, lambda index: f"t{20 + index} t21",
+                                                           max_output_tokens=4)]
         for index, previous in enumerate(firsts):
             body = {"model": model_name, "input": f"t{30 + index}", "previous_response_id": previous,
                     "max_output_tokens": 4, "temperature": 0, "stream": index % 2 == 1}
@@ -60,3 +51,14 @@ def test_a_response_that_continues_a_stored_one_runs_on_the_replica_holding_it(f
                                                    "previous_response_id": "resp_nothing_here"})
         assert unknown.status_code == 404, unknown.text  # vLLM's own answer, from whichever replica
         assert unknown.json()["error"]["message"] == "Response with id 'resp_nothing_here' not found."
+
+
+def _stored_responses(http: httpx.Client, model_name: str, input_of, max_output_tokens: int) -> list[dict]:
+    """`STORED` responses made one after another (`input_of(index)`), spread over the replicas by the router."""
+    made = []
+    for index in range(STORED):
+        reply = http.post("/v1/responses", json={"model": model_name, "input": input_of(index),
+                                                 "max_output_tokens": max_output_tokens, "temperature": 0})
+        assert reply.status_code == 200, reply.text
+        made.append(reply.json())
+    return made
