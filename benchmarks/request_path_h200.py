@@ -308,6 +308,8 @@ def measure_bursty_and_flood(args: argparse.Namespace) -> dict:
     capacity_rps = capacity_of(args)
     part = begun_part(args, "bursty")
     load_points(args, part, "bursty", capacity_rps)
+    if args.skip_flood:  # the bursty points alone (a session's last minutes); the flood's goals from another run
+        return part
     return measure_flood_again(args, part)
 
 
@@ -435,7 +437,7 @@ def summarize(args: argparse.Namespace) -> int:
     saturated = latency["saturated"]
     steady = steady_throughput_goal(" (mixed lengths)", saturated["ours"], saturated["vllm"])
     goals += [throughput_goal(" (mixed lengths)", saturated["ours"], saturated["vllm"]), *([steady] if steady else [])]
-    if not args.latency_only:
+    if "flood" in bursty:  # a bursty part run with --skip-flood has none
         goals += flood_goals({"ours": {}, "vllm": {}, **bursty["flood"]})
     summary = {"gpu": latency["gpu"],
                "commands": [*scripts_of(latency), *([] if args.latency_only else scripts_of(bursty)),
@@ -525,6 +527,7 @@ def main() -> int:
     parser.add_argument("--flood-low-rate", type=float,
                         help="flood-from-files: the low class's rate the lost run flooded at (its log says)")
     parser.add_argument("--from", dest="source", type=Path, help="adopt: the other run's folder")
+    parser.add_argument("--skip-flood", action="store_true", help="bursty part: its load points without the flood")
     parser.add_argument("--latency-only", action="store_true",
                         help="summarize: the latency part's goals alone (a run that measured no bursty part or flood)")
     parser.add_argument("--only", choices=list(PORTS),

@@ -14,6 +14,8 @@
 # caches, its parts 9.5 min; the machine was lost after a 560 s wait; ours' parts on a fresh one took 10.8 min.
 # The fifth (2026-12-04, one_gpu_direct_same_machine_latency/): the latency parts alone (PARTS="latency" now),
 # vLLM's 5.5 min and ours' 5.2 min on one machine after the session's first was lost (given back idle).
+# The sixth (the same session, one_gpu_direct_same_machine_bursty/): PARTS=bursty FLOOD=0 with that run's
+# latency.json carried, 7.8 min from begin to done on a third machine.
 # FRONT=haproxy-direct (in the environment of `gpu_detached.sh start`) runs ours with delivery direct
 # (`serve_app.direct_link`) instead of by pull.
 out=$1
@@ -53,6 +55,9 @@ finished() { [ -n "$resume" ] && grep -q " $1 rc=0$" "$resume/progress"; }
 # and takes its load points from latency.json, so PARTS="bursty" needs a RESUME_FROM folder holding one);
 # summarize then writes the goals of the parts measured.
 parts=${PARTS:-latency bursty}
+# FLOOD=0: the bursty part's load points without the flood (its goals then come from another run).
+bursty_args=(--point-s 20)
+[ "${FLOOD:-1}" = 0 ] && bursty_args+=(--skip-flood)
 asked() { [[ " $parts " == *" $1 "* ]]; }
 label_of() { [ "$2" = latency ] && echo "$1 latency" || echo "$1 bursty+flood"; }
 pending() { asked "$2" && ! finished "$(label_of "$1" "$2")"; }  # SERVER PART
@@ -66,14 +71,14 @@ run_part() {  # SERVER PART [ARGS]: the part unless PARTS leaves it out or an ea
 if pending vllm latency || pending vllm bursty; then
   rp start --only vllm; step "vllm start rc=$?"
   run_part vllm latency
-  run_part vllm bursty --point-s 20
+  run_part vllm bursty "${bursty_args[@]}"
   rp stop --only vllm
   gpu_free
 fi
 if pending ours latency || pending ours bursty; then
   rp start --only ours --front "$front"; step "ours ($front) start rc=$?"
   run_part ours latency
-  run_part ours bursty --point-s 20
+  run_part ours bursty "${bursty_args[@]}"
   rp stop --only ours
 fi
 summary_scope=()

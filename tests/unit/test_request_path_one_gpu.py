@@ -78,3 +78,10 @@ def test_parts_bursty_resumed_after_a_latency_run_starts_each_server_for_the_bur
     assert phases == ["start --only vllm", "measure --part bursty", "stop --only vllm",
                       "start --only ours", "measure --part bursty", "stop --only ours", "summarize"]
     assert (out / "latency.json").exists()  # the bursty part's load points
+
+
+def test_flood_0_runs_the_bursty_part_without_its_flood(tmp_path):
+    latency_run = "12:55:04 vllm start rc=0\n13:00:12 vllm latency rc=0\n13:05:21 ours latency rc=0\n"
+    _, _, out = _sequence(tmp_path, latency_run, PARTS="bursty", FLOOD="0")
+    measures = [line for line in (tmp_path / "calls.txt").read_text().splitlines() if " measure " in line]
+    assert len(measures) == 2 and all("--point-s 20 --skip-flood --out" in line for line in measures)

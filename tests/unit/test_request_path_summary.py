@@ -232,3 +232,19 @@ def test_the_reading_before_a_point_waits_until_it_counts_what_ours_has_served(m
                                          sleep=slept.append)
     assert settled == {float("inf"): 800.0} and slept == [2, 2]
     assert script.served_so_far("vllm") == 0
+
+
+def test_a_bursty_part_without_its_flood_adds_its_point_goals_and_no_flood_goals(tmp_path):
+    latency = {"part": "latency", "gpu": "test GPU", "capacity_rps": 20.0, "scripts": ["measure latency"],
+               "saturated": {"ours": _bench(0, 0, 0, 4900.0), "vllm": _bench(0, 0, 0, 5000.0)},
+               "points": {"poisson_25": {"ours": _bench(34.0, 66.0, 5.5), "vllm": _bench(29.0, 64.0, 5.6)}}}
+    bursty = {"part": "bursty", "scripts": ["measure bursty --skip-flood"],
+              "points": {"bursty_50": {"ours": _bench(50.0, 90.0, 9.0), "vllm": _bench(47.0, 93.0, 8.9)}}}
+    (tmp_path / "latency.json").write_text(json.dumps(latency))
+    (tmp_path / "bursty.json").write_text(json.dumps(bursty))
+    (tmp_path / "servers.json").write_text(json.dumps({"ours": {"command": "ours", "gpu": "0"},
+                                                       "vllm": {"command": "vllm", "gpu": "0"}}))
+    goals = {g["name"]: g for g in _summarize(tmp_path)}
+    assert goals["bursty_50: TTFT p50, ours - vllm serve (ms)"]["measured"] == 3.0
+    assert "poisson_25: TTFT p99, ours / vllm serve" in goals
+    assert not [name for name in goals if name.startswith("flood")]
