@@ -142,15 +142,21 @@ class Ingress:
         `target_replica`."""
         headers = kept(http_request.headers.items(), FORWARDED_REQUEST_HEADERS)
         body = await raw_body(http_request, self._config.http.max_body_bytes) if http_request.method == "POST" else b""
-        answer = await answer_within(self._replicas.serve_http.remote(
-            http_request.method, path or route_path(http_request), headers, body, http_request.url.query,
-            target_replica=target_replica), PASSTHROUGH_TIMEOUT_S)
+        answer = await self._replica_http(http_request.method, path or route_path(http_request), headers, body,
+                                          http_request.url.query, target_replica)
         if isinstance(answer, BaseException):
             raise ApiError(503, f"no model replica answered ({type(answer).__name__}); replicas may be starting",
                            error_type="server_error", code="no_replica", headers={"Retry-After": "5"})
         status, response_headers, response_body = answer
         return Response(openai_error_shape(response_body, status), status_code=status,
                         headers=dict(kept(response_headers, FORWARDED_RESPONSE_HEADERS)))
+
+    async def _replica_http(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes, query: str,
+                            target_replica: str | None) -> Any:
+        """One call of vLLM's app on an LLM replica (any, or `target_replica`): its (status, headers, body), or
+        the error that stood in for it."""
+        return await answer_within(self._replicas.serve_http.remote(
+            method, path, headers, body, query, target_replica=target_replica), PASSTHROUGH_TIMEOUT_S)
 
     async def _response_holder(self, http_request: Request, response_id: str) -> str | None:
         """The LLM replica that holds stored response `response_id` (vLLM keeps each in the replica that made
@@ -164,8 +170,7 @@ class Ingress:
         headers = kept(http_request.headers.items(), FORWARDED_REQUEST_HEADERS)
         path = f"/v1/responses/{quote(response_id, safe='')}"
         for replica_id in replica_ids:
-            answer = await answer_within(self._replicas.serve_http.remote(
-                "GET", path, headers, b"", "", target_replica=replica_id), PASSTHROUGH_TIMEOUT_S)
+            answer = await self._replica_http("GET", path, headers, b"", "", replica_id)
             if not isinstance(answer, BaseException) and answer[0] == 200:
                 return replica_id
         return None

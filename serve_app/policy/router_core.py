@@ -503,13 +503,12 @@ class RouterCore(RouterContract):
 
     def _remove_set_aside(self, request_id: str) -> bool:
         queued = self._queued.get(request_id)
-        waiting = self._waiting_for_replica.get(queued.replica_id) if queued is not None and queued.replica_id else None
-        kept = [e for e in waiting or () if e.request_id != request_id]
-        if waiting is None or len(kept) == len(waiting):
+        waiting = self._waiting_for_replica.get(queued.replica_id, []) if queued is not None else []
+        index = next((i for i, entry in enumerate(waiting) if entry.request_id == request_id), None)
+        if index is None:
             return False
-        if kept:
-            self._waiting_for_replica[queued.replica_id] = kept
-        else:
+        del waiting[index]
+        if not waiting:
             del self._waiting_for_replica[queued.replica_id]
         return True
 
