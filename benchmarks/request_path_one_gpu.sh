@@ -56,7 +56,9 @@ finished() { [ -n "$resume" ] && grep -q " $1 rc=0$" "$resume/progress"; }
 # summarize then writes the goals of the parts measured.
 parts=${PARTS:-latency bursty}
 # FLOOD=0: the bursty part's load points without the flood (its goals then come from another run).
-bursty_args=(--point-s 20)
+# BURSTY_POINT_S: each bursty point's length (default 20 s: 104 requests at 25%, whose p99 is their second
+# slowest; 60 s gives 312, 624 and 936 requests at 25, 50 and 75%).
+bursty_args=(--point-s "${BURSTY_POINT_S:-20}")
 [ "${FLOOD:-1}" = 0 ] && bursty_args+=(--skip-flood)
 asked() { [[ " $parts " == *" $1 "* ]]; }
 label_of() { [ "$2" = latency ] && echo "$1 latency" || echo "$1 bursty+flood"; }
@@ -68,19 +70,24 @@ run_part() {  # SERVER PART [ARGS]: the part unless PARTS leaves it out or an ea
   if finished "$label"; then step "$label skipped (finished on the earlier machine)"; return; fi
   rp measure --part "$part" --only "$server" "$@"; step "$label rc=$?"
 }
-if pending vllm latency || pending vllm bursty; then
-  rp start --only vllm; step "vllm start rc=$?"
-  run_part vllm latency
-  run_part vllm bursty "${bursty_args[@]}"
-  rp stop --only vllm
+run_server() {  # SERVER: its start, its parts, its stop
+  local server=$1 start_args=()
+  pending "$server" latency || pending "$server" bursty || return 0
+  [ "$server" = ours ] && start_args=(--front "$front")
+  rp start --only "$server" "${start_args[@]}"; step "$(server_label "$server") start rc=$?"
+  run_part "$server" latency
+  run_part "$server" bursty "${bursty_args[@]}"
+  rp stop --only "$server"
   gpu_free
+}
+server_label() { [ "$1" = ours ] && echo "ours ($front)" || echo "$1"; }
+# ORDER="ours vllm": ours first (default "vllm ours"). vLLM's saturated run sets every load point, so ours
+# goes first only where vLLM's latency part is already done (PARTS=bursty with a RESUME_FROM folder).
+order=${ORDER:-vllm ours}
+if [ "${order%% *}" = ours ] && pending vllm latency; then
+  step "ORDER=$order needs vLLM's latency part done first (its capacity sets the load points)"; step done; exit 2
 fi
-if pending ours latency || pending ours bursty; then
-  rp start --only ours --front "$front"; step "ours ($front) start rc=$?"
-  run_part ours latency
-  run_part ours bursty "${bursty_args[@]}"
-  rp stop --only ours
-fi
+for server in $order; do run_server "$server"; done
 summary_scope=()
 asked bursty || summary_scope=(--latency-only)
 rp summarize "${summary_scope[@]}" > "$out/goals.txt" 2>&1; step "summarize rc=$?"

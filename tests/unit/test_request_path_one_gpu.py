@@ -1,5 +1,5 @@
 """benchmarks/request_path_one_gpu.sh's resume (RESUME_FROM): the parts a lost machine finished are not run
-again and their files are taken; the rest run in order. PARTS picks the parts both servers run. Run with a stand-in `python3` and `nvidia-smi` on the
+again and their files are taken; the rest run in order. PARTS picks the parts both servers run, ORDER which server goes first. Run with a stand-in `python3` and `nvidia-smi` on the
 PATH that log each call, since the real ones need the GPU host."""
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "request_path_one_gpu.sh"
@@ -85,3 +87,23 @@ def test_flood_0_runs_the_bursty_part_without_its_flood(tmp_path):
     _, _, out = _sequence(tmp_path, latency_run, PARTS="bursty", FLOOD="0")
     measures = [line for line in (tmp_path / "calls.txt").read_text().splitlines() if " measure " in line]
     assert len(measures) == 2 and all("--point-s 20 --skip-flood --out" in line for line in measures)
+
+
+def test_order_ours_first_runs_ours_bursty_points_before_vllms_with_the_asked_point_length(tmp_path):
+    latency_run = "12:55:04 vllm start rc=0\n13:00:12 vllm latency rc=0\n13:05:21 ours latency rc=0\n"
+    phases, progress, _ = _sequence(tmp_path, latency_run, PARTS="bursty", FLOOD="0", ORDER="ours vllm",
+                                    BURSTY_POINT_S="60")
+    assert phases == ["start --only ours", "measure --part bursty", "stop --only ours",
+                      "start --only vllm", "measure --part bursty", "stop --only vllm", "summarize"]
+    assert progress.index("ours (haproxy-direct) start") < progress.index("vllm start")
+    measures = [line for line in (tmp_path / "calls.txt").read_text().splitlines() if " measure " in line]
+    assert all("--point-s 60 --skip-flood" in line for line in measures)
+
+
+def test_order_ours_first_refuses_a_run_whose_load_points_vllm_has_not_measured(tmp_path):
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        _sequence(tmp_path, None, ORDER="ours vllm")
+    assert refused.value.returncode == 2
+    progress = (tmp_path / "out" / "progress").read_text()
+    assert "needs vLLM's latency part done first" in progress
+    assert not (tmp_path / "calls.txt").exists() or " start " not in (tmp_path / "calls.txt").read_text()
