@@ -16,6 +16,9 @@
 # vLLM's 5.5 min and ours' 5.2 min on one machine after the session's first was lost (given back idle).
 # The sixth (the same session, one_gpu_direct_same_machine_bursty/): PARTS=bursty FLOOD=0 with that run's
 # latency.json carried, 7.8 min from begin to done on a third machine.
+# The seventh and eighth (2026-12-04, one machine, one_gpu_direct_bursty_ours_first/ and _vllm_first/): PARTS=bursty
+# FLOOD=0 with ORDER="ours vllm" and BURSTY_POINT_S=60 (14.4 min begin to done, ours compiling from nothing),
+# then the default order with BURSTY_POINT_S=30 (9.1 min on the first's caches).
 # FRONT=haproxy-direct (in the environment of `gpu_detached.sh start`) runs ours with delivery direct
 # (`serve_app.direct_link`) instead of by pull.
 out=$1
