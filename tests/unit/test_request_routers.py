@@ -179,4 +179,66 @@ def test_a_call_for_an_llm_replica_that_is_gone_goes_to_the_best_other_at_once()
     live = [_LlmReplica("llm-b")]
     call = _TargetedCall("llm-a", age_s=0.0)
     assert _choose_llm(_llm_router({"llm-a", "llm-b"}), live, call) == [["llm-b"]]
-    assert not call.routing_context.should_backoff
+
+
+class _UntargetedCall(_TargetedCall):
+    def __init__(self) -> None:
+        super().__init__("", age_s=0.0)
+        self.kwargs = {}
+
+
+def _in_ray_serves_retry_loop(router: LeastOutstandingTokensRouter, replicas: list[_LlmReplica], call,
+                              max_choices: int = 100, wait_s: float = 0.3) -> tuple[list[str] | None, int]:
+    """Ray Serve's own retry loop (`_choose_replicas_with_backoff`) around the router's choice, for `wait_s`:
+    the first group it offers (None: none) and how many times it asked the router. More than `max_choices`
+    asks raise inside the loop: without backing off it would ask in a loop that never yields, which no
+    timeout here could interrupt."""
+    import asyncio
+    from types import SimpleNamespace
+
+    router._replicas = {replica.replica_id: replica for replica in replicas}
+    router._replicas_list = list(replicas)
+    router.num_routing_tasks_in_backoff = 0
+    router.num_routing_tasks_in_backoff_gauge = SimpleNamespace(set=lambda value: None)
+    router.initial_backoff_s, router.backoff_multiplier, router.max_backoff_s = 0.025, 2, 0.5
+    asks = 0
+    choose = router.choose_replicas
+
+    async def counted(candidate_replicas, pending_request=None):
+        nonlocal asks
+        asks += 1
+        if asks > max_choices:
+            raise RuntimeError(f"asked {asks} times without backing off")
+        return await choose(candidate_replicas, pending_request)
+
+    router.choose_replicas = counted
+
+    async def first_offer():
+        offers = router._choose_replicas_with_backoff(call)
+        try:
+            group = await asyncio.wait_for(offers.__anext__(), wait_s)
+            return [replica.replica_id.unique_id for replica in group]
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            await offers.aclose()
+
+    return asyncio.run(first_offer()), asks
+
+
+def test_with_every_llm_replica_at_its_window_ray_serve_backs_off_instead_of_spinning():
+    """A call with no target (vLLM's app: models, tokenize, a stored response) while every window is full:
+    the router offers nothing, and Ray Serve must sleep before asking again (25, 50, 100, ... ms) rather
+    than spin its router's event loop."""
+    full = _LlmReplica("llm-a")
+    full.routing_stats = {"in_flight": full.max_ongoing_requests}
+    offered, asks = _in_ray_serves_retry_loop(_llm_router({"llm-a"}), [full], _UntargetedCall())
+    assert offered is None
+    assert 2 <= asks <= 10  # 0.3 s of backing off: ~5 asks
+
+
+def test_a_replica_with_room_is_offered_on_the_first_ask():
+    full, free = _LlmReplica("llm-a"), _LlmReplica("llm-b")
+    full.routing_stats = {"in_flight": full.max_ongoing_requests}
+    offered, asks = _in_ray_serves_retry_loop(_llm_router({"llm-a", "llm-b"}), [full, free], _UntargetedCall())
+    assert offered == ["llm-b"] and asks == 1
