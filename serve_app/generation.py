@@ -148,6 +148,8 @@ class RunSummary:
     # The engine's mean inter-token time over its last seconds as the request ended: the batch's current
     # speed, which the router's window steers by (`tpot_signal`); None when the replica has no figure.
     engine_inter_token_s: float | None = None
+    # A Responses API call's response id (vLLM stores it in this replica): the ingress binds continuations here.
+    response_id: str | None = None
 
 
 def merge_parts(first: ResponsePart, *rest: ResponsePart) -> ResponsePart:

@@ -7,6 +7,7 @@ the common fields and are not used to parse.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -171,6 +172,23 @@ def peek_request(raw: bytes) -> RequestPeek:
         num_stop=len(stop) if isinstance(stop, list) else int(bool(stop)),
         previous_response_id=previous if isinstance(previous := body.get("previous_response_id"), str) else None,
     )
+
+
+# The first `"id"` of a Responses API answer is the response's own: the whole response's first field, and in a
+# stream the first event's (`response.created`, whose `response` comes first).
+_FIRST_ID = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def stored_response_id(first_bytes: bytes) -> str | None:
+    """The id of the response whose answer begins with `first_bytes` (vLLM's `/v1/responses`, streamed or
+    not), or None where they name none."""
+    found = _FIRST_ID.search(first_bytes)
+    if found is None:
+        return None
+    try:
+        return json.loads(b'"' + found.group(1) + b'"')
+    except ValueError:
+        return None
 
 
 def error_body(message: str, error_type: str, code: str | int | None = None, param: str | None = None) -> dict:

@@ -45,6 +45,7 @@ class ResponseRelay:
         self._start_sent = False
         self.done = False
         self.last_seq = 0
+        self.first_bytes = b""  # the response's first bytes (a stored response's id is there)
 
     def on_start(self, status: int, headers: Headers) -> None:
         self.status, self._headers = status, headers
@@ -59,6 +60,8 @@ class ResponseRelay:
         # be what the ingress waits for, or a client that leaves at `[DONE]` cancels a served request.
         done = not more or body.rstrip().endswith(b"data: [DONE]")
         if body or done:
+            if not self.first_bytes:
+                self.first_bytes = body
             self.done = done
             self.send(ResponsePart(body, done=done, generated_tokens=self._tally.generated_tokens))
 

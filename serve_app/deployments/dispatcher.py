@@ -29,6 +29,7 @@ from serve_app.generation import GenerationRequest, RunSummary
 from serve_app.policy.deadline_sweep import DeadlineSweep
 from serve_app.policy.router_contract import Refusal, RouterContract
 from serve_app.policy.router_core import RouterCore
+from serve_app.policy.response_holders import ResponseHolders
 from serve_app.policy.router_settings import CACHE_INDEX_ROUTINGS
 from serve_app.prompt_blocks import PromptBlockKeys
 from serve_app.statistics import tpot_s
@@ -88,6 +89,7 @@ class Dispatcher:
                               if self._prompt_blocks is not None and routing == "precise_prefix" else None)
         self._leased: list[str] = []
         self._last_admitted_at = -1e18
+        self._response_holders = ResponseHolders()
 
     def start(self) -> None:
         """Start the expiry and lease-refresh loops (needs the running event loop)."""
@@ -105,6 +107,11 @@ class Dispatcher:
     def replica_ids(self) -> list[str]:
         """The LLM replicas this ingress holds leases on (those it routes to)."""
         return list(self._leased)
+
+    def response_holder(self, response_id: str) -> str | None:
+        """The LLM replica that made stored response `response_id`, if it was relayed here and that replica
+        is still routed to; None: ask the replicas."""
+        return self._response_holders.holder(response_id, self._leased)
 
     async def submit(self, request: GenerationRequest) -> RunSummary | Refusal:
         """Run `request` on a replica (its response parts come back to this ingress replica), or refuse it."""
@@ -155,6 +162,8 @@ class Dispatcher:
                 summary = await (self._run_call(replica_id, sent) if self._run_call is not None else
                                  self._replicas.run.remote(sent, self._ingress_id, target_replica=replica_id))
             span.set(llm__completion_tokens=summary.num_generated, llm__finish_reason=summary.finish_reason)
+            if summary.response_id is not None:
+                self._response_holders.learn(summary.response_id, replica_id)
             return summary
         except (*REPLICA_LOST, MisroutedCall, ReplicaConnectionLost, EngineDied) as error:
             # Misrouted: the LLM replicas' router no longer lists the target, which has died or is draining.
@@ -252,5 +261,6 @@ class Dispatcher:
                 "refresh_failure": self._refresh_failure}
 
     def stats(self) -> dict[str, Any]:
-        """Queue depth and waits per class, window (lease) per replica, admitted/refused counts."""
-        return self._core.stats(self._clock())
+        """Queue depth and waits per class, window (lease) per replica, admitted/refused counts, and how
+        continuations of stored responses found their replica."""
+        return {**self._core.stats(self._clock()), "stored_responses": self._response_holders.stats()}

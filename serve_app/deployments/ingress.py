@@ -28,7 +28,8 @@ from serve_app.deployments.calls import answer_within
 from serve_app.deployments.dispatcher import Dispatcher
 from serve_app.deployments.ingress_link import ingress_delivery
 from serve_app.delivery import Batch, Inbox
-from serve_app.http.errors import install_error_handlers, metrics_not_here, openai_error_shape, path_in_app
+from serve_app.http.errors import (install_error_handlers, metrics_not_here, openai_error_shape, path_in_app,
+                                   replica_failed_error)
 from serve_app.http.forwarding import FORWARDED_REQUEST_HEADERS, FORWARDED_RESPONSE_HEADERS, kept, raw_body, route_path
 from serve_app.http.intake import RequestIntake
 from serve_app.http.response_parts import ResponseParts, event_stream
@@ -119,7 +120,7 @@ class Ingress:
             raise
         if first.error:
             await parts.aclose()
-            raise ApiError(503, first.error, error_type="server_error", code="replica_failed")
+            raise replica_failed_error(first.error)
         headers = dict(kept(first.headers, FORWARDED_RESPONSE_HEADERS))
         status = first.status or 200
         if not first.done and status == 200 and headers.get("content-type", "").startswith("text/event-stream"):
@@ -130,7 +131,7 @@ class Ingress:
         last = first
         async for part in parts:
             if part.error:
-                raise ApiError(503, part.error, error_type="server_error", code="replica_failed")
+                raise replica_failed_error(part.error)
             body.append(part.body)
             last = part
         span.completion_tokens = last.generated_tokens
@@ -160,13 +161,16 @@ class Ingress:
 
     async def _response_holder(self, http_request: Request, response_id: str) -> str | None:
         """The LLM replica that holds stored response `response_id` (vLLM keeps each in the replica that made
-        it, and a request continuing one elsewhere gets a 404), asked of one after another; None where one
-        replica routes everything or none has it (vLLM's own 404 then answers the request). Asked of all at
-        once, the two calls' routing stalled this process's event loop for 5 s and the proxy answered 500
-        (CPU test, two replicas): one at a time, as `stored_response` asks."""
+        it, and a request continuing one elsewhere gets a 404): the one this ingress relayed it from, else
+        asked of one after another; None where one replica routes everything or none has it (vLLM's own 404
+        then answers the request). Asked of all at once, the two calls' routing stalled this process's event
+        loop for 5 s and the proxy answered 500 (CPU test, two replicas): one at a time, as `stored_response`
+        asks."""
         replica_ids = self._dispatcher.replica_ids
         if len(replica_ids) < 2:
             return None
+        if (known := self._dispatcher.response_holder(response_id)) is not None:
+            return known
         headers = kept(http_request.headers.items(), FORWARDED_REQUEST_HEADERS)
         path = f"/v1/responses/{quote(response_id, safe='')}"
         for replica_id in replica_ids:
@@ -183,7 +187,10 @@ class Ingress:
         routable replica is asked until one has it; none has: vLLM's 404, or 503 if a replica did not answer."""
         self._intake.caller(http_request)
         answer, unanswered = None, None
-        for replica_id in self._dispatcher.replica_ids or [None]:
+        replica_ids = self._dispatcher.replica_ids
+        if len(replica_ids) > 1 and (known := self._dispatcher.response_holder(response_id)) is not None:
+            replica_ids = [known, *(replica_id for replica_id in replica_ids if replica_id != known)]
+        for replica_id in replica_ids or [None]:
             try:
                 answer = await self._passthrough(http_request, path_in_app(http_request), target_replica=replica_id)
             except ApiError as error:
@@ -244,7 +251,8 @@ class Ingress:
         ingress replica measured it; this process's garbage-collector pauses and event-loop stalls; its streams
         (sending, writes so far, each class's least time between two writes of a stream now: pacing); where
         responses' first parts spent their time over the last `first_part_window_s` (query; 10 s) by stage
-        (`FirstPartStamps.stages`); and per class the slowest first parts since start with theirs."""
+        (`FirstPartStamps.stages`); per class the slowest first parts since start with theirs; and how look-ups
+        of stored responses found their replica (`stored_responses`)."""
         window_s, stats, now = first_part_window_s(http_request.query_params), self._dispatcher.stats(), time.monotonic()
         stats["ingress"] = {"replica": self._replica_id, "ttft_recent": self._telemetry.recent_ttft.summary(now),
                             "first_part_path": self._telemetry.first_part_path.summary(now, window_s),

@@ -35,6 +35,7 @@ from serve_app.deployments.supervision import start_supervised
 from serve_app.generation import GenerationRequest, Headers, RunSummary
 from serve_app.kv_event_log import KvEventPage
 from serve_app.kv_events import EngineKvEvents
+from serve_app.openai_api import stored_response_id
 from serve_app.replica_ledger import ReplicaLedger, RequestOutcome
 from serve_app.response_relay import ResponseRelay
 from serve_app.shared_memory import remove_orphaned_segments, vllm_segments
@@ -46,6 +47,9 @@ from serve_app.telemetry.tracing import RequestSpan
 from serve_app.vllm_frontend import CURRENT_TALLY, RequestTally, build_server_app, server_namespace, tap_engine
 
 logger = service_logger("replica")
+
+
+RESPONSES_PATH = "/v1/responses"
 
 
 class LLMReplica:
@@ -114,7 +118,8 @@ class LLMReplica:
             self._report_task = start_supervised(functools.partial(
                 self._controller.report_load_forever, self._engine.vllm_config, self._ledger,
                 lambda: self._snapshot.num_preemptions_total, lambda: self._snapshot.kv_cache_usage,
-                self._reports.observe_engine, engine_load=self._reports.engine_load))
+                self._reports.observe_engine, engine_load=self._reports.engine_load,
+                engine_dead=lambda: self._engine.errored))
 
     async def run(self, request: GenerationRequest, reply_to: str, target_replica: str | None = None) -> RunSummary:
         """Serve `request` through vLLM's app, sending the response's parts to ingress replica `reply_to`;
@@ -162,6 +167,8 @@ class LLMReplica:
             summary.finish_reason, summary.ttft_s = tally.finish_reason, tally.first_token_s
             summary.duration_s = time.monotonic() - started
             summary.engine_inter_token_s = self._snapshot.recent_inter_token.mean_s()
+            if request.path == RESPONSES_PATH and relay.status == 200:
+                summary.response_id = stored_response_id(relay.first_bytes)
             span.set(llm__prompt_tokens=tally.prompt_tokens, llm__completion_tokens=tally.generated_tokens,
                      llm__finish_reason=summary.finish_reason, http__response__status_code=summary.status)
             if summary.finish_reason is None and (summary.status or 500) < 400:

@@ -95,6 +95,16 @@ def refusal_error(refusal: Refusal) -> ApiError:
                     headers={"Retry-After": str(refusal.retry_after_s)})
 
 
+# A request whose replica failed before anything of its answer was written, after its re-routes: nothing was
+# served, and the same request may be sent again at once (a replacement replica or the survivors take it).
+REPLICA_FAILED_RETRY_AFTER_S = 1
+
+
+def replica_failed_error(message: str) -> ApiError:
+    return ApiError(503, message, error_type="server_error", code="replica_failed",
+                    headers={"Retry-After": str(REPLICA_FAILED_RETRY_AFTER_S)})
+
+
 def describe_failure(error: BaseException) -> str:
     if isinstance(error, ReplicaFailed):
         return "the model replica serving this request failed; retry"

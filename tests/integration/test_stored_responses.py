@@ -36,6 +36,7 @@ def test_a_response_that_continues_a_stored_one_runs_on_the_replica_holding_it(f
     by load alone would send about half of them to the wrong one (all eight right: 1 in 256)."""
     wait_for_routable(faults_url, 2)
     with httpx.Client(base_url=faults_url, timeout=60) as http:
+        looked_up_before = _holder_lookups(http)
         firsts = [made["id"] for made in _stored_responses(http, model_name, lambda index: f"t{20 + index} t21",
                                                            max_output_tokens=4)]
         for index, previous in enumerate(firsts):
@@ -47,6 +48,12 @@ def test_a_response_that_continues_a_stored_one_runs_on_the_replica_holding_it(f
                 assert '"type":"response.completed"' in follow_up.text.replace(" ", ""), follow_up.text[-400:]
             else:
                 assert follow_up.json()["previous_response_id"] == previous
+        # Each ingress replica remembers where the responses it relayed were made: a follow-up that reaches the
+        # same one goes there without asking the replicas (with two ingress replicas, about half of them).
+        looked_up = {ingress: [after - before for after, before in zip(counts, looked_up_before.get(ingress, (0, 0)))]
+                     for ingress, counts in _holder_lookups(http).items()}
+        assert sum(known + asked for known, asked in looked_up.values()) == STORED, looked_up
+        assert sum(known for known, _ in looked_up.values()) >= 1, looked_up
         unknown = http.post("/v1/responses", json={"model": model_name, "input": "t1",
                                                    "previous_response_id": "resp_nothing_here"})
         assert unknown.status_code == 404, unknown.text  # vLLM's own answer, from whichever replica
@@ -62,3 +69,16 @@ def _stored_responses(http: httpx.Client, model_name: str, input_of, max_output_
         assert reply.status_code == 200, reply.text
         made.append(reply.json())
     return made
+
+
+def _holder_lookups(http: httpx.Client) -> dict[str, tuple[int, int]]:
+    """Per ingress replica, its stored-response look-ups so far: (answered from its memory, asked of the
+    replicas). Its router stats come from whichever ingress replica the proxy picks: asked until both answered."""
+    seen: dict[str, tuple[int, int]] = {}
+    for _ in range(40):
+        stats = http.get("/v1/router/stats").json()
+        lookups = stats["stored_responses"]
+        seen[stats["ingress"]["replica"]] = (lookups["holder_known"], lookups["holder_asked"])
+        if len(seen) == 2:
+            return seen
+    raise AssertionError(f"the router stats came from {sorted(seen)} only")

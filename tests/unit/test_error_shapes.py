@@ -49,3 +49,19 @@ def test_the_shape_follows_the_route_under_an_application_route_prefix():
     assert client.post("/llm/v1/messages", json={}).json()["type"] == "error"
     assert client.post("/llm/v1/messages/count_tokens", json={}).json()["type"] == "error"
     assert "param" in client.post("/llm/v1/chat/completions", json={}).json()["error"]
+
+
+def test_a_request_whose_replica_failed_is_answered_503_with_retry_after():
+    """Nothing of it was written (whole answers come at their end), so the client may send it again at once."""
+    from serve_app.http.errors import replica_failed_error
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/v1/completions")
+    async def lost():
+        raise replica_failed_error("the model replica serving this request failed; retry")
+
+    answer = TestClient(app, raise_server_exceptions=False).post("/v1/completions")
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert answer.json()["error"]["code"] == "replica_failed"
