@@ -58,18 +58,12 @@ class LeastOutstandingTokensRouter(RemembersListedReplicas, RequestRouter):
     ) -> list[list[RunningReplica]]:
         by_id = {replica.replica_id.unique_id: replica for replica in candidate_replicas}
         target = pending_request.kwargs.get(TARGET_KWARG) if pending_request is not None else None
-        if pending_request is not None:
-            # Every choice here already covers all the replicas: where none of it can take the call (all at
-            # their windows, or the target's queue full), Ray Serve must back off before asking again. Without
-            # the flag it asks again at once, and an empty choice, which awaits nothing, spins the router's
-            # event loop (shared by every call the process makes) until the loads it reads change, which that
-            # loop itself would have to do. The first attempt and the first retry still go at once.
-            pending_request.routing_context.should_backoff = True
         if target in by_id:
             # The router deployment already chose (global queue and windows); honour it.
             return [[by_id[target]]]
         if target is not None and self._may_still_arrive(target, pending_request):
             # A replica just started, not yet listed here: wait for it (Ray Serve backs off and asks again).
+            pending_request.routing_context.should_backoff = True
             return []
         loads = [self._load_of(replica) for replica in candidate_replicas]
         ranked: list[list[RunningReplica]] = []
@@ -80,6 +74,11 @@ class LeastOutstandingTokensRouter(RemembersListedReplicas, RequestRouter):
                 break
             ranked.append([by_id[chosen]])
             loads = [load for load in loads if load.replica_id != chosen]
+        if not ranked and pending_request is not None:
+            # Every replica at its window: Ray Serve must back off before asking again. Without the flag it asks
+            # again at once, and this choice, which awaits nothing, spins the router's event loop (shared by every
+            # call the process makes) until the loads it reads change, which that loop itself would have to do.
+            pending_request.routing_context.should_backoff = True
         return ranked
 
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result) -> None:

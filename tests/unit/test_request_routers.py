@@ -179,6 +179,7 @@ def test_a_call_for_an_llm_replica_that_is_gone_goes_to_the_best_other_at_once()
     live = [_LlmReplica("llm-b")]
     call = _TargetedCall("llm-a", age_s=0.0)
     assert _choose_llm(_llm_router({"llm-a", "llm-b"}), live, call) == [["llm-b"]]
+    assert not call.routing_context.should_backoff
 
 
 class _UntargetedCall(_TargetedCall):
