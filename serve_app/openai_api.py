@@ -174,6 +174,9 @@ def peek_request(raw: bytes) -> RequestPeek:
     )
 
 
+RESPONSES_PATH = "/v1/responses"  # OpenAI's Responses API: its answers are stored in the replica that made them
+
+
 # The first `"id"` of a Responses API answer is the response's own: the whole response's first field, and in a
 # stream the first event's (`response.created`, whose `response` comes first).
 _FIRST_ID = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')

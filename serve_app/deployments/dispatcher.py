@@ -27,9 +27,9 @@ from serve_app.deployments.supervision import start_supervised
 from serve_app.direct_link import ReplicaConnectionLost
 from serve_app.generation import GenerationRequest, RunSummary
 from serve_app.policy.deadline_sweep import DeadlineSweep
+from serve_app.policy.response_holders import ResponseHolders
 from serve_app.policy.router_contract import Refusal, RouterContract
 from serve_app.policy.router_core import RouterCore
-from serve_app.policy.response_holders import ResponseHolders
 from serve_app.policy.router_settings import CACHE_INDEX_ROUTINGS
 from serve_app.prompt_blocks import PromptBlockKeys
 from serve_app.statistics import tpot_s

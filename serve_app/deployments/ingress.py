@@ -109,7 +109,7 @@ class Ingress:
         self._limits.check_output_budget(peek.budget_field, peek.budget)
         admitted = self._intake.admit_at_door(peek.priority, http_request, caller, span)
         gen = self._intake.generation_request(http_request, peek, admitted, span)
-        if peek.previous_response_id is not None and gen.path == "/v1/responses":
+        if peek.previous_response_id is not None and gen.path == api.RESPONSES_PATH:
             gen.bound_replica = await self._response_holder(http_request, peek.previous_response_id)
             span.set(llm__bound_replica=gen.bound_replica or "")
         parts = self._responses.parts(gen, span, streamed=peek.stream)

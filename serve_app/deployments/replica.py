@@ -35,7 +35,7 @@ from serve_app.deployments.supervision import start_supervised
 from serve_app.generation import GenerationRequest, Headers, RunSummary
 from serve_app.kv_event_log import KvEventPage
 from serve_app.kv_events import EngineKvEvents
-from serve_app.openai_api import stored_response_id
+from serve_app.openai_api import RESPONSES_PATH, stored_response_id
 from serve_app.replica_ledger import ReplicaLedger, RequestOutcome
 from serve_app.response_relay import ResponseRelay
 from serve_app.shared_memory import remove_orphaned_segments, vllm_segments
@@ -47,9 +47,6 @@ from serve_app.telemetry.tracing import RequestSpan
 from serve_app.vllm_frontend import CURRENT_TALLY, RequestTally, build_server_app, server_namespace, tap_engine
 
 logger = service_logger("replica")
-
-
-RESPONSES_PATH = "/v1/responses"
 
 
 class LLMReplica:
